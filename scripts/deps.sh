@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the Debian packages upcycle needs, only those that are missing.
+#   scripts/deps.sh build   - what `make` needs (compiler, OpenBLAS, cJSON)
+#   scripts/deps.sh test    - build + python3-torch for the PyTorch reference tests
+set -euo pipefail
+want=(gcc make libc6-dev libopenblas-openmp-dev libcjson-dev)
+if [ "${1:-build}" = test ]; then want+=(python3 python3-torch python3-numpy); fi
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "deps: installing ${missing[*]}"
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,116 @@
+/* backend.h - the one contract between the model and the hardware.
+ *
+ * A backend owns memory (alloc/free/upload/download) and implements every op a training
+ * step calls, as forward/backward pairs on tensors in its own memory. The model (model.c)
+ * calls only these functions; it never includes a backend's headers. The CPU backend
+ * (src/cpu/) uses OpenBLAS + OpenMP; a CUDA backend implements the same table.
+ *
+ * Conventions: N = B*T tokens, C = d_model, row-major, weights in Hugging Face layout
+ * (out_features, in_features). Backward ops ACCUMULATE (+=) into dinp and dweight unless a
+ * comment says "overwrite"; the caller zeroes gradient buffers first. */
+#ifndef UPCYCLE_BACKEND_H
+#define UPCYCLE_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct Backend {
+    const char *name;
+
+    /* ---- memory ---- */
+    void *(*alloc)(size_t bytes); /* zeroed; exits on out-of-memory */
+    void (*free)(void *ptr);
+    void (*upload)(void *dst, const void *host_src, size_t bytes);
+    void (*download)(void *host_dst, const void *src, size_t bytes);
+    void (*zero)(void *ptr, size_t bytes);
+    void (*copy)(void *dst, const void *src, size_t bytes);
+    void (*set_threads)(int n_threads);
+
+    /* ---- elementwise ---- */
+    void (*add)(float *out, const float *a, const float *b, size_t n);   /* out = a + b (may alias) */
+    void (*accumulate)(float *acc, const float *x, size_t n);            /* acc += x */
+    double (*sum_squares)(const float *x, size_t n);
+
+    /* ---- embedding: out (N,C) = table[tokens]; dtable (V,C) += scatter of dout ---- */
+    void (*embedding_forward)(float *out, const int32_t *tokens, const float *table, int N, int C);
+    void (*embedding_backward)(float *dtable, const float *dout, const int32_t *tokens, int N, int C, int V);
+
+    /* ---- linear: out (N,n_out) = inp (N,n_in) @ weight (n_out,n_in)^T ---- */
+    void (*matmul_forward)(float *out, const float *inp, const float *weight, int N, int n_in, int n_out);
+    /* dinp (N,n_in) += dout @ weight (skipped if NULL); dweight (n_out,n_in) += dout^T @ inp */
+    void (*matmul_backward)(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight,
+                            int N, int n_in, int n_out);
+
+    /* ---- RMSNorm over the last dim C of (N,C): out = x * rstd * weight, rstd (N) saved ---- */
+    void (*rmsnorm_forward)(float *out, float *rstd, const float *inp, const float *weight, int N, int C, float eps);
+    void (*rmsnorm_backward)(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight,
+                             const float *rstd, int N, int C);
+
+    /* ---- RoPE, rotate-half form, in place on x (B,T,n_heads,head_dim); position = t ---- */
+    void (*rope_forward)(float *x, int B, int T, int n_heads, int head_dim, float theta);
+    void (*rope_backward)(float *dx, int B, int T, int n_heads, int head_dim, float theta); /* in place */
+
+    /* ---- causal attention with GQA: q (B,T,H,hd), k/v (B,T,KV,hd), out (B,T,H,hd),
+     *      probs (B,H,T,T) saved softmax. Backward overwrites dq, dk, dv. ---- */
+    void (*attention_forward)(float *out, float *probs, const float *q, const float *k, const float *v, int B, int T,
+                              int H, int KV, int head_dim);
+    void (*attention_backward)(float *dq, float *dk, float *dv, const float *dout, const float *probs, const float *q,
+                               const float *k, const float *v, int B, int T, int H, int KV, int head_dim);
+
+    /* ---- SwiGLU: out = silu(gate) * up, elementwise over n; backward overwrites ---- */
+    void (*swiglu_forward)(float *out, const float *gate, const float *up, size_t n);
+    void (*swiglu_backward)(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t n);
+
+    /* ---- router: probs (N,E) = softmax(logits); top-K of (probs + bias) -> topk (N,K),
+     *      gates (N,K) = selected unbiased probs, renormalized if norm_topk; loads (E) counts
+     *      of (token, slot) selections. Returns the auxiliary losses' value:
+     *      aux_coef * E * sum_e f_e P_e + z_coef * mean_t logsumexp(logits_t)^2. ---- */
+    double (*router_forward)(float *probs, int32_t *topk, float *gates, int32_t *loads, const float *logits,
+                             const float *bias, int N, int E, int K, int norm_topk, float aux_coef, float z_coef);
+    /* dlogits (N,E) overwrite, from dgates (N,K) and the auxiliary losses' gradients */
+    void (*router_backward)(float *dlogits, const float *dgates, const float *probs, const int32_t *topk,
+                            const float *logits, const int32_t *loads, int N, int E, int K, int norm_topk,
+                            float aux_coef, float z_coef);
+
+    /* ---- dispatch: sort the N*K (token, slot) pairs by expert (stable: by token within an
+     *      expert). offsets (E+1) prefix sums of loads; token_of (N*K) the token at each
+     *      position; position_of (N*K) the position of pair (t, k). ---- */
+    void (*moe_permute)(int32_t *offsets, int32_t *token_of, int32_t *position_of, const int32_t *topk,
+                        const int32_t *loads, int N, int E, int K);
+    /* xg (N*K, C) = x[token_of]; backward: dx[t] += sum_k dxg[position_of[t,k]] */
+    void (*moe_gather_forward)(float *xg, const float *x, const int32_t *token_of, int NK, int C);
+    void (*moe_gather_backward)(float *dx, const float *dxg, const int32_t *position_of, int N, int K, int C);
+    /* grouped expert SwiGLU over contiguous row groups [offsets[e], offsets[e+1]):
+     *   g = xg W_gate[e]^T, u = xg W_up[e]^T, h = silu(g) * u (all (N*K, F)), yg = h W_down[e]^T.
+     *   w_gate, w_up: (E, F, C); w_down: (E, C, F) contiguous per expert. */
+    void (*experts_forward)(float *yg, float *g, float *u, float *h, const float *xg, const int32_t *offsets,
+                            const float *w_gate, const float *w_up, const float *w_down, int E, int C, int F);
+    /* dxg (N*K,C) overwrite; dw_* accumulate; scratch dg, du, dh (N*K, F) */
+    void (*experts_backward)(float *dxg, float *dw_gate, float *dw_up, float *dw_down, float *dg, float *du,
+                             float *dh, const float *dyg, const float *g, const float *u, const float *h,
+                             const float *xg, const int32_t *offsets, const float *w_gate, const float *w_up,
+                             const float *w_down, int E, int C, int F);
+    /* out (N,C) = sum_k gates[t,k] * yg[position_of[t,k]] (overwrite) */
+    void (*moe_combine_forward)(float *out, const float *yg, const float *gates, const int32_t *position_of, int N,
+                                int K, int C);
+    /* dyg overwrite; dgates (N,K) overwrite */
+    void (*moe_combine_backward)(float *dyg, float *dgates, const float *dout, const float *yg, const float *gates,
+                                 const int32_t *position_of, int N, int K, int C);
+
+    /* ---- cross-entropy: losses (N) = -log softmax(logits)[target]; backward writes
+     *      dlogits (may alias logits) = scale * (softmax - onehot) ---- */
+    void (*crossentropy_forward)(float *losses, const float *logits, const int32_t *targets, int N, int V);
+    void (*crossentropy_backward)(float *dlogits, const float *logits, const int32_t *targets, int N, int V,
+                                  float scale);
+
+    /* ---- optimizer: AdamW on n entries with bias correction at step t (1-based);
+     *      the gradient is multiplied by grad_scale first (global-norm clipping) ---- */
+    void (*adamw_update)(float *param, const float *grad, float *m, float *v, size_t n, float lr, float beta1,
+                         float beta2, float eps, float weight_decay, float grad_scale, int t);
+    /* loss-free balancing: bias[e] += rate * sign(mean(loads) - loads[e]) */
+    void (*balance_bias_update)(float *bias, const int32_t *loads, int E, float rate);
+} Backend;
+
+const Backend *backend_cpu(void);
+
+#endif

@@ -1,0 +1,54 @@
+#include "bench.h"
+
+#include <cblas.h>
+#include <stdlib.h>
+
+#include "model.h"
+#include "util.h"
+
+double bench_sgemm_gflops(int n, double seconds) {
+    size_t nn = (size_t)n * n;
+    float *a = aligned_alloc64(nn * 4), *b = aligned_alloc64(nn * 4), *c = aligned_alloc64(nn * 4);
+    Rng rng;
+    rng_seed(&rng, 1);
+    for (size_t i = 0; i < nn; i++) a[i] = rng_normal(&rng), b[i] = rng_normal(&rng);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n); /* warm up */
+    double best = 0, start = now_seconds();
+    do {
+        double t0 = now_seconds();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        double gflops = 2.0 * n * (double)nn / (now_seconds() - t0) / 1e9;
+        best = gflops > best ? gflops : best;
+    } while (now_seconds() - start < seconds);
+    free(a), free(b), free(c);
+    return best;
+}
+
+int bench_train(const ModelConfig *mc, const TrainConfig *tc, int warmup, int steps, TrainBench *out) {
+    Model m;
+    if (model_create(&m, mc, backend_cpu())) return -1;
+    model_init_weights(&m, tc->seed);
+    model_set_batch(&m, tc->batch_size, tc->seq_len);
+    size_t n = (size_t)tc->batch_size * (tc->seq_len + 1);
+    int32_t *tokens = xmalloc(sizeof(int32_t) * n);
+    Rng rng;
+    rng_seed(&rng, 7);
+    double t0 = 0;
+    for (int s = 0; s < warmup + steps; s++) {
+        if (s == warmup) t0 = now_seconds();
+        for (size_t i = 0; i < n; i++) tokens[i] = (int32_t)rng_below(&rng, mc->vocab_size);
+        model_zero_grad(&m);
+        model_forward(&m, tokens, tc->aux_loss_coef, tc->z_loss_coef);
+        model_backward(&m, tc->aux_loss_coef, tc->z_loss_coef);
+        model_optimizer_step(&m, tc, tc->lr);
+    }
+    double elapsed = now_seconds() - t0;
+    double tokens_per_step = (double)tc->batch_size * tc->seq_len;
+    out->seconds_per_step = elapsed / steps;
+    out->tokens_per_second = tokens_per_step / out->seconds_per_step;
+    out->flops_per_step = 3.0 * model_flops_per_token(mc, tc->seq_len) * tokens_per_step;
+    out->model_gflops = out->flops_per_step / out->seconds_per_step / 1e9;
+    free(tokens);
+    model_free(&m);
+    return 0;
+}

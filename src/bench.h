@@ -1,0 +1,18 @@
+/* bench.h - throughput measurements: sgemm peak and training steps on synthetic tokens. */
+#ifndef UPCYCLE_BENCH_H
+#define UPCYCLE_BENCH_H
+
+#include "config.h"
+
+/* Best GFLOP/s of an n x n x n sgemm over repeated calls lasting at least `seconds`. */
+double bench_sgemm_gflops(int n, double seconds);
+
+typedef struct {
+    double seconds_per_step, tokens_per_second, model_gflops; /* achieved model FLOP/s (6N-style, see model.h) */
+    double flops_per_step;
+} TrainBench;
+
+/* Times `steps` full training steps (forward, backward, AdamW) after `warmup` untimed ones. */
+int bench_train(const ModelConfig *mc, const TrainConfig *tc, int warmup, int steps, TrainBench *out);
+
+#endif

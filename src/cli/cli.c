@@ -1,0 +1,104 @@
+#include "cli.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "util.h"
+
+static void print_help(const char *command, const char *synopsis, const CliOption *opts, int n) {
+    printf("usage: upcycle %s %s\n\n%s", command, synopsis, n ? "options:\n" : "");
+    for (int i = 0; i < n; i++) {
+        const char *arg = opts[i].type == OPT_FLAG ? "" : opts[i].type == OPT_STR ? " VALUE" : " N";
+        char left[64];
+        snprintf(left, sizeof left, "--%s%s", opts[i].name, arg);
+        printf("  %-24s %s\n", left, opts[i].help);
+    }
+    printf("  %-24s %s\n", "--help", "show this help");
+}
+
+int cli_usage_error(const char *command, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "upcycle %s: ", command);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, " (see: upcycle %s --help)\n", command);
+    va_end(ap);
+    return 2;
+}
+
+static int set_value(const char *command, const CliOption *o, const char *value) {
+    char *end = NULL;
+    errno = 0;
+    switch (o->type) {
+    case OPT_STR:
+        *(const char **)o->dst = value;
+        return 0;
+    case OPT_INT: {
+        long v = strtol(value, &end, 10);
+        if (!*value || *end || errno || v < -2147483647L || v > 2147483647L)
+            return cli_usage_error(command, "--%s %s: not an integer; expected an integer", o->name, value);
+        *(int *)o->dst = (int)v;
+        return 0;
+    }
+    case OPT_U64: {
+        unsigned long long v = strtoull(value, &end, 10);
+        if (!*value || *end || errno || value[0] == '-')
+            return cli_usage_error(command, "--%s %s: not a non-negative integer; expected e.g. 1234", o->name, value);
+        *(unsigned long long *)o->dst = v;
+        return 0;
+    }
+    case OPT_FLOAT: {
+        double v = strtod(value, &end);
+        if (!*value || *end || errno) return cli_usage_error(command, "--%s %s: not a number; expected a number", o->name, value);
+        *(float *)o->dst = (float)v;
+        return 0;
+    }
+    case OPT_FLAG:
+        *(int *)o->dst = 1;
+        return 0;
+    }
+    return 2;
+}
+
+int cli_parse(const char *command, const char *synopsis, int argc, char **argv, const CliOption *opts, int n_opts) {
+    for (int i = 0; i < argc; i++) {
+        const char *arg = argv[i];
+        if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) {
+            print_help(command, synopsis, opts, n_opts);
+            return 1;
+        }
+        if (strncmp(arg, "--", 2) != 0) return cli_usage_error(command, "unexpected argument '%s'; expected --option value", arg);
+        const char *name = arg + 2, *eq = strchr(name, '=');
+        size_t len = eq ? (size_t)(eq - name) : strlen(name);
+        const CliOption *o = NULL;
+        for (int j = 0; j < n_opts; j++)
+            if (strlen(opts[j].name) == len && !strncmp(opts[j].name, name, len)) o = &opts[j];
+        if (!o) return cli_usage_error(command, "unknown option '%.*s'; expected one of the options in --help", (int)len + 2, arg);
+        const char *value;
+        if (o->type == OPT_FLAG) {
+            if (eq) return cli_usage_error(command, "--%s takes no value", o->name);
+            value = "";
+        } else if (eq) {
+            value = eq + 1;
+        } else {
+            if (i + 1 >= argc) return cli_usage_error(command, "--%s needs a value", o->name);
+            value = argv[++i];
+        }
+        int rc = set_value(command, o, value);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+int cli_fail(void) {
+    fprintf(stderr, "upcycle: %s\n", up_last_error());
+    return 1;
+}
+
+void cli_set_threads(int threads) {
+    if (threads > 0) backend_cpu()->set_threads(threads);
+}

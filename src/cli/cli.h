@@ -1,0 +1,29 @@
+/* cli.h - shared pieces of the subcommands: option parsing and error reporting. */
+#ifndef UPCYCLE_CLI_H
+#define UPCYCLE_CLI_H
+
+typedef enum { OPT_STR, OPT_INT, OPT_FLOAT, OPT_FLAG, OPT_U64 } OptType;
+
+typedef struct {
+    const char *name;  /* without the leading "--" */
+    OptType type;
+    void *dst;         /* const char **, int *, float *, int * (flag), unsigned long long * */
+    const char *help;
+} CliOption;
+
+/* Parses --name value / --name=value pairs. Returns 0 on success, 1 when --help was printed,
+ * 2 on a usage error (already reported as one line on stderr). */
+int cli_parse(const char *command, const char *synopsis, int argc, char **argv, const CliOption *opts, int n_opts);
+/* Prints "upcycle: <last error>" and returns 1 (the exit status of a failed command). */
+int cli_fail(void);
+int cli_usage_error(const char *command, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void cli_set_threads(int threads);
+
+int cmd_tokenize(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_sample(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+
+#endif

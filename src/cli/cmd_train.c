@@ -1,0 +1,139 @@
+/* upcycle train: a fresh run from a preset or config, a resume, or a new stage from --init. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "config.h"
+#include "train.h"
+#include "util.h"
+
+static int list_presets(void) {
+    int n;
+    const Preset *p = preset_list(&n);
+    for (int i = 0; i < n; i++) printf("  %-12s %s\n", p[i].name, p[i].summary);
+    return 0;
+}
+
+int cmd_train(int argc, char **argv) {
+    const char *preset = NULL, *config = NULL, *data = NULL, *out = NULL, *resume = NULL, *init = NULL;
+    const char *split = "pretrain", *schedule = NULL, *decay_shape = NULL;
+    int steps = -1, threads = 0, batch = -1, seq = -1, warmup = -1, eval_every = -1, save_every = -1, log_every = -1;
+    int eval_batches = -1, quiet = 0, force = 0, presets = 0, keep = 2;
+    float lr = -1, min_lr = -1, decay_frac = -1, bias_rate = -1, aux = -1, zloss = -1, wd = -1, clip = -1;
+    unsigned long long seed = 0;
+    int seed_set = 0;
+    const char *seed_str = NULL;
+    CliOption opts[] = {
+        {"preset", OPT_STR, &preset, "model + training preset: tiny (default), small, dense, interleaved, fullmoe, large"},
+        {"config", OPT_STR, &config, "JSON file {\"model\": {HF config keys}, \"train\": {...}} instead of a preset"},
+        {"data", OPT_STR, &data, "data directory from `upcycle tokenize` (required)"},
+        {"out", OPT_STR, &out, "output directory: metrics.jsonl, ckpt_NNNNNN/, final/ (required)"},
+        {"split", OPT_STR, &split, "training split: pretrain (default) or cpt"},
+        {"steps", OPT_INT, &steps, "optimizer steps of this stage (default from the preset)"},
+        {"resume", OPT_STR, &resume, "checkpoint to resume bit-exactly (weights, optimizer, data position)"},
+        {"init", OPT_STR, &init, "checkpoint to start a new WSD stage from (e.g. the output of grow)"},
+        {"batch-size", OPT_INT, &batch, "sequences per step"},
+        {"seq-len", OPT_INT, &seq, "tokens per sequence"},
+        {"lr", OPT_FLOAT, &lr, "peak learning rate"},
+        {"min-lr", OPT_FLOAT, &min_lr, "final learning rate of the decay"},
+        {"warmup", OPT_INT, &warmup, "warmup steps"},
+        {"schedule", OPT_STR, &schedule, "wsd (default), cosine or constant"},
+        {"decay-frac", OPT_FLOAT, &decay_frac, "WSD: fraction of steps in the final decay (default 0.1)"},
+        {"decay-shape", OPT_STR, &decay_shape, "WSD decay: linear (default) or 1-sqrt"},
+        {"weight-decay", OPT_FLOAT, &wd, "AdamW decoupled weight decay (not on norms or biases)"},
+        {"grad-clip", OPT_FLOAT, &clip, "global gradient-norm clipping (0 disables)"},
+        {"bias-rate", OPT_FLOAT, &bias_rate, "loss-free balancing bias update rate u (default 1e-3; 0 disables)"},
+        {"aux-loss", OPT_FLOAT, &aux, "Switch-style load-balancing loss coefficient (default 0)"},
+        {"z-loss", OPT_FLOAT, &zloss, "router z-loss coefficient (default 0)"},
+        {"seed", OPT_STR, &seed_str, "seed for initialization and data order"},
+        {"eval-every", OPT_INT, &eval_every, "validation loss every N steps (0: only at the end)"},
+        {"eval-batches", OPT_INT, &eval_batches, "validation batches per evaluation"},
+        {"save-every", OPT_INT, &save_every, "checkpoint every N steps (0: only the final one)"},
+        {"keep", OPT_INT, &keep, "periodic checkpoints to keep (default 2)"},
+        {"log-every", OPT_INT, &log_every, "progress line every N steps"},
+        {"threads", OPT_INT, &threads, "OpenMP/OpenBLAS threads (default: all cores)"},
+        {"force", OPT_FLAG, &force, "start fresh in an output directory that already has a run"},
+        {"quiet", OPT_FLAG, &quiet, "no progress lines"},
+        {"list-presets", OPT_FLAG, &presets, "list the presets and exit"},
+    };
+    int prc = cli_parse("train", "(--preset NAME | --config FILE) --data DIR --out DIR [options]", argc, argv, opts,
+                        sizeof opts / sizeof *opts);
+    if (prc) return prc == 1 ? 0 : prc;
+    if (presets) return list_presets();
+    if (!data || !out) return cli_usage_error("train", "--data and --out are required");
+    if (preset && config) return cli_usage_error("train", "--preset and --config are exclusive");
+    if (resume && init) return cli_usage_error("train", "--resume and --init are exclusive");
+    if (strcmp(split, "pretrain") && strcmp(split, "cpt"))
+        return cli_usage_error("train", "--split %s; expected pretrain or cpt", split);
+    if (seed_str) {
+        char *end;
+        seed = strtoull(seed_str, &end, 10);
+        if (!*seed_str || *end) return cli_usage_error("train", "--seed %s; expected a non-negative integer", seed_str);
+        seed_set = 1;
+    }
+
+    ModelConfig mc;
+    TrainConfig tc;
+    if (config) {
+        model_config_defaults(&mc);
+        train_config_defaults(&tc);
+        if (train_config_load_json(&mc, &tc, config)) return cli_fail();
+    } else {
+        const Preset *p = preset_find(preset ? preset : "tiny");
+        if (!p) {
+            up_error("unknown preset '%s'; expected one of tiny, small, dense, interleaved, fullmoe, large", preset);
+            return cli_fail();
+        }
+        mc = p->model, tc = p->train;
+    }
+    if (steps >= 0) tc.steps = steps;
+    if (batch >= 0) tc.batch_size = batch;
+    if (seq >= 0) tc.seq_len = seq;
+    if (lr >= 0) tc.lr = lr;
+    if (min_lr >= 0) tc.min_lr = min_lr;
+    if (warmup >= 0) tc.warmup_steps = warmup;
+    if (decay_frac >= 0) tc.decay_frac = decay_frac;
+    if (wd >= 0) tc.weight_decay = wd;
+    if (clip >= 0) tc.grad_clip = clip;
+    if (bias_rate >= 0) tc.bias_update_rate = bias_rate;
+    if (aux >= 0) tc.aux_loss_coef = aux;
+    if (zloss >= 0) tc.z_loss_coef = zloss;
+    if (eval_every >= 0) tc.eval_every = eval_every;
+    if (eval_batches >= 0) tc.eval_batches = eval_batches;
+    if (save_every >= 0) tc.save_every = save_every;
+    if (log_every >= 0) tc.log_every = log_every;
+    if (seed_set) tc.seed = seed;
+    if (schedule) {
+        if (!strcmp(schedule, "wsd")) tc.schedule = SCHED_WSD;
+        else if (!strcmp(schedule, "cosine")) tc.schedule = SCHED_COSINE;
+        else if (!strcmp(schedule, "constant")) tc.schedule = SCHED_CONSTANT;
+        else return cli_usage_error("train", "--schedule %s; expected wsd, cosine or constant", schedule);
+    }
+    if (decay_shape) {
+        if (!strcmp(decay_shape, "linear")) tc.decay_shape = DECAY_LINEAR;
+        else if (!strcmp(decay_shape, "1-sqrt")) tc.decay_shape = DECAY_1_SQRT;
+        else return cli_usage_error("train", "--decay-shape %s; expected linear or 1-sqrt", decay_shape);
+    }
+    if (!resume) {
+        char *metrics = path_join(out, "metrics.jsonl");
+        int exists = path_exists(metrics);
+        free(metrics);
+        if (exists && !force) {
+            up_error("%s: output directory already holds a run; expected a new directory (or --resume CKPT, or --force)", out);
+            return cli_fail();
+        }
+        if (exists) remove_tree(out);
+    }
+    cli_set_threads(threads);
+    TrainOptions opt = {.data_dir = data, .split = split, .out_dir = out, .resume = resume, .init = init,
+                        .quiet = quiet, .keep_checkpoints = keep};
+    TrainResult res;
+    int rc = train_run(&mc, &tc, &opt, &res);
+    if (!rc)
+        printf("done: %d steps in %.1fs (%.1fk tok/s), final train loss %.4f, val loss %.4f (ppl %.2f)\n", res.steps_run,
+               res.seconds, res.tokens_per_second / 1e3, res.final_train_loss, res.final_val_loss, exp(res.final_val_loss));
+    free(res.losses);
+    return rc ? cli_fail() : 0;
+}

@@ -1,0 +1,37 @@
+/* upcycle - train Mixture-of-Experts models and grow their expert count. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} Command;
+
+static const Command g_commands[] = {
+    {"tokenize", cmd_tokenize, "turn a text file into token shards (byte or BPE) for pretrain/cpt/val"},
+    {"train", cmd_train, "train a model from a preset or config, or resume / continue a checkpoint"},
+    {"eval", cmd_eval, "validation loss and perplexity of a checkpoint"},
+    {"sample", cmd_sample, "generate text from a checkpoint"},
+    {"inspect", cmd_inspect, "config, parameter counts, experts, balancing biases of a checkpoint"},
+    {"bench", cmd_bench, "measure sgemm GFLOP/s (bench gemm) and training throughput (bench train)"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: upcycle COMMAND [options]   (upcycle COMMAND --help for its options)\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof g_commands / sizeof *g_commands; i++)
+        fprintf(f, "  %-10s %s\n", g_commands[i].name, g_commands[i].summary);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    for (size_t i = 0; i < sizeof g_commands / sizeof *g_commands; i++)
+        if (!strcmp(argv[1], g_commands[i].name)) return g_commands[i].run(argc - 2, argv + 2);
+    fprintf(stderr, "upcycle: unknown command '%s'; expected one of tokenize, train, eval, sample, inspect, bench\n", argv[1]);
+    return 2;
+}

@@ -1,0 +1,588 @@
+/* backend_cpu.c - the CPU backend: OpenBLAS for every GEMM, OpenMP for everything else.
+ *
+ * Determinism: every parallel loop writes disjoint outputs and every reduction runs in a
+ * fixed order, so a run is bit-reproducible for a given seed and thread count. GEMMs inside
+ * OpenMP regions run single-threaded (the OpenMP build of OpenBLAS detects the region). */
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "util.h"
+
+/* ---- memory ---- */
+
+static void *cpu_alloc(size_t bytes) { return aligned_alloc64(bytes); }
+static void cpu_free(void *p) { free(p); }
+static void cpu_copy(void *dst, const void *src, size_t bytes) {
+    if (bytes) memmove(dst, src, bytes);
+}
+static void cpu_zero(void *p, size_t bytes) {
+    if (bytes) memset(p, 0, bytes);
+}
+static void cpu_set_threads(int n) {
+    if (n > 0) {
+        omp_set_num_threads(n);
+        openblas_set_num_threads(n);
+    }
+}
+
+/* ---- elementwise ---- */
+
+static void cpu_add(float *out, const float *a, const float *b, size_t n) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+}
+
+static void cpu_accumulate(float *acc, const float *x, size_t n) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) acc[i] += x[i];
+}
+
+/* Fixed-size chunks summed in double, then chunk sums added in order: the result does not
+ * depend on the thread count. */
+static double cpu_sum_squares(const float *x, size_t n) {
+    const size_t chunk = 1 << 16;
+    size_t n_chunks = (n + chunk - 1) / chunk;
+    double *partial = xcalloc(n_chunks ? n_chunks : 1, sizeof(double));
+#pragma omp parallel for schedule(static)
+    for (size_t c = 0; c < n_chunks; c++) {
+        size_t end = (c + 1) * chunk < n ? (c + 1) * chunk : n;
+        double s = 0;
+        for (size_t i = c * chunk; i < end; i++) s += (double)x[i] * x[i];
+        partial[c] = s;
+    }
+    double total = 0;
+    for (size_t c = 0; c < n_chunks; c++) total += partial[c];
+    free(partial);
+    return total;
+}
+
+/* ---- embedding ---- */
+
+static void cpu_embedding_forward(float *out, const int32_t *tokens, const float *table, int N, int C) {
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < N; t++) memcpy(out + (size_t)t * C, table + (size_t)tokens[t] * C, sizeof(float) * C);
+}
+
+/* Threads own disjoint column ranges, so rows repeated in `tokens` never race. */
+static void cpu_embedding_backward(float *dtable, const float *dout, const int32_t *tokens, int N, int C, int V) {
+#pragma omp parallel
+    {
+        int n_threads = omp_get_num_threads(), id = omp_get_thread_num();
+        int c0 = (int)((long)C * id / n_threads), c1 = (int)((long)C * (id + 1) / n_threads);
+        for (int t = 0; t < N; t++) {
+            float *row = dtable + (size_t)tokens[t] * C;
+            const float *d = dout + (size_t)t * C;
+            for (int c = c0; c < c1; c++) row[c] += d[c];
+        }
+    }
+}
+
+/* ---- linear ---- */
+
+static void cpu_matmul_forward(float *out, const float *inp, const float *weight, int N, int n_in, int n_out) {
+    if (N == 0) return;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, n_out, n_in, 1.0f, inp, n_in, weight, n_in, 0.0f, out, n_out);
+}
+
+static void cpu_matmul_backward(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight,
+                                int N, int n_in, int n_out) {
+    if (N == 0) return;
+    if (dinp) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, n_in, n_out, 1.0f, dout, n_out, weight, n_in, 1.0f, dinp, n_in);
+    if (dweight)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n_out, n_in, N, 1.0f, dout, n_out, inp, n_in, 1.0f, dweight, n_in);
+}
+
+/* ---- RMSNorm ---- */
+
+static void cpu_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N, int C, float eps) {
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < N; t++) {
+        const float *x = inp + (size_t)t * C;
+        float *o = out + (size_t)t * C;
+        float ss = 0;
+        for (int c = 0; c < C; c++) ss += x[c] * x[c];
+        float r = 1.0f / sqrtf(ss / C + eps);
+        for (int c = 0; c < C; c++) o[c] = x[c] * r * weight[c];
+        rstd[t] = r;
+    }
+}
+
+/* y = x r w, r = (mean(x^2)+eps)^-1/2:  dx = r (dy w) - x r^3 mean(dy w x),  dw = sum_t dy x r.
+ * dweight is reduced in fixed-size token blocks so the sum order does not depend on threads. */
+static void cpu_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight,
+                                 const float *rstd, int N, int C) {
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < N; t++) {
+        const float *x = inp + (size_t)t * C, *dy = dout + (size_t)t * C;
+        float *dx = dinp + (size_t)t * C;
+        float r = rstd[t], dot = 0;
+        for (int c = 0; c < C; c++) dot += dy[c] * weight[c] * x[c];
+        float k = dot * r * r * r / C;
+        for (int c = 0; c < C; c++) dx[c] += dy[c] * weight[c] * r - x[c] * k;
+    }
+    if (!dweight) return;
+    const int block = 256;
+    int n_blocks = (N + block - 1) / block;
+    float *partial = xcalloc((size_t)n_blocks * C, sizeof(float));
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < n_blocks; b++) {
+        float *p = partial + (size_t)b * C;
+        int end = (b + 1) * block < N ? (b + 1) * block : N;
+        for (int t = b * block; t < end; t++) {
+            const float *x = inp + (size_t)t * C, *dy = dout + (size_t)t * C;
+            float r = rstd[t];
+            for (int c = 0; c < C; c++) p[c] += dy[c] * x[c] * r;
+        }
+    }
+    for (int b = 0; b < n_blocks; b++)
+        for (int c = 0; c < C; c++) dweight[c] += partial[(size_t)b * C + c];
+    free(partial);
+}
+
+/* ---- RoPE (rotate-half): pairs (i, i + hd/2) rotate by t * theta^(-2i/hd) ---- */
+
+static void rope_apply(float *x, int B, int T, int n_heads, int head_dim, float theta, float direction) {
+    int half = head_dim / 2;
+    float *cos_table = xmalloc(sizeof(float) * T * half), *sin_table = xmalloc(sizeof(float) * T * half);
+    for (int i = 0; i < half; i++) {
+        /* computed as Hugging Face does: inv_freq in float32, then angle in float32 */
+        float inv_freq = 1.0f / powf(theta, (float)(2 * i) / (float)head_dim);
+        for (int t = 0; t < T; t++) {
+            float angle = (float)t * inv_freq;
+            cos_table[t * half + i] = cosf(angle);
+            sin_table[t * half + i] = direction * sinf(angle);
+        }
+    }
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            const float *cs = cos_table + t * half, *sn = sin_table + t * half;
+            for (int h = 0; h < n_heads; h++) {
+                float *v = x + (((size_t)b * T + t) * n_heads + h) * head_dim;
+                for (int i = 0; i < half; i++) {
+                    float x1 = v[i], x2 = v[i + half];
+                    v[i] = x1 * cs[i] - x2 * sn[i];
+                    v[i + half] = x2 * cs[i] + x1 * sn[i];
+                }
+            }
+        }
+    free(cos_table);
+    free(sin_table);
+}
+
+static void cpu_rope_forward(float *x, int B, int T, int n_heads, int head_dim, float theta) {
+    rope_apply(x, B, T, n_heads, head_dim, theta, 1.0f);
+}
+
+/* The rotation is orthogonal: its gradient is the inverse rotation. */
+static void cpu_rope_backward(float *dx, int B, int T, int n_heads, int head_dim, float theta) {
+    rope_apply(dx, B, T, n_heads, head_dim, theta, -1.0f);
+}
+
+/* ---- causal attention with GQA ---- */
+
+static void cpu_attention_forward(float *out, float *probs, const float *q, const float *k, const float *v, int B,
+                                  int T, int H, int KV, int hd) {
+    float scale = 1.0f / sqrtf((float)hd);
+    int group = H / KV;
+    int q_stride = H * hd, kv_stride = KV * hd;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) {
+            const float *Q = q + (size_t)b * T * q_stride + h * hd;
+            const float *K = k + (size_t)b * T * kv_stride + (h / group) * hd;
+            const float *V = v + (size_t)b * T * kv_stride + (h / group) * hd;
+            float *P = probs + ((size_t)b * H + h) * T * T;
+            float *O = out + (size_t)b * T * q_stride + h * hd;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, scale, Q, q_stride, K, kv_stride, 0.0f, P, T);
+            for (int i = 0; i < T; i++) {
+                float *row = P + (size_t)i * T;
+                float mx = -INFINITY;
+                for (int j = 0; j <= i; j++) mx = row[j] > mx ? row[j] : mx;
+                float sum = 0;
+                for (int j = 0; j <= i; j++) sum += (row[j] = expf(row[j] - mx));
+                float inv = 1.0f / sum;
+                for (int j = 0; j <= i; j++) row[j] *= inv;
+                for (int j = i + 1; j < T; j++) row[j] = 0;
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, P, T, V, kv_stride, 0.0f, O, q_stride);
+        }
+}
+
+/* Per (batch, kv head) so the q heads sharing a kv head accumulate dk, dv without races:
+ * dP = dO V^T; dV += P^T dO; dS = P * (dP - rowsum(P*dP)); dQ = s dS K; dK += s dS^T Q. */
+static void cpu_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *probs,
+                                   const float *q, const float *k, const float *v, int B, int T, int H, int KV,
+                                   int hd) {
+    float scale = 1.0f / sqrtf((float)hd);
+    int group = H / KV;
+    int q_stride = H * hd, kv_stride = KV * hd;
+#pragma omp parallel
+    {
+        float *dP = xmalloc(sizeof(float) * T * T);
+#pragma omp for collapse(2) schedule(static)
+        for (int b = 0; b < B; b++)
+            for (int g = 0; g < KV; g++) {
+                const float *K = k + (size_t)b * T * kv_stride + g * hd;
+                const float *V = v + (size_t)b * T * kv_stride + g * hd;
+                float *dK = dk + (size_t)b * T * kv_stride + g * hd;
+                float *dV = dv + (size_t)b * T * kv_stride + g * hd;
+                for (int t = 0; t < T; t++) {
+                    memset(dK + (size_t)t * kv_stride, 0, sizeof(float) * hd);
+                    memset(dV + (size_t)t * kv_stride, 0, sizeof(float) * hd);
+                }
+                for (int h = g * group; h < (g + 1) * group; h++) {
+                    const float *Q = q + (size_t)b * T * q_stride + h * hd;
+                    const float *dO = dout + (size_t)b * T * q_stride + h * hd;
+                    float *dQ = dq + (size_t)b * T * q_stride + h * hd;
+                    const float *P = probs + ((size_t)b * H + h) * T * T;
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, 1.0f, dO, q_stride, V, kv_stride,
+                                0.0f, dP, T);
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, 1.0f, P, T, dO, q_stride, 1.0f, dV,
+                                kv_stride);
+                    for (int i = 0; i < T; i++) {
+                        const float *p = P + (size_t)i * T;
+                        float *d = dP + (size_t)i * T;
+                        float dot = 0;
+                        for (int j = 0; j <= i; j++) dot += p[j] * d[j];
+                        for (int j = 0; j <= i; j++) d[j] = p[j] * (d[j] - dot);
+                        for (int j = i + 1; j < T; j++) d[j] = 0;
+                    }
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, scale, dP, T, K, kv_stride, 0.0f,
+                                dQ, q_stride);
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, scale, dP, T, Q, q_stride, 1.0f, dK,
+                                kv_stride);
+                }
+            }
+        free(dP);
+    }
+}
+
+/* ---- SwiGLU ---- */
+
+static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+static void cpu_swiglu_forward(float *out, const float *gate, const float *up, size_t n) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) out[i] = gate[i] * sigmoidf(gate[i]) * up[i];
+}
+
+static void swiglu_backward_serial(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
+                                   size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float s = sigmoidf(gate[i]), silu = gate[i] * s;
+        dup[i] = dout[i] * silu;
+        dgate[i] = dout[i] * up[i] * s * (1.0f + gate[i] * (1.0f - s));
+    }
+}
+
+static void cpu_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
+                                size_t n) {
+    const size_t chunk = 4096;
+#pragma omp parallel for schedule(static)
+    for (size_t c = 0; c < (n + chunk - 1) / chunk; c++) {
+        size_t lo = c * chunk, len = lo + chunk < n ? chunk : n - lo;
+        swiglu_backward_serial(dgate + lo, dup + lo, dout + lo, gate + lo, up + lo, len);
+    }
+}
+
+/* ---- router ---- */
+
+static double cpu_router_forward(float *probs, int32_t *topk, float *gates, int32_t *loads, const float *logits,
+                                 const float *bias, int N, int E, int K, int norm_topk, float aux_coef, float z_coef) {
+    double z_sum = 0;
+#pragma omp parallel for schedule(static) reduction(+ : z_sum)
+    for (int t = 0; t < N; t++) {
+        const float *l = logits + (size_t)t * E;
+        float *p = probs + (size_t)t * E;
+        float mx = -INFINITY;
+        for (int e = 0; e < E; e++) mx = l[e] > mx ? l[e] : mx;
+        float sum = 0;
+        for (int e = 0; e < E; e++) sum += (p[e] = expf(l[e] - mx));
+        for (int e = 0; e < E; e++) p[e] /= sum;
+        double lse = mx + log((double)sum);
+        z_sum += lse * lse;
+        /* top-K of biased scores; ties go to the lower expert index */
+        int32_t *sel = topk + (size_t)t * K;
+        float *g = gates + (size_t)t * K;
+        float gate_sum = 0;
+        for (int k = 0; k < K; k++) {
+            int best = -1;
+            float best_score = -INFINITY;
+            for (int e = 0; e < E; e++) {
+                int taken = 0;
+                for (int j = 0; j < k; j++) taken |= sel[j] == e;
+                float s = p[e] + bias[e];
+                if (!taken && (best < 0 || s > best_score)) best = e, best_score = s;
+            }
+            sel[k] = best;
+            g[k] = p[best];
+            gate_sum += g[k];
+        }
+        if (norm_topk)
+            for (int k = 0; k < K; k++) g[k] /= gate_sum;
+    }
+    memset(loads, 0, sizeof(int32_t) * E);
+    for (size_t i = 0; i < (size_t)N * K; i++) loads[topk[i]]++;
+    double aux = 0;
+    if (aux_coef > 0) {
+        for (int e = 0; e < E; e++) {
+            double mean_prob = 0;
+            for (int t = 0; t < N; t++) mean_prob += probs[(size_t)t * E + e];
+            aux += (double)loads[e] / ((double)N * K) * (mean_prob / N);
+        }
+        aux *= (double)aux_coef * E;
+    }
+    if (z_coef > 0) aux += z_coef * z_sum / N;
+    return aux;
+}
+
+static void cpu_router_backward(float *dlogits, const float *dgates, const float *probs, const int32_t *topk,
+                                const float *logits, const int32_t *loads, int N, int E, int K, int norm_topk,
+                                float aux_coef, float z_coef) {
+#pragma omp parallel
+    {
+        float *dp = xmalloc(sizeof(float) * E);
+#pragma omp for schedule(static)
+        for (int t = 0; t < N; t++) {
+            const float *p = probs + (size_t)t * E;
+            const int32_t *sel = topk + (size_t)t * K;
+            const float *dg = dgates + (size_t)t * K;
+            for (int e = 0; e < E; e++)
+                dp[e] = aux_coef > 0 ? aux_coef * E * ((float)loads[e] / ((float)N * K)) / N : 0.0f;
+            if (norm_topk) {
+                /* g_k = p_k / S: dp_j = (dg_j - sum_k dg_k g_k) / S */
+                float S = 0, dot = 0;
+                for (int k = 0; k < K; k++) S += p[sel[k]];
+                for (int k = 0; k < K; k++) dot += dg[k] * p[sel[k]] / S;
+                for (int k = 0; k < K; k++) dp[sel[k]] += (dg[k] - dot) / S;
+            } else {
+                for (int k = 0; k < K; k++) dp[sel[k]] += dg[k];
+            }
+            float dot = 0;
+            for (int e = 0; e < E; e++) dot += p[e] * dp[e];
+            float *dl = dlogits + (size_t)t * E;
+            float z_scale = 0;
+            if (z_coef > 0) {
+                const float *l = logits + (size_t)t * E;
+                float mx = -INFINITY;
+                for (int e = 0; e < E; e++) mx = l[e] > mx ? l[e] : mx;
+                double sum = 0;
+                for (int e = 0; e < E; e++) sum += exp(l[e] - mx);
+                z_scale = (float)(2.0 * z_coef * (mx + log(sum)) / N);
+            }
+            for (int e = 0; e < E; e++) dl[e] = p[e] * (dp[e] - dot) + z_scale * p[e];
+        }
+        free(dp);
+    }
+}
+
+/* ---- dispatch / combine ---- */
+
+static void cpu_moe_permute(int32_t *offsets, int32_t *token_of, int32_t *position_of, const int32_t *topk,
+                            const int32_t *loads, int N, int E, int K) {
+    offsets[0] = 0;
+    for (int e = 0; e < E; e++) offsets[e + 1] = offsets[e] + loads[e];
+    int32_t *cursor = xmalloc(sizeof(int32_t) * E);
+    memcpy(cursor, offsets, sizeof(int32_t) * E);
+    for (int t = 0; t < N; t++)
+        for (int k = 0; k < K; k++) {
+            int pos = cursor[topk[(size_t)t * K + k]]++;
+            token_of[pos] = t;
+            position_of[(size_t)t * K + k] = pos;
+        }
+    free(cursor);
+}
+
+static void cpu_moe_gather_forward(float *xg, const float *x, const int32_t *token_of, int NK, int C) {
+#pragma omp parallel for schedule(static)
+    for (int p = 0; p < NK; p++) memcpy(xg + (size_t)p * C, x + (size_t)token_of[p] * C, sizeof(float) * C);
+}
+
+static void cpu_moe_gather_backward(float *dx, const float *dxg, const int32_t *position_of, int N, int K, int C) {
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < N; t++) {
+        float *d = dx + (size_t)t * C;
+        for (int k = 0; k < K; k++) {
+            const float *s = dxg + (size_t)position_of[(size_t)t * K + k] * C;
+            for (int c = 0; c < C; c++) d[c] += s[c];
+        }
+    }
+}
+
+static void cpu_moe_combine_forward(float *out, const float *yg, const float *gates, const int32_t *position_of, int N,
+                                    int K, int C) {
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < N; t++) {
+        float *o = out + (size_t)t * C;
+        memset(o, 0, sizeof(float) * C);
+        for (int k = 0; k < K; k++) {
+            float g = gates[(size_t)t * K + k];
+            const float *y = yg + (size_t)position_of[(size_t)t * K + k] * C;
+            for (int c = 0; c < C; c++) o[c] += g * y[c];
+        }
+    }
+}
+
+static void cpu_moe_combine_backward(float *dyg, float *dgates, const float *dout, const float *yg, const float *gates,
+                                     const int32_t *position_of, int N, int K, int C) {
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < N; t++) {
+        const float *d = dout + (size_t)t * C;
+        for (int k = 0; k < K; k++) {
+            int pos = position_of[(size_t)t * K + k];
+            const float *y = yg + (size_t)pos * C;
+            float *dy = dyg + (size_t)pos * C;
+            float g = gates[(size_t)t * K + k], dot = 0;
+            for (int c = 0; c < C; c++) {
+                dot += d[c] * y[c];
+                dy[c] = g * d[c];
+            }
+            dgates[(size_t)t * K + k] = dot;
+        }
+    }
+}
+
+/* ---- grouped expert SwiGLU: one task per expert, each a single-threaded GEMM chain ---- */
+
+static void cpu_experts_forward(float *yg, float *g, float *u, float *h, const float *xg, const int32_t *offsets,
+                                const float *w_gate, const float *w_up, const float *w_down, int E, int C, int F) {
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int e = 0; e < E; e++) {
+        int row = offsets[e], n = offsets[e + 1] - offsets[e];
+        if (n == 0) continue;
+        const float *x = xg + (size_t)row * C;
+        float *ge = g + (size_t)row * F, *ue = u + (size_t)row * F, *he = h + (size_t)row * F;
+        const size_t w_size = (size_t)F * C;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, F, C, 1.0f, x, C, w_gate + e * w_size, C, 0.0f, ge, F);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, F, C, 1.0f, x, C, w_up + e * w_size, C, 0.0f, ue, F);
+        for (size_t i = 0; i < (size_t)n * F; i++) he[i] = ge[i] * sigmoidf(ge[i]) * ue[i];
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, C, F, 1.0f, he, F, w_down + e * w_size, F, 0.0f,
+                    yg + (size_t)row * C, C);
+    }
+}
+
+static void cpu_experts_backward(float *dxg, float *dw_gate, float *dw_up, float *dw_down, float *dg, float *du,
+                                 float *dh, const float *dyg, const float *g, const float *u, const float *h,
+                                 const float *xg, const int32_t *offsets, const float *w_gate, const float *w_up,
+                                 const float *w_down, int E, int C, int F) {
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int e = 0; e < E; e++) {
+        int row = offsets[e], n = offsets[e + 1] - offsets[e];
+        if (n == 0) continue;
+        const size_t w_size = (size_t)F * C, r = (size_t)row;
+        const float *x = xg + r * C, *dy = dyg + r * C;
+        float *dx = dxg + r * C, *dge = dg + r * F, *due = du + r * F, *dhe = dh + r * F;
+        /* y = h Wd^T: dh = dy Wd, dWd += dy^T h */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, F, C, 1.0f, dy, C, w_down + e * w_size, F, 0.0f, dhe, F);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, C, F, n, 1.0f, dy, C, h + r * F, F, 1.0f,
+                    dw_down + e * w_size, F);
+        swiglu_backward_serial(dge, due, dhe, g + r * F, u + r * F, (size_t)n * F);
+        /* g = x Wg^T, u = x Wu^T: dx = dg Wg + du Wu; dWg += dg^T x; dWu += du^T x */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, C, F, 1.0f, dge, F, w_gate + e * w_size, C, 0.0f, dx, C);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, C, F, 1.0f, due, F, w_up + e * w_size, C, 1.0f, dx, C);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, F, C, n, 1.0f, dge, F, x, C, 1.0f, dw_gate + e * w_size, C);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, F, C, n, 1.0f, due, F, x, C, 1.0f, dw_up + e * w_size, C);
+    }
+}
+
+/* ---- cross-entropy ---- */
+
+static void cpu_crossentropy_forward(float *losses, const float *logits, const int32_t *targets, int N, int V) {
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < N; t++) {
+        const float *l = logits + (size_t)t * V;
+        float mx = -INFINITY;
+        for (int i = 0; i < V; i++) mx = l[i] > mx ? l[i] : mx;
+        double sum = 0;
+        for (int i = 0; i < V; i++) sum += expf(l[i] - mx);
+        losses[t] = (float)(mx + log(sum) - l[targets[t]]);
+    }
+}
+
+static void cpu_crossentropy_backward(float *dlogits, const float *logits, const int32_t *targets, int N, int V,
+                                      float scale) {
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < N; t++) {
+        const float *l = logits + (size_t)t * V;
+        float *d = dlogits + (size_t)t * V;
+        float mx = -INFINITY;
+        for (int i = 0; i < V; i++) mx = l[i] > mx ? l[i] : mx;
+        float sum = 0;
+        for (int i = 0; i < V; i++) sum += (d[i] = expf(l[i] - mx));
+        float inv = scale / sum;
+        for (int i = 0; i < V; i++) d[i] *= inv;
+        d[targets[t]] -= scale;
+    }
+}
+
+/* ---- optimizer ---- */
+
+static void cpu_adamw_update(float *param, const float *grad, float *m, float *v, size_t n, float lr, float beta1,
+                             float beta2, float eps, float weight_decay, float grad_scale, int t) {
+    /* the same arithmetic as torch.optim.AdamW (decoupled decay first, then the Adam step) */
+    float bc1 = 1.0f - powf(beta1, (float)t), bc2 = 1.0f - powf(beta2, (float)t);
+    float step_size = lr / bc1, bc2_sqrt = sqrtf(bc2), decay = 1.0f - lr * weight_decay;
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float g = grad[i] * grad_scale;
+        m[i] = beta1 * m[i] + (1.0f - beta1) * g;
+        v[i] = beta2 * v[i] + (1.0f - beta2) * g * g;
+        param[i] = param[i] * decay - step_size * m[i] / (sqrtf(v[i]) / bc2_sqrt + eps);
+    }
+}
+
+static void cpu_balance_bias_update(float *bias, const int32_t *loads, int E, float rate) {
+    double total = 0;
+    for (int e = 0; e < E; e++) total += loads[e];
+    double mean = total / E;
+    for (int e = 0; e < E; e++) {
+        double diff = mean - loads[e];
+        bias[e] += rate * (float)((diff > 0) - (diff < 0));
+    }
+}
+
+static const Backend g_cpu_backend = {
+    .name = "cpu",
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .upload = cpu_copy,
+    .download = cpu_copy,
+    .zero = cpu_zero,
+    .copy = cpu_copy,
+    .set_threads = cpu_set_threads,
+    .add = cpu_add,
+    .accumulate = cpu_accumulate,
+    .sum_squares = cpu_sum_squares,
+    .embedding_forward = cpu_embedding_forward,
+    .embedding_backward = cpu_embedding_backward,
+    .matmul_forward = cpu_matmul_forward,
+    .matmul_backward = cpu_matmul_backward,
+    .rmsnorm_forward = cpu_rmsnorm_forward,
+    .rmsnorm_backward = cpu_rmsnorm_backward,
+    .rope_forward = cpu_rope_forward,
+    .rope_backward = cpu_rope_backward,
+    .attention_forward = cpu_attention_forward,
+    .attention_backward = cpu_attention_backward,
+    .swiglu_forward = cpu_swiglu_forward,
+    .swiglu_backward = cpu_swiglu_backward,
+    .router_forward = cpu_router_forward,
+    .router_backward = cpu_router_backward,
+    .moe_permute = cpu_moe_permute,
+    .moe_gather_forward = cpu_moe_gather_forward,
+    .moe_gather_backward = cpu_moe_gather_backward,
+    .experts_forward = cpu_experts_forward,
+    .experts_backward = cpu_experts_backward,
+    .moe_combine_forward = cpu_moe_combine_forward,
+    .moe_combine_backward = cpu_moe_combine_backward,
+    .crossentropy_forward = cpu_crossentropy_forward,
+    .crossentropy_backward = cpu_crossentropy_backward,
+    .adamw_update = cpu_adamw_update,
+    .balance_bias_update = cpu_balance_bias_update,
+};
+
+const Backend *backend_cpu(void) { return &g_cpu_backend; }

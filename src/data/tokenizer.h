@@ -1,0 +1,26 @@
+/* tokenizer.h - byte-level (vocab 256) and byte-level BPE tokenizers.
+ * A BPE tokenizer is saved as DIR/tokenizer.json beside the shards; a data directory without
+ * tokenizer.json uses the byte tokenizer. Training is deterministic: the same text and vocab
+ * size give the same merges, on any machine and thread count. */
+#ifndef UPCYCLE_TOKENIZER_H
+#define UPCYCLE_TOKENIZER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct Tokenizer Tokenizer;
+
+Tokenizer *tokenizer_byte(void);
+/* Learns vocab_size - 256 merges (vocab_size in [257, 65536]). */
+int tokenizer_train_bpe(Tokenizer **out, const unsigned char *text, size_t n_bytes, int vocab_size);
+int tokenizer_save(const Tokenizer *tok, const char *path);  /* atomic; JSON */
+int tokenizer_load(Tokenizer **out, const char *path);       /* validates; errors name the file and field */
+int tokenizer_load_dir(Tokenizer **out, const char *data_dir); /* DIR/tokenizer.json or byte tokenizer */
+int tokenizer_vocab_size(const Tokenizer *tok);
+int tokenizer_is_bpe(const Tokenizer *tok);
+/* encode: *ids is malloc'd. decode: *text is malloc'd and NUL-terminated; ids >= vocab fail. */
+int tokenizer_encode(const Tokenizer *tok, const unsigned char *text, size_t n_bytes, uint32_t **ids, size_t *n_ids);
+int tokenizer_decode(const Tokenizer *tok, const uint32_t *ids, size_t n_ids, char **text, size_t *n_bytes);
+void tokenizer_free(Tokenizer *tok);
+
+#endif

@@ -1,0 +1,286 @@
+#include "checkpoint.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "io/safetensors.h"
+#include "util.h"
+
+/* Writes tensors (one per parameter, selected by filter) from a host copy of a buffer. */
+static int write_tensors(const char *path, const Model *m, const float *host, const char *prefix, int trainable_only,
+                         const char *meta_step) {
+    StWriter *w = st_writer_new();
+    char name[PARAM_NAME_MAX + 32];
+    for (int i = 0; i < m->n_params; i++) {
+        const ParamInfo *p = &m->params[i];
+        if (trainable_only && !p->trainable) continue;
+        snprintf(name, sizeof name, "%s%s", prefix, p->name);
+        st_writer_add(w, name, ST_F32, p->ndim, p->shape);
+    }
+    st_writer_meta(w, "format", "pt");
+    if (meta_step) st_writer_meta(w, "step", meta_step);
+    if (st_writer_open(w, path)) return -1; /* frees w on failure */
+    for (int i = 0; i < m->n_params; i++) {
+        const ParamInfo *p = &m->params[i];
+        if (trainable_only && !p->trainable) continue;
+        if (st_writer_write(w, host + p->offset, p->numel * sizeof(float))) return -1;
+    }
+    return st_writer_commit(w);
+}
+
+static int write_optimizer(const char *path, const Model *m) {
+    size_t bytes = m->n_floats * sizeof(float);
+    float *mom1 = xmalloc(bytes), *mom2 = xmalloc(bytes);
+    m->be->download(mom1, m->adam_m, bytes);
+    m->be->download(mom2, m->adam_v, bytes);
+    StWriter *w = st_writer_new();
+    char name[PARAM_NAME_MAX + 32], step[32];
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < m->n_params; i++) {
+            if (!m->params[i].trainable) continue;
+            snprintf(name, sizeof name, "%s%s", pass ? "exp_avg_sq." : "exp_avg.", m->params[i].name);
+            st_writer_add(w, name, ST_F32, m->params[i].ndim, m->params[i].shape);
+        }
+    snprintf(step, sizeof step, "%d", m->step);
+    st_writer_meta(w, "step", step);
+    int rc = st_writer_open(w, path);
+    for (int pass = 0; pass < 2 && !rc; pass++)
+        for (int i = 0; i < m->n_params && !rc; i++) {
+            if (!m->params[i].trainable) continue;
+            const float *src = (pass ? mom2 : mom1) + m->params[i].offset;
+            rc = st_writer_write(w, src, m->params[i].numel * sizeof(float));
+        }
+    if (!rc) rc = st_writer_commit(w);
+    free(mom1);
+    free(mom2);
+    return rc;
+}
+
+static int write_trainer_state(const char *path, const TrainerState *s) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddNumberToObject(j, "version", 1);
+    cJSON_AddNumberToObject(j, "step", s->step);
+    cJSON_AddNumberToObject(j, "stage_start_step", s->stage_start_step);
+    cJSON_AddNumberToObject(j, "tokens_seen", (double)s->tokens_seen);
+    cJSON *data = cJSON_AddObjectToObject(j, "data");
+    char buf[32];
+    snprintf(buf, sizeof buf, "%llu", (unsigned long long)s->data_epoch);
+    cJSON_AddStringToObject(data, "epoch", buf);
+    snprintf(buf, sizeof buf, "%llu", (unsigned long long)s->data_cursor);
+    cJSON_AddStringToObject(data, "cursor", buf);
+    cJSON_AddStringToObject(data, "dir", s->data_dir);
+    cJSON *rng = cJSON_AddArrayToObject(j, "rng_state");
+    for (int i = 0; i < 4; i++) {
+        snprintf(buf, sizeof buf, "%llu", (unsigned long long)s->rng_state[i]);
+        cJSON_AddItemToArray(rng, cJSON_CreateString(buf));
+    }
+    char *text = cJSON_Print(j);
+    cJSON_Delete(j);
+    int rc = atomic_write_file(path, text, strlen(text));
+    free(text);
+    return rc;
+}
+
+int checkpoint_save(const char *dir, const Model *m, const TrainerState *state, int with_optimizer) {
+    size_t n = strlen(dir) + 64;
+    char *tmp = xmalloc(n), *old = xmalloc(n);
+    snprintf(tmp, n, "%s.tmp.%ld", dir, (long)getpid());
+    snprintf(old, n, "%s.old.%ld", dir, (long)getpid());
+    remove_tree(tmp);
+    int rc = mkdir_p(tmp);
+    char *path = NULL;
+    if (!rc) {
+        path = path_join(tmp, "config.json");
+        rc = model_config_save_json(&m->cfg, path);
+        free(path);
+    }
+    if (!rc) {
+        float *host = xmalloc(m->n_floats * sizeof(float));
+        m->be->download(host, m->param_mem, m->n_floats * sizeof(float));
+        path = path_join(tmp, "model.safetensors");
+        rc = write_tensors(path, m, host, "", 0, NULL);
+        free(path);
+        free(host);
+    }
+    if (!rc && with_optimizer) {
+        path = path_join(tmp, "optimizer.safetensors");
+        rc = write_optimizer(path, m);
+        free(path);
+    }
+    if (!rc && state) {
+        path = path_join(tmp, "trainer.json");
+        rc = write_trainer_state(path, state);
+        if (!rc) {
+            free(path);
+            path = path_join(tmp, "train_config.json");
+            rc = train_config_save_json(&state->train, path);
+        }
+        free(path);
+    }
+    if (!rc) {
+        fsync_dir(tmp);
+        /* swap into place: the old checkpoint disappears only after the new one is complete */
+        if (path_exists(dir) && rename(dir, old) != 0) rc = up_error("%s: cannot replace existing checkpoint; expected a writable directory", dir);
+        if (!rc && rename(tmp, dir) != 0) {
+            rc = up_error("%s: cannot move the new checkpoint into place; expected a writable directory", dir);
+            if (path_exists(old)) rename(old, dir);
+        }
+        if (!rc) {
+            remove_tree(old);
+            char *slash = strrchr(dir, '/');
+            if (slash) {
+                char *parent = xstrdup(dir);
+                parent[slash - dir] = 0;
+                fsync_dir(parent[0] ? parent : "/");
+                free(parent);
+            } else {
+                fsync_dir(".");
+            }
+        }
+    }
+    if (rc) remove_tree(tmp);
+    free(tmp);
+    free(old);
+    return rc;
+}
+
+int checkpoint_load_config(const char *dir, ModelConfig *cfg) {
+    if (!is_dir(dir)) return up_error("%s: not a checkpoint directory; expected a directory with config.json and model.safetensors", dir);
+    char *path = path_join(dir, "config.json");
+    int rc = model_config_load_json(cfg, path);
+    free(path);
+    return rc;
+}
+
+/* Reads every table entry with prefix from an open file into host (float32, shape-checked)
+ * and rejects tensors the model does not have. */
+static int read_tensors(const StFile *f, const Model *m, float *host, const char *prefix, int trainable_only) {
+    char name[PARAM_NAME_MAX + 32];
+    int expected = 0;
+    for (int i = 0; i < m->n_params; i++) {
+        const ParamInfo *p = &m->params[i];
+        if (trainable_only && !p->trainable) continue;
+        snprintf(name, sizeof name, "%s%s", prefix, p->name);
+        if (st_read_f32(f, name, host + p->offset, p->ndim, p->shape)) return -1;
+        expected++;
+    }
+    if (f->n_tensors != expected) {
+        for (int t = 0; t < f->n_tensors; t++) {
+            const char *tn = f->tensors[t].name;
+            size_t pl = strlen(prefix);
+            int known = strncmp(tn, prefix, pl) == 0 && model_find_param(m, tn + pl) >= 0;
+            if (!known)
+                return up_error("%s: unexpected tensor %s; expected only the tensors of the model in config.json", f->path, tn);
+        }
+    }
+    return 0;
+}
+
+int checkpoint_load_weights(const char *dir, Model *m) {
+    char *path = path_join(dir, "model.safetensors");
+    StFile f;
+    int rc = st_open(&f, path);
+    free(path);
+    if (rc) return -1;
+    float *host = xmalloc(m->n_floats * sizeof(float));
+    rc = read_tensors(&f, m, host, "", 0);
+    if (!rc) m->be->upload(m->param_mem, host, m->n_floats * sizeof(float));
+    free(host);
+    st_close(&f);
+    return rc;
+}
+
+int checkpoint_has_optimizer(const char *dir) {
+    char *path = path_join(dir, "optimizer.safetensors");
+    int exists = path_exists(path);
+    free(path);
+    return exists;
+}
+
+int checkpoint_load_optimizer(const char *dir, Model *m) {
+    char *path = path_join(dir, "optimizer.safetensors");
+    StFile f;
+    int rc = st_open(&f, path);
+    free(path);
+    if (rc) return -1;
+    size_t bytes = m->n_floats * sizeof(float);
+    float *mom1 = xcalloc(m->n_floats, sizeof(float)), *mom2 = xcalloc(m->n_floats, sizeof(float));
+    char name[PARAM_NAME_MAX + 32];
+    for (int i = 0; i < m->n_params && !rc; i++) {
+        const ParamInfo *p = &m->params[i];
+        if (!p->trainable) continue;
+        snprintf(name, sizeof name, "exp_avg.%s", p->name);
+        rc = st_read_f32(&f, name, mom1 + p->offset, p->ndim, p->shape);
+        snprintf(name, sizeof name, "exp_avg_sq.%s", p->name);
+        if (!rc) rc = st_read_f32(&f, name, mom2 + p->offset, p->ndim, p->shape);
+    }
+    const char *step = st_meta(&f, "step");
+    if (!rc) {
+        char *end = NULL;
+        long s = step ? strtol(step, &end, 10) : -1;
+        if (!step || *end || s < 0) rc = up_error("%s: metadata step is missing or invalid; expected a step count", f.path);
+        else m->step = (int)s;
+    }
+    if (!rc) {
+        m->be->upload(m->adam_m, mom1, bytes);
+        m->be->upload(m->adam_v, mom2, bytes);
+    }
+    free(mom1);
+    free(mom2);
+    st_close(&f);
+    return rc;
+}
+
+static int parse_u64(const cJSON *item, uint64_t *out, const char *path, const char *field) {
+    if (!cJSON_IsString(item)) return up_error("%s: field %s; expected a decimal string", path, field);
+    char *end = NULL;
+    unsigned long long v = strtoull(item->valuestring, &end, 10);
+    if (!item->valuestring[0] || *end) return up_error("%s: field %s is \"%s\"; expected a decimal string", path, field, item->valuestring);
+    *out = v;
+    return 0;
+}
+
+int trainer_state_load(const char *dir, TrainerState *s) {
+    memset(s, 0, sizeof *s);
+    char *path = path_join(dir, "trainer.json");
+    char *text;
+    size_t n;
+    int rc = read_file(path, &text, &n);
+    if (rc) {
+        free(path);
+        return -1;
+    }
+    cJSON *j = cJSON_ParseWithLength(text, n);
+    free(text);
+    const cJSON *step = cJSON_GetObjectItemCaseSensitive(j, "step");
+    const cJSON *stage = cJSON_GetObjectItemCaseSensitive(j, "stage_start_step");
+    const cJSON *tokens = cJSON_GetObjectItemCaseSensitive(j, "tokens_seen");
+    const cJSON *data = cJSON_GetObjectItemCaseSensitive(j, "data");
+    const cJSON *rng = cJSON_GetObjectItemCaseSensitive(j, "rng_state");
+    if (!j || !cJSON_IsObject(j)) rc = up_error("%s: not a JSON object; expected trainer state", path);
+    else if (!cJSON_IsNumber(step) || step->valuedouble < 0) rc = up_error("%s: field step; expected a step count", path);
+    else if (!cJSON_IsObject(data)) rc = up_error("%s: field data; expected an object with epoch and cursor", path);
+    else if (!cJSON_IsArray(rng) || cJSON_GetArraySize(rng) != 4) rc = up_error("%s: field rng_state; expected 4 decimal strings", path);
+    if (!rc) {
+        s->step = (int)step->valuedouble;
+        s->stage_start_step = cJSON_IsNumber(stage) ? (int)stage->valuedouble : 0;
+        s->tokens_seen = cJSON_IsNumber(tokens) ? (long long)tokens->valuedouble : 0;
+        rc = parse_u64(cJSON_GetObjectItemCaseSensitive(data, "epoch"), &s->data_epoch, path, "data.epoch");
+        if (!rc) rc = parse_u64(cJSON_GetObjectItemCaseSensitive(data, "cursor"), &s->data_cursor, path, "data.cursor");
+        const cJSON *ddir = cJSON_GetObjectItemCaseSensitive(data, "dir");
+        if (cJSON_IsString(ddir)) snprintf(s->data_dir, sizeof s->data_dir, "%s", ddir->valuestring);
+        for (int i = 0; i < 4 && !rc; i++) rc = parse_u64(cJSON_GetArrayItem(rng, i), &s->rng_state[i], path, "rng_state");
+    }
+    cJSON_Delete(j);
+    free(path);
+    if (!rc) {
+        train_config_defaults(&s->train);
+        char *tc = path_join(dir, "train_config.json");
+        if (path_exists(tc)) rc = train_config_load_bare_json(&s->train, tc);
+        free(tc);
+    }
+    return rc;
+}

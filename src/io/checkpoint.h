@@ -1,0 +1,36 @@
+/* checkpoint.h - a checkpoint is a directory other tools can read:
+ *   config.json            Hugging Face Qwen3-MoE keys (model_config_save_json)
+ *   model.safetensors      every parameter, F32, Hugging Face names
+ *   optimizer.safetensors  Adam moments: "exp_avg.<name>", "exp_avg_sq.<name>"; metadata "step"
+ *   trainer.json           step, data position, RNG state, schedule, training config
+ * The directory is written under a temporary name and renamed into place, so a crash leaves
+ * the previous checkpoint or none, never half of one. */
+#ifndef UPCYCLE_CHECKPOINT_H
+#define UPCYCLE_CHECKPOINT_H
+
+#include <stdint.h>
+
+#include "config.h"
+#include "model.h"
+
+typedef struct {
+    int step;                 /* optimizer steps completed */
+    uint64_t data_epoch, data_cursor;
+    uint64_t rng_state[4];
+    long long tokens_seen;
+    int stage_start_step;     /* first step of the current WSD stage (continued pre-training) */
+    TrainConfig train;        /* the configuration of the run that wrote it */
+    char data_dir[1024];
+} TrainerState;
+
+/* state may be NULL (weights and config only); with_optimizer writes optimizer.safetensors */
+int checkpoint_save(const char *dir, const Model *m, const TrainerState *state, int with_optimizer);
+int checkpoint_load_config(const char *dir, ModelConfig *cfg);
+/* Loads model.safetensors into an already created model: every name, dtype and shape must
+ * match the model's table, and no tensor may be missing or unexpected. */
+int checkpoint_load_weights(const char *dir, Model *m);
+int checkpoint_load_optimizer(const char *dir, Model *m);
+int checkpoint_has_optimizer(const char *dir);
+int trainer_state_load(const char *dir, TrainerState *state);
+
+#endif

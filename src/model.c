@@ -1,0 +1,455 @@
+#include "model.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+/* ---- parameter table ---- */
+
+static int add_param(Model *m, int *capacity, int trainable, int ndim, int64_t d0, int64_t d1, const char *fmt, ...) {
+    if (m->n_params == *capacity) {
+        *capacity = *capacity ? 2 * *capacity : 64;
+        m->params = xrealloc(m->params, sizeof(ParamInfo) * *capacity);
+    }
+    ParamInfo *p = &m->params[m->n_params];
+    memset(p, 0, sizeof *p);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(p->name, sizeof p->name, fmt, ap);
+    va_end(ap);
+    p->ndim = ndim;
+    p->shape[0] = d0;
+    p->shape[1] = ndim > 1 ? d1 : 1;
+    p->numel = (size_t)d0 * (ndim > 1 ? (size_t)d1 : 1);
+    p->offset = m->n_floats;
+    p->trainable = trainable;
+    p->decay = trainable && ndim >= 2;
+    m->n_floats += p->numel;
+    return m->n_params++;
+}
+
+static void build_param_table(Model *m) {
+    const ModelConfig *c = &m->cfg;
+    int cap = 0, C = c->d_model, hd = c->head_dim;
+    m->embed = add_param(m, &cap, 1, 2, c->vocab_size, C, "model.embed_tokens.weight");
+    for (int l = 0; l < c->n_layers; l++) {
+        LayerParams *L = &m->layers[l];
+        memset(L, 0xff, sizeof *L); /* every index -1 */
+        L->is_moe = layer_is_moe(c, l);
+        const char *pre = "model.layers";
+        L->input_norm = add_param(m, &cap, 1, 1, C, 0, "%s.%d.input_layernorm.weight", pre, l);
+        L->q_proj = add_param(m, &cap, 1, 2, c->n_heads * hd, C, "%s.%d.self_attn.q_proj.weight", pre, l);
+        L->k_proj = add_param(m, &cap, 1, 2, c->n_kv_heads * hd, C, "%s.%d.self_attn.k_proj.weight", pre, l);
+        L->v_proj = add_param(m, &cap, 1, 2, c->n_kv_heads * hd, C, "%s.%d.self_attn.v_proj.weight", pre, l);
+        L->o_proj = add_param(m, &cap, 1, 2, C, c->n_heads * hd, "%s.%d.self_attn.o_proj.weight", pre, l);
+        if (c->qk_norm) {
+            L->q_norm = add_param(m, &cap, 1, 1, hd, 0, "%s.%d.self_attn.q_norm.weight", pre, l);
+            L->k_norm = add_param(m, &cap, 1, 1, hd, 0, "%s.%d.self_attn.k_norm.weight", pre, l);
+        }
+        L->post_norm = add_param(m, &cap, 1, 1, C, 0, "%s.%d.post_attention_layernorm.weight", pre, l);
+        if (!L->is_moe) {
+            int I = c->intermediate_size;
+            L->gate_proj = add_param(m, &cap, 1, 2, I, C, "%s.%d.mlp.gate_proj.weight", pre, l);
+            L->up_proj = add_param(m, &cap, 1, 2, I, C, "%s.%d.mlp.up_proj.weight", pre, l);
+            L->down_proj = add_param(m, &cap, 1, 2, C, I, "%s.%d.mlp.down_proj.weight", pre, l);
+        } else {
+            int E = c->n_experts, F = c->moe_intermediate_size;
+            L->router = add_param(m, &cap, 1, 2, E, C, "%s.%d.mlp.gate.weight", pre, l);
+            L->expert_bias = add_param(m, &cap, 0, 1, E, 0, "%s.%d.mlp.gate.e_score_correction_bias", pre, l);
+            for (int e = 0; e < E; e++) {
+                int i = add_param(m, &cap, 1, 2, F, C, "%s.%d.mlp.experts.%d.gate_proj.weight", pre, l, e);
+                if (e == 0) L->expert_gate = i;
+            }
+            for (int e = 0; e < E; e++) {
+                int i = add_param(m, &cap, 1, 2, F, C, "%s.%d.mlp.experts.%d.up_proj.weight", pre, l, e);
+                if (e == 0) L->expert_up = i;
+            }
+            for (int e = 0; e < E; e++) {
+                int i = add_param(m, &cap, 1, 2, C, F, "%s.%d.mlp.experts.%d.down_proj.weight", pre, l, e);
+                if (e == 0) L->expert_down = i;
+            }
+        }
+    }
+    m->final_norm = add_param(m, &cap, 1, 1, C, 0, "model.norm.weight");
+    m->lm_head = c->tie_embeddings ? m->embed : add_param(m, &cap, 1, 2, c->vocab_size, C, "lm_head.weight");
+}
+
+int model_create(Model *m, const ModelConfig *cfg, const Backend *be) {
+    memset(m, 0, sizeof *m);
+    if (model_config_validate(cfg, "model config")) return -1;
+    m->cfg = *cfg;
+    m->be = be;
+    build_param_table(m);
+    size_t bytes = m->n_floats * sizeof(float);
+    m->param_mem = be->alloc(bytes);
+    m->grad_mem = be->alloc(bytes);
+    m->adam_m = be->alloc(bytes);
+    m->adam_v = be->alloc(bytes);
+    return 0;
+}
+
+int model_find_param(const Model *m, const char *name) {
+    for (int i = 0; i < m->n_params; i++)
+        if (!strcmp(m->params[i].name, name)) return i;
+    return -1;
+}
+
+float *model_param(const Model *m, int index) { return m->param_mem + m->params[index].offset; }
+float *model_grad(const Model *m, int index) { return m->grad_mem + m->params[index].offset; }
+
+/* N(0, std) matrices, with the residual-branch outputs (o_proj, down projections) scaled by
+ * 1/sqrt(2 L) as in GPT-2; norms 1; balancing biases 0. */
+void model_init_weights(Model *m, uint64_t seed) {
+    Rng rng;
+    rng_seed(&rng, seed);
+    float *host = xmalloc(m->n_floats * sizeof(float));
+    float residual_scale = 1.0f / sqrtf(2.0f * m->cfg.n_layers);
+    for (int i = 0; i < m->n_params; i++) {
+        ParamInfo *p = &m->params[i];
+        float *w = host + p->offset;
+        if (!p->trainable) {
+            memset(w, 0, p->numel * sizeof(float));
+        } else if (p->ndim == 1) {
+            for (size_t j = 0; j < p->numel; j++) w[j] = 1.0f;
+        } else {
+            float std = m->cfg.init_std;
+            if (strstr(p->name, "o_proj") || strstr(p->name, "down_proj")) std *= residual_scale;
+            for (size_t j = 0; j < p->numel; j++) w[j] = std * rng_normal(&rng);
+        }
+    }
+    m->be->upload(m->param_mem, host, m->n_floats * sizeof(float));
+    free(host);
+    m->be->zero(m->adam_m, m->n_floats * sizeof(float));
+    m->be->zero(m->adam_v, m->n_floats * sizeof(float));
+    m->step = 0;
+}
+
+/* ---- activations: laid out by one function run twice (measure, then carve) ---- */
+
+typedef struct {
+    char *base;
+    size_t used;
+} Arena;
+
+static void *carve(Arena *a, size_t bytes) {
+    void *p = a->base ? a->base + a->used : NULL;
+    a->used += (bytes + 63) & ~(size_t)63;
+    return p;
+}
+
+#define CARVE_F(a, n) ((float *)carve((a), sizeof(float) * (size_t)(n)))
+#define CARVE_I(a, n) ((int32_t *)carve((a), sizeof(int32_t) * (size_t)(n)))
+
+static void layout_activations(Model *m, Arena *a) {
+    const ModelConfig *c = &m->cfg;
+    size_t N = (size_t)m->B * m->T, C = c->d_model, hd = c->head_dim, H = c->n_heads, KV = c->n_kv_heads;
+    size_t E = c->n_experts, K = c->top_k, F = c->moe_intermediate_size, I = c->intermediate_size;
+    size_t max_ffn = 0;
+    for (int l = 0; l < c->n_layers; l++) {
+        LayerActs *A = &m->acts[l];
+        A->x_in = CARVE_F(a, N * C);
+        A->ln1 = CARVE_F(a, N * C);
+        A->ln1_rstd = CARVE_F(a, N);
+        A->q_pre = CARVE_F(a, N * H * hd);
+        A->k_pre = CARVE_F(a, N * KV * hd);
+        A->q_rstd = CARVE_F(a, N * H);
+        A->k_rstd = CARVE_F(a, N * KV);
+        A->q = CARVE_F(a, N * H * hd);
+        A->k = CARVE_F(a, N * KV * hd);
+        A->v = CARVE_F(a, N * KV * hd);
+        A->att_probs = CARVE_F(a, (size_t)m->B * H * m->T * m->T);
+        A->att_out = CARVE_F(a, N * H * hd);
+        A->x_mid = CARVE_F(a, N * C);
+        A->ln2 = CARVE_F(a, N * C);
+        A->ln2_rstd = CARVE_F(a, N);
+        A->ffn_out = CARVE_F(a, N * C);
+        if (!m->layers[l].is_moe) {
+            A->ffn_gate = CARVE_F(a, N * I);
+            A->ffn_up = CARVE_F(a, N * I);
+            A->ffn_h = CARVE_F(a, N * I);
+            max_ffn = I > max_ffn ? I : max_ffn;
+        } else {
+            A->router_logits = CARVE_F(a, N * E);
+            A->router_probs = CARVE_F(a, N * E);
+            A->topk = CARVE_I(a, N * K);
+            A->loads = CARVE_I(a, E);
+            A->gates = CARVE_F(a, N * K);
+            A->offsets = CARVE_I(a, E + 1);
+            A->token_of = CARVE_I(a, N * K);
+            A->position_of = CARVE_I(a, N * K);
+            A->xg = CARVE_F(a, N * K * C);
+            A->eg = CARVE_F(a, N * K * F);
+            A->eu = CARVE_F(a, N * K * F);
+            A->eh = CARVE_F(a, N * K * F);
+            A->yg = CARVE_F(a, N * K * C);
+        }
+    }
+    m->x_final = CARVE_F(a, N * C);
+    m->lnf = CARVE_F(a, N * C);
+    m->lnf_rstd = CARVE_F(a, N);
+    m->logits = CARVE_F(a, N * c->vocab_size);
+    m->losses = CARVE_F(a, N);
+    m->inputs = CARVE_I(a, N);
+    m->targets = CARVE_I(a, N);
+    m->d_resid = CARVE_F(a, N * C);
+    m->d_ln = CARVE_F(a, N * C);
+    m->d_q = CARVE_F(a, N * H * hd);
+    m->d_k = CARVE_F(a, N * KV * hd);
+    m->d_v = CARVE_F(a, N * KV * hd);
+    m->d_att = CARVE_F(a, N * H * hd);
+    m->d_ffn_a = CARVE_F(a, N * (max_ffn > KV * hd ? max_ffn : KV * hd));
+    m->d_ffn_b = CARVE_F(a, N * max_ffn);
+    m->d_ffn_c = CARVE_F(a, N * max_ffn);
+    if (E) {
+        m->d_router = CARVE_F(a, N * E);
+        m->d_gates = CARVE_F(a, N * K);
+        m->d_xg = CARVE_F(a, N * K * C);
+        m->d_yg = CARVE_F(a, N * K * C);
+        m->d_eg = CARVE_F(a, N * K * F);
+        m->d_eu = CARVE_F(a, N * K * F);
+        m->d_eh = CARVE_F(a, N * K * F);
+    }
+}
+
+
+void model_set_batch(Model *m, int B, int T) {
+    if (m->B == B && m->T == T) return;
+    if (m->acts[0].x_in) m->be->free(m->acts[0].x_in); /* the first carve is the block's base */
+    m->B = B, m->T = T;
+    Arena a = {0};
+    layout_activations(m, &a);
+    a.base = m->be->alloc(a.used);
+    a.used = 0;
+    layout_activations(m, &a);
+}
+
+void model_free(Model *m) {
+    const Backend *be = m->be;
+    if (!be) return;
+    if (m->acts[0].x_in) be->free(m->acts[0].x_in);
+    be->free(m->param_mem);
+    be->free(m->grad_mem);
+    be->free(m->adam_m);
+    be->free(m->adam_v);
+    free(m->params);
+    memset(m, 0, sizeof *m);
+}
+
+/* ---- forward ---- */
+
+#define P(i) model_param(m, (i))
+#define G(i) model_grad(m, (i))
+
+static void forward_body(Model *m, float aux_coef, float z_coef) {
+    const Backend *be = m->be;
+    const ModelConfig *c = &m->cfg;
+    int B = m->B, T = m->T, N = B * T, C = c->d_model, hd = c->head_dim, H = c->n_heads, KV = c->n_kv_heads;
+    int E = c->n_experts, K = c->top_k, F = c->moe_intermediate_size, I = c->intermediate_size;
+    double aux = 0;
+    be->embedding_forward(m->acts[0].x_in, m->inputs, P(m->embed), N, C);
+    for (int l = 0; l < c->n_layers; l++) {
+        LayerParams *L = &m->layers[l];
+        LayerActs *A = &m->acts[l];
+        float *out = l + 1 < c->n_layers ? m->acts[l + 1].x_in : m->x_final;
+        /* attention block */
+        be->rmsnorm_forward(A->ln1, A->ln1_rstd, A->x_in, P(L->input_norm), N, C, c->rms_norm_eps);
+        be->matmul_forward(A->q_pre, A->ln1, P(L->q_proj), N, C, H * hd);
+        be->matmul_forward(A->k_pre, A->ln1, P(L->k_proj), N, C, KV * hd);
+        be->matmul_forward(A->v, A->ln1, P(L->v_proj), N, C, KV * hd);
+        if (c->qk_norm) {
+            be->rmsnorm_forward(A->q, A->q_rstd, A->q_pre, P(L->q_norm), N * H, hd, c->rms_norm_eps);
+            be->rmsnorm_forward(A->k, A->k_rstd, A->k_pre, P(L->k_norm), N * KV, hd, c->rms_norm_eps);
+        } else {
+            be->copy(A->q, A->q_pre, sizeof(float) * N * H * hd);
+            be->copy(A->k, A->k_pre, sizeof(float) * N * KV * hd);
+        }
+        be->rope_forward(A->q, B, T, H, hd, c->rope_theta);
+        be->rope_forward(A->k, B, T, KV, hd, c->rope_theta);
+        be->attention_forward(A->att_out, A->att_probs, A->q, A->k, A->v, B, T, H, KV, hd);
+        be->matmul_forward(A->x_mid, A->att_out, P(L->o_proj), N, H * hd, C);
+        be->add(A->x_mid, A->x_mid, A->x_in, (size_t)N * C);
+        /* feed-forward block */
+        be->rmsnorm_forward(A->ln2, A->ln2_rstd, A->x_mid, P(L->post_norm), N, C, c->rms_norm_eps);
+        if (!L->is_moe) {
+            be->matmul_forward(A->ffn_gate, A->ln2, P(L->gate_proj), N, C, I);
+            be->matmul_forward(A->ffn_up, A->ln2, P(L->up_proj), N, C, I);
+            be->swiglu_forward(A->ffn_h, A->ffn_gate, A->ffn_up, (size_t)N * I);
+            be->matmul_forward(A->ffn_out, A->ffn_h, P(L->down_proj), N, I, C);
+        } else {
+            be->matmul_forward(A->router_logits, A->ln2, P(L->router), N, C, E);
+            aux += be->router_forward(A->router_probs, A->topk, A->gates, A->loads, A->router_logits,
+                                      P(L->expert_bias), N, E, K, c->norm_topk_prob, aux_coef, z_coef);
+            be->moe_permute(A->offsets, A->token_of, A->position_of, A->topk, A->loads, N, E, K);
+            be->moe_gather_forward(A->xg, A->ln2, A->token_of, N * K, C);
+            be->experts_forward(A->yg, A->eg, A->eu, A->eh, A->xg, A->offsets, P(L->expert_gate), P(L->expert_up),
+                                P(L->expert_down), E, C, F);
+            be->moe_combine_forward(A->ffn_out, A->yg, A->gates, A->position_of, N, K, C);
+        }
+        be->add(out, A->x_mid, A->ffn_out, (size_t)N * C);
+    }
+    be->rmsnorm_forward(m->lnf, m->lnf_rstd, m->x_final, P(m->final_norm), N, C, c->rms_norm_eps);
+    be->matmul_forward(m->logits, m->lnf, P(m->lm_head), N, C, c->vocab_size);
+    m->last_aux_loss = aux;
+}
+
+double model_forward(Model *m, const int32_t *tokens, float aux_coef, float z_coef) {
+    int B = m->B, T = m->T, N = B * T;
+    int32_t *inputs = xmalloc(sizeof(int32_t) * N), *targets = xmalloc(sizeof(int32_t) * N);
+    for (int b = 0; b < B; b++) {
+        memcpy(inputs + (size_t)b * T, tokens + (size_t)b * (T + 1), sizeof(int32_t) * T);
+        memcpy(targets + (size_t)b * T, tokens + (size_t)b * (T + 1) + 1, sizeof(int32_t) * T);
+    }
+    m->be->upload(m->inputs, inputs, sizeof(int32_t) * N);
+    m->be->upload(m->targets, targets, sizeof(int32_t) * N);
+    forward_body(m, aux_coef, z_coef);
+    m->be->crossentropy_forward(m->losses, m->logits, m->targets, N, m->cfg.vocab_size);
+    float *losses = xmalloc(sizeof(float) * N);
+    m->be->download(losses, m->losses, sizeof(float) * N);
+    double sum = 0;
+    for (int i = 0; i < N; i++) sum += losses[i];
+    free(losses);
+    free(inputs);
+    free(targets);
+    m->last_ce_loss = sum / N;
+    return m->last_ce_loss + m->last_aux_loss;
+}
+
+void model_forward_logits(Model *m, const int32_t *inputs) {
+    m->be->upload(m->inputs, inputs, sizeof(int32_t) * m->B * m->T);
+    forward_body(m, 0, 0);
+}
+
+void model_zero_grad(Model *m) { m->be->zero(m->grad_mem, m->n_floats * sizeof(float)); }
+
+/* ---- backward ---- */
+
+void model_backward(Model *m, float aux_coef, float z_coef) {
+    const Backend *be = m->be;
+    const ModelConfig *c = &m->cfg;
+    int B = m->B, T = m->T, N = B * T, C = c->d_model, hd = c->head_dim, H = c->n_heads, KV = c->n_kv_heads;
+    int E = c->n_experts, K = c->top_k, F = c->moe_intermediate_size, I = c->intermediate_size, V = c->vocab_size;
+    size_t NC = (size_t)N * C * sizeof(float);
+
+    float *dlogits = m->logits; /* in place: the logits are not needed after this */
+    be->crossentropy_backward(dlogits, m->logits, m->targets, N, V, 1.0f / N);
+    be->zero(m->d_ln, NC);
+    be->matmul_backward(m->d_ln, G(m->lm_head), dlogits, m->lnf, P(m->lm_head), N, C, V);
+    be->zero(m->d_resid, NC);
+    be->rmsnorm_backward(m->d_resid, G(m->final_norm), m->d_ln, m->x_final, P(m->final_norm), m->lnf_rstd, N, C);
+
+    for (int l = c->n_layers - 1; l >= 0; l--) {
+        LayerParams *L = &m->layers[l];
+        LayerActs *A = &m->acts[l];
+        /* out = x_mid + ffn(ln2(x_mid)); d_resid holds d out */
+        be->zero(m->d_ln, NC);
+        if (!L->is_moe) {
+            size_t NI = (size_t)N * I;
+            be->zero(m->d_ffn_c, NI * sizeof(float));
+            be->matmul_backward(m->d_ffn_c, G(L->down_proj), m->d_resid, A->ffn_h, P(L->down_proj), N, I, C);
+            be->swiglu_backward(m->d_ffn_a, m->d_ffn_b, m->d_ffn_c, A->ffn_gate, A->ffn_up, NI);
+            be->matmul_backward(m->d_ln, G(L->gate_proj), m->d_ffn_a, A->ln2, P(L->gate_proj), N, C, I);
+            be->matmul_backward(m->d_ln, G(L->up_proj), m->d_ffn_b, A->ln2, P(L->up_proj), N, C, I);
+        } else {
+            be->moe_combine_backward(m->d_yg, m->d_gates, m->d_resid, A->yg, A->gates, A->position_of, N, K, C);
+            be->experts_backward(m->d_xg, G(L->expert_gate), G(L->expert_up), G(L->expert_down), m->d_eg, m->d_eu,
+                                 m->d_eh, m->d_yg, A->eg, A->eu, A->eh, A->xg, A->offsets, P(L->expert_gate),
+                                 P(L->expert_up), P(L->expert_down), E, C, F);
+            be->moe_gather_backward(m->d_ln, m->d_xg, A->position_of, N, K, C);
+            be->router_backward(m->d_router, m->d_gates, A->router_probs, A->topk, A->router_logits, A->loads, N, E,
+                                K, c->norm_topk_prob, aux_coef, z_coef);
+            be->matmul_backward(m->d_ln, G(L->router), m->d_router, A->ln2, P(L->router), N, C, E);
+        }
+        be->rmsnorm_backward(m->d_resid, G(L->post_norm), m->d_ln, A->x_mid, P(L->post_norm), A->ln2_rstd, N, C);
+
+        /* x_mid = x_in + o_proj(attention(ln1(x_in))); d_resid holds d x_mid */
+        be->zero(m->d_att, (size_t)N * H * hd * sizeof(float));
+        be->matmul_backward(m->d_att, G(L->o_proj), m->d_resid, A->att_out, P(L->o_proj), N, H * hd, C);
+        be->attention_backward(m->d_q, m->d_k, m->d_v, m->d_att, A->att_probs, A->q, A->k, A->v, B, T, H, KV, hd);
+        be->rope_backward(m->d_q, B, T, H, hd, c->rope_theta);
+        be->rope_backward(m->d_k, B, T, KV, hd, c->rope_theta);
+        float *dq = m->d_q, *dk = m->d_k;
+        if (c->qk_norm) {
+            /* d_att is free again: it receives d q_pre; d_ffn_a (>= N*KV*hd) receives d k_pre */
+            be->zero(m->d_att, (size_t)N * H * hd * sizeof(float));
+            be->rmsnorm_backward(m->d_att, G(L->q_norm), m->d_q, A->q_pre, P(L->q_norm), A->q_rstd, N * H, hd);
+            be->zero(m->d_ffn_a, (size_t)N * KV * hd * sizeof(float));
+            be->rmsnorm_backward(m->d_ffn_a, G(L->k_norm), m->d_k, A->k_pre, P(L->k_norm), A->k_rstd, N * KV, hd);
+            dq = m->d_att, dk = m->d_ffn_a;
+        }
+        be->zero(m->d_ln, NC);
+        be->matmul_backward(m->d_ln, G(L->q_proj), dq, A->ln1, P(L->q_proj), N, C, H * hd);
+        be->matmul_backward(m->d_ln, G(L->k_proj), dk, A->ln1, P(L->k_proj), N, C, KV * hd);
+        be->matmul_backward(m->d_ln, G(L->v_proj), m->d_v, A->ln1, P(L->v_proj), N, C, KV * hd);
+        be->rmsnorm_backward(m->d_resid, G(L->input_norm), m->d_ln, A->x_in, P(L->input_norm), A->ln1_rstd, N, C);
+    }
+    be->embedding_backward(G(m->embed), m->d_resid, m->inputs, N, C, V);
+}
+
+/* ---- optimizer ---- */
+
+double model_grad_norm(const Model *m) { return sqrt(m->be->sum_squares(m->grad_mem, m->n_floats)); }
+
+double model_optimizer_step(Model *m, const TrainConfig *t, float lr) {
+    double norm = model_grad_norm(m);
+    /* torch.nn.utils.clip_grad_norm_: scale = min(1, max_norm / (norm + 1e-6)) */
+    float scale = 1.0f;
+    if (t->grad_clip > 0 && isfinite(norm)) {
+        double s = t->grad_clip / (norm + 1e-6);
+        scale = s < 1.0 ? (float)s : 1.0f;
+    }
+    m->step++;
+    /* one update per run of adjacent tensors with the same decay setting */
+    for (int i = 0; i < m->n_params;) {
+        int j = i + 1;
+        if (!m->params[i].trainable) {
+            i = j;
+            continue;
+        }
+        while (j < m->n_params && m->params[j].trainable && m->params[j].decay == m->params[i].decay) j++;
+        size_t off = m->params[i].offset, n = m->params[j - 1].offset + m->params[j - 1].numel - off;
+        m->be->adamw_update(m->param_mem + off, m->grad_mem + off, m->adam_m + off, m->adam_v + off, n, lr, t->beta1,
+                            t->beta2, t->adam_eps, m->params[i].decay ? t->weight_decay : 0.0f, scale, m->step);
+        i = j;
+    }
+    if (t->bias_update_rate > 0)
+        for (int l = 0; l < m->cfg.n_layers; l++)
+            if (m->layers[l].is_moe)
+                m->be->balance_bias_update(P(m->layers[l].expert_bias), m->acts[l].loads, m->cfg.n_experts,
+                                           t->bias_update_rate);
+    return norm;
+}
+
+void model_layer_loads(const Model *m, int layer, int32_t *loads) {
+    m->be->download(loads, m->acts[layer].loads, sizeof(int32_t) * m->cfg.n_experts);
+}
+
+/* ---- accounting ---- */
+
+void model_param_counts(const Model *m, size_t *total, size_t *active, size_t *embedding) {
+    const ModelConfig *c = &m->cfg;
+    size_t t = 0;
+    for (int i = 0; i < m->n_params; i++) t += m->params[i].trainable ? m->params[i].numel : 0;
+    size_t per_expert = 3 * (size_t)c->moe_intermediate_size * c->d_model;
+    size_t inactive = (size_t)model_config_n_moe_layers(c) * (c->n_experts - c->top_k) * per_expert;
+    if (total) *total = t;
+    if (active) *active = t - inactive;
+    if (embedding) *embedding = (size_t)c->vocab_size * c->d_model;
+}
+
+double model_flops_per_token(const ModelConfig *c, int T) {
+    double C = c->d_model, hd = c->head_dim, H = c->n_heads, KV = c->n_kv_heads;
+    double matmul_params = (double)c->vocab_size * C; /* LM head */
+    for (int l = 0; l < c->n_layers; l++) {
+        matmul_params += C * hd * (2 * H + 2 * KV);
+        if (layer_is_moe(c, l))
+            matmul_params += C * c->n_experts + 3.0 * c->top_k * c->moe_intermediate_size * C;
+        else
+            matmul_params += 3.0 * c->intermediate_size * C;
+    }
+    /* causal attention: QK^T and PV over (T+1)/2 keys on average */
+    double attention = c->n_layers * 2.0 * 2.0 * H * hd * (T + 1) / 2.0;
+    return 2.0 * matmul_params + attention;
+}

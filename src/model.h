@@ -1,0 +1,107 @@
+/* model.h - the MoE transformer: parameter table, layer stack, forward/backward, AdamW step.
+ *
+ * All parameters live in one contiguous backend buffer described by `params` (name, shape,
+ * offset); gradients and the two Adam moments are buffers of the same layout, so zeroing,
+ * the optimizer and checkpointing are single loops. The experts of one MoE layer are laid
+ * out back to back per projection (experts.0.gate_proj, experts.1.gate_proj, ...), so each
+ * projection is one (E, F, C) block that the grouped expert GEMMs index directly.
+ * model.c owns no math: every op is a backend call. */
+#ifndef UPCYCLE_MODEL_H
+#define UPCYCLE_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend.h"
+#include "config.h"
+
+#define PARAM_NAME_MAX 96
+
+typedef struct {
+    char name[PARAM_NAME_MAX]; /* Hugging Face tensor name */
+    int ndim;
+    int64_t shape[3];
+    size_t offset, numel;      /* in floats, into the parameter buffer */
+    int trainable;             /* 0 for the balancing bias (updated by the load rule, not by AdamW) */
+    int decay;                 /* weight decay applies (matrices, not norms or biases) */
+} ParamInfo;
+
+/* indices into the parameter table; -1 where absent */
+typedef struct {
+    int is_moe;
+    int input_norm, q_proj, k_proj, v_proj, o_proj, q_norm, k_norm, post_norm;
+    int gate_proj, up_proj, down_proj;                          /* dense FFN */
+    int router, expert_bias, expert_gate, expert_up, expert_down; /* MoE: first expert of each block */
+} LayerParams;
+
+typedef struct {
+    float *x_in;                       /* (N,C) residual stream entering the layer */
+    float *ln1, *ln1_rstd;             /* (N,C), (N) */
+    float *q_pre, *k_pre;              /* (N,H*hd), (N,KV*hd) projections before qk-norm */
+    float *q_rstd, *k_rstd;            /* (N*H), (N*KV) */
+    float *q, *k, *v;                  /* after qk-norm and RoPE */
+    float *att_probs;                  /* (B,H,T,T) */
+    float *att_out;                    /* (N,H*hd) */
+    float *x_mid;                      /* (N,C) after the attention residual */
+    float *ln2, *ln2_rstd;             /* (N,C), (N) */
+    float *ffn_gate, *ffn_up, *ffn_h;  /* dense: (N,I) */
+    float *router_logits, *router_probs; /* MoE: (N,E) */
+    int32_t *topk, *loads;             /* (N,K), (E) */
+    float *gates;                      /* (N,K) */
+    int32_t *offsets, *token_of, *position_of; /* (E+1), (N*K), (N*K) */
+    float *xg, *eg, *eu, *eh, *yg;     /* (N*K,C), (N*K,F) x3, (N*K,C) */
+    float *ffn_out;                    /* (N,C) */
+} LayerActs;
+
+typedef struct {
+    ModelConfig cfg;
+    const Backend *be;
+    int n_params;
+    ParamInfo *params;
+    size_t n_floats;                   /* total parameter count (including the balancing biases) */
+    float *param_mem, *grad_mem, *adam_m, *adam_v; /* backend memory, n_floats each */
+    LayerParams layers[MAX_LAYERS];
+    int embed, final_norm, lm_head;    /* lm_head == embed when tied */
+
+    /* activations, allocated for (B, T) by model_set_batch */
+    int B, T;
+    LayerActs acts[MAX_LAYERS];
+    float *x_final, *lnf, *lnf_rstd, *logits, *losses; /* (N,C) (N,C) (N) (N,V) (N) */
+    int32_t *inputs, *targets;         /* (N) each */
+    /* backward scratch */
+    float *d_resid, *d_ln, *d_q, *d_k, *d_v, *d_att, *d_ffn_a, *d_ffn_b, *d_ffn_c, *d_router, *d_gates;
+    float *d_xg, *d_yg, *d_eg, *d_eu, *d_eh;
+
+    /* results of the last forward */
+    double last_ce_loss, last_aux_loss;
+    int step;                          /* optimizer steps taken (AdamW's t) */
+} Model;
+
+int model_create(Model *m, const ModelConfig *cfg, const Backend *be);
+void model_free(Model *m);
+int model_find_param(const Model *m, const char *name); /* index or -1 */
+float *model_param(const Model *m, int index);          /* backend pointer */
+float *model_grad(const Model *m, int index);
+void model_init_weights(Model *m, uint64_t seed);
+void model_set_batch(Model *m, int B, int T);          /* (re)allocates activations */
+
+/* Forward on host tokens (B, T+1): inputs [:, :T], targets [:, 1:]. Returns the mean
+ * cross-entropy + auxiliary router losses; with targets == NULL semantics (tokens of shape
+ * (B,T) and no loss) use model_forward_logits. */
+double model_forward(Model *m, const int32_t *tokens, float aux_coef, float z_coef);
+void model_forward_logits(Model *m, const int32_t *inputs); /* inputs (B,T); logits in m->logits */
+void model_zero_grad(Model *m);
+void model_backward(Model *m, float aux_coef, float z_coef);
+/* global grad norm (before clipping) */
+double model_grad_norm(const Model *m);
+/* One optimizer step: clip to grad_clip (0 = none), AdamW with lr, then the balancing-bias
+ * update from the last forward's loads. Returns the grad norm before clipping. */
+double model_optimizer_step(Model *m, const TrainConfig *t, float lr);
+/* counts of parameters: total, active per token (top-K experts only), embedding */
+void model_param_counts(const Model *m, size_t *total, size_t *active, size_t *embedding);
+/* forward FLOPs per token at sequence length T (matmuls + attention) */
+double model_flops_per_token(const ModelConfig *c, int T);
+/* load of MoE layer l in the last forward: host copy into loads (E) */
+void model_layer_loads(const Model *m, int layer, int32_t *loads);
+
+#endif

@@ -1,0 +1,236 @@
+#include "train.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/checkpoint.h"
+#include "optim.h"
+#include "util.h"
+
+double evaluate_loss(Model *m, Loader *ld, int n_batches) {
+    loader_reset(ld);
+    int32_t *tokens = xmalloc(sizeof(int32_t) * (size_t)m->B * (m->T + 1));
+    double sum = 0;
+    int batches = 0;
+    /* never wrap around: a short validation split is evaluated once */
+    uint64_t available = ld->n_windows / (uint64_t)m->B;
+    if (available == 0) available = 1;
+    for (int i = 0; i < n_batches && (uint64_t)i < available; i++, batches++) {
+        loader_next(ld, tokens);
+        model_forward(m, tokens, 0, 0);
+        sum += m->last_ce_loss;
+    }
+    free(tokens);
+    return sum / batches;
+}
+
+static void format_duration(double seconds, char *buf, size_t n) {
+    int s = (int)(seconds + 0.5);
+    if (s >= 3600) snprintf(buf, n, "%dh%02dm", s / 3600, (s / 60) % 60);
+    else if (s >= 60) snprintf(buf, n, "%dm%02ds", s / 60, s % 60);
+    else snprintf(buf, n, "%ds", s);
+}
+
+/* max load / mean load per MoE layer: 1.0 is perfect balance */
+static int layer_imbalance(const Model *m, double *imbalance) {
+    int n = 0;
+    int32_t loads[4096];
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        if (!m->layers[l].is_moe) continue;
+        model_layer_loads(m, l, loads);
+        double total = 0, max = 0;
+        for (int e = 0; e < m->cfg.n_experts; e++) total += loads[e], max = loads[e] > max ? loads[e] : max;
+        imbalance[n++] = total > 0 ? max / (total / m->cfg.n_experts) : 0;
+    }
+    return n;
+}
+
+static int save_periodic(const char *out_dir, const Model *m, const TrainerState *st, int keep) {
+    char name[64];
+    snprintf(name, sizeof name, "ckpt_%06d", st->step);
+    char *dir = path_join(out_dir, name);
+    int rc = checkpoint_save(dir, m, st, 1);
+    free(dir);
+    if (!rc && keep > 0) {
+        /* remove the one that falls out of the window (saves are evenly spaced) */
+        int interval = st->train.save_every;
+        int old_step = st->step - keep * interval;
+        if (old_step > 0) {
+            snprintf(name, sizeof name, "ckpt_%06d", old_step);
+            char *old = path_join(out_dir, name);
+            remove_tree(old);
+            free(old);
+        }
+    }
+    return rc;
+}
+
+int train_run(const ModelConfig *model_cfg, const TrainConfig *train_cfg, const TrainOptions *opt, TrainResult *result) {
+    memset(result, 0, sizeof *result);
+    ModelConfig mc = *model_cfg;
+    TrainConfig tc = *train_cfg;
+    TrainerState st;
+    memset(&st, 0, sizeof st);
+    const char *split = opt->split ? opt->split : "pretrain";
+    int keep = opt->keep_checkpoints > 0 ? opt->keep_checkpoints : 2;
+
+    if (opt->resume) {
+        if (checkpoint_load_config(opt->resume, &mc) || trainer_state_load(opt->resume, &st)) return -1;
+        int steps = tc.steps;
+        tc = st.train;
+        if (steps > tc.steps) tc.steps = steps; /* allow extending a finished run */
+        if (!checkpoint_has_optimizer(opt->resume))
+            return up_error("%s: optimizer.safetensors is missing; expected a checkpoint written by `upcycle train`", opt->resume);
+    } else if (opt->init) {
+        if (checkpoint_load_config(opt->init, &mc)) return -1;
+    }
+    if (model_config_validate(&mc, "model config") || train_config_validate(&tc, "train config")) return -1;
+    if (tc.seq_len > mc.max_seq_len)
+        return up_error("train config: seq_len %d exceeds max_position_embeddings %d; expected seq_len <= %d", tc.seq_len,
+                        mc.max_seq_len, mc.max_seq_len);
+
+    Loader train_ld, val_ld;
+    memset(&val_ld, 0, sizeof val_ld);
+    if (loader_open(&train_ld, opt->data_dir, split, tc.batch_size, tc.seq_len, tc.seed, 1)) return -1;
+    if ((int)train_ld.shard.vocab_size > mc.vocab_size) {
+        int v = train_ld.shard.vocab_size;
+        loader_close(&train_ld);
+        return up_error("%s: data vocabulary %d is larger than the model's vocab_size %d; expected the tokenizer the model was built for",
+                        opt->data_dir, v, mc.vocab_size);
+    }
+    if (loader_open(&val_ld, opt->data_dir, "val", tc.batch_size, tc.seq_len, 0, 0)) {
+        loader_close(&train_ld);
+        return -1;
+    }
+
+    Model m;
+    if (model_create(&m, &mc, backend_cpu())) {
+        loader_close(&train_ld), loader_close(&val_ld);
+        return -1;
+    }
+    int rc = 0;
+    if (opt->resume) {
+        rc = checkpoint_load_weights(opt->resume, &m);
+        if (!rc) rc = checkpoint_load_optimizer(opt->resume, &m);
+        if (!rc) loader_set_position(&train_ld, st.data_epoch, st.data_cursor);
+    } else if (opt->init) {
+        rc = checkpoint_load_weights(opt->init, &m);
+        if (!rc && checkpoint_has_optimizer(opt->init)) rc = checkpoint_load_optimizer(opt->init, &m);
+        st.step = 0;
+    } else {
+        model_init_weights(&m, tc.seed);
+    }
+    if (rc) {
+        model_free(&m);
+        loader_close(&train_ld), loader_close(&val_ld);
+        return -1;
+    }
+    st.train = tc;
+    snprintf(st.data_dir, sizeof st.data_dir, "%s", opt->data_dir);
+    if (mkdir_p(opt->out_dir)) {
+        model_free(&m);
+        loader_close(&train_ld), loader_close(&val_ld);
+        return -1;
+    }
+    char *metrics_path = path_join(opt->out_dir, "metrics.jsonl");
+    FILE *metrics = fopen(metrics_path, "a");
+    if (!metrics) {
+        rc = up_error("%s: cannot open for appending; expected a writable output directory", metrics_path);
+        free(metrics_path);
+        model_free(&m);
+        loader_close(&train_ld), loader_close(&val_ld);
+        return rc;
+    }
+
+    if (!opt->quiet) {
+        size_t total, active, embedding;
+        model_param_counts(&m, &total, &active, &embedding);
+        model_config_print(&mc, stdout);
+        train_config_print(&tc, stdout);
+        printf("params: %.3fM total, %.3fM active per token, %.3fM embedding; data %s/%s: %llu tokens\n", total / 1e6,
+               active / 1e6, embedding / 1e6, opt->data_dir, split, (unsigned long long)train_ld.shard.n_tokens);
+        if (opt->resume) printf("resumed from %s at step %d\n", opt->resume, st.step);
+        if (opt->init) printf("initialized from %s (new stage, AdamW step counter %d)\n", opt->init, m.step);
+    }
+
+    model_set_batch(&m, tc.batch_size, tc.seq_len);
+    size_t batch_tokens = (size_t)tc.batch_size * (tc.seq_len + 1);
+    int32_t *tokens = xmalloc(sizeof(int32_t) * batch_tokens);
+    int steps_this_run = tc.steps - st.step;
+    if (steps_this_run < 0) steps_this_run = 0;
+    result->losses = xcalloc(steps_this_run ? steps_this_run : 1, sizeof(float));
+    double t_start = now_seconds(), t_window = t_start;
+    int window_steps = 0;
+    double imbalance[MAX_LAYERS];
+    double last_val = NAN;
+
+    while (st.step < tc.steps) {
+        float lr = lr_at(&tc, st.step, tc.steps);
+        loader_next(&train_ld, tokens);
+        model_zero_grad(&m);
+        double loss = model_forward(&m, tokens, tc.aux_loss_coef, tc.z_loss_coef);
+        if (!isfinite(loss)) {
+            rc = up_error("step %d: loss is %g; expected a finite loss (lower the learning rate?)", st.step, loss);
+            break;
+        }
+        model_backward(&m, tc.aux_loss_coef, tc.z_loss_coef);
+        double grad_norm = model_optimizer_step(&m, &tc, lr);
+        result->losses[result->steps_run++] = (float)loss;
+        st.step++;
+        st.tokens_seen += (long long)tc.batch_size * tc.seq_len;
+        st.data_epoch = train_ld.epoch, st.data_cursor = train_ld.cursor;
+        window_steps++;
+
+        int n_imb = layer_imbalance(&m, imbalance);
+        int do_eval = tc.eval_every > 0 && (st.step % tc.eval_every == 0 || st.step == tc.steps);
+        if (do_eval) last_val = evaluate_loss(&m, &val_ld, tc.eval_batches);
+        fprintf(metrics, "{\"step\": %d, \"loss\": %.6f, \"lr\": %.6g, \"grad_norm\": %.6g, \"tokens\": %lld", st.step, loss, lr,
+                grad_norm, st.tokens_seen);
+        if (do_eval) fprintf(metrics, ", \"val_loss\": %.6f", last_val);
+        fprintf(metrics, ", \"load_imbalance\": [");
+        for (int i = 0; i < n_imb; i++) fprintf(metrics, "%s%.4f", i ? ", " : "", imbalance[i]);
+        fprintf(metrics, "]}\n");
+        fflush(metrics);
+
+        if (!opt->quiet && (st.step % tc.log_every == 0 || st.step == tc.steps || do_eval)) {
+            double now = now_seconds();
+            double tok_s = window_steps * (double)tc.batch_size * tc.seq_len / (now - t_window);
+            double eta = (tc.steps - st.step) * (now - t_start) / result->steps_run;
+            char eta_buf[32];
+            format_duration(eta, eta_buf, sizeof eta_buf);
+            printf("step %5d/%d | loss %.4f | lr %.2e | gnorm %.3f | %.1fk tok/s | ETA %s", st.step, tc.steps, loss, lr,
+                   grad_norm, tok_s / 1e3, eta_buf);
+            if (n_imb) {
+                printf(" | imb");
+                for (int i = 0; i < n_imb; i++) printf(" %.2f", imbalance[i]);
+            }
+            if (do_eval) printf(" | val %.4f", last_val);
+            printf("\n");
+            fflush(stdout);
+            t_window = now, window_steps = 0;
+        }
+        if (tc.save_every > 0 && st.step % tc.save_every == 0 && st.step < tc.steps) {
+            if ((rc = save_periodic(opt->out_dir, &m, &st, keep))) break;
+        }
+    }
+    double elapsed = now_seconds() - t_start;
+    if (!rc) {
+        char *final_dir = path_join(opt->out_dir, "final");
+        rc = checkpoint_save(final_dir, &m, &st, 1);
+        if (!rc && !opt->quiet) printf("saved %s (step %d)\n", final_dir, st.step);
+        free(final_dir);
+    }
+    result->seconds = elapsed;
+    result->tokens_per_second = result->steps_run ? result->steps_run * (double)tc.batch_size * tc.seq_len / elapsed : 0;
+    result->final_train_loss = result->steps_run ? result->losses[result->steps_run - 1] : NAN;
+    result->final_val_loss = isnan(last_val) ? evaluate_loss(&m, &val_ld, tc.eval_batches) : last_val;
+    fclose(metrics);
+    free(metrics_path);
+    free(tokens);
+    model_free(&m);
+    loader_close(&train_ld);
+    loader_close(&val_ld);
+    return rc;
+}

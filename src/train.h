@@ -1,0 +1,34 @@
+/* train.h - the training loop as a library call (the CLI and the experiment runner use it). */
+#ifndef UPCYCLE_TRAIN_H
+#define UPCYCLE_TRAIN_H
+
+#include "backend.h"
+#include "config.h"
+#include "data/shard.h"
+#include "model.h"
+
+typedef struct {
+    const char *data_dir;
+    const char *split;       /* training split: "pretrain" (default) or "cpt" */
+    const char *out_dir;     /* checkpoints, metrics.jsonl */
+    const char *resume;      /* checkpoint to resume (weights, optimizer, data position, schedule) */
+    const char *init;        /* checkpoint to start a new stage from (weights; optimizer state if present) */
+    int quiet;               /* no progress lines */
+    int keep_checkpoints;    /* periodic checkpoints kept (default 2) */
+} TrainOptions;
+
+typedef struct {
+    int steps_run;
+    double final_train_loss, final_val_loss;
+    double seconds, tokens_per_second;
+    float *losses;           /* per step of this run (malloc'd, steps_run entries) */
+} TrainResult;
+
+/* Runs training; model config and train config are used for a fresh run; with resume the
+ * checkpoint's config wins (train->steps may extend it). Returns 0 or -1 (up_error). */
+int train_run(const ModelConfig *model_cfg, const TrainConfig *train_cfg, const TrainOptions *opt, TrainResult *result);
+
+/* Mean loss over n_batches consecutive batches of an unshuffled loader (reset first). */
+double evaluate_loss(Model *m, Loader *ld, int n_batches);
+
+#endif

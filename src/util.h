@@ -1,0 +1,58 @@
+/* util.h - errors, atomic files, RNG, timing: the small things every module needs.
+ *
+ * Error convention: a function that can fail returns int (0 = ok, -1 = error) and
+ * records one line with up_error("<file>: <what is wrong>; expected <what>").
+ * The CLI prints it as "upcycle: <line>" and exits non-zero. */
+#ifndef UPCYCLE_UTIL_H
+#define UPCYCLE_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* ---- errors ---- */
+int up_error(const char *fmt, ...) __attribute__((format(printf, 1, 2))); /* returns -1 */
+const char *up_last_error(void);
+void up_clear_error(void);
+
+/* ---- memory ---- */
+void *xmalloc(size_t bytes);          /* exits with a message on out-of-memory */
+void *xcalloc(size_t n, size_t size);
+void *xrealloc(void *p, size_t bytes);
+char *xstrdup(const char *s);
+void *aligned_alloc64(size_t bytes);  /* zeroed, 64-byte aligned; free with free() */
+
+/* ---- files ---- */
+/* Atomic file: writes go to "<path>.tmp.<pid>"; commit fsyncs, renames over path and
+ * fsyncs the directory; abort removes the temp file. A crash leaves the old file or none. */
+typedef struct {
+    FILE *f;
+    char *path;
+    char *tmp_path;
+} AtomicFile;
+int atomic_open(AtomicFile *af, const char *path);
+int atomic_commit(AtomicFile *af); /* checks for write errors (disk full) before renaming */
+void atomic_abort(AtomicFile *af);
+int atomic_write_file(const char *path, const void *data, size_t bytes);
+int read_file(const char *path, char **data, size_t *bytes); /* NUL-terminated copy */
+int fsync_dir(const char *dir);
+int path_exists(const char *path);
+int is_dir(const char *path);
+int mkdir_p(const char *path);
+int remove_tree(const char *path);
+char *path_join(const char *a, const char *b); /* malloc'd "a/b" */
+
+/* ---- random numbers: splitmix64 seeding + xoshiro256** ---- */
+typedef struct {
+    uint64_t s[4];
+} Rng;
+void rng_seed(Rng *rng, uint64_t seed);
+uint64_t rng_next(Rng *rng);
+double rng_uniform(Rng *rng);          /* [0, 1) */
+float rng_normal(Rng *rng);            /* N(0, 1) */
+uint64_t rng_below(Rng *rng, uint64_t n); /* uniform integer in [0, n) */
+
+/* ---- time ---- */
+double now_seconds(void);
+
+#endif

@@ -1,0 +1,64 @@
+#include "test.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "util.h"
+
+#define MAX_TESTS 512
+static struct {
+    const char *name;
+    test_fn fn;
+} g_tests[MAX_TESTS];
+static int g_count, g_current_failed;
+static char g_tmpdir[512];
+
+void test_register(const char *name, test_fn fn) {
+    if (g_count < MAX_TESTS) g_tests[g_count].name = name, g_tests[g_count++].fn = fn;
+}
+
+void test_fail(const char *file, int line, const char *fmt, ...) {
+    if (g_current_failed < 5) {
+        va_list ap;
+        va_start(ap, fmt);
+        fprintf(stdout, "    %s:%d: ", file, line);
+        vfprintf(stdout, fmt, ap);
+        fprintf(stdout, "\n");
+        va_end(ap);
+    }
+    g_current_failed++;
+}
+
+const char *test_tmpdir(void) { return g_tmpdir; }
+
+int main(int argc, char **argv) {
+    const char *base = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    int passed = 0, failed = 0;
+    for (int i = 0; i < g_count; i++) {
+        if (argc > 1) {
+            int match = 0;
+            for (int a = 1; a < argc; a++) match |= strstr(g_tests[i].name, argv[a]) != NULL;
+            if (!match) continue;
+        }
+        snprintf(g_tmpdir, sizeof g_tmpdir, "%s/upcycle-test-%ld-%s", base, (long)getpid(), g_tests[i].name);
+        remove_tree(g_tmpdir);
+        mkdir_p(g_tmpdir);
+        g_current_failed = 0;
+        double t0 = now_seconds();
+        g_tests[i].fn();
+        double dt = now_seconds() - t0;
+        if (g_current_failed) {
+            failed++;
+            printf("FAIL %s (%.2fs)\n", g_tests[i].name, dt);
+        } else {
+            passed++;
+            printf("ok   %s (%.2fs)\n", g_tests[i].name, dt);
+            remove_tree(g_tmpdir);
+        }
+        fflush(stdout);
+    }
+    printf("unit: %d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}
