@@ -9,14 +9,7 @@ RUN=runs/demo
 ./upcycle train --preset tiny --data "$DATA" --out "$RUN" --force --log-every 50
 echo
 echo "loss trajectory (step: train loss / val loss):"
-python3 - "$RUN/metrics.jsonl" <<'PY' 2>/dev/null || grep '"val_loss"' "$RUN/metrics.jsonl"
-import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1])]
-for r in rows:
-    if "val_loss" in r or r["step"] == 1:
-        v = f'{r["val_loss"]:.4f}' if "val_loss" in r else "   -  "
-        print(f'  step {r["step"]:5d}: {r["loss"]:.4f} / {v}')
-PY
+grep '"val_loss"' "$RUN/metrics.jsonl" | sed -E 's/.*"step": ([0-9]+), "loss": ([0-9.]+).*"val_loss": ([0-9.]+).*/  step \1: train \2 \/ val \3/'
 echo
 ./upcycle eval --ckpt "$RUN/final" --data "$DATA"
 echo

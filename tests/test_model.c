@@ -1,0 +1,283 @@
+/* Model-level tests: schedules, config validation and JSON, parameter table, whole-model
+ * finite differences, checkpoint round trip, determinism and bit-exact resume. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "data/shard.h"
+#include "io/checkpoint.h"
+#include "model.h"
+#include "optim.h"
+#include "test.h"
+#include "train.h"
+#include "util.h"
+
+TEST(schedule_wsd_values) {
+    TrainConfig t;
+    train_config_defaults(&t);
+    t.lr = 1.0f, t.min_lr = 0.1f, t.warmup_steps = 10, t.decay_frac = 0.1f, t.schedule = SCHED_WSD;
+    CHECK_CLOSE(lr_at(&t, 0, 100), 0.1, 1e-7);   /* warmup: (s+1)/warmup */
+    CHECK_CLOSE(lr_at(&t, 9, 100), 1.0, 1e-7);
+    CHECK_CLOSE(lr_at(&t, 50, 100), 1.0, 1e-7);  /* stable */
+    CHECK_CLOSE(lr_at(&t, 89, 100), 1.0, 1e-7);  /* last stable step */
+    CHECK_CLOSE(lr_at(&t, 90, 100), 1.0 - 0.9 * 0.1, 1e-6); /* decay over the last 10 steps */
+    CHECK_CLOSE(lr_at(&t, 94, 100), 1.0 - 0.9 * 0.5, 1e-6);
+    CHECK_CLOSE(lr_at(&t, 99, 100), 0.1, 1e-7);  /* ends at min_lr */
+    t.decay_shape = DECAY_1_SQRT;
+    CHECK_CLOSE(lr_at(&t, 94, 100), 0.1 + 0.9 * (1 - sqrt(0.5)), 1e-6);
+    CHECK_CLOSE(lr_at(&t, 99, 100), 0.1, 1e-7);
+    t.schedule = SCHED_COSINE;
+    CHECK_CLOSE(lr_at(&t, 10, 100), 1.0, 1e-6);
+    CHECK_CLOSE(lr_at(&t, 99, 100), 0.1, 1e-6);
+    CHECK_CLOSE(lr_at(&t, 10 + 89 / 2, 100), 0.55 + 0.45 * cos(M_PI * 44.0 / 89.0), 1e-5);
+    t.schedule = SCHED_CONSTANT;
+    CHECK(lr_at(&t, 3, 100) == 1.0f);
+}
+
+TEST(config_validation_messages) {
+    ModelConfig c;
+    model_config_defaults(&c);
+    c.head_dim = c.d_model / c.n_heads;
+    CHECK(model_config_validate(&c, "x.json") == 0);
+    c.top_k = 9; /* 8 experts */
+    CHECK(model_config_validate(&c, "x.json") == -1);
+    CHECK(strstr(up_last_error(), "x.json") && strstr(up_last_error(), "top-K") && strstr(up_last_error(), "expected"));
+    model_config_defaults(&c);
+    c.head_dim = 32, c.n_kv_heads = 3;
+    CHECK(model_config_validate(&c, "y.json") == -1);
+    CHECK(strstr(up_last_error(), "not divisible") != NULL);
+    CHECK(preset_find("nope") == NULL && preset_find("tiny") != NULL);
+}
+
+TEST(config_json_round_trip) {
+    const Preset *p = preset_find("fullmoe");
+    ModelConfig c = p->model, back;
+    c.first_k_dense = 1, c.tie_embeddings = 1, c.qk_norm = 0, c.norm_topk_prob = 0;
+    char *path = path_join(test_tmpdir(), "config.json");
+    CHECK(model_config_save_json(&c, path) == 0);
+    CHECK(model_config_load_json(&back, path) == 0);
+    CHECK(memcmp(&c, &back, sizeof c) == 0);
+    free(path);
+}
+
+TEST(param_table_layout) {
+    ModelConfig c = preset_find("tiny")->model;
+    Model m;
+    CHECK(model_create(&m, &c, backend_cpu()) == 0);
+    /* experts of one projection are contiguous blocks */
+    const LayerParams *L = &m.layers[1];
+    CHECK(L->is_moe && !m.layers[0].is_moe);
+    size_t per = (size_t)c.moe_intermediate_size * c.d_model;
+    for (int e = 1; e < c.n_experts; e++) CHECK(m.params[L->expert_gate + e].offset == m.params[L->expert_gate].offset + e * per);
+    CHECK(!strcmp(m.params[L->expert_bias].name, "model.layers.1.mlp.gate.e_score_correction_bias"));
+    CHECK(!m.params[L->expert_bias].trainable && !m.params[L->input_norm].decay && m.params[L->q_proj].decay);
+    CHECK(model_find_param(&m, "lm_head.weight") >= 0);
+    size_t total, active, emb;
+    model_param_counts(&m, &total, &active, &emb);
+    CHECK(total - active == 2 * (size_t)(c.n_experts - c.top_k) * 3 * per);
+    model_free(&m);
+    c.tie_embeddings = 1;
+    CHECK(model_create(&m, &c, backend_cpu()) == 0);
+    CHECK(model_find_param(&m, "lm_head.weight") < 0 && m.lm_head == m.embed);
+    model_free(&m);
+}
+
+/* Whole model: d loss / d theta by central differences on a few entries of every tensor kind. */
+TEST(model_gradients_finite_differences) {
+    ModelConfig c;
+    model_config_defaults(&c);
+    c.vocab_size = 29, c.d_model = 16, c.n_layers = 2, c.n_heads = 4, c.n_kv_heads = 2, c.head_dim = 4;
+    c.intermediate_size = 24, c.n_experts = 4, c.top_k = 2, c.moe_intermediate_size = 12, c.init_std = 0.2f;
+    Model m;
+    CHECK(model_create(&m, &c, backend_cpu()) == 0);
+    model_init_weights(&m, 5);
+    int B = 2, T = 6;
+    model_set_batch(&m, B, T);
+    int32_t tokens[2 * 7];
+    Rng rng;
+    rng_seed(&rng, 3);
+    for (int i = 0; i < 14; i++) tokens[i] = (int32_t)rng_below(&rng, c.vocab_size);
+    model_zero_grad(&m);
+    model_forward(&m, tokens, 0, 0);
+    int32_t topk_ref[2][2 * 6 * 2];
+    memcpy(topk_ref[0], m.acts[1].topk, sizeof topk_ref[0]);
+    model_backward(&m, 0, 0);
+    float *grad = xmalloc(m.n_floats * 4);
+    memcpy(grad, m.grad_mem, m.n_floats * 4);
+    double num2 = 0, diff2 = 0;
+    int skipped = 0;
+    for (int i = 0; i < m.n_params; i++) {
+        if (!m.params[i].trainable) continue;
+        for (int s = 0; s < 2; s++) {
+            size_t j = m.params[i].offset + rng_below(&rng, m.params[i].numel);
+            float saved = m.param_mem[j];
+            double l[2];
+            int moved = 0;
+            for (int d = 0; d < 2; d++) {
+                m.param_mem[j] = saved + (d ? -1e-2f : 1e-2f);
+                l[d] = model_forward(&m, tokens, 0, 0);
+                moved |= memcmp(topk_ref[0], m.acts[1].topk, sizeof topk_ref[0]) != 0;
+            }
+            m.param_mem[j] = saved;
+            if (moved) {
+                skipped++;
+                continue;
+            }
+            double numeric = (l[0] - l[1]) / 2e-2;
+            num2 += numeric * numeric;
+            diff2 += (numeric - grad[j]) * (numeric - grad[j]);
+        }
+    }
+    double err = sqrt(diff2) / sqrt(num2);
+    CHECK_MSG(err < 2e-2, "whole-model gradient relative error %.3g (%d samples skipped)", err, skipped);
+    CHECK(skipped < 10);
+    free(grad);
+    model_free(&m);
+}
+
+TEST(checkpoint_round_trip_exact) {
+    ModelConfig c = preset_find("fullmoe")->model;
+    c.d_model = 32, c.n_heads = 4, c.n_kv_heads = 2, c.head_dim = 8, c.moe_intermediate_size = 16;
+    Model a, b;
+    CHECK(model_create(&a, &c, backend_cpu()) == 0);
+    model_init_weights(&a, 11);
+    for (size_t i = 0; i < a.n_floats; i++) a.adam_m[i] = (float)i * 1e-3f, a.adam_v[i] = (float)i * 2e-3f;
+    a.step = 17;
+    TrainerState st = {0};
+    st.step = 17, st.data_epoch = 2, st.data_cursor = 5, st.rng_state[3] = 0xfffffffffffffff1ULL;
+    train_config_defaults(&st.train);
+    st.train.lr = 0.125f;
+    char *dir = path_join(test_tmpdir(), "ckpt");
+    CHECK(checkpoint_save(dir, &a, &st, 1) == 0);
+    ModelConfig c2;
+    CHECK(checkpoint_load_config(dir, &c2) == 0 && memcmp(&c, &c2, sizeof c) == 0);
+    CHECK(model_create(&b, &c2, backend_cpu()) == 0);
+    CHECK(checkpoint_load_weights(dir, &b) == 0);
+    CHECK(checkpoint_load_optimizer(dir, &b) == 0);
+    CHECK(memcmp(a.param_mem, b.param_mem, a.n_floats * 4) == 0);
+    size_t bias = b.params[b.layers[0].expert_bias].offset;
+    /* optimizer state of trainable tensors round-trips; the bias has none */
+    for (int i = 0; i < a.n_params; i++) {
+        if (!a.params[i].trainable) continue;
+        size_t o = a.params[i].offset;
+        CHECK(memcmp(a.adam_m + o, b.adam_m + o, a.params[i].numel * 4) == 0);
+        CHECK(memcmp(a.adam_v + o, b.adam_v + o, a.params[i].numel * 4) == 0);
+    }
+    (void)bias;
+    CHECK(b.step == 17);
+    TrainerState back;
+    CHECK(trainer_state_load(dir, &back) == 0);
+    CHECK(back.step == 17 && back.data_epoch == 2 && back.data_cursor == 5 && back.rng_state[3] == 0xfffffffffffffff1ULL);
+    CHECK(back.train.lr == 0.125f);
+    /* overwrite in place: the new one replaces the old, no temp directories remain */
+    a.step = 18;
+    CHECK(checkpoint_save(dir, &a, &st, 1) == 0);
+    CHECK(checkpoint_load_optimizer(dir, &b) == 0 && b.step == 18);
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "ls '%s' | grep -q tmp", test_tmpdir());
+    CHECK(system(cmd) != 0);
+    /* a checkpoint of another shape is refused, naming the file and tensor */
+    ModelConfig other = c;
+    other.moe_intermediate_size = 8;
+    Model wrong;
+    CHECK(model_create(&wrong, &other, backend_cpu()) == 0);
+    CHECK(checkpoint_load_weights(dir, &wrong) == -1);
+    CHECK(strstr(up_last_error(), "model.safetensors") && strstr(up_last_error(), "expected"));
+    model_free(&wrong);
+    model_free(&a);
+    model_free(&b);
+    free(dir);
+}
+
+/* a data dir of random tokens with structure (a repeating pattern + noise) */
+static char *make_data_dir(void) {
+    char *dir = path_join(test_tmpdir(), "data");
+    mkdir_p(dir);
+    Rng rng;
+    rng_seed(&rng, 8);
+    const char *splits[3] = {"pretrain.bin", "cpt.bin", "val.bin"};
+    size_t sizes[3] = {20000, 4000, 4000};
+    for (int s = 0; s < 3; s++) {
+        uint32_t *t = xmalloc(sizes[s] * 4);
+        for (size_t i = 0; i < sizes[s]; i++) t[i] = rng_uniform(&rng) < 0.7 ? (uint32_t)(i % 17) : (uint32_t)rng_below(&rng, 40);
+        char *p = path_join(dir, splits[s]);
+        shard_write(p, t, sizes[s], 40);
+        free(p);
+        free(t);
+    }
+    return dir;
+}
+
+static void small_run_config(ModelConfig *mc, TrainConfig *tc) {
+    model_config_defaults(mc);
+    mc->vocab_size = 40, mc->d_model = 32, mc->n_layers = 2, mc->n_heads = 4, mc->n_kv_heads = 2, mc->head_dim = 8;
+    mc->intermediate_size = 48, mc->n_experts = 4, mc->top_k = 2, mc->moe_intermediate_size = 16;
+    train_config_defaults(tc);
+    tc->batch_size = 4, tc->seq_len = 16, tc->steps = 12, tc->warmup_steps = 2, tc->eval_every = 6, tc->eval_batches = 2;
+    tc->save_every = 6, tc->lr = 1e-2f, tc->bias_update_rate = 1e-2f;
+}
+
+TEST(training_is_deterministic_and_learns) {
+    ModelConfig mc;
+    TrainConfig tc;
+    small_run_config(&mc, &tc);
+    char *data = make_data_dir(), *out1 = path_join(test_tmpdir(), "r1"), *out2 = path_join(test_tmpdir(), "r2");
+    TrainOptions o1 = {.data_dir = data, .out_dir = out1, .quiet = 1}, o2 = {.data_dir = data, .out_dir = out2, .quiet = 1};
+    TrainResult a, b;
+    CHECK(train_run(&mc, &tc, &o1, &a) == 0);
+    CHECK(train_run(&mc, &tc, &o2, &b) == 0);
+    CHECK(a.steps_run == 12 && b.steps_run == 12);
+    CHECK(memcmp(a.losses, b.losses, 12 * sizeof(float)) == 0);
+    CHECK_MSG(a.losses[11] < a.losses[0] - 0.5, "loss did not fall: %g -> %g", a.losses[0], a.losses[11]);
+    free(a.losses), free(b.losses), free(data), free(out1), free(out2);
+}
+
+TEST(resume_is_bit_exact) {
+    ModelConfig mc;
+    TrainConfig tc;
+    small_run_config(&mc, &tc);
+    char *data = make_data_dir(), *out1 = path_join(test_tmpdir(), "full"), *out2 = path_join(test_tmpdir(), "resumed");
+    TrainOptions full = {.data_dir = data, .out_dir = out1, .quiet = 1};
+    TrainResult a, b;
+    CHECK(train_run(&mc, &tc, &full, &a) == 0); /* 12 steps, checkpoint at 6 */
+    char *ckpt = path_join(out1, "ckpt_000006");
+    TrainOptions resumed = {.data_dir = data, .out_dir = out2, .resume = ckpt, .quiet = 1};
+    CHECK(train_run(&mc, &tc, &resumed, &b) == 0);
+    CHECK(b.steps_run == 6);
+    CHECK_MSG(memcmp(a.losses + 6, b.losses, 6 * sizeof(float)) == 0, "resumed losses differ: %.9g vs %.9g",
+              a.losses[6], b.losses[0]);
+    /* final weights identical byte for byte */
+    char *f1 = path_join(out1, "final/model.safetensors"), *f2 = path_join(out2, "final/model.safetensors");
+    char *d1, *d2;
+    size_t n1, n2;
+    CHECK(read_file(f1, &d1, &n1) == 0 && read_file(f2, &d2, &n2) == 0);
+    CHECK(n1 == n2 && memcmp(d1, d2, n1) == 0);
+    free(d1), free(d2), free(f1), free(f2);
+    free(a.losses), free(b.losses), free(data), free(out1), free(out2), free(ckpt);
+}
+
+TEST(init_starts_new_stage_with_optimizer_state) {
+    ModelConfig mc;
+    TrainConfig tc;
+    small_run_config(&mc, &tc);
+    tc.save_every = 0;
+    char *data = make_data_dir(), *out1 = path_join(test_tmpdir(), "a"), *out2 = path_join(test_tmpdir(), "b");
+    TrainOptions o1 = {.data_dir = data, .out_dir = out1, .quiet = 1};
+    TrainResult a, b;
+    CHECK(train_run(&mc, &tc, &o1, &a) == 0);
+    char *init = path_join(out1, "final");
+    tc.steps = 5;
+    TrainOptions o2 = {.data_dir = data, .out_dir = out2, .init = init, .split = "cpt", .quiet = 1};
+    CHECK(train_run(&mc, &tc, &o2, &b) == 0);
+    CHECK(b.steps_run == 5);
+    /* the stage starts near the source's loss, not at a random model's ln(40) = 3.69 */
+    CHECK_MSG(b.losses[0] < a.losses[0] - 0.3, "init loss %g vs fresh %g", b.losses[0], a.losses[0]);
+    char *final2 = path_join(out2, "final");
+    Model m;
+    CHECK(model_create(&m, &mc, backend_cpu()) == 0);
+    CHECK(checkpoint_load_optimizer(final2, &m) == 0);
+    CHECK(m.step == 12 + 5); /* AdamW's step counter goes on */
+    TrainerState st;
+    CHECK(trainer_state_load(final2, &st) == 0 && st.step == 5);
+    model_free(&m);
+    free(a.losses), free(b.losses), free(data), free(out1), free(out2), free(init), free(final2);
+}
