@@ -368,7 +368,7 @@ static int parse_json_file(const char *path, cJSON **out) {
 }
 
 int model_config_load_json(ModelConfig *c, const char *path) {
-    cJSON *j;
+    cJSON *j = NULL;
     if (parse_json_file(path, &j)) return -1;
     int rc = model_config_from_json(c, j, path);
     cJSON_Delete(j);
@@ -461,11 +461,20 @@ static int train_config_from_json(TrainConfig *t, const cJSON *j, const char *pa
 }
 
 int train_config_load_json(ModelConfig *m, TrainConfig *t, const char *path) {
-    cJSON *j;
+    cJSON *j = NULL;
     if (parse_json_file(path, &j)) return -1;
     const cJSON *jm = cJSON_GetObjectItemCaseSensitive(j, "model");
     const cJSON *jt = cJSON_GetObjectItemCaseSensitive(j, "train");
     int rc = 0;
+    if (jm || jt) {
+        const cJSON *it;
+        cJSON_ArrayForEach(it, j) {
+            if (strcmp(it->string, "model") && strcmp(it->string, "train")) {
+                rc = up_error("%s: unknown field %s; expected model and train", path, it->string);
+                break;
+            }
+        }
+    }
     if (jm && !cJSON_IsObject(jm)) rc = up_error("%s: field model; expected an object of Hugging Face config keys", path);
     if (!rc) rc = model_config_from_json(m, jm ? jm : j, path);
     if (!rc && jt) {
@@ -477,7 +486,7 @@ int train_config_load_json(ModelConfig *m, TrainConfig *t, const char *path) {
 }
 
 int train_config_load_bare_json(TrainConfig *t, const char *path) {
-    cJSON *j;
+    cJSON *j = NULL;
     if (parse_json_file(path, &j)) return -1;
     int rc = train_config_from_json(t, j, path);
     cJSON_Delete(j);

@@ -137,6 +137,11 @@ int atomic_write_file(const char *path, const void *data, size_t bytes) {
 int read_file(const char *path, char **data, size_t *bytes) {
     FILE *f = fopen(path, "rb");
     if (!f) return up_error("%s: cannot open (%s); expected an existing readable file", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        return up_error("%s: not a regular file; expected a readable file", path);
+    }
     if (fseek(f, 0, SEEK_END) != 0) {
         fclose(f);
         return up_error("%s: cannot seek; expected a regular file", path);

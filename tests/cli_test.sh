@@ -1,1 +1,504 @@
-echo "cli: 0 passed, 0 failed"
+#!/usr/bin/env bash
+# CLI tests of ./upcycle: exit codes, one-line error messages that name the offending file,
+# option or preset, no partial output on failure, and the files and figures of the happy path.
+# Run from anywhere as `bash tests/cli_test.sh`; prints "ok NAME" / "FAIL NAME: DETAILS" per
+# check and closes with "cli: N passed, N failed" (exit 1 if any failed).
+set -u
+cd "$(dirname "$0")/.." || exit 1
+ROOT=$PWD
+UP="$ROOT/upcycle"
+THREADS=(--threads 2)
+# other suites may run beside this one on a 2-core machine: do not let idle OpenMP threads spin
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
+# one command never takes this long; a hang becomes a failed check instead of a stuck suite
+CMD_TIMEOUT=120
+
+W=$(mktemp -d "${TMPDIR:-/tmp}/upcycle_cli.XXXXXX")
+CAP=$(mktemp -d "${TMPDIR:-/tmp}/upcycle_cli_cap.XXXXXX") # captured stdout/stderr, outside $W
+trap 'rm -rf "$W" "$CAP"' EXIT
+
+PASS=0
+FAILED=0
+ok() { echo "ok $1"; PASS=$((PASS + 1)); }
+fail() { echo "FAIL $1: $2"; FAILED=$((FAILED + 1)); }
+# one line for the report: newlines shown as \n, cut to 300 characters
+oneline() { printf '%s' "$1" | head -c 300 | tr '\n' '\001' | sed 's/\x01/\\n/g'; }
+
+# run CMD...: sets RC, OUT (stdout) and ERR (stderr); $CAP/out and $CAP/err hold the raw bytes
+run() {
+  timeout "$CMD_TIMEOUT" "$@" >"$CAP/out" 2>"$CAP/err"
+  RC=$?
+  OUT=$(cat "$CAP/out")
+  ERR=$(cat "$CAP/err")
+}
+
+# A run that must leave no temporary output anywhere under the work dir.
+tmp_leftovers() { find "$W" -name '*.tmp.*' 2>/dev/null | head -n 3 | tr '\n' ' '; }
+
+# expect_fail NAME RCSPEC NEEDLES ABSENT -- CMD...
+#   RCSPEC: "2" (usage error: exactly 2) or "nz" (any non-zero status below 128)
+#   NEEDLES: ','-separated substrings stderr must contain (a needle "re:X" is an extended regex)
+#   ABSENT: ','-separated paths that must not exist afterwards (partial output), may be empty
+# Also: stderr is exactly one line, starts with "upcycle", contains "expected"; no crash
+# (status < 128, no timeout); no *.tmp.* entry left under the work dir.
+expect_fail() {
+  local name=$1 rcspec=$2 needles=$3 absent=$4
+  shift 5
+  run "$@"
+  local problems=()
+  if [ "$RC" -eq 124 ]; then problems+=("timed out after ${CMD_TIMEOUT}s")
+  elif [ "$RC" -ge 128 ]; then problems+=("crashed with status $RC")
+  elif [ "$rcspec" = 2 ] && [ "$RC" -ne 2 ]; then problems+=("exit $RC, expected 2")
+  elif [ "$RC" -eq 0 ]; then problems+=("exit 0, expected a failure")
+  fi
+  local nlines
+  nlines=$(awk 'END { print NR }' "$CAP/err")
+  [ "$nlines" -eq 1 ] || problems+=("stderr has $nlines lines, expected exactly 1")
+  case "$ERR" in upcycle*) ;; *) problems+=("stderr does not start with 'upcycle'") ;; esac
+  case "$ERR" in *expected*) ;; *) problems+=("stderr lacks 'expected'") ;; esac
+  local IFS=',' n p
+  for n in $needles; do
+    [ -z "$n" ] && continue
+    if [ "${n#re:}" != "$n" ]; then
+      printf '%s' "$ERR" | grep -Eq -- "${n#re:}" || problems+=("stderr does not match /${n#re:}/")
+    else
+      case "$ERR" in *"$n"*) ;; *) problems+=("stderr does not name '$n'") ;; esac
+    fi
+  done
+  for p in $absent; do
+    [ -z "$p" ] && continue
+    [ -e "$p" ] && problems+=("left partial output $p")
+  done
+  unset IFS
+  local left
+  left=$(tmp_leftovers)
+  [ -n "$left" ] && problems+=("left temporary entries: $left")
+  if [ ${#problems[@]} -eq 0 ]; then
+    ok "$name"
+  else
+    local joined
+    joined=$(printf '%s; ' "${problems[@]}")
+    fail "$name" "${joined%; } [exit $RC, stderr: $(oneline "$ERR")]"
+  fi
+}
+
+# python3 one-liners: check CODE (exit 0 = pass, message on stdout otherwise)
+py() { python3 -c "$@" 2>&1; }
+
+# a recursive listing with checksums, to prove a directory was left untouched
+snapshot() { (cd "$1" && find . -type f -print0 | sort -z | xargs -0 -r md5sum) 2>/dev/null; }
+
+if [ ! -x "$UP" ]; then
+  fail "binary" "$UP is missing; run make first"
+  echo "cli: $PASS passed, $FAILED failed"
+  exit 1
+fi
+
+# ---------------------------------------------------------------- setup
+head -c 200000 data/tinyshakespeare.txt >"$W/corpus.txt"
+DATA="$W/data"
+RUN="$W/run"
+CK="$RUN/final"
+TINY=(--preset tiny --steps 6 --batch-size 4 --seq-len 32 --eval-every 3 --eval-batches 2 "${THREADS[@]}")
+
+run "$UP" tokenize --input "$W/corpus.txt" --out "$DATA"
+if [ "$RC" -eq 0 ] && [ -f "$DATA/pretrain.bin" ] && [ -f "$DATA/val.bin" ] && [ -f "$DATA/cpt.bin" ] && [ -f "$DATA/meta.json" ] \
+  && [[ "$OUT" == *"byte tokenizer"* ]]; then
+  ok "setup: byte tokenize"
+else
+  fail "setup: byte tokenize" "exit $RC, stdout: $(oneline "$OUT"), stderr: $(oneline "$ERR")"
+fi
+
+run "$UP" train "${TINY[@]}" --data "$DATA" --out "$RUN"
+if [ "$RC" -eq 0 ] && [[ "$OUT" == *"done: 6 steps"* ]]; then
+  ok "setup: train tiny run (6 steps)"
+else
+  fail "setup: train tiny run (6 steps)" "exit $RC, stdout tail: $(oneline "$(printf '%s' "$OUT" | tail -n 3)"), stderr: $(oneline "$ERR")"
+fi
+
+# ---------------------------------------------------------------- top level and --help
+for c in tokenize train eval sample inspect bench "bench gemm" "bench train"; do
+  # shellcheck disable=SC2086
+  run "$UP" $c --help
+  if [ "$RC" -eq 0 ] && printf '%s\n' "$OUT" | grep -q '^usage: upcycle' && [ -z "$ERR" ]; then
+    ok "$c --help"
+  else
+    fail "$c --help" "exit $RC (expected 0), stdout: $(oneline "$OUT"), stderr: $(oneline "$ERR")"
+  fi
+done
+
+run "$UP" --help
+if [ "$RC" -eq 0 ] && [[ "$OUT" == usage:* ]] && [[ "$OUT" == *tokenize* ]] && [[ "$OUT" == *bench* ]]; then
+  ok "upcycle --help"
+else
+  fail "upcycle --help" "exit $RC, stdout: $(oneline "$OUT")"
+fi
+
+run "$UP"
+if [ "$RC" -eq 2 ] && [[ "$ERR" == usage:* ]] && [ -z "$OUT" ]; then
+  ok "no arguments: usage on stderr, exit 2"
+else
+  fail "no arguments: usage on stderr, exit 2" "exit $RC, stdout: $(oneline "$OUT"), stderr: $(oneline "$ERR")"
+fi
+
+expect_fail "unknown command" 2 "frobnicate" "" -- "$UP" frobnicate --x 1
+for c in tokenize train eval sample inspect "bench gemm" "bench train"; do
+  # shellcheck disable=SC2086
+  expect_fail "$c: unknown option" 2 "--no-such-option" "" -- "$UP" $c --no-such-option 3
+done
+expect_fail "bench: unknown subcommand" 2 "gemm" "" -- "$UP" bench frob
+expect_fail "train: option missing its value" 2 "--steps" "$W/o_noval" -- "$UP" train --data "$DATA" --out "$W/o_noval" --steps
+expect_fail "train: non-integer --steps" 2 "--steps,six" "$W/o_six" -- "$UP" train --data "$DATA" --out "$W/o_six" --steps six
+
+# ---------------------------------------------------------------- tokenize
+expect_fail "tokenize: missing input file" nz "$W/no_such.txt" "$W/t_missing" -- \
+  "$UP" tokenize --input "$W/no_such.txt" --out "$W/t_missing"
+expect_fail "tokenize: input is a directory" nz "$W/corpus_dir" "$W/t_dirin" -- \
+  bash -c "mkdir -p '$W/corpus_dir' && exec '$UP' tokenize --input '$W/corpus_dir' --out '$W/t_dirin'"
+rmdir "$W/corpus_dir" 2>/dev/null
+
+mkdir -p "$W/t_exists/sub"
+echo "keep me" >"$W/t_exists/sub/marker.txt"
+before=$(snapshot "$W/t_exists")
+expect_fail "tokenize: existing output dir without --force" nz "$W/t_exists" "" -- \
+  "$UP" tokenize --input "$W/corpus.txt" --out "$W/t_exists"
+after=$(snapshot "$W/t_exists")
+if [ "$before" = "$after" ] && [ -n "$before" ]; then ok "tokenize: refused output dir left untouched"
+else fail "tokenize: refused output dir left untouched" "content changed: before [$(oneline "$before")] after [$(oneline "$after")]"; fi
+
+expect_fail "tokenize: bad --split (missing val)" nz "--split,val" "$W/t_split" -- \
+  "$UP" tokenize --input "$W/corpus.txt" --out "$W/t_split" --split pretrain=0.5,cpt=0.5
+expect_fail "tokenize: bad --split (sum != 1)" nz "--split,re:sum" "$W/t_split2" -- \
+  "$UP" tokenize --input "$W/corpus.txt" --out "$W/t_split2" --split pretrain=0.5,cpt=0.2,val=0.1
+expect_fail "tokenize: bad --split (unknown name)" nz "--split,test" "$W/t_split3" -- \
+  "$UP" tokenize --input "$W/corpus.txt" --out "$W/t_split3" --split pretrain=0.8,test=0.1,val=0.1
+expect_fail "tokenize: bad --tokenizer" 2 "--tokenizer,wordpiece" "$W/t_tok" -- \
+  "$UP" tokenize --input "$W/corpus.txt" --out "$W/t_tok" --tokenizer wordpiece
+expect_fail "tokenize: bpe --vocab 100" 2 "--vocab,100" "$W/t_vocab" -- \
+  "$UP" tokenize --input "$W/corpus.txt" --out "$W/t_vocab" --tokenizer bpe --vocab 100
+expect_fail "tokenize: missing --out" 2 "--out" "" -- "$UP" tokenize --input "$W/corpus.txt"
+
+BPE="$W/bpe"
+run "$UP" tokenize --input "$W/corpus.txt" --out "$BPE" --tokenizer bpe --vocab 512
+if [ "$RC" -eq 0 ]; then
+  msg=$(py '
+import json, struct, sys
+d = sys.argv[1]
+meta = json.load(open(d + "/meta.json"))
+tok = json.load(open(d + "/tokenizer.json"))
+assert meta["tokenizer"] == "bpe" and meta["vocab_size"] == 512, "meta.json: %r" % meta
+assert tok.get("vocab_size") == 512, "tokenizer.json vocab_size %r" % tok.get("vocab_size")
+for s in ("pretrain", "cpt", "val"):
+    b = open("%s/%s.bin" % (d, s), "rb").read()
+    assert b[:8] == b"UPCYTOK\0", "%s.bin magic %r" % (s, b[:8])
+    width, = struct.unpack_from("<I", b, 12)
+    n, = struct.unpack_from("<Q", b, 16)
+    vocab, = struct.unpack_from("<I", b, 24)
+    assert vocab == 512, "%s.bin vocab %d" % (s, vocab)
+    assert n == meta["splits"][s]["tokens"] and n > 0, "%s.bin: %d tokens, meta says %r" % (s, n, meta["splits"][s])
+    assert len(b) == 32 + n * width, "%s.bin: %d bytes for %d tokens of %d bytes" % (s, len(b), n, width)
+' "$BPE")
+  if [ -z "$msg" ] && [ -z "$(tmp_leftovers)" ]; then ok "tokenize: bpe --vocab 512 writes tokenizer.json, pretrain/cpt/val.bin, meta.json"
+  else fail "tokenize: bpe --vocab 512 writes tokenizer.json, pretrain/cpt/val.bin, meta.json" "$(oneline "$msg") $(tmp_leftovers)"; fi
+else
+  fail "tokenize: bpe --vocab 512 writes tokenizer.json, pretrain/cpt/val.bin, meta.json" "exit $RC, stderr: $(oneline "$ERR")"
+fi
+
+# --force replaces an existing directory
+run "$UP" tokenize --input "$W/corpus.txt" --out "$W/t_exists" --force
+if [ "$RC" -eq 0 ] && [ -f "$W/t_exists/pretrain.bin" ] && [ ! -e "$W/t_exists/sub" ]; then ok "tokenize: --force replaces the output dir"
+else fail "tokenize: --force replaces the output dir" "exit $RC, stderr: $(oneline "$ERR"), listing: $(ls "$W/t_exists" | tr '\n' ' ')"; fi
+
+# ---------------------------------------------------------------- train
+TFAST=(--steps 2 --batch-size 4 --seq-len 32 --eval-batches 1 "${THREADS[@]}" --quiet)
+expect_fail "train: unknown preset" nz "huge" "$W/o_preset" -- \
+  "$UP" train --preset huge --data "$DATA" --out "$W/o_preset" "${TFAST[@]}"
+
+# config files derived from the good checkpoint's config.json
+py '
+import json, sys
+w = sys.argv[1]
+m = json.load(open(w + "/run/final/config.json"))
+def write(name, model):
+    json.dump({"model": model, "train": {"eval_every": 0}}, open(w + "/" + name, "w"), indent=1)
+write("cfg_ok.json", m)
+write("cfg_topk.json", dict(m, num_experts_per_tok=m["num_experts"] + 1))
+write("cfg_kv.json", dict(m, num_attention_heads=4, num_key_value_heads=3))
+json.dump({"model": m, "trian": {"steps": 1}}, open(w + "/cfg_toplevel_typo.json", "w"))
+json.dump({"model": m, "train": {"stepz": 1}}, open(w + "/cfg_train_typo.json", "w"))
+open(w + "/cfg_badjson.json", "w").write("{\"model\": {\"hidden_size\": 128,, }")
+' "$W" >/dev/null
+
+expect_fail "train: config num_experts_per_tok > num_experts" nz "$W/cfg_topk.json,re:num_experts_per_tok|top-K" "$W/o_topk" -- \
+  "$UP" train --config "$W/cfg_topk.json" --data "$DATA" --out "$W/o_topk" "${TFAST[@]}"
+expect_fail "train: config heads not divisible by kv heads" nz "$W/cfg_kv.json,num_key_value_heads" "$W/o_kv" -- \
+  "$UP" train --config "$W/cfg_kv.json" --data "$DATA" --out "$W/o_kv" "${TFAST[@]}"
+expect_fail "train: config is invalid JSON" nz "$W/cfg_badjson.json,JSON" "$W/o_badjson" -- \
+  "$UP" train --config "$W/cfg_badjson.json" --data "$DATA" --out "$W/o_badjson" "${TFAST[@]}"
+expect_fail "train: config file missing" nz "$W/cfg_none.json" "$W/o_nocfg" -- \
+  "$UP" train --config "$W/cfg_none.json" --data "$DATA" --out "$W/o_nocfg" "${TFAST[@]}"
+expect_fail "train: config is a directory" nz "$W/cfg_dir" "$W/o_cfgdir" -- \
+  bash -c "mkdir -p '$W/cfg_dir' && exec '$UP' train --config '$W/cfg_dir' --data '$DATA' --out '$W/o_cfgdir' --steps 2 --threads 2 --quiet"
+rmdir "$W/cfg_dir" 2>/dev/null
+expect_fail "train: config unknown train key" nz "$W/cfg_train_typo.json,stepz" "$W/o_ttypo" -- \
+  "$UP" train --config "$W/cfg_train_typo.json" --data "$DATA" --out "$W/o_ttypo" "${TFAST[@]}"
+# README: "unknown keys are errors" -- a misspelt "train" section must not be ignored silently
+expect_fail "train: config unknown top-level key" nz "$W/cfg_toplevel_typo.json,trian" "$W/o_ltypo" -- \
+  "$UP" train --config "$W/cfg_toplevel_typo.json" --data "$DATA" --out "$W/o_ltypo" "${TFAST[@]}"
+expect_fail "train: --preset with --config" 2 "--preset,--config" "$W/o_both" -- \
+  "$UP" train --preset tiny --config "$W/cfg_ok.json" --data "$DATA" --out "$W/o_both" "${TFAST[@]}"
+expect_fail "train: data dir missing" nz "$W/no_data/pretrain.bin" "$W/o_nodata" -- \
+  "$UP" train --preset tiny --data "$W/no_data" --out "$W/o_nodata" "${TFAST[@]}"
+
+cp -r "$DATA" "$W/d_trunc" && truncate -s 1000 "$W/d_trunc/pretrain.bin"
+expect_fail "train: truncated pretrain.bin" nz "$W/d_trunc/pretrain.bin" "$W/o_trunc" -- \
+  "$UP" train --preset tiny --data "$W/d_trunc" --out "$W/o_trunc" "${TFAST[@]}"
+cp -r "$DATA" "$W/d_short" && truncate -s 10 "$W/d_short/pretrain.bin"
+expect_fail "train: pretrain.bin shorter than its header" nz "$W/d_short/pretrain.bin" "$W/o_short" -- \
+  "$UP" train --preset tiny --data "$W/d_short" --out "$W/o_short" "${TFAST[@]}"
+cp -r "$DATA" "$W/d_magic" && printf 'NOTASHRD' | dd of="$W/d_magic/pretrain.bin" conv=notrunc status=none
+expect_fail "train: pretrain.bin with bad magic" nz "$W/d_magic/pretrain.bin,re:magic" "$W/o_magic" -- \
+  "$UP" train --preset tiny --data "$W/d_magic" --out "$W/o_magic" "${TFAST[@]}"
+cp -r "$DATA" "$W/d_val" && truncate -s 1000 "$W/d_val/val.bin"
+expect_fail "train: truncated val.bin" nz "$W/d_val/val.bin" "$W/o_val" -- \
+  "$UP" train --preset tiny --data "$W/d_val" --out "$W/o_val" "${TFAST[@]}"
+expect_fail "train: byte model on 512-token BPE data" nz "$BPE" "$W/o_vocab" -- \
+  "$UP" train --preset tiny --data "$BPE" --out "$W/o_vocab" "${TFAST[@]}"
+
+before=$(snapshot "$RUN")
+expect_fail "train: out dir already holds a run (no --force)" nz "$RUN" "" -- \
+  "$UP" train "${TINY[@]}" --data "$DATA" --out "$RUN"
+after=$(snapshot "$RUN")
+if [ "$before" = "$after" ] && [ -n "$before" ]; then ok "train: refused run dir left untouched"
+else fail "train: refused run dir left untouched" "content of $RUN changed"; fi
+
+# the successful run's files
+missing=""
+for f in final/config.json final/model.safetensors final/optimizer.safetensors final/trainer.json metrics.jsonl; do
+  [ -s "$RUN/$f" ] || missing="$missing $f"
+done
+if [ -z "$missing" ]; then ok "train: writes final/{config.json,model.safetensors,optimizer.safetensors,trainer.json} and metrics.jsonl"
+else fail "train: writes final/{config.json,model.safetensors,optimizer.safetensors,trainer.json} and metrics.jsonl" "missing:$missing"; fi
+left=$(find "$RUN" -name '*.tmp*' | tr '\n' ' ')
+[ -z "$left" ] && ok "train: no temporary entries in the run dir" || fail "train: no temporary entries in the run dir" "$left"
+
+msg=$(py '
+import json, math, sys
+lines = open(sys.argv[1]).read().splitlines()
+assert len(lines) == 6, "%d lines, expected 6" % len(lines)
+recs = [json.loads(l) for l in lines]
+assert [r["step"] for r in recs] == list(range(1, 7)), "steps %r" % [r["step"] for r in recs]
+for r in recs:
+    for k in ("loss", "lr", "grad_norm", "tokens"):
+        assert k in r and math.isfinite(r[k]), "step %d: %s is %r" % (r["step"], k, r.get(k))
+val = [r["step"] for r in recs if "val_loss" in r]
+assert val == [3, 6], "val_loss at steps %r, expected [3, 6] (--eval-every 3)" % val
+assert all(math.isfinite(r["val_loss"]) and r["val_loss"] > 0 for r in recs if "val_loss" in r)
+' "$RUN/metrics.jsonl")
+[ -z "$msg" ] && ok "train: metrics.jsonl has one JSON object per step with val_loss at steps 3 and 6" \
+  || fail "train: metrics.jsonl has one JSON object per step with val_loss at steps 3 and 6" "$(oneline "$msg")"
+
+msg=$(py '
+import json, sys
+c = json.load(open(sys.argv[1] + "/config.json")); t = json.load(open(sys.argv[1] + "/trainer.json"))
+assert c["model_type"] == "qwen3_moe", c["model_type"]
+assert c["num_experts"] == 8 and c["num_experts_per_tok"] == 2, (c["num_experts"], c["num_experts_per_tok"])
+assert t["step"] == 6, "trainer.json step %r" % t["step"]
+' "$CK")
+[ -z "$msg" ] && ok "train: final/config.json is qwen3_moe, trainer.json step 6" || fail "train: final/config.json is qwen3_moe, trainer.json step 6" "$(oneline "$msg")"
+
+# a --config with the preset's model gives the same run as the preset
+run "$UP" train --config "$W/cfg_ok.json" --steps 6 --batch-size 4 --seq-len 32 --eval-every 3 --eval-batches 2 \
+  "${THREADS[@]}" --data "$DATA" --out "$W/run_cfg"
+if [ "$RC" -eq 0 ] && [ "$(tail -n 1 "$W/run_cfg/metrics.jsonl" 2>/dev/null | cut -d, -f2)" = "$(tail -n 1 "$RUN/metrics.jsonl" | cut -d, -f2)" ]; then
+  ok "train: --config with the preset's model reproduces the preset run"
+else
+  fail "train: --config with the preset's model reproduces the preset run" "exit $RC, stderr: $(oneline "$ERR"), last lines: $(tail -n 1 "$W/run_cfg/metrics.jsonl" 2>/dev/null) vs $(tail -n 1 "$RUN/metrics.jsonl")"
+fi
+
+# ---------------------------------------------------------------- eval
+EV=(--data "$DATA" "${THREADS[@]}" --batches 2)
+expect_fail "eval: missing checkpoint dir" nz "$W/no_ckpt" "" -- "$UP" eval --ckpt "$W/no_ckpt" "${EV[@]}"
+expect_fail "eval: missing --data" 2 "--data" "" -- "$UP" eval --ckpt "$CK"
+expect_fail "eval: data dir missing" nz "$W/no_data/val.bin" "" -- "$UP" eval --ckpt "$CK" --data "$W/no_data" "${THREADS[@]}"
+
+cp -r "$CK" "$W/ck_nomodel" && rm "$W/ck_nomodel/model.safetensors"
+expect_fail "eval: model.safetensors missing" nz "$W/ck_nomodel/model.safetensors" "" -- "$UP" eval --ckpt "$W/ck_nomodel" "${EV[@]}"
+
+cp -r "$CK" "$W/ck_trunc" && truncate -s 100000 "$W/ck_trunc/model.safetensors"
+expect_fail "eval: truncated model.safetensors" nz "$W/ck_trunc/model.safetensors" "" -- "$UP" eval --ckpt "$W/ck_trunc" "${EV[@]}"
+cp -r "$CK" "$W/ck_trunc4" && truncate -s -4 "$W/ck_trunc4/model.safetensors"
+expect_fail "eval: model.safetensors missing its last 4 bytes" nz "$W/ck_trunc4/model.safetensors" "" -- "$UP" eval --ckpt "$W/ck_trunc4" "${EV[@]}"
+cp -r "$CK" "$W/ck_tiny" && truncate -s 4 "$W/ck_tiny/model.safetensors"
+expect_fail "eval: 4-byte model.safetensors" nz "$W/ck_tiny/model.safetensors" "" -- "$UP" eval --ckpt "$W/ck_tiny" "${EV[@]}"
+
+cp -r "$CK" "$W/ck_hlen"
+py '
+import struct, sys
+p = sys.argv[1]
+b = bytearray(open(p, "rb").read())
+b[0:8] = struct.pack("<Q", len(b) + 1000)
+open(p, "wb").write(b)
+' "$W/ck_hlen/model.safetensors"
+expect_fail "eval: safetensors header length past end of file" nz "$W/ck_hlen/model.safetensors" "" -- "$UP" eval --ckpt "$W/ck_hlen" "${EV[@]}"
+
+cp -r "$CK" "$W/ck_dtype"
+msg=$(py '
+import json, struct, sys
+p = sys.argv[1]
+b = bytearray(open(p, "rb").read())
+n, = struct.unpack("<Q", b[:8])
+h = json.loads(bytes(b[8:8 + n]))
+name = next(k for k in h if k != "__metadata__")
+h[name]["dtype"] = "I32"
+new = json.dumps(h, separators=(",", ":")).encode()
+assert len(new) <= n, "rewritten header is longer"
+b[8:8 + n] = new + b" " * (n - len(new))
+open(p, "wb").write(b)
+' "$W/ck_dtype/model.safetensors")
+[ -n "$msg" ] && echo "# dtype rewrite: $msg"
+expect_fail "eval: tensor dtype I32" nz "$W/ck_dtype/model.safetensors,I32" "" -- "$UP" eval --ckpt "$W/ck_dtype" "${EV[@]}"
+
+for key in hidden_size num_experts; do
+  cp -r "$CK" "$W/ck_$key"
+  py '
+import json, sys
+p = sys.argv[1] + "/config.json"
+c = json.load(open(p))
+c[sys.argv[2]] //= 2
+json.dump(c, open(p, "w"), indent=1)
+' "$W/ck_$key" "$key"
+  expect_fail "eval: config.json $key disagrees with the weights" nz "$W/ck_$key/model.safetensors,re:shape" "" -- \
+    "$UP" eval --ckpt "$W/ck_$key" "${EV[@]}"
+done
+cp -r "$CK" "$W/ck_badcfg" && echo '{"vocab_size": 256,' >"$W/ck_badcfg/config.json"
+expect_fail "eval: config.json invalid JSON" nz "$W/ck_badcfg/config.json" "" -- "$UP" eval --ckpt "$W/ck_badcfg" "${EV[@]}"
+expect_fail "eval: BPE data on a byte model" nz "$BPE/val.bin,re:vocab" "" -- "$UP" eval --ckpt "$CK" --data "$BPE" "${THREADS[@]}"
+
+run "$UP" eval --ckpt "$CK" "${EV[@]}" --json
+EVAL1=$OUT
+msg=$(py '
+import json, math, sys
+d = json.loads(sys.argv[1])
+assert math.isfinite(d["loss"]) and d["loss"] > 0, "loss %r" % d["loss"]
+assert abs(d["perplexity"] - math.exp(d["loss"])) <= 1e-3 * d["perplexity"], "perplexity %r vs exp(loss) %r" % (d["perplexity"], math.exp(d["loss"]))
+assert d.get("split") == "val", d.get("split")
+' "$OUT")
+if [ "$RC" -eq 0 ] && [ -z "$msg" ]; then ok "eval --json prints loss and perplexity"
+else fail "eval --json prints loss and perplexity" "exit $RC, stdout: $(oneline "$OUT"), $(oneline "$msg"), stderr: $(oneline "$ERR")"; fi
+
+run "$UP" eval --ckpt "$CK" "${EV[@]}" --json
+l1=$(py 'import json,sys; print(repr(json.loads(sys.argv[1])["loss"]))' "$EVAL1")
+l2=$(py 'import json,sys; print(repr(json.loads(sys.argv[1])["loss"]))' "$OUT")
+if [ "$RC" -eq 0 ] && [ -n "$l1" ] && [ "$l1" = "$l2" ]; then ok "eval: two identical calls give the same loss"
+else fail "eval: two identical calls give the same loss" "exit $RC, $l1 vs $l2"; fi
+
+run "$UP" eval --ckpt "$CK" "${EV[@]}"
+if [ "$RC" -eq 0 ] && [[ "$OUT" == *"val loss"*perplexity* ]]; then ok "eval: text output"
+else fail "eval: text output" "exit $RC, stdout: $(oneline "$OUT")"; fi
+
+# ---------------------------------------------------------------- sample
+SP=(--ckpt "$CK" --prompt "ROMEO:" --tokens 40 "${THREADS[@]}")
+run "$UP" sample "${SP[@]}"
+if [ "$RC" -eq 0 ] && [[ "$OUT" == ROMEO:* ]] && [ "$(wc -c <"$CAP/out")" -gt 7 ]; then ok "sample: text begins with the prompt"
+else fail "sample: text begins with the prompt" "exit $RC, stdout: $(oneline "$OUT"), stderr: $(oneline "$ERR")"; fi
+# byte tokenizer: one byte per token, plus the closing newline
+n=$(wc -c <"$CAP/out")
+[ "$n" -eq $((6 + 40 + 1)) ] && ok "sample: --tokens 40 generates 40 bytes with the byte tokenizer" \
+  || fail "sample: --tokens 40 generates 40 bytes with the byte tokenizer" "stdout has $n bytes, expected 47"
+
+run "$UP" sample "${SP[@]}" --temperature 0
+g1=$(md5sum <"$CAP/out"); r1=$RC; o1=$OUT
+run "$UP" sample "${SP[@]}" --temperature 0
+g2=$(md5sum <"$CAP/out")
+if [ "$r1" -eq 0 ] && [ "$RC" -eq 0 ] && [ "$g1" = "$g2" ] && [[ "$OUT" == ROMEO:* ]]; then ok "sample: --temperature 0 is deterministic"
+else fail "sample: --temperature 0 is deterministic" "exit $r1/$RC, outputs: $(oneline "$o1") vs $(oneline "$OUT")"; fi
+
+run "$UP" sample "${SP[@]}" --seed 7
+s1=$(md5sum <"$CAP/out"); r1=$RC
+run "$UP" sample "${SP[@]}" --seed 7
+s2=$(md5sum <"$CAP/out")
+if [ "$r1" -eq 0 ] && [ "$RC" -eq 0 ] && [ "$s1" = "$s2" ]; then ok "sample: same --seed gives the same text"
+else fail "sample: same --seed gives the same text" "exit $r1/$RC, differing outputs"; fi
+
+expect_fail "sample: --tokens abc" 2 "--tokens" "" -- "$UP" sample --ckpt "$CK" --tokens abc
+expect_fail "sample: --tokens -5" 2 "--tokens" "" -- "$UP" sample --ckpt "$CK" --tokens -5
+expect_fail "sample: --temperature hot" 2 "--temperature" "" -- "$UP" sample --ckpt "$CK" --temperature hot
+expect_fail "sample: missing checkpoint" nz "$W/no_ckpt" "" -- "$UP" sample --ckpt "$W/no_ckpt"
+expect_fail "sample: corrupt model.safetensors" nz "$W/ck_dtype/model.safetensors" "" -- "$UP" sample --ckpt "$W/ck_dtype"
+run "$UP" sample --ckpt "$W/ck_dtype" --prompt "ROMEO:"
+[ -z "$OUT" ] && ok "sample: nothing on stdout when the checkpoint fails to load" \
+  || fail "sample: nothing on stdout when the checkpoint fails to load" "stdout: $(oneline "$OUT")"
+
+# ---------------------------------------------------------------- inspect
+run "$UP" inspect --ckpt "$CK"
+n_moe=$(printf '%s\n' "$OUT" | grep -c '^layer .*MoE, 8 experts, top-2')
+n_dense=$(printf '%s\n' "$OUT" | grep -c '^layer .*dense FFN')
+if [ "$RC" -eq 0 ] && printf '%s\n' "$OUT" | grep -Eq '^params: [0-9]+ total .*[0-9]+ active' && [ "$n_moe" -eq 2 ] && [ "$n_dense" -eq 2 ] \
+  && printf '%s\n' "$OUT" | grep -q 'trainer: step 6'; then
+  ok "inspect: parameter counts, 2 MoE + 2 dense layer lines, trainer step"
+else
+  fail "inspect: parameter counts, 2 MoE + 2 dense layer lines, trainer step" "exit $RC, $n_moe MoE / $n_dense dense lines, stdout: $(oneline "$OUT")"
+fi
+expect_fail "inspect: missing checkpoint" nz "$W/no_ckpt" "" -- "$UP" inspect --ckpt "$W/no_ckpt"
+expect_fail "inspect: truncated model.safetensors" nz "$W/ck_trunc/model.safetensors" "" -- "$UP" inspect --ckpt "$W/ck_trunc"
+
+# ---------------------------------------------------------------- resume
+cp -r "$RUN" "$W/run_res"
+run "$UP" train --resume "$W/run_res/final" --steps 8 --data "$DATA" --out "$W/run_res" "${THREADS[@]}"
+msg=$(py '
+import json, sys
+t = json.load(open(sys.argv[1] + "/final/trainer.json"))
+assert t["step"] == 8, "trainer.json step %r, expected 8" % t["step"]
+steps = [json.loads(l)["step"] for l in open(sys.argv[1] + "/metrics.jsonl")]
+assert steps == list(range(1, 9)), "metrics.jsonl steps %r" % steps
+' "$W/run_res")
+if [ "$RC" -eq 0 ] && [ -z "$msg" ] && [[ "$OUT" == *"resumed from"*"step 6"* ]]; then ok "train --resume final --steps 8 continues to step 8"
+else fail "train --resume final --steps 8 continues to step 8" "exit $RC, $(oneline "$msg"), stderr: $(oneline "$ERR")"; fi
+
+# bit-exact: an 8-step run checkpointed at step 4, resumed from ckpt_000004, repeats steps 5..8
+run "$UP" train --preset tiny --steps 8 --batch-size 4 --seq-len 32 --eval-every 4 --eval-batches 2 --save-every 4 \
+  "${THREADS[@]}" --quiet --data "$DATA" --out "$W/run8"
+r8=$RC
+if [ "$r8" -eq 0 ] && [ -d "$W/run8/ckpt_000004" ]; then
+  mkdir -p "$W/run8b" && cp -r "$W/run8/ckpt_000004" "$W/run8b/" && head -n 4 "$W/run8/metrics.jsonl" >"$W/run8b/metrics.jsonl"
+  run "$UP" train --resume "$W/run8b/ckpt_000004" --steps 8 --data "$DATA" --out "$W/run8b" "${THREADS[@]}" --quiet
+  if [ "$RC" -eq 0 ] && cmp -s "$W/run8/metrics.jsonl" "$W/run8b/metrics.jsonl" \
+    && cmp -s "$W/run8/final/model.safetensors" "$W/run8b/final/model.safetensors" \
+    && cmp -s "$W/run8/final/optimizer.safetensors" "$W/run8b/final/optimizer.safetensors"; then
+    ok "train --resume ckpt_000004 --steps 8 is bit-exact (metrics, weights, optimizer)"
+  else
+    fail "train --resume ckpt_000004 --steps 8 is bit-exact (metrics, weights, optimizer)" "exit $RC, stderr: $(oneline "$ERR"), metrics diff: $(oneline "$(diff "$W/run8/metrics.jsonl" "$W/run8b/metrics.jsonl" | head -n 4)")"
+  fi
+  # without --steps, a resume must keep the checkpoint's stage length (8), not take the tiny
+  # preset's default; bounded in time, since the faulty behaviour trains hundreds of steps
+  mkdir -p "$W/run8c" && cp -r "$W/run8/ckpt_000004" "$W/run8c/" && head -n 4 "$W/run8/metrics.jsonl" >"$W/run8c/metrics.jsonl"
+  timeout 20 "$UP" train --resume "$W/run8c/ckpt_000004" --data "$DATA" --out "$W/run8c" "${THREADS[@]}" --log-every 1000 \
+    >"$CAP/out" 2>"$CAP/err"
+  RC=$?
+  planned=$(grep -m1 -o 'steps [0-9]*' "$CAP/out")
+  if [ "$RC" -eq 0 ] && cmp -s "$W/run8/metrics.jsonl" "$W/run8c/metrics.jsonl" \
+    && cmp -s "$W/run8/final/model.safetensors" "$W/run8c/final/model.safetensors"; then
+    ok "train --resume without --steps continues the checkpoint's run (to step 8), bit-exact"
+  else
+    fail "train --resume without --steps continues the checkpoint's run (to step 8), bit-exact" "exit $RC (124 = killed after 20s), planned '$planned' (expected 'steps 8'), metrics.jsonl has $(wc -l <"$W/run8c/metrics.jsonl") lines (expected 8), stderr: $(oneline "$(cat "$CAP/err")")"
+  fi
+  rm -rf "$W/run8c" # may hold a half-written checkpoint when killed
+else
+  fail "train --resume ckpt_000004 --steps 8 is bit-exact (metrics, weights, optimizer)" "8-step run with --save-every 4: exit $r8, stderr: $(oneline "$ERR"), listing: $(ls "$W/run8" 2>/dev/null | tr '\n' ' ')"
+fi
+
+cp -r "$CK" "$W/ck_noopt" && rm "$W/ck_noopt/optimizer.safetensors"
+expect_fail "train --resume without optimizer.safetensors" nz "$W/ck_noopt,optimizer.safetensors" "$W/o_noopt" -- \
+  "$UP" train --resume "$W/ck_noopt" --steps 8 --data "$DATA" --out "$W/o_noopt" "${THREADS[@]}"
+cp -r "$CK" "$W/ck_optrunc" && truncate -s 100000 "$W/ck_optrunc/optimizer.safetensors"
+expect_fail "train --resume with truncated optimizer.safetensors" nz "$W/ck_optrunc/optimizer.safetensors" "$W/o_optrunc" -- \
+  "$UP" train --resume "$W/ck_optrunc" --steps 8 --data "$DATA" --out "$W/o_optrunc" "${THREADS[@]}"
+cp -r "$CK" "$W/ck_badstate" && echo '{"step": ' >"$W/ck_badstate/trainer.json"
+expect_fail "train --resume with corrupt trainer.json" nz "$W/ck_badstate/trainer.json" "$W/o_badstate" -- \
+  "$UP" train --resume "$W/ck_badstate" --steps 8 --data "$DATA" --out "$W/o_badstate" "${THREADS[@]}"
+expect_fail "train --resume from a missing checkpoint" nz "$W/no_ckpt" "$W/o_noresume" -- \
+  "$UP" train --resume "$W/no_ckpt" --data "$DATA" --out "$W/o_noresume" "${THREADS[@]}"
+
+echo "cli: $PASS passed, $FAILED failed"
+[ "$FAILED" -eq 0 ]

@@ -15,7 +15,7 @@ run_suite() {
   "$@" 2>&1 | tee "$log"
   local rc=${PIPESTATUS[0]}
   local line
-  line=$(grep -E '[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1)
+  line=$(grep -oE '[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1)
   rm -f "$log"
   if [ -z "$line" ]; then
     echo "$name: no result line (exit $rc)"
@@ -23,8 +23,8 @@ run_suite() {
     return
   fi
   local p f
-  p=$(echo "$line" | sed -E 's/.*[^0-9]?([0-9]+) passed, ([0-9]+) failed.*/\1/')
-  f=$(echo "$line" | sed -E 's/.*[^0-9]?([0-9]+) passed, ([0-9]+) failed.*/\2/')
+  p=$(echo "$line" | awk '{print $1}')
+  f=$(echo "$line" | awk '{print $3}')
   total_pass=$((total_pass + p))
   total_fail=$((total_fail + f))
   if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then

@@ -80,12 +80,12 @@ int cli_parse(const char *command, const char *synopsis, int argc, char **argv, 
         if (!o) return cli_usage_error(command, "unknown option '%.*s'; expected one of the options in --help", (int)len + 2, arg);
         const char *value;
         if (o->type == OPT_FLAG) {
-            if (eq) return cli_usage_error(command, "--%s takes no value", o->name);
+            if (eq) return cli_usage_error(command, "--%s takes no value; expected just --%s", o->name, o->name);
             value = "";
         } else if (eq) {
             value = eq + 1;
         } else {
-            if (i + 1 >= argc) return cli_usage_error(command, "--%s needs a value", o->name);
+            if (i + 1 >= argc) return cli_usage_error(command, "--%s needs a value; expected --%s VALUE", o->name, o->name);
             value = argv[++i];
         }
         int rc = set_value(command, o, value);

@@ -47,12 +47,17 @@ int cmd_eval(int argc, char **argv) {
     };
     int prc = cli_parse("eval", "--ckpt DIR --data DIR [options]", argc, argv, opts, sizeof opts / sizeof *opts);
     if (prc) return prc == 1 ? 0 : prc;
-    if (!ckpt || !data) return cli_usage_error("eval", "--ckpt and --data are required");
+    if (!ckpt || !data) return cli_usage_error("eval", "--ckpt and --data are required; expected --ckpt DIR --data DIR");
     if (batches < 1) return cli_usage_error("eval", "--batches %d; expected >= 1", batches);
     cli_set_threads(threads);
     default_shape(ckpt, &batch, &seq);
     Model m;
     if (load_model(ckpt, &m)) return cli_fail();
+    if (seq > m.cfg.max_seq_len) {
+        int max = m.cfg.max_seq_len;
+        model_free(&m);
+        return cli_usage_error("eval", "--seq-len %d exceeds the model's max_position_embeddings %d; expected <= %d", seq, max, max);
+    }
     Loader ld;
     if (loader_open(&ld, data, split, batch, seq, 0, 0)) {
         model_free(&m);
@@ -106,8 +111,8 @@ int cmd_sample(int argc, char **argv) {
     };
     int prc = cli_parse("sample", "--ckpt DIR [--prompt TEXT] [options]", argc, argv, opts, sizeof opts / sizeof *opts);
     if (prc) return prc == 1 ? 0 : prc;
-    if (!ckpt) return cli_usage_error("sample", "--ckpt is required");
-    if (n_tokens < 0 || temperature < 0 || top_k < 0) return cli_usage_error("sample", "--tokens, --temperature and --top-k must be >= 0");
+    if (!ckpt) return cli_usage_error("sample", "--ckpt is required; expected --ckpt DIR");
+    if (n_tokens < 0 || temperature < 0 || top_k < 0) return cli_usage_error("sample", "--tokens, --temperature and --top-k are negative; expected values >= 0");
     unsigned long long seed = 1;
     if (seed_str) {
         char *end;
@@ -203,7 +208,7 @@ int cmd_inspect(int argc, char **argv) {
     CliOption opts[] = {{"ckpt", OPT_STR, &ckpt, "checkpoint directory (required)"}};
     int prc = cli_parse("inspect", "--ckpt DIR", argc, argv, opts, 1);
     if (prc) return prc == 1 ? 0 : prc;
-    if (!ckpt) return cli_usage_error("inspect", "--ckpt is required");
+    if (!ckpt) return cli_usage_error("inspect", "--ckpt is required; expected --ckpt DIR");
     Model m;
     if (load_model(ckpt, &m)) return cli_fail();
     const ModelConfig *c = &m.cfg;

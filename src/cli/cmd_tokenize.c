@@ -77,7 +77,7 @@ int cmd_tokenize(int argc, char **argv) {
     };
     int prc = cli_parse("tokenize", "--input FILE --out DIR [options]", argc, argv, opts, sizeof opts / sizeof *opts);
     if (prc) return prc == 1 ? 0 : prc;
-    if (!input || !out) return cli_usage_error("tokenize", "--input and --out are required");
+    if (!input || !out) return cli_usage_error("tokenize", "--input and --out are required; expected --input FILE --out DIR");
     int is_bpe = !strcmp(kind, "bpe");
     if (!is_bpe && strcmp(kind, "byte")) return cli_usage_error("tokenize", "--tokenizer %s; expected byte or bpe", kind);
     if (is_bpe && (vocab < 257 || vocab > 65536)) return cli_usage_error("tokenize", "--vocab %d; expected 257..65536", vocab);

@@ -62,9 +62,9 @@ int cmd_train(int argc, char **argv) {
                         sizeof opts / sizeof *opts);
     if (prc) return prc == 1 ? 0 : prc;
     if (presets) return list_presets();
-    if (!data || !out) return cli_usage_error("train", "--data and --out are required");
-    if (preset && config) return cli_usage_error("train", "--preset and --config are exclusive");
-    if (resume && init) return cli_usage_error("train", "--resume and --init are exclusive");
+    if (!data || !out) return cli_usage_error("train", "--data and --out are required; expected --data DIR --out DIR");
+    if (preset && config) return cli_usage_error("train", "--preset and --config are exclusive; expected one of them");
+    if (resume && init) return cli_usage_error("train", "--resume and --init are exclusive; expected one of them");
     if (strcmp(split, "pretrain") && strcmp(split, "cpt"))
         return cli_usage_error("train", "--split %s; expected pretrain or cpt", split);
     if (seed_str) {
@@ -89,6 +89,7 @@ int cmd_train(int argc, char **argv) {
         mc = p->model, tc = p->train;
     }
     if (steps >= 0) tc.steps = steps;
+    else if (resume) tc.steps = 0; /* the checkpoint's own step count */
     if (batch >= 0) tc.batch_size = batch;
     if (seq >= 0) tc.seq_len = seq;
     if (lr >= 0) tc.lr = lr;

@@ -32,6 +32,6 @@ int main(int argc, char **argv) {
     }
     for (size_t i = 0; i < sizeof g_commands / sizeof *g_commands; i++)
         if (!strcmp(argv[1], g_commands[i].name)) return g_commands[i].run(argc - 2, argv + 2);
-    fprintf(stderr, "upcycle: unknown command '%s'; expected one of tokenize, train, eval, sample, inspect, bench\n", argv[1]);
+    fprintf(stderr, "upcycle: unknown command '%s'; expected one of tokenize, train, grow, eval, sample, inspect, bench\n", argv[1]);
     return 2;
 }

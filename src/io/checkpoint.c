@@ -85,6 +85,11 @@ static int write_trainer_state(const char *path, const TrainerState *s) {
 }
 
 int checkpoint_save(const char *dir, const Model *m, const TrainerState *state, int with_optimizer) {
+    return checkpoint_save_with(dir, m, state, with_optimizer, NULL, NULL);
+}
+
+int checkpoint_save_with(const char *dir, const Model *m, const TrainerState *state, int with_optimizer,
+                         const char *extra_name, const char *extra_text) {
     size_t n = strlen(dir) + 64;
     char *tmp = xmalloc(n), *old = xmalloc(n);
     snprintf(tmp, n, "%s.tmp.%ld", dir, (long)getpid());
@@ -118,6 +123,11 @@ int checkpoint_save(const char *dir, const Model *m, const TrainerState *state, 
             path = path_join(tmp, "train_config.json");
             rc = train_config_save_json(&state->train, path);
         }
+        free(path);
+    }
+    if (!rc && extra_name) {
+        path = path_join(tmp, extra_name);
+        rc = atomic_write_file(path, extra_text, strlen(extra_text));
         free(path);
     }
     if (!rc) {
@@ -283,4 +293,17 @@ int trainer_state_load(const char *dir, TrainerState *s) {
         free(tc);
     }
     return rc;
+}
+
+int checkpoint_is_upcycle(const char *dir) {
+    char *path = path_join(dir, "config.json"), *text;
+    size_t n;
+    int rc = read_file(path, &text, &n);
+    free(path);
+    if (rc) return 0;
+    cJSON *j = cJSON_ParseWithLength(text, n);
+    free(text);
+    int ours = cJSON_GetObjectItemCaseSensitive(j, "upcycle_qk_norm") != NULL;
+    cJSON_Delete(j);
+    return ours;
 }

@@ -25,12 +25,17 @@ typedef struct {
 
 /* state may be NULL (weights and config only); with_optimizer writes optimizer.safetensors */
 int checkpoint_save(const char *dir, const Model *m, const TrainerState *state, int with_optimizer);
+/* the same, plus one extra text file (e.g. grow.json) inside the same atomic directory */
+int checkpoint_save_with(const char *dir, const Model *m, const TrainerState *state, int with_optimizer,
+                         const char *extra_name, const char *extra_text);
 int checkpoint_load_config(const char *dir, ModelConfig *cfg);
 /* Loads model.safetensors into an already created model: every name, dtype and shape must
  * match the model's table, and no tensor may be missing or unexpected. */
 int checkpoint_load_weights(const char *dir, Model *m);
 int checkpoint_load_optimizer(const char *dir, Model *m);
 int checkpoint_has_optimizer(const char *dir);
+/* 1 if DIR/config.json was written by upcycle (has our upcycle_* keys), else 0 */
+int checkpoint_is_upcycle(const char *dir);
 int trainer_state_load(const char *dir, TrainerState *state);
 
 #endif
