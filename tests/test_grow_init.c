@@ -209,7 +209,8 @@ TEST(grow_init_parse_bad_value) {
     const char *bad[] = {"noise:sigma=abc", "noise:sigma=-1", "noise:sigma=", "noise:sigma=0.1x", "noise:sigma=nan",
                          "noise:sigma=1e999", "drop:frac=1.5", "drop:init=he", "scaled:factor=0",
                          "sparse-code:atoms=1.5", "sparse-code:atoms=0", "interpolate:alpha=-0.1"};
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) CHECK_MSG(expert_init_parse(bad[i], &e) == -1, "%s", bad[i]);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        CHECK_MSG(expert_init_parse(bad[i], &e) == -1, "%s", bad[i]);
     CHECK(expert_init_parse("drop:init=he", &e) == -1);
     CHECK_MSG(strstr(up_last_error(), "xavier") && strstr(up_last_error(), "kaiming"), "message: %s", up_last_error());
     CHECK(expert_init_parse("drop:frac=1.5", &e) == -1);

@@ -10,6 +10,7 @@
 #include "test.h"
 #include "train.h"
 #include "util.h"
+#include "fixtures.h"
 
 TEST(schedule_wsd_values) {
     TrainConfig t;
@@ -188,39 +189,11 @@ TEST(checkpoint_round_trip_exact) {
     free(dir);
 }
 
-/* a data dir of random tokens with structure (a repeating pattern + noise) */
-static char *make_data_dir(void) {
-    char *dir = path_join(test_tmpdir(), "data");
-    mkdir_p(dir);
-    Rng rng;
-    rng_seed(&rng, 8);
-    const char *splits[3] = {"pretrain.bin", "cpt.bin", "val.bin"};
-    size_t sizes[3] = {20000, 4000, 4000};
-    for (int s = 0; s < 3; s++) {
-        uint32_t *t = xmalloc(sizes[s] * 4);
-        for (size_t i = 0; i < sizes[s]; i++) t[i] = rng_uniform(&rng) < 0.7 ? (uint32_t)(i % 17) : (uint32_t)rng_below(&rng, 40);
-        char *p = path_join(dir, splits[s]);
-        shard_write(p, t, sizes[s], 40);
-        free(p);
-        free(t);
-    }
-    return dir;
-}
-
-static void small_run_config(ModelConfig *mc, TrainConfig *tc) {
-    model_config_defaults(mc);
-    mc->vocab_size = 40, mc->d_model = 32, mc->n_layers = 2, mc->n_heads = 4, mc->n_kv_heads = 2, mc->head_dim = 8;
-    mc->intermediate_size = 48, mc->n_experts = 4, mc->top_k = 2, mc->moe_intermediate_size = 16;
-    train_config_defaults(tc);
-    tc->batch_size = 4, tc->seq_len = 16, tc->steps = 12, tc->warmup_steps = 2, tc->eval_every = 6, tc->eval_batches = 2;
-    tc->save_every = 6, tc->lr = 1e-2f, tc->bias_update_rate = 1e-2f;
-}
-
 TEST(training_is_deterministic_and_learns) {
     ModelConfig mc;
     TrainConfig tc;
-    small_run_config(&mc, &tc);
-    char *data = make_data_dir(), *out1 = path_join(test_tmpdir(), "r1"), *out2 = path_join(test_tmpdir(), "r2");
+    fixture_small_run(&mc, &tc);
+    char *data = fixture_data_dir(), *out1 = path_join(test_tmpdir(), "r1"), *out2 = path_join(test_tmpdir(), "r2");
     TrainOptions o1 = {.data_dir = data, .out_dir = out1, .quiet = 1}, o2 = {.data_dir = data, .out_dir = out2, .quiet = 1};
     TrainResult a, b;
     CHECK(train_run(&mc, &tc, &o1, &a) == 0);
@@ -234,8 +207,8 @@ TEST(training_is_deterministic_and_learns) {
 TEST(resume_is_bit_exact) {
     ModelConfig mc;
     TrainConfig tc;
-    small_run_config(&mc, &tc);
-    char *data = make_data_dir(), *out1 = path_join(test_tmpdir(), "full"), *out2 = path_join(test_tmpdir(), "resumed");
+    fixture_small_run(&mc, &tc);
+    char *data = fixture_data_dir(), *out1 = path_join(test_tmpdir(), "full"), *out2 = path_join(test_tmpdir(), "resumed");
     TrainOptions full = {.data_dir = data, .out_dir = out1, .quiet = 1};
     TrainResult a, b;
     CHECK(train_run(&mc, &tc, &full, &a) == 0); /* 12 steps, checkpoint at 6 */
@@ -258,9 +231,9 @@ TEST(resume_is_bit_exact) {
 TEST(init_starts_new_stage_with_optimizer_state) {
     ModelConfig mc;
     TrainConfig tc;
-    small_run_config(&mc, &tc);
+    fixture_small_run(&mc, &tc);
     tc.save_every = 0;
-    char *data = make_data_dir(), *out1 = path_join(test_tmpdir(), "a"), *out2 = path_join(test_tmpdir(), "b");
+    char *data = fixture_data_dir(), *out1 = path_join(test_tmpdir(), "a"), *out2 = path_join(test_tmpdir(), "b");
     TrainOptions o1 = {.data_dir = data, .out_dir = out1, .quiet = 1};
     TrainResult a, b;
     CHECK(train_run(&mc, &tc, &o1, &a) == 0);

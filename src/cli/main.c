@@ -13,6 +13,7 @@ typedef struct {
 static const Command g_commands[] = {
     {"tokenize", cmd_tokenize, "turn a text file into token shards (byte or BPE) for pretrain/cpt/val"},
     {"train", cmd_train, "train a model from a preset or config, or resume / continue a checkpoint"},
+    {"grow", cmd_grow, "grow a trained MoE's experts (E -> m*E): uniform or utility-based, init heuristics"},
     {"eval", cmd_eval, "validation loss and perplexity of a checkpoint"},
     {"sample", cmd_sample, "generate text from a checkpoint"},
     {"inspect", cmd_inspect, "config, parameter counts, experts, balancing biases of a checkpoint"},

@@ -77,7 +77,8 @@ static char *str_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2
 static char *str_printf(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
+    char probe[1];
+    int n = vsnprintf(probe, sizeof probe, fmt, ap);
     va_end(ap);
     char *s = xmalloc((size_t)n + 1);
     va_start(ap, fmt);
@@ -1233,8 +1234,12 @@ static void bench_fill(const BenchTensor *t, Rng *rng, unsigned char *buf, size_
 }
 
 int hf_bench_make_checkpoint(const char *dir, double gigabytes) {
-    const int L = 4, E = 32, H = 1024, V = 32768, heads = 16, kv = 4, hd = 64;
+    const int L = 4, E = 32, H = 1024, heads = 16, kv = 4, hd = 64;
     const double target = gigabytes * 1e9;
+    /* embeddings and lm_head take about 5% of the size, like a real checkpoint */
+    long V = (long)(target * 0.025 / (2.0 * H) / 256.0) * 256;
+    if (V < 256) V = 256;
+    if (V > 151936) V = 151936;
     double fixed = 2.0 * V * H * 2 + L * ((double)2 * H * heads * hd + 2.0 * H * kv * hd) * 2;
     double per_width = (double)L * E * 3 * H * 2;
     long I = (long)((target - fixed) / per_width / 64.0 + 0.5) * 64;

@@ -45,7 +45,7 @@ static const MethodSpec EXPERT_METHODS[EXPERT_INIT_METHODS] = {
     [EXPERT_INIT_DROP] = {"drop", "re-initialize a random fraction of the hidden units (Drop-Upcycling)", 2,
                           {{"frac", PARAM_REAL, 0.5f, 0, 1, 0, "fraction of the F hidden units re-initialized"},
                            {"init", PARAM_CHOICE, DROP_INIT_XAVIER, 0, N_DROP_INIT_NAMES - 1, 0,
-                            "xavier (uniform), kaiming (normal) or normal (std of the source matrix)"}}},
+                            "xavier: U(+-sqrt(6/(C+F))), kaiming: N(0, 2/fan_in), normal: N(0, source std^2)"}}},
     [EXPERT_INIT_SHUFFLE] = {"shuffle", "random permutation of the hidden units (function-preserving)", 0, {{0}}},
     [EXPERT_INIT_INTERPOLATE] = {"interpolate", "(1-alpha)*source + alpha*neighbour (expert source-1, or 1)", 1,
                                  {{"alpha", PARAM_REAL, 0.5f, 0, 1, 0, "weight of the neighbour expert"}}},
@@ -209,7 +209,9 @@ static void build_help(const MethodSpec *table, int n_methods, char *buf, size_t
             else
                 snprintf(def, sizeof def, "%g", (double)param->value);
             describe_range(param, range, sizeof range);
-            used += (size_t)snprintf(buf + used, size - used, "      %s=%s  %s; %s\n", param->key, def, param->meaning,
+            char assignment[64];
+            snprintf(assignment, sizeof assignment, "%s=%s", param->key, def);
+            used += (size_t)snprintf(buf + used, size - used, "      %-14s %s; %s\n", assignment, param->meaning,
                                      range);
         }
     }
@@ -542,10 +544,15 @@ static int expert_svd_perturb(const Layer *layer, const float *p, int source, in
 static void project_off(const Svd *svd, int keep, double *b) {
     int rows = svd->rows, cols = svd->cols, k = svd->k;
     if (keep == 0) return;
-    double *left = xmalloc((size_t)keep * cols * sizeof(double)), *right = xmalloc((size_t)rows * keep * sizeof(double));
+    double *left = xmalloc((size_t)keep * cols * sizeof(double));
+    double *right = xmalloc((size_t)rows * keep * sizeof(double));
+    /* left = Uk^T b; b -= Uk left */
     cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, keep, cols, rows, 1.0, svd->u, k, b, cols, 0.0, left, cols);
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, cols, keep, -1.0, svd->u, k, left, cols, 1.0, b, cols);
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keep, cols, 1.0, b, cols, svd->vt, cols, 0.0, right, keep);
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, cols, keep, -1.0, svd->u, k, left, cols, 1.0, b,
+                cols);
+    /* right = b Vk; b -= right Vk^T */
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keep, cols, 1.0, b, cols, svd->vt, cols, 0.0, right,
+                keep);
     cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, cols, keep, -1.0, right, keep, svd->vt, cols, 1.0, b,
                 cols);
     free(left), free(right);
@@ -609,17 +616,18 @@ static double normalize(float *x, int d) {
     return norm;
 }
 
-/* largest eigenvalue of the symmetric PSD matrix m (n x n), by power iteration */
-static double top_eigenvalue(const float *m, int n, Rng *rng) {
-    float *v = xmalloc((size_t)n * sizeof(float)), *w = xmalloc((size_t)n * sizeof(float));
-    for (int i = 0; i < n; i++) v[i] = rng_normal(rng);
-    normalize(v, n);
+/* largest eigenvalue of M^T M for m (rows x cols), by power iteration through M (two
+ * matrix-vector products per step instead of forming the cols x cols product) */
+static double top_gram_eigenvalue(const float *m, int rows, int cols, Rng *rng) {
+    float *v = xmalloc((size_t)cols * sizeof(float)), *w = xmalloc((size_t)rows * sizeof(float));
+    for (int i = 0; i < cols; i++) v[i] = rng_normal(rng);
+    normalize(v, cols);
     double value = 0;
     for (int it = 0; it < 50; it++) {
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, n, n, 1.0f, m, n, v, 1, 0.0f, w, 1);
-        value = normalize(w, n);
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, rows, cols, 1.0f, m, cols, v, 1, 0.0f, w, 1);
+        cblas_sgemv(CblasRowMajor, CblasTrans, rows, cols, 1.0f, m, cols, w, 1, 0.0f, v, 1);
+        value = normalize(v, cols);
         if (value <= 0) break;
-        memcpy(v, w, (size_t)n * sizeof(float));
     }
     free(v), free(w);
     return value;
@@ -630,7 +638,7 @@ static double top_eigenvalue(const float *m, int n, Rng *rng) {
  * per step, going through the residual costs 2 n K d; the cheaper one is taken. */
 static void code_gradient(const float *dict, const float *gram, const float *xd, int K, int d, const float *x, int n,
                           const float *a, float *residual, float *grad) {
-    if (2 * (size_t)d < (size_t)K) {
+    if (!gram) {
         memcpy(residual, x, (size_t)n * d * sizeof(float));
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, d, K, 1.0f, a, K, dict, d, -1.0f, residual, d);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, K, d, 1.0f, residual, d, dict, d, 0.0f, grad, K);
@@ -643,12 +651,16 @@ static void code_gradient(const float *dict, const float *gram, const float *xd,
 /* `steps` ISTA steps on codes a (n x K, warm start) of x (n x d) in dictionary dict (K x d):
  * a <- soft(a - grad / L, lambda / L), L >= the top eigenvalue of G = D D^T. */
 static void ista(const float *dict, int K, int d, const float *x, int n, float *a, float lambda, int steps, Rng *rng) {
-    float *gram = xmalloc((size_t)K * K * sizeof(float)), *xd = xmalloc((size_t)n * K * sizeof(float));
+    int direct = 2 * (size_t)d >= (size_t)K; /* see code_gradient */
+    float *gram = direct ? xmalloc((size_t)K * K * sizeof(float)) : NULL;
+    float *xd = direct ? xmalloc((size_t)n * K * sizeof(float)) : NULL;
     float *grad = xmalloc((size_t)n * K * sizeof(float)), *residual = xmalloc((size_t)n * d * sizeof(float));
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, K, K, d, 1.0f, dict, d, dict, d, 0.0f, gram, K);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, K, d, 1.0f, x, d, dict, d, 0.0f, xd, K);
+    if (direct) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, K, K, d, 1.0f, dict, d, dict, d, 0.0f, gram, K);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, K, d, 1.0f, x, d, dict, d, 0.0f, xd, K);
+    }
     /* 10% margin: power iteration approaches the top eigenvalue from below */
-    double lipschitz = 1.1 * top_eigenvalue(gram, K, rng);
+    double lipschitz = 1.1 * top_gram_eigenvalue(dict, K, d, rng);
     if (!(lipschitz > 0)) lipschitz = 1;
     float step = (float)(1.0 / lipschitz), threshold = (float)(lambda / lipschitz);
     for (int it = 0; it < steps; it++) {
@@ -664,11 +676,10 @@ static void ista(const float *dict, int K, int d, const float *x, int n, float *
 /* one gradient step on the dictionary for 0.5||x - a D||^2, then atoms back to unit norm;
  * an atom that went to zero (never used) is re-seeded from a random sample */
 static void dictionary_step(float *dict, int K, int d, const float *x, int n, const float *a, Rng *rng) {
-    float *residual = xmalloc((size_t)n * d * sizeof(float)), *code_gram = xmalloc((size_t)K * K * sizeof(float));
+    float *residual = xmalloc((size_t)n * d * sizeof(float));
     memcpy(residual, x, (size_t)n * d * sizeof(float));
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, d, K, -1.0f, a, K, dict, d, 1.0f, residual, d);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, K, n, 1.0f, a, K, a, K, 0.0f, code_gram, K);
-    double lipschitz = 1.1 * top_eigenvalue(code_gram, K, rng);
+    double lipschitz = 1.1 * top_gram_eigenvalue(a, n, K, rng);
     if (lipschitz > 0)
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, d, n, (float)(1.0 / lipschitz), a, K, residual, d, 1.0f,
                     dict, d);
@@ -677,7 +688,7 @@ static void dictionary_step(float *dict, int K, int d, const float *x, int n, co
             memcpy(dict + (size_t)k * d, x + (size_t)rng_below(rng, (uint64_t)n) * d, (size_t)d * sizeof(float));
             normalize(dict + (size_t)k * d, d);
         }
-    free(residual), free(code_gram);
+    free(residual);
 }
 
 /* unit-norm samples of the hidden units of experts 0..replica-1 (rows of the result); a

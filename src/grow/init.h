@@ -52,7 +52,8 @@
  *   sparse-code:atoms=1024,lambda=0.1,iters=5,samples=4096
  *                             hidden-unit vectors x = [gate row, up row, down column] (length
  *                             3C) of all experts with index < replica (every original, plus
- *                             earlier replicas, which are copies of originals) are normalized
+ *                             earlier replicas, which are copies of originals; 0..source if
+ *                             a caller ever places a replica before its source) are normalized
  *                             to unit norm; `samples` of them (uniform, without replacement)
  *                             train a dictionary of min(atoms, samples) unit atoms by `iters`
  *                             rounds of (10 ISTA steps on the codes, one gradient step on the

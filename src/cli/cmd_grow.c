@@ -1,0 +1,131 @@
+/* upcycle grow: the expert upcycling operator (and dense -> MoE sparse upcycling). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "grow/grow.h"
+#include "grow/hf.h"
+#include "grow/init.h"
+#include "io/checkpoint.h"
+#include "util.h"
+
+static int parse_enum(const char *command, const char *option, const char *value, const char *const *names, int n, int *out) {
+    for (int i = 0; i < n; i++)
+        if (!strcmp(value, names[i])) {
+            *out = i;
+            return 0;
+        }
+    char list[256] = "";
+    for (int i = 0; i < n; i++) snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "", names[i]);
+    return cli_usage_error(command, "--%s %s; expected one of %s", option, value, list);
+}
+
+/* An upcycle checkpoint has trainer.json or the qwen3_moe layout we write; anything else goes
+ * through the streaming Hugging Face path. */
+static int is_upcycle_checkpoint(const char *dir) {
+    return checkpoint_is_upcycle(dir);
+}
+
+/* Hugging Face MoE checkpoints (Qwen2/3-MoE, OLMoE, Mixtral, DeepSeek-V2/V3): streamed
+ * uniform growth; utility allocation and init heuristics need our engine's architecture. */
+static int cli_grow_hf(const char *in, const char *out, const GrowOptions *o) {
+    if (o->alloc != ALLOC_UNIFORM || o->from_dense || o->check || strcmp(o->expert_init.name, "copy") ||
+        strcmp(o->router_init.name, "copy")) {
+        up_error("%s: not an upcycle checkpoint; expected only uniform growth with copy init for Hugging Face checkpoints "
+                 "(--alloc utility, --check, --from-dense and init heuristics need an upcycle checkpoint)", in);
+        return cli_fail();
+    }
+    HfMoeInfo info;
+    if (hf_inspect(in, &info)) return cli_fail();
+    int target = o->target_experts ? o->target_experts : o->factor * info.n_experts;
+    GrowPlan plan;
+    int rc = hf_plan_uniform(&info, target, &plan);
+    HfGrowOptions hopt = {.bias_noise = o->bias_noise, .seed = o->seed, .force = o->force};
+    double t0 = now_seconds();
+    if (!rc) rc = hf_grow(in, out, &plan, &hopt);
+    if (!rc)
+        printf("grew %s (%s, %s, %d MoE layers): %d -> %d experts in %.1fs -> %s\n", in, hf_family_name(info.family),
+               info.dtype, info.n_moe_layers, info.n_experts, target, now_seconds() - t0, out);
+    if (!rc) grow_plan_free(&plan);
+    hf_info_free(&info);
+    return rc ? cli_fail() : 0;
+}
+
+int cmd_grow(int argc, char **argv) {
+    GrowOptions o;
+    grow_options_defaults(&o);
+    const char *in = NULL, *out = NULL, *alloc = "uniform", *utility = "grad2", *optim = "copy", *layers = "all";
+    const char *expert_init = "copy", *router_init = "copy", *seed_str = NULL;
+    int help_inits = 0;
+    CliOption opts[] = {
+        {"ckpt", OPT_STR, &in, "input checkpoint: an upcycle checkpoint or a Hugging Face MoE directory (required)"},
+        {"out", OPT_STR, &out, "output checkpoint directory (required; refused if it exists unless --force)"},
+        {"factor", OPT_INT, &o.factor, "grow every MoE layer to M x E experts"},
+        {"experts", OPT_INT, &o.target_experts, "grow every MoE layer to N experts (any N >= E with --alloc utility)"},
+        {"alloc", OPT_STR, &alloc, "uniform (r_e = N/E, default) or utility (greedy on --utility scores)"},
+        {"utility", OPT_STR, &utility, "grad2 (default: ||g_e||^2), saliency (||W_e|| ||g_e||), weight-norm (||W_e||), fisher"},
+        {"data", OPT_STR, &o.data_dir, "data directory for utilities (pretrain split) and --check (val split)"},
+        {"utility-batches", OPT_INT, &o.utility_batches, "batches over which gradients are accumulated (default 4)"},
+        {"max-copies", OPT_INT, &o.max_copies, "cap on r_e per expert (default: none)"},
+        {"bias-noise", OPT_FLOAT, &o.bias_noise, "replica bias noise: N(0, (SIGMA * max(std(layer biases), 1e-3))^2); default 1"},
+        {"expert-init", OPT_STR, &expert_init, "replica expert init METHOD[:k=v,...] (see --list-inits; default copy)"},
+        {"router-init", OPT_STR, &router_init, "replica router-row init METHOD[:k=v,...] (default copy)"},
+        {"optim-state", OPT_STR, &optim, "replica Adam state: copy (default), reset, scale (m/r, v/r^2), interpolate"},
+        {"layers", OPT_STR, &layers, "all (default); the Qwen3-MoE config has one expert count for all MoE layers"},
+        {"seed", OPT_STR, &seed_str, "seed for noise and init heuristics (default 1)"},
+        {"check", OPT_FLAG, &o.check, "print val loss before and after growth on a few batches (needs --data)"},
+        {"check-batches", OPT_INT, &o.check_batches, "batches for --check (default 4)"},
+        {"from-dense", OPT_FLAG, &o.from_dense, "sparse upcycling: copy each dense FFN into --experts N experts, fresh router"},
+        {"top-k", OPT_INT, &o.top_k, "with --from-dense: experts per token"},
+        {"sparse-step", OPT_INT, &o.sparse_step, "with --from-dense: every Nth layer becomes MoE (default 1: all)"},
+        {"force", OPT_FLAG, &o.force, "replace an existing output directory"},
+        {"list-inits", OPT_FLAG, &help_inits, "list the expert and router init methods with their parameters"},
+    };
+    int prc = cli_parse("grow", "--ckpt IN --out OUT (--factor M | --experts N) [options]", argc, argv, opts,
+                        sizeof opts / sizeof *opts);
+    if (prc) return prc == 1 ? 0 : prc;
+    if (help_inits) {
+        printf("expert-level (--expert-init):\n%s\nrouter-level (--router-init):\n%s", expert_init_help(), router_init_help());
+        return 0;
+    }
+    if (!in || !out) return cli_usage_error("grow", "--ckpt and --out are required");
+    if (o.factor && o.target_experts) return cli_usage_error("grow", "--factor and --experts are exclusive");
+    if (!o.from_dense && !o.factor && !o.target_experts) return cli_usage_error("grow", "one of --factor M or --experts N is required");
+    if (o.factor < 0 || (o.factor == 0 && o.target_experts < 0))
+        return cli_usage_error("grow", "--factor %d; expected an integer >= 1", o.factor);
+    if (o.utility_batches < 1 || o.check_batches < 1) return cli_usage_error("grow", "--utility-batches and --check-batches must be >= 1");
+    if (o.bias_noise < 0) return cli_usage_error("grow", "--bias-noise %g; expected >= 0", o.bias_noise);
+    if (strcmp(layers, "all")) {
+        up_error("--layers %s: per-layer expert counts cannot be expressed in a Qwen3-MoE config.json; expected all", layers);
+        return cli_fail();
+    }
+    static const char *const allocs[] = {"uniform", "utility"};
+    static const char *const utilities[] = {"grad2", "saliency", "weight-norm", "fisher"};
+    static const char *const optims[] = {"copy", "reset", "scale", "interpolate"};
+    int v = 0;
+    if (parse_enum("grow", "alloc", alloc, allocs, 2, &v)) return 2;
+    o.alloc = (AllocKind)v;
+    if (parse_enum("grow", "utility", utility, utilities, 4, &v)) return 2;
+    o.utility = (UtilityKind)v;
+    if (parse_enum("grow", "optim-state", optim, optims, 4, &v)) return 2;
+    o.optim_state = (OptimStateKind)v;
+    if (expert_init_parse(expert_init, &o.expert_init) || router_init_parse(router_init, &o.router_init)) return cli_fail();
+    if (seed_str) {
+        char *end;
+        o.seed = strtoull(seed_str, &end, 10);
+        if (!*seed_str || *end) return cli_usage_error("grow", "--seed %s; expected a non-negative integer", seed_str);
+    }
+    if (!is_dir(in)) {
+        up_error("%s: not a checkpoint directory; expected a directory with config.json and safetensors", in);
+        return cli_fail();
+    }
+    if (!is_upcycle_checkpoint(in)) return cli_grow_hf(in, out, &o);
+    GrowReport r;
+    if (grow_checkpoint(in, out, &o, &r)) return cli_fail();
+    if (o.check)
+        printf("check (val loss on %d batches): before %.4f | after %.4f | gap %+.4f\n", o.check_batches, r.loss_before,
+               r.loss_after, r.loss_after - r.loss_before);
+    printf("grew %s: %d -> %d experts per MoE layer -> %s (see %s/grow.json)\n", in, r.n_old, r.n_new, out, out);
+    return 0;
+}

@@ -1,0 +1,46 @@
+#include "fixtures.h"
+
+#include <stdlib.h>
+
+#include "data/shard.h"
+#include "test.h"
+#include "train.h"
+#include "util.h"
+
+char *fixture_data_dir(void) {
+    char *dir = path_join(test_tmpdir(), "data");
+    mkdir_p(dir);
+    Rng rng;
+    rng_seed(&rng, 8);
+    const char *splits[3] = {"pretrain.bin", "cpt.bin", "val.bin"};
+    size_t sizes[3] = {20000, 4000, 4000};
+    for (int s = 0; s < 3; s++) {
+        uint32_t *t = xmalloc(sizes[s] * 4);
+        for (size_t i = 0; i < sizes[s]; i++) t[i] = rng_uniform(&rng) < 0.7 ? (uint32_t)(i % 17) : (uint32_t)rng_below(&rng, 40);
+        char *p = path_join(dir, splits[s]);
+        shard_write(p, t, sizes[s], 40);
+        free(p);
+        free(t);
+    }
+    return dir;
+}
+
+void fixture_small_run(ModelConfig *mc, TrainConfig *tc) {
+    model_config_defaults(mc);
+    mc->vocab_size = 40, mc->d_model = 32, mc->n_layers = 2, mc->n_heads = 4, mc->n_kv_heads = 2, mc->head_dim = 8;
+    mc->intermediate_size = 48, mc->n_experts = 4, mc->top_k = 2, mc->moe_intermediate_size = 16;
+    train_config_defaults(tc);
+    tc->batch_size = 4, tc->seq_len = 16, tc->steps = 12, tc->warmup_steps = 2, tc->eval_every = 6, tc->eval_batches = 2;
+    tc->save_every = 6, tc->lr = 1e-2f, tc->bias_update_rate = 1e-2f;
+}
+
+char *fixture_trained_checkpoint(const char *name, const ModelConfig *mc, const TrainConfig *tc, const char *data_dir) {
+    char *out = path_join(test_tmpdir(), name);
+    TrainOptions o = {.data_dir = data_dir, .out_dir = out, .quiet = 1};
+    TrainResult r;
+    CHECK(train_run(mc, tc, &o, &r) == 0);
+    free(r.losses);
+    char *final = path_join(out, "final");
+    free(out);
+    return final;
+}

@@ -1,0 +1,14 @@
+/* fixtures.h - small data directories, configs and checkpoints shared by tests. */
+#ifndef UPCYCLE_TEST_FIXTURES_H
+#define UPCYCLE_TEST_FIXTURES_H
+
+#include "config.h"
+
+/* DIR/data with pretrain/cpt/val shards of structured tokens (vocab 40); malloc'd path */
+char *fixture_data_dir(void);
+/* a 2-layer model (one dense, one MoE with 4 experts top-2) and a 12-step training config */
+void fixture_small_run(ModelConfig *mc, TrainConfig *tc);
+/* trains the small run into DIR/<name> and returns the path of its final checkpoint */
+char *fixture_trained_checkpoint(const char *name, const ModelConfig *mc, const TrainConfig *tc, const char *data_dir);
+
+#endif

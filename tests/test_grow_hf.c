@@ -1,0 +1,760 @@
+/* test_grow_hf.c - Expert Upcycling of Hugging Face checkpoints (src/grow/hf.c).
+ *
+ * Fixtures of every supported family (and broken ones) come from tests/make_hf_fixtures.py,
+ * which needs /usr/bin/python3 with torch. Each grown checkpoint is checked tensor by tensor
+ * against its input: untouched tensors byte-identical, routers row-copied, replicas byte copies
+ * of their sources, bias replicas = source + small noise, config/index/other files right. */
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "grow/hf.h"
+#include "grow/plan.h"
+#include "io/safetensors.h"
+#include "test.h"
+#include "util.h"
+
+/* ------------------------------------------------------------------ fixtures */
+
+static int make_fixtures(const char *dir, const char *names) {
+    if (system("/usr/bin/python3 -c 'import torch, numpy' >/dev/null 2>&1") != 0) {
+        test_fail(__FILE__, __LINE__, "/usr/bin/python3 with torch and numpy is required to build the Hugging Face "
+                                      "fixtures (tests/make_hf_fixtures.py); install python3-torch");
+        return -1;
+    }
+    char script[1024];
+    snprintf(script, sizeof script, "%s", __FILE__);
+    char *slash = strrchr(script, '/');
+    if (slash) snprintf(slash + 1, sizeof script - (size_t)(slash + 1 - script), "make_hf_fixtures.py");
+    else snprintf(script, sizeof script, "make_hf_fixtures.py");
+    if (!path_exists(script)) snprintf(script, sizeof script, "tests/make_hf_fixtures.py");
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 '%s' '%s' %s >/dev/null", script, dir, names);
+    if (system(cmd) != 0) {
+        test_fail(__FILE__, __LINE__, "fixture script failed: %s", cmd);
+        return -1;
+    }
+    return 0;
+}
+
+
+/* ------------------------------------------------------------------ checkpoint loading */
+
+#define MAX_FILES 8
+typedef struct {
+    int n;
+    char names[MAX_FILES][128];
+    StFile st[MAX_FILES];
+    cJSON *index; /* NULL for a single file */
+} Ck;
+
+static int ck_open(Ck *ck, const char *dir) {
+    memset(ck, 0, sizeof *ck);
+    char *index_path = path_join(dir, "model.safetensors.index.json");
+    int rc = 0;
+    if (path_exists(index_path)) {
+        char *text;
+        if (read_file(index_path, &text, NULL) != 0) {
+            free(index_path);
+            return -1;
+        }
+        ck->index = cJSON_Parse(text);
+        free(text);
+        const cJSON *wm = cJSON_GetObjectItem(ck->index, "weight_map");
+        for (const cJSON *e = wm ? wm->child : NULL; e; e = e->next) {
+            int k = 0;
+            while (k < ck->n && strcmp(ck->names[k], e->valuestring) != 0) k++;
+            if (k == ck->n && ck->n < MAX_FILES) snprintf(ck->names[ck->n++], 128, "%s", e->valuestring);
+        }
+        /* sorted, like the grower */
+        for (int a = 0; a < ck->n; a++)
+            for (int b = a + 1; b < ck->n; b++)
+                if (strcmp(ck->names[a], ck->names[b]) > 0) {
+                    char t[128];
+                    memcpy(t, ck->names[a], 128);
+                    memcpy(ck->names[a], ck->names[b], 128);
+                    memcpy(ck->names[b], t, 128);
+                }
+    } else {
+        ck->n = 1;
+        snprintf(ck->names[0], 128, "model.safetensors");
+    }
+    free(index_path);
+    for (int f = 0; f < ck->n && rc == 0; f++) {
+        char *p = path_join(dir, ck->names[f]);
+        rc = st_open(&ck->st[f], p);
+        free(p);
+        if (rc) ck->n = f;
+    }
+    return rc;
+}
+
+static void ck_close(Ck *ck) {
+    for (int f = 0; f < ck->n; f++) st_close(&ck->st[f]);
+    cJSON_Delete(ck->index);
+    memset(ck, 0, sizeof *ck);
+}
+
+static const StTensor *ck_find(const Ck *ck, const char *name, int *file) {
+    for (int f = 0; f < ck->n; f++) {
+        const StTensor *t = st_find(&ck->st[f], name);
+        if (t) {
+            if (file) *file = f;
+            return t;
+        }
+    }
+    return NULL;
+}
+
+static int ck_count(const Ck *ck) {
+    int n = 0;
+    for (int f = 0; f < ck->n; f++) n += ck->st[f].n_tensors;
+    return n;
+}
+
+static const unsigned char *ck_data(const Ck *ck, int f, const StTensor *t) { return st_data(&ck->st[f], t); }
+static size_t tbytes(const StTensor *t) { return (size_t)(t->end - t->begin); }
+
+static int same_layout(const StTensor *a, const StTensor *b) {
+    if (a->dtype != b->dtype || a->ndim != b->ndim) return 0;
+    for (int d = 0; d < a->ndim; d++)
+        if (a->shape[d] != b->shape[d]) return 0;
+    return 1;
+}
+
+static float value_at(const StTensor *t, const unsigned char *p, int i) {
+    if (t->dtype == ST_F32) {
+        float v;
+        memcpy(&v, p + 4 * i, 4);
+        return v;
+    }
+    uint16_t h;
+    memcpy(&h, p + 2 * i, 2);
+    return t->dtype == ST_BF16 ? bf16_to_f32(h) : f16_to_f32(h);
+}
+
+static int files_equal(const char *a, const char *b) {
+    char *x, *y;
+    size_t nx, ny;
+    if (read_file(a, &x, &nx) != 0) return 0;
+    if (read_file(b, &y, &ny) != 0) {
+        free(x);
+        return 0;
+    }
+    int eq = nx == ny && memcmp(x, y, nx) == 0;
+    free(x);
+    free(y);
+    return eq;
+}
+
+static cJSON *load_json(const char *path) {
+    char *text;
+    if (read_file(path, &text, NULL) != 0) return NULL;
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    return j;
+}
+
+/* ------------------------------------------------------------------ plans */
+
+static void make_plan(const HfMoeInfo *info, const int *copies, GrowPlan *plan) {
+    plan->n_layers = info->n_moe_layers;
+    plan->layers = xcalloc((size_t)plan->n_layers, sizeof *plan->layers);
+    int n_new = 0;
+    for (int e = 0; e < info->n_experts; e++) n_new += copies[e];
+    for (int i = 0; i < plan->n_layers; i++) {
+        LayerPlan *lp = &plan->layers[i];
+        lp->layer = info->moe_layers[i];
+        lp->n_old = info->n_experts;
+        lp->n_new = n_new;
+        lp->source = xcalloc((size_t)n_new, sizeof *lp->source);
+        lp->copies = xcalloc((size_t)info->n_experts, sizeof *lp->copies);
+        memcpy(lp->copies, copies, (size_t)info->n_experts * sizeof *copies);
+        layer_plan_fill_sources(lp);
+    }
+}
+
+/* ------------------------------------------------------------------ verification */
+
+static int is_weight_file(const char *name) {
+    size_t n = strlen(name);
+    return (n > 12 && strcmp(name + n - 12, ".safetensors") == 0) || strcmp(name, "model.safetensors.index.json") == 0 ||
+           strcmp(name, "config.json") == 0;
+}
+
+/* Checks out_dir against in_dir for plan; returns the number of failed checks it recorded. */
+static void verify_grow(const char *in_dir, const char *out_dir, const HfMoeInfo *info, const GrowPlan *plan,
+                        float noise, const char *label) {
+    Ck in, out;
+    CHECK_MSG(ck_open(&in, in_dir) == 0, "%s: input: %s", label, up_last_error());
+    if (ck_open(&out, out_dir) != 0) {
+        test_fail(__FILE__, __LINE__, "%s: output does not open: %s", label, up_last_error());
+        ck_close(&in);
+        return;
+    }
+    const char *prefix = info->moe_prefix;
+    int E = info->n_experts, n_new = plan->layers[0].n_new;
+    int bad = 0;
+    /* same files */
+    CHECK_MSG(in.n == out.n, "%s: %d output files for %d input files", label, out.n, in.n);
+    for (int f = 0; f < in.n && f < out.n; f++)
+        CHECK_MSG(strcmp(in.names[f], out.names[f]) == 0, "%s: file %s vs %s", label, out.names[f], in.names[f]);
+    CHECK_MSG((in.index != NULL) == (out.index != NULL), "%s: index presence differs", label);
+
+    /* every input tensor, in the output file of the same name */
+    for (int f = 0; f < in.n && f < out.n; f++) {
+        for (int i = 0; i < in.st[f].n_tensors; i++) {
+            const StTensor *t = &in.st[f].tensors[i];
+            const StTensor *o = st_find(&out.st[f], t->name);
+            if (!o) {
+                CHECK_MSG(0, "%s: %s missing from output %s", label, t->name, out.names[f]);
+                bad++;
+                continue;
+            }
+            const unsigned char *a = ck_data(&in, f, t), *b = ck_data(&out, f, o);
+            const LayerPlan *lp = NULL;
+            int is_router = 0, is_bias = 0;
+            for (int l = 0; l < plan->n_layers; l++) {
+                char name[256];
+                snprintf(name, sizeof name, "model.layers.%d.%s.gate.weight", plan->layers[l].layer, prefix);
+                if (strcmp(name, t->name) == 0) is_router = 1, lp = &plan->layers[l];
+                snprintf(name, sizeof name, "model.layers.%d.%s.gate.e_score_correction_bias", plan->layers[l].layer,
+                         prefix);
+                if (strcmp(name, t->name) == 0) is_bias = 1, lp = &plan->layers[l];
+            }
+            CHECK_MSG(o->dtype == t->dtype, "%s: %s dtype changed", label, t->name);
+            if (is_router) {
+                CHECK_MSG(o->ndim == 2 && o->shape[0] == n_new && o->shape[1] == t->shape[1], "%s: router %s shape",
+                          label, t->name);
+                size_t row = tbytes(t) / (size_t)E;
+                for (int j = 0; j < n_new && tbytes(o) == row * (size_t)n_new; j++)
+                    if (memcmp(b + row * j, a + row * lp->source[j], row) != 0) {
+                        CHECK_MSG(0, "%s: router %s row %d is not row %d", label, t->name, j, lp->source[j]);
+                        bad++;
+                    }
+            } else if (is_bias) {
+                size_t ds = st_dtype_size(t->dtype);
+                CHECK_MSG(o->ndim == 1 && o->shape[0] == n_new, "%s: bias %s shape", label, t->name);
+                if (o->shape[0] != n_new) continue;
+                CHECK_MSG(memcmp(a, b, (size_t)E * ds) == 0, "%s: bias %s originals changed", label, t->name);
+                float *bias = xmalloc((size_t)E * sizeof *bias);
+                for (int e = 0; e < E; e++) bias[e] = value_at(t, a, e);
+                float s = grow_bias_noise_std(bias, E, noise);
+                int n_diff = 0;
+                for (int j = E; j < n_new; j++) {
+                    float src = bias[lp->source[j]], v = value_at(o, b, j);
+                    if (noise == 0) {
+                        CHECK_MSG(memcmp(b + ds * j, a + ds * lp->source[j], ds) == 0,
+                                  "%s: bias %s replica %d is not an exact copy with noise 0", label, t->name, j);
+                    } else {
+                        CHECK_MSG(fabsf(v - src) <= 6 * s, "%s: bias %s replica %d = %g, source %g, noise std %g",
+                                  label, t->name, j, v, src, s);
+                        n_diff += v != src;
+                    }
+                }
+                if (noise != 0)
+                    CHECK_MSG(n_diff == n_new - E, "%s: bias %s: only %d of %d replicas got noise", label, t->name,
+                              n_diff, n_new - E);
+                free(bias);
+            } else {
+                CHECK_MSG(same_layout(o, t), "%s: %s shape changed", label, t->name);
+                if (same_layout(o, t) && memcmp(a, b, tbytes(t)) != 0) {
+                    CHECK_MSG(0, "%s: %s bytes changed", label, t->name);
+                    bad++;
+                }
+            }
+        }
+    }
+
+    /* replicas: byte copies of their sources, in the router's output file */
+    int expected_extra = 0;
+    for (int l = 0; l < plan->n_layers; l++) {
+        const LayerPlan *lp = &plan->layers[l];
+        char name[256], head[128];
+        snprintf(name, sizeof name, "model.layers.%d.%s.gate.weight", lp->layer, prefix);
+        int router_file = -1;
+        CHECK_MSG(ck_find(&out, name, &router_file) != NULL, "%s: no router %s", label, name);
+        snprintf(head, sizeof head, "model.layers.%d.%s.experts.0.", lp->layer, prefix);
+        size_t hn = strlen(head);
+        for (int f = 0; f < in.n; f++) {
+            for (int i = 0; i < in.st[f].n_tensors; i++) {
+                const char *n0 = in.st[f].tensors[i].name;
+                if (strncmp(n0, head, hn) != 0) continue;
+                const char *suffix = n0 + hn;
+                for (int j = E; j < lp->n_new; j++) {
+                    expected_extra++;
+                    char src_name[256], rep_name[256];
+                    snprintf(src_name, sizeof src_name, "model.layers.%d.%s.experts.%d.%s", lp->layer, prefix,
+                             lp->source[j], suffix);
+                    snprintf(rep_name, sizeof rep_name, "model.layers.%d.%s.experts.%d.%s", lp->layer, prefix, j,
+                             suffix);
+                    int sf = -1, rf = -1;
+                    const StTensor *src = ck_find(&in, src_name, &sf), *rep = ck_find(&out, rep_name, &rf);
+                    if (!src || !rep) {
+                        CHECK_MSG(0, "%s: replica %s (of %s) missing", label, rep_name, src_name);
+                        continue;
+                    }
+                    CHECK_MSG(rf == router_file, "%s: replica %s in %s, router in %s", label, rep_name, out.names[rf],
+                              out.names[router_file]);
+                    CHECK_MSG(same_layout(src, rep), "%s: replica %s dtype/shape differs from %s", label, rep_name,
+                              src_name);
+                    if (same_layout(src, rep))
+                        CHECK_MSG(memcmp(ck_data(&in, sf, src), ck_data(&out, rf, rep), tbytes(src)) == 0,
+                                  "%s: replica %s bytes differ from %s", label, rep_name, src_name);
+                }
+            }
+        }
+    }
+    CHECK_MSG(ck_count(&out) == ck_count(&in) + expected_extra, "%s: %d output tensors; expected %d + %d", label,
+              ck_count(&out), ck_count(&in), expected_extra);
+
+    /* index */
+    if (out.index) {
+        const cJSON *wm = cJSON_GetObjectItem(out.index, "weight_map");
+        CHECK_MSG(cJSON_GetArraySize(wm) == ck_count(&out), "%s: weight_map has %d entries for %d tensors", label,
+                  cJSON_GetArraySize(wm), ck_count(&out));
+        for (const cJSON *e = wm ? wm->child : NULL; e; e = e->next) {
+            int f = -1;
+            if (!ck_find(&out, e->string, &f)) CHECK_MSG(0, "%s: weight_map names missing tensor %s", label, e->string);
+            else CHECK_MSG(strcmp(out.names[f], e->valuestring) == 0, "%s: weight_map %s -> %s, but it is in %s", label,
+                           e->string, e->valuestring, out.names[f]);
+        }
+        double total = 0;
+        for (int f = 0; f < out.n; f++)
+            for (int i = 0; i < out.st[f].n_tensors; i++) total += (double)tbytes(&out.st[f].tensors[i]);
+        const cJSON *meta = cJSON_GetObjectItem(out.index, "metadata"), *in_meta = cJSON_GetObjectItem(in.index, "metadata");
+        const cJSON *ts = cJSON_GetObjectItem(meta, "total_size");
+        CHECK_MSG(cJSON_IsNumber(ts) && ts->valuedouble == total, "%s: total_size %g; expected %g", label,
+                  cJSON_IsNumber(ts) ? ts->valuedouble : -1.0, total);
+        for (const cJSON *k = in_meta ? in_meta->child : NULL; k; k = k->next)
+            if (strcmp(k->string, "total_size") != 0)
+                CHECK_MSG(cJSON_Compare(k, cJSON_GetObjectItem(meta, k->string), 1), "%s: index metadata %s changed",
+                          label, k->string);
+    }
+    /* shard metadata kept */
+    for (int f = 0; f < in.n && f < out.n; f++)
+        for (int k = 0; k < in.st[f].n_meta; k++) {
+            const char *v = st_meta(&out.st[f], in.st[f].meta_keys[k]);
+            CHECK_MSG(v && strcmp(v, in.st[f].meta_values[k]) == 0, "%s: %s metadata %s lost", label, out.names[f],
+                      in.st[f].meta_keys[k]);
+        }
+
+    /* config */
+    char *ic = path_join(in_dir, "config.json"), *oc = path_join(out_dir, "config.json");
+    cJSON *a = load_json(ic), *b = load_json(oc);
+    CHECK_MSG(a && b, "%s: config.json unreadable", label);
+    if (a && b) {
+        CHECK(cJSON_GetArraySize(a) == cJSON_GetArraySize(b));
+        for (const cJSON *k = a->child; k; k = k->next) {
+            const cJSON *v = cJSON_GetObjectItem(b, k->string);
+            if (strcmp(k->string, info->experts_key) == 0)
+                CHECK_MSG(cJSON_IsNumber(v) && v->valueint == n_new, "%s: %s not updated to %d", label, k->string,
+                          n_new);
+            else
+                CHECK_MSG(v && cJSON_Compare(k, v, 1), "%s: config key %s changed", label, k->string);
+        }
+    }
+    cJSON_Delete(a);
+    cJSON_Delete(b);
+    free(ic);
+    free(oc);
+
+    /* other files copied; nothing else in the output */
+    DIR *d = opendir(in_dir);
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        if (de->d_name[0] == '.' || is_weight_file(de->d_name)) continue;
+        char *x = path_join(in_dir, de->d_name), *y = path_join(out_dir, de->d_name);
+        CHECK_MSG(files_equal(x, y), "%s: %s not copied unchanged", label, de->d_name);
+        free(x);
+        free(y);
+    }
+    if (d) closedir(d);
+    d = opendir(out_dir);
+    while (d && (de = readdir(d))) {
+        if (de->d_name[0] == '.') continue;
+        char *x = path_join(in_dir, de->d_name);
+        CHECK_MSG(path_exists(x), "%s: unexpected output file %s", label, de->d_name);
+        free(x);
+    }
+    if (d) closedir(d);
+    char tmp[1024];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", out_dir, (long)getpid());
+    CHECK_MSG(!path_exists(tmp), "%s: temporary %s left behind", label, tmp);
+
+    /* the output is itself a valid checkpoint with E' experts */
+    HfMoeInfo grown;
+    CHECK_MSG(hf_inspect(out_dir, &grown) == 0, "%s: grown checkpoint does not inspect: %s", label, up_last_error());
+    CHECK(grown.n_experts == n_new);
+    CHECK(grown.n_moe_layers == info->n_moe_layers);
+    hf_info_free(&grown);
+    (void)bad;
+    ck_close(&in);
+    ck_close(&out);
+}
+
+static long long sum_tensor_bytes(const char *dir) {
+    Ck ck;
+    if (ck_open(&ck, dir) != 0) return -1;
+    long long total = 0;
+    for (int f = 0; f < ck.n; f++)
+        for (int i = 0; i < ck.st[f].n_tensors; i++) total += (long long)tbytes(&ck.st[f].tensors[i]);
+    ck_close(&ck);
+    return total;
+}
+
+/* Bytes of one tensor of a checkpoint, malloc'd (NULL if absent). */
+static unsigned char *tensor_copy(const char *dir, const char *name, size_t *n) {
+    Ck ck;
+    if (ck_open(&ck, dir) != 0) return NULL;
+    int f;
+    const StTensor *t = ck_find(&ck, name, &f);
+    unsigned char *p = NULL;
+    if (t) {
+        *n = tbytes(t);
+        p = xmalloc(*n);
+        memcpy(p, ck_data(&ck, f, t), *n);
+    }
+    ck_close(&ck);
+    return p;
+}
+
+/* ------------------------------------------------------------------ tests */
+
+typedef struct {
+    const char *name, *model_type, *key, *dtype;
+    int family, n_layers, n_moe, first_moe, has_bias, sharded, n_files;
+} FamilyCase;
+
+static const FamilyCase CASES[] = {
+    {"qwen2_moe", "qwen2_moe", "num_experts", "F32", HF_FAMILY_QWEN2_MOE, 2, 2, 0, 0, 0, 1},
+    {"qwen3_moe", "qwen3_moe", "num_experts", "BF16", HF_FAMILY_QWEN3_MOE, 2, 2, 0, 1, 1, 2},
+    {"olmoe", "olmoe", "num_experts", "F16", HF_FAMILY_OLMOE, 2, 2, 0, 0, 0, 1},
+    {"mixtral", "mixtral", "num_local_experts", "BF16", HF_FAMILY_MIXTRAL, 2, 2, 0, 0, 1, 3},
+    {"deepseek_v3", "deepseek_v3", "n_routed_experts", "F32", HF_FAMILY_DEEPSEEK_V3, 3, 2, 1, 1, 0, 1},
+};
+
+static void check_info(const FamilyCase *fc, const char *in, const HfMoeInfo *info) {
+    CHECK_MSG(strcmp(info->model_type, fc->model_type) == 0, "%s: model_type %s", fc->name, info->model_type);
+    CHECK(info->family == fc->family);
+    CHECK(strcmp(hf_family_name(info->family), fc->model_type) == 0);
+    CHECK_MSG(info->n_layers == fc->n_layers, "%s: n_layers %d", fc->name, info->n_layers);
+    CHECK_MSG(info->n_moe_layers == fc->n_moe && info->moe_layers[0] == fc->first_moe, "%s: %d MoE layers from %d",
+              fc->name, info->n_moe_layers, info->n_moe_layers ? info->moe_layers[0] : -1);
+    CHECK(info->n_experts == 4);
+    CHECK(info->n_experts_per_tok == 2);
+    CHECK_MSG(strcmp(info->experts_key, fc->key) == 0, "%s: experts_key %s", fc->name, info->experts_key);
+    CHECK_MSG(strcmp(info->dtype, fc->dtype) == 0, "%s: dtype %s", fc->name, info->dtype);
+    CHECK_MSG(info->has_bias == fc->has_bias, "%s: has_bias %d", fc->name, info->has_bias);
+    CHECK_MSG(info->sharded == fc->sharded && info->n_files == fc->n_files, "%s: sharded %d, %d files", fc->name,
+              info->sharded, info->n_files);
+    CHECK(info->n_expert_tensors == 3);
+    CHECK(info->hidden == 16);
+    CHECK(info->expert_bytes == 3LL * 16 * 8 * (long long)(strcmp(fc->dtype, "F32") == 0 ? 4 : 2));
+    CHECK_MSG(info->total_bytes == sum_tensor_bytes(in), "%s: total_bytes %lld", fc->name, info->total_bytes);
+}
+
+TEST(test_hf_grow_families) {
+    const char *root = test_tmpdir();
+    if (make_fixtures(root, "qwen2_moe qwen3_moe olmoe mixtral deepseek_v3") != 0) return;
+    for (size_t c = 0; c < sizeof CASES / sizeof *CASES; c++) {
+        const FamilyCase *fc = &CASES[c];
+        char *in = path_join(root, fc->name);
+        HfMoeInfo info;
+        if (hf_inspect(in, &info) != 0) {
+            CHECK_MSG(0, "%s: hf_inspect: %s", fc->name, up_last_error());
+            free(in);
+            continue;
+        }
+        check_info(fc, in, &info);
+        char out[1024], label[128];
+
+        /* uniform 2x with bias noise */
+        GrowPlan plan;
+        CHECK(hf_plan_uniform(&info, 2 * info.n_experts, &plan) == 0);
+        HfGrowOptions opt = {0.5f, 42, 0};
+        snprintf(out, sizeof out, "%s/%s-x2", root, fc->name);
+        snprintf(label, sizeof label, "%s uniform 4->8", fc->name);
+        if (hf_grow(in, out, &plan, &opt) != 0) CHECK_MSG(0, "%s: %s", label, up_last_error());
+        else verify_grow(in, out, &info, &plan, opt.bias_noise, label);
+        grow_plan_free(&plan);
+
+        /* non-uniform {1,3,1,1}: 4 -> 6 */
+        const int copies[4] = {1, 3, 1, 1};
+        make_plan(&info, copies, &plan);
+        CHECK(plan.layers[0].source[4] == 1 && plan.layers[0].source[5] == 1);
+        snprintf(out, sizeof out, "%s/%s-6", root, fc->name);
+        snprintf(label, sizeof label, "%s non-uniform 4->6", fc->name);
+        if (hf_grow(in, out, &plan, &opt) != 0) CHECK_MSG(0, "%s: %s", label, up_last_error());
+        else verify_grow(in, out, &info, &plan, opt.bias_noise, label);
+
+        /* no noise: bias replicas are exact copies */
+        HfGrowOptions exact = {0.0f, 42, 0};
+        snprintf(out, sizeof out, "%s/%s-6-exact", root, fc->name);
+        snprintf(label, sizeof label, "%s non-uniform 4->6 noise 0", fc->name);
+        if (hf_grow(in, out, &plan, &exact) != 0) CHECK_MSG(0, "%s: %s", label, up_last_error());
+        else verify_grow(in, out, &info, &plan, 0.0f, label);
+        grow_plan_free(&plan);
+        hf_info_free(&info);
+        free(in);
+    }
+}
+
+TEST(test_hf_grow_bias_seed) {
+    const char *root = test_tmpdir();
+    if (make_fixtures(root, "deepseek_v3 qwen3_moe") != 0) return;
+    char in[1024], a[1024], b[1024], c[1024];
+    snprintf(in, sizeof in, "%s/deepseek_v3", root);
+    snprintf(a, sizeof a, "%s/a", root);
+    snprintf(b, sizeof b, "%s/b", root);
+    snprintf(c, sizeof c, "%s/c", root);
+    HfMoeInfo info;
+    CHECK(hf_inspect(in, &info) == 0);
+    GrowPlan plan;
+    CHECK(hf_plan_uniform(&info, 8, &plan) == 0);
+    HfGrowOptions s1 = {0.1f, 7, 0}, s2 = {0.1f, 8, 0};
+    CHECK(hf_grow(in, a, &plan, &s1) == 0);
+    CHECK(hf_grow(in, b, &plan, &s1) == 0);
+    CHECK(hf_grow(in, c, &plan, &s2) == 0);
+    char *fa = path_join(a, "model.safetensors"), *fb = path_join(b, "model.safetensors");
+    CHECK_MSG(files_equal(fa, fb), "same seed gave different files");
+    free(fa);
+    free(fb);
+    size_t na = 0, nc = 0;
+    unsigned char *ba = tensor_copy(a, "model.layers.1.mlp.gate.e_score_correction_bias", &na);
+    unsigned char *bc = tensor_copy(c, "model.layers.1.mlp.gate.e_score_correction_bias", &nc);
+    CHECK(ba && bc && na == 8 * 4 && nc == na);
+    if (ba && bc && na == nc) {
+        CHECK_MSG(memcmp(ba, bc, 16) == 0, "originals depend on the seed");
+        CHECK_MSG(memcmp(ba + 16, bc + 16, 16) != 0, "another seed gave the same bias noise");
+    }
+    /* layer 1 and layer 2 draw different noise */
+    size_t n2 = 0;
+    unsigned char *b2 = tensor_copy(a, "model.layers.2.mlp.gate.e_score_correction_bias", &n2);
+    unsigned char *i1 = tensor_copy(in, "model.layers.1.mlp.gate.e_score_correction_bias", &n2);
+    unsigned char *i2 = tensor_copy(in, "model.layers.2.mlp.gate.e_score_correction_bias", &n2);
+    if (ba && b2 && i1 && i2) {
+        float d1, d2, s1v, s2v;
+        memcpy(&d1, ba + 16, 4);
+        memcpy(&s1v, i1, 4);
+        memcpy(&d2, b2 + 16, 4);
+        memcpy(&s2v, i2, 4);
+        CHECK_MSG(d1 - s1v != d2 - s2v, "layers 1 and 2 got the same noise");
+    }
+    free(ba);
+    free(bc);
+    free(b2);
+    free(i1);
+    free(i2);
+    grow_plan_free(&plan);
+    hf_info_free(&info);
+
+    /* BF16 model with an F32 bias whose layer 0 is all zero: noise floor std 1e-3 applies */
+    snprintf(in, sizeof in, "%s/qwen3_moe", root);
+    snprintf(a, sizeof a, "%s/q", root);
+    CHECK(hf_inspect(in, &info) == 0);
+    CHECK(hf_plan_uniform(&info, 8, &plan) == 0);
+    HfGrowOptions q = {1.0f, 3, 0};
+    CHECK(hf_grow(in, a, &plan, &q) == 0);
+    size_t nq = 0;
+    unsigned char *bq = tensor_copy(a, "model.layers.0.mlp.gate.e_score_correction_bias", &nq);
+    CHECK(bq && nq == 32);
+    if (bq && nq == 32) {
+        for (int j = 0; j < 8; j++) {
+            float v;
+            memcpy(&v, bq + 4 * j, 4);
+            if (j < 4) CHECK(v == 0.0f);
+            else CHECK_MSG(v != 0.0f && fabsf(v) < 6e-3f, "zero-bias replica %d = %g; expected N(0, 1e-3^2)", j, v);
+        }
+    }
+    free(bq);
+    grow_plan_free(&plan);
+    hf_info_free(&info);
+}
+
+static void expect_error(int rc, const char *what, const char *needle1, const char *needle2) {
+    CHECK_MSG(rc != 0, "%s: succeeded; expected an error", what);
+    if (rc == 0) return;
+    const char *msg = up_last_error();
+    CHECK_MSG(strstr(msg, needle1) != NULL, "%s: error \"%s\" lacks \"%s\"", what, msg, needle1);
+    if (needle2) CHECK_MSG(strstr(msg, needle2) != NULL, "%s: error \"%s\" lacks \"%s\"", what, msg, needle2);
+}
+
+TEST(test_hf_inspect_errors) {
+    const char *root = test_tmpdir();
+    if (make_fixtures(root, "bad_dense bad_qwen3_dense bad_unknown bad_unequal_shape bad_unequal_dtype bad_no_config") !=
+        0)
+        return;
+    HfMoeInfo info;
+    char in[1024];
+    snprintf(in, sizeof in, "%s/bad_dense", root);
+    expect_error(hf_inspect(in, &info), "dense llama", "--from-dense", "llama");
+    snprintf(in, sizeof in, "%s/bad_qwen3_dense", root);
+    expect_error(hf_inspect(in, &info), "qwen3_moe without MoE layers", "--from-dense", "qwen3_moe");
+    snprintf(in, sizeof in, "%s/bad_unknown", root);
+    expect_error(hf_inspect(in, &info), "unknown architecture", "fancy_moe", "expert_width");
+    expect_error(hf_inspect(in, &info), "unknown architecture", "num_hidden_layers", "mixtral");
+    expect_error(hf_inspect(in, &info), "unknown architecture", "qwen3_moe", "deepseek_v3");
+    snprintf(in, sizeof in, "%s/bad_unequal_shape", root);
+    expect_error(hf_inspect(in, &info), "unequal shapes", "model.layers.1.mlp.experts.2.up_proj.weight",
+                 "model.layers.1.mlp.experts.0.up_proj.weight");
+    snprintf(in, sizeof in, "%s/bad_unequal_dtype", root);
+    expect_error(hf_inspect(in, &info), "unequal dtypes", "model.layers.1.mlp.experts.3.down_proj.weight", "F32");
+    snprintf(in, sizeof in, "%s/bad_no_config", root);
+    expect_error(hf_inspect(in, &info), "no config", "config.json", "missing");
+    snprintf(in, sizeof in, "%s/does_not_exist", root);
+    expect_error(hf_inspect(in, &info), "no directory", "does_not_exist", NULL);
+
+    /* hf_grow reports the same errors and writes nothing */
+    GrowPlan plan = {0};
+    HfGrowOptions opt = {0.01f, 1, 0};
+    char out[1024];
+    snprintf(in, sizeof in, "%s/bad_dense", root);
+    snprintf(out, sizeof out, "%s/out", root);
+    expect_error(hf_grow(in, out, &plan, &opt), "grow dense", "--from-dense", NULL);
+    CHECK(!path_exists(out));
+}
+
+static int count_entries(const char *dir) {
+    DIR *d = opendir(dir);
+    int n = 0;
+    struct dirent *de;
+    while (d && (de = readdir(d)))
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) n++;
+    if (d) closedir(d);
+    return n;
+}
+
+TEST(test_hf_grow_errors_and_atomicity) {
+    const char *root = test_tmpdir();
+    if (make_fixtures(root, "qwen3_moe deepseek_v3") != 0) return;
+    char in[1024], out[1024], work[512];
+    snprintf(in, sizeof in, "%s/qwen3_moe", root);
+    snprintf(work, sizeof work, "%s/work", root);
+    CHECK(mkdir_p(work) == 0);
+    HfMoeInfo info;
+    CHECK(hf_inspect(in, &info) == 0);
+    GrowPlan plan;
+    HfGrowOptions opt = {0.01f, 1, 0};
+
+    /* plans that do not fit the checkpoint */
+    expect_error(hf_plan_uniform(&info, 6, &plan), "uniform 4->6", "not a multiple", NULL);
+    CHECK(hf_plan_uniform(&info, 8, &plan) == 0);
+    snprintf(out, sizeof out, "%s/grown", work);
+    plan.n_layers = 1;
+    expect_error(hf_grow(in, out, &plan, &opt), "plan missing a layer", "no entry for MoE layer 1", NULL);
+    plan.n_layers = 2;
+    plan.layers[1].layer = 5;
+    expect_error(hf_grow(in, out, &plan, &opt), "plan names a dense layer", "layer 5", NULL);
+    plan.layers[1].layer = 1;
+    plan.layers[1].n_new = 4;
+    expect_error(hf_grow(in, out, &plan, &opt), "unequal targets", "one expert count", NULL);
+    plan.layers[1].n_new = 8;
+    plan.layers[0].source[6] = 9;
+    expect_error(hf_grow(in, out, &plan, &opt), "bad source", "source 9", NULL);
+    plan.layers[0].source[6] = 3;
+    CHECK(count_entries(work) == 0);
+
+    /* an existing output is refused without force, replaced with it */
+    CHECK(mkdir_p(out) == 0);
+    char *marker = path_join(out, "marker");
+    CHECK(atomic_write_file(marker, "x", 1) == 0);
+    expect_error(hf_grow(in, out, &plan, &opt), "existing out", "already exists", "--force");
+    CHECK(path_exists(marker));
+    opt.force = 1;
+    CHECK_MSG(hf_grow(in, out, &plan, &opt) == 0, "force: %s", up_last_error());
+    CHECK(!path_exists(marker));
+    verify_grow(in, out, &info, &plan, opt.bias_noise, "qwen3_moe forced");
+    CHECK_MSG(count_entries(work) == 1, "work has %d entries; expected only the output", count_entries(work));
+    /* force never replaces the input or a directory holding it */
+    expect_error(hf_grow(in, in, &plan, &opt), "out == in", "is the input", NULL);
+    expect_error(hf_grow(in, root, &plan, &opt), "out holds in", "contains the input", NULL);
+    opt.force = 0;
+    free(marker);
+
+    /* output parent is a regular file */
+    char *file_parent = path_join(work, "afile");
+    CHECK(atomic_write_file(file_parent, "x", 1) == 0);
+    snprintf(out, sizeof out, "%s/grown", file_parent);
+    CHECK(hf_grow(in, out, &plan, &opt) != 0);
+    CHECK(strstr(up_last_error(), "afile") != NULL);
+    free(file_parent);
+
+    /* read-only output parent (skipped where permissions do not bind, e.g. as root) */
+    char ro[512];
+    snprintf(ro, sizeof ro, "%s/ro", root);
+    CHECK(mkdir_p(ro) == 0);
+    chmod(ro, 0555);
+    char *probe = path_join(ro, "probe");
+    FILE *pf = fopen(probe, "w");
+    if (pf) {
+        fclose(pf);
+        unlink(probe);
+        printf("    (read-only directory check skipped: permissions do not bind for this user)\n");
+    } else {
+        snprintf(out, sizeof out, "%s/grown", ro);
+        expect_error(hf_grow(in, out, &plan, &opt), "read-only parent", "ro/grown.tmp.", "Permission denied");
+        CHECK(count_entries(ro) == 0);
+    }
+    free(probe);
+    chmod(ro, 0755);
+
+    /* a write error (file size limit, like a full disk) names the file and leaves nothing */
+    snprintf(out, sizeof out, "%s/grown-limited", work);
+    struct rlimit old_limit, limit;
+    getrlimit(RLIMIT_FSIZE, &old_limit);
+    limit = old_limit;
+    limit.rlim_cur = 4096;
+    void (*old_handler)(int) = signal(SIGXFSZ, SIG_IGN);
+    CHECK(setrlimit(RLIMIT_FSIZE, &limit) == 0);
+    int rc = hf_grow(in, out, &plan, &opt);
+    setrlimit(RLIMIT_FSIZE, &old_limit);
+    signal(SIGXFSZ, old_handler);
+    expect_error(rc, "file size limit", "model-00001-of-00002.safetensors", "File too large");
+    CHECK(!path_exists(out));
+    CHECK_MSG(count_entries(work) == 2, "work has %d entries after a failed grow; expected 2", count_entries(work));
+    grow_plan_free(&plan);
+    hf_info_free(&info);
+
+    /* DeepSeek group-limited routing: the new count must split into n_group groups */
+    snprintf(in, sizeof in, "%s/deepseek_v3", root);
+    snprintf(out, sizeof out, "%s/ds5", work);
+    CHECK(hf_inspect(in, &info) == 0);
+    CHECK(info.n_group == 2);
+    const int copies[4] = {2, 1, 1, 1};
+    make_plan(&info, copies, &plan);
+    expect_error(hf_grow(in, out, &plan, &opt), "n_group", "n_group = 2", NULL);
+    CHECK(!path_exists(out));
+    grow_plan_free(&plan);
+    hf_info_free(&info);
+}
+
+TEST(test_hf_bench_checkpoint) {
+    const char *root = test_tmpdir();
+    char in[1024], out[1024];
+    snprintf(in, sizeof in, "%s/bench", root);
+    snprintf(out, sizeof out, "%s/bench-x2", root);
+    CHECK_MSG(hf_bench_make_checkpoint(in, 0.05) == 0, "%s", up_last_error());
+    HfMoeInfo info;
+    if (hf_inspect(in, &info) != 0) {
+        CHECK_MSG(0, "bench checkpoint: %s", up_last_error());
+        return;
+    }
+    CHECK(strcmp(info.model_type, "qwen3_moe") == 0);
+    CHECK(info.n_moe_layers == 4 && info.n_experts == 32 && info.has_bias && info.sharded && info.n_files == 2);
+    CHECK(strcmp(info.dtype, "BF16") == 0);
+    CHECK_MSG(info.total_bytes > 0.8 * 0.05e9 && info.total_bytes < 4 * 0.05e9, "total %lld", info.total_bytes);
+    GrowPlan plan;
+    CHECK(hf_plan_uniform(&info, 64, &plan) == 0);
+    HfGrowOptions opt = {0.01f, 1, 0};
+    CHECK_MSG(hf_grow(in, out, &plan, &opt) == 0, "%s", up_last_error());
+    verify_grow(in, out, &info, &plan, opt.bias_noise, "bench x2");
+    grow_plan_free(&plan);
+    hf_info_free(&info);
+}
