@@ -500,5 +500,27 @@ expect_fail "train --resume with corrupt trainer.json" nz "$W/ck_badstate/traine
 expect_fail "train --resume from a missing checkpoint" nz "$W/no_ckpt" "$W/o_noresume" -- \
   "$UP" train --resume "$W/no_ckpt" --data "$DATA" --out "$W/o_noresume" "${THREADS[@]}"
 
+# ---- grow ----
+run "$UP" grow --help
+if [ "$RC" -eq 0 ] && grep -q "usage:" "$CAP/out" && grep -q -- "--alloc" "$CAP/out"; then ok "grow --help"; else fail "grow --help" "exit $RC"; fi
+run "$UP" grow --list-inits
+if [ "$RC" -eq 0 ] && grep -q "drop" "$CAP/out" && grep -q "adversarial" "$CAP/out"; then ok "grow --list-inits lists expert and router methods"; else fail "grow --list-inits" "exit $RC"; fi
+expect_fail "grow --factor 0" 2 "--factor" "$W/g_f0" -- "$UP" grow --ckpt "$CK" --out "$W/g_f0" --factor 0
+expect_fail "grow to fewer experts" nz "below" "$W/g_few" -- "$UP" grow --ckpt "$CK" --out "$W/g_few" --experts 2
+expect_fail "grow uniform to a non-multiple" nz "multiple" "$W/g_nm" -- "$UP" grow --ckpt "$CK" --out "$W/g_nm" --experts 12
+expect_fail "grow with an unknown init method" nz "drop" "$W/g_bad" -- "$UP" grow --ckpt "$CK" --out "$W/g_bad" --factor 2 --expert-init nonsense
+expect_fail "grow from a missing checkpoint" nz "$W/nothing" "$W/g_miss" -- "$UP" grow --ckpt "$W/nothing" --out "$W/g_miss" --factor 2
+run "$UP" grow --ckpt "$CK" --out "$W/g_ok" --factor 2 --check --data "$DATA" "${THREADS[@]}"
+if [ "$RC" -eq 0 ] && grep -q "before" "$CAP/out" && [ -f "$W/g_ok/grow.json" ] && [ -f "$W/g_ok/optimizer.safetensors" ]; then
+  ok "grow --factor 2 --check writes the checkpoint, grow.json and prints the gap"
+else fail "grow --factor 2 --check" "exit $RC: $(oneline "$ERR")"; fi
+expect_fail "grow into an existing output without --force" nz "--force" "" -- "$UP" grow --ckpt "$CK" --out "$W/g_ok" --factor 2
+run "$UP" grow --ckpt "$CK" --out "$W/g_util" --experts 12 --alloc utility --data "$DATA" "${THREADS[@]}"
+if [ "$RC" -eq 0 ] && py "import json;d=json.load(open('$W/g_util/grow.json'));l=d['layers'][0];assert len(l['source'])==12 and sum(l['copies'])==12 and min(l['copies'])>=1" >/dev/null; then
+  ok "grow --alloc utility to a non-multiple (12 experts)"
+else fail "grow --alloc utility --experts 12" "exit $RC: $(oneline "$ERR")"; fi
+run "$UP" train --init "$W/g_ok" --data "$DATA" --split cpt --out "$W/g_cpt" --steps 3 --batch-size 4 --seq-len 32 --eval-every 3 --eval-batches 2 "${THREADS[@]}"
+if [ "$RC" -eq 0 ] && [ -f "$W/g_cpt/final/model.safetensors" ]; then ok "train --init from a grown checkpoint (CPT)"; else fail "train --init grown" "exit $RC: $(oneline "$ERR")"; fi
+
 echo "cli: $PASS passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]

@@ -57,7 +57,7 @@ int cmd_grow(int argc, char **argv) {
     grow_options_defaults(&o);
     const char *in = NULL, *out = NULL, *alloc = "uniform", *utility = "grad2", *optim = "copy", *layers = "all";
     const char *expert_init = "copy", *router_init = "copy", *seed_str = NULL;
-    int help_inits = 0;
+    int help_inits = 0, threads = 0;
     CliOption opts[] = {
         {"ckpt", OPT_STR, &in, "input checkpoint: an upcycle checkpoint or a Hugging Face MoE directory (required)"},
         {"out", OPT_STR, &out, "output checkpoint directory (required; refused if it exists unless --force)"},
@@ -80,6 +80,7 @@ int cmd_grow(int argc, char **argv) {
         {"top-k", OPT_INT, &o.top_k, "with --from-dense: experts per token"},
         {"sparse-step", OPT_INT, &o.sparse_step, "with --from-dense: every Nth layer becomes MoE (default 1: all)"},
         {"force", OPT_FLAG, &o.force, "replace an existing output directory"},
+        {"threads", OPT_INT, &threads, "threads (default: all cores)"},
         {"list-inits", OPT_FLAG, &help_inits, "list the expert and router init methods with their parameters"},
     };
     int prc = cli_parse("grow", "--ckpt IN --out OUT (--factor M | --experts N) [options]", argc, argv, opts,
@@ -91,7 +92,7 @@ int cmd_grow(int argc, char **argv) {
     }
     if (!in || !out) return cli_usage_error("grow", "--ckpt and --out are required");
     if (o.factor && o.target_experts) return cli_usage_error("grow", "--factor and --experts are exclusive");
-    if (!o.from_dense && !o.factor && !o.target_experts) return cli_usage_error("grow", "one of --factor M or --experts N is required");
+    if (!o.from_dense && !o.factor && !o.target_experts) return cli_usage_error("grow", "--factor or --experts is missing or 0; expected --factor M (M >= 1) or --experts N");
     if (o.factor < 0 || (o.factor == 0 && o.target_experts < 0))
         return cli_usage_error("grow", "--factor %d; expected an integer >= 1", o.factor);
     if (o.utility_batches < 1 || o.check_batches < 1) return cli_usage_error("grow", "--utility-batches and --check-batches must be >= 1");
@@ -116,6 +117,7 @@ int cmd_grow(int argc, char **argv) {
         o.seed = strtoull(seed_str, &end, 10);
         if (!*seed_str || *end) return cli_usage_error("grow", "--seed %s; expected a non-negative integer", seed_str);
     }
+    cli_set_threads(threads);
     if (!is_dir(in)) {
         up_error("%s: not a checkpoint directory; expected a directory with config.json and safetensors", in);
         return cli_fail();
