@@ -186,6 +186,9 @@ TEST(grow_errors) {
     o.target_experts = 6; /* uniform, not divisible */
     CHECK(grow_checkpoint(src_dir, out, &o, &r) == -1 && strstr(up_last_error(), "multiple"));
     CHECK(!path_exists(out));
+    o.target_experts = 8, o.layers = "0"; /* layer 0 is dense */
+    CHECK(grow_checkpoint(src_dir, out, &o, &r) == -1 && strstr(up_last_error(), "not an MoE layer"));
+    o.layers = NULL;
     /* a dense checkpoint: suggests --from-dense */
     mc.n_experts = 0;
     char *dense = fixture_trained_checkpoint("dense", &mc, &tc, data);
@@ -197,6 +200,34 @@ TEST(grow_errors) {
 
 /* Sparse upcycling: N identical copies of the dense FFN with renormalized gates compute the
  * dense FFN exactly, so the loss does not move. */
+/* --layers: heuristics apply to the listed layers only; the others get exact copies */
+TEST(grow_layers_selects_where_heuristics_apply) {
+    ModelConfig mc;
+    TrainConfig tc;
+    fixture_small_run(&mc, &tc);
+    mc.decoder_sparse_step = 1, mc.n_layers = 3; /* MoE layers 0, 1, 2 */
+    char *data = fixture_data_dir(), *src_dir = fixture_trained_checkpoint("src", &mc, &tc, data);
+    char *out = path_join(test_tmpdir(), "g");
+    GrowOptions o;
+    grow_options_defaults(&o);
+    o.factor = 2, o.quiet = 1, o.layers = "1";
+    CHECK(expert_init_parse("scaled:factor=0.5", &o.expert_init) == 0);
+    GrowReport r;
+    CHECK(grow_checkpoint(src_dir, out, &o, &r) == 0);
+    Model a, b;
+    CHECK(load(src_dir, &a) == 0 && load(out, &b) == 0);
+    size_t n = (size_t)mc.moe_intermediate_size * mc.d_model;
+    for (int layer = 0; layer < 3; layer++) {
+        const float *src = tensor(&a, "model.layers.%d.mlp.experts.0.up_proj.weight", layer, 0);
+        const float *rep = tensor(&b, "model.layers.%d.mlp.experts.4.up_proj.weight", layer, 0);
+        int exact = memcmp(src, rep, n * 4) == 0, halved = 1;
+        for (size_t i = 0; i < n; i++) halved &= rep[i] == 0.5f * src[i];
+        CHECK_MSG(layer == 1 ? halved : exact, "layer %d: replica of expert 0 should be %s", layer, layer == 1 ? "scaled" : "an exact copy");
+    }
+    model_free(&a), model_free(&b);
+    free(out), free(src_dir), free(data);
+}
+
 TEST(grow_from_dense_preserves_function) {
     ModelConfig mc;
     TrainConfig tc;

@@ -1,6 +1,12 @@
 /* upcycle bench gemm | train: figures, not pass/fail. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "grow/hf.h"
+#include "util.h"
 
 #include "bench.h"
 #include "cli.h"
@@ -52,12 +58,72 @@ static int bench_train_cmd(int argc, char **argv) {
     return 0;
 }
 
+/* grow throughput next to `cp` of the same bytes, in the same run */
+static int bench_grow_cmd(int argc, char **argv) {
+    const char *dir = NULL;
+    float gigabytes = 2.0f;
+    int keep = 0;
+    CliOption opts[] = {
+        {"dir", OPT_STR, &dir, "scratch directory (default: a new directory under $TMPDIR or /tmp)"},
+        {"gb", OPT_FLOAT, &gigabytes, "size of the generated bf16 checkpoint in GB (default 2)"},
+        {"keep", OPT_FLAG, &keep, "keep the generated files"},
+    };
+    int prc = cli_parse("bench grow", "[--gb G] [--dir DIR]", argc, argv, opts, 3);
+    if (prc) return prc == 1 ? 0 : prc;
+    if (gigabytes <= 0 || gigabytes > 1000) return cli_usage_error("bench grow", "--gb %g; expected 0 < G <= 1000", gigabytes);
+    char scratch[1024];
+    if (dir) snprintf(scratch, sizeof scratch, "%s", dir);
+    else snprintf(scratch, sizeof scratch, "%s/upcycle-bench-grow-%ld", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", (long)getpid());
+    if (mkdir_p(scratch)) return cli_fail();
+    char *in = path_join(scratch, "in"), *copy = path_join(scratch, "copy"), *out = path_join(scratch, "grown");
+    remove_tree(in), remove_tree(copy), remove_tree(out);
+    int rc = hf_bench_make_checkpoint(in, gigabytes);
+    HfMoeInfo info;
+    if (!rc) rc = hf_inspect(in, &info);
+    if (rc) {
+        free(in), free(copy), free(out);
+        return cli_fail();
+    }
+    double in_gb = info.total_bytes / 1e9;
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "sync; cp -r '%s' '%s' && sync", in, copy);
+    double t0 = now_seconds();
+    int cp_rc = system(cmd);
+    double t_cp = now_seconds() - t0;
+    GrowPlan plan;
+    HfGrowOptions hopt = {.bias_noise = 1.0f, .seed = 1, .force = 0};
+    rc = hf_plan_uniform(&info, 2 * info.n_experts, &plan);
+    t0 = now_seconds();
+    if (!rc) rc = hf_grow(in, out, &plan, &hopt);
+    double t_grow = now_seconds() - t0;
+    if (!rc) grow_plan_free(&plan);
+    if (!rc) {
+        HfMoeInfo grown;
+        double out_gb = 0;
+        if (hf_inspect(out, &grown) == 0) out_gb = grown.total_bytes / 1e9, hf_info_free(&grown);
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        printf("checkpoint: %.2f GB bf16, %d MoE layers x %d experts -> %d experts (%.2f GB written)\n", in_gb,
+               info.n_moe_layers, info.n_experts, 2 * info.n_experts, out_gb);
+        printf("cp -r (read %.2f GB, write %.2f GB): %.2f s = %.2f GB/s written%s\n", in_gb, in_gb, t_cp, in_gb / t_cp,
+               cp_rc ? " (cp failed)" : "");
+        printf("grow 2x (read %.2f GB, write %.2f GB): %.2f s = %.2f GB/s written\n", in_gb, out_gb, t_grow, out_gb / t_grow);
+        printf("grow / cp throughput (bytes written per second): %.2fx; peak RSS %.0f MB (checkpoint %.0f MB)\n",
+               (out_gb / t_grow) / (in_gb / t_cp), ru.ru_maxrss / 1024.0, in_gb * 1e3);
+    }
+    hf_info_free(&info);
+    if (!keep) remove_tree(in), remove_tree(copy), remove_tree(out), (dir ? 0 : rmdir(scratch));
+    free(in), free(copy), free(out);
+    return rc ? cli_fail() : 0;
+}
+
 int cmd_bench(int argc, char **argv) {
+    if (argc >= 1 && !strcmp(argv[0], "grow")) return bench_grow_cmd(argc - 1, argv + 1);
     if (argc >= 1 && !strcmp(argv[0], "gemm")) return bench_gemm(argc - 1, argv + 1);
     if (argc >= 1 && !strcmp(argv[0], "train")) return bench_train_cmd(argc - 1, argv + 1);
     if (argc >= 1 && (!strcmp(argv[0], "--help") || !strcmp(argv[0], "-h"))) {
-        printf("usage: upcycle bench gemm [--size N] | upcycle bench train [--preset P] [--steps N]\n");
+        printf("usage: upcycle bench gemm [--size N] | bench train [--preset P] [--steps N] | bench grow [--gb G]\n");
         return 0;
     }
-    return cli_usage_error("bench", "expected 'gemm' or 'train'");
+    return cli_usage_error("bench", "missing or unknown benchmark; expected gemm, train or grow");
 }

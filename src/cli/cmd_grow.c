@@ -30,7 +30,7 @@ static int is_upcycle_checkpoint(const char *dir) {
 /* Hugging Face MoE checkpoints (Qwen2/3-MoE, OLMoE, Mixtral, DeepSeek-V2/V3): streamed
  * uniform growth; utility allocation and init heuristics need our engine's architecture. */
 static int cli_grow_hf(const char *in, const char *out, const GrowOptions *o) {
-    if (o->alloc != ALLOC_UNIFORM || o->from_dense || o->check || strcmp(o->expert_init.name, "copy") ||
+    if (o->alloc != ALLOC_UNIFORM || (o->layers && strcmp(o->layers, "all")) || o->from_dense || o->check || strcmp(o->expert_init.name, "copy") ||
         strcmp(o->router_init.name, "copy")) {
         up_error("%s: not an upcycle checkpoint; expected only uniform growth with copy init for Hugging Face checkpoints "
                  "(--alloc utility, --check, --from-dense and init heuristics need an upcycle checkpoint)", in);
@@ -72,7 +72,7 @@ int cmd_grow(int argc, char **argv) {
         {"expert-init", OPT_STR, &expert_init, "replica expert init METHOD[:k=v,...] (see --list-inits; default copy)"},
         {"router-init", OPT_STR, &router_init, "replica router-row init METHOD[:k=v,...] (default copy)"},
         {"optim-state", OPT_STR, &optim, "replica Adam state: copy (default), reset, scale (m/r, v/r^2), interpolate"},
-        {"layers", OPT_STR, &layers, "all (default); the Qwen3-MoE config has one expert count for all MoE layers"},
+        {"layers", OPT_STR, &layers, "all (default) or a list 1,3: layers where utility allocation and init heuristics apply; the others grow uniformly by exact copy (one expert count for all layers)"},
         {"seed", OPT_STR, &seed_str, "seed for noise and init heuristics (default 1)"},
         {"check", OPT_FLAG, &o.check, "print val loss before and after growth on a few batches (needs --data)"},
         {"check-batches", OPT_INT, &o.check_batches, "batches for --check (default 4)"},
@@ -97,10 +97,7 @@ int cmd_grow(int argc, char **argv) {
         return cli_usage_error("grow", "--factor %d; expected an integer >= 1", o.factor);
     if (o.utility_batches < 1 || o.check_batches < 1) return cli_usage_error("grow", "--utility-batches and --check-batches must be >= 1");
     if (o.bias_noise < 0) return cli_usage_error("grow", "--bias-noise %g; expected >= 0", o.bias_noise);
-    if (strcmp(layers, "all")) {
-        up_error("--layers %s: per-layer expert counts cannot be expressed in a Qwen3-MoE config.json; expected all", layers);
-        return cli_fail();
-    }
+    o.layers = layers;
     static const char *const allocs[] = {"uniform", "utility"};
     static const char *const utilities[] = {"grad2", "saliency", "weight-norm", "fisher"};
     static const char *const optims[] = {"copy", "reset", "scale", "interpolate"};

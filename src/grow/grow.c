@@ -274,6 +274,23 @@ static void print_plan_table(const GrowPlan *plan, int utility) {
     }
 }
 
+/* --layers: NULL or "all" selects every layer; else a comma list of MoE layer indices */
+static int parse_layers(const char *spec, const Model *m, int *selected) {
+    for (int l = 0; l < m->cfg.n_layers; l++) selected[l] = spec == NULL || !strcmp(spec, "all");
+    if (spec == NULL || !strcmp(spec, "all")) return 0;
+    char *copy = xstrdup(spec), *save = NULL;
+    int rc = 0;
+    for (char *tok = strtok_r(copy, ",", &save); tok && !rc; tok = strtok_r(NULL, ",", &save)) {
+        char *end;
+        long l = strtol(tok, &end, 10);
+        if (*end || end == tok || l < 0 || l >= m->cfg.n_layers || !m->layers[l].is_moe)
+            rc = up_error("--layers %s: '%s' is not an MoE layer of this checkpoint; expected all or a list of MoE layer indices", spec, tok);
+        else selected[l] = 1;
+    }
+    free(copy);
+    return rc;
+}
+
 static double check_loss(Model *m, const char *data_dir, int B, int T, int batches) {
     Loader ld;
     if (loader_open(&ld, data_dir, "val", B, T, 0, 0)) return NAN;
@@ -323,6 +340,8 @@ int grow_checkpoint(const char *in_dir, const char *out_dir, const GrowOptions *
         utility = xcalloc((size_t)n_moe * sc->n_experts, sizeof(double));
         rc = utilities_of_model(&src, in_dir, has_opt, opt->data_dir, opt->utility, opt->utility_batches, utility);
     }
+    int selected[MAX_LAYERS];
+    if (!rc) rc = parse_layers(opt->layers, &dst, selected);
     int row = 0;
     for (int l = 0; l < dc.n_layers && !rc; l++) {
         if (!dst.layers[l].is_moe) continue;
@@ -335,7 +354,7 @@ int grow_checkpoint(const char *in_dir, const char *out_dir, const GrowOptions *
         if (opt->from_dense) {
             lp->copies[0] = lp->n_new;
             for (int j = 0; j < lp->n_new; j++) lp->source[j] = 0;
-        } else if (opt->alloc == ALLOC_UTILITY) {
+        } else if (opt->alloc == ALLOC_UTILITY && selected[l]) {
             lp->utility = xmalloc(sizeof(double) * lp->n_old);
             memcpy(lp->utility, utility + (size_t)row * lp->n_old, sizeof(double) * lp->n_old);
             rc = allocate_greedy(lp, lp->utility, opt->max_copies);
@@ -384,6 +403,7 @@ int grow_checkpoint(const char *in_dir, const char *out_dir, const GrowOptions *
             float noise = grow_bias_noise_std(bias, lp->n_old, opt->bias_noise);
             for (int j = lp->n_old; j < lp->n_new && !rc; j++) {
                 bias[j] += noise * rng_normal(&rng);
+                if (!selected[lp->layer]) continue; /* outside --layers: exact copies */
                 rc = expert_init_apply(&opt->expert_init, gate, up, down, lp->n_new, C, F, lp->source[j], j, &rng);
                 if (!rc) rc = router_init_apply(&opt->router_init, router, bias, lp->n_new, C, lp->source[j], j, &rng);
             }

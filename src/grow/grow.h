@@ -33,6 +33,8 @@ typedef struct {
     uint64_t seed;
     int check;                /* val loss before/after on check_batches batches */
     int check_batches;
+    const char *layers;       /* NULL/"all", or "1,3,..": layers where utility allocation and init
+                               * heuristics apply; other MoE layers grow uniformly by exact copy */
     int force;
     int quiet;
     /* dense -> MoE sparse upcycling */
