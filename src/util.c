@@ -81,7 +81,7 @@ int atomic_open(AtomicFile *af, const char *path) {
     return 0;
 }
 
-static char *dir_of(const char *path) {
+char *path_dirname(const char *path) {
     char *d = xstrdup(path);
     char *slash = strrchr(d, '/');
     if (!slash) {
@@ -105,7 +105,7 @@ int atomic_commit(AtomicFile *af) {
         up_error("%s: write failed (%s); expected enough disk space and a writable directory", af->path,
                  strerror(err));
     } else {
-        char *d = dir_of(af->path);
+        char *d = path_dirname(af->path);
         fsync_dir(d);
         free(d);
     }

@@ -41,6 +41,7 @@ int is_dir(const char *path);
 int mkdir_p(const char *path);
 int remove_tree(const char *path);
 char *path_join(const char *a, const char *b); /* malloc'd "a/b" */
+char *path_dirname(const char *path);           /* malloc'd parent directory ("." if none) */
 
 /* ---- random numbers: splitmix64 seeding + xoshiro256** ---- */
 typedef struct {

@@ -11,12 +11,7 @@
 #include "test.h"
 #include "util.h"
 
-static int load(const char *dir, Model *m) {
-    ModelConfig c;
-    if (checkpoint_load_config(dir, &c) || model_create(m, &c, backend_cpu()) || checkpoint_load_weights(dir, m)) return -1;
-    if (checkpoint_has_optimizer(dir)) return checkpoint_load_optimizer(dir, m);
-    return 0;
-}
+static int load(const char *dir, Model *m) { return checkpoint_load_model(dir, m, 1, NULL); }
 
 static float *tensor(const Model *m, const char *fmt, int a, int b) {
     char name[PARAM_NAME_MAX];

@@ -12,17 +12,7 @@
 #include "train.h"
 #include "util.h"
 
-/* Creates the model of a checkpoint and loads its weights. */
-static int load_model(const char *ckpt, Model *m) {
-    ModelConfig mc;
-    if (checkpoint_load_config(ckpt, &mc)) return -1;
-    if (model_create(m, &mc, backend_cpu())) return -1;
-    if (checkpoint_load_weights(ckpt, m)) {
-        model_free(m);
-        return -1;
-    }
-    return 0;
-}
+static int load_model(const char *ckpt, Model *m) { return checkpoint_load_model(ckpt, m, 0, NULL); }
 
 /* batch shape: the checkpoint's training shape unless given */
 static void default_shape(const char *ckpt, int *batch, int *seq) {

@@ -290,6 +290,15 @@ static void cpu_swiglu_backward(float *dgate, float *dup, const float *dout, con
     }
 }
 
+/* out[i] = exp(in[i] - max(in)); returns the sum, *max_out the max (a stable softmax's parts) */
+static inline float exp_shifted(float *out, const float *in, int n, float *max_out) {
+    float mx = -INFINITY, sum = 0;
+    for (int i = 0; i < n; i++) mx = in[i] > mx ? in[i] : mx;
+    for (int i = 0; i < n; i++) sum += (out[i] = expf(in[i] - mx));
+    *max_out = mx;
+    return sum;
+}
+
 /* ---- router ---- */
 
 static double cpu_router_forward(float *probs, int32_t *topk, float *gates, int32_t *loads, const float *logits,
@@ -298,11 +307,8 @@ static double cpu_router_forward(float *probs, int32_t *topk, float *gates, int3
 #pragma omp parallel for schedule(static) reduction(+ : z_sum)
     for (int t = 0; t < N; t++) {
         const float *l = logits + (size_t)t * E;
-        float *p = probs + (size_t)t * E;
-        float mx = -INFINITY;
-        for (int e = 0; e < E; e++) mx = l[e] > mx ? l[e] : mx;
-        float sum = 0;
-        for (int e = 0; e < E; e++) sum += (p[e] = expf(l[e] - mx));
+        float *p = probs + (size_t)t * E, mx;
+        float sum = exp_shifted(p, l, E, &mx);
         for (int e = 0; e < E; e++) p[e] /= sum;
         double lse = mx + log((double)sum);
         z_sum += lse * lse;
@@ -509,12 +515,8 @@ static void cpu_crossentropy_backward(float *dlogits, const float *logits, const
 #pragma omp parallel for schedule(static)
     for (int t = 0; t < N; t++) {
         const float *l = logits + (size_t)t * V;
-        float *d = dlogits + (size_t)t * V;
-        float mx = -INFINITY;
-        for (int i = 0; i < V; i++) mx = l[i] > mx ? l[i] : mx;
-        float sum = 0;
-        for (int i = 0; i < V; i++) sum += (d[i] = expf(l[i] - mx));
-        float inv = scale / sum;
+        float *d = dlogits + (size_t)t * V, mx;
+        float inv = scale / exp_shifted(d, l, V, &mx);
         for (int i = 0; i < V; i++) d[i] *= inv;
         d[targets[t]] -= scale;
     }

@@ -38,21 +38,7 @@ static void batch_shape(const char *ckpt, const ModelConfig *c, int *B, int *T) 
     if (*T > c->max_seq_len) *T = c->max_seq_len;
 }
 
-static int load_model(const char *dir, Model *m, int *has_optimizer) {
-    ModelConfig c;
-    if (checkpoint_load_config(dir, &c)) return -1;
-    if (model_create(m, &c, backend_cpu())) return -1;
-    if (checkpoint_load_weights(dir, m)) {
-        model_free(m);
-        return -1;
-    }
-    *has_optimizer = checkpoint_has_optimizer(dir);
-    if (*has_optimizer && checkpoint_load_optimizer(dir, m)) {
-        model_free(m);
-        return -1;
-    }
-    return 0;
-}
+static int load_model(const char *dir, Model *m, int *has_optimizer) { return checkpoint_load_model(dir, m, 1, has_optimizer); }
 
 /* the three tensors of expert e of layer l: offsets into the parameter buffer */
 static void expert_slices(const Model *m, int layer, int e, size_t offsets[3], size_t sizes[3]) {

@@ -87,17 +87,6 @@ static char *str_printf(const char *fmt, ...) {
     return s;
 }
 
-static char *parent_dir(const char *path) {
-    char *d = xstrdup(path);
-    char *slash = strrchr(d, '/');
-    if (!slash) {
-        free(d);
-        return xstrdup(".");
-    }
-    if (slash == d) slash[1] = 0;
-    else *slash = 0;
-    return d;
-}
 
 /* Parses a non-negative decimal integer at *p (at least one digit, no sign), advancing *p. */
 static int parse_index(const char **p, long *out) {
@@ -1156,7 +1145,7 @@ static int finish(const char *tmp, const char *out, int force) {
     } else if (rename(tmp, out) != 0) {
         return up_error("%s: cannot rename %s into place (%s); expected a writable parent", out, tmp, strerror(errno));
     }
-    char *parent = parent_dir(out);
+    char *parent = path_dirname(out);
     fsync_dir(parent);
     free(parent);
     return 0;
@@ -1173,7 +1162,7 @@ int hf_grow(const char *in_dir, const char *out_dir, const GrowPlan *plan, const
     char *out = xstrdup(out_dir);
     for (size_t n = strlen(out); n > 1 && out[n - 1] == '/'; n--) out[n - 1] = 0;
     char *tmp = str_printf("%s.tmp.%ld", out, (long)getpid());
-    char *parent = parent_dir(out);
+    char *parent = path_dirname(out);
     int made_tmp = 0;
     int rc = check_plan(&ck, plan, &gs);
     if (rc == 0) rc = check_paths(in_dir, out, opt->force);

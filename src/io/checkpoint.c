@@ -140,15 +140,9 @@ int checkpoint_save_with(const char *dir, const Model *m, const TrainerState *st
         }
         if (!rc) {
             remove_tree(old);
-            char *slash = strrchr(dir, '/');
-            if (slash) {
-                char *parent = xstrdup(dir);
-                parent[slash - dir] = 0;
-                fsync_dir(parent[0] ? parent : "/");
-                free(parent);
-            } else {
-                fsync_dir(".");
-            }
+            char *parent = path_dirname(dir);
+            fsync_dir(parent);
+            free(parent);
         }
     }
     if (rc) remove_tree(tmp);
@@ -201,6 +195,18 @@ int checkpoint_load_weights(const char *dir, Model *m) {
     free(host);
     st_close(&f);
     return rc;
+}
+
+int checkpoint_load_model(const char *dir, Model *m, int with_optimizer, int *has_optimizer) {
+    ModelConfig c;
+    if (checkpoint_load_config(dir, &c) || model_create(m, &c, backend_cpu())) return -1;
+    int has = with_optimizer && checkpoint_has_optimizer(dir);
+    if (checkpoint_load_weights(dir, m) || (has && checkpoint_load_optimizer(dir, m))) {
+        model_free(m);
+        return -1;
+    }
+    if (has_optimizer) *has_optimizer = has;
+    return 0;
 }
 
 int checkpoint_has_optimizer(const char *dir) {

@@ -33,6 +33,9 @@ int checkpoint_load_config(const char *dir, ModelConfig *cfg);
  * match the model's table, and no tensor may be missing or unexpected. */
 int checkpoint_load_weights(const char *dir, Model *m);
 int checkpoint_load_optimizer(const char *dir, Model *m);
+/* Creates the model of DIR/config.json on the CPU backend and loads its weights, and its
+ * optimizer state when with_optimizer and the checkpoint has one (*has_optimizer says which). */
+int checkpoint_load_model(const char *dir, Model *m, int with_optimizer, int *has_optimizer);
 int checkpoint_has_optimizer(const char *dir);
 /* 1 if DIR/config.json was written by upcycle (has our upcycle_* keys), else 0 */
 int checkpoint_is_upcycle(const char *dir);
