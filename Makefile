@@ -7,7 +7,7 @@ CC      ?= cc
 MULTIARCH := $(shell $(CC) -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
 OPT     := -O3 $(if $(PORTABLE),,-march=native)
 CFLAGS  ?= $(OPT) -g
-CFLAGS  += -std=c11 -fopenmp -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -D_GNU_SOURCE -Isrc
+CFLAGS  += -std=c11 -fopenmp -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Wno-format-truncation -D_GNU_SOURCE -Isrc
 LDLIBS  := -fopenmp -lm
 
 # ---- feature detection ----

@@ -492,3 +492,17 @@ int train_config_load_bare_json(TrainConfig *t, const char *path) {
     cJSON_Delete(j);
     return rc;
 }
+
+int model_config_overlay_json(ModelConfig *c, const cJSON *overlay, const char *origin) {
+    cJSON *base = model_config_to_json(c);
+    const cJSON *it;
+    cJSON_ArrayForEach(it, overlay) {
+        cJSON_DeleteItemFromObjectCaseSensitive(base, it->string);
+        cJSON_AddItemToObject(base, it->string, cJSON_Duplicate(it, 1));
+    }
+    int rc = model_config_from_json(c, base, origin);
+    cJSON_Delete(base);
+    return rc;
+}
+
+int train_config_overlay_json(TrainConfig *t, const cJSON *j, const char *origin) { return train_config_from_json(t, j, origin); }

@@ -78,4 +78,10 @@ int train_config_load_json(ModelConfig *m, TrainConfig *t, const char *path);
 int train_config_save_json(const TrainConfig *t, const char *path); /* bare training keys */
 int train_config_load_bare_json(TrainConfig *t, const char *path);
 
+/* Overlays the keys present in a cJSON object on an existing config (Hugging Face keys for the
+ * model, training keys for train); errors name origin and the key. */
+struct cJSON;
+int model_config_overlay_json(ModelConfig *c, const struct cJSON *j, const char *origin);
+int train_config_overlay_json(TrainConfig *t, const struct cJSON *j, const char *origin);
+
 #endif

@@ -122,6 +122,11 @@ int train_run(const ModelConfig *model_cfg, const TrainConfig *train_cfg, const 
     } else {
         model_init_weights(&m, tc.seed);
     }
+    if (!rc && !opt->resume && opt->stream_from) {
+        TrainerState from;
+        rc = trainer_state_load(opt->stream_from, &from);
+        if (!rc) loader_set_position(&train_ld, from.data_epoch, from.data_cursor);
+    }
     if (rc) {
         model_free(&m);
         loader_close(&train_ld), loader_close(&val_ld);
@@ -166,7 +171,9 @@ int train_run(const ModelConfig *model_cfg, const TrainConfig *train_cfg, const 
     double imbalance[MAX_LAYERS];
     double last_val = NAN;
 
+    double step_seconds = 0;
     while (st.step < tc.steps) {
+        double t_step = now_seconds();
         float lr = lr_at(&tc, st.step, tc.steps);
         loader_next(&train_ld, tokens);
         model_zero_grad(&m);
@@ -182,6 +189,7 @@ int train_run(const ModelConfig *model_cfg, const TrainConfig *train_cfg, const 
         st.tokens_seen += (long long)tc.batch_size * tc.seq_len;
         st.data_epoch = train_ld.epoch, st.data_cursor = train_ld.cursor;
         window_steps++;
+        step_seconds += now_seconds() - t_step;
 
         int n_imb = layer_imbalance(&m, imbalance);
         int do_eval = tc.eval_every > 0 && (st.step % tc.eval_every == 0 || st.step == tc.steps);
@@ -223,9 +231,11 @@ int train_run(const ModelConfig *model_cfg, const TrainConfig *train_cfg, const 
         free(final_dir);
     }
     result->seconds = elapsed;
+    result->step_seconds = step_seconds;
     result->tokens_per_second = result->steps_run ? result->steps_run * (double)tc.batch_size * tc.seq_len / elapsed : 0;
     result->final_train_loss = result->steps_run ? result->losses[result->steps_run - 1] : NAN;
-    result->final_val_loss = isnan(last_val) ? evaluate_loss(&m, &val_ld, tc.eval_batches) : last_val;
+    if (opt->final_eval_batches > 0) result->final_val_loss = evaluate_loss(&m, &val_ld, opt->final_eval_batches);
+    else result->final_val_loss = isnan(last_val) ? evaluate_loss(&m, &val_ld, tc.eval_batches) : last_val;
     fclose(metrics);
     free(metrics_path);
     free(tokens);

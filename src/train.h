@@ -13,6 +13,8 @@ typedef struct {
     const char *out_dir;     /* checkpoints, metrics.jsonl */
     const char *resume;      /* checkpoint to resume (weights, optimizer, data position, schedule) */
     const char *init;        /* checkpoint to start a new stage from (weights; optimizer state if present) */
+    const char *stream_from; /* continue the data stream at this checkpoint's position (e.g. the grown one) */
+    int final_eval_batches;  /* batches for the final validation loss (0: train.eval_batches) */
     int quiet;               /* no progress lines */
     int keep_checkpoints;    /* periodic checkpoints kept (default 2) */
 } TrainOptions;
@@ -21,6 +23,7 @@ typedef struct {
     int steps_run;
     double final_train_loss, final_val_loss;
     double seconds, tokens_per_second;
+    double step_seconds;     /* time in training steps only (no evaluation, no checkpoints) */
     float *losses;           /* per step of this run (malloc'd, steps_run entries) */
 } TrainResult;
 

@@ -26,5 +26,7 @@ int cmd_sample(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_grow(int argc, char **argv);
+int cmd_experiment(int argc, char **argv);
+int cmd_diag(int argc, char **argv);
 
 #endif

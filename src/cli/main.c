@@ -14,6 +14,8 @@ static const Command g_commands[] = {
     {"tokenize", cmd_tokenize, "turn a text file into token shards (byte or BPE) for pretrain/cpt/val"},
     {"train", cmd_train, "train a model from a preset or config, or resume / continue a checkpoint"},
     {"grow", cmd_grow, "grow a trained MoE's experts (E -> m*E): uniform or utility-based, init heuristics"},
+    {"diag", cmd_diag, "replica diagnostics of a grown checkpoint: weight cosines, token overlap, load"},
+    {"experiment", cmd_experiment, "Fixed-E vs Upcycled vs Fixed-mE over seeds and sweeps, with a report"},
     {"eval", cmd_eval, "validation loss and perplexity of a checkpoint"},
     {"sample", cmd_sample, "generate text from a checkpoint"},
     {"inspect", cmd_inspect, "config, parameter counts, experts, balancing biases of a checkpoint"},
@@ -33,6 +35,8 @@ int main(int argc, char **argv) {
     }
     for (size_t i = 0; i < sizeof g_commands / sizeof *g_commands; i++)
         if (!strcmp(argv[1], g_commands[i].name)) return g_commands[i].run(argc - 2, argv + 2);
-    fprintf(stderr, "upcycle: unknown command '%s'; expected one of tokenize, train, grow, eval, sample, inspect, bench\n", argv[1]);
+    fprintf(stderr, "upcycle: unknown command '%s'; expected one of", argv[1]);
+    for (size_t i = 0; i < sizeof g_commands / sizeof *g_commands; i++) fprintf(stderr, "%s %s", i ? "," : "", g_commands[i].name);
+    fprintf(stderr, "\n");
     return 2;
 }

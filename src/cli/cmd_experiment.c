@@ -1,0 +1,62 @@
+/* upcycle experiment: Fixed-E vs Upcycled vs Fixed-mE (and sweeps) over seeds, with a report. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "experiment/experiment.h"
+#include "util.h"
+
+int cmd_experiment(int argc, char **argv) {
+    const char *preset = NULL, *plan_file = NULL, *data = NULL, *out = NULL, *device = "cpu";
+    int seeds = 0, threads = 0, dry_run = 0, probe_batches = 2, list = 0;
+    CliOption opts[] = {
+        {"preset", OPT_STR, &preset, "demo (~5 min), paper-tiny (~45 min), paper-full (hours)"},
+        {"plan", OPT_STR, &plan_file, "a plan JSON file instead of a preset (format: README)"},
+        {"data", OPT_STR, &data, "data directory from `upcycle tokenize` (required)"},
+        {"out", OPT_STR, &out, "output directory; re-running resumes (finished stages are skipped)"},
+        {"seeds", OPT_INT, &seeds, "override the plan's number of seeds"},
+        {"device", OPT_STR, &device, "cpu (default); cuda once the CUDA backend exists"},
+        {"probe-batches", OPT_INT, &probe_batches, "validation batches for the replica diagnostics (0 disables)"},
+        {"threads", OPT_INT, &threads, "threads (default: all cores)"},
+        {"dry-run", OPT_FLAG, &dry_run, "list the runs and stages and exit"},
+        {"list-presets", OPT_FLAG, &list, "list the presets and exit"},
+    };
+    int prc = cli_parse("experiment", "(--preset NAME | --plan FILE) --data DIR --out DIR [options]", argc, argv, opts,
+                        sizeof opts / sizeof *opts);
+    if (prc) return prc == 1 ? 0 : prc;
+    if (list) {
+        const char *names[3] = {"demo", "paper-tiny", "paper-full"};
+        for (int i = 0; i < 3; i++) {
+            Plan p;
+            if (plan_load_preset(&p, names[i]) == 0) {
+                printf("  %-11s %s (%d runs)\n", names[i], p.description, p.n_runs);
+                plan_free(&p);
+            }
+        }
+        return 0;
+    }
+    if (preset && plan_file) return cli_usage_error("experiment", "--preset and --plan are exclusive; expected one of them");
+    if (!data || (!out && !dry_run)) return cli_usage_error("experiment", "--data and --out are required; expected --data DIR --out DIR");
+    if (strcmp(device, "cpu"))
+        return cli_usage_error("experiment", "--device %s: this build has no CUDA backend; expected cpu", device);
+    if (seeds < 0 || probe_batches < 0) return cli_usage_error("experiment", "--seeds and --probe-batches must be >= 0; expected a count");
+    Plan plan;
+    if (plan_file ? plan_load_json(&plan, plan_file) : plan_load_preset(&plan, preset ? preset : "demo")) return cli_fail();
+    if (seeds > 0 && seeds != plan.seeds && plan_set_seeds(&plan, seeds)) {
+        plan_free(&plan);
+        return cli_fail();
+    }
+    if (dry_run) {
+        for (int i = 0; i < plan.n_runs; i++) {
+            printf("%s\n", plan.runs[i].id);
+            for (int k = 0; k < plan.runs[i].n_stages; k++) printf("    stage %d: %s\n", k, plan.runs[i].stages[k].key);
+        }
+        plan_free(&plan);
+        return 0;
+    }
+    cli_set_threads(threads);
+    ExperimentOptions eo = {.data_dir = data, .out_dir = out, .probe_batches = probe_batches};
+    int rc = experiment_run(&plan, &eo);
+    plan_free(&plan);
+    return rc ? cli_fail() : 0;
+}

@@ -1,0 +1,387 @@
+/* plan.c - experiment plans: JSON (built-in presets or --plan FILE) -> the list of runs. */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "experiment/experiment.h"
+#include "util.h"
+
+/* ---- built-in presets (the same format as --plan FILE; see README) ---- */
+
+static const char *PRESET_DEMO =
+    "{\"name\": \"demo\", \"description\": \"tiny interleaved MoE on tinyshakespeare, 8 -> 16 experts at 50% of 400 steps, 1 seed (~5 min)\","
+    " \"preset\": \"tiny\", \"train\": {\"eval_every\": 50, \"eval_batches\": 8},"
+    " \"factor\": 2, \"steps\": 400, \"seeds\": 1, \"final_eval_batches\": 32, \"cpt_schedule\": \"rewarm\","
+    " \"sweeps\": {\"main\": {\"tau\": 0.5}}}";
+
+static const char *PRESET_PAPER_TINY =
+    "{\"name\": \"paper-tiny\", \"description\": \"the shapes of the paper's Tables 1, 3 and 4 at 2-core scale, 3 seeds\","
+    " \"preset\": \"tiny\", \"model\": {\"num_experts\": 4, \"moe_intermediate_size\": 128},"
+    " \"train\": {\"eval_every\": 100, \"eval_batches\": 8, \"batch_size\": 16, \"seq_len\": 128},"
+    " \"factor\": 2, \"steps\": 800, \"seeds\": 3, \"final_eval_batches\": 32, \"cpt_schedule\": \"rewarm\","
+    " \"sweeps\": {\"main\": {\"tau\": 0.5}, \"cpt_budget\": {\"pretrain_steps\": 400, \"cpt\": [0.25, 1.0]},"
+    " \"alloc\": {\"tau\": 0.5, \"methods\": [\"grad2\", \"random\"]}}}";
+
+static const char *PRESET_PAPER_FULL =
+    "{\"name\": \"paper-full\", \"description\": \"every sweep of the paper at 2-core scale, 3 seeds (hours)\","
+    " \"preset\": \"tiny\", \"model\": {\"num_experts\": 4, \"moe_intermediate_size\": 128},"
+    " \"train\": {\"eval_every\": 100, \"eval_batches\": 8, \"batch_size\": 16, \"seq_len\": 128},"
+    " \"factor\": 2, \"steps\": 800, \"seeds\": 3, \"final_eval_batches\": 32, \"cpt_schedule\": \"rewarm\","
+    " \"sweeps\": {\"main\": {\"tau\": 0.5}, \"timing\": {\"tau\": [0.05, 0.12, 0.25, 0.75]},"
+    " \"cpt_budget\": {\"pretrain_steps\": 400, \"cpt\": [0.1, 0.26, 0.5, 0.76, 1.0]},"
+    " \"alloc\": {\"tau\": 0.25, \"methods\": [\"uniform\", \"grad2\", \"saliency\", \"weight-norm\", \"fisher\", \"random\"]},"
+    " \"init\": {\"tau\": 0.5, \"expert\": [\"noise\", \"drop\", \"shuffle\", \"interpolate\", \"orthogonal\", \"scaled\","
+    " \"svd-perturb\", \"svd-mix\", \"sparse-code:atoms=256,samples=1024\"], \"router\": [\"noise\", \"interpolate\", \"bias-only\", \"scaled\","
+    " \"perturb-new\", \"orthogonal\", \"adversarial\", \"temperature\", \"svd-perturb\"]},"
+    " \"activation\": {\"tau\": 0.5, \"experts\": [8, 16, 32], \"top_k\": 1},"
+    " \"iterative\": {\"tau\": [0.25, 0.5]}}}";
+
+const char *plan_preset_names(void) { return "demo, paper-tiny, paper-full"; }
+
+/* ---- run construction ---- */
+
+static Run *new_run(Plan *p) {
+    if (p->n_runs == p->capacity) {
+        p->capacity = p->capacity ? 2 * p->capacity : 32;
+        p->runs = xrealloc(p->runs, sizeof(Run) * p->capacity);
+    }
+    Run *r = &p->runs[p->n_runs++];
+    memset(r, 0, sizeof *r);
+    r->x = NAN;
+    return r;
+}
+
+static void stage_fresh(Stage *s, int experts, int steps, int seed, int top_k) {
+    memset(s, 0, sizeof *s);
+    s->kind = STAGE_FRESH, s->experts = experts, s->steps = steps, s->rewarm = 1;
+    if (experts) snprintf(s->key, sizeof s->key, "E%d-k%d-T%d-s%d", experts, top_k, steps, seed);
+    else snprintf(s->key, sizeof s->key, "dense-T%d-s%d", steps, seed);
+}
+
+/* a stage grown from prev: key = prev key + the growth + this stage's length */
+static void stage_grow(Stage *s, const Stage *prev, const GrowOptions *g, int experts, int steps, int rewarm, const char *tag) {
+    memset(s, 0, sizeof *s);
+    s->kind = STAGE_GROW, s->experts = experts, s->steps = steps, s->rewarm = rewarm, s->grow = *g;
+    snprintf(s->key, sizeof s->key, "%s+%s-E%d-T%d%s", prev->key, tag, experts, steps, rewarm ? "" : "-norewarm");
+}
+
+static void stage_fresh_continue(Stage *s, const Stage *prev, int experts, int steps, int rewarm) {
+    memset(s, 0, sizeof *s);
+    s->kind = STAGE_FRESH_CONTINUE, s->experts = experts, s->steps = steps, s->rewarm = rewarm;
+    snprintf(s->key, sizeof s->key, "%s+random-E%d-T%d%s", prev->key, experts, steps, rewarm ? "" : "-norewarm");
+}
+
+static void finish_run(Run *r, const char *sweep, const char *arm, const char *label, double x, int seed, int small, int big, int top_k) {
+    snprintf(r->sweep, sizeof r->sweep, "%s", sweep);
+    snprintf(r->arm, sizeof r->arm, "%s", arm);
+    snprintf(r->label, sizeof r->label, "%s", label);
+    r->x = x, r->seed = seed, r->small_experts = small, r->big_experts = big, r->top_k = top_k;
+    r->total_steps = 0;
+    for (int i = 0; i < r->n_stages; i++) r->total_steps += r->stages[i].steps;
+    snprintf(r->id, sizeof r->id, "%s/%s/%s/seed%d", sweep, arm, label, seed);
+    for (char *c = r->id; *c; c++)
+        if (*c == ' ' || *c == ',' || *c == '=' || *c == ':') *c = '_';
+}
+
+/* fixed baselines are added once per (experts, top_k, steps, seed) */
+static void add_fixed(Plan *p, const char *sweep, int experts, int top_k, int steps, int seed, int small, int big) {
+    char arm[24], label[96];
+    snprintf(arm, sizeof arm, "%s", experts == small ? "fixed-E" : "fixed-mE");
+    snprintf(label, sizeof label, "E%d T%d", experts, steps);
+    for (int i = 0; i < p->n_runs; i++) {
+        const Run *r = &p->runs[i];
+        if (r->n_stages == 1 && r->stages[0].kind == STAGE_FRESH && r->stages[0].experts == experts &&
+            r->stages[0].steps == steps && r->seed == seed && r->top_k == top_k && !strcmp(r->arm, arm))
+            return;
+    }
+    Run *r = new_run(p);
+    r->n_stages = 1;
+    stage_fresh(&r->stages[0], experts, steps, seed, top_k);
+    finish_run(r, sweep, arm, label, NAN, seed, small, big, top_k);
+}
+
+static void add_upcycled(Plan *p, const char *sweep, const char *arm, const char *label, double x, int seed, int E, int m,
+                         int top_k, int tau_steps, int cpt_steps, const GrowOptions *g, const char *tag) {
+    Run *r = new_run(p);
+    r->n_stages = 2;
+    stage_fresh(&r->stages[0], E, tau_steps, seed, top_k);
+    stage_grow(&r->stages[1], &r->stages[0], g, m * E, cpt_steps, p->rewarm, tag);
+    finish_run(r, sweep, arm, label, x, seed, E, m * E, top_k);
+}
+
+static int json_number_list(const cJSON *j, double *out, int max) {
+    if (cJSON_IsNumber(j)) {
+        out[0] = j->valuedouble;
+        return 1;
+    }
+    int n = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, j) if (cJSON_IsNumber(it) && n < max) out[n++] = it->valuedouble;
+    return n;
+}
+
+static int tau_steps_of(double tau, int T, const char *origin, int *out) {
+    int s = (int)lround(tau * T);
+    if (!(tau > 0 && tau < 1) || s < 1 || s >= T)
+        return up_error("%s: tau %g; expected a fraction in (0, 1) that leaves steps on both sides of growth", origin, tau);
+    *out = s;
+    return 0;
+}
+
+static int build_runs(Plan *p, const cJSON *sweeps, const char *origin) {
+    int E = p->model.n_experts, m = p->factor, T = p->steps, K = p->model.top_k;
+    GrowOptions uniform;
+    grow_options_defaults(&uniform);
+    uniform.factor = m, uniform.quiet = 1, uniform.check = 1;
+    const cJSON *sw;
+    cJSON_ArrayForEach(sw, sweeps) {
+        const char *name = sw->string;
+        static const char *known[] = {"main", "timing", "cpt_budget", "alloc", "init", "activation", "iterative"};
+        int ok = 0;
+        for (int i = 0; i < 7; i++) ok |= !strcmp(name, known[i]);
+        if (!ok) return up_error("%s: unknown sweep %s; expected main, timing, cpt_budget, alloc, init, activation, iterative", origin, name);
+    }
+    for (int seed = 1; seed <= p->seeds; seed++) {
+        const cJSON *s;
+        double taus[16];
+        int n, tau = 0;
+        if ((s = cJSON_GetObjectItemCaseSensitive(sweeps, "main"))) {
+            n = json_number_list(cJSON_GetObjectItemCaseSensitive(s, "tau"), taus, 1);
+            if (n != 1 || tau_steps_of(taus[0], T, origin, &tau)) return n != 1 ? up_error("%s: sweeps.main.tau; expected a number", origin) : -1;
+            add_fixed(p, "main", E, K, T, seed, E, m * E);
+            add_fixed(p, "main", m * E, K, T, seed, E, m * E);
+            char label[64];
+            snprintf(label, sizeof label, "uniform tau=%.2f", taus[0]);
+            add_upcycled(p, "main", "upcycled", label, taus[0], seed, E, m, K, tau, T - tau, &uniform, "x-uniform");
+        }
+        if ((s = cJSON_GetObjectItemCaseSensitive(sweeps, "timing"))) {
+            n = json_number_list(cJSON_GetObjectItemCaseSensitive(s, "tau"), taus, 16);
+            if (n < 1) return up_error("%s: sweeps.timing.tau; expected a list of fractions", origin);
+            add_fixed(p, "timing", E, K, T, seed, E, m * E);
+            add_fixed(p, "timing", m * E, K, T, seed, E, m * E);
+            for (int i = 0; i < n; i++) {
+                if (tau_steps_of(taus[i], T, origin, &tau)) return -1;
+                char label[64];
+                snprintf(label, sizeof label, "tau=%.2f", taus[i]);
+                add_upcycled(p, "timing", "upcycled", label, taus[i], seed, E, m, K, tau, T - tau, &uniform, "x-uniform");
+            }
+        }
+        if ((s = cJSON_GetObjectItemCaseSensitive(sweeps, "cpt_budget"))) {
+            const cJSON *pre = cJSON_GetObjectItemCaseSensitive(s, "pretrain_steps");
+            n = json_number_list(cJSON_GetObjectItemCaseSensitive(s, "cpt"), taus, 16);
+            if (!cJSON_IsNumber(pre) || pre->valueint < 1 || n < 1)
+                return up_error("%s: sweeps.cpt_budget; expected pretrain_steps (>= 1) and a cpt list of fractions", origin);
+            int P = pre->valueint;
+            for (int i = 0; i < n; i++) {
+                int C = (int)lround(taus[i] * P);
+                if (C < 1) return up_error("%s: sweeps.cpt_budget.cpt %g gives no CPT steps; expected a larger fraction", origin, taus[i]);
+                add_fixed(p, "cpt_budget", E, K, P + C, seed, E, m * E);
+                add_fixed(p, "cpt_budget", m * E, K, P + C, seed, E, m * E);
+                char label[64];
+                snprintf(label, sizeof label, "cpt=%.2f", taus[i]);
+                add_upcycled(p, "cpt_budget", "upcycled", label, taus[i], seed, E, m, K, P, C, &uniform, "x-uniform");
+            }
+        }
+        if ((s = cJSON_GetObjectItemCaseSensitive(sweeps, "alloc"))) {
+            n = json_number_list(cJSON_GetObjectItemCaseSensitive(s, "tau"), taus, 1);
+            const cJSON *methods = cJSON_GetObjectItemCaseSensitive(s, "methods");
+            if (n != 1 || !cJSON_IsArray(methods) || tau_steps_of(taus[0], T, origin, &tau))
+                return n != 1 || !cJSON_IsArray(methods) ? up_error("%s: sweeps.alloc; expected tau and a methods list", origin) : -1;
+            add_fixed(p, "alloc", E, K, T, seed, E, m * E);
+            add_fixed(p, "alloc", m * E, K, T, seed, E, m * E);
+            const cJSON *it;
+            cJSON_ArrayForEach(it, methods) {
+                const char *method = cJSON_IsString(it) ? it->valuestring : "";
+                if (!strcmp(method, "random")) {
+                    Run *r = new_run(p);
+                    r->n_stages = 2;
+                    stage_fresh(&r->stages[0], E, tau, seed, K);
+                    stage_fresh_continue(&r->stages[1], &r->stages[0], m * E, T - tau, p->rewarm);
+                    finish_run(r, "alloc", "random-big", "random", taus[0], seed, E, m * E, K);
+                    continue;
+                }
+                GrowOptions g = uniform;
+                static const char *utilities[] = {"grad2", "saliency", "weight-norm", "fisher"};
+                int known = !strcmp(method, "uniform");
+                for (int u = 0; u < 4; u++)
+                    if (!strcmp(method, utilities[u])) g.alloc = ALLOC_UTILITY, g.utility = (UtilityKind)u, known = 1;
+                if (!known) return up_error("%s: sweeps.alloc.methods: '%s'; expected uniform, grad2, saliency, weight-norm, fisher or random", origin, method);
+                char tag[48];
+                snprintf(tag, sizeof tag, "x-%s", method);
+                add_upcycled(p, "alloc", "upcycled", method, taus[0], seed, E, m, K, tau, T - tau, &g, tag);
+            }
+        }
+        if ((s = cJSON_GetObjectItemCaseSensitive(sweeps, "init"))) {
+            n = json_number_list(cJSON_GetObjectItemCaseSensitive(s, "tau"), taus, 1);
+            if (n != 1 || tau_steps_of(taus[0], T, origin, &tau)) return n != 1 ? up_error("%s: sweeps.init.tau; expected a number", origin) : -1;
+            add_fixed(p, "init", E, K, T, seed, E, m * E);
+            add_fixed(p, "init", m * E, K, T, seed, E, m * E);
+            add_upcycled(p, "init", "upcycled", "copy/copy", taus[0], seed, E, m, K, tau, T - tau, &uniform, "x-uniform");
+            for (int level = 0; level < 2; level++) {
+                const cJSON *list = cJSON_GetObjectItemCaseSensitive(s, level ? "router" : "expert"), *it;
+                cJSON_ArrayForEach(it, list) {
+                    GrowOptions g = uniform;
+                    const char *spec = cJSON_IsString(it) ? it->valuestring : "";
+                    if ((level ? router_init_parse(spec, &g.router_init) : expert_init_parse(spec, &g.expert_init)))
+                        return up_error("%s: sweeps.init.%s '%s': %s", origin, level ? "router" : "expert", spec, up_last_error());
+                    char label[96], tag[96];
+                    snprintf(label, sizeof label, "%s %s", level ? "router" : "expert", spec);
+                    snprintf(tag, sizeof tag, "x-%s-%s", level ? "ri" : "ei", spec);
+                    for (char *c = tag; *c; c++)
+                        if (*c == ':' || *c == ',' || *c == '=') *c = '_';
+                    add_upcycled(p, "init", "upcycled", label, taus[0], seed, E, m, K, tau, T - tau, &g, tag);
+                }
+            }
+        }
+        if ((s = cJSON_GetObjectItemCaseSensitive(sweeps, "activation"))) {
+            n = json_number_list(cJSON_GetObjectItemCaseSensitive(s, "tau"), taus, 1);
+            double big[16];
+            int n_big = json_number_list(cJSON_GetObjectItemCaseSensitive(s, "experts"), big, 16);
+            const cJSON *k = cJSON_GetObjectItemCaseSensitive(s, "top_k");
+            int top_k = cJSON_IsNumber(k) ? k->valueint : K;
+            if (n != 1 || n_big < 1 || tau_steps_of(taus[0], T, origin, &tau))
+                return n != 1 || n_big < 1 ? up_error("%s: sweeps.activation; expected tau, experts list and top_k", origin) : -1;
+            for (int i = 0; i < n_big; i++) {
+                int Eb = (int)big[i], Es = Eb / m;
+                if (Eb % m || Es < top_k) return up_error("%s: sweeps.activation.experts %d; expected a multiple of the factor %d with E/m >= top_k", origin, Eb, m);
+                add_fixed(p, "activation", Es, top_k, T, seed, Es, Eb);
+                add_fixed(p, "activation", Eb, top_k, T, seed, Es, Eb);
+                char label[64];
+                snprintf(label, sizeof label, "ratio=%d/%d", top_k, Eb);
+                add_upcycled(p, "activation", "upcycled", label, (double)top_k / Eb, seed, Es, m, top_k, tau, T - tau, &uniform, "x-uniform");
+                /* sparse upcycling: a dense model of the same width, copied into Eb experts */
+                Run *r = new_run(p);
+                r->n_stages = 2;
+                stage_fresh(&r->stages[0], 0, tau, seed, top_k);
+                GrowOptions g = uniform;
+                g.factor = 0, g.from_dense = 1, g.target_experts = Eb, g.top_k = top_k;
+                g.sparse_step = p->model.decoder_sparse_step;
+                char tag[48];
+                snprintf(tag, sizeof tag, "dense-to-E%d-k%d", Eb, top_k);
+                stage_grow(&r->stages[1], &r->stages[0], &g, Eb, T - tau, p->rewarm, tag);
+                finish_run(r, "activation", "sparse-upcycled", label, (double)top_k / Eb, seed, Es, Eb, top_k);
+            }
+        }
+        if ((s = cJSON_GetObjectItemCaseSensitive(sweeps, "iterative"))) {
+            n = json_number_list(cJSON_GetObjectItemCaseSensitive(s, "tau"), taus, 2);
+            int t1 = 0, t2 = 0;
+            if (n != 2 || tau_steps_of(taus[0], T, origin, &t1) || tau_steps_of(taus[1], T, origin, &t2) || t2 <= t1)
+                return up_error("%s: sweeps.iterative.tau; expected two increasing fractions [tau1, tau2]", origin);
+            add_fixed(p, "iterative", E, K, T, seed, E, m * m * E);
+            add_fixed(p, "iterative", m * m * E, K, T, seed, E, m * m * E);
+            Run *r = new_run(p);
+            r->n_stages = 3;
+            stage_fresh(&r->stages[0], E, t1, seed, K);
+            stage_grow(&r->stages[1], &r->stages[0], &uniform, m * E, t2 - t1, p->rewarm, "x-uniform");
+            stage_grow(&r->stages[2], &r->stages[1], &uniform, m * m * E, T - t2, p->rewarm, "x-uniform");
+            finish_run(r, "iterative", "iterative", "E->mE->m2E", taus[0], seed, E, m * m * E, K);
+            GrowOptions jump = uniform;
+            jump.factor = m * m;
+            char tag[32];
+            snprintf(tag, sizeof tag, "x%d-uniform", m * m);
+            r = new_run(p);
+            r->n_stages = 2;
+            stage_fresh(&r->stages[0], E, t1, seed, K);
+            stage_grow(&r->stages[1], &r->stages[0], &jump, m * m * E, T - t1, p->rewarm, tag);
+            finish_run(r, "iterative", "upcycled", "one jump E->m2E", taus[0], seed, E, m * m * E, K);
+        }
+    }
+    if (p->n_runs == 0) return up_error("%s: the plan has no runs; expected at least one sweep (e.g. \"main\": {\"tau\": 0.5})", origin);
+    return 0;
+}
+
+static int plan_from_json(Plan *p, const cJSON *j, const char *origin) {
+    memset(p, 0, sizeof *p);
+    static const char *known[] = {"name", "description", "preset", "model", "train", "factor", "steps", "seeds",
+                                  "final_eval_batches", "cpt_schedule", "sweeps"};
+    const cJSON *it;
+    cJSON_ArrayForEach(it, j) {
+        int ok = 0;
+        for (size_t i = 0; i < sizeof known / sizeof *known; i++) ok |= !strcmp(it->string, known[i]);
+        if (!ok) return up_error("%s: unknown field %s; expected name, preset, model, train, factor, steps, seeds, cpt_schedule, sweeps", origin, it->string);
+    }
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(j, "name"), *desc = cJSON_GetObjectItemCaseSensitive(j, "description");
+    snprintf(p->name, sizeof p->name, "%s", cJSON_IsString(name) ? name->valuestring : "plan");
+    snprintf(p->description, sizeof p->description, "%s", cJSON_IsString(desc) ? desc->valuestring : "");
+    const cJSON *preset = cJSON_GetObjectItemCaseSensitive(j, "preset");
+    const Preset *base = preset_find(cJSON_IsString(preset) ? preset->valuestring : "tiny");
+    if (!base) return up_error("%s: preset '%s'; expected one of tiny, small, dense, interleaved, fullmoe, large", origin, preset->valuestring);
+    p->model = base->model, p->train = base->train;
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(j, "model"), *train = cJSON_GetObjectItemCaseSensitive(j, "train");
+    if (model && model_config_overlay_json(&p->model, model, origin)) return -1;
+    if (train && train_config_overlay_json(&p->train, train, origin)) return -1;
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(j, "factor"), *T = cJSON_GetObjectItemCaseSensitive(j, "steps");
+    const cJSON *seeds = cJSON_GetObjectItemCaseSensitive(j, "seeds"), *fe = cJSON_GetObjectItemCaseSensitive(j, "final_eval_batches");
+    const cJSON *sched = cJSON_GetObjectItemCaseSensitive(j, "cpt_schedule"), *sweeps = cJSON_GetObjectItemCaseSensitive(j, "sweeps");
+    p->factor = cJSON_IsNumber(f) ? f->valueint : 2;
+    p->steps = cJSON_IsNumber(T) ? T->valueint : p->train.steps;
+    p->seeds = cJSON_IsNumber(seeds) ? seeds->valueint : 1;
+    p->final_eval_batches = cJSON_IsNumber(fe) ? fe->valueint : 32;
+    p->rewarm = 1;
+    if (sched) {
+        if (cJSON_IsString(sched) && !strcmp(sched->valuestring, "rewarm")) p->rewarm = 1;
+        else if (cJSON_IsString(sched) && !strcmp(sched->valuestring, "continue")) p->rewarm = 0;
+        else return up_error("%s: field cpt_schedule; expected \"rewarm\" or \"continue\"", origin);
+    }
+    if (p->factor < 2 || p->factor > 64) return up_error("%s: field factor %d; expected 2..64", origin, p->factor);
+    if (p->steps < 4) return up_error("%s: field steps %d; expected >= 4", origin, p->steps);
+    if (p->seeds < 1 || p->seeds > 100) return up_error("%s: field seeds %d; expected 1..100", origin, p->seeds);
+    if (p->final_eval_batches < 1) return up_error("%s: field final_eval_batches; expected >= 1", origin);
+    if (p->model.n_experts < 1) return up_error("%s: model num_experts %d; expected the small MoE's expert count (>= 1)", origin, p->model.n_experts);
+    if (!cJSON_IsObject(sweeps)) return up_error("%s: field sweeps is missing; expected an object such as {\"main\": {\"tau\": 0.5}}", origin);
+    p->sweeps_json = cJSON_PrintUnformatted(sweeps);
+    snprintf(p->origin, sizeof p->origin, "%s", origin);
+    int rc = build_runs(p, sweeps, origin);
+    if (rc) plan_free(p);
+    return rc;
+}
+
+static int plan_from_text(Plan *p, const char *text, size_t n, const char *origin) {
+    cJSON *j = cJSON_ParseWithLength(text, n);
+    if (!j || !cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        return up_error("%s: not a valid JSON object; expected an experiment plan", origin);
+    }
+    int rc = plan_from_json(p, j, origin);
+    cJSON_Delete(j);
+    return rc;
+}
+
+int plan_load_json(Plan *p, const char *path) {
+    char *text;
+    size_t n;
+    if (read_file(path, &text, &n)) return -1;
+    int rc = plan_from_text(p, text, n, path);
+    free(text);
+    return rc;
+}
+
+int plan_load_preset(Plan *p, const char *name) {
+    const char *text = !strcmp(name, "demo") ? PRESET_DEMO : !strcmp(name, "paper-tiny") ? PRESET_PAPER_TINY
+                     : !strcmp(name, "paper-full") ? PRESET_PAPER_FULL : NULL;
+    if (!text) return up_error("unknown experiment preset '%s'; expected one of %s", name, plan_preset_names());
+    char origin[96];
+    snprintf(origin, sizeof origin, "preset %s", name);
+    return plan_from_text(p, text, strlen(text), origin);
+}
+
+int plan_set_seeds(Plan *p, int seeds) {
+    if (seeds < 1 || seeds > 100) return up_error("--seeds %d; expected 1..100", seeds);
+    cJSON *sweeps = cJSON_Parse(p->sweeps_json);
+    free(p->runs);
+    p->runs = NULL, p->n_runs = p->capacity = 0;
+    p->seeds = seeds;
+    int rc = build_runs(p, sweeps, p->origin);
+    cJSON_Delete(sweeps);
+    return rc;
+}
+
+void plan_free(Plan *p) {
+    free(p->sweeps_json);
+    p->sweeps_json = NULL;
+    free(p->runs);
+    p->runs = NULL;
+    p->n_runs = p->capacity = 0;
+}

@@ -1,0 +1,602 @@
+/* runner.c - executes a plan's stages (resumable), collects results, statistics and reports. */
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <unistd.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "experiment/diag.h"
+#include "experiment/experiment.h"
+#include "experiment/report.h"
+#include "experiment/stats.h"
+#include "io/checkpoint.h"
+#include "model.h"
+#include "train.h"
+#include "util.h"
+
+typedef struct {
+    long long steps_total, steps_done;
+    double started, seconds_in_training;
+    long long steps_trained; /* steps trained in this invocation (for the ETA) */
+    int stages_total, stages_done;
+} Progress;
+
+static char *stage_dir(const ExperimentOptions *opt, const Stage *s) {
+    char *stages = path_join(opt->out_dir, "stages"), *dir = path_join(stages, s->key);
+    free(stages);
+    return dir;
+}
+
+static int stage_done(const ExperimentOptions *opt, const Stage *s) {
+    char *dir = stage_dir(opt, s), *path = path_join(dir, "stage.json");
+    int done = path_exists(path);
+    free(dir), free(path);
+    return done;
+}
+
+/* the latest ckpt_NNNNNN of an interrupted stage, or NULL */
+static char *latest_checkpoint(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return NULL;
+    int best = -1;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        int step;
+        char tail;
+        if (sscanf(de->d_name, "ckpt_%d%c", &step, &tail) == 1 && step > best) {
+            char *p = path_join(dir, de->d_name), *t = path_join(p, "trainer.json");
+            if (path_exists(t)) best = step;
+            free(p), free(t);
+        }
+    }
+    closedir(d);
+    if (best < 0) return NULL;
+    char name[32];
+    snprintf(name, sizeof name, "ckpt_%06d", best);
+    return path_join(dir, name);
+}
+
+static ModelConfig stage_model(const Plan *p, const Run *r, const Stage *s) {
+    ModelConfig mc = p->model;
+    mc.n_experts = s->experts;
+    mc.top_k = s->experts ? r->top_k : 0;
+    return mc;
+}
+
+static int write_stage_json(const char *dir, const Stage *s, const TrainResult *res, double flops, double before, double after) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "key", s->key);
+    cJSON_AddNumberToObject(j, "steps", s->steps);
+    cJSON_AddNumberToObject(j, "experts", s->experts);
+    double sps = res->steps_run ? res->step_seconds / res->steps_run : 0;
+    cJSON_AddNumberToObject(j, "seconds_per_step", sps);
+    cJSON_AddNumberToObject(j, "seconds", sps * s->steps);
+    cJSON_AddNumberToObject(j, "flops", flops);
+    cJSON_AddNumberToObject(j, "final_val_loss", res->final_val_loss);
+    if (!isnan(before)) cJSON_AddNumberToObject(j, "loss_before_growth", before);
+    if (!isnan(after)) cJSON_AddNumberToObject(j, "loss_after_growth", after);
+    char *text = cJSON_Print(j), *path = path_join(dir, "stage.json");
+    int rc = atomic_write_file(path, text, strlen(text));
+    free(text), free(path);
+    cJSON_Delete(j);
+    return rc;
+}
+
+static cJSON *read_json(const char *path) {
+    char *text;
+    size_t n;
+    if (read_file(path, &text, &n)) return NULL;
+    cJSON *j = cJSON_ParseWithLength(text, n);
+    free(text);
+    return j;
+}
+
+static double json_num(const cJSON *j, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+    return cJSON_IsNumber(v) ? v->valuedouble : NAN;
+}
+
+static void print_progress(const Progress *pg, const char *what) {
+    double elapsed = now_seconds() - pg->started;
+    double rate = pg->steps_trained > 0 ? pg->seconds_in_training / pg->steps_trained : 0;
+    double eta = rate * (pg->steps_total - pg->steps_done);
+    printf("[experiment %d/%d stages, %.0f%% of steps, %.0fs elapsed, ETA %s%.0fs] %s\n", pg->stages_done, pg->stages_total,
+           pg->steps_total ? 100.0 * pg->steps_done / pg->steps_total : 100.0, elapsed, rate > 0 ? "" : "~", eta, what);
+    fflush(stdout);
+}
+
+static int run_stage(const Plan *p, const Run *r, int k, const ExperimentOptions *opt, Progress *pg) {
+    const Stage *s = &r->stages[k];
+    if (stage_done(opt, s)) return 0;
+    char *dir = stage_dir(opt, s);
+    char what[600];
+    snprintf(what, sizeof what, "%s: stage %d (%s, %d experts, %d steps)", r->id, k,
+             s->kind == STAGE_GROW ? "grow + CPT" : s->kind == STAGE_FRESH_CONTINUE ? "fresh big model" : "train", s->experts, s->steps);
+    print_progress(pg, what);
+    ModelConfig mc = stage_model(p, r, s);
+    TrainConfig tc = p->train;
+    tc.steps = s->steps;
+    tc.seed = p->train.seed + (unsigned long long)r->seed * 1000003ULL;
+    tc.eval_batches = p->train.eval_batches;
+    if (tc.eval_every <= 0 || tc.eval_every > s->steps) tc.eval_every = s->steps;
+    tc.save_every = s->steps >= 8 ? s->steps / 4 : 0;
+    if (k > 0 && !s->rewarm) tc.warmup_steps = 0;
+    if (tc.warmup_steps >= s->steps) tc.warmup_steps = s->steps / 10;
+    TrainOptions to = {.data_dir = opt->data_dir, .out_dir = dir, .quiet = 1, .final_eval_batches = p->final_eval_batches,
+                       .keep_checkpoints = k > 0 ? 1000 : 1};
+    char *resume = latest_checkpoint(dir), *prev_final = NULL, *grown = NULL;
+    double before = NAN, after = NAN;
+    int rc = 0;
+    if (k > 0) {
+        char *prev_dir = stage_dir(opt, &r->stages[k - 1]);
+        prev_final = path_join(prev_dir, "final");
+        free(prev_dir);
+    }
+    if (!resume) {
+        /* a stage without a checkpoint restarts from scratch: drop partial metrics */
+        char *metrics = path_join(dir, "metrics.jsonl");
+        remove(metrics);
+        free(metrics);
+    }
+    if (s->kind == STAGE_GROW) {
+        grown = path_join(dir, "grown");
+        char *grow_json = path_join(grown, "grow.json");
+        if (!path_exists(grow_json)) {
+            GrowOptions g = s->grow;
+            g.data_dir = opt->data_dir, g.force = 1, g.quiet = 1, g.check = 1;
+            g.seed = tc.seed;
+            GrowReport gr;
+            rc = mkdir_p(dir) || grow_checkpoint(prev_final, grown, &g, &gr);
+        }
+        if (!rc) {
+            cJSON *j = read_json(grow_json);
+            before = json_num(j, "check_loss_before"), after = json_num(j, "check_loss_after");
+            cJSON_Delete(j);
+        }
+        free(grow_json);
+        to.init = grown, to.stream_from = grown;
+    } else if (s->kind == STAGE_FRESH_CONTINUE) {
+        to.stream_from = prev_final;
+    }
+    if (resume) to.init = NULL, to.resume = resume;
+    TrainResult res = {0};
+    if (!rc) {
+        double t0 = now_seconds();
+        rc = train_run(&mc, &tc, &to, &res);
+        pg->seconds_in_training += now_seconds() - t0;
+        pg->steps_trained += res.steps_run;
+    }
+    if (!rc) {
+        double flops = 3.0 * model_flops_per_token(&mc, tc.seq_len) * (double)tc.batch_size * tc.seq_len * s->steps;
+        rc = write_stage_json(dir, s, &res, flops, before, after);
+        printf("    done: val loss %.4f, %.3f s/step%s\n", res.final_val_loss, res.steps_run ? res.step_seconds / res.steps_run : 0,
+               isnan(before) ? "" : "");
+        if (!isnan(before)) printf("    growth: val loss %.4f -> %.4f right after growth\n", before, after);
+    }
+    free(res.losses);
+    free(resume), free(prev_final), free(grown), free(dir);
+    return rc;
+}
+
+/* ---- collecting results ---- */
+
+typedef struct {
+    const Run *run;
+    int ok;
+    double final_val, seconds, flops, before, after;
+    double stage_sps[3], stage_flops[3];
+} RunResult;
+
+/* metrics.jsonl of one stage appended to the curve/load arrays, steps offset by `offset` */
+static void append_curve(const char *stage_path, int offset, double *flops_acc, double *seconds_acc, double flops_per_step,
+                         double sps, int tokens_per_step, cJSON *curve, cJSON *load_steps, cJSON *load_rows) {
+    char *path = path_join(stage_path, "metrics.jsonl"), *text;
+    size_t n;
+    if (read_file(path, &text, &n)) {
+        free(path);
+        return;
+    }
+    free(path);
+    int last_step = 0;
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+        cJSON *j = cJSON_Parse(line);
+        if (!j) continue;
+        int step = (int)json_num(j, "step");
+        if (step <= last_step) { /* duplicate lines after a resume: keep the first pass */
+            cJSON_Delete(j);
+            continue;
+        }
+        last_step = step;
+        double val = json_num(j, "val_loss");
+        int global = offset + step;
+        if (!isnan(val) || step % 10 == 0) {
+            cJSON *pt = cJSON_CreateObject();
+            cJSON_AddNumberToObject(pt, "step", global);
+            cJSON_AddNumberToObject(pt, "tokens", (double)global * tokens_per_step);
+            cJSON_AddNumberToObject(pt, "flops", *flops_acc + flops_per_step * step);
+            cJSON_AddNumberToObject(pt, "seconds", *seconds_acc + sps * step);
+            cJSON_AddNumberToObject(pt, "loss", json_num(j, "loss"));
+            if (isnan(val)) cJSON_AddNullToObject(pt, "val_loss");
+            else cJSON_AddNumberToObject(pt, "val_loss", val);
+            cJSON_AddItemToArray(curve, pt);
+        }
+        const cJSON *imb = cJSON_GetObjectItemCaseSensitive(j, "load_imbalance");
+        if (step % 5 == 0 && cJSON_GetArraySize(imb) > 0) {
+            cJSON_AddItemToArray(load_steps, cJSON_CreateNumber(global));
+            int layer = 0;
+            const cJSON *v;
+            cJSON_ArrayForEach(v, imb) {
+                cJSON *row = cJSON_GetArrayItem(load_rows, layer);
+                if (!row) cJSON_AddItemToArray(load_rows, row = cJSON_CreateArray());
+                cJSON_AddItemToArray(row, cJSON_CreateNumber(v->valuedouble));
+                layer++;
+            }
+        }
+        cJSON_Delete(j);
+    }
+    free(text);
+    *flops_acc += flops_per_step * last_step;
+    *seconds_acc += sps * last_step;
+}
+
+/* diagnostics at the grown checkpoint, every periodic checkpoint and the final one */
+static void append_diag(const ExperimentOptions *opt, const char *stage_path, const char *prev_final, int offset, cJSON *out) {
+    char *grown = path_join(stage_path, "grown"), *grow_json = path_join(grown, "grow.json");
+    if (!path_exists(grow_json)) {
+        free(grown), free(grow_json);
+        return;
+    }
+    int steps[64], n = 0;
+    steps[n++] = 0;
+    DIR *d = opendir(stage_path);
+    struct dirent *de;
+    while (d && (de = readdir(d)) && n < 62) {
+        int s;
+        char tail;
+        if (sscanf(de->d_name, "ckpt_%d%c", &s, &tail) == 1) steps[n++] = s;
+    }
+    if (d) closedir(d);
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && steps[j - 1] > steps[j]; j--) {
+            int t = steps[j];
+            steps[j] = steps[j - 1], steps[j - 1] = t;
+        }
+    steps[n++] = -1; /* final */
+    for (int i = 0; i < n; i++) {
+        char name[32];
+        char *ck;
+        if (steps[i] == 0) ck = xstrdup(grown);
+        else if (steps[i] < 0) ck = path_join(stage_path, "final");
+        else snprintf(name, sizeof name, "ckpt_%06d", steps[i]), ck = path_join(stage_path, name);
+        cJSON *dj = diag_checkpoint(ck, grow_json, prev_final, opt->data_dir, opt->probe_batches);
+        TrainerState st;
+        int step = steps[i] >= 0 ? steps[i] : (trainer_state_load(ck, &st) == 0 ? st.step : 0);
+        const cJSON *layer;
+        cJSON_ArrayForEach(layer, cJSON_GetObjectItemCaseSensitive(dj, "layers")) {
+            cJSON *e = cJSON_CreateObject();
+            cJSON_AddNumberToObject(e, "step", offset + step);
+            cJSON_AddNumberToObject(e, "layer", json_num(layer, "layer"));
+            static const char *keys[] = {"replica_cosine_mean", "cosine_to_source_mean", "jaccard_mean", "routing_entropy"};
+            for (int k = 0; k < 4; k++) {
+                double v = json_num(layer, keys[k]);
+                if (isnan(v)) cJSON_AddNullToObject(e, keys[k]);
+                else cJSON_AddNumberToObject(e, keys[k], v);
+            }
+            cJSON_AddNumberToObject(e, "dead_experts", cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(layer, "dead_experts")));
+            cJSON_AddItemToArray(out, e);
+        }
+        cJSON_Delete(dj);
+        free(ck);
+    }
+    free(grown), free(grow_json);
+}
+
+static cJSON *collect_run(const Plan *p, const Run *r, const ExperimentOptions *opt, RunResult *rr) {
+    memset(rr, 0, sizeof *rr);
+    rr->run = r;
+    rr->before = rr->after = NAN;
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "id", r->id);
+    cJSON_AddStringToObject(j, "sweep", r->sweep);
+    cJSON_AddStringToObject(j, "arm", r->arm);
+    cJSON_AddStringToObject(j, "label", r->label);
+    if (isnan(r->x)) cJSON_AddNullToObject(j, "x");
+    else cJSON_AddNumberToObject(j, "x", r->x);
+    cJSON_AddNumberToObject(j, "seed", r->seed);
+    cJSON *growth = cJSON_AddArrayToObject(j, "growth_steps"), *experts = cJSON_AddArrayToObject(j, "experts");
+    cJSON *stages = cJSON_AddArrayToObject(j, "stages"), *curve = cJSON_CreateArray(), *diag = cJSON_CreateArray();
+    cJSON *load = cJSON_CreateObject(), *load_steps = cJSON_CreateArray(), *load_rows = cJSON_CreateArray();
+    int ok = 1, offset = 0;
+    double flops_acc = 0, seconds_acc = 0, final_val = NAN;
+    for (int k = 0; k < r->n_stages; k++) {
+        const Stage *s = &r->stages[k];
+        char *dir = stage_dir(opt, s), *path = path_join(dir, "stage.json");
+        cJSON *sj = read_json(path);
+        free(path);
+        if (!sj) {
+            ok = 0;
+            free(dir);
+            break;
+        }
+        if (k > 0) cJSON_AddItemToArray(growth, cJSON_CreateNumber(offset));
+        cJSON_AddItemToArray(experts, cJSON_CreateNumber(s->experts));
+        double sps = json_num(sj, "seconds_per_step"), flops = json_num(sj, "flops");
+        rr->stage_sps[k] = sps, rr->stage_flops[k] = flops;
+        cJSON *st = cJSON_CreateObject();
+        cJSON_AddNumberToObject(st, "steps", s->steps);
+        cJSON_AddNumberToObject(st, "experts", s->experts);
+        cJSON_AddNumberToObject(st, "seconds", sps * s->steps);
+        cJSON_AddNumberToObject(st, "seconds_per_step", sps);
+        cJSON_AddNumberToObject(st, "flops", flops);
+        cJSON_AddNumberToObject(st, "final_val_loss", json_num(sj, "final_val_loss"));
+        cJSON_AddItemToArray(stages, st);
+        if (k == 1) rr->before = json_num(sj, "loss_before_growth"), rr->after = json_num(sj, "loss_after_growth");
+        final_val = json_num(sj, "final_val_loss");
+        append_curve(dir, offset, &flops_acc, &seconds_acc, flops / s->steps, sps,
+                     p->train.batch_size * p->train.seq_len, curve, load_steps, load_rows);
+        if (s->kind == STAGE_GROW && opt->probe_batches > 0) {
+            char *prev = stage_dir(opt, &r->stages[k - 1]), *prev_final = path_join(prev, "final");
+            append_diag(opt, dir, prev_final, offset, diag);
+            free(prev), free(prev_final);
+        }
+        offset += s->steps;
+        rr->seconds += sps * s->steps, rr->flops += flops;
+        cJSON_Delete(sj);
+        free(dir);
+    }
+    rr->ok = ok, rr->final_val = final_val;
+    cJSON_AddStringToObject(j, "status", ok ? "done" : "failed");
+    cJSON_AddNumberToObject(j, "final_val_loss", ok ? final_val : 0);
+    cJSON_AddNumberToObject(j, "total_seconds", rr->seconds);
+    cJSON_AddNumberToObject(j, "total_flops", rr->flops);
+    if (isnan(rr->before)) cJSON_AddNullToObject(j, "loss_before_growth"), cJSON_AddNullToObject(j, "loss_after_growth");
+    else cJSON_AddNumberToObject(j, "loss_before_growth", rr->before), cJSON_AddNumberToObject(j, "loss_after_growth", rr->after);
+    cJSON_AddItemToObject(j, "curve", curve);
+    cJSON *layers = cJSON_AddArrayToObject(load, "layers");
+    ModelConfig mc = stage_model(p, r, &r->stages[r->n_stages - 1]);
+    for (int l = 0; l < mc.n_layers; l++)
+        if (layer_is_moe(&mc, l)) cJSON_AddItemToArray(layers, cJSON_CreateNumber(l));
+    cJSON_AddItemToObject(load, "steps", load_steps);
+    cJSON_AddItemToObject(load, "imbalance", load_rows);
+    cJSON_AddItemToObject(j, "load", load);
+    cJSON_AddItemToObject(j, "diag", diag);
+    return j;
+}
+
+/* ---- comparisons ---- */
+
+static const RunResult *find_fixed(const RunResult *rr, int n, int experts, int top_k, int steps, int seed) {
+    for (int i = 0; i < n; i++) {
+        const Run *r = rr[i].run;
+        if (rr[i].ok && r->n_stages == 1 && !strncmp(r->arm, "fixed", 5) && r->stages[0].experts == experts &&
+            r->top_k == top_k && r->total_steps == steps && r->seed == seed)
+            return &rr[i];
+    }
+    return NULL;
+}
+
+static cJSON *stat_object(const double *v, int n) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "mean", stats_mean(v, n));
+    cJSON_AddNumberToObject(o, "std", stats_std(v, n));
+    cJSON_AddNumberToObject(o, "n", n);
+    cJSON_AddItemToObject(o, "values", cJSON_CreateDoubleArray(v, n));
+    return o;
+}
+
+static cJSON *compare(const Plan *p, const RunResult *rr, int n, cJSON *notes) {
+    cJSON *out = cJSON_CreateArray();
+    int *done = xcalloc(n, sizeof(int));
+    for (int i = 0; i < n; i++) {
+        const Run *r = rr[i].run;
+        if (done[i] || !strncmp(r->arm, "fixed", 5)) continue;
+        double lE[100], lU[100], lM[100], tE = 0, tM = 0, fE = 0, fM = 0, up_seconds = 0, up_flops = 0;
+        int k = 0;
+        for (int j = i; j < n; j++) {
+            const Run *q = rr[j].run;
+            if (strcmp(q->sweep, r->sweep) || strcmp(q->arm, r->arm) || strcmp(q->label, r->label)) continue;
+            done[j] = 1;
+            const RunResult *E = find_fixed(rr, n, q->small_experts, q->top_k, q->total_steps, q->seed);
+            const RunResult *M = find_fixed(rr, n, q->big_experts, q->top_k, q->total_steps, q->seed);
+            if (!rr[j].ok || !E || !M || k >= 100) continue;
+            lE[k] = E->final_val, lU[k] = rr[j].final_val, lM[k] = M->final_val;
+            tE += E->stage_sps[0], tM += M->stage_sps[0], fE += E->stage_flops[0] / q->total_steps, fM += M->stage_flops[0] / q->total_steps;
+            up_seconds += rr[j].seconds, up_flops += rr[j].flops;
+            k++;
+        }
+        if (k == 0) continue;
+        tE /= k, tM /= k, fE /= k, fM /= k, up_seconds /= k, up_flops /= k;
+        cJSON *c = cJSON_CreateObject();
+        cJSON_AddStringToObject(c, "sweep", r->sweep);
+        char label[160];
+        snprintf(label, sizeof label, "%s %s (%d -> %d experts)", r->arm, r->label, r->small_experts, r->big_experts);
+        cJSON_AddStringToObject(c, "label", label);
+        if (isnan(r->x)) cJSON_AddNullToObject(c, "x");
+        else cJSON_AddNumberToObject(c, "x", r->x);
+        cJSON_AddItemToObject(c, "fixed_E", stat_object(lE, k));
+        cJSON_AddItemToObject(c, "upcycled", stat_object(lU, k));
+        cJSON_AddItemToObject(c, "fixed_mE", stat_object(lM, k));
+        Efficiency e = stats_efficiency(lE, lU, lM, k, 12345);
+        cJSON *ej = cJSON_AddObjectToObject(c, "efficiency");
+        cJSON_AddBoolToObject(ej, "defined", e.defined);
+        if (e.defined) {
+            cJSON_AddNumberToObject(ej, "mean", e.mean);
+            if (isnan(e.lo)) cJSON_AddNullToObject(ej, "ci95");
+            else {
+                double ci[2] = {e.lo, e.hi};
+                cJSON_AddItemToObject(ej, "ci95", cJSON_CreateDoubleArray(ci, 2));
+            }
+            cJSON_AddNullToObject(ej, "reason");
+        } else {
+            cJSON_AddNullToObject(ej, "mean");
+            cJSON_AddNullToObject(ej, "ci95");
+            cJSON_AddStringToObject(ej, "reason", e.reason);
+        }
+        /* compute: C_fixed = T t_mE; C_up = tau t_E + (T - tau) t_mE; sunk cost: (T - tau) t_mE */
+        int T = r->total_steps, tau = r->stages[0].steps;
+        double c_fixed = T * tM, c_up = tau * tE + (T - tau) * tM, c_sunk = (T - tau) * tM;
+        cJSON *cc = cJSON_AddObjectToObject(c, "compute");
+        cJSON_AddNumberToObject(cc, "t_E", tE);
+        cJSON_AddNumberToObject(cc, "t_mE", tM);
+        cJSON_AddNumberToObject(cc, "seconds_upcycled", c_up);
+        cJSON_AddNumberToObject(cc, "seconds_fixed_mE", c_fixed);
+        cJSON_AddNumberToObject(cc, "measured_seconds_upcycled", up_seconds);
+        cJSON_AddNumberToObject(cc, "saving_pct", 100.0 * (1 - c_up / c_fixed));
+        cJSON_AddNumberToObject(cc, "sunk_cost_saving_pct", 100.0 * (1 - c_sunk / c_fixed));
+        cJSON_AddNumberToObject(cc, "flops_saving_pct", 100.0 * (1 - (tau * fE + (T - tau) * fM) / (T * fM)));
+        cJSON_AddItemToArray(out, c);
+        if (!strcmp(r->sweep, "main")) {
+            char note[400];
+            double gap = stats_mean(lE, k) - stats_mean(lM, k);
+            snprintf(note, sizeof note,
+                     "main: Fixed-%d minus Fixed-%d validation loss = %+.4f over %d seed(s) (seed spread %.4f); %s", r->small_experts,
+                     r->big_experts, gap, k, sqrt(pow(stats_std(lE, k), 2) + pow(stats_std(lM, k), 2)),
+                     e.defined ? "the bigger MoE is better at this budget" : "the bigger MoE is NOT clearly better at this budget, so efficiency is undefined");
+            cJSON_AddItemToArray(notes, cJSON_CreateString(note));
+        }
+    }
+    (void)p;
+    free(done);
+    return out;
+}
+
+/* mean over seeds of the main sweep's curves, per arm (points where every seed has a val loss) */
+static cJSON *frontier(cJSON *runs) {
+    cJSON *out = cJSON_CreateArray();
+    const char *arms[3] = {"fixed-E", "upcycled", "fixed-mE"};
+    for (int a = 0; a < 3; a++) {
+        cJSON *flops = cJSON_CreateArray(), *secs = cJSON_CreateArray(), *vals = cJSON_CreateArray();
+        const cJSON *first = NULL, *r;
+        int n_seeds = 0;
+        cJSON_ArrayForEach(r, runs) {
+            const cJSON *sw = cJSON_GetObjectItemCaseSensitive(r, "sweep"), *arm = cJSON_GetObjectItemCaseSensitive(r, "arm");
+            if (strcmp(sw->valuestring, "main") || strcmp(arm->valuestring, arms[a])) continue;
+            if (!first) first = r;
+            n_seeds++;
+        }
+        if (!first) {
+            cJSON_Delete(flops), cJSON_Delete(secs), cJSON_Delete(vals);
+            continue;
+        }
+        const cJSON *pt;
+        cJSON_ArrayForEach(pt, cJSON_GetObjectItemCaseSensitive(first, "curve")) {
+            if (!cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(pt, "val_loss"))) continue;
+            int step = (int)json_num(pt, "step");
+            double sum = 0;
+            int count = 0;
+            cJSON_ArrayForEach(r, runs) {
+                const cJSON *sw = cJSON_GetObjectItemCaseSensitive(r, "sweep"), *arm = cJSON_GetObjectItemCaseSensitive(r, "arm");
+                if (strcmp(sw->valuestring, "main") || strcmp(arm->valuestring, arms[a])) continue;
+                const cJSON *q;
+                cJSON_ArrayForEach(q, cJSON_GetObjectItemCaseSensitive(r, "curve")) if ((int)json_num(q, "step") == step &&
+                                                                                            !isnan(json_num(q, "val_loss"))) {
+                    sum += json_num(q, "val_loss"), count++;
+                    break;
+                }
+            }
+            if (count != n_seeds) continue;
+            cJSON_AddItemToArray(flops, cJSON_CreateNumber(json_num(pt, "flops")));
+            cJSON_AddItemToArray(secs, cJSON_CreateNumber(json_num(pt, "seconds")));
+            cJSON_AddItemToArray(vals, cJSON_CreateNumber(sum / count));
+        }
+        cJSON *f = cJSON_CreateObject();
+        cJSON_AddStringToObject(f, "arm", arms[a]);
+        cJSON_AddItemToObject(f, "flops", flops);
+        cJSON_AddItemToObject(f, "seconds", secs);
+        cJSON_AddItemToObject(f, "val_loss", vals);
+        cJSON_AddItemToArray(out, f);
+    }
+    return out;
+}
+
+static int write_results(const Plan *p, const ExperimentOptions *opt, const char *path) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddNumberToObject(j, "version", 1);
+    cJSON_AddStringToObject(j, "preset", p->name);
+    cJSON_AddStringToObject(j, "description", p->description);
+    char machine[128];
+    snprintf(machine, sizeof machine, "%ld cores, CPU backend (OpenBLAS + OpenMP)", sysconf(_SC_NPROCESSORS_ONLN));
+    cJSON_AddStringToObject(j, "machine", machine);
+    cJSON_AddStringToObject(j, "data", opt->data_dir);
+    cJSON *base = cJSON_AddObjectToObject(j, "base");
+    char *mj = model_config_to_json_string(&p->model);
+    cJSON_AddItemToObject(base, "model", cJSON_Parse(mj));
+    free(mj);
+    cJSON *train = cJSON_AddObjectToObject(base, "train");
+    cJSON_AddNumberToObject(train, "steps", p->steps);
+    cJSON_AddNumberToObject(train, "batch_size", p->train.batch_size);
+    cJSON_AddNumberToObject(train, "seq_len", p->train.seq_len);
+    cJSON_AddNumberToObject(train, "lr", p->train.lr);
+    cJSON_AddNumberToObject(train, "factor", p->factor);
+    cJSON_AddNumberToObject(train, "seeds", p->seeds);
+    cJSON_AddStringToObject(train, "cpt_schedule", p->rewarm ? "rewarm" : "continue");
+    cJSON *runs = cJSON_AddArrayToObject(j, "runs"), *notes = cJSON_CreateArray();
+    RunResult *rr = xcalloc(p->n_runs, sizeof(RunResult));
+    for (int i = 0; i < p->n_runs; i++) cJSON_AddItemToArray(runs, collect_run(p, &p->runs[i], opt, &rr[i]));
+    cJSON_AddItemToObject(j, "comparisons", compare(p, rr, p->n_runs, notes));
+    /* Spearman: loss right after growth vs final loss, over the init-heuristic runs (else all grown runs) */
+    double x[1000], y[1000];
+    int n = 0;
+    for (int pass = 0; pass < 2 && n < 3; pass++) {
+        n = 0;
+        for (int i = 0; i < p->n_runs && n < 1000; i++)
+            if (rr[i].ok && !isnan(rr[i].after) && (pass || !strcmp(rr[i].run->sweep, "init"))) x[n] = rr[i].after, y[n++] = rr[i].final_val;
+    }
+    cJSON *sp = cJSON_AddObjectToObject(j, "spearman");
+    double rho = stats_spearman(x, y, n);
+    if (isnan(rho)) cJSON_AddNullToObject(sp, "rho");
+    else cJSON_AddNumberToObject(sp, "rho", rho);
+    cJSON_AddNumberToObject(sp, "n", n);
+    cJSON_AddStringToObject(sp, "what", "val loss right after growth vs final val loss across grown runs");
+    cJSON_AddItemToObject(j, "frontier", frontier(runs));
+    cJSON_AddItemToObject(j, "notes", notes);
+    free(rr);
+    char *text = cJSON_Print(j);
+    cJSON_Delete(j);
+    int rc = atomic_write_file(path, text, strlen(text));
+    free(text);
+    return rc;
+}
+
+int experiment_run(const Plan *p, const ExperimentOptions *opt) {
+    if (mkdir_p(opt->out_dir)) return -1;
+    /* the plan as run, for the record */
+    Progress pg = {0};
+    pg.started = now_seconds();
+    /* unique stages in execution order */
+    for (int i = 0; i < p->n_runs; i++)
+        for (int k = 0; k < p->runs[i].n_stages; k++) {
+            int seen = 0;
+            for (int i2 = 0; i2 <= i && !seen; i2++)
+                for (int k2 = 0; k2 < p->runs[i2].n_stages && !seen; k2++)
+                    if ((i2 < i || k2 < k) && !strcmp(p->runs[i2].stages[k2].key, p->runs[i].stages[k].key)) seen = 1;
+            if (seen) continue;
+            pg.stages_total++;
+            pg.steps_total += p->runs[i].stages[k].steps;
+            if (stage_done(opt, &p->runs[i].stages[k])) pg.stages_done++, pg.steps_done += p->runs[i].stages[k].steps;
+        }
+    printf("experiment %s: %d runs, %d unique stages, %lld training steps (%d already done)\n", p->name, p->n_runs,
+           pg.stages_total, pg.steps_total, pg.stages_done);
+    for (int i = 0; i < p->n_runs; i++)
+        for (int k = 0; k < p->runs[i].n_stages; k++) {
+            if (stage_done(opt, &p->runs[i].stages[k])) continue;
+            if (run_stage(p, &p->runs[i], k, opt, &pg)) return -1;
+            pg.stages_done++;
+            pg.steps_done += p->runs[i].stages[k].steps;
+        }
+    print_progress(&pg, "all stages done; collecting results");
+    char *results = path_join(opt->out_dir, "results.json"), *csv = path_join(opt->out_dir, "results.csv");
+    char *html = path_join(opt->out_dir, "report.html");
+    int rc = write_results(p, opt, results);
+    if (!rc) rc = report_write_csv(results, csv);
+    if (!rc) rc = report_write_html(results, html);
+    if (!rc) {
+        printf("\n");
+        report_print_tables(results, stdout);
+        printf("\nresults: %s, %s, %s\n", results, csv, html);
+    }
+    free(results), free(csv), free(html);
+    return rc;
+}
