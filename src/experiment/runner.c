@@ -21,6 +21,7 @@ typedef struct {
     double started, seconds_in_training;
     long long steps_trained; /* steps trained in this invocation (for the ETA) */
     int stages_total, stages_done;
+    int quiet;
 } Progress;
 
 static char *stage_dir(const ExperimentOptions *opt, const Stage *s) {
@@ -99,6 +100,7 @@ static double json_num(const cJSON *j, const char *key) {
 }
 
 static void print_progress(const Progress *pg, const char *what) {
+    if (pg->quiet) return;
     double elapsed = now_seconds() - pg->started;
     double rate = pg->steps_trained > 0 ? pg->seconds_in_training / pg->steps_trained : 0;
     double eta = rate * (pg->steps_total - pg->steps_done);
@@ -171,9 +173,9 @@ static int run_stage(const Plan *p, const Run *r, int k, const ExperimentOptions
     if (!rc) {
         double flops = 3.0 * model_flops_per_token(&mc, tc.seq_len) * (double)tc.batch_size * tc.seq_len * s->steps;
         rc = write_stage_json(dir, s, &res, flops, before, after);
-        printf("    done: val loss %.4f, %.3f s/step%s\n", res.final_val_loss, res.steps_run ? res.step_seconds / res.steps_run : 0,
+        if (!pg->quiet) printf("    done: val loss %.4f, %.3f s/step%s\n", res.final_val_loss, res.steps_run ? res.step_seconds / res.steps_run : 0,
                isnan(before) ? "" : "");
-        if (!isnan(before)) printf("    growth: val loss %.4f -> %.4f right after growth\n", before, after);
+        if (!isnan(before) && !pg->quiet) printf("    growth: val loss %.4f -> %.4f right after growth\n", before, after);
     }
     free(res.losses);
     free(resume), free(prev_final), free(grown), free(dir);
@@ -565,6 +567,7 @@ int experiment_run(const Plan *p, const ExperimentOptions *opt) {
     /* the plan as run, for the record */
     Progress pg = {0};
     pg.started = now_seconds();
+    pg.quiet = opt->quiet;
     /* unique stages in execution order */
     for (int i = 0; i < p->n_runs; i++)
         for (int k = 0; k < p->runs[i].n_stages; k++) {
@@ -577,7 +580,7 @@ int experiment_run(const Plan *p, const ExperimentOptions *opt) {
             pg.steps_total += p->runs[i].stages[k].steps;
             if (stage_done(opt, &p->runs[i].stages[k])) pg.stages_done++, pg.steps_done += p->runs[i].stages[k].steps;
         }
-    printf("experiment %s: %d runs, %d unique stages, %lld training steps (%d already done)\n", p->name, p->n_runs,
+    if (!opt->quiet) printf("experiment %s: %d runs, %d unique stages, %lld training steps (%d already done)\n", p->name, p->n_runs,
            pg.stages_total, pg.steps_total, pg.stages_done);
     for (int i = 0; i < p->n_runs; i++)
         for (int k = 0; k < p->runs[i].n_stages; k++) {
@@ -592,7 +595,7 @@ int experiment_run(const Plan *p, const ExperimentOptions *opt) {
     int rc = write_results(p, opt, results);
     if (!rc) rc = report_write_csv(results, csv);
     if (!rc) rc = report_write_html(results, html);
-    if (!rc) {
+    if (!rc && !opt->quiet) {
         printf("\n");
         report_print_tables(results, stdout);
         printf("\nresults: %s, %s, %s\n", results, csv, html);
