@@ -1,17 +1,12 @@
 #!/usr/bin/env bash
-# The main job on the bundled corpus: tokenize tinyshakespeare, train the tiny interleaved MoE
-# preset (~1-2 minutes on 2 cores), print the loss trajectory, evaluate, and sample.
+# The main job on the bundled corpus: tokenize tinyshakespeare, then run the `demo` experiment
+# (Fixed-8 vs Upcycled 8->16 vs Fixed-16 experts, ~5 minutes on 2 cores) and print its results
+# table; the HTML report lands in runs/demo/report.html. Re-running resumes where it stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=data/shakespeare
-RUN=runs/demo
 [ -f "$DATA/val.bin" ] || ./upcycle tokenize --input data/tinyshakespeare.txt --out "$DATA" --force
-./upcycle train --preset tiny --data "$DATA" --out "$RUN" --force --log-every 50
+./upcycle experiment --preset demo --data "$DATA" --out runs/demo
 echo
-echo "loss trajectory (step: train loss / val loss):"
-grep '"val_loss"' "$RUN/metrics.jsonl" | sed -E 's/.*"step": ([0-9]+), "loss": ([0-9.]+).*"val_loss": ([0-9.]+).*/  step \1: train \2 \/ val \3/'
-echo
-./upcycle eval --ckpt "$RUN/final" --data "$DATA"
-echo
-echo "sample:"
-./upcycle sample --ckpt "$RUN/final" --prompt "ROMEO:" --tokens 300 --seed 7
+echo "a sample from the upcycled model:"
+./upcycle sample --ckpt "runs/demo/stages/E8-k2-T200-s1+x-uniform-E16-T200/final" --prompt "ROMEO:" --tokens 200 --seed 7
