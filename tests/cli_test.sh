@@ -522,5 +522,24 @@ else fail "grow --alloc utility --experts 12" "exit $RC: $(oneline "$ERR")"; fi
 run "$UP" train --init "$W/g_ok" --data "$DATA" --split cpt --out "$W/g_cpt" --steps 3 --batch-size 4 --seq-len 32 --eval-every 3 --eval-batches 2 "${THREADS[@]}"
 if [ "$RC" -eq 0 ] && [ -f "$W/g_cpt/final/model.safetensors" ]; then ok "train --init from a grown checkpoint (CPT)"; else fail "train --init grown" "exit $RC: $(oneline "$ERR")"; fi
 
+# ---- experiment and diag ----
+run "$UP" experiment --help
+if [ "$RC" -eq 0 ] && grep -q "usage:" "$CAP/out"; then ok "experiment --help"; else fail "experiment --help" "exit $RC"; fi
+run "$UP" experiment --list-presets
+if [ "$RC" -eq 0 ] && grep -q "paper-tiny" "$CAP/out"; then ok "experiment --list-presets"; else fail "experiment --list-presets" "exit $RC"; fi
+expect_fail "experiment with an unknown preset" nz "nope" "$W/x_nope" -- "$UP" experiment --preset nope --data "$DATA" --out "$W/x_nope"
+expect_fail "experiment --device cuda without a CUDA build" 2 "cuda" "$W/x_cuda" -- "$UP" experiment --preset demo --data "$DATA" --out "$W/x_cuda" --device cuda
+echo '{"sweeps": {"main": {"tau": 2}}}' > "$W/badplan.json"
+expect_fail "experiment with a bad plan" nz "$W/badplan.json,tau" "$W/x_bad" -- "$UP" experiment --plan "$W/badplan.json" --data "$DATA" --out "$W/x_bad"
+run "$UP" experiment --preset paper-full --data "$DATA" --dry-run
+if [ "$RC" -eq 0 ] && grep -q "iterative" "$CAP/out" && grep -q "activation" "$CAP/out"; then ok "experiment --dry-run lists the paper-full runs"; else fail "experiment --dry-run" "exit $RC"; fi
+run "$UP" diag --help
+if [ "$RC" -eq 0 ] && grep -q "usage:" "$CAP/out"; then ok "diag --help"; else fail "diag --help" "exit $RC"; fi
+expect_fail "diag on a checkpoint that was not grown" nz "grow.json" "" -- "$UP" diag --ckpt "$CK"
+run "$UP" diag --ckpt "$W/g_ok" --source "$CK" --data "$DATA" --json
+if [ "$RC" -eq 0 ] && py "import json,sys;d=json.load(open('$CAP/out'));assert abs(d['layers'][0]['cosine_to_source_mean']-1)<1e-5" >/dev/null; then
+  ok "diag right after growth: replicas equal their source"
+else fail "diag --json after growth" "exit $RC: $(oneline "$ERR")"; fi
+
 echo "cli: $PASS passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]
