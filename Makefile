@@ -3,6 +3,8 @@
 #   make demo       install missing Debian packages, build, tokenize the bundled corpus, train, sample
 #   make test       install missing packages, build, run the whole test suite
 #   make PORTABLE=1 build without -march=native
+#   make CUDA=0     build without the CUDA backend (default: built when nvcc is on PATH)
+#   make test-cuda  build, run the GPU tests (GPU vs CPU parity, bf16) and compute-sanitizer
 CC      ?= cc
 MULTIARCH := $(shell $(CC) -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
 OPT     := -O3 $(if $(PORTABLE),,-march=native)
@@ -31,20 +33,53 @@ else
   MISSING += cjson
 endif
 
+# CUDA: nvcc on PATH (or NVCC=...) unless CUDA=0. Only the main build (build/, ./upcycle,
+# build/test_runner) gets the backend: CUDA_DEFS and CUDA_LDLIBS stay out of CFLAGS and LDLIBS,
+# which other builds (tests/hardening.mk) reuse.
+NVCC ?= $(shell which nvcc 2>/dev/null)
+CU_SRC :=
+CUDA_DEFS :=
+CUDA_LDLIBS :=
+ifeq ($(CUDA),0)
+  CUDA_STATUS := CUDA ✗ (CUDA=0)
+else ifeq ($(NVCC),)
+  CUDA_STATUS := CUDA ✗ (no nvcc on PATH)
+else
+  CUDA_HOME    := $(abspath $(dir $(NVCC))..)
+  CUDA_LIBDIR  := $(firstword $(wildcard $(CUDA_HOME)/lib64/libcudart.so $(CUDA_HOME)/targets/x86_64-linux/lib/libcudart.so $(CUDA_HOME)/lib/libcudart.so))
+  CUDA_LIBDIR  := $(patsubst %/,%,$(dir $(CUDA_LIBDIR)))
+  NVCC_VERSION := $(shell $(NVCC) --version 2>/dev/null | sed -n 's/.*release \([0-9.]*\).*/\1/p')
+  # sm_90a (H100/H200) and sm_80 (A100) code, plus compute_80 PTX that newer GPUs compile at load
+  CUDA_GENCODE ?= -gencode arch=compute_90a,code=sm_90a -gencode arch=compute_80,code=[sm_80,compute_80]
+  NVCCFLAGS    ?= -O3 -std=c++17 $(CUDA_GENCODE) -Xcompiler -fopenmp
+  NVCCFLAGS    += -DUPCYCLE_CUDA -Isrc
+  CU_SRC       := $(sort $(wildcard src/cuda/*.cu))
+  CUDA_DEFS    := -DUPCYCLE_CUDA
+  CUDA_LDLIBS  := -L$(CUDA_LIBDIR) -Wl,-rpath,$(CUDA_LIBDIR) -lcublas -lcublasLt -lcudart -lstdc++
+  CUDA_STATUS  := CUDA ✓ (nvcc $(NVCC_VERSION), sm_90a + sm_80)
+endif
+
 LIB_SRC  := $(sort $(wildcard src/*.c src/*/*.c))
 LIB_SRC  := $(filter-out src/cli/%,$(LIB_SRC))
 CLI_SRC  := $(sort $(wildcard src/cli/*.c))
 TEST_SRC := $(sort $(wildcard tests/*.c))
-LIB_OBJ  := $(LIB_SRC:%.c=build/%.o)
+LIB_OBJ  := $(LIB_SRC:%.c=build/%.o) $(CU_SRC:%.cu=build/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=build/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=build/%.o)
 DEPS     := $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d)
 
-.PHONY: all features deps test-deps demo test clean
+# sources that test UPCYCLE_CUDA rebuild when the CUDA setting changes (build/cuda-setting)
+CUDA_SETTING := $(if $(CU_SRC),cuda,cpu)
+$(shell mkdir -p build && [ "$$(cat build/cuda-setting 2>/dev/null)" = "$(CUDA_SETTING)" ] || echo "$(CUDA_SETTING)" >build/cuda-setting)
+CUDA_USERS := $(shell grep -l UPCYCLE_CUDA $(LIB_SRC) $(CLI_SRC) $(TEST_SRC) 2>/dev/null)
+
+.PHONY: all features deps test-deps demo test test-cuda clean
 all: features upcycle
 
+$(CUDA_USERS:%.c=build/%.o): build/cuda-setting
+
 features:
-	@echo "upcycle build: $(BLAS_STATUS), $(CJSON_STATUS), OpenMP ✓, MPI ✗ (not yet supported), CUDA ✗ (not yet supported)"
+	@echo "upcycle build: $(BLAS_STATUS), $(CJSON_STATUS), OpenMP ✓, MPI ✗ (not yet supported), $(CUDA_STATUS)"
 ifneq ($(MISSING),)
 	@echo "missing: $(MISSING); install with: scripts/deps.sh  (or: make demo / make test, which install them)"
 	@false
@@ -52,16 +87,21 @@ endif
 
 build/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+	$(CC) $(CFLAGS) $(CUDA_DEFS) -MMD -MP -c $< -o $@
+
+build/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
 
 build/libupcycle.a: $(LIB_OBJ)
+	rm -f $@
 	ar rcs $@ $^
 
 upcycle: $(CLI_OBJ) build/libupcycle.a
-	$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) build/libupcycle.a $(LDLIBS)
+	$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) build/libupcycle.a $(LDLIBS) $(CUDA_LDLIBS)
 
 build/test_runner: $(TEST_OBJ) build/libupcycle.a
-	$(CC) $(CFLAGS) -Itests -o $@ $(TEST_OBJ) build/libupcycle.a $(LDLIBS)
+	$(CC) $(CFLAGS) -Itests -o $@ $(TEST_OBJ) build/libupcycle.a $(LDLIBS) $(CUDA_LDLIBS)
 
 deps:
 	@scripts/deps.sh build
@@ -77,7 +117,15 @@ test: test-deps
 	@$(MAKE) --no-print-directory all build/test_runner
 	@tests/run_all.sh
 
+# on a GPU machine: GPU vs CPU parity, bf16 vs fp32, compute-sanitizer memcheck (tests/run_cuda.sh)
+test-cuda: test-deps
+	@$(MAKE) --no-print-directory all build/test_runner
+	@tests/run_cuda.sh
+
 clean:
 	rm -rf build upcycle
 
 -include $(DEPS)
+
+# make fuzz, fuzz-smoke, test-sanitize, test-valgrind (see the file)
+include tests/hardening.mk

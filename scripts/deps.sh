@@ -2,9 +2,11 @@
 # Installs the Debian packages upcycle needs, only those that are missing.
 #   scripts/deps.sh build   - what `make` needs (compiler, OpenBLAS, cJSON)
 #   scripts/deps.sh test    - build + python3-torch for the PyTorch reference tests
+#   scripts/deps.sh hardening - build + clang and its libFuzzer runtime, valgrind (make fuzz, test-valgrind)
 set -euo pipefail
 want=(gcc make libc6-dev libopenblas-openmp-dev libcjson-dev)
 if [ "${1:-build}" = test ]; then want+=(python3 python3-torch python3-numpy); fi
+if [ "${1:-build}" = hardening ]; then want+=(clang libclang-rt-14-dev valgrind); fi
 missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -3,7 +3,7 @@
  * A backend owns memory (alloc/free/upload/download) and implements every op a training
  * step calls, as forward/backward pairs on tensors in its own memory. The model (model.c)
  * calls only these functions; it never includes a backend's headers. The CPU backend
- * (src/cpu/) uses OpenBLAS + OpenMP; a CUDA backend implements the same table.
+ * (src/cpu/) uses OpenBLAS + OpenMP; the CUDA backend (src/cuda/) implements the same table.
  *
  * Conventions: N = B*T tokens, C = d_model, row-major, weights in Hugging Face layout
  * (out_features, in_features). Backward ops ACCUMULATE (+=) into dinp and dweight unless a
@@ -13,6 +13,9 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+/* compute precision of a backend (TrainConfig.precision, --precision) */
+typedef enum { PRECISION_FP32 = 0, PRECISION_BF16 = 1 } Precision;
 
 typedef struct Backend {
     const char *name;
@@ -51,7 +54,9 @@ typedef struct Backend {
     void (*rope_backward)(float *dx, int B, int T, int n_heads, int head_dim, float theta); /* in place */
 
     /* ---- causal attention with GQA: q (B,T,H,hd), k/v (B,T,KV,hd), out (B,T,H,hd),
-     *      probs (B,H,T,T) saved softmax. Backward overwrites dq, dk, dv. ---- */
+     *      probs (B,H,T,T) saved softmax. Backward overwrites dq, dk, dv.
+     *      A backend with attention_lse_only (CUDA) saves only the row logsumexps there
+     *      (B*H*T floats) and recomputes the softmax in the backward: no T x T buffer. ---- */
     void (*attention_forward)(float *out, float *probs, const float *q, const float *k, const float *v, int B, int T,
                               int H, int KV, int head_dim);
     void (*attention_backward)(float *dq, float *dk, float *dv, const float *dout, const float *probs, const float *q,
@@ -109,8 +114,23 @@ typedef struct Backend {
                          float beta2, float eps, float weight_decay, float grad_scale, int t);
     /* loss-free balancing: bias[e] += rate * sign(mean(loads) - loads[e]) */
     void (*balance_bias_update)(float *bias, const int32_t *loads, int E, float rate);
+
+    /* ---- configuration ---- */
+    /* Precision for the ops that follow (process-wide): 0, or -1 with up_error when this
+     * backend cannot run it (the CPU backend runs fp32 only). NULL: fp32 only, no check. */
+    int (*set_precision)(int precision);
+    /* 1: attention_forward's probs buffer needs only B*H*T floats (see attention above) */
+    int attention_lse_only;
 } Backend;
 
 const Backend *backend_cpu(void);
+/* The CUDA backend, or NULL when no device is usable (no driver, no GPU). Exists only in
+ * builds with CUDA (UPCYCLE_CUDA defined); code outside src/cuda/ calls backend_select. */
+const Backend *backend_cuda(void);
+/* --device: "cpu", "cuda" (NULL with up_error when no CUDA device is visible or the build has
+ * no CUDA) or "auto" (CUDA when a device is visible, else the CPU; then, in builds with CUDA,
+ * notice receives "upcycle: no CUDA device visible; running on the CPU", else ""). Unknown
+ * names: NULL with up_error. */
+const Backend *backend_select(const char *device, char *notice, size_t notice_size);
 
 #endif

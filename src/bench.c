@@ -24,9 +24,10 @@ double bench_sgemm_gflops(int n, double seconds) {
     return best;
 }
 
-int bench_train(const ModelConfig *mc, const TrainConfig *tc, int warmup, int steps, TrainBench *out) {
+int bench_train(const Backend *be, const ModelConfig *mc, const TrainConfig *tc, int warmup, int steps, TrainBench *out) {
     Model m;
-    if (model_create(&m, mc, backend_cpu())) return -1;
+    if (!be) be = backend_cpu();
+    if ((be->set_precision && be->set_precision(tc->precision)) || model_create(&m, mc, be)) return -1;
     model_init_weights(&m, tc->seed);
     model_set_batch(&m, tc->batch_size, tc->seq_len);
     size_t n = (size_t)tc->batch_size * (tc->seq_len + 1);

@@ -2,6 +2,7 @@
 #ifndef UPCYCLE_BENCH_H
 #define UPCYCLE_BENCH_H
 
+#include "backend.h"
 #include "config.h"
 
 /* Best GFLOP/s of an n x n x n sgemm over repeated calls lasting at least `seconds`. */
@@ -12,7 +13,8 @@ typedef struct {
     double flops_per_step;
 } TrainBench;
 
-/* Times `steps` full training steps (forward, backward, AdamW) after `warmup` untimed ones. */
-int bench_train(const ModelConfig *mc, const TrainConfig *tc, int warmup, int steps, TrainBench *out);
+/* Times `steps` full training steps (forward, backward, AdamW) after `warmup` untimed ones,
+ * on backend be (NULL: the CPU) at tc->precision. */
+int bench_train(const Backend *be, const ModelConfig *mc, const TrainConfig *tc, int warmup, int steps, TrainBench *out);
 
 #endif

@@ -343,7 +343,7 @@ static int model_config_from_json(ModelConfig *c, const cJSON *j, const char *pa
         int i = 0;
         const cJSON *it;
         cJSON_ArrayForEach(it, mlp_only) {
-            if (!cJSON_IsNumber(it) || (int)it->valuedouble != i)
+            if (!cJSON_IsNumber(it) || it->valuedouble != (double)i) /* compared as doubles: (int)1e10 is undefined */
                 return up_error("%s: field mlp_only_layers[%d]; expected the prefix 0, 1, 2, ... (first-k dense layers)", path, i);
             i++;
         }
@@ -494,6 +494,8 @@ int train_config_load_bare_json(TrainConfig *t, const char *path) {
 }
 
 int model_config_overlay_json(ModelConfig *c, const cJSON *overlay, const char *origin) {
+    /* an array's items have no key: adding them to the object would fail and leak them */
+    if (!cJSON_IsObject(overlay)) return up_error("%s: field model is not an object; expected {\"key\": value, ...}", origin);
     cJSON *base = model_config_to_json(c);
     const cJSON *it;
     cJSON_ArrayForEach(it, overlay) {
@@ -505,4 +507,8 @@ int model_config_overlay_json(ModelConfig *c, const cJSON *overlay, const char *
     return rc;
 }
 
-int train_config_overlay_json(TrainConfig *t, const cJSON *j, const char *origin) { return train_config_from_json(t, j, origin); }
+int train_config_overlay_json(TrainConfig *t, const cJSON *j, const char *origin) {
+    /* train_config_from_json reads every item's key: an array's items have none (NULL) */
+    if (!cJSON_IsObject(j)) return up_error("%s: field train is not an object; expected {\"key\": value, ...}", origin);
+    return train_config_from_json(t, j, origin);
+}

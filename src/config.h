@@ -47,6 +47,8 @@ typedef struct {
     float z_loss_coef;         /* router z-loss (default 0) */
     unsigned long long seed;
     int eval_every, eval_batches, save_every, log_every;
+    int precision;             /* Precision (backend.h): PRECISION_FP32 (default) or PRECISION_BF16;
+                                * a run-time choice (--precision), not written to checkpoints */
 } TrainConfig;
 
 typedef struct {

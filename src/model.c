@@ -160,7 +160,7 @@ static void layout_activations(Model *m, Arena *a) {
         A->q = CARVE_F(a, N * H * hd);
         A->k = CARVE_F(a, N * KV * hd);
         A->v = CARVE_F(a, N * KV * hd);
-        A->att_probs = CARVE_F(a, (size_t)m->B * H * m->T * m->T);
+        A->att_probs = CARVE_F(a, (size_t)m->B * H * m->T * (m->be->attention_lse_only ? 1 : m->T));
         A->att_out = CARVE_F(a, N * H * hd);
         A->x_mid = CARVE_F(a, N * C);
         A->ln2 = CARVE_F(a, N * C);

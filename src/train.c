@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "io/checkpoint.h"
 #include "optim.h"
@@ -60,7 +61,13 @@ static int save_periodic(const char *out_dir, const Model *m, const TrainerState
         if (old_step > 0) {
             snprintf(name, sizeof name, "ckpt_%06d", old_step);
             char *old = path_join(out_dir, name);
-            remove_tree(old);
+            /* rename first: a crash in the middle of the removal must not leave a half-deleted
+             * directory under a checkpoint's name (only a *.tmp.* leftover) */
+            size_t n = strlen(old) + 32;
+            char *doomed = xmalloc(n);
+            snprintf(doomed, n, "%s.tmp.del.%ld", old, (long)getpid());
+            if (rename(old, doomed) == 0) remove_tree(doomed);
+            free(doomed);
             free(old);
         }
     }
@@ -81,6 +88,7 @@ int train_run(const ModelConfig *model_cfg, const TrainConfig *train_cfg, const 
         int steps = tc.steps;
         tc = st.train;
         if (steps > tc.steps) tc.steps = steps; /* allow extending a finished run */
+        tc.precision = train_cfg->precision;    /* a run-time choice, like the device */
         if (!checkpoint_has_optimizer(opt->resume))
             return up_error("%s: optimizer.safetensors is missing; expected a checkpoint written by `upcycle train`", opt->resume);
     } else if (opt->init) {
@@ -106,7 +114,8 @@ int train_run(const ModelConfig *model_cfg, const TrainConfig *train_cfg, const 
     }
 
     Model m;
-    if (model_create(&m, &mc, backend_cpu())) {
+    const Backend *be = opt->backend ? opt->backend : backend_cpu();
+    if ((be->set_precision && be->set_precision(tc.precision)) || model_create(&m, &mc, be)) {
         loader_close(&train_ld), loader_close(&val_ld);
         return -1;
     }
@@ -158,6 +167,7 @@ int train_run(const ModelConfig *model_cfg, const TrainConfig *train_cfg, const 
                active / 1e6, embedding / 1e6, opt->data_dir, split, (unsigned long long)train_ld.shard.n_tokens);
         if (opt->resume) printf("resumed from %s at step %d\n", opt->resume, st.step);
         if (opt->init) printf("initialized from %s (new stage, AdamW step counter %d)\n", opt->init, m.step);
+        printf("device: %s, precision %s\n", be->name, tc.precision == PRECISION_BF16 ? "bf16" : "fp32");
     }
 
     model_set_batch(&m, tc.batch_size, tc.seq_len);
@@ -184,6 +194,19 @@ int train_run(const ModelConfig *model_cfg, const TrainConfig *train_cfg, const 
         }
         model_backward(&m, tc.aux_loss_coef, tc.z_loss_coef);
         double grad_norm = model_optimizer_step(&m, &tc, lr);
+        /* Never continue (or checkpoint) garbage: a non-finite gradient, or an update that made a
+         * weight inf/NaN (e.g. lr * weight decay > 2 grows weights geometrically), stops the run
+         * here, before this state can be saved; the last periodic checkpoint stays as it was. */
+        if (!isfinite(grad_norm)) {
+            rc = up_error("step %d: gradient norm is %g; expected a finite gradient (lower the learning rate?)", st.step,
+                          grad_norm);
+            break;
+        }
+        if (!isfinite(m.be->sum_squares(m.param_mem, m.n_floats))) {
+            rc = up_error("step %d: the update made a weight non-finite; expected finite weights (lower the learning rate?)",
+                          st.step);
+            break;
+        }
         result->losses[result->steps_run++] = (float)loss;
         st.step++;
         st.tokens_seen += (long long)tc.batch_size * tc.seq_len;

@@ -17,6 +17,7 @@ typedef struct {
     int final_eval_batches;  /* batches for the final validation loss (0: train.eval_batches) */
     int quiet;               /* no progress lines */
     int keep_checkpoints;    /* periodic checkpoints kept (default 2) */
+    const Backend *backend;  /* NULL: the CPU backend */
 } TrainOptions;
 
 typedef struct {

@@ -6,7 +6,8 @@
 set -u
 cd "$(dirname "$0")/.." || exit 1
 ROOT=$PWD
-UP="$ROOT/upcycle"
+UP="${UPCYCLE_BIN:-$ROOT/upcycle}" # the sanitizer suite runs these tests on build-san/upcycle
+case "$UP" in /*) ;; *) UP="$ROOT/$UP" ;; esac
 THREADS=(--threads 2)
 # other suites may run beside this one on a 2-core machine: do not let idle OpenMP threads spin
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
@@ -25,9 +26,18 @@ fail() { echo "FAIL $1: $2"; FAILED=$((FAILED + 1)); }
 oneline() { printf '%s' "$1" | head -c 300 | tr '\n' '\001' | sed 's/\x01/\\n/g'; }
 
 # run CMD...: sets RC, OUT (stdout) and ERR (stderr); $CAP/out and $CAP/err hold the raw bytes
+# A CUDA build on a machine without a GPU says so on stderr ($NOTICE) before running on the
+# CPU: that notice is not an error line, so run() sets NOTICE_SEEN and drops it from ERR.
+NOTICE='upcycle: no CUDA device visible; running on the CPU'
 run() {
   timeout "$CMD_TIMEOUT" "$@" >"$CAP/out" 2>"$CAP/err"
   RC=$?
+  NOTICE_SEEN=0
+  if grep -qxF "$NOTICE" "$CAP/err"; then
+    NOTICE_SEEN=1
+    grep -vxF "$NOTICE" "$CAP/err" >"$CAP/err.kept"
+    mv "$CAP/err.kept" "$CAP/err"
+  fi
   OUT=$(cat "$CAP/out")
   ERR=$(cat "$CAP/err")
 }
@@ -90,7 +100,30 @@ snapshot() { (cd "$1" && find . -type f -print0 | sort -z | xargs -0 -r md5sum) 
 
 if [ ! -x "$UP" ]; then
   fail "binary" "$UP is missing; run make first"
-  echo "cli: $PASS passed, $FAILED failed"
+  # ---- --device and --precision ----
+expect_fail "train --device with an unknown name" 2 "--device gpu" "$W/d_bad" -- \
+  "$UP" train "${TINY[@]}" --data "$DATA" --out "$W/d_bad" --device gpu
+expect_fail "train --precision with an unknown name" 2 "--precision fp16" "$W/d_fp16" -- \
+  "$UP" train "${TINY[@]}" --data "$DATA" --out "$W/d_fp16" --precision fp16
+expect_fail "train --precision bf16 on the CPU" nz "bf16 needs the CUDA backend" "$W/d_bf16" -- \
+  "$UP" train "${TINY[@]}" --data "$DATA" --out "$W/d_bf16" --device cpu --precision bf16
+run "$UP" train "${TINY[@]}" --data "$DATA" --out "$W/d_cuda" --device cuda --quiet
+if [ "$RC" -eq 0 ]; then
+  ok "train --device cuda runs on the GPU"
+elif [ "$RC" -eq 1 ] && [ "$(awk 'END { print NR }' "$CAP/err")" -eq 1 ] && [ ! -e "$W/d_cuda" ] \
+  && [[ "$ERR" == "upcycle: --device cuda: no CUDA device is visible"*expected* ]]; then
+  ok "train --device cuda without a GPU: one-line error, exit 1"
+else fail "train --device cuda" "exit $RC, stderr: $(oneline "$ERR")"; fi
+run "$UP" train "${TINY[@]}" --data "$DATA" --out "$W/d_auto" --device auto --quiet
+if [ "$RC" -eq 0 ] && [ -z "$ERR" ] && [[ "$OUT" == *"done: 6 steps"* ]]; then
+  ok "train --device auto runs (notice on stderr: $NOTICE_SEEN)"
+else fail "train --device auto" "exit $RC, stderr: $(oneline "$ERR")"; fi
+run "$UP" eval --ckpt "$CK" --data "$DATA" --batches 1 --device cpu --json
+if [ "$RC" -eq 0 ] && [ "$NOTICE_SEEN" -eq 0 ] && py "import json;json.load(open('$CAP/out'))" >/dev/null; then
+  ok "eval --device cpu: no notice"
+else fail "eval --device cpu" "exit $RC, stderr: $(oneline "$ERR")"; fi
+
+echo "cli: $PASS passed, $FAILED failed"
   exit 1
 fi
 
@@ -540,6 +573,114 @@ run "$UP" diag --ckpt "$W/g_ok" --source "$CK" --data "$DATA" --json
 if [ "$RC" -eq 0 ] && py "import json,sys;d=json.load(open('$CAP/out'));assert abs(d['layers'][0]['cosine_to_source_mean']-1)<1e-5" >/dev/null; then
   ok "diag right after growth: replicas equal their source"
 else fail "diag --json after growth" "exit $RC: $(oneline "$ERR")"; fi
+
+# ---- --device and --precision ----
+expect_fail "train --device with an unknown name" 2 "--device gpu" "$W/d_bad" -- \
+  "$UP" train "${TINY[@]}" --data "$DATA" --out "$W/d_bad" --device gpu
+expect_fail "train --precision with an unknown name" 2 "--precision fp16" "$W/d_fp16" -- \
+  "$UP" train "${TINY[@]}" --data "$DATA" --out "$W/d_fp16" --precision fp16
+expect_fail "train --precision bf16 on the CPU" nz "bf16 needs the CUDA backend" "$W/d_bf16" -- \
+  "$UP" train "${TINY[@]}" --data "$DATA" --out "$W/d_bf16" --device cpu --precision bf16
+run "$UP" train "${TINY[@]}" --data "$DATA" --out "$W/d_cuda" --device cuda --quiet
+if [ "$RC" -eq 0 ]; then
+  ok "train --device cuda runs on the GPU"
+elif [ "$RC" -eq 1 ] && [ "$(awk 'END { print NR }' "$CAP/err")" -eq 1 ] && [ ! -e "$W/d_cuda" ] \
+  && [[ "$ERR" == "upcycle: --device cuda: no CUDA device is visible"*expected* ]]; then
+  ok "train --device cuda without a GPU: one-line error, exit 1"
+else fail "train --device cuda" "exit $RC, stderr: $(oneline "$ERR")"; fi
+run "$UP" train "${TINY[@]}" --data "$DATA" --out "$W/d_auto" --device auto --quiet
+if [ "$RC" -eq 0 ] && [ -z "$ERR" ] && [[ "$OUT" == *"done: 6 steps"* ]]; then
+  ok "train --device auto runs (notice on stderr: $NOTICE_SEEN)"
+else fail "train --device auto" "exit $RC, stderr: $(oneline "$ERR")"; fi
+run "$UP" eval --ckpt "$CK" --data "$DATA" --batches 1 --device cpu --json
+if [ "$RC" -eq 0 ] && [ "$NOTICE_SEEN" -eq 0 ] && py "import json;json.load(open('$CAP/out'))" >/dev/null; then
+  ok "eval --device cpu: no notice"
+else fail "eval --device cpu" "exit $RC, stderr: $(oneline "$ERR")"; fi
+
+# ---- crash safety: SIGKILL while checkpoints are being written
+# `train --save-every 1` saves after every step (most of its time); five times, it is killed a
+# random 0-0.6 s after it has saved a new checkpoint (so every round makes progress, however slow
+# the disk), and each restart resumes from the latest checkpoint. Every checkpoint directory left
+# must load (inspect, eval), and --resume from the latest must finish the 40-step run.
+KD="$W/killed"
+KILL_ARGS=(--preset tiny --steps 40 --batch-size 2 --seq-len 16 --eval-every 0 --save-every 1 --log-every 100
+  --data "$DATA" --out "$KD" "${THREADS[@]}")
+ckpt_dirs() { find "$1" -mindepth 1 -maxdepth 1 -type d \( -regex '.*/ckpt_[0-9]*' -o -name final \) 2>/dev/null | sort; }
+latest_ckpt() { find "$1" -mindepth 1 -maxdepth 1 -type d -regex '.*/ckpt_[0-9]*' 2>/dev/null | sort | tail -n 1; }
+delays=""
+crashed=0
+for round in 1 2 3 4 5; do
+  delay=$(awk -v r="$RANDOM" 'BEGIN { printf "%.2f", (r % 61) / 100 }')
+  delays="$delays $delay"
+  latest=$(latest_ckpt "$KD")
+  if [ -n "$latest" ]; then from=(--resume "$latest"); else from=(--force); fi
+  "$UP" train "${KILL_ARGS[@]}" "${from[@]}" >"$CAP/kill_out" 2>"$CAP/kill_err" &
+  pid=$!
+  for _ in $(seq 1200); do # until a new checkpoint is in place (at most 60 s) or the run ended
+    [ "$(latest_ckpt "$KD")" != "$latest" ] && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  sleep "$delay"
+  kill -9 "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null
+  st=$?
+  # 137 = killed as planned; anything else >= 128 is a crash of its own
+  if [ "$st" -ge 128 ] && [ "$st" -ne 137 ]; then crashed=$((crashed + 1)); fi
+done
+partial=$(find "$KD" -maxdepth 1 -name '*.tmp.*' 2>/dev/null | wc -l)
+bad=()
+n_ckpt=0
+for d in $(ckpt_dirs "$KD"); do
+  n_ckpt=$((n_ckpt + 1))
+  run "$UP" inspect --ckpt "$d"
+  [ "$RC" -eq 0 ] || bad+=("inspect $(basename "$d"): exit $RC $(oneline "$ERR")")
+  run "$UP" eval --ckpt "$d" --data "$DATA" --batches 1 "${THREADS[@]}"
+  [ "$RC" -eq 0 ] || bad+=("eval $(basename "$d"): exit $RC $(oneline "$ERR")")
+done
+if [ "$n_ckpt" -gt 0 ] && [ ${#bad[@]} -eq 0 ] && [ "$crashed" -eq 0 ]; then
+  ok "train --save-every 1 killed 5 times (${delays# } s after a save): all $n_ckpt checkpoint dirs load ($partial partial temp dirs left)"
+else
+  fail "train killed while saving: every checkpoint dir loads" "$n_ckpt checkpoint dirs, $crashed crashes other than the kill, delays${delays} s: $(printf '%s; ' "${bad[@]}")"
+fi
+latest=$(latest_ckpt "$KD")
+if [ -n "$latest" ]; then
+  run "$UP" train --resume "$latest" --data "$DATA" --out "$KD" "${THREADS[@]}"
+  run2_rc=$RC run2_err=$ERR
+  got=$(py "import json;print(json.load(open('$KD/final/trainer.json'))['step'])")
+  run "$UP" inspect --ckpt "$KD/final"
+  if [ "$run2_rc" -eq 0 ] && [ "$RC" -eq 0 ] && [ "$got" = 40 ]; then
+    ok "train --resume from the latest checkpoint after the kills ($(basename "$latest")) finishes the run"
+  else fail "train --resume after the kills" "resume exit $run2_rc ($(oneline "$run2_err")), final step '$(oneline "$got")' (expected 40), inspect exit $RC"; fi
+else
+  fail "train --resume after the kills" "no checkpoint was written before the kills (delays${delays} s)"
+fi
+rm -rf "$KD" # holds the temporary directories of the killed saves
+# Deterministic variant for the removal of the checkpoint that falls out of the --keep window:
+# strace slows every unlink to 0.3 s and the run is killed while ckpt_000001 is being removed.
+# The directory is renamed away before its files go, so no half-deleted ckpt_000001 remains.
+if command -v strace >/dev/null 2>&1; then
+  KD2="$W/killed_rm"
+  strace -f -o /dev/null -e trace=unlink -e inject=unlink:delay_enter=300000 "$UP" train --preset tiny --steps 40 \
+    --batch-size 2 --seq-len 16 --eval-every 0 --save-every 1 --data "$DATA" --out "$KD2" "${THREADS[@]}" >/dev/null 2>&1 &
+  tracer=$!
+  for _ in $(seq 600); do [ -d "$KD2/ckpt_000003" ] && break; sleep 0.1; done
+  sleep 0.7
+  tracee=$(pgrep -P "$tracer")
+  [ -n "$tracee" ] && kill -9 $tracee 2>/dev/null
+  wait "$tracer" 2>/dev/null
+  bad=()
+  for d in $(ckpt_dirs "$KD2"); do
+    run "$UP" inspect --ckpt "$d"
+    [ "$RC" -eq 0 ] || bad+=("$(basename "$d"): $(oneline "$ERR")")
+  done
+  if [ -d "$KD2/ckpt_000003" ] && [ ${#bad[@]} -eq 0 ]; then
+    ok "train killed while removing an old checkpoint: no half-deleted checkpoint dir ($(ls "$KD2" | tr '\n' ' '))"
+  else fail "train killed while removing an old checkpoint" "listing: $(ls "$KD2" 2>&1 | tr '\n' ' '); $(printf '%s; ' "${bad[@]}")"; fi
+  rm -rf "$KD2"
+else
+  ok "train killed while removing an old checkpoint: skipped (no strace)"
+fi
 
 echo "cli: $PASS passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]

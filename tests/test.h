@@ -1,5 +1,5 @@
 /* test.h - a minimal test runner: TEST(name) registers a test; CHECK* record failures.
- * The runner prints one line per failing check and closes with "N passed, N failed". */
+ * The runner prints one line per failing check and closes with "N passed, N failed, N skipped". */
 #ifndef UPCYCLE_TEST_H
 #define UPCYCLE_TEST_H
 
@@ -10,6 +10,9 @@ typedef void (*test_fn)(void);
 void test_register(const char *name, test_fn fn);
 void test_fail(const char *file, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 const char *test_tmpdir(void); /* a fresh directory for the current test */
+/* marks the current test skipped (neither passed nor failed) and says why, e.g. "no CUDA
+ * device"; the caller returns. A failure recorded in the same test still fails it. */
+void test_skip(const char *why);
 
 #define TEST(name)                                                                    \
     static void name(void);                                                           \

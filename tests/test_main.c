@@ -13,6 +13,7 @@ static struct {
     test_fn fn;
 } g_tests[MAX_TESTS];
 static int g_count, g_current_failed;
+static const char *g_current_skip; /* set by test_skip: the current test is skipped */
 static char g_tmpdir[512];
 
 void test_register(const char *name, test_fn fn) {
@@ -33,23 +34,45 @@ void test_fail(const char *file, int line, const char *fmt, ...) {
 
 const char *test_tmpdir(void) { return g_tmpdir; }
 
+void test_skip(const char *why) { g_current_skip = why; }
+
 int main(int argc, char **argv) {
     const char *base = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-    int passed = 0, failed = 0;
+    /* UPCYCLE_TEST_SKIP=a,b: skip the tests whose name contains a or b (the sanitizer suite
+     * skips the slow PyTorch parity tests, which the normal build runs) */
+    const char *skip = getenv("UPCYCLE_TEST_SKIP");
+    int passed = 0, failed = 0, skipped = 0;
     for (int i = 0; i < g_count; i++) {
         if (argc > 1) {
             int match = 0;
             for (int a = 1; a < argc; a++) match |= strstr(g_tests[i].name, argv[a]) != NULL;
             if (!match) continue;
         }
+        if (skip && *skip) {
+            char list[512];
+            snprintf(list, sizeof list, "%s", skip);
+            int match = 0;
+            for (char *save = NULL, *w = strtok_r(list, ",", &save); w; w = strtok_r(NULL, ",", &save))
+                match |= strstr(g_tests[i].name, w) != NULL;
+            if (match) {
+                printf("skip %s (UPCYCLE_TEST_SKIP)\n", g_tests[i].name);
+                skipped++;
+                continue;
+            }
+        }
         snprintf(g_tmpdir, sizeof g_tmpdir, "%s/upcycle-test-%ld-%s", base, (long)getpid(), g_tests[i].name);
         remove_tree(g_tmpdir);
         mkdir_p(g_tmpdir);
         g_current_failed = 0;
+        g_current_skip = NULL;
         double t0 = now_seconds();
         g_tests[i].fn();
         double dt = now_seconds() - t0;
-        if (g_current_failed) {
+        if (g_current_skip && !g_current_failed) {
+            skipped++;
+            printf("skip %s (skipped: %s)\n", g_tests[i].name, g_current_skip);
+            remove_tree(g_tmpdir);
+        } else if (g_current_failed) {
             failed++;
             printf("FAIL %s (%.2fs)\n", g_tests[i].name, dt);
         } else {
@@ -59,6 +82,6 @@ int main(int argc, char **argv) {
         }
         fflush(stdout);
     }
-    printf("unit: %d passed, %d failed\n", passed, failed);
+    printf("unit: %d passed, %d failed, %d skipped\n", passed, failed, skipped);
     return failed ? 1 : 0;
 }

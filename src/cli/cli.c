@@ -102,3 +102,14 @@ int cli_fail(void) {
 void cli_set_threads(int threads) {
     if (threads > 0) backend_cpu()->set_threads(threads);
 }
+
+int cli_backend(const char *command, const char *device, const Backend **be) {
+    *be = NULL;
+    if (strcmp(device, "auto") && strcmp(device, "cpu") && strcmp(device, "cuda"))
+        return cli_usage_error(command, "--device %s; expected auto, cpu or cuda", device);
+    char notice[128];
+    *be = backend_select(device, notice, sizeof notice);
+    if (!*be) return cli_fail();
+    if (notice[0]) fprintf(stderr, "%s\n", notice);
+    return 0;
+}

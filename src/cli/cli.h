@@ -18,6 +18,10 @@ int cli_parse(const char *command, const char *synopsis, int argc, char **argv, 
 int cli_fail(void);
 int cli_usage_error(const char *command, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void cli_set_threads(int threads);
+/* --device auto|cpu|cuda: 0 and *be, printing the CPU-fallback notice on stderr, or the exit
+ * status after printing the error (2: unknown name, 1: no CUDA device for --device cuda) */
+struct Backend;
+int cli_backend(const char *command, const char *device, const struct Backend **be);
 
 int cmd_tokenize(int argc, char **argv);
 int cmd_train(int argc, char **argv);

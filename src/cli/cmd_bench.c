@@ -30,7 +30,7 @@ static int bench_gemm(int argc, char **argv) {
 }
 
 static int bench_train_cmd(int argc, char **argv) {
-    const char *preset = "small";
+    const char *preset = "small", *device = "auto", *precision = "fp32";
     int steps = 5, threads = 0, batch = 0, seq = 0;
     CliOption opts[] = {
         {"preset", OPT_STR, &preset, "preset to time (default small)"},
@@ -38,23 +38,35 @@ static int bench_train_cmd(int argc, char **argv) {
         {"batch-size", OPT_INT, &batch, "override the preset's batch size"},
         {"seq-len", OPT_INT, &seq, "override the preset's sequence length"},
         {"threads", OPT_INT, &threads, "threads (default: all cores)"},
+        {"device", OPT_STR, &device, "auto (default: the GPU when one is visible), cpu or cuda"},
+        {"precision", OPT_STR, &precision, "fp32 (default) or bf16 (CUDA only)"},
     };
     int prc = cli_parse("bench train", "[--preset P] [--steps N]", argc, argv, opts, sizeof opts / sizeof *opts);
     if (prc) return prc == 1 ? 0 : prc;
     const Preset *p = preset_find(preset);
     if (!p) return cli_usage_error("bench train", "unknown preset '%s'; expected one of tiny, small, dense, interleaved, fullmoe, large", preset);
     if (steps < 1) return cli_usage_error("bench train", "--steps %d; expected >= 1", steps);
+    if (strcmp(precision, "fp32") && strcmp(precision, "bf16"))
+        return cli_usage_error("bench train", "--precision %s; expected fp32 or bf16", precision);
+    const Backend *be;
+    int brc = cli_backend("bench train", device, &be);
+    if (brc) return brc;
     cli_set_threads(threads);
     TrainConfig tc = p->train;
     if (batch > 0) tc.batch_size = batch;
     if (seq > 0) tc.seq_len = seq;
-    double peak = bench_sgemm_gflops(1024, 1.0);
+    tc.precision = strcmp(precision, "bf16") ? PRECISION_FP32 : PRECISION_BF16;
+    int on_cpu = be == backend_cpu();
+    double peak = on_cpu ? bench_sgemm_gflops(1024, 1.0) : 0;
     TrainBench r;
-    if (bench_train(&p->model, &tc, 1, steps, &r)) return cli_fail();
-    printf("preset %s: batch %d x %d tokens, %.3f s/step, %.0f tokens/s\n", preset, tc.batch_size, tc.seq_len,
-           r.seconds_per_step, r.tokens_per_second);
-    printf("model FLOPs %.2f GFLOP/step -> %.1f GFLOP/s = %.1f%% of measured sgemm peak %.1f GFLOP/s\n",
-           r.flops_per_step / 1e9, r.model_gflops, 100.0 * r.model_gflops / peak, peak);
+    if (bench_train(be, &p->model, &tc, 1, steps, &r)) return cli_fail();
+    printf("preset %s: batch %d x %d tokens, %.3f s/step, %.0f tokens/s (%s, %s)\n", preset, tc.batch_size, tc.seq_len,
+           r.seconds_per_step, r.tokens_per_second, be->name, precision);
+    if (on_cpu)
+        printf("model FLOPs %.2f GFLOP/step -> %.1f GFLOP/s = %.1f%% of measured sgemm peak %.1f GFLOP/s\n",
+               r.flops_per_step / 1e9, r.model_gflops, 100.0 * r.model_gflops / peak, peak);
+    else
+        printf("model FLOPs %.2f GFLOP/step -> %.1f GFLOP/s\n", r.flops_per_step / 1e9, r.model_gflops);
     return 0;
 }
 

@@ -13,6 +13,9 @@
 #include "util.h"
 
 static int load_model(const char *ckpt, Model *m) { return checkpoint_load_model(ckpt, m, 0, NULL); }
+static int load_model_on(const char *ckpt, const Backend *be, Model *m) {
+    return checkpoint_load_model_on(ckpt, be, m, 0, NULL);
+}
 
 /* batch shape: the checkpoint's training shape unless given */
 static void default_shape(const char *ckpt, int *batch, int *seq) {
@@ -24,6 +27,7 @@ static void default_shape(const char *ckpt, int *batch, int *seq) {
 
 int cmd_eval(int argc, char **argv) {
     const char *ckpt = NULL, *data = NULL, *split = "val";
+    const char *device = "auto";
     int json = 0, batches = 16, batch = 0, seq = 0, threads = 0;
     CliOption opts[] = {
         {"ckpt", OPT_STR, &ckpt, "checkpoint directory (required)"},
@@ -34,15 +38,19 @@ int cmd_eval(int argc, char **argv) {
         {"seq-len", OPT_INT, &seq, "tokens per sequence (default: the checkpoint's training length)"},
         {"json", OPT_FLAG, &json, "print one JSON object"},
         {"threads", OPT_INT, &threads, "threads"},
+        {"device", OPT_STR, &device, "auto (default: the GPU when one is visible), cpu or cuda"},
     };
     int prc = cli_parse("eval", "--ckpt DIR --data DIR [options]", argc, argv, opts, sizeof opts / sizeof *opts);
     if (prc) return prc == 1 ? 0 : prc;
     if (!ckpt || !data) return cli_usage_error("eval", "--ckpt and --data are required; expected --ckpt DIR --data DIR");
     if (batches < 1) return cli_usage_error("eval", "--batches %d; expected >= 1", batches);
+    const Backend *be;
+    int brc = cli_backend("eval", device, &be);
+    if (brc) return brc;
     cli_set_threads(threads);
     default_shape(ckpt, &batch, &seq);
     Model m;
-    if (load_model(ckpt, &m)) return cli_fail();
+    if (load_model_on(ckpt, be, &m)) return cli_fail();
     if (seq > m.cfg.max_seq_len) {
         int max = m.cfg.max_seq_len;
         model_free(&m);
@@ -86,6 +94,7 @@ static int find_tokenizer(const char *ckpt, const char *data, int vocab, Tokeniz
 
 int cmd_sample(int argc, char **argv) {
     const char *ckpt = NULL, *prompt = "\n", *data = NULL, *seed_str = NULL;
+    const char *device = "auto";
     int n_tokens = 200, top_k = 40, threads = 0, context = 0;
     float temperature = 0.8f;
     CliOption opts[] = {
@@ -98,6 +107,7 @@ int cmd_sample(int argc, char **argv) {
         {"data", OPT_STR, &data, "data directory whose tokenizer.json to use (default: the training data)"},
         {"context", OPT_INT, &context, "context window (default: the training sequence length)"},
         {"threads", OPT_INT, &threads, "threads"},
+        {"device", OPT_STR, &device, "auto (default: the GPU when one is visible), cpu or cuda"},
     };
     int prc = cli_parse("sample", "--ckpt DIR [--prompt TEXT] [options]", argc, argv, opts, sizeof opts / sizeof *opts);
     if (prc) return prc == 1 ? 0 : prc;
@@ -109,11 +119,14 @@ int cmd_sample(int argc, char **argv) {
         seed = strtoull(seed_str, &end, 10);
         if (!*seed_str || *end) return cli_usage_error("sample", "--seed %s; expected a non-negative integer", seed_str);
     }
+    const Backend *be;
+    int brc = cli_backend("sample", device, &be);
+    if (brc) return brc;
     cli_set_threads(threads);
     int batch = 1;
     default_shape(ckpt, &batch, &context);
     Model m;
-    if (load_model(ckpt, &m)) return cli_fail();
+    if (load_model_on(ckpt, be, &m)) return cli_fail();
     if (context > m.cfg.max_seq_len) context = m.cfg.max_seq_len;
     Tokenizer *tok;
     if (find_tokenizer(ckpt, data, m.cfg.vocab_size, &tok)) {

@@ -18,7 +18,7 @@ static int list_presets(void) {
 
 int cmd_train(int argc, char **argv) {
     const char *preset = NULL, *config = NULL, *data = NULL, *out = NULL, *resume = NULL, *init = NULL;
-    const char *split = "pretrain", *schedule = NULL, *decay_shape = NULL;
+    const char *split = "pretrain", *schedule = NULL, *decay_shape = NULL, *device = "auto", *precision = "fp32";
     int steps = -1, threads = 0, batch = -1, seq = -1, warmup = -1, eval_every = -1, save_every = -1, log_every = -1;
     int eval_batches = -1, quiet = 0, force = 0, presets = 0, keep = 2;
     float lr = -1, min_lr = -1, decay_frac = -1, bias_rate = -1, aux = -1, zloss = -1, wd = -1, clip = -1;
@@ -54,6 +54,8 @@ int cmd_train(int argc, char **argv) {
         {"keep", OPT_INT, &keep, "periodic checkpoints to keep (default 2)"},
         {"log-every", OPT_INT, &log_every, "progress line every N steps"},
         {"threads", OPT_INT, &threads, "OpenMP/OpenBLAS threads (default: all cores)"},
+        {"device", OPT_STR, &device, "auto (default: the GPU when one is visible), cpu or cuda"},
+        {"precision", OPT_STR, &precision, "fp32 (default) or bf16 (CUDA: bf16 GEMMs, fp32 master weights)"},
         {"force", OPT_FLAG, &force, "start fresh in an output directory that already has a run"},
         {"quiet", OPT_FLAG, &quiet, "no progress lines"},
         {"list-presets", OPT_FLAG, &presets, "list the presets and exit"},
@@ -67,6 +69,8 @@ int cmd_train(int argc, char **argv) {
     if (resume && init) return cli_usage_error("train", "--resume and --init are exclusive; expected one of them");
     if (strcmp(split, "pretrain") && strcmp(split, "cpt"))
         return cli_usage_error("train", "--split %s; expected pretrain or cpt", split);
+    if (strcmp(precision, "fp32") && strcmp(precision, "bf16"))
+        return cli_usage_error("train", "--precision %s; expected fp32 or bf16", precision);
     if (seed_str) {
         char *end;
         seed = strtoull(seed_str, &end, 10);
@@ -106,6 +110,7 @@ int cmd_train(int argc, char **argv) {
     if (save_every >= 0) tc.save_every = save_every;
     if (log_every >= 0) tc.log_every = log_every;
     if (seed_set) tc.seed = seed;
+    tc.precision = strcmp(precision, "bf16") ? PRECISION_FP32 : PRECISION_BF16;
     if (schedule) {
         if (!strcmp(schedule, "wsd")) tc.schedule = SCHED_WSD;
         else if (!strcmp(schedule, "cosine")) tc.schedule = SCHED_COSINE;
@@ -117,6 +122,10 @@ int cmd_train(int argc, char **argv) {
         else if (!strcmp(decay_shape, "1-sqrt")) tc.decay_shape = DECAY_1_SQRT;
         else return cli_usage_error("train", "--decay-shape %s; expected linear or 1-sqrt", decay_shape);
     }
+    const Backend *be;
+    int brc = cli_backend("train", device, &be);
+    if (brc) return brc;
+    if (be->set_precision && be->set_precision(tc.precision)) return cli_fail();
     if (!resume) {
         char *metrics = path_join(out, "metrics.jsonl");
         int exists = path_exists(metrics);
@@ -129,7 +138,7 @@ int cmd_train(int argc, char **argv) {
     }
     cli_set_threads(threads);
     TrainOptions opt = {.data_dir = data, .split = split, .out_dir = out, .resume = resume, .init = init,
-                        .quiet = quiet, .keep_checkpoints = keep};
+                        .quiet = quiet, .keep_checkpoints = keep, .backend = be};
     TrainResult res;
     int rc = train_run(&mc, &tc, &opt, &res);
     if (!rc)

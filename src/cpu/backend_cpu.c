@@ -548,6 +548,12 @@ static void cpu_balance_bias_update(float *bias, const int32_t *loads, int E, fl
     }
 }
 
+static int cpu_set_precision(int precision) {
+    if (precision == PRECISION_BF16) return up_error("bf16 needs the CUDA backend; expected --precision fp32");
+    if (precision != PRECISION_FP32) return up_error("precision %d; expected fp32", precision);
+    return 0;
+}
+
 static const Backend g_cpu_backend = {
     .name = "cpu",
     .alloc = cpu_alloc,
@@ -585,6 +591,7 @@ static const Backend g_cpu_backend = {
     .crossentropy_backward = cpu_crossentropy_backward,
     .adamw_update = cpu_adamw_update,
     .balance_bias_update = cpu_balance_bias_update,
+    .set_precision = cpu_set_precision,
 };
 
 const Backend *backend_cpu(void) { return &g_cpu_backend; }

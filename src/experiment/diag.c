@@ -75,8 +75,8 @@ static void layers_free(LayerDiag *ld, int n) {
 
 static int n_pairs(int n) { return n * (n - 1) / 2; }
 
-/* Parses and checks grow.json against the model; fills *out (n_out layers). */
-static int parse_grow_json(const char *path, const Model *m, LayerDiag **out, int *n_out) {
+/* Parses and checks grow.json against the model's configuration; fills *out (n_out layers). */
+static int parse_grow_json(const char *path, const ModelConfig *c, LayerDiag **out, int *n_out) {
     *out = NULL, *n_out = 0;
     char *text;
     size_t bytes;
@@ -90,7 +90,6 @@ static int parse_grow_json(const char *path, const Model *m, LayerDiag **out, in
         cJSON_Delete(j);
         return up_error("%s: no \"layers\" array; expected {\"layers\": [{\"layer\": L, \"source\": [...]}, ...]}", path);
     }
-    const ModelConfig *c = &m->cfg;
     int E = c->n_experts;
     const cJSON *before = cJSON_GetObjectItemCaseSensitive(j, "experts_before");
     int bound = E;
@@ -114,7 +113,7 @@ static int parse_grow_json(const char *path, const Model *m, LayerDiag **out, in
         for (int k = 0; k < i; k++)
             if (ld[k].layer == l) rc = up_error("%s: layer %d is listed twice; expected one entry per MoE layer", path, l);
         if (rc) break;
-        if (!m->layers[l].is_moe) {
+        if (!layer_is_moe(c, l)) {
             rc = up_error("%s: layer %d is not an MoE layer of the checkpoint; expected only MoE layers", path, l);
             break;
         }
@@ -156,6 +155,14 @@ static int parse_grow_json(const char *path, const Model *m, LayerDiag **out, in
         return -1;
     }
     *out = ld, *n_out = n;
+    return 0;
+}
+
+int diag_check_grow_json(const char *path, const ModelConfig *cfg) {
+    LayerDiag *ld = NULL;
+    int n = 0;
+    if (parse_grow_json(path, cfg, &ld, &n)) return -1;
+    layers_free(ld, n);
     return 0;
 }
 
@@ -315,7 +322,7 @@ cJSON *diag_checkpoint(const char *ckpt, const char *grow_json, const char *sour
     LayerDiag *ld = NULL;
     int n_ld = 0;
     cJSON *out = NULL;
-    if (parse_grow_json(gpath, &m, &ld, &n_ld)) goto done;
+    if (parse_grow_json(gpath, &m.cfg, &ld, &n_ld)) goto done;
     if (source) {
         if (checkpoint_load_model(source, &src, 0, NULL)) goto done;
         have_src = 1;

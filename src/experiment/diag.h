@@ -6,6 +6,8 @@
 #include <cjson/cJSON.h>
 #include <stdio.h>
 
+#include "config.h"
+
 /* ckpt: a checkpoint whose directory (or an ancestor stage) holds grow.json describing the
  * replica groups; grow_json: path of that grow.json (NULL: ckpt/grow.json); source: the
  * checkpoint the replicas were copied from (NULL: skip cosine-to-source); data_dir: probe
@@ -25,6 +27,10 @@
  * } */
 cJSON *diag_checkpoint(const char *ckpt, const char *grow_json, const char *source, const char *data_dir,
                        int probe_batches);
+/* The grow.json checks of diag_checkpoint alone, against a model configuration (layer count,
+ * which layers are MoE, expert count) instead of a loaded checkpoint: 0, or -1 with up_error.
+ * Exported so that the parser can be fuzzed without a checkpoint (tests/fuzz/fuzz_grow_json.c). */
+int diag_check_grow_json(const char *path, const ModelConfig *cfg);
 /* one-paragraph-per-layer text summary of a diag_checkpoint result */
 void diag_print(const cJSON *diag, FILE *f);
 

@@ -1,5 +1,6 @@
 /* plan.c - experiment plans: JSON (built-in presets or --plan FILE) -> the list of runs. */
 #include <cjson/cJSON.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -175,8 +176,12 @@ static int build_runs(Plan *p, const cJSON *sweeps, const char *origin) {
                 return up_error("%s: sweeps.cpt_budget; expected pretrain_steps (>= 1) and a cpt list of fractions", origin);
             int P = pre->valueint;
             for (int i = 0; i < n; i++) {
-                int C = (int)lround(taus[i] * P);
-                if (C < 1) return up_error("%s: sweeps.cpt_budget.cpt %g gives no CPT steps; expected a larger fraction", origin, taus[i]);
+                double cpt_steps = round(taus[i] * P); /* in double: P + C must not overflow an int */
+                if (!(cpt_steps >= 1)) return up_error("%s: sweeps.cpt_budget.cpt %g gives no CPT steps; expected a larger fraction", origin, taus[i]);
+                if (cpt_steps > INT_MAX - P)
+                    return up_error("%s: sweeps.cpt_budget: pretrain_steps %d plus cpt %g of it exceeds %d steps; expected a smaller budget",
+                                    origin, P, taus[i], INT_MAX);
+                int C = (int)cpt_steps;
                 add_fixed(p, "cpt_budget", E, K, P + C, seed, E, m * E);
                 add_fixed(p, "cpt_budget", m * E, K, P + C, seed, E, m * E);
                 char label[64];
@@ -244,6 +249,9 @@ static int build_runs(Plan *p, const cJSON *sweeps, const char *origin) {
             if (n != 1 || n_big < 1 || tau_steps_of(taus[0], T, origin, &tau))
                 return n != 1 || n_big < 1 ? up_error("%s: sweeps.activation; expected tau, experts list and top_k", origin) : -1;
             for (int i = 0; i < n_big; i++) {
+                /* converting a double outside int's range is undefined: check before the cast */
+                if (!(big[i] >= 1 && big[i] <= 4096) || big[i] != floor(big[i]))
+                    return up_error("%s: sweeps.activation.experts %g; expected an integer expert count in 1..4096", origin, big[i]);
                 int Eb = (int)big[i], Es = Eb / m;
                 if (Eb % m || Es < top_k) return up_error("%s: sweeps.activation.experts %d; expected a multiple of the factor %d with E/m >= top_k", origin, Eb, m);
                 add_fixed(p, "activation", Es, top_k, T, seed, Es, Eb);

@@ -198,8 +198,12 @@ int checkpoint_load_weights(const char *dir, Model *m) {
 }
 
 int checkpoint_load_model(const char *dir, Model *m, int with_optimizer, int *has_optimizer) {
+    return checkpoint_load_model_on(dir, backend_cpu(), m, with_optimizer, has_optimizer);
+}
+
+int checkpoint_load_model_on(const char *dir, const Backend *be, Model *m, int with_optimizer, int *has_optimizer) {
     ModelConfig c;
-    if (checkpoint_load_config(dir, &c) || model_create(m, &c, backend_cpu())) return -1;
+    if (checkpoint_load_config(dir, &c) || model_create(m, &c, be)) return -1;
     int has = with_optimizer && checkpoint_has_optimizer(dir);
     if (checkpoint_load_weights(dir, m) || (has && checkpoint_load_optimizer(dir, m))) {
         model_free(m);

@@ -36,6 +36,8 @@ int checkpoint_load_optimizer(const char *dir, Model *m);
 /* Creates the model of DIR/config.json on the CPU backend and loads its weights, and its
  * optimizer state when with_optimizer and the checkpoint has one (*has_optimizer says which). */
 int checkpoint_load_model(const char *dir, Model *m, int with_optimizer, int *has_optimizer);
+/* the same on backend be (eval and sample with --device) */
+int checkpoint_load_model_on(const char *dir, const Backend *be, Model *m, int with_optimizer, int *has_optimizer);
 int checkpoint_has_optimizer(const char *dir);
 /* 1 if DIR/config.json was written by upcycle (has our upcycle_* keys), else 0 */
 int checkpoint_is_upcycle(const char *dir);

@@ -255,9 +255,13 @@ static int parse_offsets(const StFile *f, const char *name, const cJSON *entry, 
                         "-byte data buffer; expected 0 <= begin <= end <= %" PRIu64 " (file truncated?)",
                         f->path, name, begin, end, data_bytes, data_bytes);
     uint64_t expected = st_dtype_size(t->dtype);
-    for (int i = 0; i < t->ndim; i++) {
-        if (__builtin_mul_overflow(expected, (uint64_t)t->shape[i], &expected)) expected = UINT64_MAX;
-    }
+    int overflow = 0;
+    /* Every prefix product must fit an int64, even when a later dimension is 0: st_numel
+     * multiplies the same prefixes in int64 (the reference implementation rejects such shapes
+     * too). Saturating and then multiplying by 0 used to accept [2^53, 2^53, 0]. */
+    for (int i = 0; i < t->ndim; i++)
+        overflow |= __builtin_mul_overflow(expected, (uint64_t)t->shape[i], &expected) || expected > INT64_MAX;
+    if (overflow) expected = UINT64_MAX; /* never equals end - begin: reported as a size mismatch */
     if (end - begin != expected) {
         char shape_text[256];
         format_shape(shape_text, sizeof shape_text, t->ndim, t->shape);
