@@ -40,14 +40,24 @@ NVCC ?= $(shell which nvcc 2>/dev/null)
 CU_SRC :=
 CUDA_DEFS :=
 CUDA_LDLIBS :=
+CUDA_ON :=
 ifeq ($(CUDA),0)
   CUDA_STATUS := CUDA ✗ (CUDA=0)
 else ifeq ($(NVCC),)
   CUDA_STATUS := CUDA ✗ (no nvcc on PATH)
 else
-  CUDA_HOME    := $(abspath $(dir $(NVCC))..)
-  CUDA_LIBDIR  := $(firstword $(wildcard $(CUDA_HOME)/lib64/libcudart.so $(CUDA_HOME)/targets/x86_64-linux/lib/libcudart.so $(CUDA_HOME)/lib/libcudart.so))
+  # nvcc may be a wrapper script (e.g. /usr/local/bin/nvcc): ask nvcc itself where it lives
+  CUDA_HOME    := $(shell $(NVCC) -dryrun -x cu -c /dev/null -o /dev/null 2>&1 | sed -n 's/^\#\$$ TOP=//p' | head -n 1)
+  CUDA_HOME    := $(abspath $(if $(CUDA_HOME),$(CUDA_HOME),$(dir $(realpath $(NVCC)))..))
+  CUDA_LIBDIR  := $(firstword $(wildcard $(CUDA_HOME)/targets/$(shell uname -m)-linux/lib/libcublas.so $(CUDA_HOME)/lib64/libcublas.so $(CUDA_HOME)/lib/libcublas.so))
   CUDA_LIBDIR  := $(patsubst %/,%,$(dir $(CUDA_LIBDIR)))
+  ifeq ($(CUDA_LIBDIR),)
+    CUDA_STATUS := CUDA ✗ (nvcc found, but no libcublas under $(CUDA_HOME))
+  else
+    CUDA_ON := 1
+  endif
+endif
+ifeq ($(CUDA_ON),1)
   NVCC_VERSION := $(shell $(NVCC) --version 2>/dev/null | sed -n 's/.*release \([0-9.]*\).*/\1/p')
   # sm_90a (H100/H200) and sm_80 (A100) code, plus compute_80 PTX that newer GPUs compile at load
   CUDA_GENCODE ?= -gencode arch=compute_90a,code=sm_90a -gencode arch=compute_80,code=[sm_80,compute_80]

@@ -44,3 +44,26 @@ char *fixture_trained_checkpoint(const char *name, const ModelConfig *mc, const 
     free(out);
     return final;
 }
+
+const char *fixture_parity_case(int index, ModelConfig *mc, TrainConfig *tc) {
+    model_config_defaults(mc);
+    mc->vocab_size = 61, mc->d_model = 32, mc->n_layers = 4, mc->n_heads = 4, mc->n_kv_heads = 2;
+    mc->intermediate_size = 48, mc->n_experts = 6, mc->top_k = 2, mc->moe_intermediate_size = 24;
+    mc->init_std = 0.1f;
+    train_config_defaults(tc);
+    tc->batch_size = 3, tc->seq_len = 16, tc->steps = FIXTURE_PARITY_STEPS, tc->lr = 1e-2f, tc->min_lr = 1e-3f;
+    tc->warmup_steps = 3, tc->decay_frac = 0.2f, tc->grad_clip = 0.5f, tc->bias_update_rate = 1e-2f;
+    switch (index) {
+    case 0:
+        mc->n_experts = 0, mc->tie_embeddings = 1, mc->qk_norm = 0, mc->n_kv_heads = 4;
+        return "dense";
+    case 1:
+        mc->decoder_sparse_step = 2;
+        tc->aux_loss_coef = 0.01f, tc->z_loss_coef = 0.001f;
+        return "interleaved";
+    default:
+        mc->decoder_sparse_step = 1, mc->n_experts = 8, mc->top_k = 3, mc->norm_topk_prob = 0, mc->first_k_dense = 1;
+        tc->decay_shape = DECAY_1_SQRT;
+        return "fullmoe";
+    }
+}

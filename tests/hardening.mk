@@ -15,7 +15,7 @@ HARDENING_TEST_SRC := $(filter %.c,$(TEST_SRC))
 # the main build's flags without its optimization level and -march (each variant sets its own)
 HARDENING_CFLAGS   := $(filter-out -O% -march=% -g,$(CFLAGS))
 
-# $(call hardening_variant,DIR,COMPILER,FLAGS): DIR/libupcycle.a, DIR/upcycle, DIR/test_runner
+# $(call hardening_variant,DIR,COMPILER,FLAGS,LDLIBS): DIR/libupcycle.a, DIR/upcycle, DIR/test_runner
 define hardening_variant
 $(1)/%.o: %.c
 	@mkdir -p $$(dir $$@)

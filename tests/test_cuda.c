@@ -438,22 +438,6 @@ TEST(cuda_op_router_moe) {
 
 /* ---- the whole model ---- */
 
-static ModelConfig parity_model(void) { /* as tests/test_parity.c */
-    ModelConfig mc;
-    model_config_defaults(&mc);
-    mc.vocab_size = 61, mc.d_model = 32, mc.n_layers = 4, mc.n_heads = 4, mc.n_kv_heads = 2;
-    mc.intermediate_size = 48, mc.n_experts = 6, mc.top_k = 2, mc.moe_intermediate_size = 24;
-    mc.init_std = 0.1f;
-    return mc;
-}
-
-static TrainConfig parity_train(void) {
-    TrainConfig tc;
-    train_config_defaults(&tc);
-    tc.batch_size = 3, tc.seq_len = 16, tc.steps = 20, tc.lr = 1e-2f, tc.min_lr = 1e-3f;
-    tc.warmup_steps = 3, tc.decay_frac = 0.2f, tc.grad_clip = 0.5f, tc.bias_update_rate = 1e-2f;
-    return tc;
-}
 
 static double grad_rel_l2(const float *got, const float *ref, size_t n) {
     double d = 0, s = 0;
@@ -537,25 +521,24 @@ static void run_model_parity(const char *label, ModelConfig mc, TrainConfig tc) 
 }
 
 TEST(cuda_parity_dense_tied) {
-    ModelConfig mc = parity_model();
-    mc.n_experts = 0, mc.tie_embeddings = 1, mc.qk_norm = 0, mc.n_kv_heads = 4;
-    run_model_parity("dense", mc, parity_train());
+    ModelConfig mc;
+    TrainConfig tc;
+    const char *label = fixture_parity_case(0, &mc, &tc);
+    run_model_parity(label, mc, tc);
 }
 
 TEST(cuda_parity_interleaved_aux_losses) {
-    ModelConfig mc = parity_model();
-    mc.decoder_sparse_step = 2;
-    TrainConfig tc = parity_train();
-    tc.aux_loss_coef = 0.01f, tc.z_loss_coef = 0.001f;
-    run_model_parity("interleaved", mc, tc);
+    ModelConfig mc;
+    TrainConfig tc;
+    const char *label = fixture_parity_case(1, &mc, &tc);
+    run_model_parity(label, mc, tc);
 }
 
 TEST(cuda_parity_full_moe) {
-    ModelConfig mc = parity_model();
-    mc.decoder_sparse_step = 1, mc.n_experts = 8, mc.top_k = 3, mc.norm_topk_prob = 0, mc.first_k_dense = 1;
-    TrainConfig tc = parity_train();
-    tc.decay_shape = DECAY_1_SQRT;
-    run_model_parity("fullmoe", mc, tc);
+    ModelConfig mc;
+    TrainConfig tc;
+    const char *label = fixture_parity_case(2, &mc, &tc);
+    run_model_parity(label, mc, tc);
 }
 
 /* losses of `steps` training steps on the fixture data, on backend be at precision */

@@ -9,6 +9,7 @@
 #include "io/safetensors.h"
 #include "model.h"
 #include "optim.h"
+#include "fixtures.h"
 #include "test.h"
 #include "util.h"
 
@@ -127,41 +128,24 @@ static void run_parity(const char *label, ModelConfig mc, TrainConfig tc) {
     model_free(&m);
 }
 
-static ModelConfig small_model(void) {
-    ModelConfig mc;
-    model_config_defaults(&mc);
-    mc.vocab_size = 61, mc.d_model = 32, mc.n_layers = 4, mc.n_heads = 4, mc.n_kv_heads = 2;
-    mc.intermediate_size = 48, mc.n_experts = 6, mc.top_k = 2, mc.moe_intermediate_size = 24;
-    mc.init_std = 0.1f;
-    return mc;
-}
-
-static TrainConfig small_train(void) {
-    TrainConfig tc;
-    train_config_defaults(&tc);
-    tc.batch_size = 3, tc.seq_len = 16, tc.steps = PARITY_STEPS, tc.lr = 1e-2f, tc.min_lr = 1e-3f;
-    tc.warmup_steps = 3, tc.decay_frac = 0.2f, tc.grad_clip = 0.5f, tc.bias_update_rate = 1e-2f;
-    return tc;
-}
 
 TEST(parity_torch_dense_tied) {
-    ModelConfig mc = small_model();
-    mc.n_experts = 0, mc.tie_embeddings = 1, mc.qk_norm = 0, mc.n_kv_heads = 4;
-    run_parity("dense", mc, small_train());
+    ModelConfig mc;
+    TrainConfig tc;
+    const char *label = fixture_parity_case(0, &mc, &tc);
+    run_parity(label, mc, tc);
 }
 
 TEST(parity_torch_interleaved_aux_losses) {
-    ModelConfig mc = small_model();
-    mc.decoder_sparse_step = 2;
-    TrainConfig tc = small_train();
-    tc.aux_loss_coef = 0.01f, tc.z_loss_coef = 0.001f;
-    run_parity("interleaved", mc, tc);
+    ModelConfig mc;
+    TrainConfig tc;
+    const char *label = fixture_parity_case(1, &mc, &tc);
+    run_parity(label, mc, tc);
 }
 
 TEST(parity_torch_full_moe) {
-    ModelConfig mc = small_model();
-    mc.decoder_sparse_step = 1, mc.n_experts = 8, mc.top_k = 3, mc.norm_topk_prob = 0, mc.first_k_dense = 1;
-    TrainConfig tc = small_train();
-    tc.decay_shape = DECAY_1_SQRT;
-    run_parity("fullmoe", mc, tc);
+    ModelConfig mc;
+    TrainConfig tc;
+    const char *label = fixture_parity_case(2, &mc, &tc);
+    run_parity(label, mc, tc);
 }
