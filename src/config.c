@@ -54,6 +54,9 @@ void train_config_defaults(TrainConfig *t) {
     t->eval_batches = 8;
     t->save_every = 0; /* 0: only at the end */
     t->log_every = 10;
+    t->skip_nonfinite = 0;
+    t->spike_factor = 0.0f;
+    t->max_skips = 10;
 }
 
 /* ---- presets: sized for a 2-core machine ---- */
@@ -191,6 +194,9 @@ int train_config_validate(const TrainConfig *t, const char *origin) {
     REQUIRE(t->aux_loss_coef >= 0 && t->z_loss_coef >= 0, "%s: aux/z loss coefficients must be >= 0", origin);
     REQUIRE(t->eval_every >= 0 && t->save_every >= 0 && t->log_every >= 1 && t->eval_batches >= 1,
             "%s: eval_every/save_every must be >= 0, log_every and eval_batches >= 1", origin);
+    REQUIRE(t->spike_factor == 0 || (t->spike_factor > 1 && isfinite(t->spike_factor)),
+            "%s: spike_factor %g; expected 0 (off) or > 1", origin, t->spike_factor);
+    REQUIRE(t->max_skips >= 0, "%s: max_skips %d; expected >= 0", origin, t->max_skips);
     return 0;
 }
 
@@ -214,6 +220,9 @@ void train_config_print(const TrainConfig *t, FILE *f) {
             t->weight_decay, t->grad_clip);
     fprintf(f, "       balance bias u %g, aux loss %g, z-loss %g, seed %llu\n", t->bias_update_rate, t->aux_loss_coef,
             t->z_loss_coef, t->seed);
+    if (t->skip_nonfinite || t->spike_factor > 0)
+        fprintf(f, "       guards: skip non-finite steps %s, skip loss spikes > %gx the running mean%s, at most %d skips\n",
+                t->skip_nonfinite ? "on" : "off", t->spike_factor, t->spike_factor > 0 ? "" : " (off)", t->max_skips);
 }
 
 /* ---- JSON ---- */
@@ -399,6 +408,9 @@ static cJSON *train_config_to_json(const TrainConfig *t) {
     cJSON_AddNumberToObject(j, "eval_batches", t->eval_batches);
     cJSON_AddNumberToObject(j, "save_every", t->save_every);
     cJSON_AddNumberToObject(j, "log_every", t->log_every);
+    cJSON_AddBoolToObject(j, "skip_nonfinite", t->skip_nonfinite);
+    cJSON_AddNumberToObject(j, "spike_factor", t->spike_factor);
+    cJSON_AddNumberToObject(j, "max_skips", t->max_skips);
     return j;
 }
 
@@ -413,7 +425,8 @@ static int train_config_from_json(TrainConfig *t, const cJSON *j, const char *pa
     static const char *known[] = {"batch_size", "seq_len", "steps", "lr", "min_lr", "warmup_steps", "decay_frac",
                                   "schedule", "decay_shape", "beta1", "beta2", "adam_eps", "weight_decay", "grad_clip",
                                   "bias_update_rate", "aux_loss_coef", "z_loss_coef", "seed", "eval_every",
-                                  "eval_batches", "save_every", "log_every"};
+                                  "eval_batches", "save_every", "log_every", "skip_nonfinite", "spike_factor",
+                                  "max_skips"};
     const cJSON *it;
     cJSON_ArrayForEach(it, j) {
         int ok = 0;
@@ -441,6 +454,13 @@ static int train_config_from_json(TrainConfig *t, const cJSON *j, const char *pa
     rc |= get_int(j, "eval_batches", &t->eval_batches, path);
     rc |= get_int(j, "save_every", &t->save_every, path);
     rc |= get_int(j, "log_every", &t->log_every, path);
+    rc |= get_float(j, "spike_factor", &t->spike_factor, path);
+    rc |= get_int(j, "max_skips", &t->max_skips, path);
+    const cJSON *skip = cJSON_GetObjectItemCaseSensitive(j, "skip_nonfinite");
+    if (skip) {
+        if (!cJSON_IsBool(skip)) return up_error("%s: field train.skip_nonfinite; expected true or false", path);
+        t->skip_nonfinite = cJSON_IsTrue(skip);
+    }
     if (rc) return -1;
     if (seed >= 0) t->seed = (unsigned long long)seed;
     const cJSON *s = cJSON_GetObjectItemCaseSensitive(j, "schedule");

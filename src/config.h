@@ -47,6 +47,12 @@ typedef struct {
     float z_loss_coef;         /* router z-loss (default 0) */
     unsigned long long seed;
     int eval_every, eval_batches, save_every, log_every;
+    /* guards: skip (no update) a step whose loss or gradient is non-finite (skip_nonfinite) or
+     * whose loss exceeds spike_factor x the running mean (0 disables); more than max_skips
+     * skipped steps in a run stop it */
+    int skip_nonfinite;
+    float spike_factor;
+    int max_skips;
     int precision;             /* Precision (backend.h): PRECISION_FP32 (default) or PRECISION_BF16;
                                 * a run-time choice (--precision), not written to checkpoints */
 } TrainConfig;

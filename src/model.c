@@ -394,6 +394,11 @@ double model_grad_norm(const Model *m) { return sqrt(m->be->sum_squares(m->grad_
 
 double model_optimizer_step(Model *m, const TrainConfig *t, float lr) {
     double norm = model_grad_norm(m);
+    model_optimizer_step_with_norm(m, t, lr, norm);
+    return norm;
+}
+
+void model_optimizer_step_with_norm(Model *m, const TrainConfig *t, float lr, double norm) {
     /* torch.nn.utils.clip_grad_norm_: scale = min(1, max_norm / (norm + 1e-6)) */
     float scale = 1.0f;
     if (t->grad_clip > 0 && isfinite(norm)) {
@@ -419,7 +424,53 @@ double model_optimizer_step(Model *m, const TrainConfig *t, float lr) {
             if (m->layers[l].is_moe)
                 m->be->balance_bias_update(P(m->layers[l].expert_bias), m->acts[l].loads, m->cfg.n_experts,
                                            t->bias_update_rate);
-    return norm;
+}
+
+/* ---- locating non-finite values (error messages) ---- */
+
+static int tensor_nonfinite(const Model *m, const float *x, size_t n) { return !isfinite(m->be->sum_squares(x, n)); }
+
+static int find_nonfinite_param(const Model *m, const float *mem, int backward, char *out, size_t cap) {
+    int count = 0;
+    if (cap) out[0] = 0;
+    for (int k = 0; k < m->n_params; k++) {
+        int i = backward ? m->n_params - 1 - k : k;
+        if (!tensor_nonfinite(m, mem + m->params[i].offset, m->params[i].numel)) continue;
+        if (count++ == 0) snprintf(out, cap, "%s", m->params[i].name);
+    }
+    return count;
+}
+
+int model_find_nonfinite_weight(const Model *m, char *out, size_t cap) {
+    return find_nonfinite_param(m, m->param_mem, 0, out, cap);
+}
+
+int model_find_nonfinite_grad(const Model *m, char *out, size_t cap) {
+    return find_nonfinite_param(m, m->grad_mem, 1, out, cap);
+}
+
+int model_find_nonfinite_activation(const Model *m, char *out, size_t cap) {
+    const ModelConfig *c = &m->cfg;
+    size_t N = (size_t)m->B * m->T, C = c->d_model, HD = (size_t)c->n_heads * c->head_dim;
+    int count = 0;
+    if (cap) out[0] = 0;
+#define ACT(ptr, n, ...)                                                                                               \
+    do {                                                                                                               \
+        if (tensor_nonfinite(m, (ptr), (n)) && count++ == 0) snprintf(out, cap, __VA_ARGS__);                         \
+    } while (0)
+    ACT(m->acts[0].x_in, N * C, "token embeddings");
+    for (int l = 0; l < c->n_layers; l++) {
+        const LayerActs *A = &m->acts[l];
+        ACT(A->ln1, N * C, "layer %d attention input (RMSNorm)", l);
+        ACT(A->att_out, N * HD, "layer %d attention output", l);
+        ACT(A->x_mid, N * C, "layer %d residual after attention", l);
+        if (m->layers[l].is_moe) ACT(A->router_logits, N * c->n_experts, "layer %d router logits", l);
+        ACT(A->ffn_out, N * C, "layer %d %s output", l, m->layers[l].is_moe ? "MoE" : "FFN");
+    }
+    ACT(m->lnf, N * C, "final RMSNorm");
+    ACT(m->logits, N * c->vocab_size, "logits");
+#undef ACT
+    return count;
 }
 
 void model_layer_loads(const Model *m, int layer, int32_t *loads) {

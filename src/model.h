@@ -97,6 +97,17 @@ double model_grad_norm(const Model *m);
 /* One optimizer step: clip to grad_clip (0 = none), AdamW with lr, then the balancing-bias
  * update from the last forward's loads. Returns the grad norm before clipping. */
 double model_optimizer_step(Model *m, const TrainConfig *t, float lr);
+/* the same with the grad norm already computed by model_grad_norm */
+void model_optimizer_step_with_norm(Model *m, const TrainConfig *t, float lr, double grad_norm);
+
+/* Where a non-finite value is, for error messages. Each writes a description of the first
+ * non-finite tensor into out and returns how many tensors are non-finite (0: none).
+ * Weights and gradients are named by their Hugging Face tensor names; gradients are searched
+ * in backward order (last layer first: the first to go non-finite). Activations of the last
+ * forward are searched in forward order ("layer 2 attention output", "logits", ...). */
+int model_find_nonfinite_weight(const Model *m, char *out, size_t cap);
+int model_find_nonfinite_grad(const Model *m, char *out, size_t cap);
+int model_find_nonfinite_activation(const Model *m, char *out, size_t cap);
 /* counts of parameters: total, active per token (top-K experts only), embedding */
 void model_param_counts(const Model *m, size_t *total, size_t *active, size_t *embedding);
 /* forward FLOPs per token at sequence length T (matmuls + attention) */

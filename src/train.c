@@ -10,6 +10,38 @@
 #include "optim.h"
 #include "util.h"
 
+/* spike guard: active once the running loss mean has this many steps; then an EMA over ~this many */
+#define SPIKE_MIN_STEPS 20
+#define SPIKE_EMA_STEPS 50
+
+/* A resumed run re-does the steps after its checkpoint: drop the lines the interrupted run
+ * logged past that step, so metrics.jsonl holds each step once (rewritten atomically). */
+static int truncate_metrics(const char *path, int max_step) {
+    if (!path_exists(path)) return 0;
+    char *text;
+    size_t n;
+    if (read_file(path, &text, &n)) return -1;
+    char *kept = xmalloc(n + 1);
+    size_t k = 0;
+    int dropped = 0;
+    for (char *line = text, *next; line < text + n; line = next) {
+        char *nl = memchr(line, '\n', (size_t)(text + n - line));
+        next = nl ? nl + 1 : text + n;
+        const char *p = strstr(line, "\"step\": ");
+        long step = p && p < next ? strtol(p + 8, NULL, 10) : 0;
+        if (!nl || step > max_step) { /* a torn last line, or a step after the checkpoint */
+            dropped = 1;
+            continue;
+        }
+        memcpy(kept + k, line, (size_t)(next - line));
+        k += (size_t)(next - line);
+    }
+    int rc = dropped ? atomic_write_file(path, kept, k) : 0;
+    free(kept);
+    free(text);
+    return rc;
+}
+
 double evaluate_loss(Model *m, Loader *ld, int n_batches) {
     loader_reset(ld);
     int32_t *tokens = xmalloc(sizeof(int32_t) * (size_t)m->B * (m->T + 1));
@@ -149,7 +181,7 @@ int train_run(const ModelConfig *model_cfg, const TrainConfig *train_cfg, const 
         return -1;
     }
     char *metrics_path = path_join(opt->out_dir, "metrics.jsonl");
-    FILE *metrics = fopen(metrics_path, "a");
+    FILE *metrics = opt->resume && truncate_metrics(metrics_path, st.step) ? NULL : fopen(metrics_path, "a");
     if (!metrics) {
         rc = up_error("%s: cannot open for appending; expected a writable output directory", metrics_path);
         free(metrics_path);
@@ -188,24 +220,63 @@ int train_run(const ModelConfig *model_cfg, const TrainConfig *train_cfg, const 
         loader_next(&train_ld, tokens);
         model_zero_grad(&m);
         double loss = model_forward(&m, tokens, tc.aux_loss_coef, tc.z_loss_coef);
+        double grad_norm = NAN;
+        char where[PARAM_NAME_MAX + 64], why[PARAM_NAME_MAX + 160];
+        int nonfinite = 0;
+        why[0] = 0;
         if (!isfinite(loss)) {
-            rc = up_error("step %d: loss is %g; expected a finite loss (lower the learning rate?)", st.step, loss);
-            break;
+            /* name the cause: a non-finite weight, else the first activation that went non-finite */
+            int n = model_find_nonfinite_weight(&m, where, sizeof where);
+            if (n) snprintf(why, sizeof why, "loss is %g (weight %s is non-finite, %d tensors in all)", loss, where, n);
+            else if (model_find_nonfinite_activation(&m, where, sizeof where))
+                snprintf(why, sizeof why, "loss is %g (first non-finite activation: %s)", loss, where);
+            else snprintf(why, sizeof why, "loss is %g", loss);
+            nonfinite = 1;
+        } else {
+            model_backward(&m, tc.aux_loss_coef, tc.z_loss_coef);
+            grad_norm = model_grad_norm(&m);
+            if (!isfinite(grad_norm)) {
+                int n = model_find_nonfinite_grad(&m, where, sizeof where);
+                snprintf(why, sizeof why, "gradient norm is %g (first non-finite gradient in backward order: %s, %d tensors in all)",
+                         grad_norm, n ? where : "?", n);
+                nonfinite = 1;
+            } else if (tc.spike_factor > 0 && st.loss_mean_steps >= SPIKE_MIN_STEPS && loss > tc.spike_factor * st.loss_mean) {
+                snprintf(why, sizeof why, "loss spike %.4f > %g x the running mean %.4f", loss, tc.spike_factor, st.loss_mean);
+            }
         }
-        model_backward(&m, tc.aux_loss_coef, tc.z_loss_coef);
-        double grad_norm = model_optimizer_step(&m, &tc, lr);
-        /* Never continue (or checkpoint) garbage: a non-finite gradient, or an update that made a
-         * weight inf/NaN (e.g. lr * weight decay > 2 grows weights geometrically), stops the run
-         * here, before this state can be saved; the last periodic checkpoint stays as it was. */
-        if (!isfinite(grad_norm)) {
-            rc = up_error("step %d: gradient norm is %g; expected a finite gradient (lower the learning rate?)", st.step,
-                          grad_norm);
-            break;
-        }
-        if (!isfinite(m.be->sum_squares(m.param_mem, m.n_floats))) {
-            rc = up_error("step %d: the update made a weight non-finite; expected finite weights (lower the learning rate?)",
-                          st.step);
-            break;
+        if (why[0]) {
+            /* Never continue (or checkpoint) garbage: without a guard, or past max_skips, the run
+             * stops here, before this state can be saved; the last checkpoint stays as it was. */
+            int may_skip = nonfinite ? tc.skip_nonfinite : 1;
+            if (!may_skip || st.skipped_steps >= tc.max_skips) {
+                rc = up_error("step %d: %s; expected %s%s", st.step, why,
+                              !nonfinite ? "no loss spike" : isfinite(loss) ? "a finite gradient" : "a finite loss",
+                              may_skip ? " (more than --max-skips steps skipped)" : " (lower the learning rate? --skip-nonfinite skips such steps)");
+                break;
+            }
+            st.skipped_steps++;
+            fprintf(stderr, "upcycle: step %d skipped (%d of at most %d): %s\n", st.step, st.skipped_steps, tc.max_skips, why);
+            fprintf(metrics, "{\"step\": %d, \"loss\": ", st.step + 1);
+            if (isfinite(loss)) fprintf(metrics, "%.6f", loss);
+            else fprintf(metrics, "null");
+            fprintf(metrics, ", \"lr\": %.6g, \"skipped\": true, \"tokens\": %lld}\n", lr,
+                    st.tokens_seen + (long long)tc.batch_size * tc.seq_len);
+            fflush(metrics);
+            model_zero_grad(&m);
+        } else {
+            model_optimizer_step_with_norm(&m, &tc, lr, grad_norm);
+            if (!isfinite(m.be->sum_squares(m.param_mem, m.n_floats))) {
+                /* e.g. lr * weight decay > 2 grows weights geometrically: the update is applied
+                 * already, so this one cannot be skipped */
+                model_find_nonfinite_weight(&m, where, sizeof where);
+                rc = up_error("step %d: the update made a weight non-finite (first: %s); expected finite weights (lower the learning rate?)",
+                              st.step, where);
+                break;
+            }
+            /* running mean for the spike guard: exact mean over the first steps, then an EMA */
+            st.loss_mean_steps++;
+            double a = st.loss_mean_steps < SPIKE_EMA_STEPS ? 1.0 / st.loss_mean_steps : 1.0 / SPIKE_EMA_STEPS;
+            st.loss_mean += a * (loss - st.loss_mean);
         }
         result->losses[result->steps_run++] = (float)loss;
         st.step++;
@@ -213,6 +284,12 @@ int train_run(const ModelConfig *model_cfg, const TrainConfig *train_cfg, const 
         st.data_epoch = train_ld.epoch, st.data_cursor = train_ld.cursor;
         window_steps++;
         step_seconds += now_seconds() - t_step;
+        if (why[0]) {
+            if (tc.save_every > 0 && st.step % tc.save_every == 0 && st.step < tc.steps &&
+                (rc = save_periodic(opt->out_dir, &m, &st, keep)))
+                break;
+            continue;
+        }
 
         int n_imb = layer_imbalance(&m, imbalance);
         int do_eval = tc.eval_every > 0 && (st.step % tc.eval_every == 0 || st.step == tc.steps);

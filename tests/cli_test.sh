@@ -100,29 +100,6 @@ snapshot() { (cd "$1" && find . -type f -print0 | sort -z | xargs -0 -r md5sum) 
 
 if [ ! -x "$UP" ]; then
   fail "binary" "$UP is missing; run make first"
-  # ---- --device and --precision ----
-expect_fail "train --device with an unknown name" 2 "--device gpu" "$W/d_bad" -- \
-  "$UP" train "${TINY[@]}" --data "$DATA" --out "$W/d_bad" --device gpu
-expect_fail "train --precision with an unknown name" 2 "--precision fp16" "$W/d_fp16" -- \
-  "$UP" train "${TINY[@]}" --data "$DATA" --out "$W/d_fp16" --precision fp16
-expect_fail "train --precision bf16 on the CPU" nz "bf16 needs the CUDA backend" "$W/d_bf16" -- \
-  "$UP" train "${TINY[@]}" --data "$DATA" --out "$W/d_bf16" --device cpu --precision bf16
-run "$UP" train "${TINY[@]}" --data "$DATA" --out "$W/d_cuda" --device cuda --quiet
-if [ "$RC" -eq 0 ]; then
-  ok "train --device cuda runs on the GPU"
-elif [ "$RC" -eq 1 ] && [ "$(awk 'END { print NR }' "$CAP/err")" -eq 1 ] && [ ! -e "$W/d_cuda" ] \
-  && [[ "$ERR" == "upcycle: --device cuda: no CUDA device is visible"*expected* ]]; then
-  ok "train --device cuda without a GPU: one-line error, exit 1"
-else fail "train --device cuda" "exit $RC, stderr: $(oneline "$ERR")"; fi
-run "$UP" train "${TINY[@]}" --data "$DATA" --out "$W/d_auto" --device auto --quiet
-if [ "$RC" -eq 0 ] && [ -z "$ERR" ] && [[ "$OUT" == *"done: 6 steps"* ]]; then
-  ok "train --device auto runs (notice on stderr: $NOTICE_SEEN)"
-else fail "train --device auto" "exit $RC, stderr: $(oneline "$ERR")"; fi
-run "$UP" eval --ckpt "$CK" --data "$DATA" --batches 1 --device cpu --json
-if [ "$RC" -eq 0 ] && [ "$NOTICE_SEEN" -eq 0 ] && py "import json;json.load(open('$CAP/out'))" >/dev/null; then
-  ok "eval --device cpu: no notice"
-else fail "eval --device cpu" "exit $RC, stderr: $(oneline "$ERR")"; fi
-
 echo "cli: $PASS passed, $FAILED failed"
   exit 1
 fi
@@ -579,6 +556,15 @@ expect_fail "train --device with an unknown name" 2 "--device gpu" "$W/d_bad" --
   "$UP" train "${TINY[@]}" --data "$DATA" --out "$W/d_bad" --device gpu
 expect_fail "train --precision with an unknown name" 2 "--precision fp16" "$W/d_fp16" -- \
   "$UP" train "${TINY[@]}" --data "$DATA" --out "$W/d_fp16" --precision fp16
+cat >"$W/skip_cfg.json" <<'EOF_CFG'
+{"model": {"vocab_size": 256, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+  "head_dim": 8, "intermediate_size": 48, "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 16},
+ "train": {"steps": 2, "skip_nonfinite": 1}}
+EOF_CFG
+expect_fail "train --spike-factor not above 1" nz "spike_factor 0.5,expected 0 (off) or > 1" "$W/d_spike/final" -- \
+  "$UP" train "${TINY[@]}" --data "$DATA" --out "$W/d_spike" --spike-factor 0.5
+expect_fail "train.skip_nonfinite not a boolean in a config file" nz "skip_nonfinite,expected true or false" "" -- \
+  "$UP" train --config "$W/skip_cfg.json" --data "$DATA" --out "$W/d_skipcfg"
 expect_fail "train --precision bf16 on the CPU" nz "bf16 needs the CUDA backend" "$W/d_bf16" -- \
   "$UP" train "${TINY[@]}" --data "$DATA" --out "$W/d_bf16" --device cpu --precision bf16
 run "$UP" train "${TINY[@]}" --data "$DATA" --out "$W/d_cuda" --device cuda --quiet

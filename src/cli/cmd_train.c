@@ -20,7 +20,8 @@ int cmd_train(int argc, char **argv) {
     const char *preset = NULL, *config = NULL, *data = NULL, *out = NULL, *resume = NULL, *init = NULL;
     const char *split = "pretrain", *schedule = NULL, *decay_shape = NULL, *device = "auto", *precision = "fp32";
     int steps = -1, threads = 0, batch = -1, seq = -1, warmup = -1, eval_every = -1, save_every = -1, log_every = -1;
-    int eval_batches = -1, quiet = 0, force = 0, presets = 0, keep = 2;
+    int eval_batches = -1, quiet = 0, force = 0, presets = 0, keep = 2, skip_nonfinite = 0, max_skips = -1;
+    float spike = -1;
     float lr = -1, min_lr = -1, decay_frac = -1, bias_rate = -1, aux = -1, zloss = -1, wd = -1, clip = -1;
     unsigned long long seed = 0;
     int seed_set = 0;
@@ -47,6 +48,9 @@ int cmd_train(int argc, char **argv) {
         {"bias-rate", OPT_FLOAT, &bias_rate, "loss-free balancing bias update rate u (default 1e-3; 0 disables)"},
         {"aux-loss", OPT_FLOAT, &aux, "Switch-style load-balancing loss coefficient (default 0)"},
         {"z-loss", OPT_FLOAT, &zloss, "router z-loss coefficient (default 0)"},
+        {"skip-nonfinite", OPT_FLAG, &skip_nonfinite, "skip (no update) a step with a non-finite loss or gradient instead of stopping"},
+        {"spike-factor", OPT_FLOAT, &spike, "skip a step whose loss exceeds F x the running mean (default 0: off)"},
+        {"max-skips", OPT_INT, &max_skips, "stop when more than N steps were skipped (default 10)"},
         {"seed", OPT_STR, &seed_str, "seed for initialization and data order"},
         {"eval-every", OPT_INT, &eval_every, "validation loss every N steps (0: only at the end)"},
         {"eval-batches", OPT_INT, &eval_batches, "validation batches per evaluation"},
@@ -110,6 +114,9 @@ int cmd_train(int argc, char **argv) {
     if (save_every >= 0) tc.save_every = save_every;
     if (log_every >= 0) tc.log_every = log_every;
     if (seed_set) tc.seed = seed;
+    if (skip_nonfinite) tc.skip_nonfinite = 1;
+    if (spike >= 0) tc.spike_factor = spike;
+    if (max_skips >= 0) tc.max_skips = max_skips;
     tc.precision = strcmp(precision, "bf16") ? PRECISION_FP32 : PRECISION_BF16;
     if (schedule) {
         if (!strcmp(schedule, "wsd")) tc.schedule = SCHED_WSD;

@@ -1,5 +1,6 @@
 #include "checkpoint.h"
 
+#include <math.h>
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,6 +66,14 @@ static int write_trainer_state(const char *path, const TrainerState *s) {
     cJSON_AddNumberToObject(j, "step", s->step);
     cJSON_AddNumberToObject(j, "stage_start_step", s->stage_start_step);
     cJSON_AddNumberToObject(j, "tokens_seen", (double)s->tokens_seen);
+    if (s->skipped_steps) cJSON_AddNumberToObject(j, "skipped_steps", s->skipped_steps);
+    if (s->loss_mean_steps) {
+        char mean[40];
+        snprintf(mean, sizeof mean, "%a", s->loss_mean); /* exact: resuming takes the same skip decisions */
+        cJSON *lm = cJSON_AddObjectToObject(j, "loss_mean");
+        cJSON_AddStringToObject(lm, "value", mean);
+        cJSON_AddNumberToObject(lm, "steps", s->loss_mean_steps);
+    }
     cJSON *data = cJSON_AddObjectToObject(j, "data");
     char buf[32];
     snprintf(buf, sizeof buf, "%llu", (unsigned long long)s->data_epoch);
@@ -288,6 +297,18 @@ int trainer_state_load(const char *dir, TrainerState *s) {
         s->step = (int)step->valuedouble;
         s->stage_start_step = cJSON_IsNumber(stage) ? (int)stage->valuedouble : 0;
         s->tokens_seen = cJSON_IsNumber(tokens) ? (long long)tokens->valuedouble : 0;
+        const cJSON *skipped = cJSON_GetObjectItemCaseSensitive(j, "skipped_steps");
+        s->skipped_steps = cJSON_IsNumber(skipped) && skipped->valuedouble >= 0 ? (int)skipped->valuedouble : 0;
+        const cJSON *lm = cJSON_GetObjectItemCaseSensitive(j, "loss_mean");
+        if (lm) {
+            const cJSON *v = cJSON_GetObjectItemCaseSensitive(lm, "value"), *n = cJSON_GetObjectItemCaseSensitive(lm, "steps");
+            char *end = NULL;
+            double mean = cJSON_IsString(v) ? strtod(v->valuestring, &end) : NAN;
+            if (!cJSON_IsNumber(n) || n->valuedouble < 0 || !end || *end || !isfinite(mean))
+                rc = up_error("%s: field loss_mean; expected {\"value\": hex float string, \"steps\": count}", path);
+            else
+                s->loss_mean = mean, s->loss_mean_steps = (int)n->valuedouble;
+        }
         rc = parse_u64(cJSON_GetObjectItemCaseSensitive(data, "epoch"), &s->data_epoch, path, "data.epoch");
         if (!rc) rc = parse_u64(cJSON_GetObjectItemCaseSensitive(data, "cursor"), &s->data_cursor, path, "data.cursor");
         const cJSON *ddir = cJSON_GetObjectItemCaseSensitive(data, "dir");

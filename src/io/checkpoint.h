@@ -19,6 +19,9 @@ typedef struct {
     uint64_t rng_state[4];
     long long tokens_seen;
     int stage_start_step;     /* first step of the current WSD stage (continued pre-training) */
+    int skipped_steps;        /* steps skipped by the guards in this stage */
+    double loss_mean;         /* running mean of the loss (spike guard) and its number of steps */
+    int loss_mean_steps;
     TrainConfig train;        /* the configuration of the run that wrote it */
     char data_dir[1024];
 } TrainerState;
