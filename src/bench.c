@@ -1,7 +1,10 @@
 #include "bench.h"
 
 #include <cblas.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "model.h"
 #include "util.h"
@@ -24,9 +27,20 @@ double bench_sgemm_gflops(int n, double seconds) {
     return best;
 }
 
+static double rss_now_bytes(void) {
+    long pages = 0, resident = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f) {
+        if (fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
+        fclose(f);
+    }
+    return (double)resident * sysconf(_SC_PAGESIZE);
+}
+
 int bench_train(const Backend *be, const ModelConfig *mc, const TrainConfig *tc, int warmup, int steps, TrainBench *out) {
     Model m;
     if (!be) be = backend_cpu();
+    out->rss_before_bytes = rss_now_bytes();
     if ((be->set_precision && be->set_precision(tc->precision)) || model_create(&m, mc, be)) return -1;
     model_init_weights(&m, tc->seed);
     model_set_batch(&m, tc->batch_size, tc->seq_len);
@@ -49,6 +63,11 @@ int bench_train(const Backend *be, const ModelConfig *mc, const TrainConfig *tc,
     out->tokens_per_second = tokens_per_step / out->seconds_per_step;
     out->flops_per_step = 3.0 * model_flops_per_token(mc, tc->seq_len) * tokens_per_step;
     out->model_gflops = out->flops_per_step / out->seconds_per_step / 1e9;
+    out->param_state_bytes = 4.0 * sizeof(float) * m.n_floats;
+    out->activation_bytes = (double)m.act_bytes;
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    out->rss_peak_bytes = ru.ru_maxrss * 1024.0;
     free(tokens);
     model_free(&m);
     return 0;

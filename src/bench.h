@@ -11,6 +11,10 @@ double bench_sgemm_gflops(int n, double seconds);
 typedef struct {
     double seconds_per_step, tokens_per_second, model_gflops; /* achieved model FLOP/s (6N-style, see model.h) */
     double flops_per_step;
+    /* memory: analytic bytes = parameters + gradients + AdamW m and v (4 x 4 bytes per
+     * parameter) + the activation block; resident set before the model existed and at the
+     * peak of the timed steps (getrusage; meaningful for the CPU backend) */
+    double param_state_bytes, activation_bytes, rss_before_bytes, rss_peak_bytes;
 } TrainBench;
 
 /* Times `steps` full training steps (forward, backward, AdamW) after `warmup` untimed ones,

@@ -222,6 +222,7 @@ void model_set_batch(Model *m, int B, int T) {
     Arena a = {0};
     layout_activations(m, &a);
     a.base = m->be->alloc(a.used);
+    m->act_bytes = a.used;
     a.used = 0;
     layout_activations(m, &a);
 }

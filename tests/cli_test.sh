@@ -157,6 +157,17 @@ for c in tokenize train eval sample inspect "bench gemm" "bench train"; do
   expect_fail "$c: unknown option" 2 "--no-such-option" "" -- "$UP" $c --no-such-option 3
 done
 expect_fail "bench: unknown subcommand" 2 "gemm" "" -- "$UP" bench frob
+expect_fail "bench train: an unknown preset in the list" 2 "'nope'" "" -- "$UP" bench train --preset tiny,nope
+expect_fail "bench train --compare-torch without the baseline script" nz "/nonexistent/torch_bench.py" "" -- \
+  env UPCYCLE_TORCH_BENCH=/nonexistent/torch_bench.py "$UP" bench train --preset tiny --steps 1 --batch-size 2 \
+  --seq-len 8 --compare-torch --device cpu
+run "$UP" bench train --preset tiny,dense --steps 1 --batch-size 2 --seq-len 16 --compare-torch --report-memory \
+  --device cpu "${THREADS[@]}"
+ratios=$(printf '%s\n' "$OUT" | grep -c 'upcycle / PyTorch = [0-9.]*x')
+mems=$(printf '%s\n' "$OUT" | grep -cE 'analytic; peak RSS [0-9.]+ MB \([0-9.]+x analytic')
+if [ "$RC" -eq 0 ] && [ "$ratios" -eq 2 ] && [ "$mems" -eq 2 ] && [[ "$OUT" == *"% of measured sgemm peak"* ]]; then
+  ok "bench train --compare-torch --report-memory: PyTorch ratio and memory for both presets"
+else fail "bench train --compare-torch --report-memory" "exit $RC, $ratios ratio lines, $mems memory lines, stderr: $(oneline "$ERR")"; fi
 expect_fail "train: option missing its value" 2 "--steps" "$W/o_noval" -- "$UP" train --data "$DATA" --out "$W/o_noval" --steps
 expect_fail "train: non-integer --steps" 2 "--steps,six" "$W/o_six" -- "$UP" train --data "$DATA" --out "$W/o_six" --steps six
 

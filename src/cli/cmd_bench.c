@@ -1,4 +1,5 @@
 /* upcycle bench gemm | train: figures, not pass/fail. */
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,44 +30,147 @@ static int bench_gemm(int argc, char **argv) {
     return 0;
 }
 
+/* tests/torch_bench.py beside the binary or one level up (the repository layout: ./upcycle,
+ * build-san/upcycle), or $UPCYCLE_TORCH_BENCH */
+static int torch_bench_script(char *out, size_t cap) {
+    const char *env = getenv("UPCYCLE_TORCH_BENCH");
+    if (env && *env) {
+        snprintf(out, cap, "%s", env);
+    } else {
+        char exe[4096];
+        ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+        if (n <= 0) return up_error("cannot find the running binary; expected UPCYCLE_TORCH_BENCH=PATH/tests/torch_bench.py");
+        exe[n] = 0;
+        char *dir = path_dirname(exe);
+        snprintf(out, cap, "%s/tests/torch_bench.py", dir);
+        if (!path_exists(out)) snprintf(out, cap, "%s/../tests/torch_bench.py", dir);
+        free(dir);
+    }
+    if (!path_exists(out))
+        return up_error("%s: not found; expected the repository's tests/torch_bench.py (or UPCYCLE_TORCH_BENCH=PATH)", out);
+    return 0;
+}
+
+/* Runs the PyTorch baseline on the same config/batch/threads; tokens/s into *tps. */
+static int torch_bench_run(const ModelConfig *mc, const TrainConfig *tc, int steps, int threads, double *tps,
+                           double *rss_mb, char *version, size_t version_cap) {
+    char script[4096];
+    if (torch_bench_script(script, sizeof script)) return -1;
+    const char *tmp = getenv("TMPDIR");
+    char tdir[4096];
+    snprintf(tdir, sizeof tdir, "%s/upcycle-bench-torch-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp(tdir)) return up_error("%s: cannot create a scratch directory; expected a writable TMPDIR", tdir);
+    char *cfg = path_join(tdir, "config.json");
+    int rc = model_config_save_json(mc, cfg);
+    char cmd[12288];
+    snprintf(cmd, sizeof cmd,
+             "/usr/bin/python3 '%s' '%s' --batch %d --seq %d --steps %d --threads %d --lr %g --weight-decay %g "
+             "--grad-clip %g --bias-rate %g 2>&1",
+             script, cfg, tc->batch_size, tc->seq_len, steps, threads, tc->lr, tc->weight_decay, tc->grad_clip,
+             tc->bias_update_rate);
+    char line[1024], last[1024] = "";
+    *tps = 0;
+    if (!rc) {
+        FILE *p = popen(cmd, "r");
+        if (!p) rc = up_error("cannot run /usr/bin/python3; expected Debian's python3-torch (scripts/deps.sh test)");
+        while (p && fgets(line, sizeof line, p)) {
+            double sps;
+            char ver[32];
+            if (sscanf(line, "torch %31[^:]: %*d steps, %lf s/step, %lf tokens/s, peak RSS %lf MB", ver, &sps, tps, rss_mb) == 4) {
+                snprintf(version, version_cap, "%s", ver);
+                continue;
+            }
+            snprintf(last, sizeof last, "%s", line);
+        }
+        int st = p ? pclose(p) : -1;
+        if (!rc && (st != 0 || *tps <= 0)) {
+            last[strcspn(last, "\n")] = 0;
+            rc = up_error("PyTorch baseline (%s) failed: %s; expected Debian's python3-torch (scripts/deps.sh test)", script,
+                          last[0] ? last : "no output");
+        }
+    }
+    remove_tree(tdir);
+    free(cfg);
+    return rc;
+}
+
 static int bench_train_cmd(int argc, char **argv) {
-    const char *preset = "small", *device = "auto", *precision = "fp32";
-    int steps = 5, threads = 0, batch = 0, seq = 0;
+    const char *presets = "small", *device = "auto", *precision = "fp32";
+    int steps = 5, threads = 0, batch = 0, seq = 0, compare = 0, memory = 0;
     CliOption opts[] = {
-        {"preset", OPT_STR, &preset, "preset to time (default small)"},
+        {"preset", OPT_STR, &presets, "preset(s) to time, comma-separated (default small)"},
         {"steps", OPT_INT, &steps, "timed steps (default 5, after 1 warm-up step)"},
         {"batch-size", OPT_INT, &batch, "override the preset's batch size"},
         {"seq-len", OPT_INT, &seq, "override the preset's sequence length"},
         {"threads", OPT_INT, &threads, "threads (default: all cores)"},
         {"device", OPT_STR, &device, "auto (default: the GPU when one is visible), cpu or cuda"},
         {"precision", OPT_STR, &precision, "fp32 (default) or bf16 (CUDA only)"},
+        {"compare-torch", OPT_FLAG, &compare, "also time the PyTorch reference (tests/torch_bench.py) and print the ratio"},
+        {"report-memory", OPT_FLAG, &memory, "print peak RSS against the analytic bytes (params, grads, Adam, activations)"},
     };
-    int prc = cli_parse("bench train", "[--preset P] [--steps N]", argc, argv, opts, sizeof opts / sizeof *opts);
+    int prc = cli_parse("bench train", "[--preset P[,P...]] [--steps N] [--compare-torch] [--report-memory]", argc, argv,
+                        opts, sizeof opts / sizeof *opts);
     if (prc) return prc == 1 ? 0 : prc;
-    const Preset *p = preset_find(preset);
-    if (!p) return cli_usage_error("bench train", "unknown preset '%s'; expected one of tiny, small, dense, interleaved, fullmoe, large", preset);
     if (steps < 1) return cli_usage_error("bench train", "--steps %d; expected >= 1", steps);
     if (strcmp(precision, "fp32") && strcmp(precision, "bf16"))
         return cli_usage_error("bench train", "--precision %s; expected fp32 or bf16", precision);
+    char list[512];
+    snprintf(list, sizeof list, "%s", presets);
+    int n_presets = 0;
+    const Preset *chosen[16];
+    for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        const Preset *p = preset_find(tok);
+        if (!p) return cli_usage_error("bench train", "unknown preset '%s'; expected one of tiny, small, dense, interleaved, fullmoe, large", tok);
+        if (n_presets == 16) return cli_usage_error("bench train", "too many presets; expected at most 16");
+        chosen[n_presets++] = p;
+    }
+    if (!n_presets) return cli_usage_error("bench train", "--preset is empty; expected a preset name");
     const Backend *be;
     int brc = cli_backend("bench train", device, &be);
     if (brc) return brc;
     cli_set_threads(threads);
-    TrainConfig tc = p->train;
-    if (batch > 0) tc.batch_size = batch;
-    if (seq > 0) tc.seq_len = seq;
-    tc.precision = strcmp(precision, "bf16") ? PRECISION_FP32 : PRECISION_BF16;
     int on_cpu = be == backend_cpu();
-    double peak = on_cpu ? bench_sgemm_gflops(1024, 1.0) : 0;
-    TrainBench r;
-    if (bench_train(be, &p->model, &tc, 1, steps, &r)) return cli_fail();
-    printf("preset %s: batch %d x %d tokens, %.3f s/step, %.0f tokens/s (%s, %s)\n", preset, tc.batch_size, tc.seq_len,
-           r.seconds_per_step, r.tokens_per_second, be->name, precision);
-    if (on_cpu)
-        printf("model FLOPs %.2f GFLOP/step -> %.1f GFLOP/s = %.1f%% of measured sgemm peak %.1f GFLOP/s\n",
-               r.flops_per_step / 1e9, r.model_gflops, 100.0 * r.model_gflops / peak, peak);
-    else
-        printf("model FLOPs %.2f GFLOP/step -> %.1f GFLOP/s\n", r.flops_per_step / 1e9, r.model_gflops);
+    if (compare && !on_cpu) return cli_usage_error("bench train", "--compare-torch times the CPU; expected --device cpu");
+    int n_threads = on_cpu ? omp_get_max_threads() : 1;
+    TrainBench r[16];
+    double torch_tps[16] = {0}, torch_rss[16] = {0};
+    for (int i = 0; i < n_presets; i++) {
+        /* one process measures one model's peak RSS: later presets run after earlier ones, so
+         * their figure is a maximum over both; order presets small to large with --report-memory */
+        TrainConfig tc = chosen[i]->train;
+        if (batch > 0) tc.batch_size = batch;
+        if (seq > 0) tc.seq_len = seq;
+        tc.precision = strcmp(precision, "bf16") ? PRECISION_FP32 : PRECISION_BF16;
+        if (bench_train(be, &chosen[i]->model, &tc, 1, steps, &r[i])) return cli_fail();
+        printf("preset %s: batch %d x %d tokens, %.3f s/step, %.0f tokens/s (%s, %s, %d threads)\n", chosen[i]->name,
+               tc.batch_size, tc.seq_len, r[i].seconds_per_step, r[i].tokens_per_second, be->name, precision, n_threads);
+        if (memory) {
+            double analytic = r[i].param_state_bytes + r[i].activation_bytes;
+            printf("  memory: params+grads+Adam %.1f MB + activations %.1f MB = %.1f MB analytic; peak RSS %.1f MB "
+                   "(%.2fx analytic; %.1f MB before the model)\n",
+                   r[i].param_state_bytes / 1e6, r[i].activation_bytes / 1e6, analytic / 1e6, r[i].rss_peak_bytes / 1e6,
+                   r[i].rss_peak_bytes / analytic, r[i].rss_before_bytes / 1e6);
+        }
+        if (compare) {
+            char version[32] = "?";
+            if (torch_bench_run(&chosen[i]->model, &tc, steps, n_threads, &torch_tps[i], &torch_rss[i], version,
+                                sizeof version))
+                return cli_fail();
+            printf("  PyTorch %s (fp32 eager, same config, batch and threads): %.0f tokens/s, peak RSS %.0f MB -> "
+                   "upcycle / PyTorch = %.2fx\n",
+                   version, torch_tps[i], torch_rss[i], r[i].tokens_per_second / torch_tps[i]);
+        }
+    }
+    if (on_cpu) {
+        double peak = bench_sgemm_gflops(1024, 1.0);
+        for (int i = 0; i < n_presets; i++)
+            printf("preset %s: model FLOPs %.2f GFLOP/step -> %.1f GFLOP/s = %.1f%% of measured sgemm peak %.1f GFLOP/s\n",
+                   chosen[i]->name, r[i].flops_per_step / 1e9, r[i].model_gflops, 100.0 * r[i].model_gflops / peak, peak);
+    } else {
+        for (int i = 0; i < n_presets; i++)
+            printf("preset %s: model FLOPs %.2f GFLOP/step -> %.1f GFLOP/s\n", chosen[i]->name, r[i].flops_per_step / 1e9,
+                   r[i].model_gflops);
+    }
     return 0;
 }
 

@@ -101,7 +101,7 @@ static int cuda_init(void) {
     return 1;
 }
 
-extern "C" const Backend *backend_cuda(void) {
+extern "C" const Backend *upcycle_plugin_backend_cuda(void) {
     static int state = -1; /* -1 not probed yet */
     if (state < 0) state = cuda_init();
     return state ? &g_cuda_backend : NULL;
