@@ -74,6 +74,21 @@ ifeq ($(CUDA_ON),1)
   CUDA_STATUS  := CUDA ✓ (nvcc $(NVCC_VERSION), sm_90a + sm_80)
 endif
 
+# MPI (OpenMPI: openmpi-bin, libopenmpi-dev) for data-parallel training across processes and
+# nodes, when mpicc is on PATH unless MPI=0. Like CUDA, only the main build gets it.
+MPICC ?= $(shell which mpicc 2>/dev/null)
+MPI_DEFS :=
+MPI_LDLIBS :=
+ifeq ($(MPI),0)
+  MPI_STATUS := MPI ✗ (MPI=0)
+else ifeq ($(MPICC),)
+  MPI_STATUS := MPI ✗ (no mpicc; install openmpi-bin libopenmpi-dev)
+else
+  MPI_DEFS   := -DUPCYCLE_MPI $(shell $(MPICC) --showme:compile 2>/dev/null)
+  MPI_LDLIBS := $(shell $(MPICC) --showme:link 2>/dev/null)
+  MPI_STATUS := MPI ✓ ($(shell $(MPICC) --showme:version 2>/dev/null | sed -n 's/.*Open MPI \([0-9.]*\).*/OpenMPI \1/p'))
+endif
+
 LIB_SRC  := $(sort $(wildcard src/*.c src/*/*.c))
 LIB_SRC  := $(filter-out src/cli/%,$(LIB_SRC))
 CLI_SRC  := $(sort $(wildcard src/cli/*.c))
@@ -85,9 +100,9 @@ TEST_OBJ := $(TEST_SRC:%.c=build/%.o)
 DEPS     := $(LIB_OBJ:.o=.d) $(CU_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d)
 
 # sources that test UPCYCLE_CUDA rebuild when the CUDA setting changes (build/cuda-setting)
-CUDA_SETTING := $(if $(CU_SRC),cuda,cpu)
+CUDA_SETTING := $(if $(CU_SRC),cuda,cpu)$(if $(MPI_DEFS),-mpi,)
 $(shell mkdir -p build && [ "$$(cat build/cuda-setting 2>/dev/null)" = "$(CUDA_SETTING)" ] || echo "$(CUDA_SETTING)" >build/cuda-setting)
-CUDA_USERS := $(shell grep -l UPCYCLE_CUDA $(LIB_SRC) $(CLI_SRC) $(TEST_SRC) 2>/dev/null)
+CUDA_USERS := $(shell grep -lE 'UPCYCLE_(CUDA|MPI)' $(LIB_SRC) $(CLI_SRC) $(TEST_SRC) 2>/dev/null)
 
 .PHONY: all features deps test-deps demo test test-cuda clean
 all: features upcycle $(CUDA_PLUGIN)
@@ -95,7 +110,7 @@ all: features upcycle $(CUDA_PLUGIN)
 $(CUDA_USERS:%.c=build/%.o): build/cuda-setting
 
 features:
-	@echo "upcycle build: $(BLAS_STATUS), $(CJSON_STATUS), OpenMP ✓, MPI ✗ (not yet supported), $(CUDA_STATUS)"
+	@echo "upcycle build: $(BLAS_STATUS), $(CJSON_STATUS), OpenMP ✓, $(MPI_STATUS), $(CUDA_STATUS)"
 ifneq ($(MISSING),)
 	@echo "missing: $(MISSING); install with: scripts/deps.sh  (or: make demo / make test, which install them)"
 	@false
@@ -103,7 +118,7 @@ endif
 
 build/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(CUDA_DEFS) -MMD -MP -c $< -o $@
+	$(CC) $(CFLAGS) $(CUDA_DEFS) $(MPI_DEFS) -MMD -MP -c $< -o $@
 
 build/%.o: %.cu
 	@mkdir -p $(dir $@)
@@ -117,10 +132,10 @@ build/libupcycle_cuda.so: $(CU_OBJ)
 	$(CC) -shared -o $@ $^ -L$(CUDA_LIBDIR) -Wl,-rpath,$(CUDA_LIBDIR) -lcublas -lcublasLt -lcudart -lstdc++ -lm -fopenmp
 
 upcycle: $(CLI_OBJ) build/libupcycle.a
-	$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) build/libupcycle.a $(LDLIBS) $(CUDA_LDLIBS)
+	$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) build/libupcycle.a $(LDLIBS) $(CUDA_LDLIBS) $(MPI_LDLIBS)
 
 build/test_runner: $(TEST_OBJ) build/libupcycle.a
-	$(CC) $(CFLAGS) -Itests -o $@ $(TEST_OBJ) build/libupcycle.a $(LDLIBS) $(CUDA_LDLIBS)
+	$(CC) $(CFLAGS) -Itests -o $@ $(TEST_OBJ) build/libupcycle.a $(LDLIBS) $(CUDA_LDLIBS) $(MPI_LDLIBS)
 
 deps:
 	@scripts/deps.sh build

@@ -82,6 +82,7 @@ int model_create(Model *m, const ModelConfig *cfg, const Backend *be) {
     if (model_config_validate(cfg, "model config")) return -1;
     m->cfg = *cfg;
     m->be = be;
+    m->loss_scale = 1.0f;
     build_param_table(m);
     size_t bytes = m->n_floats * sizeof(float);
     m->param_mem = be->alloc(bytes);
@@ -327,19 +328,31 @@ void model_zero_grad(Model *m) { m->be->zero(m->grad_mem, m->n_floats * sizeof(f
 
 /* ---- backward ---- */
 
+/* data parallel: the gradients of [offset, offset + count) are final */
+static void grad_ready(Model *m, size_t offset, size_t end) {
+    if (m->grad_ready && end > offset) m->grad_ready(m->grad_ready_ctx, offset, end - offset);
+}
+
+/* first float of layer l's parameters in the buffers (the table is in layer order) */
+static size_t layer_begin(const Model *m, int l) {
+    return l < m->cfg.n_layers ? m->params[m->layers[l].input_norm].offset : m->params[m->final_norm].offset;
+}
+
 void model_backward(Model *m, float aux_coef, float z_coef) {
     const Backend *be = m->be;
     const ModelConfig *c = &m->cfg;
     int B = m->B, T = m->T, N = B * T, C = c->d_model, hd = c->head_dim, H = c->n_heads, KV = c->n_kv_heads;
     int E = c->n_experts, K = c->top_k, F = c->moe_intermediate_size, I = c->intermediate_size, V = c->vocab_size;
     size_t NC = (size_t)N * C * sizeof(float);
+    aux_coef *= m->loss_scale, z_coef *= m->loss_scale;
 
     float *dlogits = m->logits; /* in place: the logits are not needed after this */
-    be->crossentropy_backward(dlogits, m->logits, m->targets, N, V, 1.0f / N);
+    be->crossentropy_backward(dlogits, m->logits, m->targets, N, V, m->loss_scale / N);
     be->zero(m->d_ln, NC);
     be->matmul_backward(m->d_ln, G(m->lm_head), dlogits, m->lnf, P(m->lm_head), N, C, V);
     be->zero(m->d_resid, NC);
     be->rmsnorm_backward(m->d_resid, G(m->final_norm), m->d_ln, m->x_final, P(m->final_norm), m->lnf_rstd, N, C);
+    grad_ready(m, layer_begin(m, c->n_layers), m->n_floats); /* final norm (+ untied head) */
 
     for (int l = c->n_layers - 1; l >= 0; l--) {
         LayerParams *L = &m->layers[l];
@@ -385,8 +398,10 @@ void model_backward(Model *m, float aux_coef, float z_coef) {
         be->matmul_backward(m->d_ln, G(L->k_proj), dk, A->ln1, P(L->k_proj), N, C, KV * hd);
         be->matmul_backward(m->d_ln, G(L->v_proj), m->d_v, A->ln1, P(L->v_proj), N, C, KV * hd);
         be->rmsnorm_backward(m->d_resid, G(L->input_norm), m->d_ln, A->x_in, P(L->input_norm), A->ln1_rstd, N, C);
+        grad_ready(m, layer_begin(m, l), layer_begin(m, l + 1));
     }
     be->embedding_backward(G(m->embed), m->d_resid, m->inputs, N, C, V);
+    grad_ready(m, 0, layer_begin(m, 0)); /* the embedding (and a tied head) */
 }
 
 /* ---- optimizer ---- */

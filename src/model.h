@@ -73,6 +73,13 @@ typedef struct {
     float *d_resid, *d_ln, *d_q, *d_k, *d_v, *d_att, *d_ffn_a, *d_ffn_b, *d_ffn_c, *d_router, *d_gates;
     float *d_xg, *d_yg, *d_eg, *d_eu, *d_eh;
 
+    /* data parallel (src/dist): the backward computes gradients of loss_scale x loss (1 / ranks,
+     * so that summing the ranks' gradients gives the mean), and calls grad_ready, when set, as
+     * soon as the gradients of a contiguous range of grad_mem are final (last layer first) */
+    float loss_scale;
+    void (*grad_ready)(void *ctx, size_t offset, size_t count);
+    void *grad_ready_ctx;
+
     /* results of the last forward */
     double last_ce_loss, last_aux_loss;
     int step;                          /* optimizer steps taken (AdamW's t) */

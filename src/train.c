@@ -1,14 +1,26 @@
 #include "train.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "dist/dist.h"
 #include "io/checkpoint.h"
 #include "optim.h"
 #include "util.h"
+
+/* metrics.jsonl lines: rank 0 only (metrics is NULL on the other ranks) */
+static void mlog(FILE *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void mlog(FILE *f, const char *fmt, ...) {
+    if (!f) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(f, fmt, ap);
+    va_end(ap);
+}
 
 /* spike guard: active once the running loss mean has this many steps; then an EMA over ~this many */
 #define SPIKE_MIN_STEPS 20
@@ -44,19 +56,38 @@ static int truncate_metrics(const char *path, int max_step) {
 
 double evaluate_loss(Model *m, Loader *ld, int n_batches) {
     loader_reset(ld);
-    int32_t *tokens = xmalloc(sizeof(int32_t) * (size_t)m->B * (m->T + 1));
+    /* data parallel: the loader yields global batches of ranks x m->B sequences; each rank
+     * evaluates its slice and the means are averaged across ranks */
+    int ranks = ld->batch_size / m->B, slice = ranks > 1 ? dist_rank() : 0;
+    int32_t *tokens = xmalloc(sizeof(int32_t) * (size_t)ld->batch_size * (m->T + 1));
     double sum = 0;
     int batches = 0;
     /* never wrap around: a short validation split is evaluated once */
-    uint64_t available = ld->n_windows / (uint64_t)m->B;
+    uint64_t available = ld->n_windows / (uint64_t)ld->batch_size;
     if (available == 0) available = 1;
     for (int i = 0; i < n_batches && (uint64_t)i < available; i++, batches++) {
         loader_next(ld, tokens);
-        model_forward(m, tokens, 0, 0);
+        model_forward(m, tokens + (size_t)slice * m->B * (m->T + 1), 0, 0);
         sum += m->last_ce_loss;
     }
     free(tokens);
+    if (ranks > 1) {
+        dist_sum_doubles(&sum, 1, "the validation loss");
+        sum /= ranks;
+    }
     return sum / batches;
+}
+
+/* data parallel: start the allreduce of a layer's gradients while the backward goes on */
+typedef struct {
+    float *grads;
+    DistBuckets *buckets;
+} GradSync;
+
+static void start_grad_bucket(void *ctx, size_t offset, size_t count) {
+    GradSync *g = ctx;
+    dist_buckets_progress(g->buckets);
+    dist_buckets_start(g->buckets, g->grads + offset, count);
 }
 
 static void format_duration(double seconds, char *buf, size_t n) {
@@ -64,6 +95,13 @@ static void format_duration(double seconds, char *buf, size_t n) {
     if (s >= 3600) snprintf(buf, n, "%dh%02dm", s / 3600, (s / 60) % 60);
     else if (s >= 60) snprintf(buf, n, "%dm%02ds", s / 60, s % 60);
     else snprintf(buf, n, "%ds", s);
+}
+
+/* data parallel: every rank's expert loads summed, before the balancing-bias update and the
+ * imbalance figures (host memory: the CPU backend) */
+static void sum_expert_loads(Model *m) {
+    for (int l = 0; l < m->cfg.n_layers; l++)
+        if (m->layers[l].is_moe) dist_sum_ints(m->acts[l].loads, (size_t)m->cfg.n_experts, "the expert loads");
 }
 
 /* max load / mean load per MoE layer: 1.0 is perfect balance */
@@ -175,14 +213,25 @@ int train_run(const ModelConfig *model_cfg, const TrainConfig *train_cfg, const 
     }
     st.train = tc;
     snprintf(st.data_dir, sizeof st.data_dir, "%s", opt->data_dir);
-    if (mkdir_p(opt->out_dir)) {
+    /* data parallel: rank 0 alone writes (output directory, metrics, checkpoints, progress) */
+    int ranks = dist_size(), leader = dist_rank() == 0, quiet = opt->quiet || !leader;
+    if (ranks > 1 && (tc.batch_size % ranks || be != backend_cpu())) {
+        rc = be != backend_cpu()
+                 ? up_error("data parallel training over %d ranks runs on the CPU backend; expected --device cpu", ranks)
+                 : up_error("train config: batch_size %d over %d ranks; expected a multiple of the number of ranks",
+                            tc.batch_size, ranks);
+        model_free(&m);
+        loader_close(&train_ld), loader_close(&val_ld);
+        return rc;
+    }
+    if (leader && mkdir_p(opt->out_dir)) {
         model_free(&m);
         loader_close(&train_ld), loader_close(&val_ld);
         return -1;
     }
     char *metrics_path = path_join(opt->out_dir, "metrics.jsonl");
-    FILE *metrics = opt->resume && truncate_metrics(metrics_path, st.step) ? NULL : fopen(metrics_path, "a");
-    if (!metrics) {
+    FILE *metrics = !leader ? NULL : opt->resume && truncate_metrics(metrics_path, st.step) ? NULL : fopen(metrics_path, "a");
+    if (leader && !metrics) {
         rc = up_error("%s: cannot open for appending; expected a writable output directory", metrics_path);
         free(metrics_path);
         model_free(&m);
@@ -190,7 +239,7 @@ int train_run(const ModelConfig *model_cfg, const TrainConfig *train_cfg, const 
         return rc;
     }
 
-    if (!opt->quiet) {
+    if (!quiet) {
         size_t total, active, embedding;
         model_param_counts(&m, &total, &active, &embedding);
         model_config_print(&mc, stdout);
@@ -200,9 +249,21 @@ int train_run(const ModelConfig *model_cfg, const TrainConfig *train_cfg, const 
         if (opt->resume) printf("resumed from %s at step %d\n", opt->resume, st.step);
         if (opt->init) printf("initialized from %s (new stage, AdamW step counter %d)\n", opt->init, m.step);
         printf("device: %s, precision %s\n", be->name, tc.precision == PRECISION_BF16 ? "bf16" : "fp32");
+        if (ranks > 1)
+            printf("data parallel: %d ranks x %d sequences (global batch %d); gradients and expert loads summed across ranks\n",
+                   ranks, tc.batch_size / ranks, tc.batch_size);
     }
 
-    model_set_batch(&m, tc.batch_size, tc.seq_len);
+    /* data parallel: every rank holds the same weights (rank 0's, to be certain) and trains on
+     * its slice of each global batch; gradients of loss / ranks are summed layer by layer */
+    int slice = ranks > 1 ? dist_rank() : 0;
+    GradSync sync = {.grads = m.grad_mem, .buckets = dist_buckets_new()};
+    if (ranks > 1) {
+        dist_bcast_bytes(m.param_mem, sizeof(float) * m.n_floats, "the initial weights");
+        m.loss_scale = 1.0f / ranks;
+        m.grad_ready = start_grad_bucket, m.grad_ready_ctx = &sync;
+    }
+    model_set_batch(&m, tc.batch_size / ranks, tc.seq_len);
     size_t batch_tokens = (size_t)tc.batch_size * (tc.seq_len + 1);
     int32_t *tokens = xmalloc(sizeof(int32_t) * batch_tokens);
     int steps_this_run = tc.steps - st.step;
@@ -219,7 +280,11 @@ int train_run(const ModelConfig *model_cfg, const TrainConfig *train_cfg, const 
         float lr = lr_at(&tc, st.step, tc.steps);
         loader_next(&train_ld, tokens);
         model_zero_grad(&m);
-        double loss = model_forward(&m, tokens, tc.aux_loss_coef, tc.z_loss_coef);
+        double loss = model_forward(&m, tokens + (size_t)slice * m.B * (tc.seq_len + 1), tc.aux_loss_coef, tc.z_loss_coef);
+        if (ranks > 1) { /* the global batch's mean loss, on every rank: all take the same decisions */
+            dist_sum_doubles(&loss, 1, "the loss");
+            loss /= ranks;
+        }
         double grad_norm = NAN;
         char where[PARAM_NAME_MAX + 64], why[PARAM_NAME_MAX + 160];
         int nonfinite = 0;
@@ -234,6 +299,10 @@ int train_run(const ModelConfig *model_cfg, const TrainConfig *train_cfg, const 
             nonfinite = 1;
         } else {
             model_backward(&m, tc.aux_loss_coef, tc.z_loss_coef);
+            if (ranks > 1) {
+                dist_buckets_wait(sync.buckets, "the gradient allreduce");
+                sum_expert_loads(&m);
+            }
             grad_norm = model_grad_norm(&m);
             if (!isfinite(grad_norm)) {
                 int n = model_find_nonfinite_grad(&m, where, sizeof where);
@@ -256,12 +325,12 @@ int train_run(const ModelConfig *model_cfg, const TrainConfig *train_cfg, const 
             }
             st.skipped_steps++;
             fprintf(stderr, "upcycle: step %d skipped (%d of at most %d): %s\n", st.step, st.skipped_steps, tc.max_skips, why);
-            fprintf(metrics, "{\"step\": %d, \"loss\": ", st.step + 1);
-            if (isfinite(loss)) fprintf(metrics, "%.6f", loss);
-            else fprintf(metrics, "null");
-            fprintf(metrics, ", \"lr\": %.6g, \"skipped\": true, \"tokens\": %lld}\n", lr,
+            mlog(metrics, "{\"step\": %d, \"loss\": ", st.step + 1);
+            if (isfinite(loss)) mlog(metrics, "%.6f", loss);
+            else mlog(metrics, "null");
+            mlog(metrics, ", \"lr\": %.6g, \"skipped\": true, \"tokens\": %lld}\n", lr,
                     st.tokens_seen + (long long)tc.batch_size * tc.seq_len);
-            fflush(metrics);
+            if (metrics) fflush(metrics);
             model_zero_grad(&m);
         } else {
             model_optimizer_step_with_norm(&m, &tc, lr, grad_norm);
@@ -285,7 +354,7 @@ int train_run(const ModelConfig *model_cfg, const TrainConfig *train_cfg, const 
         window_steps++;
         step_seconds += now_seconds() - t_step;
         if (why[0]) {
-            if (tc.save_every > 0 && st.step % tc.save_every == 0 && st.step < tc.steps &&
+            if (leader && tc.save_every > 0 && st.step % tc.save_every == 0 && st.step < tc.steps &&
                 (rc = save_periodic(opt->out_dir, &m, &st, keep)))
                 break;
             continue;
@@ -294,15 +363,15 @@ int train_run(const ModelConfig *model_cfg, const TrainConfig *train_cfg, const 
         int n_imb = layer_imbalance(&m, imbalance);
         int do_eval = tc.eval_every > 0 && (st.step % tc.eval_every == 0 || st.step == tc.steps);
         if (do_eval) last_val = evaluate_loss(&m, &val_ld, tc.eval_batches);
-        fprintf(metrics, "{\"step\": %d, \"loss\": %.6f, \"lr\": %.6g, \"grad_norm\": %.6g, \"tokens\": %lld", st.step, loss, lr,
+        mlog(metrics, "{\"step\": %d, \"loss\": %.6f, \"lr\": %.6g, \"grad_norm\": %.6g, \"tokens\": %lld", st.step, loss, lr,
                 grad_norm, st.tokens_seen);
-        if (do_eval) fprintf(metrics, ", \"val_loss\": %.6f", last_val);
-        fprintf(metrics, ", \"load_imbalance\": [");
-        for (int i = 0; i < n_imb; i++) fprintf(metrics, "%s%.4f", i ? ", " : "", imbalance[i]);
-        fprintf(metrics, "]}\n");
-        fflush(metrics);
+        if (do_eval) mlog(metrics, ", \"val_loss\": %.6f", last_val);
+        mlog(metrics, ", \"load_imbalance\": [");
+        for (int i = 0; i < n_imb; i++) mlog(metrics, "%s%.4f", i ? ", " : "", imbalance[i]);
+        mlog(metrics, "]}\n");
+        if (metrics) fflush(metrics);
 
-        if (!opt->quiet && (st.step % tc.log_every == 0 || st.step == tc.steps || do_eval)) {
+        if (!quiet && (st.step % tc.log_every == 0 || st.step == tc.steps || do_eval)) {
             double now = now_seconds();
             double tok_s = window_steps * (double)tc.batch_size * tc.seq_len / (now - t_window);
             double eta = (tc.steps - st.step) * (now - t_start) / result->steps_run;
@@ -319,15 +388,15 @@ int train_run(const ModelConfig *model_cfg, const TrainConfig *train_cfg, const 
             fflush(stdout);
             t_window = now, window_steps = 0;
         }
-        if (tc.save_every > 0 && st.step % tc.save_every == 0 && st.step < tc.steps) {
+        if (leader && tc.save_every > 0 && st.step % tc.save_every == 0 && st.step < tc.steps) {
             if ((rc = save_periodic(opt->out_dir, &m, &st, keep))) break;
         }
     }
     double elapsed = now_seconds() - t_start;
-    if (!rc) {
+    if (!rc && leader) {
         char *final_dir = path_join(opt->out_dir, "final");
         rc = checkpoint_save(final_dir, &m, &st, 1);
-        if (!rc && !opt->quiet) printf("saved %s (step %d)\n", final_dir, st.step);
+        if (!rc && !quiet) printf("saved %s (step %d)\n", final_dir, st.step);
         free(final_dir);
     }
     result->seconds = elapsed;
@@ -336,7 +405,8 @@ int train_run(const ModelConfig *model_cfg, const TrainConfig *train_cfg, const 
     result->final_train_loss = result->steps_run ? result->losses[result->steps_run - 1] : NAN;
     if (opt->final_eval_batches > 0) result->final_val_loss = evaluate_loss(&m, &val_ld, opt->final_eval_batches);
     else result->final_val_loss = isnan(last_val) ? evaluate_loss(&m, &val_ld, tc.eval_batches) : last_val;
-    fclose(metrics);
+    if (metrics) fclose(metrics);
+    dist_buckets_free(sync.buckets);
     free(metrics_path);
     free(tokens);
     model_free(&m);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "dist/dist.h"
 #include "util.h"
 
 static void print_help(const char *command, const char *synopsis, const CliOption *opts, int n) {
@@ -110,6 +111,6 @@ int cli_backend(const char *command, const char *device, const Backend **be) {
     char notice[128];
     *be = backend_select(device, notice, sizeof notice);
     if (!*be) return cli_fail();
-    if (notice[0]) fprintf(stderr, "%s\n", notice);
+    if (notice[0] && dist_rank() == 0) fprintf(stderr, "%s\n", notice);
     return 0;
 }

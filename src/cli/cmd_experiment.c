@@ -7,7 +7,7 @@
 #include "util.h"
 
 int cmd_experiment(int argc, char **argv) {
-    const char *preset = NULL, *plan_file = NULL, *data = NULL, *out = NULL, *device = "cpu";
+    const char *preset = NULL, *plan_file = NULL, *data = NULL, *out = NULL, *device = "auto";
     int seeds = 0, threads = 0, dry_run = 0, probe_batches = 2, list = 0;
     CliOption opts[] = {
         {"preset", OPT_STR, &preset, "demo (~5 min), paper-tiny (~45 min), paper-full (hours)"},
@@ -15,7 +15,7 @@ int cmd_experiment(int argc, char **argv) {
         {"data", OPT_STR, &data, "data directory from `upcycle tokenize` (required)"},
         {"out", OPT_STR, &out, "output directory; re-running resumes (finished stages are skipped)"},
         {"seeds", OPT_INT, &seeds, "override the plan's number of seeds"},
-        {"device", OPT_STR, &device, "cpu (default); cuda once the CUDA backend exists"},
+        {"device", OPT_STR, &device, "auto (default: the GPU when one is visible), cpu or cuda: where the stages train"},
         {"probe-batches", OPT_INT, &probe_batches, "validation batches for the replica diagnostics (0 disables)"},
         {"threads", OPT_INT, &threads, "threads (default: all cores)"},
         {"dry-run", OPT_FLAG, &dry_run, "list the runs and stages and exit"},
@@ -37,8 +37,6 @@ int cmd_experiment(int argc, char **argv) {
     }
     if (preset && plan_file) return cli_usage_error("experiment", "--preset and --plan are exclusive; expected one of them");
     if (!data || (!out && !dry_run)) return cli_usage_error("experiment", "--data and --out are required; expected --data DIR --out DIR");
-    if (strcmp(device, "cpu"))
-        return cli_usage_error("experiment", "--device %s: this build has no CUDA backend; expected cpu", device);
     if (seeds < 0 || probe_batches < 0) return cli_usage_error("experiment", "--seeds and --probe-batches must be >= 0; expected a count");
     Plan plan;
     if (plan_file ? plan_load_json(&plan, plan_file) : plan_load_preset(&plan, preset ? preset : "demo")) return cli_fail();
@@ -54,8 +52,14 @@ int cmd_experiment(int argc, char **argv) {
         plan_free(&plan);
         return 0;
     }
+    const Backend *be = NULL;
+    int brc = cli_backend("experiment", device, &be);
+    if (brc) {
+        plan_free(&plan);
+        return brc;
+    }
     cli_set_threads(threads);
-    ExperimentOptions eo = {.data_dir = data, .out_dir = out, .probe_batches = probe_batches};
+    ExperimentOptions eo = {.data_dir = data, .out_dir = out, .probe_batches = probe_batches, .backend = be};
     int rc = experiment_run(&plan, &eo);
     plan_free(&plan);
     return rc ? cli_fail() : 0;

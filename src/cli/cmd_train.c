@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dist/dist.h"
 #include "cli.h"
 #include "config.h"
 #include "train.h"
@@ -133,7 +134,7 @@ int cmd_train(int argc, char **argv) {
     int brc = cli_backend("train", device, &be);
     if (brc) return brc;
     if (be->set_precision && be->set_precision(tc.precision)) return cli_fail();
-    if (!resume) {
+    if (!resume && dist_rank() == 0) { /* data parallel: rank 0 owns the output directory */
         char *metrics = path_join(out, "metrics.jsonl");
         int exists = path_exists(metrics);
         free(metrics);
@@ -143,12 +144,13 @@ int cmd_train(int argc, char **argv) {
         }
         if (exists) remove_tree(out);
     }
+    dist_barrier("the start of training");
     cli_set_threads(threads);
     TrainOptions opt = {.data_dir = data, .split = split, .out_dir = out, .resume = resume, .init = init,
                         .quiet = quiet, .keep_checkpoints = keep, .backend = be};
     TrainResult res;
     int rc = train_run(&mc, &tc, &opt, &res);
-    if (!rc)
+    if (!rc && dist_rank() == 0)
         printf("done: %d steps in %.1fs (%.1fk tok/s), final train loss %.4f, val loss %.4f (ppl %.2f)\n", res.steps_run,
                res.seconds, res.tokens_per_second / 1e3, res.final_train_loss, res.final_val_loss, exp(res.final_val_loss));
     free(res.losses);

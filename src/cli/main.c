@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "dist/dist.h"
 
 typedef struct {
     const char *name;
@@ -28,7 +29,7 @@ static void usage(FILE *f) {
         fprintf(f, "  %-10s %s\n", g_commands[i].name, g_commands[i].summary);
 }
 
-int main(int argc, char **argv) {
+static int run_command(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
@@ -39,4 +40,21 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < sizeof g_commands / sizeof *g_commands; i++) fprintf(stderr, "%s %s", i ? "," : "", g_commands[i].name);
     fprintf(stderr, "\n");
     return 2;
+}
+
+/* Under mpirun every rank runs the command (train: data parallel). A rank that fails stops the
+ * whole job (MPI_Abort) rather than leaving the others waiting in a collective. */
+int main(int argc, char **argv) {
+    dist_init(&argc, &argv);
+    int rc = 0;
+    /* train and experiment are data parallel; every other command runs on rank 0 while the others wait, so that
+     * `mpirun -np N ./upcycle grow ...` in a job script does the work once */
+    int parallel = argc >= 2 && (!strcmp(argv[1], "train") || !strcmp(argv[1], "experiment"));
+    if (parallel || dist_rank() == 0) rc = run_command(argc, argv);
+    if (!parallel && !rc) dist_wait_for_leader("the end of the command on rank 0");
+    fflush(stdout);
+    fflush(stderr);
+    if (rc && dist_active()) dist_abort(rc);
+    dist_finalize();
+    return rc;
 }

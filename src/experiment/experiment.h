@@ -10,6 +10,7 @@
 #ifndef UPCYCLE_EXPERIMENT_H
 #define UPCYCLE_EXPERIMENT_H
 
+#include "backend.h"
 #include "config.h"
 #include "grow/grow.h"
 
@@ -58,6 +59,7 @@ typedef struct {
     const char *data_dir, *out_dir;
     int quiet;
     int probe_batches;    /* diagnostics */
+    const Backend *backend; /* training stages (NULL: the CPU); grow and diagnostics run on the CPU */
 } ExperimentOptions;
 
 /* Runs (or resumes) every run of the plan, then writes OUT/results.json, OUT/results.csv and

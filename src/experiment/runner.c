@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dist/dist.h"
 #include "experiment/diag.h"
 #include "experiment/experiment.h"
 #include "experiment/report.h"
@@ -127,7 +128,7 @@ static int run_stage(const Plan *p, const Run *r, int k, const ExperimentOptions
     if (k > 0 && !s->rewarm) tc.warmup_steps = 0;
     if (tc.warmup_steps >= s->steps) tc.warmup_steps = s->steps / 10;
     TrainOptions to = {.data_dir = opt->data_dir, .out_dir = dir, .quiet = 1, .final_eval_batches = p->final_eval_batches,
-                       .keep_checkpoints = k > 0 ? 1000 : 1};
+                       .keep_checkpoints = k > 0 ? 1000 : 1, .backend = opt->backend};
     char *resume = latest_checkpoint(dir), *prev_final = NULL, *grown = NULL;
     double before = NAN, after = NAN;
     int rc = 0;
@@ -136,7 +137,8 @@ static int run_stage(const Plan *p, const Run *r, int k, const ExperimentOptions
         prev_final = path_join(prev_dir, "final");
         free(prev_dir);
     }
-    if (!resume) {
+    int leader = dist_rank() == 0;
+    if (!resume && leader) {
         /* a stage without a checkpoint restarts from scratch: drop partial metrics */
         char *metrics = path_join(dir, "metrics.jsonl");
         remove(metrics);
@@ -145,13 +147,15 @@ static int run_stage(const Plan *p, const Run *r, int k, const ExperimentOptions
     if (s->kind == STAGE_GROW) {
         grown = path_join(dir, "grown");
         char *grow_json = path_join(grown, "grow.json");
-        if (!path_exists(grow_json)) {
+        if (leader && !path_exists(grow_json)) { /* data parallel: rank 0 grows, the others wait */
             GrowOptions g = s->grow;
             g.data_dir = opt->data_dir, g.force = 1, g.quiet = 1, g.check = 1;
             g.seed = tc.seed;
             GrowReport gr;
             rc = mkdir_p(dir) || grow_checkpoint(prev_final, grown, &g, &gr);
         }
+        if (rc) dist_abort(1); /* rank 0 failed: do not leave the others waiting */
+        dist_wait_for_leader("the growth on rank 0");
         if (!rc) {
             cJSON *j = read_json(grow_json);
             before = json_num(j, "check_loss_before"), after = json_num(j, "check_loss_after");
@@ -172,13 +176,15 @@ static int run_stage(const Plan *p, const Run *r, int k, const ExperimentOptions
     }
     if (!rc) {
         double flops = 3.0 * model_flops_per_token(&mc, tc.seq_len) * (double)tc.batch_size * tc.seq_len * s->steps;
-        rc = write_stage_json(dir, s, &res, flops, before, after);
+        if (leader) rc = write_stage_json(dir, s, &res, flops, before, after);
         if (!pg->quiet) printf("    done: val loss %.4f, %.3f s/step%s\n", res.final_val_loss, res.steps_run ? res.step_seconds / res.steps_run : 0,
                isnan(before) ? "" : "");
         if (!isnan(before) && !pg->quiet) printf("    growth: val loss %.4f -> %.4f right after growth\n", before, after);
     }
     free(res.losses);
     free(resume), free(prev_final), free(grown), free(dir);
+    if (rc) dist_abort(1);
+    dist_wait_for_leader("the end of a stage on rank 0"); /* every rank sees its stage.json */
     return rc;
 }
 
@@ -519,7 +525,9 @@ static int write_results(const Plan *p, const ExperimentOptions *opt, const char
     cJSON_AddStringToObject(j, "preset", p->name);
     cJSON_AddStringToObject(j, "description", p->description);
     char machine[128];
-    snprintf(machine, sizeof machine, "%ld cores, CPU backend (OpenBLAS + OpenMP)", sysconf(_SC_NPROCESSORS_ONLN));
+    int on_gpu = opt->backend && opt->backend != backend_cpu();
+    snprintf(machine, sizeof machine, "%ld cores, %s backend%s, %d rank%s", sysconf(_SC_NPROCESSORS_ONLN),
+             on_gpu ? "CUDA" : "CPU", on_gpu ? "" : " (OpenBLAS + OpenMP)", dist_size(), dist_size() > 1 ? "s (MPI data parallel)" : "");
     cJSON_AddStringToObject(j, "machine", machine);
     cJSON_AddStringToObject(j, "data", opt->data_dir);
     cJSON *base = cJSON_AddObjectToObject(j, "base");
@@ -562,8 +570,15 @@ static int write_results(const Plan *p, const ExperimentOptions *opt, const char
     return rc;
 }
 
-int experiment_run(const Plan *p, const ExperimentOptions *opt) {
-    if (mkdir_p(opt->out_dir)) return -1;
+int experiment_run(const Plan *p, const ExperimentOptions *opt_in) {
+    /* data parallel (mpirun): every rank trains each stage on its slice of the batches; rank 0
+     * alone writes stage records, grows, and collects the results */
+    ExperimentOptions opt_copy = *opt_in;
+    const ExperimentOptions *opt = &opt_copy;
+    int leader = dist_rank() == 0;
+    if (!leader) opt_copy.quiet = 1;
+    if (leader && mkdir_p(opt->out_dir)) return -1;
+    dist_wait_for_leader("the output directory");
     /* the plan as run, for the record */
     Progress pg = {0};
     pg.started = now_seconds();
@@ -589,6 +604,7 @@ int experiment_run(const Plan *p, const ExperimentOptions *opt) {
             pg.stages_done++;
             pg.steps_done += p->runs[i].stages[k].steps;
         }
+    if (!leader) return 0;
     print_progress(&pg, "all stages done; collecting results");
     char *results = path_join(opt->out_dir, "results.json"), *csv = path_join(opt->out_dir, "results.csv");
     char *html = path_join(opt->out_dir, "report.html");

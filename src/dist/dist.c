@@ -1,0 +1,160 @@
+/* dist.c - MPI data parallelism (see dist.h); stubs for one rank without UPCYCLE_MPI. */
+#include "dist/dist.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "util.h"
+
+#ifdef UPCYCLE_MPI
+#include <mpi.h>
+
+static int g_active = 0, g_rank = 0, g_size = 1;
+static double g_timeout = 300;
+
+static int launched_by_mpi(void) {
+    return getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE") || getenv("PMIX_RANK") || getenv("SLURM_STEP_ID");
+}
+
+void dist_init(int *argc, char ***argv) {
+    if (!launched_by_mpi()) return;
+    int provided;
+    MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
+    MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &g_size);
+    g_active = 1;
+    const char *t = getenv("UPCYCLE_MPI_TIMEOUT");
+    if (t && atof(t) > 0) g_timeout = atof(t);
+}
+
+void dist_finalize(void) {
+    if (g_active) MPI_Finalize();
+    g_active = 0;
+}
+
+int dist_rank(void) { return g_rank; }
+int dist_size(void) { return g_size; }
+int dist_active(void) { return g_active && g_size > 1; }
+
+void dist_abort(int code) {
+    if (g_active) MPI_Abort(MPI_COMM_WORLD, code ? code : 1);
+    exit(code ? code : 1);
+}
+
+/* wait for a request, polling (tightly at first, then with short sleeps so that a waiting rank
+ * does not hold a core), at most `timeout` seconds (<= 0: no limit) */
+static void wait_request(MPI_Request *req, const char *what, double timeout) {
+    double start = now_seconds();
+    int done = 0;
+    for (long polls = 0; !done; polls++) {
+        MPI_Test(req, &done, MPI_STATUS_IGNORE);
+        if (done) break;
+        if (polls > 20000) usleep(polls > 200000 ? 2000 : 100);
+        if (timeout > 0 && now_seconds() - start > timeout) {
+            fprintf(stderr, "upcycle: rank %d of %d: no answer from the other ranks for %.0f s in %s; expected every rank alive "
+                    "(UPCYCLE_MPI_TIMEOUT) - stopping the job\n", g_rank, g_size, g_timeout, what);
+            fflush(stderr);
+            MPI_Abort(MPI_COMM_WORLD, 3);
+        }
+    }
+}
+
+static void wait_or_abort(MPI_Request *req, const char *what) { wait_request(req, what, g_timeout); }
+
+static void sum(void *x, size_t n, MPI_Datatype type, const char *what) {
+    if (!dist_active() || n == 0) return;
+    MPI_Request req;
+    MPI_Iallreduce(MPI_IN_PLACE, x, (int)n, type, MPI_SUM, MPI_COMM_WORLD, &req);
+    wait_or_abort(&req, what);
+}
+
+void dist_sum_floats(float *x, size_t n, const char *what) { sum(x, n, MPI_FLOAT, what); }
+void dist_sum_doubles(double *x, size_t n, const char *what) { sum(x, n, MPI_DOUBLE, what); }
+void dist_sum_ints(int32_t *x, size_t n, const char *what) { sum(x, n, MPI_INT32_T, what); }
+
+void dist_barrier(const char *what) {
+    if (!dist_active()) return;
+    MPI_Request req;
+    MPI_Ibarrier(MPI_COMM_WORLD, &req);
+    wait_or_abort(&req, what);
+}
+
+void dist_wait_for_leader(const char *what) {
+    if (!dist_active()) return;
+    MPI_Request req;
+    MPI_Ibarrier(MPI_COMM_WORLD, &req);
+    wait_request(&req, what, 0);
+}
+
+void dist_bcast_bytes(void *x, size_t n, const char *what) {
+    if (!dist_active() || n == 0) return;
+    MPI_Request req;
+    MPI_Ibcast(x, (int)n, MPI_BYTE, 0, MPI_COMM_WORLD, &req);
+    wait_or_abort(&req, what);
+}
+
+struct DistBuckets {
+    MPI_Request *reqs;
+    int n, cap;
+};
+
+DistBuckets *dist_buckets_new(void) { return xcalloc(1, sizeof(DistBuckets)); }
+
+void dist_buckets_start(DistBuckets *b, float *x, size_t n) {
+    if (!dist_active() || n == 0) return;
+    /* MPI counts are int: split very large ranges */
+    const size_t max_count = (size_t)1 << 30;
+    for (size_t off = 0; off < n; off += max_count) {
+        size_t count = n - off < max_count ? n - off : max_count;
+        if (b->n == b->cap) {
+            b->cap = b->cap ? 2 * b->cap : 16;
+            b->reqs = xrealloc(b->reqs, sizeof(MPI_Request) * b->cap);
+        }
+        MPI_Iallreduce(MPI_IN_PLACE, x + off, (int)count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &b->reqs[b->n++]);
+    }
+}
+
+void dist_buckets_progress(DistBuckets *b) {
+    if (b->n) {
+        int flag;
+        MPI_Testall(b->n, b->reqs, &flag, MPI_STATUSES_IGNORE);
+    }
+}
+
+void dist_buckets_wait(DistBuckets *b, const char *what) {
+    for (int i = 0; i < b->n; i++) wait_or_abort(&b->reqs[i], what);
+    b->n = 0;
+}
+
+void dist_buckets_free(DistBuckets *b) {
+    if (!b) return;
+    free(b->reqs);
+    free(b);
+}
+
+#else /* one rank */
+
+void dist_init(int *argc, char ***argv) { (void)argc, (void)argv; }
+void dist_finalize(void) {}
+int dist_rank(void) { return 0; }
+int dist_size(void) { return 1; }
+int dist_active(void) { return 0; }
+void dist_abort(int code) { exit(code ? code : 1); }
+void dist_sum_floats(float *x, size_t n, const char *what) { (void)x, (void)n, (void)what; }
+void dist_sum_doubles(double *x, size_t n, const char *what) { (void)x, (void)n, (void)what; }
+void dist_sum_ints(int32_t *x, size_t n, const char *what) { (void)x, (void)n, (void)what; }
+void dist_barrier(const char *what) { (void)what; }
+void dist_wait_for_leader(const char *what) { (void)what; }
+void dist_bcast_bytes(void *x, size_t n, const char *what) { (void)x, (void)n, (void)what; }
+struct DistBuckets {
+    int unused;
+};
+DistBuckets *dist_buckets_new(void) { return xcalloc(1, sizeof(DistBuckets)); }
+void dist_buckets_start(DistBuckets *b, float *x, size_t n) { (void)b, (void)x, (void)n; }
+void dist_buckets_progress(DistBuckets *b) { (void)b; }
+void dist_buckets_wait(DistBuckets *b, const char *what) { (void)b, (void)what; }
+void dist_buckets_free(DistBuckets *b) { free(b); }
+
+#endif

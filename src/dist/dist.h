@@ -1,0 +1,46 @@
+/* dist.h - data-parallel training across processes and nodes through MPI (OpenMPI).
+ *
+ * `mpirun -np N ./upcycle train ...` runs N ranks. Each rank trains on its slice of every
+ * global batch (batch_size / N sequences); gradients are summed across ranks with allreduces,
+ * bucketed by layer and started while the backward pass goes on through the layers below, then
+ * divided by N, so every rank applies the same update to the same weights. Per-expert loads are
+ * summed before the balancing-bias update, so the biases stay identical too. Rank 0 alone writes
+ * checkpoints, metrics and progress. In a build without MPI, or a process not started by a
+ * launcher, everything here is a no-op for one rank.
+ *
+ * Collectives wait at most UPCYCLE_MPI_TIMEOUT seconds (default 300): a rank that died or hangs
+ * makes the others stop with a message naming the operation, instead of a job that hangs. */
+#ifndef UPCYCLE_DIST_H
+#define UPCYCLE_DIST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+void dist_init(int *argc, char ***argv); /* MPI_Init when started by mpirun/srun */
+void dist_finalize(void);
+int dist_rank(void);
+int dist_size(void);
+int dist_active(void);                   /* 1 when more than one rank */
+/* stop every rank (a failure on one rank must not leave the others waiting) */
+void dist_abort(int code);
+
+/* in-place sums across ranks; `what` names the data in a timeout message */
+void dist_sum_floats(float *x, size_t n, const char *what);
+void dist_sum_doubles(double *x, size_t n, const char *what);
+void dist_sum_ints(int32_t *x, size_t n, const char *what);
+void dist_barrier(const char *what);
+/* a barrier without the timeout: the other ranks wait while rank 0 alone runs a command */
+void dist_wait_for_leader(const char *what);
+/* rank 0's value of x on every rank */
+void dist_bcast_bytes(void *x, size_t n, const char *what);
+
+/* Bucketed gradient allreduce: start a nonblocking sum of a float range (host memory) now,
+ * let it progress while computing, and wait for all of them at the end. */
+typedef struct DistBuckets DistBuckets;
+DistBuckets *dist_buckets_new(void);
+void dist_buckets_start(DistBuckets *b, float *x, size_t n);
+void dist_buckets_progress(DistBuckets *b);
+void dist_buckets_wait(DistBuckets *b, const char *what);
+void dist_buckets_free(DistBuckets *b);
+
+#endif

@@ -1,0 +1,224 @@
+#!/usr/bin/env bash
+# MPI tests: `mpirun -np 2 --oversubscribe ./upcycle train` (data parallel) on one machine.
+#   - 2 ranks x 4 sequences give the same per-step losses, grad norms and load imbalances as one
+#     process with the global batch of 8 (1e-5 relative), for an interleaved MoE with and
+#     without the balancing bias, and the same final weights (1e-3 of each tensor's max, see below)
+#   - a run checkpointed by 2 ranks resumes in 1 process (and the reverse) on the same trajectory
+#   - grow under mpirun runs once (rank 0), and CPT from the grown checkpoint matches 1 process
+#   - an experiment plan (Fixed-E, Upcycled, Fixed-mE) run by 2 ranks gives the final losses
+#     of 1 process (1e-5)
+#   - a batch that does not split over the ranks: one-line error, non-zero exit
+#   - a rank killed with SIGKILL, or stopped (SIGSTOP), ends the job with a message, no hang
+# Prints "ok NAME" / "FAIL NAME: ..." per check and "mpi: N passed, N failed, N skipped".
+# With a binary built without MPI (make features says "MPI ✗"; the sanitizer build) or without
+# mpirun, every check is
+# reported as skipped.
+set -u
+cd "$(dirname "$0")/.." || exit 1
+ROOT=$PWD
+UP="${UPCYCLE_BIN:-$ROOT/upcycle}"
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
+# containers and CI run as root; OpenMPI refuses that unless told
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+# loopback only, no high-speed fabrics to probe on a test machine
+export OMPI_MCA_btl="self,vader,tcp" OMPI_MCA_btl_tcp_if_include=lo OMPI_MCA_oob_tcp_if_include=lo
+export OMPI_MCA_pml=ob1 OMPI_MCA_btl_vader_single_copy_mechanism=none
+PASS=0
+FAILED=0
+SKIPPED=0
+ok() { echo "ok $1"; PASS=$((PASS + 1)); }
+fail() { echo "FAIL $1: $2"; FAILED=$((FAILED + 1)); }
+skip() { echo "skipped $1: $2"; SKIPPED=$((SKIPPED + 1)); }
+oneline() { printf '%s' "$1" | head -c 400 | tr '\n' '\001' | sed 's/\x01/\\n/g'; }
+NAMES=("data parallel equals one process (bias on)" "data parallel equals one process (bias off, 4 ranks)"
+  "resume with a different number of ranks" "grow under mpirun + CPT" "batch not divisible by the ranks"
+  "a killed rank ends the job" "a stopped rank times out" "experiment under mpirun equals one process")
+
+if ! command -v mpirun >/dev/null 2>&1 || ! ldd "$UP" 2>/dev/null | grep -q 'libmpi'; then
+  for n in "${NAMES[@]}"; do skip "$n" "no MPI in this build (install openmpi-bin libopenmpi-dev, rebuild)"; done
+  echo "mpi: $PASS passed, $FAILED failed, $SKIPPED skipped"
+  exit 0
+fi
+MPIRUN=(mpirun --oversubscribe -np)
+W=$(mktemp -d "${TMPDIR:-/tmp}/upcycle_mpi.XXXXXX")
+trap 'rm -rf "$W"' EXIT
+
+head -c 120000 data/tinyshakespeare.txt >"$W/corpus.txt"
+DATA="$W/data"
+"$UP" tokenize --input "$W/corpus.txt" --out "$DATA" >/dev/null 2>&1 || { fail "setup" "tokenize failed"; exit 1; }
+BASE=(--preset tiny --batch-size 8 --seq-len 32 --eval-every 4 --eval-batches 2 --threads 1 --device cpu --quiet --data "$DATA")
+
+# compare two metrics.jsonl: loss, grad_norm, val_loss, load_imbalance per step, relative 1e-5
+compare_metrics() {
+  /usr/bin/python3 - "$1" "$2" <<'EOF'
+import json, sys
+def load(p):
+    return {d["step"]: d for d in map(json.loads, open(p))}
+a, b = load(sys.argv[1]), load(sys.argv[2])
+if sorted(a) != sorted(b):
+    print(f"steps differ: {sorted(a)} vs {sorted(b)}"); sys.exit(1)
+worst = 0.0
+for s in a:
+    for k in ("loss", "grad_norm", "val_loss"):
+        if (k in a[s]) != (k in b[s]):
+            print(f"step {s}: {k} in one file only"); sys.exit(1)
+        if k in a[s]:
+            worst = max(worst, abs(a[s][k] - b[s][k]) / max(abs(a[s][k]), 1e-12))
+    if a[s].get("load_imbalance") != b[s].get("load_imbalance"):
+        print(f"step {s}: load imbalance {a[s].get('load_imbalance')} vs {b[s].get('load_imbalance')}"); sys.exit(1)
+print(f"{len(a)} steps, worst rel diff {worst:.2e}")
+sys.exit(0 if worst <= 1e-5 else 1)
+EOF
+}
+# max difference of two checkpoints' weights relative to each tensor's largest magnitude
+# (model.safetensors, F32), at most 1e-3: the sums of the ranks' gradients differ from one
+# process's in the last bits, and AdamW turns such differences of near-zero gradients (where the
+# two halves of the batch cancel) into differences of up to lr per weight, on the order of 1e-4.
+compare_weights() {
+  /usr/bin/python3 - "$1" "$2" <<'EOF'
+import json, struct, sys
+import numpy as np
+def load(p):
+    f = open(p + "/model.safetensors", "rb"); n = struct.unpack("<Q", f.read(8))[0]
+    h = json.loads(f.read(n)); data = f.read()
+    return {k: np.frombuffer(data[v["data_offsets"][0]:v["data_offsets"][1]], np.float32)
+            for k, v in h.items() if k != "__metadata__"}
+a, b = load(sys.argv[1]), load(sys.argv[2])
+worst = max(float(np.abs(a[k] - b[k]).max() / max(np.abs(a[k]).max(), 1e-12)) for k in a)
+print(f"weights worst rel diff {worst:.2e}")
+sys.exit(0 if worst <= 1e-3 and sorted(a) == sorted(b) else 1)
+EOF
+}
+
+# ---- 1. 2 ranks == 1 process
+"$UP" train "${BASE[@]}" --steps 8 --out "$W/one" >/dev/null 2>"$W/err1"
+"${MPIRUN[@]}" 2 "$UP" train "${BASE[@]}" --steps 8 --out "$W/two" >"$W/out2" 2>"$W/err2"
+rc=$?
+cmp_m=$(compare_metrics "$W/one/metrics.jsonl" "$W/two/metrics.jsonl" 2>&1)
+cm=$?
+cmp_w=$(compare_weights "$W/one/final" "$W/two/final" 2>&1)
+cw=$?
+done_lines=$(grep -c '^done:' "$W/out2")
+if [ "$rc" -eq 0 ] && [ "$cm" -eq 0 ] && [ "$cw" -eq 0 ] && [ "$done_lines" -le 1 ]; then
+  ok "${NAMES[0]}: $cmp_m; $cmp_w"
+else fail "${NAMES[0]}" "mpirun exit $rc, $cmp_m, $cmp_w, $done_lines done lines, stderr: $(oneline "$(cat "$W/err2")")"; fi
+
+# ---- 2. 4 ranks (2 sequences each), balancing bias off, vs 1 process
+"$UP" train "${BASE[@]}" --steps 6 --bias-rate 0 --out "$W/one_nb" >/dev/null 2>&1
+"${MPIRUN[@]}" 4 "$UP" train "${BASE[@]}" --steps 6 --bias-rate 0 --out "$W/four_nb" >/dev/null 2>"$W/err4"
+rc=$?
+cmp_m=$(compare_metrics "$W/one_nb/metrics.jsonl" "$W/four_nb/metrics.jsonl" 2>&1)
+cm=$?
+if [ "$rc" -eq 0 ] && [ "$cm" -eq 0 ]; then ok "${NAMES[1]}: $cmp_m"
+else fail "${NAMES[1]}" "mpirun exit $rc, $cmp_m, stderr: $(oneline "$(cat "$W/err4")")"; fi
+
+# ---- 3. checkpoint at step 4 by 2 ranks, resumed by 1 process; and by 1, resumed by 2
+"${MPIRUN[@]}" 2 "$UP" train "${BASE[@]}" --steps 8 --save-every 4 --out "$W/r2" >/dev/null 2>&1
+cp -r "$W/r2" "$W/r2to1"
+"$UP" train --resume "$W/r2to1/ckpt_000004" --data "$DATA" --out "$W/r2to1" --threads 1 --device cpu --quiet >/dev/null 2>"$W/err_r1"
+rc1=$?
+"$UP" train "${BASE[@]}" --steps 8 --save-every 4 --out "$W/r1" >/dev/null 2>&1
+"${MPIRUN[@]}" 2 "$UP" train --resume "$W/r1/ckpt_000004" --data "$DATA" --out "$W/r1" --threads 1 --device cpu --quiet >/dev/null 2>"$W/err_r2"
+rc2=$?
+c1=$(compare_metrics "$W/one/metrics.jsonl" "$W/r2to1/metrics.jsonl" 2>&1)
+e1=$?
+c2=$(compare_metrics "$W/one/metrics.jsonl" "$W/r1/metrics.jsonl" 2>&1)
+e2=$?
+if [ "$rc1" -eq 0 ] && [ "$rc2" -eq 0 ] && [ "$e1" -eq 0 ] && [ "$e2" -eq 0 ]; then
+  ok "${NAMES[2]}: 2 ranks -> 1 process: $c1; 1 -> 2 ranks: $c2"
+else fail "${NAMES[2]}" "exits $rc1/$rc2; 2->1: $c1; 1->2: $c2; $(oneline "$(cat "$W/err_r1" "$W/err_r2")")"; fi
+
+# ---- 4. grow under mpirun (rank 0 grows, once), then CPT with 2 ranks vs 1 process
+"${MPIRUN[@]}" 2 "$UP" grow --ckpt "$W/one/final" --out "$W/grown" --factor 2 >"$W/grow_out" 2>"$W/grow_err"
+rc=$?
+grows=$(grep -c 'experts' "$W/grow_out")
+"$UP" train --init "$W/grown" --split cpt --steps 6 --batch-size 8 --seq-len 32 --eval-every 3 --eval-batches 2 \
+  --threads 1 --device cpu --quiet --data "$DATA" --out "$W/cpt1" >/dev/null 2>&1
+"${MPIRUN[@]}" 2 "$UP" train --init "$W/grown" --split cpt --steps 6 --batch-size 8 --seq-len 32 --eval-every 3 \
+  --eval-batches 2 --threads 1 --device cpu --quiet --data "$DATA" --out "$W/cpt2" >/dev/null 2>"$W/cpt_err"
+rc2=$?
+cmp_m=$(compare_metrics "$W/cpt1/metrics.jsonl" "$W/cpt2/metrics.jsonl" 2>&1)
+cm=$?
+if [ "$rc" -eq 0 ] && [ -f "$W/grown/model.safetensors" ] && [ "$rc2" -eq 0 ] && [ "$cm" -eq 0 ]; then
+  ok "${NAMES[3]}: grown once, CPT $cmp_m"
+else fail "${NAMES[3]}" "grow exit $rc ($(oneline "$(cat "$W/grow_err")")), CPT exit $rc2, $cmp_m, $(oneline "$(cat "$W/cpt_err")")"; fi
+
+# ---- 5. a global batch of 8 over 3 ranks
+timeout 60 "${MPIRUN[@]}" 3 "$UP" train "${BASE[@]}" --steps 2 --out "$W/three" >/dev/null 2>"$W/err3"
+rc=$?
+if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && grep -q '^upcycle: train config: batch_size 8 over 3 ranks; expected a multiple of the number of ranks' "$W/err3" \
+  && [ ! -e "$W/three/final" ]; then
+  ok "${NAMES[4]}: exit $rc, one-line error"
+else fail "${NAMES[4]}" "exit $rc (124: hung), stderr: $(oneline "$(cat "$W/err3")")"; fi
+
+# ---- 6. SIGKILL one rank in the middle of a long run: the job ends, non-zero, within 60 s
+"${MPIRUN[@]}" 2 "$UP" train "${BASE[@]}" --steps 100000 --out "$W/killed" >/dev/null 2>"$W/err_k" &
+mp=$!
+for _ in $(seq 200); do [ -s "$W/killed/metrics.jsonl" ] && break; sleep 0.1; done
+victim=$(pgrep -f "upcycle train .*$W/killed" | tail -n 1)
+t0=$(date +%s)
+[ -n "$victim" ] && kill -9 "$victim"
+for _ in $(seq 600); do kill -0 "$mp" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$mp" 2>/dev/null; then
+  kill -9 "$mp" 2>/dev/null
+  pkill -9 -f "upcycle train .*$W/killed" 2>/dev/null
+  fail "${NAMES[5]}" "the job still runs 60 s after rank pid $victim was killed"
+else
+  wait "$mp"
+  rc=$?
+  if [ -n "$victim" ] && [ "$rc" -ne 0 ]; then ok "${NAMES[5]}: mpirun exit $rc after $(( $(date +%s) - t0 )) s"
+  else fail "${NAMES[5]}" "victim '$victim', mpirun exit $rc"; fi
+fi
+
+# ---- 7. SIGSTOP one rank: the other stops after UPCYCLE_MPI_TIMEOUT with a message
+UPCYCLE_MPI_TIMEOUT=3 "${MPIRUN[@]}" 2 -x UPCYCLE_MPI_TIMEOUT "$UP" train "${BASE[@]}" --steps 100000 --out "$W/stopped" \
+  >/dev/null 2>"$W/err_s" &
+mp=$!
+for _ in $(seq 200); do [ -s "$W/stopped/metrics.jsonl" ] && break; sleep 0.1; done
+victim=$(pgrep -f "upcycle train .*$W/stopped" | tail -n 1)
+[ -n "$victim" ] && kill -STOP "$victim"
+for _ in $(seq 600); do kill -0 "$mp" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$mp" 2>/dev/null; then
+  [ -n "$victim" ] && kill -CONT "$victim"
+  kill -9 "$mp" 2>/dev/null
+  pkill -9 -f "upcycle train .*$W/stopped" 2>/dev/null
+  fail "${NAMES[6]}" "the job still runs 60 s after rank pid $victim was stopped"
+else
+  wait "$mp"
+  rc=$?
+  [ -n "$victim" ] && kill -9 "$victim" 2>/dev/null
+  if [ "$rc" -ne 0 ] && grep -q 'no answer from the other ranks for 3 s' "$W/err_s"; then
+    ok "${NAMES[6]}: exit $rc, '$(grep -m1 -o 'rank [0-9] of 2: no answer[^;]*' "$W/err_s")'"
+  else fail "${NAMES[6]}" "exit $rc, stderr: $(oneline "$(cat "$W/err_s")")"; fi
+fi
+
+# ---- 8. an experiment (grow inside, stages resumable) by 2 ranks vs 1 process
+cat >"$W/plan.json" <<'EOF_PLAN'
+{"name": "mpi-test", "model": {"vocab_size": 256, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+ "num_key_value_heads": 2, "head_dim": 8, "intermediate_size": 48, "num_experts": 2, "moe_intermediate_size": 16},
+ "train": {"batch_size": 4, "seq_len": 16, "eval_every": 4, "eval_batches": 2, "warmup_steps": 2},
+ "factor": 2, "steps": 12, "seeds": 1, "final_eval_batches": 2, "sweeps": {"main": {"tau": 0.5}}}
+EOF_PLAN
+"$UP" experiment --plan "$W/plan.json" --data "$DATA" --out "$W/x1" --threads 1 --device cpu >/dev/null 2>&1
+"${MPIRUN[@]}" 2 "$UP" experiment --plan "$W/plan.json" --data "$DATA" --out "$W/x2" --threads 1 --device cpu \
+  >"$W/x2_out" 2>"$W/x2_err"
+rc=$?
+cmp_x=$(/usr/bin/python3 - "$W/x1/results.json" "$W/x2/results.json" <<'EOF'
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+ra = {r["id"]: r["final_val_loss"] for r in a["runs"]}
+rb = {r["id"]: r["final_val_loss"] for r in b["runs"]}
+if sorted(ra) != sorted(rb) or len(ra) != 3:
+    print(f"runs differ: {sorted(ra)} vs {sorted(rb)}"); sys.exit(1)
+worst = max(abs(ra[k] - rb[k]) / abs(ra[k]) for k in ra)
+print(f"{len(ra)} runs, worst rel diff of final val loss {worst:.2e}; machine: {b['machine']}")
+sys.exit(0 if worst <= 1e-5 and "2 ranks" in b["machine"] else 1)
+EOF
+)
+cx=$?
+tables=$(grep -c 'results:' "$W/x2_out")
+if [ "$rc" -eq 0 ] && [ "$cx" -eq 0 ] && [ "$tables" -eq 1 ]; then ok "${NAMES[7]}: $cmp_x"
+else fail "${NAMES[7]}" "exit $rc, $cmp_x, $tables result lines (expected 1), stderr: $(oneline "$(cat "$W/x2_err")")"; fi
+
+echo "mpi: $PASS passed, $FAILED failed, $SKIPPED skipped"
+[ "$FAILED" -eq 0 ]
