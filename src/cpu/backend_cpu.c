@@ -183,6 +183,31 @@ static void cpu_rope_backward(float *dx, int B, int T, int n_heads, int head_dim
     rope_apply(dx, B, T, n_heads, head_dim, theta, -1.0f);
 }
 
+/* ---- vectorizable exp ----
+ * exp(x) = 2^n * e^r with n = round(x / ln 2), r = x - n ln 2 in [-ln2/2, ln2/2], e^r by the
+ * Cephes expf polynomial (relative error ~2e-7, like libm's expf). Branch-free, so the softmax,
+ * cross-entropy and SiLU loops below vectorize (`omp simd`: 16 lanes with AVX-512) instead of
+ * calling libm once per element, which was ~30% of a small model's step. Arguments are clamped
+ * to [-87.3, 88.7] (the normal float range); NaN passes through. */
+static inline float vexpf(float x) {
+    float c = x < -87.3f ? -87.3f : x > 88.7f ? 88.7f : x; /* NaN stays NaN */
+    /* round to nearest by adding and subtracting 1.5 * 2^23 (|c / ln 2| < 128; libm's floorf is a
+     * call that stops the loop from vectorizing) */
+    float n = ((c != c ? 0.0f : c) * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    float r = c - n * 0.693359375f + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    int32_t bits = ((int32_t)n + 127) << 23;
+    float scale;
+    __builtin_memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
 /* ---- causal attention with GQA ---- */
 
 static void cpu_attention_forward(float *out, float *probs, const float *q, const float *k, const float *v, int B,
@@ -202,9 +227,11 @@ static void cpu_attention_forward(float *out, float *probs, const float *q, cons
             for (int i = 0; i < T; i++) {
                 float *row = P + (size_t)i * T;
                 float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
                 for (int j = 0; j <= i; j++) mx = row[j] > mx ? row[j] : mx;
                 float sum = 0;
-                for (int j = 0; j <= i; j++) sum += (row[j] = expf(row[j] - mx));
+#pragma omp simd reduction(+ : sum)
+                for (int j = 0; j <= i; j++) sum += (row[j] = vexpf(row[j] - mx));
                 float inv = 1.0f / sum;
                 for (int j = 0; j <= i; j++) row[j] *= inv;
                 for (int j = i + 1; j < T; j++) row[j] = 0;
@@ -264,15 +291,16 @@ static void cpu_attention_backward(float *dq, float *dk, float *dv, const float 
 
 /* ---- SwiGLU ---- */
 
-static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+static inline float sigmoidf(float x) { return 1.0f / (1.0f + vexpf(-x)); }
 
 static void cpu_swiglu_forward(float *out, const float *gate, const float *up, size_t n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for simd schedule(static)
     for (size_t i = 0; i < n; i++) out[i] = gate[i] * sigmoidf(gate[i]) * up[i];
 }
 
 static void swiglu_backward_serial(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
                                    size_t n) {
+#pragma omp simd
     for (size_t i = 0; i < n; i++) {
         float s = sigmoidf(gate[i]), silu = gate[i] * s;
         dup[i] = dout[i] * silu;
@@ -293,8 +321,10 @@ static void cpu_swiglu_backward(float *dgate, float *dup, const float *dout, con
 /* out[i] = exp(in[i] - max(in)); returns the sum, *max_out the max (a stable softmax's parts) */
 static inline float exp_shifted(float *out, const float *in, int n, float *max_out) {
     float mx = -INFINITY, sum = 0;
+#pragma omp simd reduction(max : mx)
     for (int i = 0; i < n; i++) mx = in[i] > mx ? in[i] : mx;
-    for (int i = 0; i < n; i++) sum += (out[i] = expf(in[i] - mx));
+#pragma omp simd reduction(+ : sum)
+    for (int i = 0; i < n; i++) sum += (out[i] = vexpf(in[i] - mx));
     *max_out = mx;
     return sum;
 }
@@ -503,10 +533,12 @@ static void cpu_crossentropy_forward(float *losses, const float *logits, const i
     for (int t = 0; t < N; t++) {
         const float *l = logits + (size_t)t * V;
         float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
         for (int i = 0; i < V; i++) mx = l[i] > mx ? l[i] : mx;
-        double sum = 0;
-        for (int i = 0; i < V; i++) sum += expf(l[i] - mx);
-        losses[t] = (float)(mx + log(sum) - l[targets[t]]);
+        float sum = 0; /* 16 float lanes: a double accumulator kept this loop from vectorizing */
+#pragma omp simd reduction(+ : sum)
+        for (int i = 0; i < V; i++) sum += vexpf(l[i] - mx);
+        losses[t] = (float)(mx + log((double)sum) - l[targets[t]]);
     }
 }
 
@@ -517,6 +549,7 @@ static void cpu_crossentropy_backward(float *dlogits, const float *logits, const
         const float *l = logits + (size_t)t * V;
         float *d = dlogits + (size_t)t * V, mx;
         float inv = scale / exp_shifted(d, l, V, &mx);
+#pragma omp simd
         for (int i = 0; i < V; i++) d[i] *= inv;
         d[targets[t]] -= scale;
     }
