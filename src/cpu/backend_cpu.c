@@ -210,8 +210,24 @@ static inline float vexpf(float x) {
 
 /* ---- causal attention with GQA ---- */
 
-static void cpu_attention_forward(float *out, float *probs, const float *q, const float *k, const float *v, int B,
-                                  int T, int H, int KV, int hd) {
+/* Attention keeps no T x T matrix between forward and backward: the forward saves each row's
+ * logsumexp (B*H*T floats, attention_lse_only) and the backward recomputes the probabilities
+ * P = exp(s Q K^T - lse) one (batch, head) at a time in a per-thread T x T scratch. Activation
+ * memory drops from B*H*T^2 to B*H*T floats per layer for one extra T x T x hd GEMM. */
+static float *attention_scratch(int slot, size_t floats) {
+    /* per thread and slot, grown on demand and kept: no allocation in the step loop */
+    static __thread float *buf[2];
+    static __thread size_t cap[2];
+    if (cap[slot] < floats) {
+        free(buf[slot]);
+        buf[slot] = xmalloc(sizeof(float) * floats);
+        cap[slot] = floats;
+    }
+    return buf[slot];
+}
+
+static void cpu_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T,
+                                  int H, int KV, int hd) {
     float scale = 1.0f / sqrtf((float)hd);
     int group = H / KV;
     int q_stride = H * hd, kv_stride = KV * hd;
@@ -221,7 +237,8 @@ static void cpu_attention_forward(float *out, float *probs, const float *q, cons
             const float *Q = q + (size_t)b * T * q_stride + h * hd;
             const float *K = k + (size_t)b * T * kv_stride + (h / group) * hd;
             const float *V = v + (size_t)b * T * kv_stride + (h / group) * hd;
-            float *P = probs + ((size_t)b * H + h) * T * T;
+            float *P = attention_scratch(0, (size_t)T * T);
+            float *L = lse + ((size_t)b * H + h) * T;
             float *O = out + (size_t)b * T * q_stride + h * hd;
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, scale, Q, q_stride, K, kv_stride, 0.0f, P, T);
             for (int i = 0; i < T; i++) {
@@ -233,60 +250,69 @@ static void cpu_attention_forward(float *out, float *probs, const float *q, cons
 #pragma omp simd reduction(+ : sum)
                 for (int j = 0; j <= i; j++) sum += (row[j] = vexpf(row[j] - mx));
                 float inv = 1.0f / sum;
+#pragma omp simd
                 for (int j = 0; j <= i; j++) row[j] *= inv;
                 for (int j = i + 1; j < T; j++) row[j] = 0;
+                L[i] = mx + logf(sum);
             }
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, P, T, V, kv_stride, 0.0f, O, q_stride);
         }
 }
 
 /* Per (batch, kv head) so the q heads sharing a kv head accumulate dk, dv without races:
- * dP = dO V^T; dV += P^T dO; dS = P * (dP - rowsum(P*dP)); dQ = s dS K; dK += s dS^T Q. */
-static void cpu_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *probs,
+ * P = exp(s Q K^T - lse) (recomputed); dP = dO V^T; dV += P^T dO; dS = P * (dP - rowsum(P*dP));
+ * dQ = s dS K; dK += s dS^T Q. */
+static void cpu_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *lse,
                                    const float *q, const float *k, const float *v, int B, int T, int H, int KV,
                                    int hd) {
     float scale = 1.0f / sqrtf((float)hd);
     int group = H / KV;
     int q_stride = H * hd, kv_stride = KV * hd;
-#pragma omp parallel
-    {
-        float *dP = xmalloc(sizeof(float) * T * T);
-#pragma omp for collapse(2) schedule(static)
-        for (int b = 0; b < B; b++)
-            for (int g = 0; g < KV; g++) {
-                const float *K = k + (size_t)b * T * kv_stride + g * hd;
-                const float *V = v + (size_t)b * T * kv_stride + g * hd;
-                float *dK = dk + (size_t)b * T * kv_stride + g * hd;
-                float *dV = dv + (size_t)b * T * kv_stride + g * hd;
-                for (int t = 0; t < T; t++) {
-                    memset(dK + (size_t)t * kv_stride, 0, sizeof(float) * hd);
-                    memset(dV + (size_t)t * kv_stride, 0, sizeof(float) * hd);
-                }
-                for (int h = g * group; h < (g + 1) * group; h++) {
-                    const float *Q = q + (size_t)b * T * q_stride + h * hd;
-                    const float *dO = dout + (size_t)b * T * q_stride + h * hd;
-                    float *dQ = dq + (size_t)b * T * q_stride + h * hd;
-                    const float *P = probs + ((size_t)b * H + h) * T * T;
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, 1.0f, dO, q_stride, V, kv_stride,
-                                0.0f, dP, T);
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, 1.0f, P, T, dO, q_stride, 1.0f, dV,
-                                kv_stride);
-                    for (int i = 0; i < T; i++) {
-                        const float *p = P + (size_t)i * T;
-                        float *d = dP + (size_t)i * T;
-                        float dot = 0;
-                        for (int j = 0; j <= i; j++) dot += p[j] * d[j];
-                        for (int j = 0; j <= i; j++) d[j] = p[j] * (d[j] - dot);
-                        for (int j = i + 1; j < T; j++) d[j] = 0;
-                    }
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, scale, dP, T, K, kv_stride, 0.0f,
-                                dQ, q_stride);
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, scale, dP, T, Q, q_stride, 1.0f, dK,
-                                kv_stride);
-                }
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++)
+        for (int g = 0; g < KV; g++) {
+            float *P = attention_scratch(0, (size_t)T * T), *dP = attention_scratch(1, (size_t)T * T);
+            const float *K = k + (size_t)b * T * kv_stride + g * hd;
+            const float *V = v + (size_t)b * T * kv_stride + g * hd;
+            float *dK = dk + (size_t)b * T * kv_stride + g * hd;
+            float *dV = dv + (size_t)b * T * kv_stride + g * hd;
+            for (int t = 0; t < T; t++) {
+                memset(dK + (size_t)t * kv_stride, 0, sizeof(float) * hd);
+                memset(dV + (size_t)t * kv_stride, 0, sizeof(float) * hd);
             }
-        free(dP);
-    }
+            for (int h = g * group; h < (g + 1) * group; h++) {
+                const float *Q = q + (size_t)b * T * q_stride + h * hd;
+                const float *dO = dout + (size_t)b * T * q_stride + h * hd;
+                const float *L = lse + ((size_t)b * H + h) * T;
+                float *dQ = dq + (size_t)b * T * q_stride + h * hd;
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, scale, Q, q_stride, K, kv_stride, 0.0f, P,
+                            T);
+                for (int i = 0; i < T; i++) {
+                    float *row = P + (size_t)i * T, l = L[i];
+#pragma omp simd
+                    for (int j = 0; j <= i; j++) row[j] = vexpf(row[j] - l);
+                    for (int j = i + 1; j < T; j++) row[j] = 0;
+                }
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, 1.0f, dO, q_stride, V, kv_stride, 0.0f,
+                            dP, T);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, 1.0f, P, T, dO, q_stride, 1.0f, dV,
+                            kv_stride);
+                for (int i = 0; i < T; i++) {
+                    const float *p = P + (size_t)i * T;
+                    float *d = dP + (size_t)i * T;
+                    float dot = 0;
+#pragma omp simd reduction(+ : dot)
+                    for (int j = 0; j <= i; j++) dot += p[j] * d[j];
+#pragma omp simd
+                    for (int j = 0; j <= i; j++) d[j] = p[j] * (d[j] - dot);
+                    for (int j = i + 1; j < T; j++) d[j] = 0;
+                }
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, scale, dP, T, K, kv_stride, 0.0f, dQ,
+                            q_stride);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, scale, dP, T, Q, q_stride, 1.0f, dK,
+                            kv_stride);
+            }
+        }
 }
 
 /* ---- SwiGLU ---- */
@@ -625,6 +651,7 @@ static const Backend g_cpu_backend = {
     .adamw_update = cpu_adamw_update,
     .balance_bias_update = cpu_balance_bias_update,
     .set_precision = cpu_set_precision,
+    .attention_lse_only = 1,
 };
 
 const Backend *backend_cpu(void) { return &g_cpu_backend; }

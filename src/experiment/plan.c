@@ -18,11 +18,12 @@ static const char *PRESET_DEMO =
     " \"sweeps\": {\"main\": {\"tau\": 0.5}}}";
 
 static const char *PRESET_PAPER_TINY =
-    "{\"name\": \"paper-tiny\", \"description\": \"the shapes of the paper's Tables 1, 3 and 4 at 2-core scale, 3 seeds\","
-    " \"preset\": \"tiny\", \"model\": {\"num_experts\": 4, \"moe_intermediate_size\": 128},"
-    " \"train\": {\"eval_every\": 100, \"eval_batches\": 8, \"batch_size\": 16, \"seq_len\": 128},"
-    " \"factor\": 2, \"steps\": 800, \"seeds\": 3, \"final_eval_batches\": 32, \"cpt_schedule\": \"rewarm\","
-    " \"sweeps\": {\"main\": {\"tau\": 0.5}, \"cpt_budget\": {\"pretrain_steps\": 400, \"cpt\": [0.25, 1.0]},"
+    "{\"name\": \"paper-tiny\", \"description\": \"Tables 1 and 3 and the CPT sweep at 2-core scale: d=64 MoE, 4 -> 8 experts, 3000 steps (6.1M tokens), 3 seeds\","
+    " \"preset\": \"tiny\", \"model\": {\"vocab_size\": 2048, \"hidden_size\": 64, \"num_attention_heads\": 4, \"num_key_value_heads\": 2,"
+    " \"head_dim\": 16, \"intermediate_size\": 192, \"num_experts\": 4, \"moe_intermediate_size\": 64},"
+    " \"train\": {\"eval_every\": 250, \"eval_batches\": 8, \"batch_size\": 16, \"seq_len\": 128, \"warmup_steps\": 50},"
+    " \"factor\": 2, \"steps\": 3000, \"seeds\": 3, \"final_eval_batches\": 32, \"cpt_schedule\": \"rewarm\","
+    " \"sweeps\": {\"main\": {\"tau\": 0.5}, \"cpt_budget\": {\"pretrain_steps\": 1500, \"cpt\": [0.25, 1.0]},"
     " \"alloc\": {\"tau\": 0.5, \"methods\": [\"grad2\", \"random\"]}}}";
 
 static const char *PRESET_PAPER_FULL =
