@@ -145,33 +145,47 @@ static void cpu_rmsnorm_backward(float *dinp, float *dweight, const float *dout,
 
 /* ---- RoPE (rotate-half): pairs (i, i + hd/2) rotate by t * theta^(-2i/hd) ---- */
 
+/* cos/sin tables for (T, head_dim, theta), computed once and kept (4 calls per layer and step used
+ * to recompute T * head_dim/2 cosines and sines each); called outside parallel regions */
+static const float *rope_tables(int T, int half, float theta, const float **sin_out) {
+    static float *cos_t, *sin_t;
+    static int cached_T = -1, cached_half = -1;
+    static float cached_theta = -1;
+    if (T != cached_T || half != cached_half || theta != cached_theta) {
+        free(cos_t), free(sin_t);
+        cos_t = xmalloc(sizeof(float) * T * half), sin_t = xmalloc(sizeof(float) * T * half);
+        for (int i = 0; i < half; i++) {
+            /* computed as Hugging Face does: inv_freq in float32, then angle in float32 */
+            float inv_freq = 1.0f / powf(theta, (float)(2 * i) / (float)(2 * half));
+            for (int t = 0; t < T; t++) {
+                float angle = (float)t * inv_freq;
+                cos_t[t * half + i] = cosf(angle);
+                sin_t[t * half + i] = sinf(angle);
+            }
+        }
+        cached_T = T, cached_half = half, cached_theta = theta;
+    }
+    *sin_out = sin_t;
+    return cos_t;
+}
+
 static void rope_apply(float *x, int B, int T, int n_heads, int head_dim, float theta, float direction) {
     int half = head_dim / 2;
-    float *cos_table = xmalloc(sizeof(float) * T * half), *sin_table = xmalloc(sizeof(float) * T * half);
-    for (int i = 0; i < half; i++) {
-        /* computed as Hugging Face does: inv_freq in float32, then angle in float32 */
-        float inv_freq = 1.0f / powf(theta, (float)(2 * i) / (float)head_dim);
-        for (int t = 0; t < T; t++) {
-            float angle = (float)t * inv_freq;
-            cos_table[t * half + i] = cosf(angle);
-            sin_table[t * half + i] = direction * sinf(angle);
-        }
-    }
+    const float *sin_table, *cos_table = rope_tables(T, half, theta, &sin_table);
 #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {
             const float *cs = cos_table + t * half, *sn = sin_table + t * half;
             for (int h = 0; h < n_heads; h++) {
                 float *v = x + (((size_t)b * T + t) * n_heads + h) * head_dim;
+#pragma omp simd
                 for (int i = 0; i < half; i++) {
-                    float x1 = v[i], x2 = v[i + half];
-                    v[i] = x1 * cs[i] - x2 * sn[i];
-                    v[i + half] = x2 * cs[i] + x1 * sn[i];
+                    float x1 = v[i], x2 = v[i + half], s = direction * sn[i];
+                    v[i] = x1 * cs[i] - x2 * s;
+                    v[i + half] = x2 * cs[i] + x1 * s;
                 }
             }
         }
-    free(cos_table);
-    free(sin_table);
 }
 
 static void cpu_rope_forward(float *x, int B, int T, int n_heads, int head_dim, float theta) {
