@@ -1,5 +1,6 @@
 #include "train.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -20,6 +21,15 @@ static void mlog(FILE *f, const char *fmt, ...) {
     va_start(ap, fmt);
     vfprintf(f, fmt, ap);
     va_end(ap);
+}
+
+/* Lines of metrics.jsonl must not be lost silently (a full disk): a failed write stops the run
+ * with one line, like a failed checkpoint. */
+static int metrics_flush(FILE *f, const char *path) {
+    if (!f) return 0;
+    if (fflush(f) != 0 || ferror(f))
+        return up_error("%s: write failed (%s); expected space for the metrics log", path, strerror(errno ? errno : EIO));
+    return 0;
 }
 
 /* spike guard: active once the running loss mean has this many steps; then an EMA over ~this many */
@@ -230,9 +240,13 @@ int train_run(const ModelConfig *model_cfg, const TrainConfig *train_cfg, const 
         return -1;
     }
     char *metrics_path = path_join(opt->out_dir, "metrics.jsonl");
-    FILE *metrics = !leader ? NULL : opt->resume && truncate_metrics(metrics_path, st.step) ? NULL : fopen(metrics_path, "a");
+    int truncate_failed = leader && opt->resume && truncate_metrics(metrics_path, st.step);
+    FILE *metrics = !leader || truncate_failed ? NULL : fopen(metrics_path, "a");
     if (leader && !metrics) {
-        rc = up_error("%s: cannot open for appending; expected a writable output directory", metrics_path);
+        /* a failed truncation has said why (e.g. no space left); keep that message */
+        rc = truncate_failed ? -1
+                             : up_error("%s: cannot open for appending (%s); expected a writable output directory",
+                                        metrics_path, strerror(errno));
         free(metrics_path);
         model_free(&m);
         loader_close(&train_ld), loader_close(&val_ld);
@@ -330,7 +344,7 @@ int train_run(const ModelConfig *model_cfg, const TrainConfig *train_cfg, const 
             else mlog(metrics, "null");
             mlog(metrics, ", \"lr\": %.6g, \"skipped\": true, \"tokens\": %lld}\n", lr,
                     st.tokens_seen + (long long)tc.batch_size * tc.seq_len);
-            if (metrics) fflush(metrics);
+            if ((rc = metrics_flush(metrics, metrics_path))) break;
             model_zero_grad(&m);
         } else {
             model_optimizer_step_with_norm(&m, &tc, lr, grad_norm);
@@ -369,7 +383,7 @@ int train_run(const ModelConfig *model_cfg, const TrainConfig *train_cfg, const 
         mlog(metrics, ", \"load_imbalance\": [");
         for (int i = 0; i < n_imb; i++) mlog(metrics, "%s%.4f", i ? ", " : "", imbalance[i]);
         mlog(metrics, "]}\n");
-        if (metrics) fflush(metrics);
+        if ((rc = metrics_flush(metrics, metrics_path))) break;
 
         if (!quiet && (st.step % tc.log_every == 0 || st.step == tc.steps || do_eval)) {
             double now = now_seconds();
@@ -405,7 +419,8 @@ int train_run(const ModelConfig *model_cfg, const TrainConfig *train_cfg, const 
     result->final_train_loss = result->steps_run ? result->losses[result->steps_run - 1] : NAN;
     if (opt->final_eval_batches > 0) result->final_val_loss = evaluate_loss(&m, &val_ld, opt->final_eval_batches);
     else result->final_val_loss = isnan(last_val) ? evaluate_loss(&m, &val_ld, tc.eval_batches) : last_val;
-    if (metrics) fclose(metrics);
+    if (metrics && fclose(metrics) != 0 && !rc)
+        rc = up_error("%s: write failed (%s); expected space for the metrics log", metrics_path, strerror(errno));
     dist_buckets_free(sync.buckets);
     free(metrics_path);
     free(tokens);

@@ -23,11 +23,15 @@ static int write_tensors(const char *path, const Model *m, const float *host, co
     }
     st_writer_meta(w, "format", "pt");
     if (meta_step) st_writer_meta(w, "step", meta_step);
-    if (st_writer_open(w, path)) return -1; /* frees w on failure */
-    for (int i = 0; i < m->n_params; i++) {
+    int rc = st_writer_open(w, path);
+    for (int i = 0; i < m->n_params && !rc; i++) {
         const ParamInfo *p = &m->params[i];
         if (trainable_only && !p->trainable) continue;
-        if (st_writer_write(w, host + p->offset, p->numel * sizeof(float))) return -1;
+        rc = st_writer_write(w, host + p->offset, p->numel * sizeof(float));
+    }
+    if (rc) { /* e.g. disk full: close and remove the temp file, free the writer; the error stays */
+        st_writer_abort(w);
+        return -1;
     }
     return st_writer_commit(w);
 }
@@ -55,6 +59,7 @@ static int write_optimizer(const char *path, const Model *m) {
             rc = st_writer_write(w, src, m->params[i].numel * sizeof(float));
         }
     if (!rc) rc = st_writer_commit(w);
+    else st_writer_abort(w);
     free(mom1);
     free(mom2);
     return rc;
