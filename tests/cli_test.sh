@@ -2,7 +2,7 @@
 # CLI tests of ./upcycle: exit codes, one-line error messages that name the offending file,
 # option or preset, no partial output on failure, and the files and figures of the happy path.
 # Run from anywhere as `bash tests/cli_test.sh`; prints "ok NAME" / "FAIL NAME: DETAILS" per
-# check and closes with "cli: N passed, N failed" (exit 1 if any failed).
+# check and closes with "cli: N passed, N failed, N skipped" (exit 1 if any failed).
 set -u
 cd "$(dirname "$0")/.." || exit 1
 ROOT=$PWD
@@ -18,29 +18,7 @@ W=$(mktemp -d "${TMPDIR:-/tmp}/upcycle_cli.XXXXXX")
 CAP=$(mktemp -d "${TMPDIR:-/tmp}/upcycle_cli_cap.XXXXXX") # captured stdout/stderr, outside $W
 trap 'rm -rf "$W" "$CAP"' EXIT
 
-PASS=0
-FAILED=0
-ok() { echo "ok $1"; PASS=$((PASS + 1)); }
-fail() { echo "FAIL $1: $2"; FAILED=$((FAILED + 1)); }
-# one line for the report: newlines shown as \n, cut to 300 characters
-oneline() { printf '%s' "$1" | head -c 300 | tr '\n' '\001' | sed 's/\x01/\\n/g'; }
-
-# run CMD...: sets RC, OUT (stdout) and ERR (stderr); $CAP/out and $CAP/err hold the raw bytes
-# A CUDA build on a machine without a GPU says so on stderr ($NOTICE) before running on the
-# CPU: that notice is not an error line, so run() sets NOTICE_SEEN and drops it from ERR.
-NOTICE='upcycle: no CUDA device visible; running on the CPU'
-run() {
-  timeout "$CMD_TIMEOUT" "$@" >"$CAP/out" 2>"$CAP/err"
-  RC=$?
-  NOTICE_SEEN=0
-  if grep -qxF "$NOTICE" "$CAP/err"; then
-    NOTICE_SEEN=1
-    grep -vxF "$NOTICE" "$CAP/err" >"$CAP/err.kept"
-    mv "$CAP/err.kept" "$CAP/err"
-  fi
-  OUT=$(cat "$CAP/out")
-  ERR=$(cat "$CAP/err")
-}
+. tests/lib.sh # ok, fail, skip, oneline, run
 
 # A run that must leave no temporary output anywhere under the work dir.
 tmp_leftovers() { find "$W" -name '*.tmp.*' 2>/dev/null | head -n 3 | tr '\n' ' '; }
@@ -100,7 +78,7 @@ snapshot() { (cd "$1" && find . -type f -print0 | sort -z | xargs -0 -r md5sum) 
 
 if [ ! -x "$UP" ]; then
   fail "binary" "$UP is missing; run make first"
-echo "cli: $PASS passed, $FAILED failed"
+echo "cli: $PASS passed, $FAILED failed, $SKIPPED skipped"
   exit 1
 fi
 
@@ -550,7 +528,7 @@ run "$UP" experiment --list-presets
 if [ "$RC" -eq 0 ] && grep -q "paper-tiny" "$CAP/out"; then ok "experiment --list-presets"; else fail "experiment --list-presets" "exit $RC"; fi
 expect_fail "experiment with an unknown preset" nz "nope" "$W/x_nope" -- "$UP" experiment --preset nope --data "$DATA" --out "$W/x_nope"
 if [ -e /dev/nvidiactl ]; then
-  ok "experiment --device cuda without a GPU: skipped (this machine has an NVIDIA driver)"
+  skip "experiment --device cuda without a GPU" "this machine has an NVIDIA driver"
 else
   expect_fail "experiment --device cuda without a GPU" nz "--device cuda,no CUDA device is visible" "$W/x_cuda" -- \
     "$UP" experiment --preset demo --data "$DATA" --out "$W/x_cuda" --device cuda
@@ -683,8 +661,8 @@ if command -v strace >/dev/null 2>&1; then
   else fail "train killed while removing an old checkpoint" "listing: $(ls "$KD2" 2>&1 | tr '\n' ' '); $(printf '%s; ' "${bad[@]}")"; fi
   rm -rf "$KD2"
 else
-  ok "train killed while removing an old checkpoint: skipped (no strace)"
+  skip "train killed while removing an old checkpoint" "no strace"
 fi
 
-echo "cli: $PASS passed, $FAILED failed"
+echo "cli: $PASS passed, $FAILED failed, $SKIPPED skipped"
 [ "$FAILED" -eq 0 ]

@@ -12,7 +12,7 @@
 #   4. disk full / file too large for train, grow and tokenize: non-zero exit, one stderr line
 #      naming the file and the failure, no partial output, the previous checkpoint or output intact.
 # Run from anywhere as `bash tests/crash_test.sh`; prints "ok NAME" / "FAIL NAME: DETAILS" /
-# "skip NAME: WHY" per check and closes with "crash: N passed, N failed, N skipped" (exit 1 if
+# "skipped NAME: WHY" per check and closes with "crash: N passed, N failed, N skipped" (exit 1 if
 # any failed). UPCYCLE_CRASH_SEED=N replays the random kill delays of an earlier run.
 # Needs: python3, timeout; strace for 2 and root (mount -t tmpfs) for the ENOSPC cases of 4,
 # which are reported as "skip" without them (the EFBIG cases run anywhere). About 35 s on 2
@@ -46,28 +46,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-PASS=0
-FAILED=0
-SKIPPED=0
-ok() { echo "ok $1"; PASS=$((PASS + 1)); }
-fail() { echo "FAIL $1: $2"; FAILED=$((FAILED + 1)); }
-skip() { echo "skip $1: $2"; SKIPPED=$((SKIPPED + 1)); }
-# one line for the report: newlines shown as \n, cut to 300 characters
-oneline() { printf '%s' "$1" | head -c 300 | tr '\n' '\001' | sed 's/\x01/\\n/g'; }
-
-# run CMD...: sets RC, OUT (stdout) and ERR (stderr); $CAP/out and $CAP/err hold the raw bytes.
-# The CUDA build's notice on a machine without a GPU is not an error line: dropped from ERR.
-NOTICE='upcycle: no CUDA device visible; running on the CPU'
-run() {
-  timeout "$CMD_TIMEOUT" "$@" >"$CAP/out" 2>"$CAP/err"
-  RC=$?
-  if grep -qxF "$NOTICE" "$CAP/err"; then
-    grep -vxF "$NOTICE" "$CAP/err" >"$CAP/err.kept"
-    mv "$CAP/err.kept" "$CAP/err"
-  fi
-  OUT=$(cat "$CAP/out")
-  ERR=$(cat "$CAP/err")
-}
+. tests/lib.sh # ok, fail, skip, oneline, run
 PY=python3
 [ -x /usr/bin/python3 ] && PY=/usr/bin/python3 # not a version-manager shim: 0.5 s less per call
 py() { "$PY" -c "$@" 2>&1; }

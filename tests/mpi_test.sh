@@ -23,13 +23,7 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 # loopback only, no high-speed fabrics to probe on a test machine
 export OMPI_MCA_btl="self,vader,tcp" OMPI_MCA_btl_tcp_if_include=lo OMPI_MCA_oob_tcp_if_include=lo
 export OMPI_MCA_pml=ob1 OMPI_MCA_btl_vader_single_copy_mechanism=none
-PASS=0
-FAILED=0
-SKIPPED=0
-ok() { echo "ok $1"; PASS=$((PASS + 1)); }
-fail() { echo "FAIL $1: $2"; FAILED=$((FAILED + 1)); }
-skip() { echo "skipped $1: $2"; SKIPPED=$((SKIPPED + 1)); }
-oneline() { printf '%s' "$1" | head -c 400 | tr '\n' '\001' | sed 's/\x01/\\n/g'; }
+. tests/lib.sh # ok, fail, skip, oneline
 NAMES=("data parallel equals one process (bias on)" "data parallel equals one process (bias off, 4 ranks)"
   "resume with a different number of ranks" "grow under mpirun + CPT" "batch not divisible by the ranks"
   "a killed rank ends the job" "a stopped rank times out" "experiment under mpirun equals one process")
