@@ -224,6 +224,9 @@ void model_set_batch(Model *m, int B, int T) {
     layout_activations(m, &a);
     a.base = m->be->alloc(a.used);
     m->act_bytes = a.used;
+    free(m->host_tokens), free(m->host_losses);
+    m->host_tokens = xmalloc(sizeof(int32_t) * 2 * (size_t)B * T);
+    m->host_losses = xmalloc(sizeof(float) * (size_t)B * T);
     a.used = 0;
     layout_activations(m, &a);
 }
@@ -237,6 +240,7 @@ void model_free(Model *m) {
     be->free(m->adam_m);
     be->free(m->adam_v);
     free(m->params);
+    free(m->host_tokens), free(m->host_losses);
     memset(m, 0, sizeof *m);
 }
 
@@ -299,7 +303,9 @@ static void forward_body(Model *m, float aux_coef, float z_coef) {
 
 double model_forward(Model *m, const int32_t *tokens, float aux_coef, float z_coef) {
     int B = m->B, T = m->T, N = B * T;
-    int32_t *inputs = xmalloc(sizeof(int32_t) * N), *targets = xmalloc(sizeof(int32_t) * N);
+    /* host staging, sized with the activations (no allocation per step) */
+    int32_t *inputs = m->host_tokens, *targets = m->host_tokens + N;
+    float *losses = m->host_losses;
     for (int b = 0; b < B; b++) {
         memcpy(inputs + (size_t)b * T, tokens + (size_t)b * (T + 1), sizeof(int32_t) * T);
         memcpy(targets + (size_t)b * T, tokens + (size_t)b * (T + 1) + 1, sizeof(int32_t) * T);
@@ -308,13 +314,9 @@ double model_forward(Model *m, const int32_t *tokens, float aux_coef, float z_co
     m->be->upload(m->targets, targets, sizeof(int32_t) * N);
     forward_body(m, aux_coef, z_coef);
     m->be->crossentropy_forward(m->losses, m->logits, m->targets, N, m->cfg.vocab_size);
-    float *losses = xmalloc(sizeof(float) * N);
     m->be->download(losses, m->losses, sizeof(float) * N);
     double sum = 0;
     for (int i = 0; i < N; i++) sum += losses[i];
-    free(losses);
-    free(inputs);
-    free(targets);
     m->last_ce_loss = sum / N;
     return m->last_ce_loss + m->last_aux_loss;
 }

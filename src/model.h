@@ -66,6 +66,8 @@ typedef struct {
     /* activations, allocated for (B, T) by model_set_batch */
     int B, T;
     size_t act_bytes;                  /* bytes of the activation block for (B, T) */
+    int32_t *host_tokens;              /* host staging for model_forward: inputs, targets (2N) */
+    float *host_losses;                /* (N) */
     LayerActs acts[MAX_LAYERS];
     float *x_final, *lnf, *lnf_rstd, *logits, *losses; /* (N,C) (N,C) (N) (N,V) (N) */
     int32_t *inputs, *targets;         /* (N) each */
