@@ -25,11 +25,8 @@ static void *open_cuda_plugin(void) {
         if (!h) snprintf(g_plugin_error, sizeof g_plugin_error, "%s", dlerror());
         return h;
     }
-    char exe[4096];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0) return NULL;
-    exe[n] = 0;
-    char *dir = path_dirname(exe);
+    char *dir = exe_dirname();
+    if (!dir) return NULL;
     const char *candidates[] = {"libupcycle_cuda.so", "build/libupcycle_cuda.so"};
     void *h = NULL;
     snprintf(g_plugin_error, sizeof g_plugin_error, "%s/build/libupcycle_cuda.so not found", dir);

@@ -24,12 +24,12 @@ static void mlog(FILE *f, const char *fmt, ...) {
 }
 
 /* Lines of metrics.jsonl must not be lost silently (a full disk): a failed write stops the run
- * with one line, like a failed checkpoint. */
-static int metrics_flush(FILE *f, const char *path) {
+ * with one line, like a failed checkpoint. With close, the file is closed too. */
+static int metrics_flush(FILE *f, const char *path, int close) {
     if (!f) return 0;
-    if (fflush(f) != 0 || ferror(f))
-        return up_error("%s: write failed (%s); expected space for the metrics log", path, strerror(errno ? errno : EIO));
-    return 0;
+    int bad = fflush(f) != 0 || ferror(f);
+    if (close) bad |= fclose(f) != 0;
+    return bad ? up_error("%s: write failed (%s); expected space for the metrics log", path, strerror(errno ? errno : EIO)) : 0;
 }
 
 /* spike guard: active once the running loss mean has this many steps; then an EMA over ~this many */
@@ -344,8 +344,7 @@ int train_run(const ModelConfig *model_cfg, const TrainConfig *train_cfg, const 
             else mlog(metrics, "null");
             mlog(metrics, ", \"lr\": %.6g, \"skipped\": true, \"tokens\": %lld}\n", lr,
                     st.tokens_seen + (long long)tc.batch_size * tc.seq_len);
-            if ((rc = metrics_flush(metrics, metrics_path))) break;
-            model_zero_grad(&m);
+            if ((rc = metrics_flush(metrics, metrics_path, 0))) break;
         } else {
             model_optimizer_step_with_norm(&m, &tc, lr, grad_norm);
             if (!isfinite(m.be->sum_squares(m.param_mem, m.n_floats))) {
@@ -367,40 +366,35 @@ int train_run(const ModelConfig *model_cfg, const TrainConfig *train_cfg, const 
         st.data_epoch = train_ld.epoch, st.data_cursor = train_ld.cursor;
         window_steps++;
         step_seconds += now_seconds() - t_step;
-        if (why[0]) {
-            if (leader && tc.save_every > 0 && st.step % tc.save_every == 0 && st.step < tc.steps &&
-                (rc = save_periodic(opt->out_dir, &m, &st, keep)))
-                break;
-            continue;
-        }
+        if (!why[0]) { /* a skipped step has logged its own line above */
+            int n_imb = layer_imbalance(&m, imbalance);
+            int do_eval = tc.eval_every > 0 && (st.step % tc.eval_every == 0 || st.step == tc.steps);
+            if (do_eval) last_val = evaluate_loss(&m, &val_ld, tc.eval_batches);
+            mlog(metrics, "{\"step\": %d, \"loss\": %.6f, \"lr\": %.6g, \"grad_norm\": %.6g, \"tokens\": %lld", st.step, loss, lr,
+                    grad_norm, st.tokens_seen);
+            if (do_eval) mlog(metrics, ", \"val_loss\": %.6f", last_val);
+            mlog(metrics, ", \"load_imbalance\": [");
+            for (int i = 0; i < n_imb; i++) mlog(metrics, "%s%.4f", i ? ", " : "", imbalance[i]);
+            mlog(metrics, "]}\n");
+            if ((rc = metrics_flush(metrics, metrics_path, 0))) break;
 
-        int n_imb = layer_imbalance(&m, imbalance);
-        int do_eval = tc.eval_every > 0 && (st.step % tc.eval_every == 0 || st.step == tc.steps);
-        if (do_eval) last_val = evaluate_loss(&m, &val_ld, tc.eval_batches);
-        mlog(metrics, "{\"step\": %d, \"loss\": %.6f, \"lr\": %.6g, \"grad_norm\": %.6g, \"tokens\": %lld", st.step, loss, lr,
-                grad_norm, st.tokens_seen);
-        if (do_eval) mlog(metrics, ", \"val_loss\": %.6f", last_val);
-        mlog(metrics, ", \"load_imbalance\": [");
-        for (int i = 0; i < n_imb; i++) mlog(metrics, "%s%.4f", i ? ", " : "", imbalance[i]);
-        mlog(metrics, "]}\n");
-        if ((rc = metrics_flush(metrics, metrics_path))) break;
-
-        if (!quiet && (st.step % tc.log_every == 0 || st.step == tc.steps || do_eval)) {
-            double now = now_seconds();
-            double tok_s = window_steps * (double)tc.batch_size * tc.seq_len / (now - t_window);
-            double eta = (tc.steps - st.step) * (now - t_start) / result->steps_run;
-            char eta_buf[32];
-            format_duration(eta, eta_buf, sizeof eta_buf);
-            printf("step %5d/%d | loss %.4f | lr %.2e | gnorm %.3f | %.1fk tok/s | ETA %s", st.step, tc.steps, loss, lr,
-                   grad_norm, tok_s / 1e3, eta_buf);
-            if (n_imb) {
-                printf(" | imb");
-                for (int i = 0; i < n_imb; i++) printf(" %.2f", imbalance[i]);
+            if (!quiet && (st.step % tc.log_every == 0 || st.step == tc.steps || do_eval)) {
+                double now = now_seconds();
+                double tok_s = window_steps * (double)tc.batch_size * tc.seq_len / (now - t_window);
+                double eta = (tc.steps - st.step) * (now - t_start) / result->steps_run;
+                char eta_buf[32];
+                format_duration(eta, eta_buf, sizeof eta_buf);
+                printf("step %5d/%d | loss %.4f | lr %.2e | gnorm %.3f | %.1fk tok/s | ETA %s", st.step, tc.steps, loss, lr,
+                       grad_norm, tok_s / 1e3, eta_buf);
+                if (n_imb) {
+                    printf(" | imb");
+                    for (int i = 0; i < n_imb; i++) printf(" %.2f", imbalance[i]);
+                }
+                if (do_eval) printf(" | val %.4f", last_val);
+                printf("\n");
+                fflush(stdout);
+                t_window = now, window_steps = 0;
             }
-            if (do_eval) printf(" | val %.4f", last_val);
-            printf("\n");
-            fflush(stdout);
-            t_window = now, window_steps = 0;
         }
         if (leader && tc.save_every > 0 && st.step % tc.save_every == 0 && st.step < tc.steps) {
             if ((rc = save_periodic(opt->out_dir, &m, &st, keep))) break;
@@ -419,8 +413,8 @@ int train_run(const ModelConfig *model_cfg, const TrainConfig *train_cfg, const 
     result->final_train_loss = result->steps_run ? result->losses[result->steps_run - 1] : NAN;
     if (opt->final_eval_batches > 0) result->final_val_loss = evaluate_loss(&m, &val_ld, opt->final_eval_batches);
     else result->final_val_loss = isnan(last_val) ? evaluate_loss(&m, &val_ld, tc.eval_batches) : last_val;
-    if (metrics && fclose(metrics) != 0 && !rc)
-        rc = up_error("%s: write failed (%s); expected space for the metrics log", metrics_path, strerror(errno));
+    int close_rc = metrics_flush(metrics, metrics_path, 1);
+    if (!rc) rc = close_rc;
     dist_buckets_free(sync.buckets);
     free(metrics_path);
     free(tokens);

@@ -93,6 +93,14 @@ char *path_dirname(const char *path) {
     return d;
 }
 
+char *exe_dirname(void) {
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) return NULL;
+    exe[n] = 0;
+    return path_dirname(exe);
+}
+
 int atomic_commit(AtomicFile *af) {
     int failed = 0, err = 0;
     if (fflush(af->f) != 0 || ferror(af->f)) failed = 1, err = errno;

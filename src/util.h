@@ -42,6 +42,7 @@ int mkdir_p(const char *path);
 int remove_tree(const char *path);
 char *path_join(const char *a, const char *b); /* malloc'd "a/b" */
 char *path_dirname(const char *path);           /* malloc'd parent directory ("." if none) */
+char *exe_dirname(void);                         /* malloc'd directory of the running binary, or NULL */
 
 /* ---- random numbers: splitmix64 seeding + xoshiro256** ---- */
 typedef struct {

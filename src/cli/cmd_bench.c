@@ -37,11 +37,8 @@ static int torch_bench_script(char *out, size_t cap) {
     if (env && *env) {
         snprintf(out, cap, "%s", env);
     } else {
-        char exe[4096];
-        ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-        if (n <= 0) return up_error("cannot find the running binary; expected UPCYCLE_TORCH_BENCH=PATH/tests/torch_bench.py");
-        exe[n] = 0;
-        char *dir = path_dirname(exe);
+        char *dir = exe_dirname();
+        if (!dir) return up_error("cannot find the running binary; expected UPCYCLE_TORCH_BENCH=PATH/tests/torch_bench.py");
         snprintf(out, cap, "%s/tests/torch_bench.py", dir);
         if (!path_exists(out)) snprintf(out, cap, "%s/../tests/torch_bench.py", dir);
         free(dir);
