@@ -2,9 +2,11 @@
 
 #include <math.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "dist/dist.h"
 #include "util.h"
 
 /* ---- parameter table ---- */
@@ -27,8 +29,17 @@ static int add_param(Model *m, int *capacity, int trainable, int ndim, int64_t d
     p->offset = m->n_floats;
     p->trainable = trainable;
     p->decay = trainable && ndim >= 2;
+    p->expert = -1;
     m->n_floats += p->numel;
     return m->n_params++;
+}
+
+/* an expert's weight: held by one rank under expert parallelism */
+static int add_expert_param(Model *m, int *capacity, int e, int first, int64_t d0, int64_t d1, const char *what, int l) {
+    int i = add_param(m, capacity, 1, 2, d0, d1, "model.layers.%d.mlp.experts.%d.%s.weight", l, e, what);
+    m->params[i].expert = e;
+    m->params[i].sharded = m->ep_size > 1;
+    return e == first ? i : -1;
 }
 
 static void build_param_table(Model *m) {
@@ -59,17 +70,19 @@ static void build_param_table(Model *m) {
             int E = c->n_experts, F = c->moe_intermediate_size;
             L->router = add_param(m, &cap, 1, 2, E, C, "%s.%d.mlp.gate.weight", pre, l);
             L->expert_bias = add_param(m, &cap, 0, 1, E, 0, "%s.%d.mlp.gate.e_score_correction_bias", pre, l);
-            for (int e = 0; e < E; e++) {
-                int i = add_param(m, &cap, 1, 2, F, C, "%s.%d.mlp.experts.%d.gate_proj.weight", pre, l, e);
-                if (e == 0) L->expert_gate = i;
+            /* this rank's experts (all of them without expert parallelism), by global index */
+            int first = m->first_expert, last = first + m->n_local_experts;
+            for (int e = first; e < last; e++) {
+                int i = add_expert_param(m, &cap, e, first, F, C, "gate_proj", l);
+                if (i >= 0) L->expert_gate = i;
             }
-            for (int e = 0; e < E; e++) {
-                int i = add_param(m, &cap, 1, 2, F, C, "%s.%d.mlp.experts.%d.up_proj.weight", pre, l, e);
-                if (e == 0) L->expert_up = i;
+            for (int e = first; e < last; e++) {
+                int i = add_expert_param(m, &cap, e, first, F, C, "up_proj", l);
+                if (i >= 0) L->expert_up = i;
             }
-            for (int e = 0; e < E; e++) {
-                int i = add_param(m, &cap, 1, 2, C, F, "%s.%d.mlp.experts.%d.down_proj.weight", pre, l, e);
-                if (e == 0) L->expert_down = i;
+            for (int e = first; e < last; e++) {
+                int i = add_expert_param(m, &cap, e, first, C, F, "down_proj", l);
+                if (i >= 0) L->expert_down = i;
             }
         }
     }
@@ -77,19 +90,64 @@ static void build_param_table(Model *m) {
     m->lm_head = c->tie_embeddings ? m->embed : add_param(m, &cap, 1, 2, c->vocab_size, C, "lm_head.weight");
 }
 
-int model_create(Model *m, const ModelConfig *cfg, const Backend *be) {
+static void set_expert_shard(Model *m, int ep_rank, int ep_size) {
+    m->ep_rank = ep_rank, m->ep_size = ep_size;
+    m->n_local_experts = m->cfg.n_experts / ep_size;
+    m->first_expert = ep_rank * m->n_local_experts;
+}
+
+int model_create_ep(Model *m, const ModelConfig *cfg, const Backend *be, int ep_rank, int ep_size) {
     memset(m, 0, sizeof *m);
     if (model_config_validate(cfg, "model config")) return -1;
+    if (ep_size > 1) {
+        if (cfg->n_experts == 0)
+            return up_error("expert parallel over %d ranks: the model has no experts; expected a MoE model (num_experts > 0)", ep_size);
+        if (cfg->n_experts % ep_size)
+            return up_error("expert parallel: num_experts %d over %d ranks; expected a multiple of the number of ranks",
+                            cfg->n_experts, ep_size);
+        if (ep_size > MAX_EP_RANKS)
+            return up_error("expert parallel over %d ranks; expected at most %d", ep_size, MAX_EP_RANKS);
+        if (be != backend_cpu())
+            return up_error("expert parallel runs on the CPU backend (%s given); expected --device cpu", be->name);
+    }
     m->cfg = *cfg;
     m->be = be;
     m->loss_scale = 1.0f;
+    set_expert_shard(m, ep_rank, ep_size);
     build_param_table(m);
     size_t bytes = m->n_floats * sizeof(float);
     m->param_mem = be->alloc(bytes);
     m->grad_mem = be->alloc(bytes);
     m->adam_m = be->alloc(bytes);
     m->adam_v = be->alloc(bytes);
+    if (ep_size > 1) {
+        m->ep = xcalloc((size_t)cfg->n_layers, sizeof(LayerEp));
+        for (int l = 0; l < cfg->n_layers; l++) {
+            LayerEp *X = &m->ep[l];
+            X->recv_counts = xcalloc((size_t)cfg->n_experts, sizeof(int32_t));
+            X->send_rows = xcalloc((size_t)ep_size, sizeof(int));
+            X->recv_rows = xcalloc((size_t)ep_size, sizeof(int));
+            X->offsets = xcalloc((size_t)m->n_local_experts + 1, sizeof(int32_t));
+        }
+        m->ep_displs = xcalloc(2 * (size_t)ep_size, sizeof(int));
+    }
     return 0;
+}
+
+int model_create(Model *m, const ModelConfig *cfg, const Backend *be) { return model_create_ep(m, cfg, be, 0, 1); }
+
+int model_full_table(const ModelConfig *cfg, ParamInfo **out) {
+    Model t;
+    memset(&t, 0, sizeof t);
+    t.cfg = *cfg;
+    set_expert_shard(&t, 0, 1);
+    build_param_table(&t);
+    *out = t.params;
+    return t.n_params;
+}
+
+int model_param_owner(const Model *m, const ParamInfo *p) {
+    return p->expert < 0 || m->ep_size <= 1 ? -1 : p->expert / m->n_local_experts;
 }
 
 int model_find_param(const Model *m, const char *name) {
@@ -108,19 +166,29 @@ void model_init_weights(Model *m, uint64_t seed) {
     rng_seed(&rng, seed);
     float *host = xmalloc(m->n_floats * sizeof(float));
     float residual_scale = 1.0f / sqrtf(2.0f * m->cfg.n_layers);
-    for (int i = 0; i < m->n_params; i++) {
-        ParamInfo *p = &m->params[i];
-        float *w = host + p->offset;
+    /* the random stream runs over the whole model's table, so that an expert parallel rank
+     * draws its experts' weights as one process holding every expert would */
+    ParamInfo *full;
+    int n_full = model_full_table(&m->cfg, &full), j = 0;
+    size_t max_numel = 0;
+    for (int i = 0; i < n_full; i++) max_numel = full[i].numel > max_numel ? full[i].numel : max_numel;
+    float *elsewhere = m->ep_size > 1 ? xmalloc(max_numel * sizeof(float)) : NULL;
+    for (int i = 0; i < n_full; i++) {
+        ParamInfo *p = &full[i];
+        int here = j < m->n_params && !strcmp(m->params[j].name, p->name);
+        float *w = here ? host + m->params[j++].offset : elsewhere;
         if (!p->trainable) {
             memset(w, 0, p->numel * sizeof(float));
         } else if (p->ndim == 1) {
-            for (size_t j = 0; j < p->numel; j++) w[j] = 1.0f;
+            for (size_t k = 0; k < p->numel; k++) w[k] = 1.0f;
         } else {
             float std = m->cfg.init_std;
             if (strstr(p->name, "o_proj") || strstr(p->name, "down_proj")) std *= residual_scale;
-            for (size_t j = 0; j < p->numel; j++) w[j] = std * rng_normal(&rng);
+            for (size_t k = 0; k < p->numel; k++) w[k] = std * rng_normal(&rng);
         }
     }
+    free(elsewhere);
+    free(full);
     m->be->upload(m->param_mem, host, m->n_floats * sizeof(float));
     free(host);
     m->be->zero(m->adam_m, m->n_floats * sizeof(float));
@@ -182,9 +250,11 @@ static void layout_activations(Model *m, Arena *a) {
             A->token_of = CARVE_I(a, N * K);
             A->position_of = CARVE_I(a, N * K);
             A->xg = CARVE_F(a, N * K * C);
-            A->eg = CARVE_F(a, N * K * F);
-            A->eu = CARVE_F(a, N * K * F);
-            A->eh = CARVE_F(a, N * K * F);
+            if (m->ep_size <= 1) { /* expert parallel: the expert activations live in m->ep */
+                A->eg = CARVE_F(a, N * K * F);
+                A->eu = CARVE_F(a, N * K * F);
+                A->eh = CARVE_F(a, N * K * F);
+            }
             A->yg = CARVE_F(a, N * K * C);
         }
     }
@@ -209,9 +279,11 @@ static void layout_activations(Model *m, Arena *a) {
         m->d_gates = CARVE_F(a, N * K);
         m->d_xg = CARVE_F(a, N * K * C);
         m->d_yg = CARVE_F(a, N * K * C);
-        m->d_eg = CARVE_F(a, N * K * F);
-        m->d_eu = CARVE_F(a, N * K * F);
-        m->d_eh = CARVE_F(a, N * K * F);
+        if (m->ep_size <= 1) {
+            m->d_eg = CARVE_F(a, N * K * F);
+            m->d_eu = CARVE_F(a, N * K * F);
+            m->d_eh = CARVE_F(a, N * K * F);
+        }
     }
 }
 
@@ -241,6 +313,16 @@ void model_free(Model *m) {
     be->free(m->adam_v);
     free(m->params);
     free(m->host_tokens), free(m->host_losses);
+    if (m->ep) {
+        for (int l = 0; l < m->cfg.n_layers; l++) {
+            LayerEp *X = &m->ep[l];
+            free(X->recv_counts), free(X->send_rows), free(X->recv_rows), free(X->offsets);
+            free(X->perm), free(X->inv), free(X->xe), free(X->eg), free(X->eu), free(X->eh);
+        }
+        free(m->ep);
+        free(m->ep_scratch);
+        free(m->ep_displs);
+    }
     memset(m, 0, sizeof *m);
 }
 
@@ -248,6 +330,110 @@ void model_free(Model *m) {
 
 #define P(i) model_param(m, (i))
 #define G(i) model_grad(m, (i))
+
+/* ---- expert parallel: token exchange (CPU backend, host memory) ----
+ * After moe_permute, the N*K rows of this rank are sorted by global expert, so the rows for
+ * the experts of rank d are one contiguous range: all-to-all sends range d to rank d. The rows
+ * received are grouped by source rank, then by expert; they are permuted into expert-major
+ * order (rank 0's rows of expert j, rank 1's rows of expert j, ...) for the grouped GEMMs: the
+ * same rows in the same order as one process holding the whole batch would use. */
+
+static void ep_reserve(Model *m, LayerEp *X, int rows) {
+    size_t C = m->cfg.d_model, F = m->cfg.moe_intermediate_size;
+    if (rows > X->cap) {
+        int cap = rows + rows / 4 + 16;
+        free(X->perm), free(X->inv), free(X->xe), free(X->eg), free(X->eu), free(X->eh);
+        X->perm = xmalloc(sizeof(int32_t) * cap), X->inv = xmalloc(sizeof(int32_t) * cap);
+        X->xe = xmalloc(sizeof(float) * cap * C);
+        X->eg = xmalloc(sizeof(float) * cap * F), X->eu = xmalloc(sizeof(float) * cap * F);
+        X->eh = xmalloc(sizeof(float) * cap * F);
+        X->cap = cap;
+    }
+    if ((size_t)X->cap > m->ep_scratch_cap) {
+        free(m->ep_scratch);
+        m->ep_scratch_cap = X->cap;
+        m->ep_scratch = xmalloc(sizeof(float) * m->ep_scratch_cap * 3 * (C + F));
+    }
+}
+
+/* scratch: three (cap, C) row buffers, then three (cap, F) */
+static float *ep_rows(const Model *m, int i) { return m->ep_scratch + (size_t)i * m->ep_scratch_cap * m->cfg.d_model; }
+static float *ep_frows(const Model *m, int i) {
+    return m->ep_scratch + m->ep_scratch_cap * (3 * (size_t)m->cfg.d_model + (size_t)i * m->cfg.moe_intermediate_size);
+}
+
+/* rows in the local (sorted by expert) layout <-> rows grouped by rank, `width` floats each */
+static void ep_exchange(Model *m, const LayerEp *X, const int32_t *offsets, const float *local, float *grouped, int width,
+                        int to_experts, const char *what) {
+    int R = m->ep_size, El = m->n_local_experts, *ldispl = m->ep_displs, *gdispl = m->ep_displs + R;
+    int lcount[MAX_EP_RANKS], gcount[MAX_EP_RANKS];
+    for (int r = 0, g = 0; r < R; r++) {
+        ldispl[r] = offsets[r * El] * width, lcount[r] = X->send_rows[r] * width;
+        gdispl[r] = g * width, gcount[r] = X->recv_rows[r] * width;
+        g += X->recv_rows[r];
+    }
+    if (to_experts) dist_alltoallv_floats(local, lcount, ldispl, grouped, gcount, gdispl, what);
+    else dist_alltoallv_floats(grouped, gcount, gdispl, (float *)local, lcount, ldispl, what);
+}
+
+static void ep_forward(Model *m, int l) {
+    const Backend *be = m->be;
+    const LayerParams *L = &m->layers[l];
+    LayerActs *A = &m->acts[l];
+    LayerEp *X = &m->ep[l];
+    int R = m->ep_size, El = m->n_local_experts, C = m->cfg.d_model, F = m->cfg.moe_intermediate_size;
+    /* how many rows each rank sends to each of this rank's experts */
+    dist_alltoall_ints(A->loads, X->recv_counts, El, "the expert parallel token counts");
+    int rows = 0;
+    for (int r = 0; r < R; r++) {
+        X->send_rows[r] = A->offsets[(r + 1) * El] - A->offsets[r * El];
+        X->recv_rows[r] = 0;
+        for (int j = 0; j < El; j++) X->recv_rows[r] += X->recv_counts[r * El + j];
+        rows += X->recv_rows[r];
+    }
+    if ((size_t)rows * (C > F ? C : F) > INT32_MAX || (size_t)m->B * m->T * m->cfg.top_k * C > INT32_MAX) {
+        fprintf(stderr, "upcycle: expert parallel: %d rows of %d floats exceed an MPI message; expected a smaller batch\n", rows, C);
+        dist_abort(1);
+    }
+    ep_reserve(m, X, rows);
+    X->rows = rows;
+    /* expert-major order: for expert j, the rows of rank 0, then rank 1, ... */
+    X->offsets[0] = 0;
+    for (int j = 0, pos = 0; j < El; j++) {
+        for (int r = 0, base = 0; r < R; r++) {
+            int start = base;
+            for (int jj = 0; jj < j; jj++) start += X->recv_counts[r * El + jj];
+            for (int i = 0; i < X->recv_counts[r * El + j]; i++) X->perm[pos++] = start + i;
+            base += X->recv_rows[r];
+        }
+        X->offsets[j + 1] = pos;
+    }
+    for (int i = 0; i < rows; i++) X->inv[X->perm[i]] = i;
+    float *grouped = ep_rows(m, 0), *ye = ep_rows(m, 1);
+    ep_exchange(m, X, A->offsets, A->xg, grouped, C, 1, "the expert parallel dispatch");
+    be->moe_gather_forward(X->xe, grouped, X->perm, rows, C);
+    be->experts_forward(ye, X->eg, X->eu, X->eh, X->xe, X->offsets, P(L->expert_gate), P(L->expert_up),
+                        P(L->expert_down), El, C, F);
+    be->moe_gather_forward(grouped, ye, X->inv, rows, C);
+    ep_exchange(m, X, A->offsets, A->yg, grouped, C, 0, "the expert parallel combine");
+}
+
+/* d_yg (local layout) -> d_xg (local layout), expert weight gradients of this rank's experts */
+static void ep_backward(Model *m, int l) {
+    const Backend *be = m->be;
+    const LayerParams *L = &m->layers[l];
+    LayerActs *A = &m->acts[l];
+    LayerEp *X = &m->ep[l];
+    int El = m->n_local_experts, C = m->cfg.d_model, F = m->cfg.moe_intermediate_size, rows = X->rows;
+    float *grouped = ep_rows(m, 0), *dye = ep_rows(m, 1), *dxe = ep_rows(m, 2);
+    ep_exchange(m, X, A->offsets, m->d_yg, grouped, C, 1, "the expert parallel backward dispatch");
+    be->moe_gather_forward(dye, grouped, X->perm, rows, C);
+    be->experts_backward(dxe, G(L->expert_gate), G(L->expert_up), G(L->expert_down), ep_frows(m, 0), ep_frows(m, 1),
+                         ep_frows(m, 2), dye, X->eg, X->eu, X->eh, X->xe, X->offsets, P(L->expert_gate),
+                         P(L->expert_up), P(L->expert_down), El, C, F);
+    be->moe_gather_forward(grouped, dxe, X->inv, rows, C);
+    ep_exchange(m, X, A->offsets, m->d_xg, grouped, C, 0, "the expert parallel backward combine");
+}
 
 static void forward_body(Model *m, float aux_coef, float z_coef) {
     const Backend *be = m->be;
@@ -290,8 +476,9 @@ static void forward_body(Model *m, float aux_coef, float z_coef) {
                                       P(L->expert_bias), N, E, K, c->norm_topk_prob, aux_coef, z_coef);
             be->moe_permute(A->offsets, A->token_of, A->position_of, A->topk, A->loads, N, E, K);
             be->moe_gather_forward(A->xg, A->ln2, A->token_of, N * K, C);
-            be->experts_forward(A->yg, A->eg, A->eu, A->eh, A->xg, A->offsets, P(L->expert_gate), P(L->expert_up),
-                                P(L->expert_down), E, C, F);
+            if (m->ep_size > 1) ep_forward(m, l);
+            else be->experts_forward(A->yg, A->eg, A->eu, A->eh, A->xg, A->offsets, P(L->expert_gate), P(L->expert_up),
+                                     P(L->expert_down), E, C, F);
             be->moe_combine_forward(A->ffn_out, A->yg, A->gates, A->position_of, N, K, C);
         }
         be->add(out, A->x_mid, A->ffn_out, (size_t)N * C);
@@ -370,9 +557,10 @@ void model_backward(Model *m, float aux_coef, float z_coef) {
             be->matmul_backward(m->d_ln, G(L->up_proj), m->d_ffn_b, A->ln2, P(L->up_proj), N, C, I);
         } else {
             be->moe_combine_backward(m->d_yg, m->d_gates, m->d_resid, A->yg, A->gates, A->position_of, N, K, C);
-            be->experts_backward(m->d_xg, G(L->expert_gate), G(L->expert_up), G(L->expert_down), m->d_eg, m->d_eu,
-                                 m->d_eh, m->d_yg, A->eg, A->eu, A->eh, A->xg, A->offsets, P(L->expert_gate),
-                                 P(L->expert_up), P(L->expert_down), E, C, F);
+            if (m->ep_size > 1) ep_backward(m, l);
+            else be->experts_backward(m->d_xg, G(L->expert_gate), G(L->expert_up), G(L->expert_down), m->d_eg, m->d_eu,
+                                      m->d_eh, m->d_yg, A->eg, A->eu, A->eh, A->xg, A->offsets, P(L->expert_gate),
+                                      P(L->expert_up), P(L->expert_down), E, C, F);
             be->moe_gather_backward(m->d_ln, m->d_xg, A->position_of, N, K, C);
             be->router_backward(m->d_router, m->d_gates, A->router_probs, A->topk, A->router_logits, A->loads, N, E,
                                 K, c->norm_topk_prob, aux_coef, z_coef);
@@ -400,7 +588,8 @@ void model_backward(Model *m, float aux_coef, float z_coef) {
         be->matmul_backward(m->d_ln, G(L->k_proj), dk, A->ln1, P(L->k_proj), N, C, KV * hd);
         be->matmul_backward(m->d_ln, G(L->v_proj), m->d_v, A->ln1, P(L->v_proj), N, C, KV * hd);
         be->rmsnorm_backward(m->d_resid, G(L->input_norm), m->d_ln, A->x_in, P(L->input_norm), A->ln1_rstd, N, C);
-        grad_ready(m, layer_begin(m, l), layer_begin(m, l + 1));
+        /* expert parallel: the experts (the tail of the layer's range) are this rank's own */
+        grad_ready(m, layer_begin(m, l), m->ep_size > 1 && L->is_moe ? m->params[L->expert_gate].offset : layer_begin(m, l + 1));
     }
     be->embedding_backward(G(m->embed), m->d_resid, m->inputs, N, C, V);
     grad_ready(m, 0, layer_begin(m, 0)); /* the embedding (and a tied head) */
@@ -408,7 +597,20 @@ void model_backward(Model *m, float aux_coef, float z_coef) {
 
 /* ---- optimizer ---- */
 
-double model_grad_norm(const Model *m) { return sqrt(m->be->sum_squares(m->grad_mem, m->n_floats)); }
+double model_grad_norm(const Model *m) {
+    if (m->ep_size <= 1) return sqrt(m->be->sum_squares(m->grad_mem, m->n_floats));
+    /* expert parallel: replicated tensors count once, each rank's experts are summed over ranks */
+    double ss[2] = {0, 0};
+    for (int i = 0; i < m->n_params;) {
+        int j = i + 1;
+        while (j < m->n_params && m->params[j].sharded == m->params[i].sharded) j++;
+        size_t off = m->params[i].offset, n = m->params[j - 1].offset + m->params[j - 1].numel - off;
+        ss[m->params[i].sharded] += m->be->sum_squares(m->grad_mem + off, n);
+        i = j;
+    }
+    dist_sum_doubles(&ss[1], 1, "the expert gradient norm");
+    return sqrt(ss[0] + ss[1]);
+}
 
 double model_optimizer_step(Model *m, const TrainConfig *t, float lr) {
     double norm = model_grad_norm(m);
@@ -500,7 +702,10 @@ void model_layer_loads(const Model *m, int layer, int32_t *loads) {
 void model_param_counts(const Model *m, size_t *total, size_t *active, size_t *embedding) {
     const ModelConfig *c = &m->cfg;
     size_t t = 0;
-    for (int i = 0; i < m->n_params; i++) t += m->params[i].trainable ? m->params[i].numel : 0;
+    ParamInfo *full; /* the whole model's, also on an expert parallel rank */
+    int n = model_full_table(c, &full);
+    for (int i = 0; i < n; i++) t += full[i].trainable ? full[i].numel : 0;
+    free(full);
     size_t per_expert = 3 * (size_t)c->moe_intermediate_size * c->d_model;
     size_t inactive = (size_t)model_config_n_moe_layers(c) * (c->n_experts - c->top_k) * per_expert;
     if (total) *total = t;

@@ -16,6 +16,7 @@
 #include "config.h"
 
 #define PARAM_NAME_MAX 96
+#define MAX_EP_RANKS 1024 /* expert parallel ranks */
 
 typedef struct {
     char name[PARAM_NAME_MAX]; /* Hugging Face tensor name */
@@ -24,6 +25,8 @@ typedef struct {
     size_t offset, numel;      /* in floats, into the parameter buffer */
     int trainable;             /* 0 for the balancing bias (updated by the load rule, not by AdamW) */
     int decay;                 /* weight decay applies (matrices, not norms or biases) */
+    int expert;                /* global index of the expert this weight belongs to, else -1 */
+    int sharded;               /* held by this rank only (expert parallel), not replicated */
 } ParamInfo;
 
 /* indices into the parameter table; -1 where absent */
@@ -52,6 +55,17 @@ typedef struct {
     float *xg, *eg, *eu, *eh, *yg;     /* (N*K,C), (N*K,F) x3, (N*K,C) */
     float *ffn_out;                    /* (N,C) */
 } LayerActs;
+
+/* Expert parallel, per MoE layer: the rows (token copies) this rank's experts received in the
+ * last forward, kept for the backward. Host memory (the CPU backend); grown, never shrunk. */
+typedef struct {
+    int32_t *recv_counts;              /* (ranks * local experts): rows from rank s for local expert j */
+    int *send_rows, *recv_rows;        /* (ranks) rows sent to and received from each rank */
+    int32_t *offsets;                  /* (local experts + 1) row ranges of the local experts */
+    int32_t *perm, *inv;               /* expert-major row -> received row, and back */
+    float *xe, *eg, *eu, *eh;          /* (rows, C), (rows, F) x3, expert-major */
+    int rows, cap;
+} LayerEp;
 
 typedef struct {
     ModelConfig cfg;
@@ -82,12 +96,30 @@ typedef struct {
     void (*grad_ready)(void *ctx, size_t offset, size_t count);
     void *grad_ready_ctx;
 
+    /* expert parallel (model_create_ep): the experts of every MoE layer are split over ep_size
+     * ranks in contiguous blocks; this rank holds experts [first_expert, first_expert +
+     * n_local_experts) and exchanges tokens with the others (all-to-all) in forward and
+     * backward. ep_size 1: every expert is here. */
+    int ep_rank, ep_size, n_local_experts, first_expert;
+    LayerEp *ep;                       /* (n_layers) */
+    float *ep_scratch;                 /* 3 x (cap, C) + 3 x (cap, F), shared by the layers */
+    size_t ep_scratch_cap;
+    int *ep_displs;                    /* (2 * ranks) */
+
     /* results of the last forward */
     double last_ce_loss, last_aux_loss;
     int step;                          /* optimizer steps taken (AdamW's t) */
 } Model;
 
 int model_create(Model *m, const ModelConfig *cfg, const Backend *be);
+/* expert parallel over ep_size ranks (src/dist), as rank ep_rank: CPU backend, num_experts a
+ * multiple of ep_size. Weights are initialized as the whole model's would be. */
+int model_create_ep(Model *m, const ModelConfig *cfg, const Backend *be, int ep_rank, int ep_size);
+/* The whole model's parameter table (every expert), without memory: checkpoints of an expert
+ * parallel model list every tensor. *out is malloc'd; returns the count. */
+int model_full_table(const ModelConfig *cfg, ParamInfo **out);
+/* rank holding parameter p of the full table (-1: every rank) */
+int model_param_owner(const Model *m, const ParamInfo *p);
 void model_free(Model *m);
 int model_find_param(const Model *m, const char *name); /* index or -1 */
 float *model_param(const Model *m, int index);          /* backend pointer */

@@ -134,7 +134,7 @@ static int save_periodic(const char *out_dir, const Model *m, const TrainerState
     char *dir = path_join(out_dir, name);
     int rc = checkpoint_save(dir, m, st, 1);
     free(dir);
-    if (!rc && keep > 0) {
+    if (!rc && keep > 0 && dist_rank() == 0) {
         /* remove the one that falls out of the window (saves are evenly spaced) */
         int interval = st->train.save_every;
         int old_step = st->step - keep * interval;
@@ -195,7 +195,9 @@ int train_run(const ModelConfig *model_cfg, const TrainConfig *train_cfg, const 
 
     Model m;
     const Backend *be = opt->backend ? opt->backend : backend_cpu();
-    if ((be->set_precision && be->set_precision(tc.precision)) || model_create(&m, &mc, be)) {
+    int ep = opt->expert_parallel && dist_size() > 1;
+    if ((be->set_precision && be->set_precision(tc.precision)) ||
+        model_create_ep(&m, &mc, be, ep ? dist_rank() : 0, ep ? dist_size() : 1)) {
         loader_close(&train_ld), loader_close(&val_ld);
         return -1;
     }
@@ -215,6 +217,11 @@ int train_run(const ModelConfig *model_cfg, const TrainConfig *train_cfg, const 
         TrainerState from;
         rc = trainer_state_load(opt->stream_from, &from);
         if (!rc) loader_set_position(&train_ld, from.data_epoch, from.data_cursor);
+    }
+    if (dist_size() > 1) { /* expert parallel ranks load different tensors: all stop if one fails */
+        int32_t failed = rc != 0;
+        dist_sum_ints(&failed, 1, "the checkpoint load");
+        if (failed && !rc) rc = up_error("rank %d: another rank could not load its weights (its message says why)", dist_rank());
     }
     if (rc) {
         model_free(&m);
@@ -266,6 +273,12 @@ int train_run(const ModelConfig *model_cfg, const TrainConfig *train_cfg, const 
         if (ranks > 1)
             printf("data parallel: %d ranks x %d sequences (global batch %d); gradients and expert loads summed across ranks\n",
                    ranks, tc.batch_size / ranks, tc.batch_size);
+        if (ep) {
+            size_t here = 0;
+            for (int i = 0; i < m.n_params; i++) here += m.params[i].trainable ? m.params[i].numel : 0;
+            printf("expert parallel: %d experts per MoE layer on each of %d ranks (rank 0 holds %.3fM of the %.3fM parameters); "
+                   "tokens exchanged all-to-all\n", m.n_local_experts, ranks, here / 1e6, total / 1e6);
+        }
     }
 
     /* data parallel: every rank holds the same weights (rank 0's, to be certain) and trains on
@@ -273,7 +286,13 @@ int train_run(const ModelConfig *model_cfg, const TrainConfig *train_cfg, const 
     int slice = ranks > 1 ? dist_rank() : 0;
     GradSync sync = {.grads = m.grad_mem, .buckets = dist_buckets_new()};
     if (ranks > 1) {
-        dist_bcast_bytes(m.param_mem, sizeof(float) * m.n_floats, "the initial weights");
+        /* (expert parallel: each rank's experts are its own) */
+        for (int i = 0, j; i < m.n_params; i = j) {
+            for (j = i + 1; j < m.n_params && m.params[j].sharded == m.params[i].sharded;) j++;
+            if (m.params[i].sharded) continue;
+            size_t off = m.params[i].offset, n = m.params[j - 1].offset + m.params[j - 1].numel - off;
+            dist_bcast_bytes(m.param_mem + off, sizeof(float) * n, "the initial weights");
+        }
         m.loss_scale = 1.0f / ranks;
         m.grad_ready = start_grad_bucket, m.grad_ready_ctx = &sync;
     }
@@ -347,7 +366,9 @@ int train_run(const ModelConfig *model_cfg, const TrainConfig *train_cfg, const 
             if ((rc = metrics_flush(metrics, metrics_path, 0))) break;
         } else {
             model_optimizer_step_with_norm(&m, &tc, lr, grad_norm);
-            if (!isfinite(m.be->sum_squares(m.param_mem, m.n_floats))) {
+            int32_t bad_weights = !isfinite(m.be->sum_squares(m.param_mem, m.n_floats));
+            if (ep) dist_sum_ints(&bad_weights, 1, "the weight check"); /* every rank stops together */
+            if (bad_weights) {
                 /* e.g. lr * weight decay > 2 grows weights geometrically: the update is applied
                  * already, so this one cannot be skipped */
                 model_find_nonfinite_weight(&m, where, sizeof where);
@@ -396,12 +417,13 @@ int train_run(const ModelConfig *model_cfg, const TrainConfig *train_cfg, const 
                 t_window = now, window_steps = 0;
             }
         }
-        if (leader && tc.save_every > 0 && st.step % tc.save_every == 0 && st.step < tc.steps) {
+        /* expert parallel: every rank sends its experts to rank 0, which writes the checkpoint */
+        if ((leader || ep) && tc.save_every > 0 && st.step % tc.save_every == 0 && st.step < tc.steps) {
             if ((rc = save_periodic(opt->out_dir, &m, &st, keep))) break;
         }
     }
     double elapsed = now_seconds() - t_start;
-    if (!rc && leader) {
+    if (!rc && (leader || ep)) {
         char *final_dir = path_join(opt->out_dir, "final");
         rc = checkpoint_save(final_dir, &m, &st, 1);
         if (!rc && !quiet) printf("saved %s (step %d)\n", final_dir, st.step);

@@ -18,6 +18,7 @@ typedef struct {
     int quiet;               /* no progress lines */
     int keep_checkpoints;    /* periodic checkpoints kept (default 2) */
     const Backend *backend;  /* NULL: the CPU backend */
+    int expert_parallel;     /* under mpirun: shard the experts over the ranks (else data parallel only) */
 } TrainOptions;
 
 typedef struct {

@@ -9,6 +9,11 @@
 #     of 1 process (1e-5)
 #   - a batch that does not split over the ranks: one-line error, non-zero exit
 #   - a rank killed with SIGKILL, or stopped (SIGSTOP), ends the job with a message, no hang
+#   - expert parallel (--expert-parallel): 2 and 4 ranks each holding 1/ranks of every MoE
+#     layer's experts give the per-step losses of one process (1e-5) and its weights (1e-3); a
+#     checkpoint written by 2 expert parallel ranks holds every expert and resumes in 1 process;
+#     a model grown from it (twice the experts, spread over the ranks) trains on 2 ranks as in
+#     1 process; shapes that cannot be sharded give one-line errors; an experiment plan too
 # Prints "ok NAME" / "FAIL NAME: ..." per check and "mpi: N passed, N failed, N skipped".
 # With a binary built without MPI (make features says "MPI ✗"; the sanitizer build) or without
 # mpirun, every check is
@@ -26,7 +31,9 @@ export OMPI_MCA_pml=ob1 OMPI_MCA_btl_vader_single_copy_mechanism=none
 . tests/lib.sh # ok, fail, skip, oneline
 NAMES=("data parallel equals one process (bias on)" "data parallel equals one process (bias off, 4 ranks)"
   "resume with a different number of ranks" "grow under mpirun + CPT" "batch not divisible by the ranks"
-  "a killed rank ends the job" "a stopped rank times out" "experiment under mpirun equals one process")
+  "a killed rank ends the job" "a stopped rank times out" "experiment under mpirun equals one process"
+  "expert parallel equals one process (2 and 4 ranks)" "expert parallel checkpoint: resume in 1 process, grow, CPT on 2 ranks"
+  "expert parallel refuses shapes it cannot shard" "experiment with --expert-parallel equals one process")
 
 if ! command -v mpirun >/dev/null 2>&1 || ! ldd "$UP" 2>/dev/null | grep -q 'libmpi'; then
   for n in "${NAMES[@]}"; do skip "$n" "no MPI in this build (install openmpi-bin libopenmpi-dev, rebuild)"; done
@@ -214,5 +221,75 @@ tables=$(grep -c 'results:' "$W/x2_out")
 if [ "$rc" -eq 0 ] && [ "$cx" -eq 0 ] && [ "$tables" -eq 1 ]; then ok "${NAMES[7]}: $cmp_x"
 else fail "${NAMES[7]}" "exit $rc, $cmp_x, $tables result lines (expected 1), stderr: $(oneline "$(cat "$W/x2_err")")"; fi
 
+# ---- 9. expert parallel: the tiny preset's 8 experts per layer, 4 per rank (2 ranks) and 2 per rank (4 ranks)
+LOUD=()
+for a in "${BASE[@]}"; do [ "$a" = --quiet ] || LOUD+=("$a"); done
+"${MPIRUN[@]}" 2 "$UP" train "${LOUD[@]}" --steps 8 --save-every 4 --expert-parallel --out "$W/ep2" >"$W/ep2_out" 2>"$W/ep2_err"
+rc2=$?
+"${MPIRUN[@]}" 4 "$UP" train "${BASE[@]}" --steps 8 --expert-parallel --out "$W/ep4" >/dev/null 2>"$W/ep4_err"
+rc4=$?
+c2=$(compare_metrics "$W/one/metrics.jsonl" "$W/ep2/metrics.jsonl" 2>&1)
+e2=$?
+c4=$(compare_metrics "$W/one/metrics.jsonl" "$W/ep4/metrics.jsonl" 2>&1)
+e4=$?
+w2=$(compare_weights "$W/one/final" "$W/ep2/final" 2>&1)
+f2=$?
+w4=$(compare_weights "$W/one/final" "$W/ep4/final" 2>&1)
+f4=$?
+shard_line=$(grep -c '^expert parallel: 4 experts per MoE layer on each of 2 ranks (rank 0 holds 0.954M of the 1.347M parameters)' "$W/ep2_out")
+if [ "$rc2" -eq 0 ] && [ "$rc4" -eq 0 ] && [ "$e2" -eq 0 ] && [ "$e4" -eq 0 ] && [ "$f2" -eq 0 ] && [ "$f4" -eq 0 ] && [ "$shard_line" -eq 1 ]; then
+  ok "${NAMES[8]}: 2 ranks $c2, $w2; 4 ranks $c4, $w4"
+else fail "${NAMES[8]}" "exits $rc2/$rc4, shard line $shard_line; 2: $c2 $w2; 4: $c4 $w4; $(oneline "$(cat "$W/ep2_err" "$W/ep4_err")")"; fi
+
+# ---- 10. the expert parallel checkpoint: resumed in 1 process; grown to 16 experts (8 per rank), CPT by 2 ranks
+cp -r "$W/ep2" "$W/ep2to1"
+"$UP" train --resume "$W/ep2to1/ckpt_000004" --data "$DATA" --out "$W/ep2to1" --threads 1 --device cpu --quiet >/dev/null 2>"$W/ep_r1"
+rc1=$?
+c1=$(compare_metrics "$W/one/metrics.jsonl" "$W/ep2to1/metrics.jsonl" 2>&1)
+e1=$?
+"$UP" grow --ckpt "$W/ep2/final" --out "$W/ep_grown" --factor 2 >/dev/null 2>"$W/ep_grow_err"
+rcg=$?
+CPT=(--init "$W/ep_grown" --split cpt --steps 6 --batch-size 8 --seq-len 32 --eval-every 3 --eval-batches 2 --threads 1 --device cpu --quiet --data "$DATA")
+"$UP" train "${CPT[@]}" --out "$W/ep_cpt1" >/dev/null 2>&1
+"${MPIRUN[@]}" 2 "$UP" train "${CPT[@]}" --expert-parallel --out "$W/ep_cpt2" >/dev/null 2>"$W/ep_cpt_err"
+rc3=$?
+c3=$(compare_metrics "$W/ep_cpt1/metrics.jsonl" "$W/ep_cpt2/metrics.jsonl" 2>&1)
+e3=$?
+if [ "$rc1" -eq 0 ] && [ "$e1" -eq 0 ] && [ "$rcg" -eq 0 ] && [ "$rc3" -eq 0 ] && [ "$e3" -eq 0 ]; then
+  ok "${NAMES[9]}: resumed $c1; CPT of the grown model $c3"
+else fail "${NAMES[9]}" "resume exit $rc1 ($c1), grow exit $rcg, CPT exit $rc3 ($c3); $(oneline "$(cat "$W/ep_r1" "$W/ep_grow_err" "$W/ep_cpt_err")")"; fi
+
+# ---- 11. 8 experts over 3 ranks (batch 12 splits, experts do not); a dense model
+timeout 60 "${MPIRUN[@]}" 3 "$UP" train "${BASE[@]}" --batch-size 12 --steps 2 --expert-parallel --out "$W/ep3" >/dev/null 2>"$W/ep3_err"
+rc3=$?
+timeout 60 "${MPIRUN[@]}" 2 "$UP" train "${BASE[@]}" --preset dense --steps 2 --expert-parallel --out "$W/epd" >/dev/null 2>"$W/epd_err"
+rcd=$?
+if [ "$rc3" -ne 0 ] && [ "$rc3" -ne 124 ] && grep -q '^upcycle: expert parallel: num_experts 8 over 3 ranks; expected a multiple of the number of ranks$' "$W/ep3_err" \
+  && [ "$rcd" -ne 0 ] && [ "$rcd" -ne 124 ] && grep -q '^upcycle: expert parallel over 2 ranks: the model has no experts; expected a MoE model' "$W/epd_err" \
+  && [ ! -e "$W/ep3/final" ] && [ ! -e "$W/epd/final" ]; then
+  ok "${NAMES[10]}: exits $rc3 and $rcd, one-line errors"
+else fail "${NAMES[10]}" "exits $rc3/$rcd (124: hung): $(oneline "$(cat "$W/ep3_err" "$W/epd_err")")"; fi
+
+# ---- 12. the experiment of check 8 with its stages expert parallel (2 -> 4 experts: 1, then 2 per rank)
+"${MPIRUN[@]}" 2 "$UP" experiment --plan "$W/plan.json" --data "$DATA" --out "$W/xep" --threads 1 --device cpu --expert-parallel \
+  >/dev/null 2>"$W/xep_err"
+rc=$?
+cmp_x=$(/usr/bin/python3 - "$W/x1/results.json" "$W/xep/results.json" <<'EOF'
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+ra = {r["id"]: r["final_val_loss"] for r in a["runs"]}
+rb = {r["id"]: r["final_val_loss"] for r in b["runs"]}
+if sorted(ra) != sorted(rb) or len(ra) != 3:
+    print(f"runs differ: {sorted(ra)} vs {sorted(rb)}"); sys.exit(1)
+worst = max(abs(ra[k] - rb[k]) / abs(ra[k]) for k in ra)
+print(f"{len(ra)} runs, worst rel diff of final val loss {worst:.2e}; machine: {b['machine']}")
+sys.exit(0 if worst <= 1e-5 and "expert parallel" in b["machine"] else 1)
+EOF
+)
+cx=$?
+if [ "$rc" -eq 0 ] && [ "$cx" -eq 0 ]; then ok "${NAMES[11]}: $cmp_x"
+else fail "${NAMES[11]}" "exit $rc, $cmp_x, stderr: $(oneline "$(cat "$W/xep_err")")"; fi
+
 echo "mpi: $PASS passed, $FAILED failed, $SKIPPED skipped"
 [ "$FAILED" -eq 0 ]
+

@@ -8,7 +8,7 @@
 
 int cmd_experiment(int argc, char **argv) {
     const char *preset = NULL, *plan_file = NULL, *data = NULL, *out = NULL, *device = "auto";
-    int seeds = 0, threads = 0, dry_run = 0, probe_batches = 2, list = 0;
+    int seeds = 0, threads = 0, dry_run = 0, probe_batches = 2, list = 0, expert_parallel = 0;
     CliOption opts[] = {
         {"preset", OPT_STR, &preset, "demo (~5 min), paper-tiny (~45 min), paper-full (hours)"},
         {"plan", OPT_STR, &plan_file, "a plan JSON file instead of a preset (format: README)"},
@@ -18,6 +18,7 @@ int cmd_experiment(int argc, char **argv) {
         {"device", OPT_STR, &device, "auto (default: the GPU when one is visible), cpu or cuda: where the stages train"},
         {"probe-batches", OPT_INT, &probe_batches, "validation batches for the replica diagnostics (0 disables)"},
         {"threads", OPT_INT, &threads, "threads (default: all cores)"},
+        {"expert-parallel", OPT_FLAG, &expert_parallel, "under mpirun: shard each MoE layer's experts over the ranks (all-to-all)"},
         {"dry-run", OPT_FLAG, &dry_run, "list the runs and stages and exit"},
         {"list-presets", OPT_FLAG, &list, "list the presets and exit"},
     };
@@ -59,7 +60,8 @@ int cmd_experiment(int argc, char **argv) {
         return brc;
     }
     cli_set_threads(threads);
-    ExperimentOptions eo = {.data_dir = data, .out_dir = out, .probe_batches = probe_batches, .backend = be};
+    ExperimentOptions eo = {.data_dir = data, .out_dir = out, .probe_batches = probe_batches, .backend = be,
+                           .expert_parallel = expert_parallel};
     int rc = experiment_run(&plan, &eo);
     plan_free(&plan);
     return rc ? cli_fail() : 0;

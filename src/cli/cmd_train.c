@@ -21,7 +21,7 @@ int cmd_train(int argc, char **argv) {
     const char *preset = NULL, *config = NULL, *data = NULL, *out = NULL, *resume = NULL, *init = NULL;
     const char *split = "pretrain", *schedule = NULL, *decay_shape = NULL, *device = "auto", *precision = "fp32";
     int steps = -1, threads = 0, batch = -1, seq = -1, warmup = -1, eval_every = -1, save_every = -1, log_every = -1;
-    int eval_batches = -1, quiet = 0, force = 0, presets = 0, keep = 2, skip_nonfinite = 0, max_skips = -1;
+    int eval_batches = -1, quiet = 0, force = 0, presets = 0, keep = 2, skip_nonfinite = 0, max_skips = -1, expert_parallel = 0;
     float spike = -1;
     float lr = -1, min_lr = -1, decay_frac = -1, bias_rate = -1, aux = -1, zloss = -1, wd = -1, clip = -1;
     unsigned long long seed = 0;
@@ -62,6 +62,7 @@ int cmd_train(int argc, char **argv) {
         {"device", OPT_STR, &device, "auto (default: the GPU when one is visible), cpu or cuda"},
         {"precision", OPT_STR, &precision, "fp32 (default) or bf16 (CUDA: bf16 GEMMs, fp32 master weights)"},
         {"force", OPT_FLAG, &force, "start fresh in an output directory that already has a run"},
+        {"expert-parallel", OPT_FLAG, &expert_parallel, "under mpirun: shard each MoE layer's experts over the ranks (all-to-all)"},
         {"quiet", OPT_FLAG, &quiet, "no progress lines"},
         {"list-presets", OPT_FLAG, &presets, "list the presets and exit"},
     };
@@ -147,7 +148,8 @@ int cmd_train(int argc, char **argv) {
     dist_barrier("the start of training");
     cli_set_threads(threads);
     TrainOptions opt = {.data_dir = data, .split = split, .out_dir = out, .resume = resume, .init = init,
-                        .quiet = quiet, .keep_checkpoints = keep, .backend = be};
+                        .quiet = quiet, .keep_checkpoints = keep, .backend = be,
+                        .expert_parallel = expert_parallel};
     TrainResult res;
     int rc = train_run(&mc, &tc, &opt, &res);
     if (!rc && dist_rank() == 0)

@@ -95,6 +95,47 @@ void dist_bcast_bytes(void *x, size_t n, const char *what) {
     wait_or_abort(&req, what);
 }
 
+void dist_alltoall_ints(const int32_t *send, int32_t *recv, int per_rank, const char *what) {
+    if (!dist_active()) {
+        memcpy(recv, send, sizeof(int32_t) * (size_t)per_rank);
+        return;
+    }
+    MPI_Request req;
+    MPI_Ialltoall(send, per_rank, MPI_INT32_T, recv, per_rank, MPI_INT32_T, MPI_COMM_WORLD, &req);
+    wait_or_abort(&req, what);
+}
+
+void dist_alltoallv_floats(const float *send, const int *send_counts, const int *send_displs, float *recv,
+                           const int *recv_counts, const int *recv_displs, const char *what) {
+    if (!dist_active()) {
+        memcpy(recv + recv_displs[0], send + send_displs[0], sizeof(float) * (size_t)send_counts[0]);
+        return;
+    }
+    MPI_Request req;
+    MPI_Ialltoallv(send, send_counts, send_displs, MPI_FLOAT, recv, recv_counts, recv_displs, MPI_FLOAT, MPI_COMM_WORLD,
+                   &req);
+    wait_or_abort(&req, what);
+}
+
+/* MPI counts are int: long messages go in pieces (the same on both sides) */
+#define MAX_PIECE ((size_t)1 << 30)
+
+void dist_send_floats(const float *x, size_t n, int to, const char *what) {
+    for (size_t off = 0; off < n; off += MAX_PIECE) {
+        MPI_Request req;
+        MPI_Isend(x + off, (int)(n - off < MAX_PIECE ? n - off : MAX_PIECE), MPI_FLOAT, to, 7, MPI_COMM_WORLD, &req);
+        wait_or_abort(&req, what);
+    }
+}
+
+void dist_recv_floats(float *x, size_t n, int from, const char *what) {
+    for (size_t off = 0; off < n; off += MAX_PIECE) {
+        MPI_Request req;
+        MPI_Irecv(x + off, (int)(n - off < MAX_PIECE ? n - off : MAX_PIECE), MPI_FLOAT, from, 7, MPI_COMM_WORLD, &req);
+        wait_or_abort(&req, what);
+    }
+}
+
 struct DistBuckets {
     MPI_Request *reqs;
     int n, cap;
@@ -104,10 +145,8 @@ DistBuckets *dist_buckets_new(void) { return xcalloc(1, sizeof(DistBuckets)); }
 
 void dist_buckets_start(DistBuckets *b, float *x, size_t n) {
     if (!dist_active() || n == 0) return;
-    /* MPI counts are int: split very large ranges */
-    const size_t max_count = (size_t)1 << 30;
-    for (size_t off = 0; off < n; off += max_count) {
-        size_t count = n - off < max_count ? n - off : max_count;
+    for (size_t off = 0; off < n; off += MAX_PIECE) { /* MPI counts are int */
+        size_t count = n - off < MAX_PIECE ? n - off : MAX_PIECE;
         if (b->n == b->cap) {
             b->cap = b->cap ? 2 * b->cap : 16;
             b->reqs = xrealloc(b->reqs, sizeof(MPI_Request) * b->cap);
@@ -148,6 +187,18 @@ void dist_sum_ints(int32_t *x, size_t n, const char *what) { (void)x, (void)n, (
 void dist_barrier(const char *what) { (void)what; }
 void dist_wait_for_leader(const char *what) { (void)what; }
 void dist_bcast_bytes(void *x, size_t n, const char *what) { (void)x, (void)n, (void)what; }
+void dist_alltoall_ints(const int32_t *send, int32_t *recv, int per_rank, const char *what) {
+    (void)what;
+    memcpy(recv, send, sizeof(int32_t) * (size_t)per_rank);
+}
+void dist_alltoallv_floats(const float *send, const int *send_counts, const int *send_displs, float *recv,
+                           const int *recv_counts, const int *recv_displs, const char *what) {
+    (void)recv_counts, (void)what;
+    memcpy(recv + recv_displs[0], send + send_displs[0], sizeof(float) * (size_t)send_counts[0]);
+}
+/* never called with one rank: there is no other rank to talk to */
+void dist_send_floats(const float *x, size_t n, int to, const char *what) { (void)x, (void)n, (void)to, (void)what; }
+void dist_recv_floats(float *x, size_t n, int from, const char *what) { (void)x, (void)n, (void)from, (void)what; }
 struct DistBuckets {
     int unused;
 };

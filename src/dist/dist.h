@@ -34,6 +34,17 @@ void dist_wait_for_leader(const char *what);
 /* rank 0's value of x on every rank */
 void dist_bcast_bytes(void *x, size_t n, const char *what);
 
+/* Expert parallel (model.c): exchanges of the tokens routed to experts on other ranks.
+ * alltoall_ints sends per_rank ints to each rank (block r of send to rank r) and receives
+ * block r of recv from rank r; alltoallv does the same for floats with per-rank counts and
+ * displacements in elements. */
+void dist_alltoall_ints(const int32_t *send, int32_t *recv, int per_rank, const char *what);
+void dist_alltoallv_floats(const float *send, const int *send_counts, const int *send_displs, float *recv,
+                           const int *recv_counts, const int *recv_displs, const char *what);
+/* point to point (rank 0 gathering expert shards into a checkpoint, in a fixed order) */
+void dist_send_floats(const float *x, size_t n, int to, const char *what);
+void dist_recv_floats(float *x, size_t n, int from, const char *what);
+
 /* Bucketed gradient allreduce: start a nonblocking sum of a float range (host memory) now,
  * let it progress while computing, and wait for all of them at the end. */
 typedef struct DistBuckets DistBuckets;

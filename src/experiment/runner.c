@@ -128,7 +128,8 @@ static int run_stage(const Plan *p, const Run *r, int k, const ExperimentOptions
     if (k > 0 && !s->rewarm) tc.warmup_steps = 0;
     if (tc.warmup_steps >= s->steps) tc.warmup_steps = s->steps / 10;
     TrainOptions to = {.data_dir = opt->data_dir, .out_dir = dir, .quiet = 1, .final_eval_batches = p->final_eval_batches,
-                       .keep_checkpoints = k > 0 ? 1000 : 1, .backend = opt->backend};
+                       .keep_checkpoints = k > 0 ? 1000 : 1, .backend = opt->backend,
+                       .expert_parallel = opt->expert_parallel};
     char *resume = latest_checkpoint(dir), *prev_final = NULL, *grown = NULL;
     double before = NAN, after = NAN;
     int rc = 0;
@@ -527,7 +528,7 @@ static int write_results(const Plan *p, const ExperimentOptions *opt, const char
     char machine[128];
     int on_gpu = opt->backend && opt->backend != backend_cpu();
     snprintf(machine, sizeof machine, "%ld cores, %s backend%s, %d rank%s", sysconf(_SC_NPROCESSORS_ONLN),
-             on_gpu ? "CUDA" : "CPU", on_gpu ? "" : " (OpenBLAS + OpenMP)", dist_size(), dist_size() > 1 ? "s (MPI data parallel)" : "");
+             on_gpu ? "CUDA" : "CPU", on_gpu ? "" : " (OpenBLAS + OpenMP)", dist_size(), dist_size() > 1 ? (opt->expert_parallel ? "s (MPI data + expert parallel)" : "s (MPI data parallel)") : "");
     cJSON_AddStringToObject(j, "machine", machine);
     cJSON_AddStringToObject(j, "data", opt->data_dir);
     cJSON *base = cJSON_AddObjectToObject(j, "base");

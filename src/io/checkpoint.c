@@ -7,28 +7,100 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "dist/dist.h"
 #include "io/safetensors.h"
 #include "util.h"
 
-/* Writes tensors (one per parameter, selected by filter) from a host copy of a buffer. */
-static int write_tensors(const char *path, const Model *m, const float *host, const char *prefix, int trainable_only,
-                         const char *meta_step) {
+/* Expert parallel: rank 0 writes every tensor of the whole model's table; the experts it does
+ * not hold arrive from their ranks one tensor at a time, in table order (bounded memory). The
+ * other ranks send theirs in the same order (send_shards). Rank 0 receives every tensor even
+ * after a write failed, so that no rank is left waiting. Without expert parallelism the table
+ * is the model's own. */
+typedef struct {
+    const Model *m;
+    ParamInfo *table;
+    int n, own;                 /* own: table is m->params */
+    float *buf;                 /* one tensor from another rank */
+} FullTable;
+
+static void full_table_open(FullTable *t, const Model *m) {
+    memset(t, 0, sizeof *t);
+    t->m = m;
+    if (m->ep_size > 1) {
+        t->n = model_full_table(&m->cfg, &t->table);
+        size_t max = 0;
+        for (int i = 0; i < t->n; i++) max = t->table[i].numel > max ? t->table[i].numel : max;
+        t->buf = xmalloc(max * sizeof(float));
+    } else {
+        t->table = m->params, t->n = m->n_params, t->own = 1;
+    }
+}
+
+static void full_table_close(FullTable *t) {
+    if (!t->own) free(t->table);
+    free(t->buf);
+}
+
+/* the data of full-table entry i: from host (this rank's copy of a buffer), or received.
+ * *local walks this rank's table alongside (same order). */
+static const float *full_table_data(FullTable *t, int i, const float *host, int *local) {
+    const Model *m = t->m;
+    const ParamInfo *p = &t->table[i];
+    if (*local < m->n_params && !strcmp(m->params[*local].name, p->name)) return host + m->params[(*local)++].offset;
+    dist_recv_floats(t->buf, p->numel, model_param_owner(m, p), "the expert weights for the checkpoint");
+    return t->buf;
+}
+
+/* rank 0 after a failed write: receive the other ranks' tensors of `passes` passes, unwritten */
+static void drain_shards(const Model *m, int trainable_only, int passes) {
+    FullTable t;
+    full_table_open(&t, m);
+    for (int pass = 0; pass < passes; pass++)
+        for (int i = 0, local = 0; i < t.n; i++)
+            if (model_param_owner(m, &t.table[i]) > 0 && (!trainable_only || t.table[i].trainable))
+                full_table_data(&t, i, NULL, &local);
+    full_table_close(&t);
+}
+
+/* the other ranks' side: this rank's experts, in table order */
+static void send_shards(const Model *m, const float *host, int trainable_only) {
+    for (int i = 0; i < m->n_params; i++)
+        if (m->params[i].sharded && (!trainable_only || m->params[i].trainable))
+            dist_send_floats(host + m->params[i].offset, m->params[i].numel, 0, "the expert weights for the checkpoint");
+}
+
+/* Writes tensors (one per parameter of the whole model, selected by filter) from a host copy
+ * of a buffer; with host_b, a second pass writes prefix_b tensors from it (Adam's moments). */
+static int write_tensors(const char *path, const Model *m, const float *host, const char *prefix, const float *host_b,
+                         const char *prefix_b, int trainable_only, const char *meta_step) {
+    FullTable t;
+    full_table_open(&t, m);
     StWriter *w = st_writer_new();
     char name[PARAM_NAME_MAX + 32];
-    for (int i = 0; i < m->n_params; i++) {
-        const ParamInfo *p = &m->params[i];
-        if (trainable_only && !p->trainable) continue;
-        snprintf(name, sizeof name, "%s%s", prefix, p->name);
-        st_writer_add(w, name, ST_F32, p->ndim, p->shape);
-    }
+    int passes = host_b ? 2 : 1;
+    for (int pass = 0; pass < passes; pass++)
+        for (int i = 0; i < t.n; i++) {
+            const ParamInfo *p = &t.table[i];
+            if (trainable_only && !p->trainable) continue;
+            snprintf(name, sizeof name, "%s%s", pass ? prefix_b : prefix, p->name);
+            st_writer_add(w, name, ST_F32, p->ndim, p->shape);
+        }
     st_writer_meta(w, "format", "pt");
     if (meta_step) st_writer_meta(w, "step", meta_step);
     int rc = st_writer_open(w, path);
-    for (int i = 0; i < m->n_params && !rc; i++) {
-        const ParamInfo *p = &m->params[i];
-        if (trainable_only && !p->trainable) continue;
-        rc = st_writer_write(w, host + p->offset, p->numel * sizeof(float));
+    for (int pass = 0; pass < passes; pass++) {
+        int local = 0;
+        for (int i = 0; i < t.n; i++) {
+            const ParamInfo *p = &t.table[i];
+            if (trainable_only && !p->trainable) {
+                if (local < m->n_params && !strcmp(m->params[local].name, p->name)) local++;
+                continue;
+            }
+            const float *data = full_table_data(&t, i, pass ? host_b : host, &local);
+            if (!rc) rc = st_writer_write(w, data, p->numel * sizeof(float));
+        }
     }
+    full_table_close(&t);
     if (rc) { /* e.g. disk full: close and remove the temp file, free the writer; the error stays */
         st_writer_abort(w);
         return -1;
@@ -36,33 +108,46 @@ static int write_tensors(const char *path, const Model *m, const float *host, co
     return st_writer_commit(w);
 }
 
+/* host copies of the weights, or of Adam's two moments */
+static float *download(const Model *m, const float *mem) {
+    float *host = xmalloc(m->n_floats * sizeof(float));
+    m->be->download(host, mem, m->n_floats * sizeof(float));
+    return host;
+}
+
+static int write_weights(const char *path, const Model *m) {
+    float *host = download(m, m->param_mem);
+    int rc = write_tensors(path, m, host, "", NULL, NULL, 0, NULL);
+    free(host);
+    return rc;
+}
+
 static int write_optimizer(const char *path, const Model *m) {
-    size_t bytes = m->n_floats * sizeof(float);
-    float *mom1 = xmalloc(bytes), *mom2 = xmalloc(bytes);
-    m->be->download(mom1, m->adam_m, bytes);
-    m->be->download(mom2, m->adam_v, bytes);
-    StWriter *w = st_writer_new();
-    char name[PARAM_NAME_MAX + 32], step[32];
-    for (int pass = 0; pass < 2; pass++)
-        for (int i = 0; i < m->n_params; i++) {
-            if (!m->params[i].trainable) continue;
-            snprintf(name, sizeof name, "%s%s", pass ? "exp_avg_sq." : "exp_avg.", m->params[i].name);
-            st_writer_add(w, name, ST_F32, m->params[i].ndim, m->params[i].shape);
-        }
+    float *mom1 = download(m, m->adam_m), *mom2 = download(m, m->adam_v);
+    char step[32];
     snprintf(step, sizeof step, "%d", m->step);
-    st_writer_meta(w, "step", step);
-    int rc = st_writer_open(w, path);
-    for (int pass = 0; pass < 2 && !rc; pass++)
-        for (int i = 0; i < m->n_params && !rc; i++) {
-            if (!m->params[i].trainable) continue;
-            const float *src = (pass ? mom2 : mom1) + m->params[i].offset;
-            rc = st_writer_write(w, src, m->params[i].numel * sizeof(float));
-        }
-    if (!rc) rc = st_writer_commit(w);
-    else st_writer_abort(w);
+    int rc = write_tensors(path, m, mom1, "exp_avg.", mom2, "exp_avg_sq.", 1, step);
     free(mom1);
     free(mom2);
     return rc;
+}
+
+/* expert parallel, ranks other than 0: send this rank's experts (weights, then the moments),
+ * and learn from rank 0 whether the checkpoint was written */
+static int save_as_follower(const Model *m, int with_optimizer) {
+    float *host = download(m, m->param_mem);
+    send_shards(m, host, 0);
+    free(host);
+    if (with_optimizer) {
+        float *mom1 = download(m, m->adam_m), *mom2 = download(m, m->adam_v);
+        send_shards(m, mom1, 1);
+        send_shards(m, mom2, 1);
+        free(mom1);
+        free(mom2);
+    }
+    int32_t rc = 0;
+    dist_bcast_bytes(&rc, sizeof rc, "the checkpoint result");
+    return rc ? -1 : 0;
 }
 
 static int write_trainer_state(const char *path, const TrainerState *s) {
@@ -104,6 +189,8 @@ int checkpoint_save(const char *dir, const Model *m, const TrainerState *state, 
 
 int checkpoint_save_with(const char *dir, const Model *m, const TrainerState *state, int with_optimizer,
                          const char *extra_name, const char *extra_text) {
+    if (m->ep_size > 1 && m->ep_rank != 0) return save_as_follower(m, with_optimizer);
+    int weights_sent = 0, moments_sent = 0; /* expert parallel: what the other ranks have sent */
     size_t n = strlen(dir) + 64;
     char *tmp = xmalloc(n), *old = xmalloc(n);
     snprintf(tmp, n, "%s.tmp.%ld", dir, (long)getpid());
@@ -117,17 +204,20 @@ int checkpoint_save_with(const char *dir, const Model *m, const TrainerState *st
         free(path);
     }
     if (!rc) {
-        float *host = xmalloc(m->n_floats * sizeof(float));
-        m->be->download(host, m->param_mem, m->n_floats * sizeof(float));
         path = path_join(tmp, "model.safetensors");
-        rc = write_tensors(path, m, host, "", 0, NULL);
+        rc = write_weights(path, m);
+        weights_sent = 1;
         free(path);
-        free(host);
     }
     if (!rc && with_optimizer) {
         path = path_join(tmp, "optimizer.safetensors");
         rc = write_optimizer(path, m);
+        moments_sent = 1;
         free(path);
+    }
+    if (m->ep_size > 1) { /* after a failure: take (and drop) what the other ranks still send */
+        if (!weights_sent) drain_shards(m, 0, 1);
+        if (with_optimizer && !moments_sent) drain_shards(m, 1, 2);
     }
     if (!rc && state) {
         path = path_join(tmp, "trainer.json");
@@ -162,6 +252,10 @@ int checkpoint_save_with(const char *dir, const Model *m, const TrainerState *st
     if (rc) remove_tree(tmp);
     free(tmp);
     free(old);
+    if (m->ep_size > 1) { /* tell the other ranks the result */
+        int32_t result = rc;
+        dist_bcast_bytes(&result, sizeof result, "the checkpoint result");
+    }
     return rc;
 }
 
@@ -185,15 +279,26 @@ static int read_tensors(const StFile *f, const Model *m, float *host, const char
         if (st_read_f32(f, name, host + p->offset, p->ndim, p->shape)) return -1;
         expected++;
     }
+    /* expert parallel: the file holds every rank's experts; each rank reads its own */
+    ParamInfo *full = NULL;
+    int n_full = m->ep_size > 1 ? model_full_table(&m->cfg, &full) : 0;
+    if (full) {
+        expected = 0;
+        for (int i = 0; i < n_full; i++) expected += !trainable_only || full[i].trainable;
+    }
     if (f->n_tensors != expected) {
         for (int t = 0; t < f->n_tensors; t++) {
             const char *tn = f->tensors[t].name;
             size_t pl = strlen(prefix);
             int known = strncmp(tn, prefix, pl) == 0 && model_find_param(m, tn + pl) >= 0;
-            if (!known)
+            for (int i = 0; i < n_full && !known; i++) known = strncmp(tn, prefix, pl) == 0 && !strcmp(full[i].name, tn + pl);
+            if (!known) {
+                free(full);
                 return up_error("%s: unexpected tensor %s; expected only the tensors of the model in config.json", f->path, tn);
+            }
         }
     }
+    free(full);
     return 0;
 }
 
