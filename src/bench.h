@@ -7,6 +7,8 @@
 
 /* Best GFLOP/s of an n x n x n sgemm over repeated calls lasting at least `seconds`. */
 double bench_sgemm_gflops(int n, double seconds);
+/* the same product with the CPU backend's bf16 GEMM (0 where the CPU has no AVX-512 BF16) */
+double bench_bf16_gemm_gflops(int n, double seconds);
 
 typedef struct {
     double seconds_per_step, tokens_per_second, model_gflops; /* achieved model FLOP/s (6N-style, see model.h) */

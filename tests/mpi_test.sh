@@ -14,6 +14,8 @@
 #     checkpoint written by 2 expert parallel ranks holds every expert and resumes in 1 process;
 #     a model grown from it (twice the experts, spread over the ranks) trains on 2 ranks as in
 #     1 process; shapes that cannot be sharded give one-line errors; an experiment plan too
+#   - grow --alloc utility under mpirun: the ranks split the scoring batches, rank 0 writes; the
+#     same allocation, utilities (1e-5) and weights as one process
 # Prints "ok NAME" / "FAIL NAME: ..." per check and "mpi: N passed, N failed, N skipped".
 # With a binary built without MPI (make features says "MPI ✗"; the sanitizer build) or without
 # mpirun, every check is
@@ -33,7 +35,8 @@ NAMES=("data parallel equals one process (bias on)" "data parallel equals one pr
   "resume with a different number of ranks" "grow under mpirun + CPT" "batch not divisible by the ranks"
   "a killed rank ends the job" "a stopped rank times out" "experiment under mpirun equals one process"
   "expert parallel equals one process (2 and 4 ranks)" "expert parallel checkpoint: resume in 1 process, grow, CPT on 2 ranks"
-  "expert parallel refuses shapes it cannot shard" "experiment with --expert-parallel equals one process")
+  "expert parallel refuses shapes it cannot shard" "experiment with --expert-parallel equals one process"
+  "grow --alloc utility split over 2 ranks equals one process")
 
 if ! command -v mpirun >/dev/null 2>&1 || ! ldd "$UP" 2>/dev/null | grep -q 'libmpi'; then
   for n in "${NAMES[@]}"; do skip "$n" "no MPI in this build (install openmpi-bin libopenmpi-dev, rebuild)"; done
@@ -289,6 +292,29 @@ EOF
 cx=$?
 if [ "$rc" -eq 0 ] && [ "$cx" -eq 0 ]; then ok "${NAMES[11]}: $cmp_x"
 else fail "${NAMES[11]}" "exit $rc, $cmp_x, stderr: $(oneline "$(cat "$W/xep_err")")"; fi
+
+# ---- 13. grow --alloc utility by 2 ranks (each scores half of the batches) equals one process
+GU=(grow --ckpt "$W/one/final" --factor 2 --alloc utility --data "$DATA" --utility-batches 4 --threads 1)
+"$UP" "${GU[@]}" --out "$W/gu1" >/dev/null 2>&1
+"${MPIRUN[@]}" 2 "$UP" "${GU[@]}" --out "$W/gu2" >"$W/gu2_out" 2>"$W/gu2_err"
+rc=$?
+cmp_u=$(/usr/bin/python3 - "$W/gu1/grow.json" "$W/gu2/grow.json" <<'EOF'
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+worst = 0.0
+for la, lb in zip(a["layers"], b["layers"]):
+    if la["copies"] != lb["copies"]:
+        print(f"layer {la['layer']}: copies {la['copies']} vs {lb['copies']}"); sys.exit(1)
+    worst = max([worst] + [abs(x - y) / max(abs(x), 1e-30) for x, y in zip(la["utility"], lb["utility"])])
+print(f"same copies, utilities worst rel diff {worst:.1e}, scored by {a['utility_ranks']} and {b['utility_ranks']} ranks")
+sys.exit(0 if worst <= 1e-5 and a["utility_ranks"] == 1 and b["utility_ranks"] == 2 and len(a["layers"]) == 2 else 1)
+EOF
+)
+cu=$?
+reports=$(grep -c '^grew ' "$W/gu2_out")
+if [ "$rc" -eq 0 ] && [ "$cu" -eq 0 ] && [ "$reports" -eq 1 ] && cmp -s "$W/gu1/model.safetensors" "$W/gu2/model.safetensors"; then
+  ok "${NAMES[12]}: $cmp_u, identical weights"
+else fail "${NAMES[12]}" "exit $rc, $cmp_u, $reports reports (expected 1), stderr: $(oneline "$(cat "$W/gu2_err")")"; fi
 
 echo "mpi: $PASS passed, $FAILED failed, $SKIPPED skipped"
 [ "$FAILED" -eq 0 ]

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "cpu/gemm_bf16.h"
 #include "data/shard.h"
 #include "fixtures.h"
 #include "model.h"
@@ -129,11 +130,20 @@ TEST(backend_select_devices) {
 #endif
 }
 
-TEST(backend_cpu_rejects_bf16) {
+/* bf16 on the CPU: the AVX-512 BF16 GEMM where the CPU has it (tests/test_gemm_bf16.c), else
+ * a one-line error; precision 7 is no precision */
+TEST(backend_cpu_precisions) {
     const Backend *cpu = backend_cpu();
     CHECK(cpu->set_precision(PRECISION_FP32) == 0);
-    CHECK(cpu->set_precision(PRECISION_BF16) == -1);
-    CHECK(strstr(up_last_error(), "bf16 needs the CUDA backend; expected --precision fp32") != NULL);
+    if (gemm_bf16_supported()) {
+        CHECK(cpu->set_precision(PRECISION_BF16) == 0);
+    } else {
+        CHECK(cpu->set_precision(PRECISION_BF16) == -1);
+        CHECK(strstr(up_last_error(), "bf16 on the CPU needs AVX-512 BF16") != NULL);
+    }
+    CHECK(cpu->set_precision(7) == -1);
+    CHECK(strstr(up_last_error(), "precision 7; expected fp32 or bf16") != NULL);
+    CHECK(cpu->set_precision(PRECISION_FP32) == 0);
     CHECK(cpu->attention_lse_only); /* the CPU keeps row logsumexps too (no T x T matrix) */
 }
 

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "dist/dist.h"
 #include "grow/grow.h"
 #include "grow/hf.h"
 #include "grow/init.h"
@@ -119,9 +120,14 @@ int cmd_grow(int argc, char **argv) {
         up_error("%s: not a checkpoint directory; expected a directory with config.json and safetensors", in);
         return cli_fail();
     }
-    if (!is_upcycle_checkpoint(in)) return cli_grow_hf(in, out, &o);
+    if (!is_upcycle_checkpoint(in)) return dist_rank() == 0 ? cli_grow_hf(in, out, &o) : 0; /* streamed by rank 0 */
     GrowReport r;
-    if (grow_checkpoint(in, out, &o, &r)) return cli_fail();
+    /* under mpirun with --alloc utility every rank runs this (src/cli/main.c): they split the
+     * utility batches, and rank 0 alone writes and reports */
+    o.all_ranks = dist_active() && o.alloc == ALLOC_UTILITY;
+    int g = grow_checkpoint(in, out, &o, &r);
+    if (g == GROW_FOLLOWER_DONE) return 0;
+    if (g) return cli_fail();
     if (o.check)
         printf("check (val loss on %d batches): before %.4f | after %.4f | gap %+.4f\n", o.check_batches, r.loss_before,
                r.loss_after, r.loss_after - r.loss_before);

@@ -60,7 +60,7 @@ int cmd_train(int argc, char **argv) {
         {"log-every", OPT_INT, &log_every, "progress line every N steps"},
         {"threads", OPT_INT, &threads, "OpenMP/OpenBLAS threads (default: all cores)"},
         {"device", OPT_STR, &device, "auto (default: the GPU when one is visible), cpu or cuda"},
-        {"precision", OPT_STR, &precision, "fp32 (default) or bf16 (CUDA: bf16 GEMMs, fp32 master weights)"},
+        {"precision", OPT_STR, &precision, "fp32 (default) or bf16 (bf16 GEMM operands, fp32 accumulation and master weights; CPU: AVX-512 BF16)"},
         {"force", OPT_FLAG, &force, "start fresh in an output directory that already has a run"},
         {"expert-parallel", OPT_FLAG, &expert_parallel, "under mpirun: shard each MoE layer's experts over the ranks (all-to-all)"},
         {"quiet", OPT_FLAG, &quiet, "no progress lines"},

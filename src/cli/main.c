@@ -42,6 +42,13 @@ static int run_command(int argc, char **argv) {
     return 2;
 }
 
+static int grow_uses_utility(int argc, char **argv) {
+    for (int i = 2; i < argc; i++)
+        if ((!strcmp(argv[i], "--alloc") && i + 1 < argc && !strcmp(argv[i + 1], "utility")) || !strcmp(argv[i], "--alloc=utility"))
+            return 1;
+    return 0;
+}
+
 /* Under mpirun every rank runs the command (train: data parallel). A rank that fails stops the
  * whole job (MPI_Abort) rather than leaving the others waiting in a collective. */
 int main(int argc, char **argv) {
@@ -50,7 +57,9 @@ int main(int argc, char **argv) {
     /* train and experiment are data parallel; every other command runs on rank 0 while the others wait, so that
      * `mpirun -np N ./upcycle grow ...` in a job script does the work once */
     int parallel = argc >= 2 && (!strcmp(argv[1], "train") || !strcmp(argv[1], "experiment"));
-    if (parallel || dist_rank() == 0) rc = run_command(argc, argv);
+    /* grow --alloc utility: every rank scores a share of the batches, then rank 0 writes */
+    int helpers = argc >= 2 && !strcmp(argv[1], "grow") && grow_uses_utility(argc, argv);
+    if (parallel || helpers || dist_rank() == 0) rc = run_command(argc, argv);
     if (!parallel && !rc) dist_wait_for_leader("the end of the command on rank 0");
     fflush(stdout);
     fflush(stderr);

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "cpu/gemm_bf16.h"
 #include "util.h"
 
 /* ---- memory ---- */
@@ -83,17 +84,29 @@ static void cpu_embedding_backward(float *dtable, const float *dout, const int32
 
 /* ---- linear ---- */
 
+/* --precision bf16: the weight GEMMs (projections, experts) take bf16 operands with fp32
+ * accumulation (gemm_bf16.c); attention's GEMMs, every other op, the weights, gradients and
+ * Adam's moments stay fp32 */
+static int g_bf16 = 0;
+
+/* row-major C = alpha op(A) op(B) + beta C: OpenBLAS sgemm, or the bf16 GEMM when enabled */
+static void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, const float *A, int lda, const float *B,
+                 int ldb, float beta, float *C, int ldc) {
+    if (g_bf16) gemm_bf16(ta == CblasTrans, tb == CblasTrans, M, N, K, A, lda, B, ldb, beta, C, ldc);
+    else cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+}
+
 static void cpu_matmul_forward(float *out, const float *inp, const float *weight, int N, int n_in, int n_out) {
     if (N == 0) return;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, n_out, n_in, 1.0f, inp, n_in, weight, n_in, 0.0f, out, n_out);
+    gemm(CblasNoTrans, CblasTrans, N, n_out, n_in, inp, n_in, weight, n_in, 0.0f, out, n_out);
 }
 
 static void cpu_matmul_backward(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight,
                                 int N, int n_in, int n_out) {
     if (N == 0) return;
-    if (dinp) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, n_in, n_out, 1.0f, dout, n_out, weight, n_in, 1.0f, dinp, n_in);
+    if (dinp) gemm(CblasNoTrans, CblasNoTrans, N, n_in, n_out, dout, n_out, weight, n_in, 1.0f, dinp, n_in);
     if (dweight)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n_out, n_in, N, 1.0f, dout, n_out, inp, n_in, 1.0f, dweight, n_in);
+        gemm(CblasTrans, CblasNoTrans, n_out, n_in, N, dout, n_out, inp, n_in, 1.0f, dweight, n_in);
 }
 
 /* ---- RMSNorm ---- */
@@ -534,10 +547,10 @@ static void cpu_experts_forward(float *yg, float *g, float *u, float *h, const f
         const float *x = xg + (size_t)row * C;
         float *ge = g + (size_t)row * F, *ue = u + (size_t)row * F, *he = h + (size_t)row * F;
         const size_t w_size = (size_t)F * C;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, F, C, 1.0f, x, C, w_gate + e * w_size, C, 0.0f, ge, F);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, F, C, 1.0f, x, C, w_up + e * w_size, C, 0.0f, ue, F);
+        gemm(CblasNoTrans, CblasTrans, n, F, C, x, C, w_gate + e * w_size, C, 0.0f, ge, F);
+        gemm(CblasNoTrans, CblasTrans, n, F, C, x, C, w_up + e * w_size, C, 0.0f, ue, F);
         for (size_t i = 0; i < (size_t)n * F; i++) he[i] = ge[i] * sigmoidf(ge[i]) * ue[i];
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, C, F, 1.0f, he, F, w_down + e * w_size, F, 0.0f,
+        gemm(CblasNoTrans, CblasTrans, n, C, F, he, F, w_down + e * w_size, F, 0.0f,
                     yg + (size_t)row * C, C);
     }
 }
@@ -554,15 +567,15 @@ static void cpu_experts_backward(float *dxg, float *dw_gate, float *dw_up, float
         const float *x = xg + r * C, *dy = dyg + r * C;
         float *dx = dxg + r * C, *dge = dg + r * F, *due = du + r * F, *dhe = dh + r * F;
         /* y = h Wd^T: dh = dy Wd, dWd += dy^T h */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, F, C, 1.0f, dy, C, w_down + e * w_size, F, 0.0f, dhe, F);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, C, F, n, 1.0f, dy, C, h + r * F, F, 1.0f,
+        gemm(CblasNoTrans, CblasNoTrans, n, F, C, dy, C, w_down + e * w_size, F, 0.0f, dhe, F);
+        gemm(CblasTrans, CblasNoTrans, C, F, n, dy, C, h + r * F, F, 1.0f,
                     dw_down + e * w_size, F);
         swiglu_backward_serial(dge, due, dhe, g + r * F, u + r * F, (size_t)n * F);
         /* g = x Wg^T, u = x Wu^T: dx = dg Wg + du Wu; dWg += dg^T x; dWu += du^T x */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, C, F, 1.0f, dge, F, w_gate + e * w_size, C, 0.0f, dx, C);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, C, F, 1.0f, due, F, w_up + e * w_size, C, 1.0f, dx, C);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, F, C, n, 1.0f, dge, F, x, C, 1.0f, dw_gate + e * w_size, C);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, F, C, n, 1.0f, due, F, x, C, 1.0f, dw_up + e * w_size, C);
+        gemm(CblasNoTrans, CblasNoTrans, n, C, F, dge, F, w_gate + e * w_size, C, 0.0f, dx, C);
+        gemm(CblasNoTrans, CblasNoTrans, n, C, F, due, F, w_up + e * w_size, C, 1.0f, dx, C);
+        gemm(CblasTrans, CblasNoTrans, F, C, n, dge, F, x, C, 1.0f, dw_gate + e * w_size, C);
+        gemm(CblasTrans, CblasNoTrans, F, C, n, due, F, x, C, 1.0f, dw_up + e * w_size, C);
     }
 }
 
@@ -622,8 +635,10 @@ static void cpu_balance_bias_update(float *bias, const int32_t *loads, int E, fl
 }
 
 static int cpu_set_precision(int precision) {
-    if (precision == PRECISION_BF16) return up_error("bf16 needs the CUDA backend; expected --precision fp32");
-    if (precision != PRECISION_FP32) return up_error("precision %d; expected fp32", precision);
+    if (precision == PRECISION_BF16 && !gemm_bf16_supported())
+        return up_error("bf16 on the CPU needs AVX-512 BF16, which this CPU lacks; expected --precision fp32 (or --device cuda)");
+    if (precision != PRECISION_FP32 && precision != PRECISION_BF16) return up_error("precision %d; expected fp32 or bf16", precision);
+    g_bf16 = precision == PRECISION_BF16;
     return 0;
 }
 

@@ -10,6 +10,7 @@
 #include "io/checkpoint.h"
 #include "model.h"
 #include "train.h"
+#include "dist/dist.h"
 #include "util.h"
 
 void grow_options_defaults(GrowOptions *o) {
@@ -54,9 +55,11 @@ static double sum_sq(const float *x, size_t n) {
 }
 
 /* Accumulates gradients over `batches` batches of the pretrain split (in order, no shuffle)
- * and scores every expert of every MoE layer. */
+ * and scores every expert of every MoE layer. With all_ranks (every MPI rank calls this), rank
+ * r takes batches r, r + ranks, ... and the sums are added across ranks. */
 static int utilities_of_model(Model *m, const char *ckpt, int has_optimizer, const char *data_dir, UtilityKind kind,
-                              int batches, double *utility) {
+                              int batches, int all_ranks, double *utility) {
+    int ranks = all_ranks ? dist_size() : 1, rank = all_ranks ? dist_rank() : 0;
     int n_moe = model_config_n_moe_layers(&m->cfg), E = m->cfg.n_experts;
     float *sum_g = NULL, *sum_g2 = NULL;
     if (kind != UTIL_WEIGHT_NORM) {
@@ -77,6 +80,7 @@ static int utilities_of_model(Model *m, const char *ckpt, int has_optimizer, con
         float *g = xmalloc(sizeof(float) * m->n_floats);
         for (int b = 0; b < batches; b++) {
             loader_next(&ld, tokens);
+            if (b % ranks != rank) continue;
             model_zero_grad(m);
             model_forward(m, tokens, 0, 0);
             model_backward(m, 0, 0);
@@ -86,6 +90,10 @@ static int utilities_of_model(Model *m, const char *ckpt, int has_optimizer, con
         free(g);
         free(tokens);
         loader_close(&ld);
+        if (ranks > 1) {
+            dist_sum_floats(sum_g, m->n_floats, "the utility gradients");
+            dist_sum_floats(sum_g2, m->n_floats, "the utility gradients");
+        }
     }
     float *w = xmalloc(sizeof(float) * m->n_floats), *v = NULL;
     m->be->download(w, m->param_mem, sizeof(float) * m->n_floats);
@@ -126,7 +134,7 @@ int grow_compute_utilities(const char *ckpt, const char *data_dir, UtilityKind k
     Model m;
     int has_opt;
     if (load_model(ckpt, &m, &has_opt)) return -1;
-    int rc = utilities_of_model(&m, ckpt, has_opt, data_dir, kind, batches, utility);
+    int rc = utilities_of_model(&m, ckpt, has_opt, data_dir, kind, batches, 0, utility);
     model_free(&m);
     return rc;
 }
@@ -222,7 +230,11 @@ static cJSON *plan_to_json(const GrowPlan *plan, const GrowOptions *opt, const M
     cJSON_AddNumberToObject(j, "experts_before", from->n_experts);
     cJSON_AddNumberToObject(j, "experts_after", to->n_experts);
     cJSON_AddStringToObject(j, "alloc", opt->alloc == ALLOC_UTILITY ? "utility" : "uniform");
-    if (opt->alloc == ALLOC_UTILITY) cJSON_AddStringToObject(j, "utility", UTILITY_NAMES[opt->utility]);
+    if (opt->alloc == ALLOC_UTILITY) {
+        cJSON_AddStringToObject(j, "utility", UTILITY_NAMES[opt->utility]);
+        cJSON_AddNumberToObject(j, "utility_batches", opt->utility_batches);
+        cJSON_AddNumberToObject(j, "utility_ranks", opt->all_ranks ? dist_size() : 1); /* MPI ranks that scored them */
+    }
     char spec[128];
     expert_init_describe(&opt->expert_init, spec, sizeof spec);
     cJSON_AddStringToObject(j, "expert_init", spec);
@@ -324,7 +336,13 @@ int grow_checkpoint(const char *in_dir, const char *out_dir, const GrowOptions *
     double *utility = NULL;
     if (!opt->from_dense && opt->alloc == ALLOC_UTILITY) {
         utility = xcalloc((size_t)n_moe * sc->n_experts, sizeof(double));
-        rc = utilities_of_model(&src, in_dir, has_opt, opt->data_dir, opt->utility, opt->utility_batches, utility);
+        rc = utilities_of_model(&src, in_dir, has_opt, opt->data_dir, opt->utility, opt->utility_batches, opt->all_ranks,
+                                utility);
+        if (!rc && opt->all_ranks && dist_rank() != 0) { /* the scores are in; rank 0 writes */
+            free(utility), free(plan.layers);
+            model_free(&src), model_free(&dst);
+            return GROW_FOLLOWER_DONE;
+        }
     }
     int selected[MAX_LAYERS];
     if (!rc) rc = parse_layers(opt->layers, &dst, selected);

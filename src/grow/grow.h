@@ -36,10 +36,14 @@ typedef struct {
     const char *layers;       /* NULL/"all", or "1,3,..": layers where utility allocation and init
                                * heuristics apply; other MoE layers grow uniformly by exact copy */
     int force;
+    int all_ranks;            /* under mpirun every rank runs grow: they split the utility batches; rank 0 writes */
     int quiet;
     /* dense -> MoE sparse upcycling */
     int from_dense, top_k, sparse_step;
 } GrowOptions;
+
+/* grow_checkpoint's result on a rank other than 0 with all_ranks: it helped score, rank 0 writes */
+#define GROW_FOLLOWER_DONE 1
 
 typedef struct {
     double loss_before, loss_after; /* with check */

@@ -1,0 +1,170 @@
+/* gemm_bf16.c - C = beta C + op(A) op(B) with bf16 operands and fp32 accumulation (AVX-512 BF16).
+ *
+ * The CPU backend's mixed-precision path: Debian's OpenBLAS has no sbgemm, so this is our own.
+ * Operands stay fp32 in memory (master weights, activations); they are rounded to bf16 (nearest
+ * even) while being packed, as cuBLAS's fast-bf16 compute mode does on the GPU.
+ *
+ * Blocking (Goto): for each NC x KC block of op(B), pack it into panels of 32 columns whose
+ * k-pairs are interleaved, so that one 512-bit load holds (b[2p][j], b[2p+1][j]) for 16 j; for
+ * each MC x KC block of op(A), pack panels of 6 rows as 32-bit (a[i][2p], a[i][2p+1]) pairs; a
+ * 6 x 32 micro-kernel keeps 12 accumulators in registers and issues VDPBF16PS (two
+ * multiply-adds per lane). Odd K and ragged edges are zero-padded in the packs. */
+#include "cpu/gemm_bf16.h"
+
+#include <immintrin.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+
+#define MR 6
+#define NR 32
+#define KC 256 /* multiple of 2 */
+#define MC 72  /* multiple of MR */
+#define NC 512 /* multiple of NR */
+
+int gemm_bf16_supported(void) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512f");
+#else
+    return 0;
+#endif
+}
+
+/* fp32 -> bf16, round to nearest even; NaN stays NaN */
+static inline uint16_t to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+float gemm_bf16_round(float f) {
+    uint32_t u = (uint32_t)to_bf16(f) << 16;
+    float r;
+    memcpy(&r, &u, sizeof r);
+    return r;
+}
+
+/* per-thread pack buffers (grown, kept for the next call) */
+static _Thread_local uint16_t *tl_bpack, *tl_apack;
+static _Thread_local size_t tl_bcap, tl_acap;
+
+static uint16_t *buffer(uint16_t **buf, size_t *cap, size_t n) {
+    if (n > *cap) {
+        free(*buf);
+        *buf = aligned_alloc(64, ((n * sizeof(uint16_t) + 63) / 64) * 64);
+        if (!*buf) {
+            fprintf(stderr, "upcycle: out of memory packing a bf16 GEMM operand (%zu bytes)\n", n * sizeof(uint16_t));
+            exit(1);
+        }
+        *cap = n;
+    }
+    return *buf;
+}
+
+/* op(B) rows [k0, k0+kc), columns [j0, j0+nc) -> panels of NR columns: panel q, pair p holds
+ * 2*NR bf16: (b[k0+2p][j], b[k0+2p+1][j]) for j in the panel */
+static void pack_b(uint16_t *dst, const float *B, int ldb, int transB, int k0, int kc, int j0, int nc) {
+    int pairs = (kc + 1) / 2;
+    for (int q = 0; q * NR < nc; q++) {
+        uint16_t *panel = dst + (size_t)q * pairs * 2 * NR;
+        for (int p = 0; p < pairs; p++)
+            for (int jj = 0; jj < NR; jj++) {
+                int j = q * NR + jj;
+                for (int h = 0; h < 2; h++) {
+                    int k = 2 * p + h;
+                    float v = 0.0f;
+                    if (j < nc && k < kc) v = transB ? B[(size_t)(j0 + j) * ldb + k0 + k] : B[(size_t)(k0 + k) * ldb + j0 + j];
+                    panel[((size_t)p * NR + jj) * 2 + h] = to_bf16(v);
+                }
+            }
+    }
+}
+
+/* op(A) rows [i0, i0+mc), columns [k0, k0+kc) -> panels of MR rows: panel q, pair p holds MR
+ * 32-bit words (a[i][k0+2p] low, a[i][k0+2p+1] high) */
+static void pack_a(uint16_t *dst, const float *A, int lda, int transA, int i0, int mc, int k0, int kc) {
+    int pairs = (kc + 1) / 2;
+    for (int q = 0; q * MR < mc; q++) {
+        uint16_t *panel = dst + (size_t)q * pairs * 2 * MR;
+        for (int p = 0; p < pairs; p++)
+            for (int ii = 0; ii < MR; ii++) {
+                int i = q * MR + ii;
+                for (int h = 0; h < 2; h++) {
+                    int k = 2 * p + h;
+                    float v = 0.0f;
+                    if (i < mc && k < kc) v = transA ? A[(size_t)(k0 + k) * lda + i0 + i] : A[(size_t)(i0 + i) * lda + k0 + k];
+                    panel[((size_t)p * MR + ii) * 2 + h] = to_bf16(v);
+                }
+            }
+    }
+}
+
+__attribute__((target("avx512f,avx512bf16"))) static void kernel(int pairs, const uint16_t *a, const uint16_t *b, float *c,
+                                                                 int ldc, int mr, int nr, float beta) {
+    __m512 acc[MR][2];
+    for (int r = 0; r < MR; r++) acc[r][0] = _mm512_setzero_ps(), acc[r][1] = _mm512_setzero_ps();
+    const uint32_t *a32 = (const uint32_t *)a;
+    for (int p = 0; p < pairs; p++) {
+        __m512bh b0 = (__m512bh)_mm512_load_si512((const void *)(b + (size_t)p * 2 * NR));
+        __m512bh b1 = (__m512bh)_mm512_load_si512((const void *)(b + (size_t)p * 2 * NR + NR));
+        for (int r = 0; r < MR; r++) {
+            __m512bh av = (__m512bh)_mm512_set1_epi32((int)a32[(size_t)p * MR + r]);
+            acc[r][0] = _mm512_dpbf16_ps(acc[r][0], av, b0);
+            acc[r][1] = _mm512_dpbf16_ps(acc[r][1], av, b1);
+        }
+    }
+    __mmask16 m0 = nr >= 16 ? 0xffff : (__mmask16)((1u << nr) - 1);
+    __mmask16 m1 = nr >= 32 ? 0xffff : nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1) : 0;
+    __m512 vb = _mm512_set1_ps(beta);
+    for (int r = 0; r < mr; r++) {
+        float *row = c + (size_t)r * ldc;
+        if (beta == 0.0f) { /* C is not read: it may hold anything */
+            _mm512_mask_storeu_ps(row, m0, acc[r][0]);
+            _mm512_mask_storeu_ps(row + 16, m1, acc[r][1]);
+        } else {
+            __m512 c0 = _mm512_maskz_loadu_ps(m0, row), c1 = _mm512_maskz_loadu_ps(m1, row + 16);
+            _mm512_mask_storeu_ps(row, m0, _mm512_fmadd_ps(vb, c0, acc[r][0]));
+            _mm512_mask_storeu_ps(row + 16, m1, _mm512_fmadd_ps(vb, c1, acc[r][1]));
+        }
+    }
+}
+
+void gemm_bf16(int transA, int transB, int M, int N, int K, const float *A, int lda, const float *B, int ldb, float beta,
+               float *C, int ldc) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) { /* C = beta C */
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) C[(size_t)i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[(size_t)i * ldc + j];
+        return;
+    }
+    /* split over threads when called outside a parallel region (the grouped expert GEMMs are
+     * already spread over the experts) and the product is worth it */
+    int parallel = !omp_in_parallel() && (double)M * N * K > 4e6 && M > MC;
+    for (int j0 = 0; j0 < N; j0 += NC) {
+        int nc = N - j0 < NC ? N - j0 : NC;
+        for (int k0 = 0; k0 < K; k0 += KC) {
+            int kc = K - k0 < KC ? K - k0 : KC, pairs = (kc + 1) / 2;
+            float b_eff = k0 == 0 ? beta : 1.0f;
+            uint16_t *bp = buffer(&tl_bpack, &tl_bcap, (size_t)((nc + NR - 1) / NR) * pairs * 2 * NR);
+            pack_b(bp, B, ldb, transB, k0, kc, j0, nc);
+#pragma omp parallel for schedule(dynamic, 1) if (parallel)
+            for (int i0 = 0; i0 < M; i0 += MC) {
+                int mc = M - i0 < MC ? M - i0 : MC;
+                uint16_t *ap = buffer(&tl_apack, &tl_acap, (size_t)((mc + MR - 1) / MR) * pairs * 2 * MR);
+                pack_a(ap, A, lda, transA, i0, mc, k0, kc);
+                for (int jq = 0; jq * NR < nc; jq++)
+                    for (int iq = 0; iq * MR < mc; iq++) {
+                        int mr = mc - iq * MR < MR ? mc - iq * MR : MR, nr = nc - jq * NR < NR ? nc - jq * NR : NR;
+                        kernel(pairs, ap + (size_t)iq * pairs * 2 * MR, bp + (size_t)jq * pairs * 2 * NR,
+                               C + (size_t)(i0 + iq * MR) * ldc + j0 + jq * NR, ldc, mr, nr, b_eff);
+                    }
+            }
+        }
+    }
+}
