@@ -94,18 +94,41 @@ sys.exit(0 if worst <= 1e-3 and sorted(a) == sorted(b) else 1)
 EOF
 }
 
+# per-step metrics and final weights of run directory $1 against the one-process run $W/one
+same_as_one() {
+  local m w rc=0
+  m=$(compare_metrics "$W/one/metrics.jsonl" "$1/metrics.jsonl" 2>&1) || rc=1
+  w=$(compare_weights "$W/one/final" "$1/final" 2>&1) || rc=1
+  echo "$m, $w"
+  return $rc
+}
+
+# two experiments' results.json: the same 3 runs, final validation losses within 1e-5, and the
+# second's machine line naming how it ran (argument 3)
+compare_results() {
+  /usr/bin/python3 - "$1" "$2" "$3" <<'EOF'
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+ra = {r["id"]: r["final_val_loss"] for r in a["runs"]}
+rb = {r["id"]: r["final_val_loss"] for r in b["runs"]}
+if sorted(ra) != sorted(rb) or len(ra) != 3:
+    print(f"runs differ: {sorted(ra)} vs {sorted(rb)}"); sys.exit(1)
+worst = max(abs(ra[k] - rb[k]) / abs(ra[k]) for k in ra)
+print(f"{len(ra)} runs, worst rel diff of final val loss {worst:.2e}; machine: {b['machine']}")
+sys.exit(0 if worst <= 1e-5 and sys.argv[3] in b["machine"] else 1)
+EOF
+}
+
 # ---- 1. 2 ranks == 1 process
 "$UP" train "${BASE[@]}" --steps 8 --out "$W/one" >/dev/null 2>"$W/err1"
 "${MPIRUN[@]}" 2 "$UP" train "${BASE[@]}" --steps 8 --out "$W/two" >"$W/out2" 2>"$W/err2"
 rc=$?
-cmp_m=$(compare_metrics "$W/one/metrics.jsonl" "$W/two/metrics.jsonl" 2>&1)
-cm=$?
-cmp_w=$(compare_weights "$W/one/final" "$W/two/final" 2>&1)
-cw=$?
+cmp_1=$(same_as_one "$W/two")
+c1=$?
 done_lines=$(grep -c '^done:' "$W/out2")
-if [ "$rc" -eq 0 ] && [ "$cm" -eq 0 ] && [ "$cw" -eq 0 ] && [ "$done_lines" -le 1 ]; then
-  ok "${NAMES[0]}: $cmp_m; $cmp_w"
-else fail "${NAMES[0]}" "mpirun exit $rc, $cmp_m, $cmp_w, $done_lines done lines, stderr: $(oneline "$(cat "$W/err2")")"; fi
+if [ "$rc" -eq 0 ] && [ "$c1" -eq 0 ] && [ "$done_lines" -le 1 ]; then
+  ok "${NAMES[0]}: $cmp_1"
+else fail "${NAMES[0]}" "mpirun exit $rc, $cmp_1, $done_lines done lines, stderr: $(oneline "$(cat "$W/err2")")"; fi
 
 # ---- 2. 4 ranks (2 sequences each), balancing bias off, vs 1 process
 "$UP" train "${BASE[@]}" --steps 6 --bias-rate 0 --out "$W/one_nb" >/dev/null 2>&1
@@ -207,18 +230,7 @@ EOF_PLAN
 "${MPIRUN[@]}" 2 "$UP" experiment --plan "$W/plan.json" --data "$DATA" --out "$W/x2" --threads 1 --device cpu \
   >"$W/x2_out" 2>"$W/x2_err"
 rc=$?
-cmp_x=$(/usr/bin/python3 - "$W/x1/results.json" "$W/x2/results.json" <<'EOF'
-import json, sys
-a, b = (json.load(open(p)) for p in sys.argv[1:3])
-ra = {r["id"]: r["final_val_loss"] for r in a["runs"]}
-rb = {r["id"]: r["final_val_loss"] for r in b["runs"]}
-if sorted(ra) != sorted(rb) or len(ra) != 3:
-    print(f"runs differ: {sorted(ra)} vs {sorted(rb)}"); sys.exit(1)
-worst = max(abs(ra[k] - rb[k]) / abs(ra[k]) for k in ra)
-print(f"{len(ra)} runs, worst rel diff of final val loss {worst:.2e}; machine: {b['machine']}")
-sys.exit(0 if worst <= 1e-5 and "2 ranks" in b["machine"] else 1)
-EOF
-)
+cmp_x=$(compare_results "$W/x1/results.json" "$W/x2/results.json" "2 ranks" 2>&1)
 cx=$?
 tables=$(grep -c 'results:' "$W/x2_out")
 if [ "$rc" -eq 0 ] && [ "$cx" -eq 0 ] && [ "$tables" -eq 1 ]; then ok "${NAMES[7]}: $cmp_x"
@@ -231,18 +243,14 @@ for a in "${BASE[@]}"; do [ "$a" = --quiet ] || LOUD+=("$a"); done
 rc2=$?
 "${MPIRUN[@]}" 4 "$UP" train "${BASE[@]}" --steps 8 --expert-parallel --out "$W/ep4" >/dev/null 2>"$W/ep4_err"
 rc4=$?
-c2=$(compare_metrics "$W/one/metrics.jsonl" "$W/ep2/metrics.jsonl" 2>&1)
+c2=$(same_as_one "$W/ep2")
 e2=$?
-c4=$(compare_metrics "$W/one/metrics.jsonl" "$W/ep4/metrics.jsonl" 2>&1)
+c4=$(same_as_one "$W/ep4")
 e4=$?
-w2=$(compare_weights "$W/one/final" "$W/ep2/final" 2>&1)
-f2=$?
-w4=$(compare_weights "$W/one/final" "$W/ep4/final" 2>&1)
-f4=$?
 shard_line=$(grep -c '^expert parallel: 4 experts per MoE layer on each of 2 ranks (rank 0 holds 0.954M of the 1.347M parameters)' "$W/ep2_out")
-if [ "$rc2" -eq 0 ] && [ "$rc4" -eq 0 ] && [ "$e2" -eq 0 ] && [ "$e4" -eq 0 ] && [ "$f2" -eq 0 ] && [ "$f4" -eq 0 ] && [ "$shard_line" -eq 1 ]; then
-  ok "${NAMES[8]}: 2 ranks $c2, $w2; 4 ranks $c4, $w4"
-else fail "${NAMES[8]}" "exits $rc2/$rc4, shard line $shard_line; 2: $c2 $w2; 4: $c4 $w4; $(oneline "$(cat "$W/ep2_err" "$W/ep4_err")")"; fi
+if [ "$rc2" -eq 0 ] && [ "$rc4" -eq 0 ] && [ "$e2" -eq 0 ] && [ "$e4" -eq 0 ] && [ "$shard_line" -eq 1 ]; then
+  ok "${NAMES[8]}: 2 ranks $c2; 4 ranks $c4"
+else fail "${NAMES[8]}" "exits $rc2/$rc4, shard line $shard_line; 2: $c2; 4: $c4; $(oneline "$(cat "$W/ep2_err" "$W/ep4_err")")"; fi
 
 # ---- 10. the expert parallel checkpoint: resumed in 1 process; grown to 16 experts (8 per rank), CPT by 2 ranks
 cp -r "$W/ep2" "$W/ep2to1"
@@ -277,18 +285,7 @@ else fail "${NAMES[10]}" "exits $rc3/$rcd (124: hung): $(oneline "$(cat "$W/ep3_
 "${MPIRUN[@]}" 2 "$UP" experiment --plan "$W/plan.json" --data "$DATA" --out "$W/xep" --threads 1 --device cpu --expert-parallel \
   >/dev/null 2>"$W/xep_err"
 rc=$?
-cmp_x=$(/usr/bin/python3 - "$W/x1/results.json" "$W/xep/results.json" <<'EOF'
-import json, sys
-a, b = (json.load(open(p)) for p in sys.argv[1:3])
-ra = {r["id"]: r["final_val_loss"] for r in a["runs"]}
-rb = {r["id"]: r["final_val_loss"] for r in b["runs"]}
-if sorted(ra) != sorted(rb) or len(ra) != 3:
-    print(f"runs differ: {sorted(ra)} vs {sorted(rb)}"); sys.exit(1)
-worst = max(abs(ra[k] - rb[k]) / abs(ra[k]) for k in ra)
-print(f"{len(ra)} runs, worst rel diff of final val loss {worst:.2e}; machine: {b['machine']}")
-sys.exit(0 if worst <= 1e-5 and "expert parallel" in b["machine"] else 1)
-EOF
-)
+cmp_x=$(compare_results "$W/x1/results.json" "$W/xep/results.json" "expert parallel" 2>&1)
 cx=$?
 if [ "$rc" -eq 0 ] && [ "$cx" -eq 0 ]; then ok "${NAMES[11]}: $cmp_x"
 else fail "${NAMES[11]}" "exit $rc, $cmp_x, stderr: $(oneline "$(cat "$W/xep_err")")"; fi

@@ -67,39 +67,23 @@ static uint16_t *buffer(uint16_t **buf, size_t *cap, size_t n) {
     return *buf;
 }
 
-/* op(B) rows [k0, k0+kc), columns [j0, j0+nc) -> panels of NR columns: panel q, pair p holds
- * 2*NR bf16: (b[k0+2p][j], b[k0+2p+1][j]) for j in the panel */
-static void pack_b(uint16_t *dst, const float *B, int ldb, int transB, int k0, int kc, int j0, int nc) {
+/* Packs rows [i0, i0+n) x columns [k0, k0+kc) of op(X) (op(X)[i][k] = X[i*ld+k], or X[k*ld+i]
+ * with trans) into panels of `width` rows: panel q, k-pair p holds `width` pairs
+ * (x[i][k0+2p], x[i][k0+2p+1]), zero beyond the edges. op(A) packs as itself with width MR
+ * (one 32-bit broadcast per row); op(B) packs as op(B)^T (row j = column j of op(B), so trans
+ * is !transB) with width NR (one 512-bit load per 16 columns). */
+static void pack(uint16_t *dst, const float *X, int ld, int trans, int i0, int n, int k0, int kc, int width) {
     int pairs = (kc + 1) / 2;
-    for (int q = 0; q * NR < nc; q++) {
-        uint16_t *panel = dst + (size_t)q * pairs * 2 * NR;
+    for (int q = 0; q * width < n; q++) {
+        uint16_t *panel = dst + (size_t)q * pairs * 2 * width;
         for (int p = 0; p < pairs; p++)
-            for (int jj = 0; jj < NR; jj++) {
-                int j = q * NR + jj;
+            for (int ii = 0; ii < width; ii++) {
+                int i = q * width + ii;
                 for (int h = 0; h < 2; h++) {
                     int k = 2 * p + h;
                     float v = 0.0f;
-                    if (j < nc && k < kc) v = transB ? B[(size_t)(j0 + j) * ldb + k0 + k] : B[(size_t)(k0 + k) * ldb + j0 + j];
-                    panel[((size_t)p * NR + jj) * 2 + h] = to_bf16(v);
-                }
-            }
-    }
-}
-
-/* op(A) rows [i0, i0+mc), columns [k0, k0+kc) -> panels of MR rows: panel q, pair p holds MR
- * 32-bit words (a[i][k0+2p] low, a[i][k0+2p+1] high) */
-static void pack_a(uint16_t *dst, const float *A, int lda, int transA, int i0, int mc, int k0, int kc) {
-    int pairs = (kc + 1) / 2;
-    for (int q = 0; q * MR < mc; q++) {
-        uint16_t *panel = dst + (size_t)q * pairs * 2 * MR;
-        for (int p = 0; p < pairs; p++)
-            for (int ii = 0; ii < MR; ii++) {
-                int i = q * MR + ii;
-                for (int h = 0; h < 2; h++) {
-                    int k = 2 * p + h;
-                    float v = 0.0f;
-                    if (i < mc && k < kc) v = transA ? A[(size_t)(k0 + k) * lda + i0 + i] : A[(size_t)(i0 + i) * lda + k0 + k];
-                    panel[((size_t)p * MR + ii) * 2 + h] = to_bf16(v);
+                    if (i < n && k < kc) v = trans ? X[(size_t)(k0 + k) * ld + i0 + i] : X[(size_t)(i0 + i) * ld + k0 + k];
+                    panel[((size_t)p * width + ii) * 2 + h] = to_bf16(v);
                 }
             }
     }
@@ -152,12 +136,12 @@ void gemm_bf16(int transA, int transB, int M, int N, int K, const float *A, int 
             int kc = K - k0 < KC ? K - k0 : KC, pairs = (kc + 1) / 2;
             float b_eff = k0 == 0 ? beta : 1.0f;
             uint16_t *bp = buffer(&tl_bpack, &tl_bcap, (size_t)((nc + NR - 1) / NR) * pairs * 2 * NR);
-            pack_b(bp, B, ldb, transB, k0, kc, j0, nc);
+            pack(bp, B, ldb, !transB, j0, nc, k0, kc, NR);
 #pragma omp parallel for schedule(dynamic, 1) if (parallel)
             for (int i0 = 0; i0 < M; i0 += MC) {
                 int mc = M - i0 < MC ? M - i0 : MC;
                 uint16_t *ap = buffer(&tl_apack, &tl_acap, (size_t)((mc + MR - 1) / MR) * pairs * 2 * MR);
-                pack_a(ap, A, lda, transA, i0, mc, k0, kc);
+                pack(ap, A, lda, transA, i0, mc, k0, kc, MR);
                 for (int jq = 0; jq * NR < nc; jq++)
                     for (int iq = 0; iq * MR < mc; iq++) {
                         int mr = mc - iq * MR < MR ? mc - iq * MR : MR, nr = nc - jq * NR < NR ? nc - jq * NR : NR;
