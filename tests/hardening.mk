@@ -33,7 +33,8 @@ endef
 # ---- sanitizers: ASan + UBSan (any undefined behaviour aborts), gcc and libgomp like the main build
 SAN_CC     ?= $(CC)
 SAN_CFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all $(HARDENING_CFLAGS)
-$(eval $(call hardening_variant,build-san,$(SAN_CC),$(SAN_CFLAGS),$(LDLIBS)))
+# with MPI when the main build has it, so that the data and expert parallel paths run sanitized too
+$(eval $(call hardening_variant,build-san,$(SAN_CC),$(SAN_CFLAGS) $(MPI_DEFS),$(LDLIBS) $(MPI_LDLIBS)))
 SAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:strict_string_checks=1:detect_stack_use_after_return=1 \
            UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
            UPCYCLE_TEST_RUNNER=build-san/test_runner UPCYCLE_BIN=build-san/upcycle \
