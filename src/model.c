@@ -519,7 +519,7 @@ void model_zero_grad(Model *m) { m->be->zero(m->grad_mem, m->n_floats * sizeof(f
 
 /* data parallel: the gradients of [offset, offset + count) are final */
 static void grad_ready(Model *m, size_t offset, size_t end) {
-    if (m->grad_ready && end > offset) m->grad_ready(m->grad_ready_ctx, offset, end - offset);
+    if (m->grad_ready && end > offset) m->grad_ready(m->grad_ready_ctx, offset, end - offset, 0);
 }
 
 /* first float of layer l's parameters in the buffers (the table is in layer order) */
@@ -557,7 +557,14 @@ void model_backward(Model *m, float aux_coef, float z_coef) {
             be->matmul_backward(m->d_ln, G(L->up_proj), m->d_ffn_b, A->ln2, P(L->up_proj), N, C, I);
         } else {
             be->moe_combine_backward(m->d_yg, m->d_gates, m->d_resid, A->yg, A->gates, A->position_of, N, K, C);
-            if (m->ep_size > 1) ep_backward(m, l);
+            if (m->ep_size > 1) {
+                ep_backward(m, l);
+                /* expert parallel: this rank's experts (the tail of the layer's range) are final;
+                 * their replicas in other expert groups, if any, sum them */
+                if (m->grad_ready)
+                    m->grad_ready(m->grad_ready_ctx, m->params[L->expert_gate].offset,
+                                  layer_begin(m, l + 1) - m->params[L->expert_gate].offset, 1);
+            }
             else be->experts_backward(m->d_xg, G(L->expert_gate), G(L->expert_up), G(L->expert_down), m->d_eg, m->d_eu,
                                       m->d_eh, m->d_yg, A->eg, A->eu, A->eh, A->xg, A->offsets, P(L->expert_gate),
                                       P(L->expert_up), P(L->expert_down), E, C, F);
@@ -588,7 +595,7 @@ void model_backward(Model *m, float aux_coef, float z_coef) {
         be->matmul_backward(m->d_ln, G(L->k_proj), dk, A->ln1, P(L->k_proj), N, C, KV * hd);
         be->matmul_backward(m->d_ln, G(L->v_proj), m->d_v, A->ln1, P(L->v_proj), N, C, KV * hd);
         be->rmsnorm_backward(m->d_resid, G(L->input_norm), m->d_ln, A->x_in, P(L->input_norm), A->ln1_rstd, N, C);
-        /* expert parallel: the experts (the tail of the layer's range) are this rank's own */
+        /* expert parallel: the experts (the tail of the layer's range) went above */
         grad_ready(m, layer_begin(m, l), m->ep_size > 1 && L->is_moe ? m->params[L->expert_gate].offset : layer_begin(m, l + 1));
     }
     be->embedding_backward(G(m->embed), m->d_resid, m->inputs, N, C, V);
@@ -608,7 +615,7 @@ double model_grad_norm(const Model *m) {
         ss[m->params[i].sharded] += m->be->sum_squares(m->grad_mem + off, n);
         i = j;
     }
-    dist_sum_doubles(&ss[1], 1, "the expert gradient norm");
+    dist_sum_doubles_ep(&ss[1], 1, "the expert gradient norm"); /* over the expert group */
     return sqrt(ss[0] + ss[1]);
 }
 

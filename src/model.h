@@ -93,7 +93,7 @@ typedef struct {
      * so that summing the ranks' gradients gives the mean), and calls grad_ready, when set, as
      * soon as the gradients of a contiguous range of grad_mem are final (last layer first) */
     float loss_scale;
-    void (*grad_ready)(void *ctx, size_t offset, size_t count);
+    void (*grad_ready)(void *ctx, size_t offset, size_t count, int experts); /* experts: this rank's expert shard */
     void *grad_ready_ctx;
 
     /* expert parallel (model_create_ep): the experts of every MoE layer are split over ep_size

@@ -94,10 +94,11 @@ typedef struct {
     DistBuckets *buckets;
 } GradSync;
 
-static void start_grad_bucket(void *ctx, size_t offset, size_t count) {
+static void start_grad_bucket(void *ctx, size_t offset, size_t count, int experts) {
     GradSync *g = ctx;
     dist_buckets_progress(g->buckets);
-    dist_buckets_start(g->buckets, g->grads + offset, count);
+    if (experts) dist_buckets_start_replicas(g->buckets, g->grads + offset, count); /* expert parallel */
+    else dist_buckets_start(g->buckets, g->grads + offset, count);
 }
 
 static void format_duration(double seconds, char *buf, size_t n) {
@@ -196,8 +197,12 @@ int train_run(const ModelConfig *model_cfg, const TrainConfig *train_cfg, const 
     Model m;
     const Backend *be = opt->backend ? opt->backend : backend_cpu();
     int ep = opt->expert_parallel && dist_size() > 1;
+    if (ep && dist_ep_setup(opt->ep_size)) {
+        loader_close(&train_ld), loader_close(&val_ld);
+        return -1;
+    }
     if ((be->set_precision && be->set_precision(tc.precision)) ||
-        model_create_ep(&m, &mc, be, ep ? dist_rank() : 0, ep ? dist_size() : 1)) {
+        model_create_ep(&m, &mc, be, ep ? dist_ep_rank() : 0, ep ? dist_ep_size() : 1)) {
         loader_close(&train_ld), loader_close(&val_ld);
         return -1;
     }
@@ -277,7 +282,9 @@ int train_run(const ModelConfig *model_cfg, const TrainConfig *train_cfg, const 
             size_t here = 0;
             for (int i = 0; i < m.n_params; i++) here += m.params[i].trainable ? m.params[i].numel : 0;
             printf("expert parallel: %d experts per MoE layer on each of %d ranks (rank 0 holds %.3fM of the %.3fM parameters); "
-                   "tokens exchanged all-to-all\n", m.n_local_experts, ranks, here / 1e6, total / 1e6);
+                   "tokens exchanged all-to-all", m.n_local_experts, m.ep_size, here / 1e6, total / 1e6);
+            if (m.ep_size < ranks) printf("; %d expert groups, replicas sum their expert gradients", ranks / m.ep_size);
+            printf("\n");
         }
     }
 

@@ -19,6 +19,7 @@ typedef struct {
     int keep_checkpoints;    /* periodic checkpoints kept (default 2) */
     const Backend *backend;  /* NULL: the CPU backend */
     int expert_parallel;     /* under mpirun: shard the experts over the ranks (else data parallel only) */
+    int ep_size;             /* ranks per expert group (0: all ranks) */
 } TrainOptions;
 
 typedef struct {

@@ -14,6 +14,8 @@
 #     checkpoint written by 2 expert parallel ranks holds every expert and resumes in 1 process;
 #     a model grown from it (twice the experts, spread over the ranks) trains on 2 ranks as in
 #     1 process; shapes that cannot be sharded give one-line errors; an experiment plan too
+#   - 2 expert groups of 2 ranks (--ep-size 2: every expert held by 2 ranks that sum its
+#     gradients) equal one process, and their checkpoint resumes in one process
 #   - grow --alloc utility under mpirun: the ranks split the scoring batches, rank 0 writes; the
 #     same allocation, utilities (1e-5) and weights as one process
 # Prints "ok NAME" / "FAIL NAME: ..." per check and "mpi: N passed, N failed, N skipped".
@@ -39,7 +41,8 @@ NAMES=("data parallel equals one process (bias on)" "data parallel equals one pr
   "a killed rank ends the job" "a stopped rank times out" "experiment under mpirun equals one process"
   "expert parallel equals one process (2 and 4 ranks)" "expert parallel checkpoint: resume in 1 process, grow, CPT on 2 ranks"
   "expert parallel refuses shapes it cannot shard" "experiment with --expert-parallel equals one process"
-  "grow --alloc utility split over 2 ranks equals one process")
+  "grow --alloc utility split over 2 ranks equals one process"
+  "2 expert groups of 2 ranks (--ep-size 2) equal one process")
 
 if ! command -v mpirun >/dev/null 2>&1 || ! ldd "$UP" 2>/dev/null | grep -q 'libmpi'; then
   for n in "${NAMES[@]}"; do skip "$n" "no MPI in this build (install openmpi-bin libopenmpi-dev, rebuild)"; done
@@ -273,16 +276,20 @@ if [ "$rc1" -eq 0 ] && [ "$e1" -eq 0 ] && [ "$rcg" -eq 0 ] && [ "$rc3" -eq 0 ] &
   ok "${NAMES[9]}: resumed $c1; CPT of the grown model $c3"
 else fail "${NAMES[9]}" "resume exit $rc1 ($c1), grow exit $rcg, CPT exit $rc3 ($c3); $(oneline "$(cat "$W/ep_r1" "$W/ep_grow_err" "$W/ep_cpt_err")")"; fi
 
-# ---- 11. 8 experts over 3 ranks (batch 12 splits, experts do not); a dense model
+# ---- 11. 8 experts over 3 ranks (batch 12 splits, experts do not); a dense model; groups of 3 of 4 ranks
 timeout 60 "${MPIRUN[@]}" 3 "$UP" train "${BASE[@]}" --batch-size 12 --steps 2 --expert-parallel --out "$W/ep3" >/dev/null 2>"$W/ep3_err"
 rc3=$?
 timeout 60 "${MPIRUN[@]}" 2 "$UP" train "${BASE[@]}" --preset dense --steps 2 --expert-parallel --out "$W/epd" >/dev/null 2>"$W/epd_err"
 rcd=$?
-if [ "$rc3" -ne 0 ] && [ "$rc3" -ne 124 ] && grep -q '^upcycle: expert parallel: num_experts 8 over 3 ranks; expected a multiple of the number of ranks$' "$W/ep3_err" \
+timeout 60 "${MPIRUN[@]}" 4 "$UP" train "${BASE[@]}" --steps 2 --expert-parallel --ep-size 3 --out "$W/epg3" >/dev/null 2>"$W/epg3_err"
+rcg=$?
+if [ "$rcg" -ne 0 ] && [ "$rcg" -ne 124 ] && grep -q '^upcycle: --ep-size 3 with 4 ranks; expected a divisor of the number of ranks$' "$W/epg3_err" \
+  && [ ! -e "$W/epg3/final" ] \
+  && [ "$rc3" -ne 0 ] && [ "$rc3" -ne 124 ] && grep -q '^upcycle: expert parallel: num_experts 8 over 3 ranks; expected a multiple of the number of ranks$' "$W/ep3_err" \
   && [ "$rcd" -ne 0 ] && [ "$rcd" -ne 124 ] && grep -q '^upcycle: expert parallel over 2 ranks: the model has no experts; expected a MoE model' "$W/epd_err" \
   && [ ! -e "$W/ep3/final" ] && [ ! -e "$W/epd/final" ]; then
-  ok "${NAMES[10]}: exits $rc3 and $rcd, one-line errors"
-else fail "${NAMES[10]}" "exits $rc3/$rcd (124: hung): $(oneline "$(cat "$W/ep3_err" "$W/epd_err")")"; fi
+  ok "${NAMES[10]}: exits $rc3, $rcd and $rcg, one-line errors"
+else fail "${NAMES[10]}" "exits $rc3/$rcd/$rcg (124: hung): $(oneline "$(cat "$W/ep3_err" "$W/epd_err" "$W/epg3_err")")"; fi
 
 # ---- 12. the experiment of check 8 with its stages expert parallel (2 -> 4 experts: 1, then 2 per rank)
 "${MPIRUN[@]}" 2 "$UP" experiment --plan "$W/plan.json" --data "$DATA" --out "$W/xep" --threads 1 --device cpu --expert-parallel \
@@ -315,6 +322,22 @@ reports=$(grep -c '^grew ' "$W/gu2_out")
 if [ "$rc" -eq 0 ] && [ "$cu" -eq 0 ] && [ "$reports" -eq 1 ] && cmp -s "$W/gu1/model.safetensors" "$W/gu2/model.safetensors"; then
   ok "${NAMES[12]}: $cmp_u, identical weights"
 else fail "${NAMES[12]}" "exit $rc, $cmp_u, $reports reports (expected 1), stderr: $(oneline "$(cat "$W/gu2_err")")"; fi
+
+# ---- 14. 2 expert groups of 2 ranks (4 of the 8 experts per rank, each shard held twice): equal to
+#          one process; its checkpoint resumes in one process
+"${MPIRUN[@]}" 4 "$UP" train "${LOUD[@]}" --steps 8 --save-every 4 --expert-parallel --ep-size 2 --out "$W/epg" >"$W/epg_out" 2>"$W/epg_err"
+rc=$?
+cg=$(same_as_one "$W/epg")
+eg=$?
+cp -r "$W/epg" "$W/epg1"
+"$UP" train --resume "$W/epg1/ckpt_000004" --data "$DATA" --out "$W/epg1" --threads 1 --device cpu --quiet >/dev/null 2>"$W/epg1_err"
+rr=$?
+cr=$(compare_metrics "$W/one/metrics.jsonl" "$W/epg1/metrics.jsonl" 2>&1)
+er=$?
+groups=$(grep -c '^expert parallel: 4 experts per MoE layer on each of 2 ranks .*; 2 expert groups, replicas sum their expert gradients$' "$W/epg_out")
+if [ "$rc" -eq 0 ] && [ "$eg" -eq 0 ] && [ "$rr" -eq 0 ] && [ "$er" -eq 0 ] && [ "$groups" -eq 1 ]; then
+  ok "${NAMES[13]}: $cg; resumed in 1 process: $cr"
+else fail "${NAMES[13]}" "exit $rc ($cg), groups line $groups, resume exit $rr ($cr); $(oneline "$(cat "$W/epg_err" "$W/epg1_err")")"; fi
 
 echo "mpi: $PASS passed, $FAILED failed, $SKIPPED skipped"
 [ "$FAILED" -eq 0 ]

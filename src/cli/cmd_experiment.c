@@ -8,7 +8,7 @@
 
 int cmd_experiment(int argc, char **argv) {
     const char *preset = NULL, *plan_file = NULL, *data = NULL, *out = NULL, *device = "auto";
-    int seeds = 0, threads = 0, dry_run = 0, probe_batches = 2, list = 0, expert_parallel = 0;
+    int seeds = 0, threads = 0, dry_run = 0, probe_batches = 2, list = 0, expert_parallel = 0, ep_size = 0;
     CliOption opts[] = {
         {"preset", OPT_STR, &preset, "demo (~5 min), paper-tiny (~45 min), paper-full (hours)"},
         {"plan", OPT_STR, &plan_file, "a plan JSON file instead of a preset (format: README)"},
@@ -19,6 +19,7 @@ int cmd_experiment(int argc, char **argv) {
         {"probe-batches", OPT_INT, &probe_batches, "validation batches for the replica diagnostics (0 disables)"},
         {"threads", OPT_INT, &threads, "threads (default: all cores)"},
         {"expert-parallel", OPT_FLAG, &expert_parallel, "under mpirun: shard each MoE layer's experts over the ranks (all-to-all)"},
+        {"ep-size", OPT_INT, &ep_size, "with --expert-parallel: ranks per expert group (default: all; groups hold replicas)"},
         {"dry-run", OPT_FLAG, &dry_run, "list the runs and stages and exit"},
         {"list-presets", OPT_FLAG, &list, "list the presets and exit"},
     };
@@ -39,6 +40,8 @@ int cmd_experiment(int argc, char **argv) {
     if (preset && plan_file) return cli_usage_error("experiment", "--preset and --plan are exclusive; expected one of them");
     if (!data || (!out && !dry_run)) return cli_usage_error("experiment", "--data and --out are required; expected --data DIR --out DIR");
     if (seeds < 0 || probe_batches < 0) return cli_usage_error("experiment", "--seeds and --probe-batches must be >= 0; expected a count");
+    if (ep_size < 0 || (ep_size && !expert_parallel))
+        return cli_usage_error("experiment", "--ep-size %d; expected a positive group size, with --expert-parallel", ep_size);
     Plan plan;
     if (plan_file ? plan_load_json(&plan, plan_file) : plan_load_preset(&plan, preset ? preset : "demo")) return cli_fail();
     if (seeds > 0 && seeds != plan.seeds && plan_set_seeds(&plan, seeds)) {
@@ -61,7 +64,7 @@ int cmd_experiment(int argc, char **argv) {
     }
     cli_set_threads(threads);
     ExperimentOptions eo = {.data_dir = data, .out_dir = out, .probe_batches = probe_batches, .backend = be,
-                           .expert_parallel = expert_parallel};
+                           .expert_parallel = expert_parallel, .ep_size = ep_size};
     int rc = experiment_run(&plan, &eo);
     plan_free(&plan);
     return rc ? cli_fail() : 0;

@@ -21,7 +21,7 @@ int cmd_train(int argc, char **argv) {
     const char *preset = NULL, *config = NULL, *data = NULL, *out = NULL, *resume = NULL, *init = NULL;
     const char *split = "pretrain", *schedule = NULL, *decay_shape = NULL, *device = "auto", *precision = "fp32";
     int steps = -1, threads = 0, batch = -1, seq = -1, warmup = -1, eval_every = -1, save_every = -1, log_every = -1;
-    int eval_batches = -1, quiet = 0, force = 0, presets = 0, keep = 2, skip_nonfinite = 0, max_skips = -1, expert_parallel = 0;
+    int eval_batches = -1, quiet = 0, force = 0, presets = 0, keep = 2, skip_nonfinite = 0, max_skips = -1, expert_parallel = 0, ep_size = 0;
     float spike = -1;
     float lr = -1, min_lr = -1, decay_frac = -1, bias_rate = -1, aux = -1, zloss = -1, wd = -1, clip = -1;
     unsigned long long seed = 0;
@@ -63,6 +63,7 @@ int cmd_train(int argc, char **argv) {
         {"precision", OPT_STR, &precision, "fp32 (default) or bf16 (bf16 GEMM operands, fp32 accumulation and master weights; CPU: AVX-512 BF16)"},
         {"force", OPT_FLAG, &force, "start fresh in an output directory that already has a run"},
         {"expert-parallel", OPT_FLAG, &expert_parallel, "under mpirun: shard each MoE layer's experts over the ranks (all-to-all)"},
+        {"ep-size", OPT_INT, &ep_size, "with --expert-parallel: ranks per expert group (default: all; groups hold replicas)"},
         {"quiet", OPT_FLAG, &quiet, "no progress lines"},
         {"list-presets", OPT_FLAG, &presets, "list the presets and exit"},
     };
@@ -73,6 +74,8 @@ int cmd_train(int argc, char **argv) {
     if (!data || !out) return cli_usage_error("train", "--data and --out are required; expected --data DIR --out DIR");
     if (preset && config) return cli_usage_error("train", "--preset and --config are exclusive; expected one of them");
     if (resume && init) return cli_usage_error("train", "--resume and --init are exclusive; expected one of them");
+    if (ep_size < 0 || (ep_size && !expert_parallel))
+        return cli_usage_error("train", "--ep-size %d; expected a positive group size, with --expert-parallel", ep_size);
     if (strcmp(split, "pretrain") && strcmp(split, "cpt"))
         return cli_usage_error("train", "--split %s; expected pretrain or cpt", split);
     if (strcmp(precision, "fp32") && strcmp(precision, "bf16"))
@@ -149,7 +152,7 @@ int cmd_train(int argc, char **argv) {
     cli_set_threads(threads);
     TrainOptions opt = {.data_dir = data, .split = split, .out_dir = out, .resume = resume, .init = init,
                         .quiet = quiet, .keep_checkpoints = keep, .backend = be,
-                        .expert_parallel = expert_parallel};
+                        .expert_parallel = expert_parallel, .ep_size = ep_size};
     TrainResult res;
     int rc = train_run(&mc, &tc, &opt, &res);
     if (!rc && dist_rank() == 0)

@@ -13,6 +13,9 @@
 
 static int g_active = 0, g_rank = 0, g_size = 1;
 static double g_timeout = 300;
+/* expert parallel: this rank's expert group, and the ranks holding the same experts */
+static MPI_Comm g_ep_comm = MPI_COMM_NULL, g_rep_comm = MPI_COMM_NULL;
+static int g_ep_rank = 0, g_ep_size = 1;
 
 static int launched_by_mpi(void) {
     return getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE") || getenv("PMIX_RANK") || getenv("SLURM_STEP_ID");
@@ -30,6 +33,8 @@ void dist_init(int *argc, char ***argv) {
 }
 
 void dist_finalize(void) {
+    if (g_ep_comm != MPI_COMM_NULL) MPI_Comm_free(&g_ep_comm);
+    if (g_rep_comm != MPI_COMM_NULL) MPI_Comm_free(&g_rep_comm);
     if (g_active) MPI_Finalize();
     g_active = 0;
 }
@@ -95,13 +100,41 @@ void dist_bcast_bytes(void *x, size_t n, const char *what) {
     wait_or_abort(&req, what);
 }
 
+int dist_ep_setup(int group_size) {
+    if (group_size <= 0) group_size = g_size;
+    if (group_size > g_size || g_size % group_size)
+        return up_error("--ep-size %d with %d ranks; expected a divisor of the number of ranks", group_size, g_size);
+    if (g_ep_comm != MPI_COMM_NULL) MPI_Comm_free(&g_ep_comm);
+    if (g_rep_comm != MPI_COMM_NULL) MPI_Comm_free(&g_rep_comm);
+    if (!dist_active()) {
+        g_ep_rank = 0, g_ep_size = 1;
+        return 0;
+    }
+    MPI_Comm_split(MPI_COMM_WORLD, g_rank / group_size, g_rank, &g_ep_comm);
+    MPI_Comm_split(MPI_COMM_WORLD, g_rank % group_size, g_rank, &g_rep_comm);
+    MPI_Comm_rank(g_ep_comm, &g_ep_rank);
+    MPI_Comm_size(g_ep_comm, &g_ep_size);
+    return 0;
+}
+
+int dist_ep_rank(void) { return g_ep_rank; }
+int dist_ep_size(void) { return g_ep_size; }
+static MPI_Comm ep_comm(void) { return g_ep_comm != MPI_COMM_NULL ? g_ep_comm : MPI_COMM_WORLD; }
+
+void dist_sum_doubles_ep(double *x, size_t n, const char *what) {
+    if (!dist_active() || n == 0) return;
+    MPI_Request req;
+    MPI_Iallreduce(MPI_IN_PLACE, x, (int)n, MPI_DOUBLE, MPI_SUM, ep_comm(), &req);
+    wait_or_abort(&req, what);
+}
+
 void dist_alltoall_ints(const int32_t *send, int32_t *recv, int per_rank, const char *what) {
     if (!dist_active()) {
         memcpy(recv, send, sizeof(int32_t) * (size_t)per_rank);
         return;
     }
     MPI_Request req;
-    MPI_Ialltoall(send, per_rank, MPI_INT32_T, recv, per_rank, MPI_INT32_T, MPI_COMM_WORLD, &req);
+    MPI_Ialltoall(send, per_rank, MPI_INT32_T, recv, per_rank, MPI_INT32_T, ep_comm(), &req);
     wait_or_abort(&req, what);
 }
 
@@ -112,8 +145,7 @@ void dist_alltoallv_floats(const float *send, const int *send_counts, const int 
         return;
     }
     MPI_Request req;
-    MPI_Ialltoallv(send, send_counts, send_displs, MPI_FLOAT, recv, recv_counts, recv_displs, MPI_FLOAT, MPI_COMM_WORLD,
-                   &req);
+    MPI_Ialltoallv(send, send_counts, send_displs, MPI_FLOAT, recv, recv_counts, recv_displs, MPI_FLOAT, ep_comm(), &req);
     wait_or_abort(&req, what);
 }
 
@@ -143,16 +175,23 @@ struct DistBuckets {
 
 DistBuckets *dist_buckets_new(void) { return xcalloc(1, sizeof(DistBuckets)); }
 
-void dist_buckets_start(DistBuckets *b, float *x, size_t n) {
-    if (!dist_active() || n == 0) return;
+static void buckets_start(DistBuckets *b, float *x, size_t n, MPI_Comm comm) {
     for (size_t off = 0; off < n; off += MAX_PIECE) { /* MPI counts are int */
         size_t count = n - off < MAX_PIECE ? n - off : MAX_PIECE;
         if (b->n == b->cap) {
             b->cap = b->cap ? 2 * b->cap : 16;
             b->reqs = xrealloc(b->reqs, sizeof(MPI_Request) * b->cap);
         }
-        MPI_Iallreduce(MPI_IN_PLACE, x + off, (int)count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &b->reqs[b->n++]);
+        MPI_Iallreduce(MPI_IN_PLACE, x + off, (int)count, MPI_FLOAT, MPI_SUM, comm, &b->reqs[b->n++]);
     }
+}
+
+void dist_buckets_start(DistBuckets *b, float *x, size_t n) {
+    if (dist_active() && n) buckets_start(b, x, n, MPI_COMM_WORLD);
+}
+
+void dist_buckets_start_replicas(DistBuckets *b, float *x, size_t n) {
+    if (dist_active() && n && g_rep_comm != MPI_COMM_NULL && g_size > g_ep_size) buckets_start(b, x, n, g_rep_comm);
 }
 
 void dist_buckets_progress(DistBuckets *b) {
@@ -196,6 +235,14 @@ void dist_alltoallv_floats(const float *send, const int *send_counts, const int 
     (void)recv_counts, (void)what;
     memcpy(recv + recv_displs[0], send + send_displs[0], sizeof(float) * (size_t)send_counts[0]);
 }
+int dist_ep_setup(int group_size) {
+    if (group_size > 1) return up_error("--ep-size %d with 1 rank; expected 1 (run under mpirun for more)", group_size);
+    return 0;
+}
+int dist_ep_rank(void) { return 0; }
+int dist_ep_size(void) { return 1; }
+void dist_sum_doubles_ep(double *x, size_t n, const char *what) { (void)x, (void)n, (void)what; }
+void dist_buckets_start_replicas(DistBuckets *b, float *x, size_t n) { (void)b, (void)x, (void)n; }
 /* never called with one rank: there is no other rank to talk to */
 void dist_send_floats(const float *x, size_t n, int to, const char *what) { (void)x, (void)n, (void)to, (void)what; }
 void dist_recv_floats(float *x, size_t n, int from, const char *what) { (void)x, (void)n, (void)from, (void)what; }

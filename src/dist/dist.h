@@ -34,7 +34,19 @@ void dist_wait_for_leader(const char *what);
 /* rank 0's value of x on every rank */
 void dist_bcast_bytes(void *x, size_t n, const char *what);
 
-/* Expert parallel (model.c): exchanges of the tokens routed to experts on other ranks.
+/* Expert parallel groups: with group size G (a divisor of the number of ranks), ranks
+ * [g*G, (g+1)*G) form expert group g and split every MoE layer's experts among them; the ranks
+ * at the same position of different groups hold the same experts (replicas) and sum those
+ * experts' gradients. G = ranks (the default): one group, no replicas. Returns 0 or -1
+ * (up_error). Without it, the group is every rank. */
+int dist_ep_setup(int group_size);
+int dist_ep_rank(void);                  /* position in the expert group */
+int dist_ep_size(void);
+/* in-place sum over this rank's expert group */
+void dist_sum_doubles_ep(double *x, size_t n, const char *what);
+
+/* Expert parallel (model.c): exchanges of the tokens routed to experts on other ranks of the
+ * expert group.
  * alltoall_ints sends per_rank ints to each rank (block r of send to rank r) and receives
  * block r of recv from rank r; alltoallv does the same for floats with per-rank counts and
  * displacements in elements. */
@@ -50,6 +62,8 @@ void dist_recv_floats(float *x, size_t n, int from, const char *what);
 typedef struct DistBuckets DistBuckets;
 DistBuckets *dist_buckets_new(void);
 void dist_buckets_start(DistBuckets *b, float *x, size_t n);
+/* the same over the replicas of this rank's experts (nothing with one expert group) */
+void dist_buckets_start_replicas(DistBuckets *b, float *x, size_t n);
 void dist_buckets_progress(DistBuckets *b);
 void dist_buckets_wait(DistBuckets *b, const char *what);
 void dist_buckets_free(DistBuckets *b);

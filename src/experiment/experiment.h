@@ -61,6 +61,7 @@ typedef struct {
     int probe_batches;    /* diagnostics */
     const Backend *backend; /* training stages (NULL: the CPU); grow and diagnostics run on the CPU */
     int expert_parallel;  /* under mpirun: training stages shard the experts over the ranks */
+    int ep_size;          /* ranks per expert group (0: all) */
 } ExperimentOptions;
 
 /* Runs (or resumes) every run of the plan, then writes OUT/results.json, OUT/results.csv and

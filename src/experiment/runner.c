@@ -129,7 +129,7 @@ static int run_stage(const Plan *p, const Run *r, int k, const ExperimentOptions
     if (tc.warmup_steps >= s->steps) tc.warmup_steps = s->steps / 10;
     TrainOptions to = {.data_dir = opt->data_dir, .out_dir = dir, .quiet = 1, .final_eval_batches = p->final_eval_batches,
                        .keep_checkpoints = k > 0 ? 1000 : 1, .backend = opt->backend,
-                       .expert_parallel = opt->expert_parallel};
+                       .expert_parallel = opt->expert_parallel, .ep_size = opt->ep_size};
     char *resume = latest_checkpoint(dir), *prev_final = NULL, *grown = NULL;
     double before = NAN, after = NAN;
     int rc = 0;

@@ -132,9 +132,10 @@ static int write_optimizer(const char *path, const Model *m) {
     return rc;
 }
 
-/* expert parallel, ranks other than 0: send this rank's experts (weights, then the moments),
- * and learn from rank 0 whether the checkpoint was written */
+/* expert parallel, ranks other than 0: those of rank 0's expert group send their experts
+ * (weights, then the moments); every rank learns from rank 0 whether the checkpoint was written */
 static int save_as_follower(const Model *m, int with_optimizer) {
+    if (dist_rank() >= m->ep_size) goto result; /* rank 0's expert group (ranks 0..ep_size-1) sends */
     float *host = download(m, m->param_mem);
     send_shards(m, host, 0);
     free(host);
@@ -145,6 +146,7 @@ static int save_as_follower(const Model *m, int with_optimizer) {
         free(mom1);
         free(mom2);
     }
+result:;
     int32_t rc = 0;
     dist_bcast_bytes(&rc, sizeof rc, "the checkpoint result");
     return rc ? -1 : 0;
@@ -189,7 +191,7 @@ int checkpoint_save(const char *dir, const Model *m, const TrainerState *state, 
 
 int checkpoint_save_with(const char *dir, const Model *m, const TrainerState *state, int with_optimizer,
                          const char *extra_name, const char *extra_text) {
-    if (m->ep_size > 1 && m->ep_rank != 0) return save_as_follower(m, with_optimizer);
+    if (m->ep_size > 1 && dist_rank() != 0) return save_as_follower(m, with_optimizer);
     int weights_sent = 0, moments_sent = 0; /* expert parallel: what the other ranks have sent */
     size_t n = strlen(dir) + 64;
     char *tmp = xmalloc(n), *old = xmalloc(n);
