@@ -62,4 +62,5 @@ TEST(gemm_bf16_rounds_to_nearest_even) {
     CHECK(gemm_bf16_round(1.0f + 3.0f / 256) == 1.0f + 4.0f / 256); /* halfway: to even (1 + 2/128) */
     CHECK(gemm_bf16_round(1.0f + 1.5f / 256) == 1.0f + 2.0f / 256); /* above halfway: up */
     CHECK(isnan(gemm_bf16_round(NAN)) && isinf(gemm_bf16_round(INFINITY)));
+    CHECK(gemm_bf16_round(1e-39f) == 0.0f && signbit(gemm_bf16_round(-1e-39f))); /* denormals: signed zero, as the vector path */
 }

@@ -34,11 +34,13 @@ int gemm_bf16_supported(void) {
 #endif
 }
 
-/* fp32 -> bf16, round to nearest even; NaN stays NaN */
+/* fp32 -> bf16, round to nearest even; NaN stays NaN; denormals become (signed) zero, as
+ * VCVTNE2PS2BF16 makes them in the vector packing */
 static inline uint16_t to_bf16(float f) {
     uint32_t u;
     memcpy(&u, &f, sizeof u);
     if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    if ((u & 0x7f800000u) == 0) return (uint16_t)((u >> 16) & 0x8000u);
     u += 0x7fffu + ((u >> 16) & 1u);
     return (uint16_t)(u >> 16);
 }
@@ -67,25 +69,59 @@ static uint16_t *buffer(uint16_t **buf, size_t *cap, size_t n) {
     return *buf;
 }
 
+static inline __mmask16 first_lanes(int count) { return count >= 16 ? 0xffff : count > 0 ? (__mmask16)((1u << count) - 1) : 0; }
+
 /* Packs rows [i0, i0+n) x columns [k0, k0+kc) of op(X) (op(X)[i][k] = X[i*ld+k], or X[k*ld+i]
  * with trans) into panels of `width` rows: panel q, k-pair p holds `width` pairs
  * (x[i][k0+2p], x[i][k0+2p+1]), zero beyond the edges. op(A) packs as itself with width MR
  * (one 32-bit broadcast per row); op(B) packs as op(B)^T (row j = column j of op(B), so trans
- * is !transB) with width NR (one 512-bit load per 16 columns). */
-static void pack(uint16_t *dst, const float *X, int ld, int trans, int i0, int n, int k0, int kc, int width) {
-    int pairs = (kc + 1) / 2;
-    for (int q = 0; q * width < n; q++) {
-        uint16_t *panel = dst + (size_t)q * pairs * 2 * width;
-        for (int p = 0; p < pairs; p++)
-            for (int ii = 0; ii < width; ii++) {
-                int i = q * width + ii;
-                for (int h = 0; h < 2; h++) {
-                    int k = 2 * p + h;
-                    float v = 0.0f;
-                    if (i < n && k < kc) v = trans ? X[(size_t)(k0 + k) * ld + i0 + i] : X[(size_t)(i0 + i) * ld + k0 + k];
-                    panel[((size_t)p * width + ii) * 2 + h] = to_bf16(v);
-                }
+ * is !transB) with width NR (one 512-bit load per 16 columns).
+ * 16 lanes at a time (VCVTNE2PS2BF16 rounds 32 floats at once): without trans
+ * a row's k run is contiguous: 32 k (16 pairs) are loaded, rounded and scattered to their pair
+ * slots. With trans, 16 consecutive rows of one k-pair are loaded from the two k rows, rounded
+ * and interleaved into pairs; stored whole when the panel width is a multiple of 16, else
+ * scattered. Padding (rows past n, the odd k past kc) is written as zeros. */
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) static void pack(uint16_t *dst, const float *X, int ld, int trans, int i0,
+                                                                           int n, int k0, int kc, int width) {
+    int pairs = (kc + 1) / 2, panels = (n + width - 1) / width;
+    uint32_t *out = (uint32_t *)dst;
+    const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    if (!trans) {
+        const __m512i stride = _mm512_mullo_epi32(lanes, _mm512_set1_epi32(width)); /* pair p -> p * width */
+        for (int i = 0; i < panels * width; i++) {
+            uint32_t *slot = out + (size_t)(i / width) * pairs * width + i % width;
+            const float *row = X + (size_t)(i0 + (i < n ? i : 0)) * ld + k0;
+            for (int p = 0; p < pairs; p += 16) {
+                int left = i < n ? kc - 2 * p : 0;
+                __m512 lo = _mm512_maskz_loadu_ps(first_lanes(left), row + 2 * p);
+                __m512 hi = _mm512_maskz_loadu_ps(first_lanes(left - 16), row + 2 * p + 16);
+                __m512i v = (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
+                _mm512_mask_i32scatter_epi32(slot + (size_t)p * width, first_lanes(pairs - p), stride, v, 4);
             }
+        }
+        return;
+    }
+    /* 16-bit lanes: x0 bf16 in 0..15, x1 bf16 in 16..31 -> (x0[t], x1[t]) pairs */
+    static const uint16_t order[32] = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23,
+                                       8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+    const __m512i interleave = _mm512_loadu_si512(order);
+    for (int ib = 0; ib < panels * width; ib += 16) {
+        __mmask16 valid = first_lanes(n - ib), inside = first_lanes(panels * width - ib);
+        /* where lane t (row ib + t) of pair 0 goes: panel (row / width), slot (row % width) */
+        int32_t slots[16];
+        for (int t = 0; t < 16; t++) slots[t] = (ib + t) / width * pairs * width + (ib + t) % width;
+        __m512i base = _mm512_loadu_si512(slots);
+        int contiguous = width % 16 == 0; /* 16 rows in one panel, consecutive slots */
+        for (int p = 0; p < pairs; p++) {
+            const float *r0 = X + (size_t)(k0 + 2 * p) * ld + i0 + ib;
+            __m512 x0 = _mm512_maskz_loadu_ps(valid, r0);
+            __m512 x1 = _mm512_maskz_loadu_ps(2 * p + 1 < kc ? valid : 0, r0 + ld);
+            __m512i v = _mm512_permutexvar_epi16(interleave, (__m512i)_mm512_cvtne2ps_pbh(x1, x0));
+            if (contiguous)
+                _mm512_storeu_si512(out + (size_t)(ib / width) * pairs * width + (size_t)p * width + ib % width, v);
+            else
+                _mm512_mask_i32scatter_epi32(out + (size_t)p * width, inside, base, v, 4);
+        }
     }
 }
 
