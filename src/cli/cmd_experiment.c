@@ -7,7 +7,7 @@
 #include "util.h"
 
 int cmd_experiment(int argc, char **argv) {
-    const char *preset = NULL, *plan_file = NULL, *data = NULL, *out = NULL, *device = "auto";
+    const char *preset = NULL, *plan_file = NULL, *data = NULL, *out = NULL, *device = "auto", *precision = "fp32";
     int seeds = 0, threads = 0, dry_run = 0, probe_batches = 2, list = 0, expert_parallel = 0, ep_size = 0;
     CliOption opts[] = {
         {"preset", OPT_STR, &preset, "demo (~5 min), paper-tiny (~45 min), paper-full (hours)"},
@@ -18,6 +18,7 @@ int cmd_experiment(int argc, char **argv) {
         {"device", OPT_STR, &device, "auto (default: the GPU when one is visible), cpu or cuda: where the stages train"},
         {"probe-batches", OPT_INT, &probe_batches, "validation batches for the replica diagnostics (0 disables)"},
         {"threads", OPT_INT, &threads, "threads (default: all cores)"},
+        {"precision", OPT_STR, &precision, "fp32 (default) or bf16: every stage's GEMMs take bf16 operands (as train --precision)"},
         {"expert-parallel", OPT_FLAG, &expert_parallel, "under mpirun: shard each MoE layer's experts over the ranks (all-to-all)"},
         {"ep-size", OPT_INT, &ep_size, "with --expert-parallel: ranks per expert group (default: all; groups hold replicas)"},
         {"dry-run", OPT_FLAG, &dry_run, "list the runs and stages and exit"},
@@ -40,6 +41,8 @@ int cmd_experiment(int argc, char **argv) {
     if (preset && plan_file) return cli_usage_error("experiment", "--preset and --plan are exclusive; expected one of them");
     if (!data || (!out && !dry_run)) return cli_usage_error("experiment", "--data and --out are required; expected --data DIR --out DIR");
     if (seeds < 0 || probe_batches < 0) return cli_usage_error("experiment", "--seeds and --probe-batches must be >= 0; expected a count");
+    if (strcmp(precision, "fp32") && strcmp(precision, "bf16"))
+        return cli_usage_error("experiment", "--precision %s; expected fp32 or bf16", precision);
     if (ep_size < 0 || (ep_size && !expert_parallel))
         return cli_usage_error("experiment", "--ep-size %d; expected a positive group size, with --expert-parallel", ep_size);
     Plan plan;
@@ -63,8 +66,14 @@ int cmd_experiment(int argc, char **argv) {
         return brc;
     }
     cli_set_threads(threads);
+    int prec = strcmp(precision, "bf16") ? PRECISION_FP32 : PRECISION_BF16;
+    const Backend *stage_be = be ? be : backend_cpu();
+    if (stage_be->set_precision && stage_be->set_precision(prec)) { /* e.g. no AVX-512 BF16: say so before any stage */
+        plan_free(&plan);
+        return cli_fail();
+    }
     ExperimentOptions eo = {.data_dir = data, .out_dir = out, .probe_batches = probe_batches, .backend = be,
-                           .expert_parallel = expert_parallel, .ep_size = ep_size};
+                           .expert_parallel = expert_parallel, .ep_size = ep_size, .precision = prec};
     int rc = experiment_run(&plan, &eo);
     plan_free(&plan);
     return rc ? cli_fail() : 0;

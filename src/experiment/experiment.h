@@ -62,6 +62,7 @@ typedef struct {
     const Backend *backend; /* training stages (NULL: the CPU); grow and diagnostics run on the CPU */
     int expert_parallel;  /* under mpirun: training stages shard the experts over the ranks */
     int ep_size;          /* ranks per expert group (0: all) */
+    int precision;        /* PRECISION_FP32 or PRECISION_BF16 for every training stage */
 } ExperimentOptions;
 
 /* Runs (or resumes) every run of the plan, then writes OUT/results.json, OUT/results.csv and

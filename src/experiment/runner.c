@@ -121,6 +121,7 @@ static int run_stage(const Plan *p, const Run *r, int k, const ExperimentOptions
     ModelConfig mc = stage_model(p, r, s);
     TrainConfig tc = p->train;
     tc.steps = s->steps;
+    tc.precision = opt->precision;
     tc.seed = p->train.seed + (unsigned long long)r->seed * 1000003ULL;
     tc.eval_batches = p->train.eval_batches;
     if (tc.eval_every <= 0 || tc.eval_every > s->steps) tc.eval_every = s->steps;
@@ -525,10 +526,11 @@ static int write_results(const Plan *p, const ExperimentOptions *opt, const char
     cJSON_AddNumberToObject(j, "version", 1);
     cJSON_AddStringToObject(j, "preset", p->name);
     cJSON_AddStringToObject(j, "description", p->description);
-    char machine[128];
+    char machine[256];
     int on_gpu = opt->backend && opt->backend != backend_cpu();
-    snprintf(machine, sizeof machine, "%ld cores, %s backend%s, %d rank%s", sysconf(_SC_NPROCESSORS_ONLN),
-             on_gpu ? "CUDA" : "CPU", on_gpu ? "" : " (OpenBLAS + OpenMP)", dist_size(), dist_size() > 1 ? (opt->expert_parallel ? "s (MPI data + expert parallel)" : "s (MPI data parallel)") : "");
+    snprintf(machine, sizeof machine, "%ld cores, %s backend%s, %d rank%s%s", sysconf(_SC_NPROCESSORS_ONLN),
+             on_gpu ? "CUDA" : "CPU", on_gpu ? "" : " (OpenBLAS + OpenMP)", dist_size(), dist_size() > 1 ? (opt->expert_parallel ? "s (MPI data + expert parallel)" : "s (MPI data parallel)") : "",
+             opt->precision == PRECISION_BF16 ? ", bf16 GEMMs" : "");
     cJSON_AddStringToObject(j, "machine", machine);
     cJSON_AddStringToObject(j, "data", opt->data_dir);
     cJSON *base = cJSON_AddObjectToObject(j, "base");
