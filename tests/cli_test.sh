@@ -586,25 +586,10 @@ EOF
     ok "train --precision bf16 on the CPU: $cmp_bf"
   else fail "train --precision bf16 on the CPU" "exit $RC, $cmp_bf, $(oneline "$ERR")"; fi
   # experiment --precision bf16: every stage in bf16 (final losses near fp32's, not equal), said in results.json
-  cat >"$W/bf_plan.json" <<'EOF_PLAN'
-{"name": "bf16-test", "model": {"vocab_size": 256, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
- "num_key_value_heads": 2, "head_dim": 8, "intermediate_size": 48, "num_experts": 2, "moe_intermediate_size": 16},
- "train": {"batch_size": 4, "seq_len": 16, "eval_every": 4, "eval_batches": 2, "warmup_steps": 2},
- "factor": 2, "steps": 12, "seeds": 1, "final_eval_batches": 2, "sweeps": {"main": {"tau": 0.5}}}
-EOF_PLAN
+  small_plan "$W/bf_plan.json"
   "$UP" experiment --plan "$W/bf_plan.json" --data "$DATA" --out "$W/x_fp32" --device cpu "${THREADS[@]}" >/dev/null 2>&1
   run "$UP" experiment --plan "$W/bf_plan.json" --data "$DATA" --out "$W/x_bf16" --device cpu --precision bf16 "${THREADS[@]}"
-  cmp_xb=$(/usr/bin/python3 - "$W/x_fp32/results.json" "$W/x_bf16/results.json" <<'EOF'
-import json, sys
-a, b = (json.load(open(p)) for p in sys.argv[1:3])
-ra = {r["id"]: r["final_val_loss"] for r in a["runs"]}
-rb = {r["id"]: r["final_val_loss"] for r in b["runs"]}
-if sorted(ra) != sorted(rb) or len(ra) != 3: print(f"runs {sorted(ra)} vs {sorted(rb)}"); sys.exit(1)
-worst = max(abs(ra[k] - rb[k]) / ra[k] for k in ra)
-print(f"3 runs within {worst:.2%} of fp32; machine: {b['machine']}")
-sys.exit(0 if 0 < worst <= 0.05 and b["machine"].endswith(", bf16 GEMMs") and "bf16" not in a["machine"] else 1)
-EOF
-)
+  cmp_xb=$(compare_results "$W/x_fp32/results.json" "$W/x_bf16/results.json" 0 0.05 ", bf16 GEMMs" 2>&1)
   cx=$?
   if [ "$RC" -eq 0 ] && [ "$cx" -eq 0 ]; then ok "experiment --precision bf16: $cmp_xb"
   else fail "experiment --precision bf16" "exit $RC, $cmp_xb, $(oneline "$ERR")"; fi

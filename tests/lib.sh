@@ -27,3 +27,31 @@ run() {
   OUT=$(cat "$CAP/out")
   ERR=$(cat "$CAP/err")
 }
+
+# compare_results A B MIN MAX WHAT: two experiments' results.json hold the same 3 runs, the worst
+# relative difference of their final validation losses lies in (MIN, MAX], and B's machine line
+# contains WHAT (how it ran). Prints one line; exit status 0 when all hold.
+compare_results() {
+  /usr/bin/python3 - "$@" <<'EOF'
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+lo, hi, what = float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+ra = {r["id"]: r["final_val_loss"] for r in a["runs"]}
+rb = {r["id"]: r["final_val_loss"] for r in b["runs"]}
+if sorted(ra) != sorted(rb) or len(ra) != 3:
+    print(f"runs differ: {sorted(ra)} vs {sorted(rb)}"); sys.exit(1)
+worst = max(abs(ra[k] - rb[k]) / abs(ra[k]) for k in ra)
+print(f"{len(ra)} runs, worst rel diff of final val loss {worst:.2e}; machine: {b['machine']}")
+sys.exit(0 if lo < worst <= hi and what in b["machine"] else 1)
+EOF
+}
+
+# small_plan FILE: a 12-step experiment plan (2 -> 4 experts, byte vocabulary, main sweep, 1 seed)
+small_plan() {
+  cat >"$1" <<'EOF_PLAN'
+{"name": "small-test", "model": {"vocab_size": 256, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+ "num_key_value_heads": 2, "head_dim": 8, "intermediate_size": 48, "num_experts": 2, "moe_intermediate_size": 16},
+ "train": {"batch_size": 4, "seq_len": 16, "eval_every": 4, "eval_batches": 2, "warmup_steps": 2},
+ "factor": 2, "steps": 12, "seeds": 1, "final_eval_batches": 2, "sweeps": {"main": {"tau": 0.5}}}
+EOF_PLAN
+}
