@@ -150,6 +150,25 @@ int model_param_owner(const Model *m, const ParamInfo *p) {
     return p->expert < 0 || m->ep_size <= 1 ? -1 : p->expert / m->n_local_experts;
 }
 
+int model_local_param(const Model *m, const ParamInfo *p, int *cursor) {
+    if (*cursor >= m->n_params || strcmp(m->params[*cursor].name, p->name)) return -1;
+    return (*cursor)++;
+}
+
+size_t model_max_numel(const ParamInfo *table, int n) {
+    size_t max = 0;
+    for (int i = 0; i < n; i++) max = table[i].numel > max ? table[i].numel : max;
+    return max;
+}
+
+int model_sharded_run(const Model *m, int i, size_t *offset, size_t *count) {
+    int j = i + 1;
+    while (j < m->n_params && m->params[j].sharded == m->params[i].sharded) j++;
+    *offset = m->params[i].offset;
+    *count = m->params[j - 1].offset + m->params[j - 1].numel - *offset;
+    return j;
+}
+
 int model_find_param(const Model *m, const char *name) {
     for (int i = 0; i < m->n_params; i++)
         if (!strcmp(m->params[i].name, name)) return i;
@@ -169,14 +188,12 @@ void model_init_weights(Model *m, uint64_t seed) {
     /* the random stream runs over the whole model's table, so that an expert parallel rank
      * draws its experts' weights as one process holding every expert would */
     ParamInfo *full;
-    int n_full = model_full_table(&m->cfg, &full), j = 0;
-    size_t max_numel = 0;
-    for (int i = 0; i < n_full; i++) max_numel = full[i].numel > max_numel ? full[i].numel : max_numel;
-    float *elsewhere = m->ep_size > 1 ? xmalloc(max_numel * sizeof(float)) : NULL;
+    int n_full = model_full_table(&m->cfg, &full), cursor = 0;
+    float *elsewhere = m->ep_size > 1 ? xmalloc(model_max_numel(full, n_full) * sizeof(float)) : NULL;
     for (int i = 0; i < n_full; i++) {
         ParamInfo *p = &full[i];
-        int here = j < m->n_params && !strcmp(m->params[j].name, p->name);
-        float *w = here ? host + m->params[j++].offset : elsewhere;
+        int here = model_local_param(m, p, &cursor);
+        float *w = here >= 0 ? host + m->params[here].offset : elsewhere;
         if (!p->trainable) {
             memset(w, 0, p->numel * sizeof(float));
         } else if (p->ndim == 1) {
@@ -517,9 +534,9 @@ void model_zero_grad(Model *m) { m->be->zero(m->grad_mem, m->n_floats * sizeof(f
 
 /* ---- backward ---- */
 
-/* data parallel: the gradients of [offset, offset + count) are final */
-static void grad_ready(Model *m, size_t offset, size_t end) {
-    if (m->grad_ready && end > offset) m->grad_ready(m->grad_ready_ctx, offset, end - offset, 0);
+/* data parallel: the gradients of [offset, end) are final (experts: this rank's expert shard) */
+static void grad_ready(Model *m, size_t offset, size_t end, int experts) {
+    if (m->grad_ready && end > offset) m->grad_ready(m->grad_ready_ctx, offset, end - offset, experts);
 }
 
 /* first float of layer l's parameters in the buffers (the table is in layer order) */
@@ -541,7 +558,7 @@ void model_backward(Model *m, float aux_coef, float z_coef) {
     be->matmul_backward(m->d_ln, G(m->lm_head), dlogits, m->lnf, P(m->lm_head), N, C, V);
     be->zero(m->d_resid, NC);
     be->rmsnorm_backward(m->d_resid, G(m->final_norm), m->d_ln, m->x_final, P(m->final_norm), m->lnf_rstd, N, C);
-    grad_ready(m, layer_begin(m, c->n_layers), m->n_floats); /* final norm (+ untied head) */
+    grad_ready(m, layer_begin(m, c->n_layers), m->n_floats, 0); /* final norm (+ untied head) */
 
     for (int l = c->n_layers - 1; l >= 0; l--) {
         LayerParams *L = &m->layers[l];
@@ -561,9 +578,7 @@ void model_backward(Model *m, float aux_coef, float z_coef) {
                 ep_backward(m, l);
                 /* expert parallel: this rank's experts (the tail of the layer's range) are final;
                  * their replicas in other expert groups, if any, sum them */
-                if (m->grad_ready)
-                    m->grad_ready(m->grad_ready_ctx, m->params[L->expert_gate].offset,
-                                  layer_begin(m, l + 1) - m->params[L->expert_gate].offset, 1);
+                grad_ready(m, m->params[L->expert_gate].offset, layer_begin(m, l + 1), 1);
             }
             else be->experts_backward(m->d_xg, G(L->expert_gate), G(L->expert_up), G(L->expert_down), m->d_eg, m->d_eu,
                                       m->d_eh, m->d_yg, A->eg, A->eu, A->eh, A->xg, A->offsets, P(L->expert_gate),
@@ -596,10 +611,10 @@ void model_backward(Model *m, float aux_coef, float z_coef) {
         be->matmul_backward(m->d_ln, G(L->v_proj), m->d_v, A->ln1, P(L->v_proj), N, C, KV * hd);
         be->rmsnorm_backward(m->d_resid, G(L->input_norm), m->d_ln, A->x_in, P(L->input_norm), A->ln1_rstd, N, C);
         /* expert parallel: the experts (the tail of the layer's range) went above */
-        grad_ready(m, layer_begin(m, l), m->ep_size > 1 && L->is_moe ? m->params[L->expert_gate].offset : layer_begin(m, l + 1));
+        grad_ready(m, layer_begin(m, l), m->ep_size > 1 && L->is_moe ? m->params[L->expert_gate].offset : layer_begin(m, l + 1), 0);
     }
     be->embedding_backward(G(m->embed), m->d_resid, m->inputs, N, C, V);
-    grad_ready(m, 0, layer_begin(m, 0)); /* the embedding (and a tied head) */
+    grad_ready(m, 0, layer_begin(m, 0), 0); /* the embedding (and a tied head) */
 }
 
 /* ---- optimizer ---- */
@@ -608,12 +623,10 @@ double model_grad_norm(const Model *m) {
     if (m->ep_size <= 1) return sqrt(m->be->sum_squares(m->grad_mem, m->n_floats));
     /* expert parallel: replicated tensors count once, each rank's experts are summed over ranks */
     double ss[2] = {0, 0};
-    for (int i = 0; i < m->n_params;) {
-        int j = i + 1;
-        while (j < m->n_params && m->params[j].sharded == m->params[i].sharded) j++;
-        size_t off = m->params[i].offset, n = m->params[j - 1].offset + m->params[j - 1].numel - off;
+    for (int i = 0, j; i < m->n_params; i = j) {
+        size_t off, n;
+        j = model_sharded_run(m, i, &off, &n);
         ss[m->params[i].sharded] += m->be->sum_squares(m->grad_mem + off, n);
-        i = j;
     }
     dist_sum_doubles_ep(&ss[1], 1, "the expert gradient norm"); /* over the expert group */
     return sqrt(ss[0] + ss[1]);

@@ -120,6 +120,14 @@ int model_create_ep(Model *m, const ModelConfig *cfg, const Backend *be, int ep_
 int model_full_table(const ModelConfig *cfg, ParamInfo **out);
 /* rank holding parameter p of the full table (-1: every rank) */
 int model_param_owner(const Model *m, const ParamInfo *p);
+/* Walking the full table in order with *cursor (start at 0) on this model's table: the index
+ * of p in this model's table when this rank holds it (advancing the cursor), else -1. */
+int model_local_param(const Model *m, const ParamInfo *p, int *cursor);
+/* largest numel in a parameter table */
+size_t model_max_numel(const ParamInfo *table, int n);
+/* The run of adjacent parameters from index i that share i's `sharded` flag: returns the index
+ * after it and sets [*offset, *offset + *count) to its floats. */
+int model_sharded_run(const Model *m, int i, size_t *offset, size_t *count);
 void model_free(Model *m);
 int model_find_param(const Model *m, const char *name); /* index or -1 */
 float *model_param(const Model *m, int index);          /* backend pointer */

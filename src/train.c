@@ -295,10 +295,9 @@ int train_run(const ModelConfig *model_cfg, const TrainConfig *train_cfg, const 
     if (ranks > 1) {
         /* (expert parallel: each rank's experts are its own) */
         for (int i = 0, j; i < m.n_params; i = j) {
-            for (j = i + 1; j < m.n_params && m.params[j].sharded == m.params[i].sharded;) j++;
-            if (m.params[i].sharded) continue;
-            size_t off = m.params[i].offset, n = m.params[j - 1].offset + m.params[j - 1].numel - off;
-            dist_bcast_bytes(m.param_mem + off, sizeof(float) * n, "the initial weights");
+            size_t off, n;
+            j = model_sharded_run(&m, i, &off, &n);
+            if (!m.params[i].sharded) dist_bcast_bytes(m.param_mem + off, sizeof(float) * n, "the initial weights");
         }
         m.loss_scale = 1.0f / ranks;
         m.grad_ready = start_grad_bucket, m.grad_ready_ctx = &sync;

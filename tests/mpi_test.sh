@@ -19,9 +19,8 @@
 #   - grow --alloc utility under mpirun: the ranks split the scoring batches, rank 0 writes; the
 #     same allocation, utilities (1e-5) and weights as one process
 # Prints "ok NAME" / "FAIL NAME: ..." per check and "mpi: N passed, N failed, N skipped".
-# With a binary built without MPI (make features says "MPI ✗") or without
-# mpirun, every check is
-# reported as skipped.
+# With a binary built without MPI (make features says "MPI ✗") or without mpirun, every check
+# is reported as skipped.
 set -u
 cd "$(dirname "$0")/.." || exit 1
 ROOT=$PWD
@@ -32,7 +31,7 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 # loopback only, no high-speed fabrics to probe on a test machine
 export OMPI_MCA_btl="self,vader,tcp" OMPI_MCA_btl_tcp_if_include=lo OMPI_MCA_oob_tcp_if_include=lo
 export OMPI_MCA_pml=ob1 OMPI_MCA_btl_vader_single_copy_mechanism=none
-. tests/lib.sh # ok, fail, skip, oneline
+. tests/lib.sh # ok, fail, skip, oneline, compare_results, small_plan
 # the sanitizer build (make test-sanitize) runs these too: OpenMPI's own allocations live until
 # exit, so leak detection is off for the ranks (address and undefined-behaviour checks stay on)
 export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"

@@ -104,6 +104,12 @@ void cli_set_threads(int threads) {
     if (threads > 0) backend_cpu()->set_threads(threads);
 }
 
+int cli_precision(const char *command, const char *name, int *precision) {
+    if (strcmp(name, "fp32") && strcmp(name, "bf16")) return cli_usage_error(command, "--precision %s; expected fp32 or bf16", name);
+    *precision = strcmp(name, "bf16") ? PRECISION_FP32 : PRECISION_BF16;
+    return 0;
+}
+
 int cli_backend(const char *command, const char *device, const Backend **be) {
     *be = NULL;
     if (strcmp(device, "auto") && strcmp(device, "cpu") && strcmp(device, "cuda"))

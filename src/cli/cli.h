@@ -22,6 +22,9 @@ void cli_set_threads(int threads);
  * status after printing the error (2: unknown name, 1: no CUDA device for --device cuda) */
 struct Backend;
 int cli_backend(const char *command, const char *device, const struct Backend **be);
+/* --precision fp32|bf16: 0 and *precision (PRECISION_FP32 or PRECISION_BF16), or 2 after a
+ * one-line usage error */
+int cli_precision(const char *command, const char *name, int *precision);
 
 int cmd_tokenize(int argc, char **argv);
 int cmd_train(int argc, char **argv);

@@ -113,8 +113,8 @@ static int bench_train_cmd(int argc, char **argv) {
                         opts, sizeof opts / sizeof *opts);
     if (prc) return prc == 1 ? 0 : prc;
     if (steps < 1) return cli_usage_error("bench train", "--steps %d; expected >= 1", steps);
-    if (strcmp(precision, "fp32") && strcmp(precision, "bf16"))
-        return cli_usage_error("bench train", "--precision %s; expected fp32 or bf16", precision);
+    int prec;
+    if (cli_precision("bench train", precision, &prec)) return 2;
     char list[512];
     snprintf(list, sizeof list, "%s", presets);
     int n_presets = 0;
@@ -141,7 +141,7 @@ static int bench_train_cmd(int argc, char **argv) {
         TrainConfig tc = chosen[i]->train;
         if (batch > 0) tc.batch_size = batch;
         if (seq > 0) tc.seq_len = seq;
-        tc.precision = strcmp(precision, "bf16") ? PRECISION_FP32 : PRECISION_BF16;
+        tc.precision = prec;
         if (bench_train(be, &chosen[i]->model, &tc, 1, steps, &r[i])) return cli_fail();
         printf("preset %s: batch %d x %d tokens, %.3f s/step, %.0f tokens/s (%s, %s, %d threads)\n", chosen[i]->name,
                tc.batch_size, tc.seq_len, r[i].seconds_per_step, r[i].tokens_per_second, be->name, precision, n_threads);

@@ -41,8 +41,8 @@ int cmd_experiment(int argc, char **argv) {
     if (preset && plan_file) return cli_usage_error("experiment", "--preset and --plan are exclusive; expected one of them");
     if (!data || (!out && !dry_run)) return cli_usage_error("experiment", "--data and --out are required; expected --data DIR --out DIR");
     if (seeds < 0 || probe_batches < 0) return cli_usage_error("experiment", "--seeds and --probe-batches must be >= 0; expected a count");
-    if (strcmp(precision, "fp32") && strcmp(precision, "bf16"))
-        return cli_usage_error("experiment", "--precision %s; expected fp32 or bf16", precision);
+    int prec;
+    if (cli_precision("experiment", precision, &prec)) return 2;
     if (ep_size < 0 || (ep_size && !expert_parallel))
         return cli_usage_error("experiment", "--ep-size %d; expected a positive group size, with --expert-parallel", ep_size);
     Plan plan;
@@ -66,7 +66,6 @@ int cmd_experiment(int argc, char **argv) {
         return brc;
     }
     cli_set_threads(threads);
-    int prec = strcmp(precision, "bf16") ? PRECISION_FP32 : PRECISION_BF16;
     const Backend *stage_be = be ? be : backend_cpu();
     if (stage_be->set_precision && stage_be->set_precision(prec)) { /* e.g. no AVX-512 BF16: say so before any stage */
         plan_free(&plan);

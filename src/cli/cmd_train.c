@@ -78,8 +78,8 @@ int cmd_train(int argc, char **argv) {
         return cli_usage_error("train", "--ep-size %d; expected a positive group size, with --expert-parallel", ep_size);
     if (strcmp(split, "pretrain") && strcmp(split, "cpt"))
         return cli_usage_error("train", "--split %s; expected pretrain or cpt", split);
-    if (strcmp(precision, "fp32") && strcmp(precision, "bf16"))
-        return cli_usage_error("train", "--precision %s; expected fp32 or bf16", precision);
+    int prec;
+    if (cli_precision("train", precision, &prec)) return 2;
     if (seed_str) {
         char *end;
         seed = strtoull(seed_str, &end, 10);
@@ -122,7 +122,7 @@ int cmd_train(int argc, char **argv) {
     if (skip_nonfinite) tc.skip_nonfinite = 1;
     if (spike >= 0) tc.spike_factor = spike;
     if (max_skips >= 0) tc.max_skips = max_skips;
-    tc.precision = strcmp(precision, "bf16") ? PRECISION_FP32 : PRECISION_BF16;
+    tc.precision = prec;
     if (schedule) {
         if (!strcmp(schedule, "wsd")) tc.schedule = SCHED_WSD;
         else if (!strcmp(schedule, "cosine")) tc.schedule = SCHED_COSINE;

@@ -89,7 +89,7 @@ static void cpu_embedding_backward(float *dtable, const float *dout, const int32
  * Adam's moments stay fp32 */
 static int g_bf16 = 0;
 
-/* row-major C = alpha op(A) op(B) + beta C: OpenBLAS sgemm, or the bf16 GEMM when enabled */
+/* row-major C = op(A) op(B) + beta C: OpenBLAS sgemm, or the bf16 GEMM when enabled */
 static void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, const float *A, int lda, const float *B,
                  int ldb, float beta, float *C, int ldc) {
     if (g_bf16) gemm_bf16(ta == CblasTrans, tb == CblasTrans, M, N, K, A, lda, B, ldb, beta, C, ldc);

@@ -14,9 +14,10 @@
 #include <immintrin.h>
 #include <omp.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "util.h"
 
 
 #define MR 6
@@ -59,11 +60,7 @@ static _Thread_local size_t tl_bcap, tl_acap;
 static uint16_t *buffer(uint16_t **buf, size_t *cap, size_t n) {
     if (n > *cap) {
         free(*buf);
-        *buf = aligned_alloc(64, ((n * sizeof(uint16_t) + 63) / 64) * 64);
-        if (!*buf) {
-            fprintf(stderr, "upcycle: out of memory packing a bf16 GEMM operand (%zu bytes)\n", n * sizeof(uint16_t));
-            exit(1);
-        }
+        *buf = aligned_alloc64(n * sizeof(uint16_t));
         *cap = n;
     }
     return *buf;

@@ -68,12 +68,14 @@ static void wait_request(MPI_Request *req, const char *what, double timeout) {
 
 static void wait_or_abort(MPI_Request *req, const char *what) { wait_request(req, what, g_timeout); }
 
-static void sum(void *x, size_t n, MPI_Datatype type, const char *what) {
+static void sum_over(void *x, size_t n, MPI_Datatype type, MPI_Comm comm, const char *what) {
     if (!dist_active() || n == 0) return;
     MPI_Request req;
-    MPI_Iallreduce(MPI_IN_PLACE, x, (int)n, type, MPI_SUM, MPI_COMM_WORLD, &req);
+    MPI_Iallreduce(MPI_IN_PLACE, x, (int)n, type, MPI_SUM, comm, &req);
     wait_or_abort(&req, what);
 }
+
+static void sum(void *x, size_t n, MPI_Datatype type, const char *what) { sum_over(x, n, type, MPI_COMM_WORLD, what); }
 
 void dist_sum_floats(float *x, size_t n, const char *what) { sum(x, n, MPI_FLOAT, what); }
 void dist_sum_doubles(double *x, size_t n, const char *what) { sum(x, n, MPI_DOUBLE, what); }
@@ -121,12 +123,7 @@ int dist_ep_rank(void) { return g_ep_rank; }
 int dist_ep_size(void) { return g_ep_size; }
 static MPI_Comm ep_comm(void) { return g_ep_comm != MPI_COMM_NULL ? g_ep_comm : MPI_COMM_WORLD; }
 
-void dist_sum_doubles_ep(double *x, size_t n, const char *what) {
-    if (!dist_active() || n == 0) return;
-    MPI_Request req;
-    MPI_Iallreduce(MPI_IN_PLACE, x, (int)n, MPI_DOUBLE, MPI_SUM, ep_comm(), &req);
-    wait_or_abort(&req, what);
-}
+void dist_sum_doubles_ep(double *x, size_t n, const char *what) { sum_over(x, n, MPI_DOUBLE, ep_comm(), what); }
 
 void dist_alltoall_ints(const int32_t *send, int32_t *recv, int per_rank, const char *what) {
     if (!dist_active()) {

@@ -7,10 +7,10 @@
 #include <string.h>
 
 #include "data/shard.h"
+#include "dist/dist.h"
 #include "io/checkpoint.h"
 #include "model.h"
 #include "train.h"
-#include "dist/dist.h"
 #include "util.h"
 
 void grow_options_defaults(GrowOptions *o) {

@@ -28,9 +28,7 @@ static void full_table_open(FullTable *t, const Model *m) {
     t->m = m;
     if (m->ep_size > 1) {
         t->n = model_full_table(&m->cfg, &t->table);
-        size_t max = 0;
-        for (int i = 0; i < t->n; i++) max = t->table[i].numel > max ? t->table[i].numel : max;
-        t->buf = xmalloc(max * sizeof(float));
+        t->buf = xmalloc(model_max_numel(t->table, t->n) * sizeof(float));
     } else {
         t->table = m->params, t->n = m->n_params, t->own = 1;
     }
@@ -46,7 +44,8 @@ static void full_table_close(FullTable *t) {
 static const float *full_table_data(FullTable *t, int i, const float *host, int *local) {
     const Model *m = t->m;
     const ParamInfo *p = &t->table[i];
-    if (*local < m->n_params && !strcmp(m->params[*local].name, p->name)) return host + m->params[(*local)++].offset;
+    int here = model_local_param(m, p, local);
+    if (here >= 0) return host + m->params[here].offset;
     dist_recv_floats(t->buf, p->numel, model_param_owner(m, p), "the expert weights for the checkpoint");
     return t->buf;
 }
@@ -93,7 +92,7 @@ static int write_tensors(const char *path, const Model *m, const float *host, co
         for (int i = 0; i < t.n; i++) {
             const ParamInfo *p = &t.table[i];
             if (trainable_only && !p->trainable) {
-                if (local < m->n_params && !strcmp(m->params[local].name, p->name)) local++;
+                model_local_param(m, p, &local); /* keep the walk in step */
                 continue;
             }
             const float *data = full_table_data(&t, i, pass ? host_b : host, &local);
@@ -289,11 +288,13 @@ static int read_tensors(const StFile *f, const Model *m, float *host, const char
         for (int i = 0; i < n_full; i++) expected += !trainable_only || full[i].trainable;
     }
     if (f->n_tensors != expected) {
+        const ParamInfo *names = full ? full : m->params; /* the names the file may hold */
+        int n_names = full ? n_full : m->n_params;
+        size_t pl = strlen(prefix);
         for (int t = 0; t < f->n_tensors; t++) {
             const char *tn = f->tensors[t].name;
-            size_t pl = strlen(prefix);
-            int known = strncmp(tn, prefix, pl) == 0 && model_find_param(m, tn + pl) >= 0;
-            for (int i = 0; i < n_full && !known; i++) known = strncmp(tn, prefix, pl) == 0 && !strcmp(full[i].name, tn + pl);
+            int known = 0;
+            for (int i = 0; i < n_names && !known; i++) known = strncmp(tn, prefix, pl) == 0 && !strcmp(names[i].name, tn + pl);
             if (!known) {
                 free(full);
                 return up_error("%s: unexpected tensor %s; expected only the tensors of the model in config.json", f->path, tn);
