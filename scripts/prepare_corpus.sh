@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prepares the paper-tiny corpus: the prose of the Linux kernel's Documentation/ (reStructuredText
-# and text files) from Debian's linux-source package, tokenized with a byte-level BPE.
+# and text files) from Debian's linux-source package, tokenized with a byte-level BPE. Every file
+# is one document; whole documents go to pretrain, cpt or val by a seeded shuffle (SPLIT_SEED).
 #   scripts/prepare_corpus.sh [OUT_DIR]   (default data/linux-docs; needs ~1 GB of disk while it runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,9 +16,10 @@ TARBALL=$(ls /usr/src/linux-source-*.tar.xz | sort | tail -n 1)
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 echo "corpus: extracting Documentation/ from $TARBALL"
-tar -xJf "$TARBALL" -C "$WORK" --wildcards '*/Documentation/*'
-# a stable order (sorted paths) so the corpus is the same on every machine
-find "$WORK" -type f \( -name '*.rst' -o -name '*.txt' \) -print0 | LC_ALL=C sort -z | xargs -0 cat > "$WORK/corpus.txt"
-echo "corpus: $(wc -c < "$WORK/corpus.txt") bytes of text"
+tar -xJf "$TARBALL" -C "$WORK" --wildcards '*/Documentation/*.rst' '*/Documentation/*.txt'
+DOCS=$(ls -d "$WORK"/*/Documentation)
+echo "corpus: $(find "$DOCS" -type f | wc -l) documents, $(cat $(find "$DOCS" -type f) | wc -c) bytes of text"
 [ -x ./upcycle ] || make -s
-./upcycle tokenize --input "$WORK/corpus.txt" --out "$OUT" --tokenizer bpe --vocab "$VOCAB" --force
+# tokenize walks the directory in sorted path order, so the corpus is the same on every machine
+./upcycle tokenize --input "$DOCS" --out "$OUT" --tokenizer bpe --vocab "$VOCAB" --split-by document \
+  --split-seed "${SPLIT_SEED:-1}" --force

@@ -64,29 +64,48 @@ static int truncate_metrics(const char *path, int max_step) {
     return rc;
 }
 
-double evaluate_loss(Model *m, Loader *ld, int n_batches) {
-    loader_reset(ld);
-    /* data parallel: the loader yields global batches of ranks x m->B sequences; each rank
-     * evaluates its slice and the means are averaged across ranks */
-    int ranks = ld->batch_size / m->B, slice = ranks > 1 ? dist_rank() : 0;
-    int32_t *tokens = xmalloc(sizeof(int32_t) * (size_t)ld->batch_size * (m->T + 1));
-    double sum = 0;
-    int batches = 0;
-    /* never wrap around: a short validation split is evaluated once */
-    uint64_t available = ld->n_windows / (uint64_t)ld->batch_size;
-    if (available == 0) available = 1;
-    for (int i = 0; i < n_batches && (uint64_t)i < available; i++, batches++) {
-        loader_next(ld, tokens);
-        model_forward(m, tokens + (size_t)slice * m->B * (m->T + 1), 0, 0);
-        sum += m->last_ce_loss;
+uint64_t eval_window(uint64_t i, uint64_t n_eval, uint64_t n_windows) {
+    return (uint64_t)((unsigned __int128)i * n_windows / n_eval);
+}
+
+EvalResult evaluate_split(Model *m, Loader *ld, int n_batches) {
+    /* data parallel: the loader's batch is the global one (ranks x m->B sequences); each rank
+     * evaluates its slice of every batch and the sums are added across ranks */
+    int B = ld->batch_size, T = m->T, ranks = B / m->B, slice = ranks > 1 ? dist_rank() : 0;
+    uint64_t W = ld->n_windows, n_eval = W;
+    if (n_batches > 0 && (uint64_t)n_batches * (uint64_t)B < W) n_eval = (uint64_t)n_batches * (uint64_t)B;
+    uint64_t batches = (n_eval + (uint64_t)B - 1) / (uint64_t)B;
+    int32_t *tokens = xmalloc(sizeof(int32_t) * (size_t)B * (T + 1));
+    double sums[3] = {0, 0, 0}; /* windows, sum of window losses, sum of their squares */
+    for (uint64_t j = 0; j < batches; j++) {
+        for (int b = 0; b < B; b++) {
+            uint64_t i = j * (uint64_t)B + (uint64_t)b;
+            /* the last batch is padded with window 0; padded rows are not counted (rows of a batch
+             * do not interact: routing is per token and the balancing bias is fixed here) */
+            loader_copy_window(ld, i < n_eval ? eval_window(i, n_eval, W) : 0, tokens + (size_t)b * (T + 1));
+        }
+        model_forward(m, tokens + (size_t)slice * m->B * (T + 1), 0, 0);
+        for (int b = 0; b < m->B; b++) {
+            uint64_t i = j * (uint64_t)B + (uint64_t)slice * m->B + (uint64_t)b;
+            if (i >= n_eval) continue;
+            double row = 0;
+            for (int t = 0; t < T; t++) row += m->host_losses[(size_t)b * T + t];
+            row /= T;
+            sums[0] += 1, sums[1] += row, sums[2] += row * row;
+        }
     }
     free(tokens);
-    if (ranks > 1) {
-        dist_sum_doubles(&sum, 1, "the validation loss");
-        sum /= ranks;
-    }
-    return sum / batches;
+    if (ranks > 1) dist_sum_doubles(sums, 3, "the validation loss");
+    EvalResult r;
+    r.windows = (long long)sums[0];
+    r.tokens = r.windows * T;
+    r.loss = sums[1] / sums[0];
+    double var = sums[0] > 1 ? (sums[2] - sums[1] * sums[1] / sums[0]) / (sums[0] - 1) : 0;
+    r.std_error = sums[0] > 1 && var > 0 ? sqrt(var / sums[0]) : 0;
+    return r;
 }
+
+double evaluate_loss(Model *m, Loader *ld, int n_batches) { return evaluate_split(m, ld, n_batches).loss; }
 
 /* data parallel: start the allreduce of a layer's gradients while the backward goes on */
 typedef struct {
@@ -439,8 +458,10 @@ int train_run(const ModelConfig *model_cfg, const TrainConfig *train_cfg, const 
     result->step_seconds = step_seconds;
     result->tokens_per_second = result->steps_run ? result->steps_run * (double)tc.batch_size * tc.seq_len / elapsed : 0;
     result->final_train_loss = result->steps_run ? result->losses[result->steps_run - 1] : NAN;
-    if (opt->final_eval_batches > 0) result->final_val_loss = evaluate_loss(&m, &val_ld, opt->final_eval_batches);
-    else result->final_val_loss = isnan(last_val) ? evaluate_loss(&m, &val_ld, tc.eval_batches) : last_val;
+    EvalResult final_eval = evaluate_split(&m, &val_ld, opt->final_eval_batches);
+    result->final_val_loss = final_eval.loss;
+    result->final_val_stderr = final_eval.std_error;
+    result->final_val_tokens = final_eval.tokens;
     int close_rc = metrics_flush(metrics, metrics_path, 1);
     if (!rc) rc = close_rc;
     dist_buckets_free(sync.buckets);

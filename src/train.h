@@ -14,7 +14,7 @@ typedef struct {
     const char *resume;      /* checkpoint to resume (weights, optimizer, data position, schedule) */
     const char *init;        /* checkpoint to start a new stage from (weights; optimizer state if present) */
     const char *stream_from; /* continue the data stream at this checkpoint's position (e.g. the grown one) */
-    int final_eval_batches;  /* batches for the final validation loss (0: train.eval_batches) */
+    int final_eval_batches;  /* batches for the final validation loss, strided over the split (0: the whole split) */
     int quiet;               /* no progress lines */
     int keep_checkpoints;    /* periodic checkpoints kept (default 2) */
     const Backend *backend;  /* NULL: the CPU backend */
@@ -25,6 +25,8 @@ typedef struct {
 typedef struct {
     int steps_run;
     double final_train_loss, final_val_loss;
+    double final_val_stderr;   /* standard error of final_val_loss over the evaluated windows */
+    long long final_val_tokens; /* tokens the final validation loss covers */
     double seconds, tokens_per_second;
     double step_seconds;     /* time in training steps only (no evaluation, no checkpoints) */
     float *losses;           /* per step of this run (malloc'd, steps_run entries) */
@@ -34,7 +36,18 @@ typedef struct {
  * checkpoint's config wins (train->steps may extend it). Returns 0 or -1 (up_error). */
 int train_run(const ModelConfig *model_cfg, const TrainConfig *train_cfg, const TrainOptions *opt, TrainResult *result);
 
-/* Mean loss over n_batches consecutive batches of an unshuffled loader (reset first). */
-double evaluate_loss(Model *m, Loader *ld, int n_batches);
+/* Validation loss of a split: the mean over windows of each window's mean token loss (every
+ * window has T targets, so this is token-weighted). n_batches <= 0, or at least the split:
+ * every window once. Otherwise n_batches * B windows strided evenly over the whole split
+ * (window eval_window(i, n, W) for i < n), the same subset at every call; never its first N
+ * windows. std_error: the standard deviation of the window losses / sqrt(windows). The
+ * loader's position is not used or changed. */
+typedef struct {
+    double loss, std_error;
+    long long windows, tokens;
+} EvalResult;
+EvalResult evaluate_split(Model *m, Loader *ld, int n_batches);
+double evaluate_loss(Model *m, Loader *ld, int n_batches); /* evaluate_split(...).loss */
+uint64_t eval_window(uint64_t i, uint64_t n_eval, uint64_t n_windows); /* floor(i * W / n) */
 
 #endif

@@ -208,6 +208,105 @@ run "$UP" tokenize --input "$W/corpus.txt" --out "$W/t_exists" --force
 if [ "$RC" -eq 0 ] && [ -f "$W/t_exists/pretrain.bin" ] && [ ! -e "$W/t_exists/sub" ]; then ok "tokenize: --force replaces the output dir"
 else fail "tokenize: --force replaces the output dir" "exit $RC, stderr: $(oneline "$ERR"), listing: $(ls "$W/t_exists" | tr '\n' ' ')"; fi
 
+# ---------------------------------------------------------------- tokenize: documents
+# a contiguous cut of one file is the plain byte split it always was
+run "$UP" tokenize --input "$W/corpus.txt" --out "$W/t_contig" --split-by contiguous
+msg=$(py '
+import json, sys
+d, src = sys.argv[1], open(sys.argv[2], "rb").read()
+n = len(src); c1, c2 = int(n * 0.8), int(n * 0.9)
+for name, want in (("pretrain", src[:c1]), ("cpt", src[c1:c2]), ("val", src[c2:])):
+    b = open("%s/%s.bin" % (d, name), "rb").read()[32:]
+    got = bytes(b[0::2])
+    assert got == want and not any(b[1::2]), "%s.bin is not bytes %d..%d of the input" % (name, 0, len(want))
+meta = json.load(open(d + "/meta.json"))
+assert meta["split_by"] == "contiguous" and meta["split_seed"] is None, meta
+' "$W/t_contig" "$W/corpus.txt")
+[ "$RC" -eq 0 ] && [ -z "$msg" ] && ok "tokenize: --split-by contiguous on one file cuts the bytes at 80%/90% as before" \
+  || fail "tokenize: --split-by contiguous on one file cuts the bytes at 80%/90% as before" "exit $RC $(oneline "$ERR") $(oneline "$msg")"
+
+# a directory of documents (two of them in a .jsonl): every document whole in exactly one split
+mkdir -p "$W/docs/sub"
+py '
+import json, random, sys
+d = sys.argv[1]; r = random.Random(5)
+words = ["alpha", "beta", "gamma", "delta", "kernel", "memory", "driver", "page"]
+for i in range(40):
+    text = "doc%03d " % i + " ".join(r.choice(words) for _ in range(r.randint(20, 200))) + " end%03d" % i
+    open("%s/%s%03d.txt" % (d, "sub/" if i % 3 else "", i), "w").write(text)
+with open(d + "/more.jsonl", "w") as f:
+    for i in (40, 41):
+        f.write(json.dumps({"text": "doc%03d jsonl body end%03d" % (i, i)}) + "\n")
+' "$W/docs" >/dev/null
+check_docs='
+import json, sys
+d, docs = sys.argv[1], sys.argv[2]
+import glob, os
+texts = {}
+for p in glob.glob(docs + "/**/*.txt", recursive=True):
+    t = open(p).read(); texts[t[:6]] = t
+for line in open(docs + "/more.jsonl"):
+    t = json.loads(line)["text"]; texts[t[:6]] = t
+meta = json.load(open(d + "/meta.json"))
+assert meta["split_by"] == "document", meta
+where = {}
+for name in ("pretrain", "cpt", "val"):
+    b = open("%s/%s.bin" % (d, name), "rb").read()[32:]
+    parts = bytes(b[0::2]).decode().split("\n\n")
+    assert parts[-1] == "", "%s does not end with the separator" % name
+    for p in parts[:-1]:
+        assert p in texts.values(), "%s holds a piece that is not a whole document: %r" % (name, p[:40])
+        assert p[:6] not in where, "%s is in %s and %s" % (p[:6], where[p[:6]], name)
+        where[p[:6]] = name
+    assert meta["splits"][name]["documents"] == len(parts) - 1, (name, meta["splits"][name])
+assert sorted(where) == sorted(texts), "documents missing from every split: %r" % sorted(set(texts) - set(where))
+print(",".join(where[k] for k in sorted(where)), end="")
+'
+run "$UP" tokenize --input "$W/docs" --out "$W/t_docs" --split-seed 3
+a=$(py "$check_docs" "$W/t_docs" "$W/docs")
+run2_rc=$RC
+case "$a" in *,*) ;; *) a="ERROR $a" ;; esac
+[ "$run2_rc" -eq 0 ] && [[ "$a" != ERROR* ]] && [[ "$OUT" == *"42 documents"*"split by document"* ]] \
+  && ok "tokenize: a directory (and a .jsonl in it) splits by whole documents, each in exactly one split" \
+  || fail "tokenize: a directory (and a .jsonl in it) splits by whole documents, each in exactly one split" "exit $run2_rc $(oneline "$ERR") $(oneline "$a") $(oneline "$OUT")"
+run "$UP" tokenize --input "$W/docs" --out "$W/t_docs2" --split-seed 3
+same=$(cmp -s "$W/t_docs/val.bin" "$W/t_docs2/val.bin" && cmp -s "$W/t_docs/pretrain.bin" "$W/t_docs2/pretrain.bin" && echo yes)
+run "$UP" tokenize --input "$W/docs" --out "$W/t_docs3" --split-seed 4
+b=$(py "$check_docs" "$W/t_docs3" "$W/docs")
+[ "$same" = yes ] && [ "$a" != "$b" ] && [[ "$b" != *Error* ]] \
+  && ok "tokenize: --split-seed reproduces the split; another seed gives another" \
+  || fail "tokenize: --split-seed reproduces the split; another seed gives another" "same=$same a=$(oneline "$a") b=$(oneline "$b")"
+# several --input paths, BPE with its reserved end-of-document id after every document
+run "$UP" tokenize --input "$W/docs/sub" --input "$W/docs/more.jsonl" --out "$W/t_docs_bpe" --tokenizer bpe --vocab 300
+msg=$(py '
+import json, struct, sys
+d = sys.argv[1]
+tok = json.load(open(d + "/tokenizer.json")); meta = json.load(open(d + "/meta.json"))
+assert tok["eod_id"] == 299 and meta["end_of_document"] == {"kind": "id", "id": 299}, (tok.get("eod_id"), meta["end_of_document"])
+total = 0
+for name in ("pretrain", "cpt", "val"):
+    b = open("%s/%s.bin" % (d, name), "rb").read()
+    ids = struct.unpack_from("<%dH" % ((len(b) - 32) // 2), b, 32)
+    assert ids[-1] == 299, "%s does not end with the end-of-document id" % name
+    assert ids.count(299) == meta["splits"][name]["documents"], name
+    total += ids.count(299)
+assert total == 28 and len(meta["inputs"]) == 2, (total, meta["inputs"])
+' "$W/t_docs_bpe")
+[ "$RC" -eq 0 ] && [ -z "$msg" ] && ok "tokenize: several --input paths; BPE ends every document with its reserved id" \
+  || fail "tokenize: several --input paths; BPE ends every document with its reserved id" "exit $RC $(oneline "$ERR") $(oneline "$msg")"
+printf 'one\n---\ntwo is longer than one and the others\n---\nthree three three three three three three three\n---\nfour four four four four four four four four four' >"$W/sep.txt"
+run "$UP" tokenize --input "$W/sep.txt" --out "$W/t_sep" --doc-sep '\n---\n' --eod-text '<eod>'
+[ "$RC" -eq 0 ] && [[ "$OUT" == *"4 documents"* ]] && [ "$(python3 -c "import json;print(json.load(open('$W/t_sep/meta.json'))['end_of_document'])")" = "{'kind': 'text', 'text': '<eod>'}" ] \
+  && ok "tokenize: --doc-sep cuts one file into documents; --eod-text ends them" \
+  || fail "tokenize: --doc-sep cuts one file into documents; --eod-text ends them" "exit $RC $(oneline "$ERR") $(oneline "$OUT")"
+expect_fail "tokenize: --split-by document with one document" nz "1 document,--split-by contiguous" "$W/t_one" -- \
+  "$UP" tokenize --input "$W/corpus.txt" --out "$W/t_one" --split-by document
+expect_fail "tokenize: bad --split-by" 2 "--split-by,shuffled" "$W/t_sb" -- \
+  "$UP" tokenize --input "$W/corpus.txt" --out "$W/t_sb" --split-by shuffled
+printf '{"text": "fine"}\n{"title": "no text here"}\n' >"$W/bad.jsonl"
+expect_fail "tokenize: JSONL line without the field" nz "bad.jsonl: line 2,\"text\"" "$W/t_badjsonl" -- \
+  "$UP" tokenize --input "$W/bad.jsonl" --out "$W/t_badjsonl"
+
 # ---------------------------------------------------------------- train
 TFAST=(--steps 2 --batch-size 4 --seq-len 32 --eval-batches 1 "${THREADS[@]}" --quiet)
 expect_fail "train: unknown preset" nz "huge" "$W/o_preset" -- \

@@ -1,7 +1,9 @@
 /* test_data.c - tokenizers (byte, BPE, tokenizer.json) and shards (files, validation, loader). */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "data/corpus.h"
 #include "data/shard.h"
 #include "data/tokenizer.h"
 #include "test.h"
@@ -49,7 +51,7 @@ static Tokenizer *train_shakespeare(size_t limit, int vocab_size) {
     CHECK_MSG(text, "%s", up_last_error());
     if (!text) return NULL;
     Tokenizer *tok = NULL;
-    int rc = tokenizer_train_bpe(&tok, (unsigned char *)text, n_bytes < limit ? n_bytes : limit, vocab_size);
+    int rc = tokenizer_train_bpe(&tok, (unsigned char *)text, n_bytes < limit ? n_bytes : limit, vocab_size, 0);
     CHECK_MSG(rc == 0, "%s", up_last_error());
     free(text);
     return tok;
@@ -106,7 +108,7 @@ TEST(bpe_round_trip_shakespeare) {
     if (!text) return;
     Tokenizer *tok = NULL;
     double t0 = now_seconds();
-    CHECK(tokenizer_train_bpe(&tok, (unsigned char *)text, n_bytes, 8192) == 0);
+    CHECK(tokenizer_train_bpe(&tok, (unsigned char *)text, n_bytes, 8192, 0) == 0);
     double t1 = now_seconds();
     if (!tok) {
         free(text);
@@ -150,7 +152,7 @@ TEST(bpe_round_trip_binary) {
     /* a tokenizer trained on binary data also round-trips */
     unsigned char *train = random_bytes(50000, 7);
     Tokenizer *binary = NULL;
-    CHECK_MSG(tokenizer_train_bpe(&binary, train, 50000, 600) == 0, "%s", up_last_error());
+    CHECK_MSG(tokenizer_train_bpe(&binary, train, 50000, 600, 0) == 0, "%s", up_last_error());
     if (binary) CHECK(round_trips(binary, train, 50000));
     tokenizer_free(binary);
     free(train);
@@ -209,7 +211,7 @@ TEST(bpe_compresses) {
         return;
     }
     Tokenizer *tok = NULL;
-    CHECK(tokenizer_train_bpe(&tok, (unsigned char *)text, n_bytes, 2048) == 0);
+    CHECK(tokenizer_train_bpe(&tok, (unsigned char *)text, n_bytes, 2048, 0) == 0);
     if (tok) {
         uint32_t *ids;
         size_t n_ids;
@@ -229,12 +231,12 @@ TEST(bpe_compresses) {
 TEST(bpe_training_arguments) {
     Tokenizer *tok = NULL;
     const unsigned char text[] = "abababab";
-    CHECK(tokenizer_train_bpe(&tok, text, 8, 256) == -1 && !tok);
-    CHECK(tokenizer_train_bpe(&tok, text, 8, 65537) == -1 && !tok);
+    CHECK(tokenizer_train_bpe(&tok, text, 8, 256, 0) == -1 && !tok);
+    CHECK(tokenizer_train_bpe(&tok, text, 8, 65537, 0) == -1 && !tok);
     /* "abababab" has pairs (a,b), (b,a), then few more: a large vocab cannot be learned */
-    CHECK(tokenizer_train_bpe(&tok, text, 8, 1000) == -1 && !tok);
+    CHECK(tokenizer_train_bpe(&tok, text, 8, 1000, 0) == -1 && !tok);
     CHECK(error_mentions("expected"));
-    CHECK(tokenizer_train_bpe(&tok, text, 8, 257) == 0);
+    CHECK(tokenizer_train_bpe(&tok, text, 8, 257, 0) == 0);
     if (tok) {
         uint32_t *ids;
         size_t n_ids;
@@ -566,4 +568,156 @@ TEST(loader_errors) {
     loader_close(&ld);
     CHECK(loader_open(&ld, test_tmpdir(), "val", 0, 7, 0, 1) == -1);
     free(path);
+}
+
+/* ---- documents and their split ---- */
+
+static void write_text(const char *dir, const char *name, const char *text) {
+    char *path = path_join(dir, name);
+    CHECK(atomic_write_file(path, text, strlen(text)) == 0);
+    free(path);
+}
+
+TEST(corpus_directory_jsonl_and_separator) {
+    char *dir = tmp_path("corpus_docs"), *sub = path_join(dir, "a");
+    remove_tree(dir);
+    CHECK(mkdir_p(sub) == 0);
+    write_text(dir, "b.txt", "second document");
+    write_text(sub, "c.txt", "first document");
+    write_text(sub, "d.txt", ""); /* empty: dropped */
+    write_text(dir, "x.jsonl", "{\"text\": \"third\", \"id\": 1}\n\n{\"text\": \"fourth\\nline\"}\n");
+    Corpus c = {0};
+    CorpusOptions opt = {0};
+    CHECK_MSG(corpus_add_path(&c, dir, &opt) == 0, "%s", up_last_error());
+    /* sorted paths: a/c.txt, a/d.txt (empty), b.txt, x.jsonl */
+    CHECK(c.n_docs == 4);
+    if (c.n_docs == 4) {
+        CHECK(!strcmp(c.docs[0].text, "first document") && !strcmp(c.docs[1].text, "second document"));
+        CHECK(!strcmp(c.docs[2].text, "third") && !strcmp(c.docs[3].text, "fourth\nline"));
+    }
+    CHECK(c.n_bytes == strlen("first document") + strlen("second document") + 5 + 11);
+    corpus_free(&c);
+    /* --doc-sep cuts a text file; the JSONL field is chosen */
+    write_text(dir, "sep.txt", "one<sep>two<sep><sep>three");
+    char *sep_file = path_join(dir, "sep.txt");
+    opt.doc_sep = "<sep>";
+    CHECK(corpus_add_path(&c, sep_file, &opt) == 0 && c.n_docs == 3 && !strcmp(c.docs[2].text, "three"));
+    corpus_free(&c);
+    /* bad JSONL: the file, the line and the field */
+    write_text(dir, "bad.jsonl", "{\"text\": \"ok\"}\n{\"body\": \"no text\"}\n");
+    char *bad = path_join(dir, "bad.jsonl");
+    CHECK(corpus_add_path(&c, bad, &opt) == -1 && error_mentions("bad.jsonl: line 2") && error_mentions("\"text\""));
+    corpus_free(&c);
+    CorpusOptions field = {.jsonl_field = "body"};
+    write_text(dir, "body.jsonl", "{\"body\": \"no text\"}\nnot json\n");
+    char *body = path_join(dir, "body.jsonl");
+    CHECK(corpus_add_path(&c, body, &field) == -1 && error_mentions("line 2: not valid JSON"));
+    corpus_free(&c);
+    char *missing = path_join(dir, "missing.txt");
+    CHECK(corpus_add_path(&c, missing, &opt) == -1 && error_mentions("missing.txt"));
+    corpus_free(&c);
+    remove_tree(dir);
+    free(dir), free(sub), free(sep_file), free(bad), free(body), free(missing);
+}
+
+static void corpus_of_sizes(Corpus *c, const size_t *sizes, size_t n) {
+    memset(c, 0, sizeof *c);
+    char *text = xmalloc(sizes[0] + 1);
+    for (size_t i = 0; i < n; i++) {
+        text = xrealloc(text, sizes[i] + 1);
+        memset(text, 'a' + (int)(i % 26), sizes[i]);
+        c->docs = xrealloc(c->docs, (i + 1) * sizeof *c->docs);
+        c->docs[i].text = xmalloc(sizes[i] + 1);
+        memcpy(c->docs[i].text, text, sizes[i]);
+        c->docs[i].text[sizes[i]] = 0;
+        c->docs[i].n_bytes = sizes[i];
+        c->n_bytes += sizes[i];
+    }
+    c->n_docs = c->capacity = n;
+    free(text);
+}
+
+TEST(document_split_whole_disjoint_seeded) {
+    enum { N = 400 };
+    size_t sizes[N];
+    Rng rng;
+    rng_seed(&rng, 3);
+    for (int i = 0; i < N; i++) sizes[i] = 1 + rng_below(&rng, 5000);
+    Corpus c;
+    corpus_of_sizes(&c, sizes, N);
+    double fr[3] = {0.8, 0.1, 0.1};
+    size_t order[N], order2[N];
+    int split[N], split2[N], seen[N] = {0};
+    corpus_split_documents(&c, fr, 1, order, split);
+    double bytes[3] = {0};
+    int count[3] = {0};
+    for (int i = 0; i < N; i++) {
+        CHECK(order[i] < N);
+        seen[order[i]]++;
+        CHECK(split[i] >= 0 && split[i] <= 2);
+        bytes[split[i]] += sizes[i], count[split[i]]++;
+    }
+    for (int i = 0; i < N; i++) CHECK_MSG(seen[i] == 1, "document %d appears %d times in the order", i, seen[i]);
+    for (int s = 0; s < 3; s++)
+        CHECK_MSG(fabs(bytes[s] / c.n_bytes - fr[s]) < 0.02, "split %d holds %.3f of the bytes, expected %.2f", s, bytes[s] / c.n_bytes, fr[s]);
+    /* the shuffle is not the identity, the seed reproduces it, another seed changes it */
+    int moved = 0;
+    for (int i = 0; i < N; i++) moved += order[i] != (size_t)i;
+    CHECK(moved > N / 2);
+    corpus_split_documents(&c, fr, 1, order2, split2);
+    CHECK(!memcmp(order, order2, sizeof order) && !memcmp(split, split2, sizeof split));
+    corpus_split_documents(&c, fr, 2, order2, split2);
+    CHECK(memcmp(split, split2, sizeof split) != 0);
+    corpus_free(&c);
+    /* one huge document and two small ones: no split is left empty */
+    size_t lopsided[3] = {100000, 10, 10};
+    corpus_of_sizes(&c, lopsided, 3);
+    corpus_split_documents(&c, fr, 5, order, split);
+    int has[3] = {0};
+    for (int i = 0; i < 3; i++) has[split[i]]++;
+    CHECK(has[0] == 1 && has[1] == 1 && has[2] == 1);
+    corpus_free(&c);
+}
+
+TEST(bpe_end_of_document_id) {
+    size_t n_bytes;
+    char *text = shakespeare(&n_bytes);
+    Tokenizer *tok = NULL;
+    CHECK(tokenizer_train_bpe(&tok, (unsigned char *)text, n_bytes < 200000 ? n_bytes : 200000, 300, 1) == 0);
+    CHECK(tokenizer_vocab_size(tok) == 300 && tokenizer_eod_id(tok) == 299);
+    uint32_t *ids;
+    size_t n_ids;
+    CHECK(tokenizer_encode(tok, (unsigned char *)text, 20000, &ids, &n_ids) == 0);
+    int eod_seen = 0;
+    for (size_t i = 0; i < n_ids; i++) eod_seen |= ids[i] == 299;
+    CHECK(!eod_seen);
+    free(ids);
+    uint32_t eod = 299;
+    char *out;
+    size_t n_out;
+    CHECK(tokenizer_decode(tok, &eod, 1, &out, &n_out) == 0 && !strcmp(out, "<|endoftext|>"));
+    free(out);
+    char *path = tmp_path("eod_tokenizer.json");
+    CHECK(tokenizer_save(tok, path) == 0);
+    Tokenizer *back = NULL;
+    CHECK_MSG(tokenizer_load(&back, path) == 0, "%s", up_last_error());
+    CHECK(back && tokenizer_eod_id(back) == 299 && tokenizer_vocab_size(back) == 300);
+    CHECK(round_trips(back, (unsigned char *)text, 5000));
+    tokenizer_free(back);
+    /* an eod_id that is not the last id is refused, naming the field */
+    char *json;
+    size_t n_json;
+    CHECK(read_file(path, &json, &n_json) == 0);
+    char *at = strstr(json, "\"eod_id\":");
+    CHECK(at != NULL);
+    if (at) {
+        memcpy(at, "\"eod_id\":\t12,", 13);
+        for (char *p = at + 13; *p && *p != '\n'; p++) *p = ' ';
+        CHECK(atomic_write_file(path, json, n_json) == 0);
+        CHECK(tokenizer_load(&back, path) == -1 && error_mentions("eod_id"));
+    }
+    free(json);
+    tokenizer_free(tok);
+    free(path);
+    free(text);
 }

@@ -1,31 +1,123 @@
 /* Experiment plans, statistics, and a whole (tiny) experiment end to end: results, report,
  * resumption. */
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "experiment/experiment.h"
 #include "experiment/stats.h"
 #include "fixtures.h"
+#include "model.h"
+#include "train.h"
 #include "test.h"
 #include "util.h"
 
 TEST(stats_efficiency_and_undefined_rule) {
     double E[3] = {2.10, 2.11, 2.09}, U[3] = {2.05, 2.06, 2.04}, M[3] = {2.00, 2.01, 1.99};
     Efficiency e = stats_efficiency(E, U, M, 3, 1);
-    CHECK(e.defined);
+    CHECK(e.defined && e.unpaired_defined);
     CHECK_CLOSE(e.mean, 50.0, 1e-9);
     CHECK(e.lo <= e.mean && e.mean <= e.hi);
-    /* Fixed-mE within the seed spread of Fixed-E: undefined, never a percentage */
+    /* Fixed-mE within noise of Fixed-E: undefined, never a percentage */
     double M2[3] = {2.095, 2.12, 2.08};
     e = stats_efficiency(E, U, M2, 3, 1);
-    CHECK(!e.defined && strstr(e.reason, "undefined: Fixed-mE is not better than Fixed-E"));
+    CHECK(!e.defined && isnan(e.mean) && strstr(e.reason, "undefined: Fixed-mE is not better than Fixed-E"));
     double M3[3] = {2.2, 2.2, 2.2}; /* worse */
     CHECK(!stats_efficiency(E, U, M3, 3, 1).defined);
-    /* one seed: defined without an interval */
+    /* one seed: no interval and no verdict, never a percentage */
     e = stats_efficiency(E, U, M, 1, 1);
-    CHECK(e.defined && isnan(e.lo));
+    CHECK(!e.defined && isnan(e.mean) && isnan(e.lo) && !strcmp(e.reason, "1 seed: no interval, no verdict"));
+    CHECK(isnan(e.premise.t_lo) && fabs(e.premise.mean - 0.1) < 1e-12);
     CHECK_CLOSE(stats_std(E, 3), 0.01, 1e-9);
+}
+
+/* the paired interval against a hand-computed case (paired t with n-1 = 2 degrees of freedom) */
+TEST(stats_paired_gap_hand_computed) {
+    double E[3] = {3.725, 3.720, 3.678}, M[3] = {3.698, 3.702, 3.709};
+    PairedGap g = stats_paired_gap(E, M, 3, 7);
+    /* d = 0.027, 0.018, -0.031: mean 0.0046667, sd 0.0312143, half width 4.303 * sd / sqrt(3) */
+    CHECK_CLOSE(g.mean, 0.004666666666666, 1e-9);
+    CHECK_CLOSE(g.sd, 0.031214312956, 1e-9);
+    CHECK_CLOSE(g.t_lo, -0.0728800, 1e-6);
+    CHECK_CLOSE(g.t_hi, 0.0822133, 1e-6);
+    /* the bootstrap of a mean of 3 values lies within [min d, max d] and brackets the mean */
+    CHECK(g.boot_lo >= -0.031 - 1e-12 && g.boot_hi <= 0.027 + 1e-12 && g.boot_lo <= g.mean && g.mean <= g.boot_hi);
+    CHECK_CLOSE(stats_t975(2), 4.303, 1e-12);
+    CHECK_CLOSE(stats_t975(40), 2.021, 2e-3); /* the expansion past the table */
+    CHECK_CLOSE(stats_t975(1000), 1.962, 1e-3);
+}
+
+/* Seeds far apart, gaps consistent: the paired rule calls Fixed-mE better, the unpaired one cannot */
+TEST(stats_paired_and_unpaired_rules_disagree) {
+    double E[3] = {3.70, 3.90, 3.60}, M[3] = {3.65, 3.86, 3.555}, U[3] = {3.675, 3.88, 3.5775};
+    Efficiency e = stats_efficiency(E, U, M, 3, 3);
+    CHECK(e.defined && !e.unpaired_defined);
+    CHECK(e.premise.t_lo > 0);
+    CHECK_CLOSE(e.mean, 50.0, 1e-9);
+    /* and the reverse: the mean gap (0.0267) beats the unpaired spread (0.0153), but the per-seed
+     * gaps (0.01, 0.05, 0.02) vary too much for 3 seeds: the paired interval reaches below 0 */
+    double E2[3] = {3.00, 3.02, 3.01}, M2[3] = {2.99, 2.97, 2.99};
+    e = stats_efficiency(E2, E2, M2, 3, 3);
+    CHECK(!e.defined && e.unpaired_defined);
+    CHECK_CLOSE(e.premise.t_lo, -0.0250489571, 1e-6);
+}
+
+/* window w's mean token loss, computed alone in row 0 of a batch of otherwise unrelated windows */
+static double window_loss(Model *m, Loader *ld, uint64_t w) {
+    int B = m->B, T = m->T;
+    int32_t *tokens = xmalloc(sizeof(int32_t) * (size_t)B * (T + 1));
+    for (int b = 0; b < B; b++) loader_copy_window(ld, b == 0 ? w : (w + 7 * (uint64_t)b) % ld->n_windows, tokens + (size_t)b * (T + 1));
+    model_forward(m, tokens, 0, 0);
+    double sum = 0;
+    for (int t = 0; t < T; t++) sum += m->host_losses[t];
+    free(tokens);
+    return sum / T;
+}
+
+/* whole-split and strided evaluation against a direct sum over windows */
+TEST(evaluation_whole_split_and_strided) {
+    ModelConfig mc;
+    TrainConfig tc;
+    fixture_small_run(&mc, &tc);
+    char *data = fixture_data_dir();
+    Model m;
+    CHECK(model_create(&m, &mc, backend_cpu()) == 0);
+    model_init_weights(&m, 9);
+    int B = 3, T = 8; /* the window count is not a multiple of B: the last batch is padded */
+    model_set_batch(&m, B, T);
+    Loader ld;
+    CHECK(loader_open(&ld, data, "val", B, T, 0, 0) == 0);
+    uint64_t W = ld.n_windows;
+    CHECK_MSG(W >= 20 && W % B != 0, "fixture val split has %llu windows", (unsigned long long)W);
+    double *direct = xmalloc(sizeof(double) * W), sum = 0, sq = 0;
+    for (uint64_t w = 0; w < W; w++) direct[w] = window_loss(&m, &ld, w), sum += direct[w], sq += direct[w] * direct[w];
+    EvalResult all = evaluate_split(&m, &ld, 0);
+    CHECK(all.windows == (long long)W && all.tokens == (long long)W * T);
+    CHECK_CLOSE(all.loss, sum / W, 1e-6);
+    double var = (sq - sum * sum / W) / (W - 1);
+    CHECK_CLOSE(all.std_error, sqrt(var / W), 1e-6);
+    /* asking for more batches than the split has: the whole split, once */
+    CHECK_CLOSE(evaluate_split(&m, &ld, 1000).loss, all.loss, 1e-12);
+    /* 2 batches = 6 windows strided over the whole split, not its first 6 */
+    EvalResult few = evaluate_split(&m, &ld, 2);
+    double s6 = 0;
+    uint64_t last = 0;
+    for (uint64_t i = 0; i < 6; i++) {
+        uint64_t w = eval_window(i, 6, W);
+        CHECK(w == i * W / 6);
+        s6 += direct[w], last = w;
+    }
+    CHECK(few.windows == 6 && last >= W / 2);
+    CHECK_CLOSE(few.loss, s6 / 6, 1e-6);
+    /* the same subset every time, whatever the loader's position */
+    int32_t *scratch = xmalloc(sizeof(int32_t) * (size_t)B * (T + 1));
+    loader_next(&ld, scratch);
+    CHECK(evaluate_split(&m, &ld, 2).loss == few.loss);
+    free(scratch);
+    loader_close(&ld);
+    model_free(&m);
+    free(direct), free(data);
 }
 
 TEST(stats_spearman_values) {

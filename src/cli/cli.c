@@ -13,7 +13,7 @@
 static void print_help(const char *command, const char *synopsis, const CliOption *opts, int n) {
     printf("usage: upcycle %s %s\n\n%s", command, synopsis, n ? "options:\n" : "");
     for (int i = 0; i < n; i++) {
-        const char *arg = opts[i].type == OPT_FLAG ? "" : opts[i].type == OPT_STR ? " VALUE" : " N";
+        const char *arg = opts[i].type == OPT_FLAG ? "" : opts[i].type == OPT_STR || opts[i].type == OPT_STRS ? " VALUE" : " N";
         char left[64];
         snprintf(left, sizeof left, "--%s%s", opts[i].name, arg);
         printf("  %-24s %s\n", left, opts[i].help);
@@ -61,6 +61,12 @@ static int set_value(const char *command, const CliOption *o, const char *value)
     case OPT_FLAG:
         *(int *)o->dst = 1;
         return 0;
+    case OPT_STRS: {
+        CliStrList *list = o->dst;
+        if (list->n == CLI_MAX_VALUES) return cli_usage_error(command, "--%s given more than %d times; expected fewer", o->name, CLI_MAX_VALUES);
+        list->items[list->n++] = value;
+        return 0;
+    }
     }
     return 2;
 }

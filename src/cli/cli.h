@@ -2,12 +2,19 @@
 #ifndef UPCYCLE_CLI_H
 #define UPCYCLE_CLI_H
 
-typedef enum { OPT_STR, OPT_INT, OPT_FLOAT, OPT_FLAG, OPT_U64 } OptType;
+typedef enum { OPT_STR, OPT_INT, OPT_FLOAT, OPT_FLAG, OPT_U64, OPT_STRS } OptType;
+
+/* OPT_STRS: an option that may be given several times; each value is appended */
+#define CLI_MAX_VALUES 256
+typedef struct {
+    const char *items[CLI_MAX_VALUES];
+    int n;
+} CliStrList;
 
 typedef struct {
     const char *name;  /* without the leading "--" */
     OptType type;
-    void *dst;         /* const char **, int *, float *, int * (flag), unsigned long long * */
+    void *dst;         /* const char **, int *, float *, int * (flag), unsigned long long *, CliStrList * */
     const char *help;
 } CliOption;
 

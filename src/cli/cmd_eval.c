@@ -28,12 +28,12 @@ static void default_shape(const char *ckpt, int *batch, int *seq) {
 int cmd_eval(int argc, char **argv) {
     const char *ckpt = NULL, *data = NULL, *split = "val";
     const char *device = "auto";
-    int json = 0, batches = 16, batch = 0, seq = 0, threads = 0;
+    int json = 0, batches = 0, batch = 0, seq = 0, threads = 0;
     CliOption opts[] = {
         {"ckpt", OPT_STR, &ckpt, "checkpoint directory (required)"},
         {"data", OPT_STR, &data, "data directory (required)"},
         {"split", OPT_STR, &split, "val (default), cpt or pretrain"},
-        {"batches", OPT_INT, &batches, "batches to evaluate (default 16; fewer if the split is shorter)"},
+        {"batches", OPT_INT, &batches, "0 (default): every window of the split once; N: N batches of windows strided evenly over the split"},
         {"batch-size", OPT_INT, &batch, "sequences per batch (default: the checkpoint's training batch)"},
         {"seq-len", OPT_INT, &seq, "tokens per sequence (default: the checkpoint's training length)"},
         {"json", OPT_FLAG, &json, "print one JSON object"},
@@ -43,7 +43,7 @@ int cmd_eval(int argc, char **argv) {
     int prc = cli_parse("eval", "--ckpt DIR --data DIR [options]", argc, argv, opts, sizeof opts / sizeof *opts);
     if (prc) return prc == 1 ? 0 : prc;
     if (!ckpt || !data) return cli_usage_error("eval", "--ckpt and --data are required; expected --ckpt DIR --data DIR");
-    if (batches < 1) return cli_usage_error("eval", "--batches %d; expected >= 1", batches);
+    if (batches < 0) return cli_usage_error("eval", "--batches %d; expected 0 (the whole split) or a count >= 1", batches);
     const Backend *be;
     int brc = cli_backend("eval", device, &be);
     if (brc) return brc;
@@ -69,12 +69,15 @@ int cmd_eval(int argc, char **argv) {
         return cli_fail();
     }
     model_set_batch(&m, batch, seq);
-    double loss = evaluate_loss(&m, &ld, batches);
-    uint64_t n_batches = ld.n_windows / batch < (uint64_t)batches ? ld.n_windows / batch : (uint64_t)batches;
-    if (n_batches == 0) n_batches = 1;
-    long long tokens = (long long)n_batches * batch * seq;
-    if (json) printf("{\"loss\": %.6f, \"perplexity\": %.4f, \"tokens\": %lld, \"split\": \"%s\"}\n", loss, exp(loss), tokens, split);
-    else printf("%s: %s loss %.4f, perplexity %.2f over %lld tokens\n", ckpt, split, loss, exp(loss), tokens);
+    EvalResult r = evaluate_split(&m, &ld, batches);
+    int whole = r.windows == (long long)ld.n_windows;
+    if (json)
+        printf("{\"loss\": %.6f, \"std_error\": %.6f, \"perplexity\": %.4f, \"tokens\": %lld, \"windows\": %lld, "
+               "\"split_windows\": %llu, \"split\": \"%s\"}\n",
+               r.loss, r.std_error, exp(r.loss), r.tokens, r.windows, (unsigned long long)ld.n_windows, split);
+    else
+        printf("%s: %s loss %.4f (standard error %.4f over windows), perplexity %.2f over %lld tokens (%s)\n", ckpt, split, r.loss,
+               r.std_error, exp(r.loss), r.tokens, whole ? "the whole split" : "windows strided over the split");
     loader_close(&ld);
     model_free(&m);
     return 0;

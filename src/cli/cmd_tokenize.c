@@ -1,4 +1,4 @@
-/* upcycle tokenize: text file -> DIR/{pretrain,cpt,val}.bin (+ tokenizer.json, meta.json). */
+/* upcycle tokenize: documents (files, directories, JSONL) -> DIR/{pretrain,cpt,val}.bin (+ tokenizer.json, meta.json). */
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "data/corpus.h"
 #include "data/shard.h"
 #include "data/tokenizer.h"
 #include "util.h"
@@ -44,17 +45,135 @@ static int parse_split(const char *spec, double fractions[3]) {
     return 0;
 }
 
-static int write_meta(const char *path, const char *input, const char *kind, int vocab, const size_t counts[3],
+/* "\n", "\t", "\\" in a separator given on the command line */
+static char *unescape(const char *s) {
+    char *out = xmalloc(strlen(s) + 1), *o = out;
+    for (; *s; s++) {
+        if (*s == '\\' && (s[1] == 'n' || s[1] == 't' || s[1] == '\\')) {
+            s++;
+            *o++ = *s == 'n' ? '\n' : *s == 't' ? '\t' : '\\';
+        } else {
+            *o++ = *s;
+        }
+    }
+    *o = 0;
+    return out;
+}
+
+/* A piece of a split's text; eod_after: a document ends here */
+typedef struct {
+    const char *text;
+    size_t n_bytes;
+    int eod_after;
+} Segment;
+
+typedef struct {
+    Segment *items;
+    size_t n, capacity, n_docs, n_bytes;
+} SegmentList;
+
+static void segment_add(SegmentList *l, const char *text, size_t n, int eod_after) {
+    if (n == 0 && !eod_after) return;
+    if (l->n == l->capacity) l->items = xrealloc(l->items, (l->capacity = l->capacity ? 2 * l->capacity : 256) * sizeof *l->items);
+    l->items[l->n++] = (Segment){text, n, eod_after};
+    l->n_bytes += n;
+    l->n_docs += eod_after;
+}
+
+/* contiguous: the documents in input order as one stream, cut at byte fractions (a document may
+ * straddle a cut); a single document is cut exactly as before documents existed (no end mark) */
+static void split_contiguous(const Corpus *c, const double fractions[3], SegmentList lists[3]) {
+    size_t cuts[2] = {(size_t)(c->n_bytes * fractions[0]), (size_t)(c->n_bytes * (fractions[0] + fractions[1]))};
+    int marks = c->n_docs > 1;
+    size_t at = 0;
+    int s = 0;
+    for (size_t d = 0; d < c->n_docs; d++) {
+        const Document *doc = &c->docs[d];
+        size_t off = 0;
+        while (s < 2 && cuts[s] < at + doc->n_bytes) {
+            size_t piece = cuts[s] > at + off ? cuts[s] - at - off : 0;
+            segment_add(&lists[s], doc->text + off, piece, 0);
+            off += piece;
+            s++;
+        }
+        segment_add(&lists[s], doc->text + off, doc->n_bytes - off, marks);
+        at += doc->n_bytes;
+    }
+}
+
+static void split_by_document(const Corpus *c, const double fractions[3], uint64_t seed, SegmentList lists[3]) {
+    size_t *order = xmalloc(c->n_docs * sizeof *order);
+    int *split = xmalloc(c->n_docs * sizeof *split);
+    corpus_split_documents(c, fractions, seed, order, split);
+    for (size_t i = 0; i < c->n_docs; i++) {
+        const Document *doc = &c->docs[order[i]];
+        segment_add(&lists[split[order[i]]], doc->text, doc->n_bytes, 1);
+    }
+    free(order), free(split);
+}
+
+/* the pretrain part's bytes, for BPE training (documents joined by a blank line) */
+static unsigned char *join_segments(const SegmentList *l, size_t *n_bytes) {
+    unsigned char *text = xmalloc(l->n_bytes + 2 * l->n + 1), *at = text;
+    for (size_t i = 0; i < l->n; i++) {
+        memcpy(at, l->items[i].text, l->items[i].n_bytes);
+        at += l->items[i].n_bytes;
+        if (l->items[i].eod_after && i + 1 < l->n) *at++ = '\n', *at++ = '\n';
+    }
+    *n_bytes = (size_t)(at - text);
+    return text;
+}
+
+static int encode_split(const Tokenizer *tok, const SegmentList *l, const char *eod_text, uint32_t **ids, size_t *n_ids) {
+    size_t n = 0, cap = 1024;
+    uint32_t *out = xmalloc(cap * sizeof *out);
+    int eod = tokenizer_eod_id(tok);
+    uint32_t *eod_ids = NULL;
+    size_t n_eod = 0;
+    if (eod >= 0) eod_ids = xmalloc(sizeof *eod_ids), eod_ids[0] = (uint32_t)eod, n_eod = 1;
+    else tokenizer_encode(tok, (const unsigned char *)eod_text, strlen(eod_text), &eod_ids, &n_eod);
+    for (size_t i = 0; i < l->n; i++) {
+        uint32_t *piece;
+        size_t n_piece;
+        if (tokenizer_encode(tok, (const unsigned char *)l->items[i].text, l->items[i].n_bytes, &piece, &n_piece)) {
+            free(out), free(eod_ids);
+            return -1;
+        }
+        size_t need = n + n_piece + n_eod;
+        if (need > cap) out = xrealloc(out, (cap = need > 2 * cap ? need : 2 * cap) * sizeof *out);
+        memcpy(out + n, piece, n_piece * sizeof *out);
+        n += n_piece;
+        free(piece);
+        if (l->items[i].eod_after) memcpy(out + n, eod_ids, n_eod * sizeof *out), n += n_eod;
+    }
+    free(eod_ids);
+    *ids = out, *n_ids = n;
+    return 0;
+}
+
+static int write_meta(const char *path, const CliStrList *inputs, const char *kind, int vocab, int by_document, uint64_t split_seed,
+                      const Tokenizer *tok, const char *eod_text, int marks, const SegmentList lists[3], const size_t counts[3],
                       const double fractions[3]) {
     cJSON *j = cJSON_CreateObject();
-    cJSON_AddNumberToObject(j, "version", 1);
-    cJSON_AddStringToObject(j, "source", input);
+    cJSON_AddNumberToObject(j, "version", 2);
+    cJSON_AddStringToObject(j, "source", inputs->items[0]);
+    cJSON *in = cJSON_AddArrayToObject(j, "inputs");
+    for (int i = 0; i < inputs->n; i++) cJSON_AddItemToArray(in, cJSON_CreateString(inputs->items[i]));
     cJSON_AddStringToObject(j, "tokenizer", kind);
     cJSON_AddNumberToObject(j, "vocab_size", vocab);
+    cJSON_AddStringToObject(j, "split_by", by_document ? "document" : "contiguous");
+    if (by_document) cJSON_AddNumberToObject(j, "split_seed", (double)split_seed);
+    else cJSON_AddNullToObject(j, "split_seed");
+    cJSON *eod = cJSON_AddObjectToObject(j, "end_of_document");
+    if (!marks) cJSON_AddStringToObject(eod, "kind", "none (a single document)");
+    else if (tokenizer_eod_id(tok) >= 0) cJSON_AddStringToObject(eod, "kind", "id"), cJSON_AddNumberToObject(eod, "id", tokenizer_eod_id(tok));
+    else cJSON_AddStringToObject(eod, "kind", "text"), cJSON_AddStringToObject(eod, "text", eod_text);
     cJSON *splits = cJSON_AddObjectToObject(j, "splits");
     for (int i = 0; i < 3; i++) {
         cJSON *s = cJSON_AddObjectToObject(splits, SPLIT_NAMES[i]);
         cJSON_AddNumberToObject(s, "fraction", fractions[i]);
+        cJSON_AddNumberToObject(s, "documents", (double)lists[i].n_docs);
+        cJSON_AddNumberToObject(s, "bytes", (double)lists[i].n_bytes);
         cJSON_AddNumberToObject(s, "tokens", (double)counts[i]);
     }
     char *text = cJSON_Print(j);
@@ -65,22 +184,36 @@ static int write_meta(const char *path, const char *input, const char *kind, int
 }
 
 int cmd_tokenize(int argc, char **argv) {
-    const char *input = NULL, *out = NULL, *kind = "byte", *split = "pretrain=0.8,cpt=0.1,val=0.1";
+    const char *out = NULL, *kind = "byte", *split = "pretrain=0.8,cpt=0.1,val=0.1", *split_by = NULL;
+    const char *doc_sep_arg = NULL, *jsonl_field = "text", *eod_arg = "\\n\\n";
+    static CliStrList inputs;
+    inputs.n = 0;
+    unsigned long long split_seed = 1;
     int vocab = 2048, force = 0;
     CliOption opts[] = {
-        {"input", OPT_STR, &input, "text file to tokenize (required)"},
+        {"input", OPT_STRS, &inputs, "a text file, a directory (every regular file one document, recursively, in sorted path order) "
+                                     "or a .jsonl file (one document per line); may be given several times (required)"},
         {"out", OPT_STR, &out, "output data directory (required; refused if it exists, unless --force)"},
         {"tokenizer", OPT_STR, &kind, "byte (vocab 256, default) or bpe (byte-level BPE trained on the pretrain part)"},
-        {"vocab", OPT_INT, &vocab, "BPE vocabulary size, 257..65536 (default 2048)"},
-        {"split", OPT_STR, &split, "contiguous disjoint fractions (default pretrain=0.8,cpt=0.1,val=0.1)"},
+        {"vocab", OPT_INT, &vocab, "BPE vocabulary size, 257..65536, the end-of-document id included (default 2048)"},
+        {"split", OPT_STR, &split, "disjoint fractions (default pretrain=0.8,cpt=0.1,val=0.1)"},
+        {"split-by", OPT_STR, &split_by, "document (each whole document to one split by a seeded shuffle; the default with several "
+                                         "documents) or contiguous (the text in input order cut at the fractions; time-ordered text)"},
+        {"split-seed", OPT_U64, &split_seed, "seed of the document shuffle (default 1)"},
+        {"doc-sep", OPT_STR, &doc_sep_arg, "cut text files into documents at every occurrence of this string (\\n, \\t escapes)"},
+        {"jsonl-field", OPT_STR, &jsonl_field, "the field of a .jsonl record that holds the document (default text)"},
+        {"eod-text", OPT_STR, &eod_arg, "byte tokenizer: the text that ends every document (default \\n\\n); BPE reserves an id"},
         {"force", OPT_FLAG, &force, "replace an existing output directory"},
     };
-    int prc = cli_parse("tokenize", "--input FILE --out DIR [options]", argc, argv, opts, sizeof opts / sizeof *opts);
+    int prc = cli_parse("tokenize", "--input PATH [--input PATH ...] --out DIR [options]", argc, argv, opts, sizeof opts / sizeof *opts);
     if (prc) return prc == 1 ? 0 : prc;
-    if (!input || !out) return cli_usage_error("tokenize", "--input and --out are required; expected --input FILE --out DIR");
+    if (!inputs.n || !out) return cli_usage_error("tokenize", "--input and --out are required; expected --input PATH --out DIR");
     int is_bpe = !strcmp(kind, "bpe");
     if (!is_bpe && strcmp(kind, "byte")) return cli_usage_error("tokenize", "--tokenizer %s; expected byte or bpe", kind);
     if (is_bpe && (vocab < 257 || vocab > 65536)) return cli_usage_error("tokenize", "--vocab %d; expected 257..65536", vocab);
+    if (split_by && strcmp(split_by, "document") && strcmp(split_by, "contiguous"))
+        return cli_usage_error("tokenize", "--split-by %s; expected document or contiguous", split_by);
+    if (doc_sep_arg && !*doc_sep_arg) return cli_usage_error("tokenize", "--doc-sep is empty; expected a separator string");
     double fractions[3];
     if (parse_split(split, fractions)) return cli_fail();
     if (path_exists(out) && !force) {
@@ -88,38 +221,55 @@ int cmd_tokenize(int argc, char **argv) {
         return cli_fail();
     }
 
-    char *text;
-    size_t n_bytes;
-    if (read_file(input, &text, &n_bytes)) return cli_fail();
-    if (n_bytes < 100) {
-        free(text);
-        up_error("%s: only %zu bytes; expected a text corpus of at least 100 bytes", input, n_bytes);
+    char *doc_sep = doc_sep_arg ? unescape(doc_sep_arg) : NULL, *eod_text = unescape(eod_arg);
+    CorpusOptions copt = {.jsonl_field = jsonl_field, .doc_sep = doc_sep};
+    Corpus corpus = {0};
+    int rc = 0;
+    for (int i = 0; i < inputs.n && !rc; i++) rc = corpus_add_path(&corpus, inputs.items[i], &copt);
+    if (!rc && corpus.n_docs == 0)
+        rc = up_error("%s: no documents (empty files are skipped); expected at least one non-empty text file", inputs.items[0]);
+    if (!rc && corpus.n_bytes < 100)
+        rc = up_error("%s: only %zu bytes; expected a text corpus of at least 100 bytes", inputs.items[0], corpus.n_bytes);
+    int by_document = split_by ? !strcmp(split_by, "document") : corpus.n_docs > 1;
+    if (!rc && by_document && corpus.n_docs < 3)
+        rc = up_error("%s: %zu document(s); expected at least 3 for --split-by document (or --split-by contiguous)", inputs.items[0],
+                      corpus.n_docs);
+    free(doc_sep);
+    if (rc) {
+        corpus_free(&corpus), free(eod_text);
         return cli_fail();
     }
-    /* the corpus is cut into byte ranges first, so BPE is trained on the pretrain part only */
-    size_t cut1 = (size_t)(n_bytes * fractions[0]), cut2 = (size_t)(n_bytes * (fractions[0] + fractions[1]));
-    size_t starts[3] = {0, cut1, cut2}, ends[3] = {cut1, cut2, n_bytes};
+    int marks = corpus.n_docs > 1; /* documents are joined by an end-of-document mark */
+    SegmentList lists[3] = {0};
+    if (by_document) split_by_document(&corpus, fractions, split_seed, lists);
+    else split_contiguous(&corpus, fractions, lists);
+    for (int s = 0; s < 3 && !rc; s++)
+        if (lists[s].n_bytes == 0) rc = up_error("%s: the %s split is empty; expected larger fractions or more text", inputs.items[0], SPLIT_NAMES[s]);
+
+    /* BPE is trained on the pretrain part only */
     Tokenizer *tok = NULL;
     double t0 = now_seconds();
-    if (is_bpe) {
-        if (tokenizer_train_bpe(&tok, (const unsigned char *)text, cut1, vocab)) {
-            free(text);
-            return cli_fail();
-        }
-    } else {
+    if (!rc && is_bpe) {
+        size_t n_train;
+        unsigned char *train = join_segments(&lists[0], &n_train);
+        rc = tokenizer_train_bpe(&tok, train, n_train, vocab, marks);
+        free(train);
+    } else if (!rc) {
         tok = tokenizer_byte();
     }
     /* build everything in DIR.tmp.<pid>, then rename: no half-written data directory */
     size_t tn = strlen(out) + 32;
     char *tmp = xmalloc(tn);
     snprintf(tmp, tn, "%s.tmp.%ld", out, (long)getpid());
-    remove_tree(tmp);
-    int rc = mkdir_p(tmp);
+    if (!rc) {
+        remove_tree(tmp);
+        rc = mkdir_p(tmp);
+    }
     size_t counts[3] = {0};
     for (int s = 0; s < 3 && !rc; s++) {
         uint32_t *ids = NULL;
         size_t n_ids = 0;
-        rc = tokenizer_encode(tok, (const unsigned char *)text + starts[s], ends[s] - starts[s], &ids, &n_ids);
+        rc = encode_split(tok, &lists[s], eod_text, &ids, &n_ids);
         if (!rc) {
             char name[32];
             snprintf(name, sizeof name, "%s.bin", SPLIT_NAMES[s]);
@@ -137,7 +287,8 @@ int cmd_tokenize(int argc, char **argv) {
     }
     if (!rc) {
         char *path = path_join(tmp, "meta.json");
-        rc = write_meta(path, input, kind, tokenizer_vocab_size(tok), counts, fractions);
+        rc = write_meta(path, &inputs, kind, tokenizer_vocab_size(tok), by_document, split_seed, tok, eod_text, marks, lists, counts,
+                        fractions);
         free(path);
     }
     if (!rc) {
@@ -148,9 +299,14 @@ int cmd_tokenize(int argc, char **argv) {
     if (rc) remove_tree(tmp);
     free(tmp);
     if (!rc)
-        printf("tokenized %s (%zu bytes) with %s tokenizer (vocab %d) in %.2fs: pretrain %zu, cpt %zu, val %zu tokens -> %s\n",
-               input, n_bytes, kind, tokenizer_vocab_size(tok), now_seconds() - t0, counts[0], counts[1], counts[2], out);
+        printf("tokenized %s%s (%zu documents, %zu bytes, split by %s) with %s tokenizer (vocab %d) in %.2fs: "
+               "pretrain %zu, cpt %zu, val %zu tokens (%zu, %zu, %zu documents) -> %s\n",
+               inputs.items[0], inputs.n > 1 ? " and more" : "", corpus.n_docs, corpus.n_bytes, by_document ? "document" : "contiguous",
+               kind, tokenizer_vocab_size(tok), now_seconds() - t0, counts[0], counts[1], counts[2], lists[0].n_docs, lists[1].n_docs,
+               lists[2].n_docs, out);
     tokenizer_free(tok);
-    free(text);
+    for (int s = 0; s < 3; s++) free(lists[s].items);
+    corpus_free(&corpus);
+    free(eod_text);
     return rc ? cli_fail() : 0;
 }

@@ -229,6 +229,10 @@ void loader_next(Loader *ld, int32_t *tokens) {
     }
 }
 
+void loader_copy_window(const Loader *ld, uint64_t window, int32_t *tokens) {
+    copy_window(&ld->shard, window * (uint64_t)ld->seq_len, ld->seq_len + 1, tokens);
+}
+
 void loader_set_position(Loader *ld, uint64_t epoch, uint64_t cursor) {
     ld->epoch = epoch + cursor / ld->n_windows;
     ld->cursor = cursor % ld->n_windows;

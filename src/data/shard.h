@@ -57,6 +57,8 @@ int loader_open(Loader *ld, const char *data_dir, const char *split, int batch_s
                 uint64_t seed, int shuffle);
 /* tokens: (B, T+1) int32, row b = window tokens; inputs are [:, :T], targets [:, 1:]. */
 void loader_next(Loader *ld, int32_t *tokens);
+/* tokens (T+1): window `window` (< n_windows) of the shard, in shard order; no state change */
+void loader_copy_window(const Loader *ld, uint64_t window, int32_t *tokens);
 void loader_set_position(Loader *ld, uint64_t epoch, uint64_t cursor);
 void loader_reset(Loader *ld); /* epoch 0, cursor 0 */
 void loader_close(Loader *ld);

@@ -20,6 +20,8 @@
  * the cost of training and encoding on pathological input (a megabyte of '='), and bounds every
  * token's length: a token never spans more than one chunk. */
 #define MAX_CHUNK_BYTES 4096
+/* what the end-of-document id decodes to */
+#define EOD_TEXT "<|endoftext|>"
 
 /* ---------------------------------------------------------------------------------------- */
 /* hashing and hash maps                                                                    */
@@ -219,6 +221,7 @@ struct Tokenizer {
     int vocab_size;
     int is_bpe;
     int n_merges;
+    int eod_id;                 /* the reserved end-of-document id (256 + n_merges), or -1 */
     uint32_t *merges;           /* 2 * n_merges ids: merge i joins merges[2i], merges[2i+1] into 256 + i */
     uint32_t *token_offset;     /* vocab_size + 1 offsets into token_bytes */
     unsigned char *token_bytes; /* the bytes every id decodes to, back to back */
@@ -226,10 +229,14 @@ struct Tokenizer {
 };
 
 /* Builds a tokenizer from merges that are already known to be valid (ids in range, each pair
- * once, tokens at most MAX_CHUNK_BYTES long). Takes ownership of merges. */
-static Tokenizer *tokenizer_from_merges(uint32_t *merges, int n_merges, int is_bpe) {
+ * once, tokens at most MAX_CHUNK_BYTES long). Takes ownership of merges. With has_eod, the id
+ * after the merges is the end-of-document token: encoding never produces it from text, and it
+ * decodes to EOD_TEXT. */
+static Tokenizer *tokenizer_from_merges(uint32_t *merges, int n_merges, int is_bpe, int has_eod) {
     Tokenizer *tok = xcalloc(1, sizeof *tok);
-    tok->vocab_size = BYTE_VOCAB + n_merges;
+    int n_plain = BYTE_VOCAB + n_merges;
+    tok->vocab_size = n_plain + (has_eod ? 1 : 0);
+    tok->eod_id = has_eod ? n_plain : -1;
     tok->is_bpe = is_bpe;
     tok->n_merges = n_merges;
     tok->merges = merges;
@@ -238,6 +245,7 @@ static Tokenizer *tokenizer_from_merges(uint32_t *merges, int n_merges, int is_b
     for (int id = 0; id < tok->vocab_size; id++) {
         tok->token_offset[id] = (uint32_t)total;
         if (id < BYTE_VOCAB) total += 1;
+        else if (id == tok->eod_id) total += strlen(EOD_TEXT);
         else {
             uint32_t left = merges[2 * (id - BYTE_VOCAB)], right = merges[2 * (id - BYTE_VOCAB) + 1];
             total += (tok->token_offset[left + 1] - tok->token_offset[left]) +
@@ -250,6 +258,10 @@ static Tokenizer *tokenizer_from_merges(uint32_t *merges, int n_merges, int is_b
         unsigned char *dst = tok->token_bytes + tok->token_offset[id];
         if (id < BYTE_VOCAB) {
             *dst = (unsigned char)id;
+            continue;
+        }
+        if (id == tok->eod_id) {
+            memcpy(dst, EOD_TEXT, strlen(EOD_TEXT));
             continue;
         }
         uint32_t left = merges[2 * (id - BYTE_VOCAB)], right = merges[2 * (id - BYTE_VOCAB) + 1];
@@ -266,7 +278,7 @@ static Tokenizer *tokenizer_from_merges(uint32_t *merges, int n_merges, int is_b
     return tok;
 }
 
-Tokenizer *tokenizer_byte(void) { return tokenizer_from_merges(NULL, 0, 0); }
+Tokenizer *tokenizer_byte(void) { return tokenizer_from_merges(NULL, 0, 0, 0); }
 
 void tokenizer_free(Tokenizer *tok) {
     if (!tok) return;
@@ -279,6 +291,7 @@ void tokenizer_free(Tokenizer *tok) {
 
 int tokenizer_vocab_size(const Tokenizer *tok) { return tok->vocab_size; }
 int tokenizer_is_bpe(const Tokenizer *tok) { return tok->is_bpe; }
+int tokenizer_eod_id(const Tokenizer *tok) { return tok->eod_id; }
 
 /* ---------------------------------------------------------------------------------------- */
 /* training                                                                                 */
@@ -515,12 +528,12 @@ static int pop_best_pair(PairHeap *heap, const PairTable *pairs, uint32_t *best)
     return 0;
 }
 
-int tokenizer_train_bpe(Tokenizer **out, const unsigned char *text, size_t n_bytes, int vocab_size) {
+int tokenizer_train_bpe(Tokenizer **out, const unsigned char *text, size_t n_bytes, int vocab_size, int with_eod) {
     *out = NULL;
-    if (vocab_size < BYTE_VOCAB + 1 || vocab_size > MAX_VOCAB)
-        return up_error("tokenizer: vocab_size %d out of range; expected %d..%d", vocab_size, BYTE_VOCAB + 1,
+    if (vocab_size < BYTE_VOCAB + 1 + (with_eod ? 1 : 0) || vocab_size > MAX_VOCAB)
+        return up_error("tokenizer: vocab_size %d out of range; expected %d..%d", vocab_size, BYTE_VOCAB + 1 + (with_eod ? 1 : 0),
                         MAX_VOCAB);
-    int n_merges = vocab_size - BYTE_VOCAB;
+    int n_merges = vocab_size - BYTE_VOCAB - (with_eod ? 1 : 0);
     WordTable words;
     PairTable pairs = {0};
     PairHeap heap = {0};
@@ -556,7 +569,7 @@ int tokenizer_train_bpe(Tokenizer **out, const unsigned char *text, size_t n_byt
                         "expected more text or a vocab_size <= %d",
                         n_bytes, learned, BYTE_VOCAB + learned, BYTE_VOCAB + learned);
     }
-    *out = tokenizer_from_merges(merges, n_merges, 1);
+    *out = tokenizer_from_merges(merges, n_merges, 1, with_eod);
     return 0;
 }
 
@@ -730,6 +743,7 @@ int tokenizer_save(const Tokenizer *tok, const char *path) {
     cJSON_AddStringToObject(root, "type", tok->is_bpe ? "bpe" : "byte");
     cJSON_AddNumberToObject(root, "version", TOKENIZER_VERSION);
     cJSON_AddNumberToObject(root, "vocab_size", tok->vocab_size);
+    if (tok->eod_id >= 0) cJSON_AddNumberToObject(root, "eod_id", tok->eod_id);
     cJSON *merges = cJSON_AddArrayToObject(root, "merges");
     for (int m = 0; m < tok->n_merges; m++) {
         int pair[2] = {(int)tok->merges[2 * m], (int)tok->merges[2 * m + 1]};
@@ -800,7 +814,7 @@ static int check_merge(const cJSON *item, const char *path, int m, uint32_t *mer
     return 0;
 }
 
-static int check_merges(const cJSON *root, const char *path, int is_bpe, int vocab_size, uint32_t **out) {
+static int check_merges(const cJSON *root, const char *path, int is_bpe, int vocab_size, int has_eod, uint32_t **out) {
     const cJSON *list = cJSON_GetObjectItemCaseSensitive(root, "merges");
     /* a byte tokenizer may leave merges out */
     if ((list || is_bpe) && !cJSON_IsArray(list))
@@ -810,9 +824,9 @@ static int check_merges(const cJSON *root, const char *path, int is_bpe, int voc
     if (!is_bpe && (n_merges || vocab_size != BYTE_VOCAB))
         return up_error("%s: field vocab_size: %d with %d merges for type \"byte\"; expected 256 and no merges", path,
                         vocab_size, n_merges);
-    if (vocab_size != BYTE_VOCAB + n_merges)
-        return up_error("%s: field vocab_size: %d but merges has %d entries; expected vocab_size = 256 + %d = %d", path,
-                        vocab_size, n_merges, n_merges, BYTE_VOCAB + n_merges);
+    if (vocab_size != BYTE_VOCAB + n_merges + has_eod)
+        return up_error("%s: field vocab_size: %d but merges has %d entries%s; expected vocab_size = %d", path,
+                        vocab_size, n_merges, has_eod ? " and eod_id is set" : "", BYTE_VOCAB + n_merges + has_eod);
     uint32_t *merges = xmalloc(((size_t)n_merges * 2 + 1) * sizeof *merges);
     uint32_t *token_length = xmalloc((size_t)vocab_size * sizeof *token_length);
     for (int id = 0; id < BYTE_VOCAB; id++) token_length[id] = 1;
@@ -852,10 +866,16 @@ int tokenizer_load(Tokenizer **out, const char *path) {
     int is_bpe = 0, vocab_size = 0;
     uint32_t *merges = NULL;
     int rc = check_header(root, path, &is_bpe, &vocab_size);
-    if (!rc) rc = check_merges(root, path, is_bpe, vocab_size, &merges);
+    /* optional: the reserved end-of-document id, always the last id */
+    const cJSON *eod = cJSON_GetObjectItemCaseSensitive(root, "eod_id");
+    int eod_id = -1, has_eod = eod != NULL;
+    if (!rc && has_eod && (!is_bpe || json_int(eod, &eod_id) || eod_id != vocab_size - 1))
+        rc = up_error("%s: field eod_id: %s; expected the last id of a BPE vocabulary, %d", path,
+                      is_bpe ? "not the last id" : "set for a byte tokenizer", vocab_size - 1);
+    if (!rc) rc = check_merges(root, path, is_bpe, vocab_size, has_eod, &merges);
     cJSON_Delete(root);
     if (rc) return -1;
-    *out = tokenizer_from_merges(merges, vocab_size - BYTE_VOCAB, is_bpe);
+    *out = tokenizer_from_merges(merges, vocab_size - BYTE_VOCAB - has_eod, is_bpe, has_eod);
     return 0;
 }
 

@@ -11,13 +11,17 @@
 typedef struct Tokenizer Tokenizer;
 
 Tokenizer *tokenizer_byte(void);
-/* Learns vocab_size - 256 merges (vocab_size in [257, 65536]). */
-int tokenizer_train_bpe(Tokenizer **out, const unsigned char *text, size_t n_bytes, int vocab_size);
+/* Learns vocab_size - 256 merges (vocab_size in [257, 65536]); with_eod reserves the last id
+ * as the end-of-document token (and learns one merge fewer). */
+int tokenizer_train_bpe(Tokenizer **out, const unsigned char *text, size_t n_bytes, int vocab_size, int with_eod);
 int tokenizer_save(const Tokenizer *tok, const char *path);  /* atomic; JSON */
 int tokenizer_load(Tokenizer **out, const char *path);       /* validates; errors name the file and field */
 int tokenizer_load_dir(Tokenizer **out, const char *data_dir); /* DIR/tokenizer.json or byte tokenizer */
 int tokenizer_vocab_size(const Tokenizer *tok);
 int tokenizer_is_bpe(const Tokenizer *tok);
+/* The end-of-document id that joins documents in a BPE data directory (tokenizer.json's
+ * "eod_id", the last id; encoding text never yields it, it decodes to "<|endoftext|>"), or -1. */
+int tokenizer_eod_id(const Tokenizer *tok);
 /* encode: *ids is malloc'd. decode: *text is malloc'd and NUL-terminated; ids >= vocab fail. */
 int tokenizer_encode(const Tokenizer *tok, const unsigned char *text, size_t n_bytes, uint32_t **ids, size_t *n_ids);
 int tokenizer_decode(const Tokenizer *tok, const uint32_t *ids, size_t n_ids, char **text, size_t *n_bytes);

@@ -433,28 +433,99 @@ static int eff_cell(char *out, size_t n, const cJSON *eff) {
     return 0;
 }
 
-static const char *const CMP_HEAD[] = {"Label", "Fixed-E", "Upcycled", "Fixed-mE", "Eff. %"};
+static const char *const CMP_HEAD[] = {"Label", "Fixed-E", "Upcycled", "Fixed-mE", "E - mE per seed", "E - mE paired 95% CI",
+                                       "Eff. % (paired rule)", "unpaired rule"};
+static const char *const SEED_HEAD[] = {"Label", "Seed", "Fixed-E", "Upcycled", "Fixed-mE", "E - mE", "E - Up", "eval s.e. (E / Up / mE)"};
 static const char *const COMPUTE_HEAD[] = {"Label",        "t_E (s/step)", "t_mE (s/step)",       "Upcycled (s)",
                                            "Fixed-mE (s)", "Saving %",     "Sunk-cost saving %", "FLOPs saving %"};
 static const char *const RUNS_HEAD[] = {"Run", "Arm", "Label", "x", "Seed", "Status", "Experts", "Growth step(s)",
                                         "Final val loss", "Seconds", "FLOPs"};
 
+/* "+0.0270 / +0.0180 / -0.0310" */
+static void per_seed_cell(char *out, size_t n, const cJSON *values) {
+    size_t o = 0;
+    out[0] = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, values) {
+        double v;
+        if (!item_num(it, &v)) continue;
+        int w = snprintf(out + o, n - o, "%s%+.4f", o ? " / " : "", v);
+        if (w < 0 || (size_t)w >= n - o) break;
+        o += (size_t)w;
+    }
+    if (!o) snprintf(out, n, "%s", DASH);
+}
+
+/* "[-0.0729, +0.0822] (bootstrap [-0.0310, +0.0270])" or "1 seed: no interval" */
+static void paired_cell(char *out, size_t n, const cJSON *gap) {
+    const cJSON *t = jarr(gap, "t_ci95"), *b = jarr(gap, "bootstrap_ci95");
+    double lo, hi, blo, bhi;
+    if (!t || cJSON_GetArraySize(t) != 2 || !item_num(cJSON_GetArrayItem(t, 0), &lo) || !item_num(cJSON_GetArrayItem(t, 1), &hi)) {
+        snprintf(out, n, "%s", jget(gap, "n") ? "1 seed: no interval" : DASH);
+        return;
+    }
+    if (b && cJSON_GetArraySize(b) == 2 && item_num(cJSON_GetArrayItem(b, 0), &blo) && item_num(cJSON_GetArrayItem(b, 1), &bhi))
+        snprintf(out, n, "[%+.4f, %+.4f] (bootstrap [%+.4f, %+.4f])", lo, hi, blo, bhi);
+    else snprintf(out, n, "[%+.4f, %+.4f]", lo, hi);
+}
+
 static void build_cmp_table(const cJSON *root, const char *sweep, Table *t) {
-    table_init(t, 5, CMP_HEAD);
-    t->align = "lrrrl"; /* the efficiency column may hold a sentence */
+    table_init(t, 8, CMP_HEAD);
+    t->align = "lrrrllll"; /* the efficiency column may hold a sentence */
     const cJSON *c;
     cJSON_ArrayForEach(c, jarr(root, "comparisons")) {
         const char *sw = jstr(c, "sweep");
         if (!sw || strcmp(sw, sweep) != 0) continue;
-        char e[256], u[256], m[256], eff[1024];
+        char e[256], u[256], m[256], eff[1024], seeds[512], ci[256];
         stat_cell(e, sizeof e, jget(c, "fixed_E"));
         stat_cell(u, sizeof u, jget(c, "upcycled"));
         stat_cell(m, sizeof m, jget(c, "fixed_mE"));
+        const cJSON *gap = jget(c, "paired_gap_E_minus_mE");
+        per_seed_cell(seeds, sizeof seeds, jarr(gap, "values"));
+        paired_cell(ci, sizeof ci, gap);
         int undef = eff_cell(eff, sizeof eff, jget(c, "efficiency"));
-        char *cells[5] = {(char *)str_or(jstr(c, "label"), DASH), e, u, m, eff};
-        const char *cls[5] = {NULL, NULL, NULL, NULL, undef ? "undef" : "eff"};
+        char *cells[8] = {(char *)str_or(jstr(c, "label"), DASH), e, u, m, seeds, ci, eff, (char *)str_or(jstr(c, "unpaired_rule"), DASH)};
+        const char *cls[8] = {NULL, NULL, NULL, NULL, NULL, NULL, undef ? "undef" : "eff", NULL};
         table_add(t, cells, cls, NULL);
     }
+}
+
+static double nth_value(const cJSON *stat, int i) {
+    double v;
+    return item_num(cJSON_GetArrayItem(jarr(stat, "values"), i), &v) ? v : NAN;
+}
+
+/* one row per comparison and seed: the three arms' final losses and the paired gaps */
+static int build_seed_table(const cJSON *root, const char *sweep, Table *t) {
+    table_init(t, 8, SEED_HEAD);
+    t->align = "lrrrrrrl";
+    int rows = 0;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, jarr(root, "comparisons")) {
+        const char *sw = jstr(c, "sweep");
+        if (!sw || strcmp(sw, sweep) != 0) continue;
+        const cJSON *E = jget(c, "fixed_E"), *U = jget(c, "upcycled"), *M = jget(c, "fixed_mE");
+        int n = cJSON_GetArraySize(jarr(E, "values"));
+        for (int i = 0; i < n; i++) {
+            double seed = NAN, lE = nth_value(E, i), lU = nth_value(U, i), lM = nth_value(M, i);
+            item_num(cJSON_GetArrayItem(jarr(c, "seeds"), i), &seed);
+            char cells_txt[6][96];
+            snprintf(cells_txt[0], 96, "%s", fmt_sig(seed, 10).s);
+            snprintf(cells_txt[1], 96, "%s", fmt_fixed(lE, 4).s);
+            snprintf(cells_txt[2], 96, "%s", fmt_fixed(lU, 4).s);
+            snprintf(cells_txt[3], 96, "%s", fmt_fixed(lM, 4).s);
+            snprintf(cells_txt[4], 96, "%+.4f", lE - lM);
+            snprintf(cells_txt[5], 96, "%+.4f", lE - lU);
+            char se[200];
+            snprintf(se, sizeof se, "%s / %s / %s", fmt_sig(jnum_or(E, "eval_stderr", NAN), 2).s, fmt_sig(jnum_or(U, "eval_stderr", NAN), 2).s,
+                     fmt_sig(jnum_or(M, "eval_stderr", NAN), 2).s);
+            char *cells[8] = {(char *)str_or(jstr(c, "label"), DASH), cells_txt[0], cells_txt[1], cells_txt[2], cells_txt[3],
+                              cells_txt[4], cells_txt[5], i == 0 ? se : (char *)""};
+            table_add(t, cells, NULL, NULL);
+            rows++;
+        }
+    }
+    return rows;
 }
 
 /* returns the number of rows with any compute data */
@@ -1735,7 +1806,8 @@ static void html_key_result(Buf *b, const cJSON *root) {
     const cJSON *k = jget(main_c, "compute");
     double sv, sk;
     if (jnum(k, "saving_pct", &sv)) {
-        bprintf(b, "; upcycling %s %s%% of Fixed-mE\xe2\x80\x99s seconds", sv >= 0 ? "saves" : "costs", fmt_fixed(fabs(sv), 1).s);
+        if (sv >= 0) bprintf(b, "; upcycling saves %s%% of Fixed-mE\xe2\x80\x99s measured seconds", fmt_fixed(sv, 1).s);
+        else bprintf(b, "; upcycling takes %s%% more measured seconds than Fixed-mE", fmt_fixed(-sv, 1).s);
         if (jnum(k, "sunk_cost_saving_pct", &sk)) bprintf(b, " (%s%% if the source checkpoint already exists)", fmt_fixed(sk, 1).s);
     }
     bput(b, ".</div>\n");
@@ -1757,6 +1829,8 @@ static void html_tables(Buf *b, const cJSON *root) {
             Table t;
             build_cmp_table(root, s, &t);
             table_html(b, &t, "cmp");
+            table_free(&t);
+            if (build_seed_table(root, s, &t)) table_html(b, &t, "seeds");
             table_free(&t);
             if (build_compute_table(root, s, &t)) table_html(b, &t, "compute");
             table_free(&t);
@@ -1999,6 +2073,11 @@ int report_print_tables(const char *results_json_path, FILE *out) {
             Table t;
             build_cmp_table(root, s, &t);
             table_text(&b, &t);
+            table_free(&t);
+            if (build_seed_table(root, s, &t)) {
+                bput(&b, "\nper seed:\n");
+                table_text(&b, &t);
+            }
             table_free(&t);
             if (build_compute_table(root, s, &t)) {
                 bput(&b, "\ncompute:\n");

@@ -77,6 +77,8 @@ static int write_stage_json(const char *dir, const Stage *s, const TrainResult *
     cJSON_AddNumberToObject(j, "seconds", sps * s->steps);
     cJSON_AddNumberToObject(j, "flops", flops);
     cJSON_AddNumberToObject(j, "final_val_loss", res->final_val_loss);
+    cJSON_AddNumberToObject(j, "final_val_stderr", res->final_val_stderr);
+    cJSON_AddNumberToObject(j, "final_val_tokens", (double)res->final_val_tokens);
     if (!isnan(before)) cJSON_AddNumberToObject(j, "loss_before_growth", before);
     if (!isnan(after)) cJSON_AddNumberToObject(j, "loss_after_growth", after);
     char *text = cJSON_Print(j), *path = path_join(dir, "stage.json");
@@ -98,6 +100,11 @@ static cJSON *read_json(const char *path) {
 static double json_num(const cJSON *j, const char *key) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
     return cJSON_IsNumber(v) ? v->valuedouble : NAN;
+}
+
+static void add_num_or_null(cJSON *j, const char *key, double v) {
+    if (isnan(v)) cJSON_AddNullToObject(j, key);
+    else cJSON_AddNumberToObject(j, key, v);
 }
 
 static void print_progress(const Progress *pg, const char *what) {
@@ -195,7 +202,7 @@ static int run_stage(const Plan *p, const Run *r, int k, const ExperimentOptions
 typedef struct {
     const Run *run;
     int ok;
-    double final_val, seconds, flops, before, after;
+    double final_val, final_se, final_tokens, seconds, flops, before, after;
     double stage_sps[3], stage_flops[3];
 } RunResult;
 
@@ -341,7 +348,10 @@ static cJSON *collect_run(const Plan *p, const Run *r, const ExperimentOptions *
         cJSON_AddNumberToObject(st, "seconds_per_step", sps);
         cJSON_AddNumberToObject(st, "flops", flops);
         cJSON_AddNumberToObject(st, "final_val_loss", json_num(sj, "final_val_loss"));
+        add_num_or_null(st, "final_val_stderr", json_num(sj, "final_val_stderr"));
+        add_num_or_null(st, "final_val_tokens", json_num(sj, "final_val_tokens"));
         cJSON_AddItemToArray(stages, st);
+        rr->final_se = json_num(sj, "final_val_stderr"), rr->final_tokens = json_num(sj, "final_val_tokens");
         if (k == 1) rr->before = json_num(sj, "loss_before_growth"), rr->after = json_num(sj, "loss_after_growth");
         final_val = json_num(sj, "final_val_loss");
         append_curve(dir, offset, &flops_acc, &seconds_acc, flops / s->steps, sps,
@@ -359,6 +369,8 @@ static cJSON *collect_run(const Plan *p, const Run *r, const ExperimentOptions *
     rr->ok = ok, rr->final_val = final_val;
     cJSON_AddStringToObject(j, "status", ok ? "done" : "failed");
     cJSON_AddNumberToObject(j, "final_val_loss", ok ? final_val : 0);
+    add_num_or_null(j, "final_val_stderr", ok ? rr->final_se : NAN);
+    add_num_or_null(j, "final_val_tokens", ok ? rr->final_tokens : NAN);
     cJSON_AddNumberToObject(j, "total_seconds", rr->seconds);
     cJSON_AddNumberToObject(j, "total_flops", rr->flops);
     if (isnan(rr->before)) cJSON_AddNullToObject(j, "loss_before_growth"), cJSON_AddNullToObject(j, "loss_after_growth");
@@ -387,12 +399,38 @@ static const RunResult *find_fixed(const RunResult *rr, int n, int experts, int 
     return NULL;
 }
 
-static cJSON *stat_object(const double *v, int n) {
+/* per-seed final losses, their mean and spread, and the evaluation's own standard error
+ * (mean over seeds of each run's standard error over validation windows) */
+static cJSON *stat_object(const double *v, const double *se, int n) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "mean", stats_mean(v, n));
     cJSON_AddNumberToObject(o, "std", stats_std(v, n));
     cJSON_AddNumberToObject(o, "n", n);
     cJSON_AddItemToObject(o, "values", cJSON_CreateDoubleArray(v, n));
+    add_num_or_null(o, "eval_stderr", stats_mean(se, n));
+    return o;
+}
+
+static void add_interval(cJSON *o, const char *key, double lo, double hi) {
+    if (isnan(lo) || isnan(hi)) {
+        cJSON_AddNullToObject(o, key);
+        return;
+    }
+    double ci[2] = {lo, hi};
+    cJSON_AddItemToObject(o, key, cJSON_CreateDoubleArray(ci, 2));
+}
+
+/* d_s = a_s - b_s per seed, with the paired t and bootstrap intervals */
+static cJSON *paired_object(const double *a, const double *b, int n, const PairedGap *g) {
+    cJSON *o = cJSON_CreateObject();
+    double d[100];
+    for (int i = 0; i < n; i++) d[i] = a[i] - b[i];
+    cJSON_AddItemToObject(o, "values", cJSON_CreateDoubleArray(d, n));
+    cJSON_AddNumberToObject(o, "n", n);
+    add_num_or_null(o, "mean", g->mean);
+    add_num_or_null(o, "sd", g->sd);
+    add_interval(o, "t_ci95", g->t_lo, g->t_hi);
+    add_interval(o, "bootstrap_ci95", g->boot_lo, g->boot_hi);
     return o;
 }
 
@@ -402,7 +440,8 @@ static cJSON *compare(const Plan *p, const RunResult *rr, int n, cJSON *notes) {
     for (int i = 0; i < n; i++) {
         const Run *r = rr[i].run;
         if (done[i] || !strncmp(r->arm, "fixed", 5)) continue;
-        double lE[100], lU[100], lM[100], tE = 0, tM = 0, fE = 0, fM = 0, up_seconds = 0, up_flops = 0;
+        double lE[100], lU[100], lM[100], sE[100], sU[100], sM[100], seeds[100];
+        double tE = 0, tM = 0, fE = 0, fM = 0, up_seconds = 0, up_flops = 0;
         int k = 0;
         for (int j = i; j < n; j++) {
             const Run *q = rr[j].run;
@@ -412,6 +451,7 @@ static cJSON *compare(const Plan *p, const RunResult *rr, int n, cJSON *notes) {
             const RunResult *M = find_fixed(rr, n, q->big_experts, q->top_k, q->total_steps, q->seed);
             if (!rr[j].ok || !E || !M || k >= 100) continue;
             lE[k] = E->final_val, lU[k] = rr[j].final_val, lM[k] = M->final_val;
+            sE[k] = E->final_se, sU[k] = rr[j].final_se, sM[k] = M->final_se, seeds[k] = q->seed;
             tE += E->stage_sps[0], tM += M->stage_sps[0], fE += E->stage_flops[0] / q->total_steps, fM += M->stage_flops[0] / q->total_steps;
             up_seconds += rr[j].seconds, up_flops += rr[j].flops;
             k++;
@@ -425,19 +465,21 @@ static cJSON *compare(const Plan *p, const RunResult *rr, int n, cJSON *notes) {
         cJSON_AddStringToObject(c, "label", label);
         if (isnan(r->x)) cJSON_AddNullToObject(c, "x");
         else cJSON_AddNumberToObject(c, "x", r->x);
-        cJSON_AddItemToObject(c, "fixed_E", stat_object(lE, k));
-        cJSON_AddItemToObject(c, "upcycled", stat_object(lU, k));
-        cJSON_AddItemToObject(c, "fixed_mE", stat_object(lM, k));
+        cJSON_AddItemToObject(c, "seeds", cJSON_CreateDoubleArray(seeds, k));
+        cJSON_AddItemToObject(c, "fixed_E", stat_object(lE, sE, k));
+        cJSON_AddItemToObject(c, "upcycled", stat_object(lU, sU, k));
+        cJSON_AddItemToObject(c, "fixed_mE", stat_object(lM, sM, k));
         Efficiency e = stats_efficiency(lE, lU, lM, k, 12345);
+        cJSON_AddItemToObject(c, "paired_gap_E_minus_mE", paired_object(lE, lM, k, &e.premise));
+        cJSON_AddItemToObject(c, "paired_gap_E_minus_up", paired_object(lE, lU, k, &e.gain));
+        cJSON_AddStringToObject(c, "paired_rule", k < 2 ? "1 seed: no interval" : e.defined ? "Fixed-mE better" : "not established");
+        cJSON_AddStringToObject(c, "unpaired_rule", k < 2 ? "1 seed: no interval" : e.unpaired_defined ? "Fixed-mE better" : "not established");
         cJSON *ej = cJSON_AddObjectToObject(c, "efficiency");
         cJSON_AddBoolToObject(ej, "defined", e.defined);
+        cJSON_AddStringToObject(ej, "rule", "paired: the t 95% interval of L_E - L_mE over seeds lies above 0");
         if (e.defined) {
             cJSON_AddNumberToObject(ej, "mean", e.mean);
-            if (isnan(e.lo)) cJSON_AddNullToObject(ej, "ci95");
-            else {
-                double ci[2] = {e.lo, e.hi};
-                cJSON_AddItemToObject(ej, "ci95", cJSON_CreateDoubleArray(ci, 2));
-            }
+            add_interval(ej, "ci95", e.lo, e.hi);
             cJSON_AddNullToObject(ej, "reason");
         } else {
             cJSON_AddNullToObject(ej, "mean");
@@ -458,12 +500,14 @@ static cJSON *compare(const Plan *p, const RunResult *rr, int n, cJSON *notes) {
         cJSON_AddNumberToObject(cc, "flops_saving_pct", 100.0 * (1 - (tau * fE + (T - tau) * fM) / (T * fM)));
         cJSON_AddItemToArray(out, c);
         if (!strcmp(r->sweep, "main")) {
-            char note[400];
-            double gap = stats_mean(lE, k) - stats_mean(lM, k);
+            char note[600], ci[96] = "no interval";
+            if (k >= 2) snprintf(ci, sizeof ci, "paired 95%% interval [%+.4f, %+.4f]", e.premise.t_lo, e.premise.t_hi);
             snprintf(note, sizeof note,
-                     "main: Fixed-%d minus Fixed-%d validation loss = %+.4f over %d seed(s) (seed spread %.4f); %s", r->small_experts,
-                     r->big_experts, gap, k, sqrt(pow(stats_std(lE, k), 2) + pow(stats_std(lM, k), 2)),
-                     e.defined ? "the bigger MoE is better at this budget" : "the bigger MoE is NOT clearly better at this budget, so efficiency is undefined");
+                     "main: Fixed-%d minus Fixed-%d validation loss = %+.4f over %d seed(s) (%s; seed spread %.4f); %s", r->small_experts,
+                     r->big_experts, e.premise.mean, k, ci, sqrt(pow(stats_std(lE, k), 2) + pow(stats_std(lM, k), 2)),
+                     k < 2 ? "1 seed: no interval, no verdict"
+                     : e.defined ? "the bigger MoE is better at this budget"
+                                 : "the bigger MoE is NOT clearly better at this budget, so efficiency is undefined");
             cJSON_AddItemToArray(notes, cJSON_CreateString(note));
         }
     }
