@@ -640,6 +640,45 @@ expect_fail "experiment --precision with an unknown name" 2 "--precision fp8,exp
 expect_fail "experiment with a bad plan" nz "$W/badplan.json,tau" "$W/x_bad" -- "$UP" experiment --plan "$W/badplan.json" --data "$DATA" --out "$W/x_bad"
 run "$UP" experiment --preset paper-full --data "$DATA" --dry-run
 if [ "$RC" -eq 0 ] && grep -q "iterative" "$CAP/out" && grep -q "activation" "$CAP/out"; then ok "experiment --dry-run lists the paper-full runs"; else fail "experiment --dry-run" "exit $RC"; fi
+run "$UP" experiment --preset demo --data "$DATA" --dry-run --seeds 7,9
+if [ "$RC" -eq 0 ] && [ "$(grep -c '/seed7$' "$CAP/out")" -eq 3 ] && [ "$(grep -c '/seed9$' "$CAP/out")" -eq 3 ] && ! grep -q '/seed1$' "$CAP/out"; then
+  ok "experiment --seeds 7,9: those seeds and no others"
+else fail "experiment --seeds 7,9" "exit $RC, $(oneline "$OUT")"; fi
+run "$UP" experiment --preset demo --data "$DATA" --dry-run --seeds 101-103
+[ "$RC" -eq 0 ] && [ "$(grep -c '/seed10[123]$' "$CAP/out")" -eq 9 ] && ok "experiment --seeds 101-103: a range" \
+  || fail "experiment --seeds 101-103: a range" "exit $RC, $(oneline "$OUT")"
+expect_fail "experiment --seeds with a bad list" nz "--seeds 3,x,expected a count" "" -- "$UP" experiment --preset demo --data "$DATA" --dry-run --seeds 3,x
+expect_fail "experiment --seeds with a repeated seed" nz "seed 4 twice" "" -- "$UP" experiment --preset demo --data "$DATA" --dry-run --seeds 4,5,4
+cat >"$W/premise_plan.json" <<'EOF_P'
+{"name": "probe", "model": {"num_experts": 4}, "steps": 20, "seeds": [101, 102],
+ "sweeps": {"premise": {"factors": [2, 4]}, "schedule": {"tau": 0.5}}}
+EOF_P
+run "$UP" experiment --plan "$W/premise_plan.json" --data "$DATA" --dry-run
+if [ "$RC" -eq 0 ] && [ "$(grep -c '^premise/fixed' "$CAP/out")" -eq 6 ] && ! grep -q '^premise/upcycled' "$CAP/out" \
+  && grep -q 'stage 0: E4-k2-T10-s101-nodecay$' "$CAP/out" && grep -q 'stage 1: E4-k2-T10-s101-nodecay+x-uniform-E8-T10-norewarm-decay2$' "$CAP/out"; then
+  ok "experiment plans: a premise sweep trains only Fixed-E and Fixed-mE (m = 2, 4); the schedule sweep branches from the stable phase"
+else fail "experiment plans: premise and schedule sweeps" "exit $RC, $(oneline "$OUT") $(oneline "$ERR")"; fi
+# --jobs: stages side by side in worker processes give exactly the serial results (same threads per stage)
+small_plan "$W/jobs_plan.json"
+sed -i 's/"seeds": 1/"seeds": 2/' "$W/jobs_plan.json"
+run "$UP" experiment --plan "$W/jobs_plan.json" --data "$DATA" --out "$W/x_serial" --device cpu --jobs 1 --threads 1
+first=$(grep -m1 '^\[experiment' "$CAP/out")
+run "$UP" experiment --plan "$W/jobs_plan.json" --data "$DATA" --out "$W/x_jobs" --device cpu --jobs 2 --threads 2
+cmp_j=$(/usr/bin/python3 - "$W/x_serial/results.json" "$W/x_jobs/results.json" <<'EOF_J'
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+ra = {r["id"]: (r["final_val_loss"], r["final_val_tokens"]) for r in a["runs"]}
+rb = {r["id"]: (r["final_val_loss"], r["final_val_tokens"]) for r in b["runs"]}
+assert len(ra) == 6 and ra == rb, "results differ: %r vs %r" % (ra, rb)
+assert "worker processes" in b["machine"], b["machine"]
+c = b["comparisons"][0]
+assert c["paired_gap_E_minus_mE"]["t_ci95"] is not None and len(c["fixed_E"]["values"]) == 2, c
+print("6 runs identical")
+EOF_J
+)
+if [ "$RC" -eq 0 ] && [ "$cmp_j" = "6 runs identical" ] && [[ "$first" == *"ETA: measuring"* ]] && grep -q "2 jobs x 1 thread" "$CAP/out"; then
+  ok "experiment --jobs 2 equals --jobs 1 run for run; the first progress line says 'ETA: measuring'"
+else fail "experiment --jobs 2 equals --jobs 1" "exit $RC, $(oneline "$cmp_j"), first line: $first, $(oneline "$ERR")"; fi
 run "$UP" diag --help
 if [ "$RC" -eq 0 ] && grep -q "usage:" "$CAP/out"; then ok "diag --help"; else fail "diag --help" "exit $RC"; fi
 expect_fail "diag on a checkpoint that was not grown" nz "grow.json" "" -- "$UP" diag --ckpt "$CK"

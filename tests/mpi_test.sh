@@ -41,7 +41,8 @@ NAMES=("data parallel equals one process (bias on)" "data parallel equals one pr
   "expert parallel equals one process (2 and 4 ranks)" "expert parallel checkpoint: resume in 1 process, grow, CPT on 2 ranks"
   "expert parallel refuses shapes it cannot shard" "experiment with --expert-parallel equals one process"
   "grow --alloc utility split over 2 ranks equals one process"
-  "2 expert groups of 2 ranks (--ep-size 2) equal one process")
+  "2 expert groups of 2 ranks (--ep-size 2) equal one process"
+  "experiment with whole stages per rank equals one process")
 
 if ! command -v mpirun >/dev/null 2>&1 || ! ldd "$UP" 2>/dev/null | grep -q 'libmpi'; then
   for n in "${NAMES[@]}"; do skip "$n" "no MPI in this build (install openmpi-bin libopenmpi-dev, rebuild)"; done
@@ -212,13 +213,23 @@ fi
 small_plan "$W/plan.json"
 "$UP" experiment --plan "$W/plan.json" --data "$DATA" --out "$W/x1" --threads 1 --device cpu >/dev/null 2>&1
 "${MPIRUN[@]}" 2 "$UP" experiment --plan "$W/plan.json" --data "$DATA" --out "$W/x2" --threads 1 --device cpu \
-  >"$W/x2_out" 2>"$W/x2_err"
+  --mpi-schedule steps >"$W/x2_out" 2>"$W/x2_err"
 rc=$?
-cmp_x=$(compare_results "$W/x1/results.json" "$W/x2/results.json" -1 1e-5 "2 ranks" 2>&1)
+cmp_x=$(compare_results "$W/x1/results.json" "$W/x2/results.json" -1 1e-5 "2 ranks (MPI data parallel)" 2>&1)
 cx=$?
 tables=$(grep -c 'results:' "$W/x2_out")
 if [ "$rc" -eq 0 ] && [ "$cx" -eq 0 ] && [ "$tables" -eq 1 ]; then ok "${NAMES[7]}: $cmp_x"
 else fail "${NAMES[7]}" "exit $rc, $cmp_x, $tables result lines (expected 1), stderr: $(oneline "$(cat "$W/x2_err")")"; fi
+# the default for this small model: each rank trains whole stages alone, so every loss is exactly
+# the one process's (same thread count), and both ranks trained a stage
+"${MPIRUN[@]}" 2 "$UP" experiment --plan "$W/plan.json" --data "$DATA" --out "$W/x2s" --threads 1 --device cpu \
+  >"$W/x2s_out" 2>"$W/x2s_err"
+rc=$?
+cmp_x=$(compare_results "$W/x1/results.json" "$W/x2s/results.json" -1 0 "2 ranks (MPI, whole stages per rank)" 2>&1)
+cx=$?
+starts=$(grep -c ': stage [01] (' "$W/x2s_out")
+if [ "$rc" -eq 0 ] && [ "$cx" -eq 0 ] && [ "$starts" -eq 4 ]; then ok "${NAMES[14]}: $cmp_x"
+else fail "${NAMES[14]}" "exit $rc, $cmp_x, $starts stage starts (expected 4), stderr: $(oneline "$(cat "$W/x2s_err")")"; fi
 
 # ---- 9. expert parallel: the tiny preset's 8 experts per layer, 4 per rank (2 ranks) and 2 per rank (4 ranks)
 LOUD=()

@@ -7,17 +7,21 @@
 #include "util.h"
 
 int cmd_experiment(int argc, char **argv) {
-    const char *preset = NULL, *plan_file = NULL, *data = NULL, *out = NULL, *device = "auto", *precision = "fp32";
-    int seeds = 0, threads = 0, dry_run = 0, probe_batches = 2, list = 0, expert_parallel = 0, ep_size = 0;
+    const char *preset = NULL, *plan_file = NULL, *data = NULL, *out = NULL, *device = "auto", *precision = "fp32", *seeds = NULL;
+    const char *mpi_schedule = "auto";
+    int jobs = 0, threads = 0, dry_run = 0, probe_batches = 2, list = 0, expert_parallel = 0, ep_size = 0;
     CliOption opts[] = {
         {"preset", OPT_STR, &preset, "demo (~5 min), paper-tiny (~45 min), paper-full (hours)"},
         {"plan", OPT_STR, &plan_file, "a plan JSON file instead of a preset (format: README)"},
         {"data", OPT_STR, &data, "data directory from `upcycle tokenize` (required)"},
         {"out", OPT_STR, &out, "output directory; re-running resumes (finished stages are skipped)"},
-        {"seeds", OPT_INT, &seeds, "override the plan's number of seeds"},
+        {"seeds", OPT_STR, &seeds, "override the plan's seeds: a count (3 = seeds 1..3), a list (7,8,9) or a range (101-103)"},
         {"device", OPT_STR, &device, "auto (default: the GPU when one is visible), cpu or cuda: where the stages train"},
         {"probe-batches", OPT_INT, &probe_batches, "validation batches for the replica diagnostics (0 disables)"},
-        {"threads", OPT_INT, &threads, "threads (default: all cores)"},
+        {"threads", OPT_INT, &threads, "threads (default: all cores), split between the jobs"},
+        {"jobs", OPT_INT, &jobs, "stages trained side by side (default: one per core for models with d_model <= 256, else 1)"},
+        {"mpi-schedule", OPT_STR, &mpi_schedule, "under mpirun: stages (each rank trains whole stages), steps (all ranks on each stage) "
+                                                 "or auto (default: stages for models with d_model <= 256)"},
         {"precision", OPT_STR, &precision, "fp32 (default) or bf16: every stage's GEMMs take bf16 operands (as train --precision)"},
         {"expert-parallel", OPT_FLAG, &expert_parallel, "under mpirun: shard each MoE layer's experts over the ranks (all-to-all)"},
         {"ep-size", OPT_INT, &ep_size, "with --expert-parallel: ranks per expert group (default: all; groups hold replicas)"},
@@ -40,14 +44,20 @@ int cmd_experiment(int argc, char **argv) {
     }
     if (preset && plan_file) return cli_usage_error("experiment", "--preset and --plan are exclusive; expected one of them");
     if (!data || (!out && !dry_run)) return cli_usage_error("experiment", "--data and --out are required; expected --data DIR --out DIR");
-    if (seeds < 0 || probe_batches < 0) return cli_usage_error("experiment", "--seeds and --probe-batches must be >= 0; expected a count");
+    if (probe_batches < 0) return cli_usage_error("experiment", "--probe-batches %d; expected a count >= 0", probe_batches);
+    int seed_list[100], n_seeds = 0;
+    if (seeds && plan_parse_seeds(seeds, seed_list, &n_seeds)) return cli_fail();
     int prec;
     if (cli_precision("experiment", precision, &prec)) return 2;
+    if (jobs < 0 || jobs > 256) return cli_usage_error("experiment", "--jobs %d; expected 1..256 (0: by model size)", jobs);
+    int sched = !strcmp(mpi_schedule, "auto") ? MPI_SCHEDULE_AUTO : !strcmp(mpi_schedule, "stages") ? MPI_SCHEDULE_STAGES
+              : !strcmp(mpi_schedule, "steps") ? MPI_SCHEDULE_STEPS : -1;
+    if (sched < 0) return cli_usage_error("experiment", "--mpi-schedule %s; expected auto, stages or steps", mpi_schedule);
     if (ep_size < 0 || (ep_size && !expert_parallel))
         return cli_usage_error("experiment", "--ep-size %d; expected a positive group size, with --expert-parallel", ep_size);
     Plan plan;
     if (plan_file ? plan_load_json(&plan, plan_file) : plan_load_preset(&plan, preset ? preset : "demo")) return cli_fail();
-    if (seeds > 0 && seeds != plan.seeds && plan_set_seeds(&plan, seeds)) {
+    if (n_seeds && plan_set_seed_list(&plan, seed_list, n_seeds)) {
         plan_free(&plan);
         return cli_fail();
     }
@@ -72,7 +82,8 @@ int cmd_experiment(int argc, char **argv) {
         return cli_fail();
     }
     ExperimentOptions eo = {.data_dir = data, .out_dir = out, .probe_batches = probe_batches, .backend = be,
-                           .expert_parallel = expert_parallel, .ep_size = ep_size, .precision = prec};
+                           .expert_parallel = expert_parallel, .ep_size = ep_size, .precision = prec, .jobs = jobs,
+                           .mpi_schedule = sched};
     int rc = experiment_run(&plan, &eo);
     plan_free(&plan);
     return rc ? cli_fail() : 0;

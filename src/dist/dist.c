@@ -12,6 +12,7 @@
 #include <mpi.h>
 
 static int g_active = 0, g_rank = 0, g_size = 1;
+static int g_solo = 0; /* dist_set_solo: this rank trains alone */
 static double g_timeout = 300;
 /* expert parallel: this rank's expert group, and the ranks holding the same experts */
 static MPI_Comm g_ep_comm = MPI_COMM_NULL, g_rep_comm = MPI_COMM_NULL;
@@ -39,9 +40,12 @@ void dist_finalize(void) {
     g_active = 0;
 }
 
-int dist_rank(void) { return g_rank; }
-int dist_size(void) { return g_size; }
-int dist_active(void) { return g_active && g_size > 1; }
+int dist_rank(void) { return g_solo ? 0 : g_rank; }
+int dist_size(void) { return g_solo ? 1 : g_size; }
+int dist_active(void) { return g_active && g_size > 1 && !g_solo; }
+int dist_world_rank(void) { return g_rank; }
+int dist_world_size(void) { return g_size; }
+void dist_set_solo(int solo) { g_solo = solo; }
 
 void dist_abort(int code) {
     if (g_active) MPI_Abort(MPI_COMM_WORLD, code ? code : 1);
@@ -216,6 +220,9 @@ void dist_finalize(void) {}
 int dist_rank(void) { return 0; }
 int dist_size(void) { return 1; }
 int dist_active(void) { return 0; }
+int dist_world_rank(void) { return 0; }
+int dist_world_size(void) { return 1; }
+void dist_set_solo(int solo) { (void)solo; }
 void dist_abort(int code) { exit(code ? code : 1); }
 void dist_sum_floats(float *x, size_t n, const char *what) { (void)x, (void)n, (void)what; }
 void dist_sum_doubles(double *x, size_t n, const char *what) { (void)x, (void)n, (void)what; }

@@ -21,6 +21,12 @@ void dist_finalize(void);
 int dist_rank(void);
 int dist_size(void);
 int dist_active(void);                   /* 1 when more than one rank */
+/* Solo mode: this rank works alone (dist_rank 0, dist_size 1, collectives do nothing) until
+ * switched off, e.g. while it trains a whole experiment stage of its own; dist_world_* are the
+ * real position. dist_abort still stops every rank. */
+void dist_set_solo(int solo);
+int dist_world_rank(void);
+int dist_world_size(void);
 /* stop every rank (a failure on one rank must not leave the others waiting) */
 void dist_abort(int code);
 

@@ -21,6 +21,7 @@ typedef struct {
     int experts;          /* experts of this stage's model (0: dense) */
     int steps;
     int rewarm;           /* CPT schedule: 1 = warmup again, 0 = continue without warmup */
+    float decay_frac;     /* WSD decay fraction of this stage (< 0: the plan's train.decay_frac) */
     GrowOptions grow;     /* STAGE_GROW */
     char key[400];
 } Stage;
@@ -42,6 +43,7 @@ typedef struct {
     ModelConfig model;    /* num_experts = E (the small model) */
     TrainConfig train;
     int factor, steps, seeds, final_eval_batches, rewarm;
+    int seed_ids[100];    /* the seeds (seeds of them): 1..N by default, or a list (--seeds 7,8,9) */
     int n_runs, capacity;
     Run *runs;
     char *sweeps_json;    /* the plan's sweeps, to regenerate runs (plan_set_seeds) */
@@ -52,8 +54,12 @@ int plan_load_json(Plan *plan, const char *path);       /* --plan FILE */
 int plan_load_preset(Plan *plan, const char *name);     /* demo, paper-tiny, paper-full */
 const char *plan_preset_names(void);
 void plan_free(Plan *plan);
-/* regenerates the runs for a different number of seeds */
+/* regenerates the runs for seeds 1..seeds */
 int plan_set_seeds(Plan *plan, int seeds);
+/* regenerates the runs for the listed seeds (each >= 1, distinct, at most 100) */
+int plan_set_seed_list(Plan *plan, const int *seeds, int n);
+/* "3" (seeds 1..3), "7,8,9" or "101-103": the seeds; errors name the option */
+int plan_parse_seeds(const char *spec, int *seeds, int *n);
 
 typedef struct {
     const char *data_dir, *out_dir;
@@ -63,10 +69,18 @@ typedef struct {
     int expert_parallel;  /* under mpirun: training stages shard the experts over the ranks */
     int ep_size;          /* ranks per expert group (0: all) */
     int precision;        /* PRECISION_FP32 or PRECISION_BF16 for every training stage */
+    int jobs;             /* stages trained side by side in worker processes (0: by model size) */
+    int mpi_schedule;     /* under mpirun: MPI_SCHEDULE_AUTO, _STAGES (a stage per rank) or _STEPS */
 } ExperimentOptions;
 
+enum { MPI_SCHEDULE_AUTO = 0, MPI_SCHEDULE_STAGES = 1, MPI_SCHEDULE_STEPS = 2 };
+
 /* Runs (or resumes) every run of the plan, then writes OUT/results.json, OUT/results.csv and
- * OUT/report.html, and prints the comparison tables. */
+ * OUT/report.html, and prints the comparison tables. Workers (jobs > 1: forked processes with
+ * the threads split between them; under mpirun with whole stages per rank: the ranks) take
+ * the first unfinished stage whose previous stage is done, claimed by an exclusive file in
+ * OUT/stages/.claims/, so a stage runs once and its result is what it would be alone with the
+ * same thread count. */
 int experiment_run(const Plan *plan, const ExperimentOptions *opt);
 
 #endif

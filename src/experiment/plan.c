@@ -57,7 +57,7 @@ static Run *new_run(Plan *p) {
 
 static void stage_fresh(Stage *s, int experts, int steps, int seed, int top_k) {
     memset(s, 0, sizeof *s);
-    s->kind = STAGE_FRESH, s->experts = experts, s->steps = steps, s->rewarm = 1;
+    s->kind = STAGE_FRESH, s->experts = experts, s->steps = steps, s->rewarm = 1, s->decay_frac = -1;
     if (experts) snprintf(s->key, sizeof s->key, "E%d-k%d-T%d-s%d", experts, top_k, steps, seed);
     else snprintf(s->key, sizeof s->key, "dense-T%d-s%d", steps, seed);
 }
@@ -65,13 +65,13 @@ static void stage_fresh(Stage *s, int experts, int steps, int seed, int top_k) {
 /* a stage grown from prev: key = prev key + the growth + this stage's length */
 static void stage_grow(Stage *s, const Stage *prev, const GrowOptions *g, int experts, int steps, int rewarm, const char *tag) {
     memset(s, 0, sizeof *s);
-    s->kind = STAGE_GROW, s->experts = experts, s->steps = steps, s->rewarm = rewarm, s->grow = *g;
+    s->kind = STAGE_GROW, s->experts = experts, s->steps = steps, s->rewarm = rewarm, s->grow = *g, s->decay_frac = -1;
     snprintf(s->key, sizeof s->key, "%s+%s-E%d-T%d%s", prev->key, tag, experts, steps, rewarm ? "" : "-norewarm");
 }
 
 static void stage_fresh_continue(Stage *s, const Stage *prev, int experts, int steps, int rewarm) {
     memset(s, 0, sizeof *s);
-    s->kind = STAGE_FRESH_CONTINUE, s->experts = experts, s->steps = steps, s->rewarm = rewarm;
+    s->kind = STAGE_FRESH_CONTINUE, s->experts = experts, s->steps = steps, s->rewarm = rewarm, s->decay_frac = -1;
     snprintf(s->key, sizeof s->key, "%s+random-E%d-T%d%s", prev->key, experts, steps, rewarm ? "" : "-norewarm");
 }
 
@@ -140,12 +140,15 @@ static int build_runs(Plan *p, const cJSON *sweeps, const char *origin) {
     const cJSON *sw;
     cJSON_ArrayForEach(sw, sweeps) {
         const char *name = sw->string;
-        static const char *known[] = {"main", "timing", "cpt_budget", "alloc", "init", "activation", "iterative"};
+        static const char *known[] = {"main", "timing", "cpt_budget", "alloc", "init", "activation", "iterative", "premise", "schedule"};
         int ok = 0;
-        for (int i = 0; i < 7; i++) ok |= !strcmp(name, known[i]);
-        if (!ok) return up_error("%s: unknown sweep %s; expected main, timing, cpt_budget, alloc, init, activation, iterative", origin, name);
+        for (int i = 0; i < 9; i++) ok |= !strcmp(name, known[i]);
+        if (!ok)
+            return up_error("%s: unknown sweep %s; expected main, timing, cpt_budget, alloc, init, activation, iterative, premise, schedule",
+                            origin, name);
     }
-    for (int seed = 1; seed <= p->seeds; seed++) {
+    for (int si = 0; si < p->seeds; si++) {
+        int seed = p->seed_ids[si];
         const cJSON *s;
         double taus[16];
         int n, tau = 0;
@@ -157,6 +160,43 @@ static int build_runs(Plan *p, const cJSON *sweeps, const char *origin) {
             char label[64];
             snprintf(label, sizeof label, "uniform tau=%.2f", taus[0]);
             add_upcycled(p, "main", "upcycled", label, taus[0], seed, E, m, K, tau, T - tau, &uniform, "x-uniform");
+        }
+        if ((s = cJSON_GetObjectItemCaseSensitive(sweeps, "premise"))) {
+            /* Fixed-E and Fixed-mE only (the scale probes): no upcycled arm is trained, so choosing a
+             * configuration on these runs cannot look at the claim under test */
+            double factors[8] = {m};
+            const cJSON *fj = cJSON_GetObjectItemCaseSensitive(s, "factors");
+            n = fj ? json_number_list(fj, factors, 8) : 1;
+            if (n < 1) return up_error("%s: sweeps.premise.factors; expected a list of growth factors", origin);
+            for (int i = 0; i < n; i++) {
+                if (!(factors[i] >= 2 && factors[i] <= 64) || factors[i] != floor(factors[i]))
+                    return up_error("%s: sweeps.premise.factors %g; expected integers in 2..64", origin, factors[i]);
+                int mi = (int)factors[i];
+                add_fixed(p, "premise", E, K, T, seed, E, mi * E);
+                add_fixed(p, "premise", mi * E, K, T, seed, E, mi * E);
+            }
+        }
+        if ((s = cJSON_GetObjectItemCaseSensitive(sweeps, "schedule"))) {
+            /* the WSD branch point: grow the stable-phase E model (no anneal before growth) at tau,
+             * continue at the peak rate without warmup, and decay once at the end over the same
+             * steps as the fixed runs' decay, so the whole run has the fixed runs' schedule */
+            n = json_number_list(cJSON_GetObjectItemCaseSensitive(s, "tau"), taus, 1);
+            if (n != 1 || tau_steps_of(taus[0], T, origin, &tau)) return n != 1 ? up_error("%s: sweeps.schedule.tau; expected a number", origin) : -1;
+            add_fixed(p, "schedule", E, K, T, seed, E, m * E);
+            add_fixed(p, "schedule", m * E, K, T, seed, E, m * E);
+            int decay = (int)lround(p->train.decay_frac * T);
+            if (decay > T - tau) return up_error("%s: sweeps.schedule.tau %g leaves %d CPT steps for a %d-step decay; expected a smaller tau", origin, taus[0], T - tau, decay);
+            Run *r = new_run(p);
+            r->n_stages = 2;
+            stage_fresh(&r->stages[0], E, tau, seed, K);
+            r->stages[0].decay_frac = 0;
+            snprintf(r->stages[0].key + strlen(r->stages[0].key), sizeof r->stages[0].key - strlen(r->stages[0].key), "-nodecay");
+            stage_grow(&r->stages[1], &r->stages[0], &uniform, m * E, T - tau, 0, "x-uniform");
+            r->stages[1].decay_frac = (float)((double)decay / (T - tau));
+            snprintf(r->stages[1].key + strlen(r->stages[1].key), sizeof r->stages[1].key - strlen(r->stages[1].key), "-decay%d", decay);
+            char label[64];
+            snprintf(label, sizeof label, "branch tau=%.2f", taus[0]);
+            finish_run(r, "schedule", "upcycled", label, taus[0], seed, E, m * E, K);
         }
         if ((s = cJSON_GetObjectItemCaseSensitive(sweeps, "timing"))) {
             n = json_number_list(cJSON_GetObjectItemCaseSensitive(s, "tau"), taus, 16);
@@ -326,7 +366,28 @@ static int plan_from_json(Plan *p, const cJSON *j, const char *origin) {
     const cJSON *sched = cJSON_GetObjectItemCaseSensitive(j, "cpt_schedule"), *sweeps = cJSON_GetObjectItemCaseSensitive(j, "sweeps");
     p->factor = cJSON_IsNumber(f) ? f->valueint : 2;
     p->steps = cJSON_IsNumber(T) ? T->valueint : p->train.steps;
-    p->seeds = cJSON_IsNumber(seeds) ? seeds->valueint : 1;
+    p->seeds = 1;
+    p->seed_ids[0] = 1;
+    if (cJSON_IsNumber(seeds)) {
+        p->seeds = seeds->valueint;
+        for (int i = 0; i < p->seeds && i < 100; i++) p->seed_ids[i] = i + 1;
+    } else if (cJSON_IsArray(seeds)) {
+        int list[100], n = 0;
+        const cJSON *it;
+        cJSON_ArrayForEach(it, seeds) {
+            if (!cJSON_IsNumber(it) || it->valuedouble != floor(it->valuedouble) || it->valuedouble < 1 || it->valuedouble > 1e9 || n == 100)
+                return up_error("%s: field seeds; expected a count or a list of at most 100 distinct integers >= 1", origin);
+            list[n++] = (int)it->valuedouble;
+        }
+        if (n == 0) return up_error("%s: field seeds is an empty list; expected a count or a list of seeds", origin);
+        for (int i = 0; i < n; i++)
+            for (int k = 0; k < i; k++)
+                if (list[i] == list[k]) return up_error("%s: field seeds lists seed %d twice; expected distinct seeds", origin, list[i]);
+        p->seeds = n;
+        memcpy(p->seed_ids, list, sizeof(int) * n);
+    } else if (seeds) {
+        return up_error("%s: field seeds; expected a count or a list of seeds", origin);
+    }
     p->final_eval_batches = cJSON_IsNumber(fe) ? fe->valueint : 32;
     p->rewarm = 1;
     if (sched) {
@@ -376,15 +437,57 @@ int plan_load_preset(Plan *p, const char *name) {
     return plan_from_text(p, text, strlen(text), origin);
 }
 
-int plan_set_seeds(Plan *p, int seeds) {
-    if (seeds < 1 || seeds > 100) return up_error("--seeds %d; expected 1..100", seeds);
+int plan_set_seed_list(Plan *p, const int *seeds, int n) {
+    if (n < 1 || n > 100) return up_error("--seeds: %d seeds; expected 1..100", n);
+    for (int i = 0; i < n; i++) {
+        if (seeds[i] < 1) return up_error("--seeds: seed %d; expected seeds >= 1", seeds[i]);
+        for (int k = 0; k < i; k++)
+            if (seeds[k] == seeds[i]) return up_error("--seeds lists seed %d twice; expected distinct seeds", seeds[i]);
+    }
     cJSON *sweeps = cJSON_Parse(p->sweeps_json);
     free(p->runs);
     p->runs = NULL, p->n_runs = p->capacity = 0;
-    p->seeds = seeds;
+    p->seeds = n;
+    memcpy(p->seed_ids, seeds, sizeof(int) * n);
     int rc = build_runs(p, sweeps, p->origin);
     cJSON_Delete(sweeps);
     return rc;
+}
+
+int plan_set_seeds(Plan *p, int seeds) {
+    if (seeds < 1 || seeds > 100) return up_error("--seeds %d; expected 1..100", seeds);
+    int list[100];
+    for (int i = 0; i < seeds; i++) list[i] = i + 1;
+    return plan_set_seed_list(p, list, seeds);
+}
+
+int plan_parse_seeds(const char *spec, int *seeds, int *n) {
+    *n = 0;
+    char *end;
+    long count = strtol(spec, &end, 10);
+    if (*spec && !*end) { /* a count */
+        if (count < 1 || count > 100) return up_error("--seeds %s; expected a count 1..100, a list (7,8,9) or a range (101-103)", spec);
+        for (int i = 0; i < count; i++) seeds[(*n)++] = i + 1;
+        return 0;
+    }
+    const char *at = spec;
+    while (*at) {
+        long lo = strtol(at, &end, 10), hi = lo;
+        if (end == at || lo < 1 || lo > 1000000000) break;
+        if (*end == '-') {
+            const char *h = end + 1;
+            hi = strtol(h, &end, 10);
+            if (end == h || hi < lo || hi > 1000000000) break;
+        }
+        for (long v = lo; v <= hi; v++) {
+            if (*n == 100) return up_error("--seeds %s: more than 100 seeds; expected at most 100", spec);
+            seeds[(*n)++] = (int)v;
+        }
+        if (*end == 0) return 0;
+        if (*end != ',') break;
+        at = end + 1;
+    }
+    return up_error("--seeds %s; expected a count (3), a list (7,8,9) or a range (101-103) of seeds >= 1", spec);
 }
 
 void plan_free(Plan *p) {

@@ -1,6 +1,10 @@
 /* runner.c - executes a plan's stages (resumable), collects results, statistics and reports. */
 #include <cjson/cJSON.h>
 #include <dirent.h>
+#include <fcntl.h>
+#include <omp.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <math.h>
 #include <stdio.h>
@@ -18,10 +22,11 @@
 #include "util.h"
 
 typedef struct {
-    long long steps_total, steps_done;
-    double started, seconds_in_training;
-    long long steps_trained; /* steps trained in this invocation (for the ETA) */
-    int stages_total, stages_done;
+    long long steps_total, steps_done; /* steps_done: of finished stages */
+    long long steps_at_start;          /* steps already done when this invocation started */
+    double started;
+    int stages_total, stages_done, running;
+    int tokens_per_step;
     int quiet;
 } Progress;
 
@@ -107,13 +112,32 @@ static void add_num_or_null(cJSON *j, const char *key, double v) {
     else cJSON_AddNumberToObject(j, key, v);
 }
 
-static void print_progress(const Progress *pg, const char *what) {
+static void format_seconds(double seconds, char *buf, size_t n) {
+    long t = lround(seconds);
+    if (t >= 3600) snprintf(buf, n, "%ldh%02ldm", t / 3600, (t / 60) % 60);
+    else if (t >= 60) snprintf(buf, n, "%ldm%02lds", t / 60, t % 60);
+    else snprintf(buf, n, "%lds", t);
+}
+
+/* "[experiment 3/27 stages, 2 running | 41% of steps | 12.3 steps/s, 25.2k tokens/s | 5m10s elapsed, ETA 8m05s]";
+ * steps_now adds the running stages' progress to the finished ones; the rate is this invocation's */
+static void print_progress(const Progress *pg, long long steps_now, const char *what) {
     if (pg->quiet) return;
     double elapsed = now_seconds() - pg->started;
-    double rate = pg->steps_trained > 0 ? pg->seconds_in_training / pg->steps_trained : 0;
-    double eta = rate * (pg->steps_total - pg->steps_done);
-    printf("[experiment %d/%d stages, %.0f%% of steps, %.0fs elapsed, ETA %s%.0fs] %s\n", pg->stages_done, pg->stages_total,
-           pg->steps_total ? 100.0 * pg->steps_done / pg->steps_total : 100.0, elapsed, rate > 0 ? "" : "~", eta, what);
+    long long measured = steps_now - pg->steps_at_start;
+    char el[32], eta[48] = "ETA: measuring";
+    format_seconds(elapsed, el, sizeof el);
+    double rate = measured > 0 && elapsed > 0 ? measured / elapsed : 0;
+    if (rate > 0) {
+        char t[32];
+        format_seconds((pg->steps_total - steps_now) / rate, t, sizeof t);
+        snprintf(eta, sizeof eta, "ETA %s", t);
+    }
+    char running[32] = "";
+    if (pg->running) snprintf(running, sizeof running, ", %d running", pg->running);
+    printf("[experiment %d/%d stages%s | %.0f%% of steps | %.1f steps/s, %.1fk tokens/s | %s elapsed, %s] %s\n", pg->stages_done,
+           pg->stages_total, running, pg->steps_total ? 100.0 * steps_now / pg->steps_total : 100.0, rate,
+           rate * pg->tokens_per_step / 1e3, el, eta, what);
     fflush(stdout);
 }
 
@@ -124,7 +148,7 @@ static int run_stage(const Plan *p, const Run *r, int k, const ExperimentOptions
     char what[600];
     snprintf(what, sizeof what, "%s: stage %d (%s, %d experts, %d steps)", r->id, k,
              s->kind == STAGE_GROW ? "grow + CPT" : s->kind == STAGE_FRESH_CONTINUE ? "fresh big model" : "train", s->experts, s->steps);
-    print_progress(pg, what);
+    print_progress(pg, pg->steps_done, what);
     ModelConfig mc = stage_model(p, r, s);
     TrainConfig tc = p->train;
     tc.steps = s->steps;
@@ -134,6 +158,7 @@ static int run_stage(const Plan *p, const Run *r, int k, const ExperimentOptions
     if (tc.eval_every <= 0 || tc.eval_every > s->steps) tc.eval_every = s->steps;
     tc.save_every = s->steps >= 8 ? s->steps / 4 : 0;
     if (k > 0 && !s->rewarm) tc.warmup_steps = 0;
+    if (s->decay_frac >= 0) tc.decay_frac = s->decay_frac;
     if (tc.warmup_steps >= s->steps) tc.warmup_steps = s->steps / 10;
     TrainOptions to = {.data_dir = opt->data_dir, .out_dir = dir, .quiet = 1, .final_eval_batches = p->final_eval_batches,
                        .keep_checkpoints = k > 0 ? 1000 : 1, .backend = opt->backend,
@@ -177,18 +202,16 @@ static int run_stage(const Plan *p, const Run *r, int k, const ExperimentOptions
     }
     if (resume) to.init = NULL, to.resume = resume;
     TrainResult res = {0};
-    if (!rc) {
-        double t0 = now_seconds();
-        rc = train_run(&mc, &tc, &to, &res);
-        pg->seconds_in_training += now_seconds() - t0;
-        pg->steps_trained += res.steps_run;
-    }
+    if (!rc) rc = train_run(&mc, &tc, &to, &res);
     if (!rc) {
         double flops = 3.0 * model_flops_per_token(&mc, tc.seq_len) * (double)tc.batch_size * tc.seq_len * s->steps;
         if (leader) rc = write_stage_json(dir, s, &res, flops, before, after);
-        if (!pg->quiet) printf("    done: val loss %.4f, %.3f s/step%s\n", res.final_val_loss, res.steps_run ? res.step_seconds / res.steps_run : 0,
-               isnan(before) ? "" : "");
-        if (!isnan(before) && !pg->quiet) printf("    growth: val loss %.4f -> %.4f right after growth\n", before, after);
+        if (!pg->quiet) {
+            printf("    done %s: val loss %.4f (s.e. %.4f over %lld tokens), %.3f s/step\n", s->key, res.final_val_loss, res.final_val_stderr,
+                   res.final_val_tokens, res.steps_run ? res.step_seconds / res.steps_run : 0);
+            if (!isnan(before)) printf("    growth: val loss %.4f -> %.4f right after growth\n", before, after);
+            fflush(stdout);
+        }
     }
     free(res.losses);
     free(resume), free(prev_final), free(grown), free(dir);
@@ -439,7 +462,8 @@ static cJSON *compare(const Plan *p, const RunResult *rr, int n, cJSON *notes) {
     int *done = xcalloc(n, sizeof(int));
     for (int i = 0; i < n; i++) {
         const Run *r = rr[i].run;
-        if (done[i] || !strncmp(r->arm, "fixed", 5)) continue;
+        int premise = !strcmp(r->sweep, "premise") && !strcmp(r->arm, "fixed-mE");
+        if (done[i] || (!premise && !strncmp(r->arm, "fixed", 5))) continue;
         double lE[100], lU[100], lM[100], sE[100], sU[100], sM[100], seeds[100];
         double tE = 0, tM = 0, fE = 0, fM = 0, up_seconds = 0, up_flops = 0;
         int k = 0;
@@ -450,6 +474,7 @@ static cJSON *compare(const Plan *p, const RunResult *rr, int n, cJSON *notes) {
             const RunResult *E = find_fixed(rr, n, q->small_experts, q->top_k, q->total_steps, q->seed);
             const RunResult *M = find_fixed(rr, n, q->big_experts, q->top_k, q->total_steps, q->seed);
             if (!rr[j].ok || !E || !M || k >= 100) continue;
+            if (premise && M != &rr[j]) continue;
             lE[k] = E->final_val, lU[k] = rr[j].final_val, lM[k] = M->final_val;
             sE[k] = E->final_se, sU[k] = rr[j].final_se, sM[k] = M->final_se, seeds[k] = q->seed;
             tE += E->stage_sps[0], tM += M->stage_sps[0], fE += E->stage_flops[0] / q->total_steps, fM += M->stage_flops[0] / q->total_steps;
@@ -461,19 +486,25 @@ static cJSON *compare(const Plan *p, const RunResult *rr, int n, cJSON *notes) {
         cJSON *c = cJSON_CreateObject();
         cJSON_AddStringToObject(c, "sweep", r->sweep);
         char label[160];
-        snprintf(label, sizeof label, "%s %s (%d -> %d experts)", r->arm, r->label, r->small_experts, r->big_experts);
+        if (premise) snprintf(label, sizeof label, "premise T%d (%d vs %d experts)", r->total_steps, r->small_experts, r->big_experts);
+        else snprintf(label, sizeof label, "%s %s (%d -> %d experts)", r->arm, r->label, r->small_experts, r->big_experts);
         cJSON_AddStringToObject(c, "label", label);
         if (isnan(r->x)) cJSON_AddNullToObject(c, "x");
         else cJSON_AddNumberToObject(c, "x", r->x);
         cJSON_AddItemToObject(c, "seeds", cJSON_CreateDoubleArray(seeds, k));
         cJSON_AddItemToObject(c, "fixed_E", stat_object(lE, sE, k));
-        cJSON_AddItemToObject(c, "upcycled", stat_object(lU, sU, k));
+        if (!premise) cJSON_AddItemToObject(c, "upcycled", stat_object(lU, sU, k));
         cJSON_AddItemToObject(c, "fixed_mE", stat_object(lM, sM, k));
         Efficiency e = stats_efficiency(lE, lU, lM, k, 12345);
         cJSON_AddItemToObject(c, "paired_gap_E_minus_mE", paired_object(lE, lM, k, &e.premise));
-        cJSON_AddItemToObject(c, "paired_gap_E_minus_up", paired_object(lE, lU, k, &e.gain));
-        cJSON_AddStringToObject(c, "paired_rule", k < 2 ? "1 seed: no interval" : e.defined ? "Fixed-mE better" : "not established");
+        if (!premise) cJSON_AddItemToObject(c, "paired_gap_E_minus_up", paired_object(lE, lU, k, &e.gain));
+        int premise_holds = k >= 2 && e.premise.t_lo > 0;
+        cJSON_AddStringToObject(c, "paired_rule", k < 2 ? "1 seed: no interval" : premise_holds ? "Fixed-mE better" : "not established");
         cJSON_AddStringToObject(c, "unpaired_rule", k < 2 ? "1 seed: no interval" : e.unpaired_defined ? "Fixed-mE better" : "not established");
+        if (premise) { /* the scale probes: the premise only, no upcycled arm */
+            cJSON_AddItemToArray(out, c);
+            continue;
+        }
         cJSON *ej = cJSON_AddObjectToObject(c, "efficiency");
         cJSON_AddBoolToObject(ej, "defined", e.defined);
         cJSON_AddStringToObject(ej, "rule", "paired: the t 95% interval of L_E - L_mE over seeds lies above 0");
@@ -570,11 +601,13 @@ static int write_results(const Plan *p, const ExperimentOptions *opt, const char
     cJSON_AddNumberToObject(j, "version", 1);
     cJSON_AddStringToObject(j, "preset", p->name);
     cJSON_AddStringToObject(j, "description", p->description);
-    char machine[256];
+    char machine[320];
     int on_gpu = opt->backend && opt->backend != backend_cpu();
-    snprintf(machine, sizeof machine, "%ld cores, %s backend%s, %d rank%s%s", sysconf(_SC_NPROCESSORS_ONLN),
-             on_gpu ? "CUDA" : "CPU", on_gpu ? "" : " (OpenBLAS + OpenMP)", dist_size(), dist_size() > 1 ? (opt->expert_parallel ? "s (MPI data + expert parallel)" : "s (MPI data parallel)") : "",
-             opt->precision == PRECISION_BF16 ? ", bf16 GEMMs" : "");
+    int ranks = dist_world_size();
+    snprintf(machine, sizeof machine, "%ld cores, %s backend%s, %d rank%s%s%s", sysconf(_SC_NPROCESSORS_ONLN),
+             on_gpu ? "CUDA" : "CPU", on_gpu ? "" : " (OpenBLAS + OpenMP)", ranks,
+             ranks > 1 ? (opt->expert_parallel ? "s (MPI data + expert parallel)" : opt->mpi_schedule == MPI_SCHEDULE_STAGES ? "s (MPI, whole stages per rank)" : "s (MPI data parallel)") : "",
+             opt->precision == PRECISION_BF16 ? ", bf16 GEMMs" : "", opt->jobs > 1 ? ", stages side by side in worker processes" : "");
     cJSON_AddStringToObject(j, "machine", machine);
     cJSON_AddStringToObject(j, "data", opt->data_dir);
     cJSON *base = cJSON_AddObjectToObject(j, "base");
@@ -617,45 +650,214 @@ static int write_results(const Plan *p, const ExperimentOptions *opt, const char
     return rc;
 }
 
-int experiment_run(const Plan *p, const ExperimentOptions *opt_in) {
-    /* data parallel (mpirun): every rank trains each stage on its slice of the batches; rank 0
-     * alone writes stage records, grows, and collects the results */
-    ExperimentOptions opt_copy = *opt_in;
-    const ExperimentOptions *opt = &opt_copy;
-    int leader = dist_rank() == 0;
-    if (!leader) opt_copy.quiet = 1;
-    if (leader && mkdir_p(opt->out_dir)) return -1;
-    dist_wait_for_leader("the output directory");
-    /* the plan as run, for the record */
-    Progress pg = {0};
-    pg.started = now_seconds();
-    pg.quiet = opt->quiet;
-    /* unique stages in execution order */
+/* ---- scheduling: workers take ready stages ---- */
+
+typedef struct {
+    const Run *run;
+    int k;
+} StageRef;
+
+/* the unique stages (a shared prefix once), in plan order */
+static int unique_stages(const Plan *p, StageRef *out) {
+    int n = 0;
     for (int i = 0; i < p->n_runs; i++)
         for (int k = 0; k < p->runs[i].n_stages; k++) {
             int seen = 0;
-            for (int i2 = 0; i2 <= i && !seen; i2++)
-                for (int k2 = 0; k2 < p->runs[i2].n_stages && !seen; k2++)
-                    if ((i2 < i || k2 < k) && !strcmp(p->runs[i2].stages[k2].key, p->runs[i].stages[k].key)) seen = 1;
-            if (seen) continue;
-            pg.stages_total++;
-            pg.steps_total += p->runs[i].stages[k].steps;
-            if (stage_done(opt, &p->runs[i].stages[k])) pg.stages_done++, pg.steps_done += p->runs[i].stages[k].steps;
+            for (int u = 0; u < n && !seen; u++) seen = !strcmp(out[u].run->stages[out[u].k].key, p->runs[i].stages[k].key);
+            if (!seen) out[n++] = (StageRef){&p->runs[i], k};
         }
-    if (!opt->quiet) printf("experiment %s: %d runs, %d unique stages, %lld training steps (%d already done)\n", p->name, p->n_runs,
-           pg.stages_total, pg.steps_total, pg.stages_done);
-    for (int i = 0; i < p->n_runs; i++)
-        for (int k = 0; k < p->runs[i].n_stages; k++) {
-            if (stage_done(opt, &p->runs[i].stages[k])) continue;
-            if (run_stage(p, &p->runs[i], k, opt, &pg)) return -1;
-            pg.stages_done++;
-            pg.steps_done += p->runs[i].stages[k].steps;
+    return n;
+}
+
+static char *claim_path(const ExperimentOptions *opt, const char *key) {
+    char *stages = path_join(opt->out_dir, "stages"), *claims = path_join(stages, ".claims"), *path = path_join(claims, key);
+    free(stages), free(claims);
+    return path;
+}
+
+/* O_CREAT | O_EXCL: exactly one worker (process or rank, on a shared file system) wins a stage */
+static int claim_stage(const ExperimentOptions *opt, const char *key) {
+    char *path = claim_path(opt, key), *dir = path_dirname(path);
+    mkdir_p(dir);
+    int fd = open(path, O_CREAT | O_EXCL | O_WRONLY, 0644);
+    if (fd >= 0) close(fd);
+    free(path), free(dir);
+    return fd >= 0;
+}
+
+/* the last step a stage has logged in metrics.jsonl (its progress), 0 without one */
+static long long stage_logged_steps(const ExperimentOptions *opt, const Stage *s) {
+    char *dir = stage_dir(opt, s), *path = path_join(dir, "metrics.jsonl");
+    free(dir);
+    FILE *f = fopen(path, "rb");
+    free(path);
+    if (!f) return 0;
+    char tail[4096];
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f), from = size > (long)sizeof tail - 1 ? size - (long)sizeof tail + 1 : 0;
+    fseek(f, from, SEEK_SET);
+    size_t n = fread(tail, 1, sizeof tail - 1, f);
+    fclose(f);
+    tail[n] = 0;
+    long long step = 0;
+    for (char *at = strstr(tail, "{\"step\": "); at; at = strstr(at + 1, "{\"step\": ")) step = atoll(at + 9);
+    return step;
+}
+
+/* steps of finished stages plus the logged steps of unfinished ones */
+static long long steps_now(const ExperimentOptions *opt, const StageRef *u, int n, int *done_out) {
+    long long total = 0;
+    int done = 0;
+    for (int i = 0; i < n; i++) {
+        const Stage *s = &u[i].run->stages[u[i].k];
+        if (stage_done(opt, s)) total += s->steps, done++;
+        else total += stage_logged_steps(opt, s);
+    }
+    if (done_out) *done_out = done;
+    return total;
+}
+
+/* One worker: take the first unfinished stage whose previous stage is done and that nobody has
+ * claimed, run it, repeat; wait while the stages left depend on ones still running. Ranks that
+ * train each stage together (data or expert parallel) do not claim: they run the stages in plan
+ * order, all of them the same stage at a time. */
+static int stage_worker(const Plan *p, const StageRef *u, int n, const ExperimentOptions *opt, Progress *pg) {
+    int together = dist_active();
+    for (;;) {
+        int pending = 0, ran = 0;
+        for (int i = 0; i < n && !ran; i++) {
+            const Stage *s = &u[i].run->stages[u[i].k];
+            if (stage_done(opt, s)) continue;
+            pending++;
+            if (u[i].k > 0 && !stage_done(opt, &u[i].run->stages[u[i].k - 1])) continue;
+            if (!together && !claim_stage(opt, s->key)) continue;
+            pg->steps_done = steps_now(opt, u, n, &pg->stages_done);
+            if (run_stage(p, u[i].run, u[i].k, opt, pg)) return -1;
+            ran = 1;
         }
-    if (!leader) return 0;
-    print_progress(&pg, "all stages done; collecting results");
+        if (!pending) return 0;
+        if (!ran) usleep(200000);
+    }
+}
+
+static int default_jobs(const Plan *p, int cores) {
+    /* small models: one stage per core beats one stage on all cores (their non-GEMM ops are
+     * too small to split across threads; scripts/bench_jobs.sh measures it) */
+    return p->model.d_model <= 256 && cores > 1 ? cores : 1;
+}
+
+/* --jobs N: N worker processes, threads split between them, and a progress line every 30 s */
+static int run_forked(const Plan *p, const StageRef *u, int n, const ExperimentOptions *opt, Progress *pg, int jobs, int threads) {
+    pid_t *pids = xcalloc((size_t)jobs, sizeof(pid_t));
+    int per_job = threads / jobs > 0 ? threads / jobs : 1;
+    fflush(stdout), fflush(stderr);
+    for (int j = 0; j < jobs; j++) {
+        pid_t pid = fork();
+        if (pid == 0) { /* the parent ran no OpenMP region, so the child's thread pool starts fresh */
+            backend_cpu()->set_threads(per_job);
+            int rc = stage_worker(p, u, n, opt, pg);
+            if (rc) fprintf(stderr, "upcycle: %s\n", up_last_error());
+            fflush(stdout), fflush(stderr);
+            _exit(rc ? 1 : 0);
+        }
+        if (pid < 0) {
+            for (int k = 0; k < j; k++) kill(pids[k], SIGTERM);
+            free(pids);
+            return up_error("%s: cannot start worker %d of %d (fork failed); expected --jobs within the process limit", opt->out_dir, j + 1, jobs);
+        }
+        pids[j] = pid;
+    }
+    int alive = jobs, failed = 0;
+    double last_report = now_seconds();
+    while (alive > 0) {
+        int status;
+        pid_t pid = waitpid(-1, &status, WNOHANG);
+        if (pid > 0) {
+            for (int j = 0; j < jobs; j++)
+                if (pids[j] == pid) pids[j] = 0, alive--;
+            if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+                if (!failed) /* stop the other workers: their stages stay resumable */
+                    for (int j = 0; j < jobs; j++)
+                        if (pids[j]) kill(pids[j], SIGTERM);
+                failed = 1;
+            }
+            continue;
+        }
+        usleep(250000);
+        if (now_seconds() - last_report >= 30) {
+            int done;
+            long long now = steps_now(opt, u, n, &done);
+            pg->stages_done = done, pg->running = alive;
+            print_progress(pg, now, "");
+            last_report = now_seconds();
+        }
+    }
+    free(pids);
+    pg->running = 0;
+    if (failed) return up_error("%s: a stage failed (its worker's message is above); expected every stage to finish (rerun to resume)", opt->out_dir);
+    return 0;
+}
+
+int experiment_run(const Plan *p, const ExperimentOptions *opt_in) {
+    ExperimentOptions opt_copy = *opt_in;
+    const ExperimentOptions *opt = &opt_copy;
+    int leader = dist_world_rank() == 0, cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    int threads = omp_get_max_threads();
+    /* under mpirun: whole stages per rank (small models), or every rank on each stage's steps
+     * (data parallel; expert parallel always) */
+    int stages_per_rank = dist_world_size() > 1 && !opt->expert_parallel &&
+                          (opt->mpi_schedule == MPI_SCHEDULE_STAGES || (opt->mpi_schedule == MPI_SCHEDULE_AUTO && default_jobs(p, 2) > 1));
+    int jobs = opt->jobs > 0 ? opt->jobs : dist_world_size() > 1 || (opt->backend && opt->backend != backend_cpu()) ? 1 : default_jobs(p, threads < cores ? threads : cores);
+    opt_copy.jobs = jobs;
+    opt_copy.mpi_schedule = stages_per_rank ? MPI_SCHEDULE_STAGES : MPI_SCHEDULE_STEPS;
+    if (jobs > 1 && dist_world_size() > 1) return up_error("--jobs %d under mpirun; expected --jobs 1 (ranks take whole stages: --mpi-schedule stages)", jobs);
+    if (!leader || (stages_per_rank && !leader)) opt_copy.quiet = 1;
+    if (stages_per_rank) opt_copy.quiet = opt_in->quiet; /* every rank reports its own stages */
+    if (leader && mkdir_p(opt->out_dir)) return -1;
+    StageRef *u = xmalloc(sizeof(StageRef) * (size_t)(p->n_runs * 3 + 1));
+    int n = unique_stages(p, u);
+    if (leader) { /* no worker is running yet: claims left by an interrupted run are stale */
+        char *claims = claim_path(opt, "");
+        remove_tree(claims);
+        free(claims);
+    }
+    dist_wait_for_leader("the output directory");
+    Progress pg = {0};
+    pg.started = now_seconds();
+    pg.quiet = opt->quiet;
+    pg.stages_total = n;
+    pg.tokens_per_step = p->train.batch_size * p->train.seq_len;
+    for (int i = 0; i < n; i++) pg.steps_total += u[i].run->stages[u[i].k].steps;
+    pg.steps_at_start = pg.steps_done = steps_now(opt, u, n, &pg.stages_done);
+    if (!opt->quiet && leader) {
+        char how[160];
+        if (stages_per_rank) snprintf(how, sizeof how, "whole stages on %d ranks", dist_world_size());
+        else if (dist_world_size() > 1) snprintf(how, sizeof how, "each stage on %d ranks", dist_world_size());
+        else snprintf(how, sizeof how, "%d job%s x %d thread%s", jobs, jobs > 1 ? "s" : "", jobs > 1 ? (threads / jobs > 0 ? threads / jobs : 1) : threads,
+                      (jobs > 1 ? threads / jobs : threads) > 1 ? "s" : "");
+        printf("experiment %s: %d runs, %d unique stages, %lld training steps (%d stages already done), %s\n", p->name, p->n_runs, n,
+               pg.steps_total, pg.stages_done, how);
+    }
+    int rc;
+    if (jobs > 1) {
+        rc = run_forked(p, u, n, opt, &pg, jobs, threads);
+    } else {
+        if (stages_per_rank) dist_set_solo(1);
+        rc = stage_worker(p, u, n, opt, &pg);
+        dist_set_solo(0);
+        if (rc) dist_abort(1); /* the message is printed by the rank that failed */
+        dist_wait_for_leader("the other ranks' stages");
+    }
+    if (rc || !leader) {
+        free(u);
+        return rc;
+    }
+    pg.steps_done = steps_now(opt, u, n, &pg.stages_done);
+    free(u);
+    print_progress(&pg, pg.steps_done, "all stages done; collecting results");
     char *results = path_join(opt->out_dir, "results.json"), *csv = path_join(opt->out_dir, "results.csv");
     char *html = path_join(opt->out_dir, "report.html");
-    int rc = write_results(p, opt, results);
+    rc = write_results(p, opt, results);
     if (!rc) rc = report_write_csv(results, csv);
     if (!rc) rc = report_write_html(results, html);
     if (!rc && !opt->quiet) {
