@@ -22,4 +22,4 @@ echo "corpus: $(find "$DOCS" -type f | wc -l) documents, $(cat $(find "$DOCS" -t
 [ -x ./upcycle ] || make -s
 # tokenize walks the directory in sorted path order, so the corpus is the same on every machine
 ./upcycle tokenize --input "$DOCS" --out "$OUT" --tokenizer bpe --vocab "$VOCAB" --split-by document \
-  --split-seed "${SPLIT_SEED:-1}" --force
+  --split pretrain=0.94,cpt=0.03,val=0.03 --split-seed "${SPLIT_SEED:-1}" --force

@@ -14,7 +14,7 @@
 static const char *PRESET_DEMO =
     "{\"name\": \"demo\", \"description\": \"tiny interleaved MoE on tinyshakespeare, 8 -> 16 experts at 50% of 400 steps, 1 seed (~5 min)\","
     " \"preset\": \"tiny\", \"train\": {\"eval_every\": 50, \"eval_batches\": 8},"
-    " \"factor\": 2, \"steps\": 400, \"seeds\": 1, \"final_eval_batches\": 32, \"cpt_schedule\": \"rewarm\","
+    " \"factor\": 2, \"steps\": 400, \"seeds\": 1, \"cpt_schedule\": \"rewarm\","
     " \"sweeps\": {\"main\": {\"tau\": 0.5}}}";
 
 static const char *PRESET_PAPER_TINY =
@@ -22,7 +22,7 @@ static const char *PRESET_PAPER_TINY =
     " \"preset\": \"tiny\", \"model\": {\"vocab_size\": 2048, \"hidden_size\": 64, \"num_attention_heads\": 4, \"num_key_value_heads\": 2,"
     " \"head_dim\": 16, \"intermediate_size\": 192, \"num_experts\": 4, \"moe_intermediate_size\": 64},"
     " \"train\": {\"eval_every\": 250, \"eval_batches\": 8, \"batch_size\": 16, \"seq_len\": 128, \"warmup_steps\": 50},"
-    " \"factor\": 2, \"steps\": 3000, \"seeds\": 3, \"final_eval_batches\": 32, \"cpt_schedule\": \"rewarm\","
+    " \"factor\": 2, \"steps\": 3000, \"seeds\": 3, \"cpt_schedule\": \"rewarm\","
     " \"sweeps\": {\"main\": {\"tau\": 0.5}, \"cpt_budget\": {\"pretrain_steps\": 1500, \"cpt\": [0.25, 1.0]},"
     " \"alloc\": {\"tau\": 0.5, \"methods\": [\"grad2\", \"random\"]}}}";
 
@@ -30,7 +30,7 @@ static const char *PRESET_PAPER_FULL =
     "{\"name\": \"paper-full\", \"description\": \"every sweep of the paper at 2-core scale, 3 seeds (hours)\","
     " \"preset\": \"tiny\", \"model\": {\"num_experts\": 4, \"moe_intermediate_size\": 128},"
     " \"train\": {\"eval_every\": 100, \"eval_batches\": 8, \"batch_size\": 16, \"seq_len\": 128},"
-    " \"factor\": 2, \"steps\": 800, \"seeds\": 3, \"final_eval_batches\": 32, \"cpt_schedule\": \"rewarm\","
+    " \"factor\": 2, \"steps\": 800, \"seeds\": 3, \"cpt_schedule\": \"rewarm\","
     " \"sweeps\": {\"main\": {\"tau\": 0.5}, \"timing\": {\"tau\": [0.05, 0.12, 0.25, 0.75]},"
     " \"cpt_budget\": {\"pretrain_steps\": 400, \"cpt\": [0.1, 0.26, 0.5, 0.76, 1.0]},"
     " \"alloc\": {\"tau\": 0.25, \"methods\": [\"uniform\", \"grad2\", \"saliency\", \"weight-norm\", \"fisher\", \"random\"]},"
@@ -388,7 +388,7 @@ static int plan_from_json(Plan *p, const cJSON *j, const char *origin) {
     } else if (seeds) {
         return up_error("%s: field seeds; expected a count or a list of seeds", origin);
     }
-    p->final_eval_batches = cJSON_IsNumber(fe) ? fe->valueint : 32;
+    p->final_eval_batches = cJSON_IsNumber(fe) ? fe->valueint : 0; /* 0: the whole val split */
     p->rewarm = 1;
     if (sched) {
         if (cJSON_IsString(sched) && !strcmp(sched->valuestring, "rewarm")) p->rewarm = 1;
@@ -398,7 +398,7 @@ static int plan_from_json(Plan *p, const cJSON *j, const char *origin) {
     if (p->factor < 2 || p->factor > 64) return up_error("%s: field factor %d; expected 2..64", origin, p->factor);
     if (p->steps < 4) return up_error("%s: field steps %d; expected >= 4", origin, p->steps);
     if (p->seeds < 1 || p->seeds > 100) return up_error("%s: field seeds %d; expected 1..100", origin, p->seeds);
-    if (p->final_eval_batches < 1) return up_error("%s: field final_eval_batches; expected >= 1", origin);
+    if (p->final_eval_batches < 0) return up_error("%s: field final_eval_batches %d; expected 0 (the whole val split) or a count", origin, p->final_eval_batches);
     if (p->model.n_experts < 1) return up_error("%s: model num_experts %d; expected the small MoE's expert count (>= 1)", origin, p->model.n_experts);
     if (!cJSON_IsObject(sweeps)) return up_error("%s: field sweeps is missing; expected an object such as {\"main\": {\"tau\": 0.5}}", origin);
     p->sweeps_json = cJSON_PrintUnformatted(sweeps);
