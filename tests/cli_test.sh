@@ -658,6 +658,15 @@ if [ "$RC" -eq 0 ] && [ "$(grep -c '^premise/fixed' "$CAP/out")" -eq 6 ] && ! gr
   && grep -q 'stage 0: E4-k2-T10-s101-nodecay$' "$CAP/out" && grep -q 'stage 1: E4-k2-T10-s101-nodecay+x-uniform-E8-T10-norewarm-decay2$' "$CAP/out"; then
   ok "experiment plans: a premise sweep trains only Fixed-E and Fixed-mE (m = 2, 4); the schedule sweep branches from the stable phase"
 else fail "experiment plans: premise and schedule sweeps" "exit $RC, $(oneline "$OUT") $(oneline "$ERR")"; fi
+# the modeled saving where the user trains: t_mE / t_E given, tau = T/2 -> 0.5 (1 - 1/2) = 25%
+small_plan "$W/cost_plan.json"
+run "$UP" experiment --plan "$W/cost_plan.json" --data "$DATA" --out "$W/x_cost" --device cpu --jobs 1 "${THREADS[@]}" --cost-ratio 2
+m=$(py 'import json,sys; c=json.load(open(sys.argv[1]))["comparisons"][0]["compute"]["modeled"]; print(c["saving_pct"], c["sunk_cost_saving_pct"], c["ratio_t_mE_over_t_E"])' "$W/x_cost/results.json")
+[ "$RC" -eq 0 ] && [ "$m" = "25 50 2" ] && grep -q "25.0 (2x), modeled" "$CAP/out" \
+  && ok "experiment --cost-ratio 2: modeled saving 25% (sunk cost 50%) in results.json and the table" \
+  || fail "experiment --cost-ratio 2" "exit $RC, modeled: $m, $(oneline "$ERR")"
+expect_fail "experiment --cluster without link" nz "--cluster gpus=8,ep=2,link" "" -- \
+  "$UP" experiment --plan "$W/cost_plan.json" --data "$DATA" --out "$W/x_cl" --cluster gpus=8,ep=2
 # --jobs: stages side by side in worker processes give exactly the serial results (same threads per stage)
 small_plan "$W/jobs_plan.json"
 sed -i 's/"seeds": 1/"seeds": 2/' "$W/jobs_plan.json"

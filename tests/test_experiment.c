@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "experiment/cost.h"
 #include "experiment/experiment.h"
 #include "experiment/stats.h"
 #include "fixtures.h"
@@ -118,6 +119,50 @@ TEST(evaluation_whole_split_and_strided) {
     loader_close(&ld);
     model_free(&m);
     free(direct), free(data);
+}
+
+/* the compute formula against the paper's own figures: 27,888 vs 41,328 GPU hours at 50% CPT
+ * (growth after pre-training P, CPT 0.5 P: tau = 2/3 of T), 67% fewer in the sunk-cost case */
+TEST(cost_formula_paper_figures) {
+    double tau_frac = 2.0 / 3.0, saving = 1.0 - 27888.0 / 41328.0;
+    CHECK_CLOSE(cost_sunk_saving(tau_frac), 0.667, 1e-3);
+    double ratio = cost_implied_ratio(tau_frac, saving);
+    CHECK_CLOSE(ratio, 1.9520, 1e-3);
+    CHECK_CLOSE(cost_saving(tau_frac, ratio), saving, 1e-12);
+    /* growing at half of the steps instead, the same saving would need t_mE = 2.86 t_E */
+    CHECK_CLOSE(cost_implied_ratio(0.5, saving), 2.8598, 1e-3);
+    /* equal step times save nothing; a saving above tau_frac is impossible */
+    CHECK_CLOSE(cost_saving(0.5, 1.0), 0.0, 1e-12);
+    CHECK(isnan(cost_implied_ratio(0.5, 0.6)));
+}
+
+TEST(cost_cluster_model) {
+    ClusterShape c;
+    CHECK(cost_parse_cluster("gpus=8,ep=4,link=50", &c) == 0 && c.gpus == 8 && c.ep == 4 && c.link_gbs == 50 && c.tflops == 400);
+    CHECK(cost_parse_cluster("gpus=8,ep=3,link=50", &c) == -1 && strstr(up_last_error(), "ep=3 does not divide gpus=8"));
+    CHECK(cost_parse_cluster("gpus=8,ep=4", &c) == -1 && strstr(up_last_error(), "link"));
+    CHECK(cost_parse_cluster("gpus=8,ep=4,link=50,speed=3", &c) == -1 && strstr(up_last_error(), "unknown key 'speed'"));
+    CHECK(cost_parse_cluster("gpus=8,ep=4,link=-5", &c) == -1 && strstr(up_last_error(), "link=-5"));
+    CHECK(cost_parse_cluster("gpus=8,ep=4,link=50", &c) == 0);
+    ModelConfig small = preset_find("tiny")->model, big = small;
+    big.n_experts = 2 * small.n_experts;
+    StepCost a = cost_model_step(&small, 4096, 128, &c), b = cost_model_step(&big, 4096, 128, &c);
+    /* top-K fixed: the same FLOPs (but the router's few more) and all-to-all; the experts'
+     * gradients and optimizer grow */
+    CHECK(fabs(a.compute - b.compute) < 0.01 * a.compute);
+    CHECK_CLOSE(a.all_to_all, b.all_to_all, 1e-15);
+    CHECK(b.grad_sync > a.grad_sync && b.optimizer > a.optimizer && b.total > a.total);
+    /* by hand: all-to-all = MoE layers x 4 x (tokens / G) x top_k x d_model x 2 bytes x (ep-1)/ep / link */
+    double a2a = model_config_n_moe_layers(&small) * 4.0 * (4096.0 / 8) * small.top_k * small.d_model * 2 * 0.75 / 50e9;
+    CHECK_CLOSE(a.all_to_all, a2a, 1e-15);
+    /* optimizer: 28 bytes per held parameter over the HBM bandwidth */
+    CHECK_CLOSE(b.optimizer, 28.0 * b.params_per_gpu / 3350e9, 1e-18);
+    /* ep = G: no expert replicas, so the experts add no gradient sync (only the router's new rows) */
+    ClusterShape full = c;
+    full.ep = 8;
+    StepCost af = cost_model_step(&small, 4096, 128, &full), bf = cost_model_step(&big, 4096, 128, &full);
+    double router_rows = model_config_n_moe_layers(&small) * (double)(big.n_experts - small.n_experts) * (small.d_model + 1);
+    CHECK_CLOSE(bf.grad_sync - af.grad_sync, 2.0 * 7 / 8 * router_rows * 4 / 50e9, 1e-12);
 }
 
 TEST(stats_spearman_values) {

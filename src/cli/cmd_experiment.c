@@ -8,7 +8,8 @@
 
 int cmd_experiment(int argc, char **argv) {
     const char *preset = NULL, *plan_file = NULL, *data = NULL, *out = NULL, *device = "auto", *precision = "fp32", *seeds = NULL;
-    const char *mpi_schedule = "auto";
+    const char *mpi_schedule = "auto", *cluster = NULL;
+    float cost_ratio = 0;
     int jobs = 0, threads = 0, dry_run = 0, probe_batches = 2, list = 0, expert_parallel = 0, ep_size = 0;
     CliOption opts[] = {
         {"preset", OPT_STR, &preset, "demo (~5 min), paper-tiny (~45 min), paper-full (hours)"},
@@ -25,6 +26,8 @@ int cmd_experiment(int argc, char **argv) {
         {"precision", OPT_STR, &precision, "fp32 (default) or bf16: every stage's GEMMs take bf16 operands (as train --precision)"},
         {"expert-parallel", OPT_FLAG, &expert_parallel, "under mpirun: shard each MoE layer's experts over the ranks (all-to-all)"},
         {"ep-size", OPT_INT, &ep_size, "with --expert-parallel: ranks per expert group (default: all; groups hold replicas)"},
+        {"cost-ratio", OPT_FLOAT, &cost_ratio, "also report the saving modeled with t_mE / t_E = R (seconds per step where you will train)"},
+        {"cluster", OPT_STR, &cluster, "also report the saving modeled on a cluster: gpus=G,ep=D,link=GB/s[,tflops=T,hbm=GB/s,mem=GB]"},
         {"dry-run", OPT_FLAG, &dry_run, "list the runs and stages and exit"},
         {"list-presets", OPT_FLAG, &list, "list the presets and exit"},
     };
@@ -53,6 +56,10 @@ int cmd_experiment(int argc, char **argv) {
     int sched = !strcmp(mpi_schedule, "auto") ? MPI_SCHEDULE_AUTO : !strcmp(mpi_schedule, "stages") ? MPI_SCHEDULE_STAGES
               : !strcmp(mpi_schedule, "steps") ? MPI_SCHEDULE_STEPS : -1;
     if (sched < 0) return cli_usage_error("experiment", "--mpi-schedule %s; expected auto, stages or steps", mpi_schedule);
+    if (cost_ratio < 0) return cli_usage_error("experiment", "--cost-ratio %g; expected t_mE / t_E > 0", cost_ratio);
+    if (cost_ratio > 0 && cluster) return cli_usage_error("experiment", "--cost-ratio and --cluster are exclusive; expected one cost model");
+    ClusterShape shape;
+    if (cluster && cost_parse_cluster(cluster, &shape)) return cli_fail();
     if (ep_size < 0 || (ep_size && !expert_parallel))
         return cli_usage_error("experiment", "--ep-size %d; expected a positive group size, with --expert-parallel", ep_size);
     Plan plan;
@@ -83,7 +90,7 @@ int cmd_experiment(int argc, char **argv) {
     }
     ExperimentOptions eo = {.data_dir = data, .out_dir = out, .probe_batches = probe_batches, .backend = be,
                            .expert_parallel = expert_parallel, .ep_size = ep_size, .precision = prec, .jobs = jobs,
-                           .mpi_schedule = sched};
+                           .mpi_schedule = sched, .cost_ratio = cost_ratio, .cluster = cluster ? &shape : NULL};
     int rc = experiment_run(&plan, &eo);
     plan_free(&plan);
     return rc ? cli_fail() : 0;

@@ -12,6 +12,7 @@
 
 #include "backend.h"
 #include "config.h"
+#include "experiment/cost.h"
 #include "grow/grow.h"
 
 typedef enum { STAGE_FRESH = 0, STAGE_GROW = 1, STAGE_FRESH_CONTINUE = 2 } StageKind;
@@ -71,6 +72,8 @@ typedef struct {
     int precision;        /* PRECISION_FP32 or PRECISION_BF16 for every training stage */
     int jobs;             /* stages trained side by side in worker processes (0: by model size) */
     int mpi_schedule;     /* under mpirun: MPI_SCHEDULE_AUTO, _STAGES (a stage per rank) or _STEPS */
+    double cost_ratio;    /* > 0: the modeled saving with t_mE / t_E = cost_ratio (--cost-ratio) */
+    const ClusterShape *cluster; /* or from a cost model of this cluster (--cluster); NULL: none */
 } ExperimentOptions;
 
 enum { MPI_SCHEDULE_AUTO = 0, MPI_SCHEDULE_STAGES = 1, MPI_SCHEDULE_STEPS = 2 };

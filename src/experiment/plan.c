@@ -231,12 +231,29 @@ static int build_runs(Plan *p, const cJSON *sweeps, const char *origin) {
             }
         }
         if ((s = cJSON_GetObjectItemCaseSensitive(sweeps, "alloc"))) {
-            n = json_number_list(cJSON_GetObjectItemCaseSensitive(s, "tau"), taus, 1);
-            const cJSON *methods = cJSON_GetObjectItemCaseSensitive(s, "methods");
-            if (n != 1 || !cJSON_IsArray(methods) || tau_steps_of(taus[0], T, origin, &tau))
-                return n != 1 || !cJSON_IsArray(methods) ? up_error("%s: sweeps.alloc; expected tau and a methods list", origin) : -1;
-            add_fixed(p, "alloc", E, K, T, seed, E, m * E);
-            add_fixed(p, "alloc", m * E, K, T, seed, E, m * E);
+            /* at tau (a fraction of T), or after pretrain_steps with CPT a fraction of them (the
+             * paper's allocation study at 25% CPT: total = pretrain_steps * (1 + cpt)) */
+            const cJSON *methods = cJSON_GetObjectItemCaseSensitive(s, "methods"), *pre = cJSON_GetObjectItemCaseSensitive(s, "pretrain_steps");
+            int Ta = T;
+            double x;
+            if (pre) {
+                double c[1] = {0};
+                if (!cJSON_IsNumber(pre) || pre->valueint < 1 || json_number_list(cJSON_GetObjectItemCaseSensitive(s, "cpt"), c, 1) != 1 ||
+                    !(c[0] > 0 && c[0] <= 10) || !cJSON_IsArray(methods))
+                    return up_error("%s: sweeps.alloc; expected pretrain_steps (>= 1), cpt (a fraction in (0, 10]) and a methods list", origin);
+                tau = pre->valueint;
+                Ta = tau + (int)lround(c[0] * tau);
+                if (Ta == tau) return up_error("%s: sweeps.alloc.cpt %g gives no CPT steps; expected a larger fraction", origin, c[0]);
+                x = c[0];
+            } else {
+                n = json_number_list(cJSON_GetObjectItemCaseSensitive(s, "tau"), taus, 1);
+                if (n != 1 || !cJSON_IsArray(methods) || tau_steps_of(taus[0], T, origin, &tau))
+                    return n != 1 || !cJSON_IsArray(methods) ? up_error("%s: sweeps.alloc; expected tau and a methods list", origin) : -1;
+                x = taus[0];
+            }
+            taus[0] = x;
+            add_fixed(p, "alloc", E, K, Ta, seed, E, m * E);
+            add_fixed(p, "alloc", m * E, K, Ta, seed, E, m * E);
             const cJSON *it;
             cJSON_ArrayForEach(it, methods) {
                 const char *method = cJSON_IsString(it) ? it->valuestring : "";
@@ -244,7 +261,7 @@ static int build_runs(Plan *p, const cJSON *sweeps, const char *origin) {
                     Run *r = new_run(p);
                     r->n_stages = 2;
                     stage_fresh(&r->stages[0], E, tau, seed, K);
-                    stage_fresh_continue(&r->stages[1], &r->stages[0], m * E, T - tau, p->rewarm);
+                    stage_fresh_continue(&r->stages[1], &r->stages[0], m * E, Ta - tau, p->rewarm);
                     finish_run(r, "alloc", "random-big", "random", taus[0], seed, E, m * E, K);
                     continue;
                 }
@@ -256,7 +273,7 @@ static int build_runs(Plan *p, const cJSON *sweeps, const char *origin) {
                 if (!known) return up_error("%s: sweeps.alloc.methods: '%s'; expected uniform, grad2, saliency, weight-norm, fisher or random", origin, method);
                 char tag[48];
                 snprintf(tag, sizeof tag, "x-%s", method);
-                add_upcycled(p, "alloc", "upcycled", method, taus[0], seed, E, m, K, tau, T - tau, &g, tag);
+                add_upcycled(p, "alloc", "upcycled", method, taus[0], seed, E, m, K, tau, Ta - tau, &g, tag);
             }
         }
         if ((s = cJSON_GetObjectItemCaseSensitive(sweeps, "init"))) {

@@ -437,7 +437,8 @@ static const char *const CMP_HEAD[] = {"Label", "Fixed-E", "Upcycled", "Fixed-mE
                                        "Eff. % (paired rule)", "unpaired rule"};
 static const char *const SEED_HEAD[] = {"Label", "Seed", "Fixed-E", "Upcycled", "Fixed-mE", "E - mE", "E - Up", "eval s.e. (E / Up / mE)"};
 static const char *const COMPUTE_HEAD[] = {"Label",        "t_E (s/step)", "t_mE (s/step)",       "Upcycled (s)",
-                                           "Fixed-mE (s)", "Saving %",     "Sunk-cost saving %", "FLOPs saving %"};
+                                           "Fixed-mE (s)", "Saving %",     "Sunk-cost saving %", "FLOPs saving %",
+                                           "Modeled saving % (t_mE/t_E)"};
 static const char *const RUNS_HEAD[] = {"Run", "Arm", "Label", "x", "Seed", "Status", "Experts", "Growth step(s)",
                                         "Final val loss", "Seconds", "FLOPs"};
 
@@ -530,7 +531,7 @@ static int build_seed_table(const cJSON *root, const char *sweep, Table *t) {
 
 /* returns the number of rows with any compute data */
 static int build_compute_table(const cJSON *root, const char *sweep, Table *t) {
-    table_init(t, 8, COMPUTE_HEAD);
+    table_init(t, 9, COMPUTE_HEAD);
     int any = 0;
     const cJSON *c;
     cJSON_ArrayForEach(c, jarr(root, "comparisons")) {
@@ -546,7 +547,13 @@ static int build_compute_table(const cJSON *root, const char *sweep, Table *t) {
                     fmt_fixed(jnum_or(k, "saving_pct", NAN), 1),
                     fmt_fixed(jnum_or(k, "sunk_cost_saving_pct", NAN), 1),
                     fmt_fixed(jnum_or(k, "flops_saving_pct", NAN), 1)};
-        char *cells[8] = {(char *)str_or(jstr(c, "label"), DASH), v[0].s, v[1].s, v[2].s, v[3].s, v[4].s, v[5].s, v[6].s};
+        const cJSON *mod = jget(k, "modeled");
+        char modeled[96];
+        if (cJSON_IsObject(mod))
+            snprintf(modeled, sizeof modeled, "%s (%sx), modeled", fmt_fixed(jnum_or(mod, "saving_pct", NAN), 1).s,
+                     fmt_sig(jnum_or(mod, "ratio_t_mE_over_t_E", NAN), 3).s);
+        else snprintf(modeled, sizeof modeled, "%s", DASH);
+        char *cells[9] = {(char *)str_or(jstr(c, "label"), DASH), v[0].s, v[1].s, v[2].s, v[3].s, v[4].s, v[5].s, v[6].s, modeled};
         table_add(t, cells, NULL, NULL);
     }
     return any;
@@ -1809,6 +1816,12 @@ static void html_key_result(Buf *b, const cJSON *root) {
         if (sv >= 0) bprintf(b, "; upcycling saves %s%% of Fixed-mE\xe2\x80\x99s measured seconds", fmt_fixed(sv, 1).s);
         else bprintf(b, "; upcycling takes %s%% more measured seconds than Fixed-mE", fmt_fixed(-sv, 1).s);
         if (jnum(k, "sunk_cost_saving_pct", &sk)) bprintf(b, " (%s%% if the source checkpoint already exists)", fmt_fixed(sk, 1).s);
+        const cJSON *mod = jget(k, "modeled");
+        double ms;
+        if (cJSON_IsObject(mod) && jnum(mod, "saving_pct", &ms)) {
+            bprintf(b, "; modeled where you train (%s, t_mE/t_E = %s): upcycling %s %s%%", str_or(jstr(mod, "source"), DASH),
+                    fmt_sig(jnum_or(mod, "ratio_t_mE_over_t_E", NAN), 3).s, ms >= 0 ? "saves" : "takes more by", fmt_fixed(fabs(ms), 1).s);
+        }
     }
     bput(b, ".</div>\n");
 }

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "dist/dist.h"
+#include "experiment/cost.h"
 #include "experiment/diag.h"
 #include "experiment/experiment.h"
 #include "experiment/report.h"
@@ -457,7 +458,49 @@ static cJSON *paired_object(const double *a, const double *b, int n, const Paire
     return o;
 }
 
-static cJSON *compare(const Plan *p, const RunResult *rr, int n, cJSON *notes) {
+/* the saving under a cost model of where the user trains (--cost-ratio or --cluster), labelled
+ * as modeled; NULL when neither is given */
+static cJSON *modeled_compute(const Plan *p, const Run *r, const ExperimentOptions *opt) {
+    if (!(opt->cost_ratio > 0) && !opt->cluster) return NULL;
+    int T = r->total_steps, tau = r->stages[0].steps;
+    double tau_frac = (double)tau / T, ratio;
+    cJSON *m = cJSON_CreateObject();
+    cJSON_AddBoolToObject(m, "modeled", 1);
+    if (opt->cost_ratio > 0) {
+        ratio = opt->cost_ratio;
+        cJSON_AddStringToObject(m, "source", "--cost-ratio (t_mE / t_E as given)");
+    } else {
+        const ClusterShape *c = opt->cluster;
+        ModelConfig small = p->model, big = p->model;
+        small.n_experts = r->small_experts, big.n_experts = r->big_experts;
+        small.top_k = big.top_k = r->top_k;
+        int tokens = p->train.batch_size * p->train.seq_len;
+        StepCost a = cost_model_step(&small, tokens, p->train.seq_len, c), b = cost_model_step(&big, tokens, p->train.seq_len, c);
+        ratio = b.total / a.total;
+        char src[200];
+        snprintf(src, sizeof src, "cluster model: %d GPUs, expert parallel %d, %g GB/s links, %g TFLOP/s, %g GB/s HBM", c->gpus, c->ep,
+                 c->link_gbs, c->tflops, c->hbm_gbs);
+        cJSON_AddStringToObject(m, "source", src);
+        const StepCost *parts[2] = {&a, &b};
+        const char *names[2] = {"step_E", "step_mE"};
+        for (int i = 0; i < 2; i++) {
+            cJSON *o = cJSON_AddObjectToObject(m, names[i]);
+            cJSON_AddNumberToObject(o, "compute_s", parts[i]->compute);
+            cJSON_AddNumberToObject(o, "all_to_all_s", parts[i]->all_to_all);
+            cJSON_AddNumberToObject(o, "grad_sync_s", parts[i]->grad_sync);
+            cJSON_AddNumberToObject(o, "optimizer_s", parts[i]->optimizer);
+            cJSON_AddNumberToObject(o, "total_s", parts[i]->total);
+            cJSON_AddNumberToObject(o, "params_per_gpu", parts[i]->params_per_gpu);
+            cJSON_AddBoolToObject(o, "fits_memory", parts[i]->fits);
+        }
+    }
+    cJSON_AddNumberToObject(m, "ratio_t_mE_over_t_E", ratio);
+    cJSON_AddNumberToObject(m, "saving_pct", 100.0 * cost_saving(tau_frac, ratio));
+    cJSON_AddNumberToObject(m, "sunk_cost_saving_pct", 100.0 * cost_sunk_saving(tau_frac));
+    return m;
+}
+
+static cJSON *compare(const Plan *p, const RunResult *rr, int n, cJSON *notes, const ExperimentOptions *opt) {
     cJSON *out = cJSON_CreateArray();
     int *done = xcalloc(n, sizeof(int));
     for (int i = 0; i < n; i++) {
@@ -529,6 +572,8 @@ static cJSON *compare(const Plan *p, const RunResult *rr, int n, cJSON *notes) {
         cJSON_AddNumberToObject(cc, "saving_pct", 100.0 * (1 - c_up / c_fixed));
         cJSON_AddNumberToObject(cc, "sunk_cost_saving_pct", 100.0 * (1 - c_sunk / c_fixed));
         cJSON_AddNumberToObject(cc, "flops_saving_pct", 100.0 * (1 - (tau * fE + (T - tau) * fM) / (T * fM)));
+        cJSON *modeled = modeled_compute(p, r, opt);
+        if (modeled) cJSON_AddItemToObject(cc, "modeled", modeled);
         cJSON_AddItemToArray(out, c);
         if (!strcmp(r->sweep, "main")) {
             char note[600], ci[96] = "no interval";
@@ -625,7 +670,7 @@ static int write_results(const Plan *p, const ExperimentOptions *opt, const char
     cJSON *runs = cJSON_AddArrayToObject(j, "runs"), *notes = cJSON_CreateArray();
     RunResult *rr = xcalloc(p->n_runs, sizeof(RunResult));
     for (int i = 0; i < p->n_runs; i++) cJSON_AddItemToArray(runs, collect_run(p, &p->runs[i], opt, &rr[i]));
-    cJSON_AddItemToObject(j, "comparisons", compare(p, rr, p->n_runs, notes));
+    cJSON_AddItemToObject(j, "comparisons", compare(p, rr, p->n_runs, notes, opt));
     /* Spearman: loss right after growth vs final loss, over the init-heuristic runs (else all grown runs) */
     double x[1000], y[1000];
     int n = 0;
