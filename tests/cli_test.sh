@@ -626,6 +626,8 @@ if [ "$RC" -eq 0 ] && grep -q "usage:" "$CAP/out"; then ok "experiment --help"; 
 run "$UP" experiment --list-presets
 if [ "$RC" -eq 0 ] && grep -q "paper-tiny" "$CAP/out"; then ok "experiment --list-presets"; else fail "experiment --list-presets" "exit $RC"; fi
 expect_fail "experiment with an unknown preset" nz "nope" "$W/x_nope" -- "$UP" experiment --preset nope --data "$DATA" --out "$W/x_nope"
+expect_fail "experiment without its data directory names the command that makes it" nz "$W/no_docs: no pretrain.bin,scripts/prepare_corpus.sh" "$W/x_nodata" -- \
+  "$UP" experiment --preset paper-tiny --data "$W/no_docs" --out "$W/x_nodata"
 if [ -e /dev/nvidiactl ]; then
   skip "experiment --device cuda without a GPU" "this machine has an NVIDIA driver"
 else

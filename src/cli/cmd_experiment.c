@@ -1,5 +1,6 @@
 /* upcycle experiment: Fixed-E vs Upcycled vs Fixed-mE (and sweeps) over seeds, with a report. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
@@ -75,6 +76,15 @@ int cmd_experiment(int argc, char **argv) {
         }
         plan_free(&plan);
         return 0;
+    }
+    char *pretrain = path_join(data, "pretrain.bin");
+    int have_data = path_exists(pretrain);
+    free(pretrain);
+    if (!have_data) { /* data/linux-docs is generated, not shipped */
+        plan_free(&plan);
+        up_error("%s: no pretrain.bin; expected a data directory from `upcycle tokenize` (data/linux-docs, the paper-tiny corpus: "
+                 "run scripts/prepare_corpus.sh)", data);
+        return cli_fail();
     }
     const Backend *be = NULL;
     int brc = cli_backend("experiment", device, &be);

@@ -226,8 +226,8 @@ static const char *arm_color(const char *arm) {
 static const char *const CAT_COLOR[] = {"#17becf", "#e377c2", "#bcbd22", "#8c564b", "#393b79", "#ad494a", "#637939", "#7b4173"};
 #define N_CAT 8
 
-static const char *const SWEEP_ORDER[] = {"main", "timing", "cpt_budget", "alloc", "init", "activation", "iterative"};
-#define N_SWEEPS 7
+static const char *const SWEEP_ORDER[] = {"main", "timing", "cpt_budget", "alloc", "init", "activation", "iterative", "schedule", "premise"};
+#define N_SWEEPS 9
 
 static const char *sweep_title(const char *sw) {
     static const char *const desc[] = {
@@ -238,6 +238,8 @@ static const char *sweep_title(const char *sw) {
         "replica initialization heuristics",
         "activation ratio: expert upcycling (MoE\xe2\x86\x92MoE) vs sparse upcycling (dense\xe2\x86\x92MoE)",
         "iterative growth (E\xe2\x86\x92" "2E\xe2\x86\x92" "4E) vs one jump",
+        "schedule ablation: grow from the stable phase (no anneal before growth), continue at the peak, one decay at the end",
+        "premise: Fixed-E vs Fixed-mE only (scale probes; no upcycled arm)",
     };
     for (int i = 0; i < N_SWEEPS; i++)
         if (strcmp(sw, SWEEP_ORDER[i]) == 0) return desc[i];
@@ -516,7 +518,8 @@ static int build_seed_table(const cJSON *root, const char *sweep, Table *t) {
             snprintf(cells_txt[2], 96, "%s", fmt_fixed(lU, 4).s);
             snprintf(cells_txt[3], 96, "%s", fmt_fixed(lM, 4).s);
             snprintf(cells_txt[4], 96, "%+.4f", lE - lM);
-            snprintf(cells_txt[5], 96, "%+.4f", lE - lU);
+            if (isnan(lU)) snprintf(cells_txt[5], 96, "%s", DASH);
+            else snprintf(cells_txt[5], 96, "%+.4f", lE - lU);
             char se[200];
             snprintf(se, sizeof se, "%s / %s / %s", fmt_sig(jnum_or(E, "eval_stderr", NAN), 2).s, fmt_sig(jnum_or(U, "eval_stderr", NAN), 2).s,
                      fmt_sig(jnum_or(M, "eval_stderr", NAN), 2).s);
