@@ -21,7 +21,7 @@ int cmd_train(int argc, char **argv) {
     const char *preset = NULL, *config = NULL, *data = NULL, *out = NULL, *resume = NULL, *init = NULL;
     const char *split = "pretrain", *schedule = NULL, *decay_shape = NULL, *device = "auto", *precision = "fp32";
     int steps = -1, threads = 0, batch = -1, seq = -1, warmup = -1, eval_every = -1, save_every = -1, log_every = -1;
-    int eval_batches = -1, quiet = 0, force = 0, presets = 0, keep = 2, skip_nonfinite = 0, max_skips = -1, expert_parallel = 0, ep_size = 0;
+    int eval_batches = -1, final_eval_batches = 0, quiet = 0, force = 0, presets = 0, keep = 2, skip_nonfinite = 0, max_skips = -1, expert_parallel = 0, ep_size = 0;
     float spike = -1;
     float lr = -1, min_lr = -1, decay_frac = -1, bias_rate = -1, aux = -1, zloss = -1, wd = -1, clip = -1;
     unsigned long long seed = 0;
@@ -54,7 +54,8 @@ int cmd_train(int argc, char **argv) {
         {"max-skips", OPT_INT, &max_skips, "stop when more than N steps were skipped (default 10)"},
         {"seed", OPT_STR, &seed_str, "seed for initialization and data order"},
         {"eval-every", OPT_INT, &eval_every, "validation loss every N steps (0: only at the end)"},
-        {"eval-batches", OPT_INT, &eval_batches, "validation batches per evaluation"},
+        {"eval-batches", OPT_INT, &eval_batches, "validation batches per evaluation (strided over the split, the same ones each time)"},
+        {"final-eval-batches", OPT_INT, &final_eval_batches, "0 (default): the final validation loss over the whole split; N: N strided batches"},
         {"save-every", OPT_INT, &save_every, "checkpoint every N steps (0: only the final one)"},
         {"keep", OPT_INT, &keep, "periodic checkpoints to keep (default 2)"},
         {"log-every", OPT_INT, &log_every, "progress line every N steps"},
@@ -134,6 +135,7 @@ int cmd_train(int argc, char **argv) {
         else if (!strcmp(decay_shape, "1-sqrt")) tc.decay_shape = DECAY_1_SQRT;
         else return cli_usage_error("train", "--decay-shape %s; expected linear or 1-sqrt", decay_shape);
     }
+    if (final_eval_batches < 0) return cli_usage_error("train", "--final-eval-batches %d; expected 0 (the whole split) or a count", final_eval_batches);
     const Backend *be;
     int brc = cli_backend("train", device, &be);
     if (brc) return brc;
@@ -151,13 +153,14 @@ int cmd_train(int argc, char **argv) {
     dist_barrier("the start of training");
     cli_set_threads(threads);
     TrainOptions opt = {.data_dir = data, .split = split, .out_dir = out, .resume = resume, .init = init,
-                        .quiet = quiet, .keep_checkpoints = keep, .backend = be,
+                        .quiet = quiet, .keep_checkpoints = keep, .backend = be, .final_eval_batches = final_eval_batches,
                         .expert_parallel = expert_parallel, .ep_size = ep_size};
     TrainResult res;
     int rc = train_run(&mc, &tc, &opt, &res);
     if (!rc && dist_rank() == 0)
-        printf("done: %d steps in %.1fs (%.1fk tok/s), final train loss %.4f, val loss %.4f (ppl %.2f)\n", res.steps_run,
-               res.seconds, res.tokens_per_second / 1e3, res.final_train_loss, res.final_val_loss, exp(res.final_val_loss));
+        printf("done: %d steps in %.1fs (%.1fk tok/s), final train loss %.4f, val loss %.4f (ppl %.2f; s.e. %.4f over %lld tokens)\n",
+               res.steps_run, res.seconds, res.tokens_per_second / 1e3, res.final_train_loss, res.final_val_loss, exp(res.final_val_loss),
+               res.final_val_stderr, res.final_val_tokens);
     free(res.losses);
     return rc ? cli_fail() : 0;
 }

@@ -17,14 +17,17 @@ static const char *PRESET_DEMO =
     " \"factor\": 2, \"steps\": 400, \"seeds\": 1, \"cpt_schedule\": \"rewarm\","
     " \"sweeps\": {\"main\": {\"tau\": 0.5}}}";
 
+/* chosen by the protocol of docs/scale.md on tuning seeds 101-103 (probe B, the largest premise
+ * ratio of the probes; no probe established the premise); reported on seeds 1-3 */
 static const char *PRESET_PAPER_TINY =
-    "{\"name\": \"paper-tiny\", \"description\": \"Tables 1 and 3 and the CPT sweep at 2-core scale: d=64 MoE, 4 -> 8 experts, 3000 steps (6.1M tokens), 3 seeds\","
-    " \"preset\": \"tiny\", \"model\": {\"vocab_size\": 2048, \"hidden_size\": 64, \"num_attention_heads\": 4, \"num_key_value_heads\": 2,"
-    " \"head_dim\": 16, \"intermediate_size\": 192, \"num_experts\": 4, \"moe_intermediate_size\": 64},"
+    "{\"name\": \"paper-tiny\", \"description\": \"the paper's sweeps at 2-core scale (docs/scale.md): d=32 MoE, 4 -> 16 experts top-2, 1350 steps (2.8M tokens), 3 seeds (~55 min)\","
+    " \"preset\": \"tiny\", \"model\": {\"vocab_size\": 2048, \"hidden_size\": 32, \"num_attention_heads\": 2, \"num_key_value_heads\": 1,"
+    " \"head_dim\": 16, \"intermediate_size\": 96, \"num_experts\": 4, \"moe_intermediate_size\": 32},"
     " \"train\": {\"eval_every\": 250, \"eval_batches\": 8, \"batch_size\": 16, \"seq_len\": 128, \"warmup_steps\": 50},"
-    " \"factor\": 2, \"steps\": 3000, \"seeds\": 3, \"cpt_schedule\": \"rewarm\","
-    " \"sweeps\": {\"main\": {\"tau\": 0.5}, \"cpt_budget\": {\"pretrain_steps\": 1500, \"cpt\": [0.25, 1.0]},"
-    " \"alloc\": {\"tau\": 0.5, \"methods\": [\"grad2\", \"random\"]}}}";
+    " \"factor\": 4, \"steps\": 1350, \"seeds\": 3, \"cpt_schedule\": \"rewarm\","
+    " \"sweeps\": {\"main\": {\"tau\": 0.5}, \"cpt_budget\": {\"pretrain_steps\": 675, \"cpt\": [0.1, 0.26, 0.5, 1.0]},"
+    " \"alloc\": {\"pretrain_steps\": 675, \"cpt\": 0.25, \"methods\": [\"uniform\", \"grad2\", \"saliency\", \"random\"]},"
+    " \"activation\": {\"tau\": 0.5, \"experts\": [16], \"top_k\": 2}, \"schedule\": {\"tau\": 0.5}}}";
 
 static const char *PRESET_PAPER_FULL =
     "{\"name\": \"paper-full\", \"description\": \"every sweep of the paper at 2-core scale, 3 seeds (hours)\","
