@@ -15,7 +15,7 @@ if [ -z "$DATA" ]; then
   DATA="$W/data"
   ./upcycle tokenize --input data/tinyshakespeare.txt --out "$DATA" >/dev/null
 fi
-VOCAB=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1] + '/meta.json'))['vocab_size'])" "$DATA")
+VOCAB=$(sed -n 's/.*"vocab_size":[[:space:]]*\([0-9]*\).*/\1/p' "$DATA/meta.json" | head -n 1)
 HEADS=$((D / 16))
 cat >"$W/plan.json" <<EOF_PLAN
 {"name": "bench-jobs", "model": {"vocab_size": $VOCAB, "hidden_size": $D, "num_attention_heads": $HEADS,
@@ -30,12 +30,10 @@ t0=$(date +%s.%N)
 t1=$(date +%s.%N)
 ./upcycle experiment --plan "$W/plan.json" --data "$DATA" --out "$W/jobs" --jobs "$CORES" --threads "$CORES" --device cpu --probe-batches 0 >/dev/null
 t2=$(date +%s.%N)
-python3 - "$t0" "$t1" "$t2" "$CORES" "$D" "$STEPS" <<'EOF_PY'
-import sys
-t0, t1, t2 = map(float, sys.argv[1:4]); cores, d, steps = sys.argv[4:7]
-serial, jobs = t1 - t0, t2 - t1
-print(f"plan: d_model {d}, 8 stages ({steps}-step runs, 2 seeds, main sweep)")
-print(f"serial (1 stage x {cores} threads): {serial:.1f} s")
-print(f"--jobs {cores} (1 thread each):      {jobs:.1f} s")
-print(f"speed-up: {serial / jobs:.2f}x")
-EOF_PY
+awk -v t0="$t0" -v t1="$t1" -v t2="$t2" -v cores="$CORES" -v d="$D" -v steps="$STEPS" 'BEGIN {
+  serial = t1 - t0; jobs = t2 - t1
+  printf "plan: d_model %s, 8 stages (%s-step runs, 2 seeds, main sweep)\n", d, steps
+  printf "serial (1 stage x %s threads): %.1f s\n", cores, serial
+  printf "--jobs %s (1 thread each):      %.1f s\n", cores, jobs
+  printf "speed-up: %.2fx\n", serial / jobs
+}'

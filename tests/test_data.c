@@ -677,6 +677,17 @@ TEST(document_split_whole_disjoint_seeded) {
     for (int i = 0; i < 3; i++) has[split[i]]++;
     CHECK(has[0] == 1 && has[1] == 1 && has[2] == 1);
     corpus_free(&c);
+    /* a huge document whose middle lies past a small pretrain fraction: pretrain still gets one */
+    size_t huge_first[4] = {100000, 10, 10, 10};
+    double small_pretrain[3] = {0.3, 0.3, 0.4};
+    corpus_of_sizes(&c, huge_first, 4);
+    for (uint64_t seed = 1; seed <= 20; seed++) {
+        corpus_split_documents(&c, small_pretrain, seed, order, split);
+        int per[3] = {0};
+        for (int i = 0; i < 4; i++) per[split[i]]++;
+        CHECK_MSG(per[0] && per[1] && per[2], "seed %llu: splits hold %d/%d/%d documents", (unsigned long long)seed, per[0], per[1], per[2]);
+    }
+    corpus_free(&c);
 }
 
 TEST(bpe_end_of_document_id) {

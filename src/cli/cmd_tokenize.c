@@ -162,7 +162,11 @@ static int write_meta(const char *path, const CliStrList *inputs, const char *ki
     cJSON_AddStringToObject(j, "tokenizer", kind);
     cJSON_AddNumberToObject(j, "vocab_size", vocab);
     cJSON_AddStringToObject(j, "split_by", by_document ? "document" : "contiguous");
-    if (by_document) cJSON_AddNumberToObject(j, "split_seed", (double)split_seed);
+    if (by_document) {
+        char seed_text[32];
+        snprintf(seed_text, sizeof seed_text, "%llu", (unsigned long long)split_seed);
+        cJSON_AddRawToObject(j, "split_seed", seed_text); /* exact, also above 2^53 */
+    }
     else cJSON_AddNullToObject(j, "split_seed");
     cJSON *eod = cJSON_AddObjectToObject(j, "end_of_document");
     if (!marks) cJSON_AddStringToObject(eod, "kind", "none (a single document)");
@@ -240,6 +244,11 @@ int cmd_tokenize(int argc, char **argv) {
         return cli_fail();
     }
     int marks = corpus.n_docs > 1; /* documents are joined by an end-of-document mark */
+    if (is_bpe && marks && vocab < 258) {
+        corpus_free(&corpus), free(eod_text);
+        return cli_usage_error("tokenize", "--vocab %d with %zu documents; expected 258..65536 (one id is the end-of-document token)", vocab,
+                               corpus.n_docs);
+    }
     SegmentList lists[3] = {0};
     if (by_document) split_by_document(&corpus, fractions, split_seed, lists);
     else split_contiguous(&corpus, fractions, lists);

@@ -145,7 +145,7 @@ void corpus_split_documents(const Corpus *c, const double fractions[3], uint64_t
         before += size;
     }
     /* a split left empty by one large document takes the last documents of the order */
-    for (int s = 2; s >= 1 && n >= 3; s--) {
+    for (int s = 2; s >= 0 && n >= 3; s--) {
         if (count[s]) continue;
         for (size_t i = n; i-- > 0;) {
             int from = split[order[i]];

@@ -1,8 +1,8 @@
 /* corpus.h - the documents a data directory is made from, and their split.
  *
  * Inputs are files, directories (every regular file a document, recursively, in sorted byte
- * order of the path), or JSONL files (*.jsonl: one JSON object per line, the document in a
- * string field). A separator cuts a text file into several documents. Empty documents are
+ * order of the path; a *.jsonl file among them is read as JSONL), or JSONL files (*.jsonl: one
+ * JSON object per line, the document in a string field). A separator cuts a text file into several documents. Empty documents are
  * dropped.
  *
  * Splits: by document (each whole document goes to pretrain, cpt or val by a seeded shuffle)
@@ -38,8 +38,8 @@ void corpus_free(Corpus *c);
 /* Document split: a Fisher-Yates shuffle of the document indices seeded by `seed`, then the
  * documents in that order go to pretrain while the bytes before a document's middle are below
  * fractions[0] of the total, then to cpt below fractions[0] + fractions[1], then to val. With
- * at least 3 documents no split is left empty (the last documents of the order move to an
- * empty val, then cpt). order (n) receives the shuffled indices, split (n) each document's split
+ * at least 3 documents no split is left empty (the last document of the order that can be spared
+ * moves to an empty val, then cpt, then pretrain). order (n) receives the shuffled indices, split (n) each document's split
  * (0 pretrain, 1 cpt, 2 val). Pure: the same sizes, fractions and seed give the same split. */
 void corpus_split_documents(const Corpus *c, const double fractions[3], uint64_t seed, size_t *order, int *split);
 

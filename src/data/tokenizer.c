@@ -871,7 +871,7 @@ int tokenizer_load(Tokenizer **out, const char *path) {
     int eod_id = -1, has_eod = eod != NULL;
     if (!rc && has_eod && (!is_bpe || json_int(eod, &eod_id) || eod_id != vocab_size - 1))
         rc = up_error("%s: field eod_id: %s; expected the last id of a BPE vocabulary, %d", path,
-                      is_bpe ? "not the last id" : "set for a byte tokenizer", vocab_size - 1);
+                      !is_bpe ? "set for a byte tokenizer" : json_int(eod, &eod_id) ? "not an integer" : "not the last id", vocab_size - 1);
     if (!rc) rc = check_merges(root, path, is_bpe, vocab_size, has_eod, &merges);
     cJSON_Delete(root);
     if (rc) return -1;

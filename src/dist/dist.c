@@ -45,6 +45,7 @@ int dist_size(void) { return g_solo ? 1 : g_size; }
 int dist_active(void) { return g_active && g_size > 1 && !g_solo; }
 int dist_world_rank(void) { return g_rank; }
 int dist_world_size(void) { return g_size; }
+int dist_launched(void) { return g_active; }
 void dist_set_solo(int solo) { g_solo = solo; }
 
 void dist_abort(int code) {
@@ -222,6 +223,7 @@ int dist_size(void) { return 1; }
 int dist_active(void) { return 0; }
 int dist_world_rank(void) { return 0; }
 int dist_world_size(void) { return 1; }
+int dist_launched(void) { return 0; }
 void dist_set_solo(int solo) { (void)solo; }
 void dist_abort(int code) { exit(code ? code : 1); }
 void dist_sum_floats(float *x, size_t n, const char *what) { (void)x, (void)n, (void)what; }

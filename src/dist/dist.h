@@ -27,6 +27,7 @@ int dist_active(void);                   /* 1 when more than one rank */
 void dist_set_solo(int solo);
 int dist_world_rank(void);
 int dist_world_size(void);
+int dist_launched(void);                 /* MPI_Init was called (started by a launcher, even with one rank) */
 /* stop every rank (a failure on one rank must not leave the others waiting) */
 void dist_abort(int code);
 

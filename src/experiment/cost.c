@@ -35,6 +35,11 @@ int cost_parse_cluster(const char *spec, ClusterShape *c) {
             rc = up_error("--cluster %s: %s=%s; expected a positive number", spec, part, eq + 1);
             break;
         }
+        int is_count = !strcmp(part, "gpus") || !strcmp(part, "ep");
+        if (is_count && (v != floor(v) || v > 1e6)) {
+            rc = up_error("--cluster %s: %s=%g; expected an integer up to 1000000", spec, part, v);
+            break;
+        }
         if (!strcmp(part, "gpus")) c->gpus = (int)v;
         else if (!strcmp(part, "ep")) c->ep = (int)v;
         else if (!strcmp(part, "link")) c->link_gbs = v;
@@ -42,8 +47,6 @@ int cost_parse_cluster(const char *spec, ClusterShape *c) {
         else if (!strcmp(part, "hbm")) c->hbm_gbs = v;
         else if (!strcmp(part, "mem")) c->mem_gb = v;
         else rc = up_error("--cluster %s: unknown key '%s'; expected gpus, ep, link, tflops, hbm or mem", spec, part);
-        if (!rc && (!strcmp(part, "gpus") || !strcmp(part, "ep")) && v != floor(v))
-            rc = up_error("--cluster %s: %s=%g; expected an integer", spec, part, v);
     }
     free(copy);
     if (rc) return rc;

@@ -17,7 +17,7 @@
  * (an extra key) averages members other than s only, i.e. the replicas.
  *
  * Routing (with data_dir): the probe is the first probe_batches batches of the val split, in
- * order, never wrapping (as evaluate_loss). A member "receives" a token position when it is in
+ * order, never wrapping (a routing probe, not a loss: its windows need not span the split). A member "receives" a token position when it is in
  * that token's top-K. Jaccard of a pair = |A ∩ B| / |A ∪ B| over probe positions; 0/0 (neither
  * member received any token) is defined as 0 and counted in "jaccard_empty_pairs" (an extra
  * key), so a mean below 1 can come from dead groups rather than from replicas that split tokens.

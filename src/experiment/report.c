@@ -437,7 +437,7 @@ static int eff_cell(char *out, size_t n, const cJSON *eff) {
 
 static const char *const CMP_HEAD[] = {"Label", "Fixed-E", "Upcycled", "Fixed-mE", "E - mE per seed", "E - mE paired 95% CI",
                                        "Eff. % (paired rule)", "unpaired rule"};
-static const char *const SEED_HEAD[] = {"Label", "Seed", "Fixed-E", "Upcycled", "Fixed-mE", "E - mE", "E - Up", "eval s.e. (E / Up / mE)"};
+static const char *const SEED_HEAD[] = {"Label", "Seed", "Fixed-E", "Upcycled", "Fixed-mE", "E - mE", "E - Up", "eval s.e. E / Up / mE"};
 static const char *const COMPUTE_HEAD[] = {"Label",        "t_E (s/step)", "t_mE (s/step)",       "Upcycled (s)",
                                            "Fixed-mE (s)", "Saving %",     "Sunk-cost saving %", "FLOPs saving %",
                                            "Modeled saving % (t_mE/t_E)"};
@@ -521,10 +521,13 @@ static int build_seed_table(const cJSON *root, const char *sweep, Table *t) {
             if (isnan(lU)) snprintf(cells_txt[5], 96, "%s", DASH);
             else snprintf(cells_txt[5], 96, "%+.4f", lE - lU);
             char se[200];
-            snprintf(se, sizeof se, "%s / %s / %s", fmt_sig(jnum_or(E, "eval_stderr", NAN), 2).s, fmt_sig(jnum_or(U, "eval_stderr", NAN), 2).s,
-                     fmt_sig(jnum_or(M, "eval_stderr", NAN), 2).s);
+            double seE, seU, seM;
+            seE = item_num(cJSON_GetArrayItem(jarr(E, "eval_stderr_values"), i), &seE) ? seE : NAN;
+            seU = item_num(cJSON_GetArrayItem(jarr(U, "eval_stderr_values"), i), &seU) ? seU : NAN;
+            seM = item_num(cJSON_GetArrayItem(jarr(M, "eval_stderr_values"), i), &seM) ? seM : NAN;
+            snprintf(se, sizeof se, "%s / %s / %s", fmt_sig(seE, 2).s, fmt_sig(seU, 2).s, fmt_sig(seM, 2).s);
             char *cells[8] = {(char *)str_or(jstr(c, "label"), DASH), cells_txt[0], cells_txt[1], cells_txt[2], cells_txt[3],
-                              cells_txt[4], cells_txt[5], i == 0 ? se : (char *)""};
+                              cells_txt[4], cells_txt[5], se};
             table_add(t, cells, NULL, NULL);
             rows++;
         }

@@ -1,9 +1,11 @@
 /* runner.c - executes a plan's stages (resumable), collects results, statistics and reports. */
 #include <cjson/cJSON.h>
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <omp.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <math.h>
@@ -142,6 +144,15 @@ static void print_progress(const Progress *pg, long long steps_now, const char *
     fflush(stdout);
 }
 
+/* ranks training one stage together: a failure on one must end them all, after saying why;
+ * alone (one process, a worker, or a rank training its own stage) the error is returned */
+static void stop_other_ranks(void) {
+    if (!dist_active()) return;
+    fprintf(stderr, "upcycle: rank %d: %s\n", dist_rank(), up_last_error());
+    fflush(stderr);
+    dist_abort(1);
+}
+
 static int run_stage(const Plan *p, const Run *r, int k, const ExperimentOptions *opt, Progress *pg) {
     const Stage *s = &r->stages[k];
     if (stage_done(opt, s)) return 0;
@@ -189,7 +200,7 @@ static int run_stage(const Plan *p, const Run *r, int k, const ExperimentOptions
             GrowReport gr;
             rc = mkdir_p(dir) || grow_checkpoint(prev_final, grown, &g, &gr);
         }
-        if (rc) dist_abort(1); /* rank 0 failed: do not leave the others waiting */
+        if (rc) stop_other_ranks(); /* rank 0 failed: do not leave the others waiting */
         dist_wait_for_leader("the growth on rank 0");
         if (!rc) {
             cJSON *j = read_json(grow_json);
@@ -216,7 +227,7 @@ static int run_stage(const Plan *p, const Run *r, int k, const ExperimentOptions
     }
     free(res.losses);
     free(resume), free(prev_final), free(grown), free(dir);
-    if (rc) dist_abort(1);
+    if (rc) stop_other_ranks();
     dist_wait_for_leader("the end of a stage on rank 0"); /* every rank sees its stage.json */
     return rc;
 }
@@ -432,6 +443,7 @@ static cJSON *stat_object(const double *v, const double *se, int n) {
     cJSON_AddNumberToObject(o, "n", n);
     cJSON_AddItemToObject(o, "values", cJSON_CreateDoubleArray(v, n));
     add_num_or_null(o, "eval_stderr", stats_mean(se, n));
+    cJSON_AddItemToObject(o, "eval_stderr_values", cJSON_CreateDoubleArray(se, n));
     return o;
 }
 
@@ -720,14 +732,18 @@ static char *claim_path(const ExperimentOptions *opt, const char *key) {
     return path;
 }
 
-/* O_CREAT | O_EXCL: exactly one worker (process or rank, on a shared file system) wins a stage */
+/* O_CREAT | O_EXCL: exactly one worker (process or rank, on a shared file system) wins a stage.
+ * 1: claimed, 0: another worker has it, -1: the claim file cannot be made (up_error) */
 static int claim_stage(const ExperimentOptions *opt, const char *key) {
     char *path = claim_path(opt, key), *dir = path_dirname(path);
-    mkdir_p(dir);
-    int fd = open(path, O_CREAT | O_EXCL | O_WRONLY, 0644);
-    if (fd >= 0) close(fd);
+    int rc = mkdir_p(dir) ? -1 : 0, fd = -1;
+    if (!rc) {
+        fd = open(path, O_CREAT | O_EXCL | O_WRONLY, 0644);
+        if (fd >= 0) rc = 1, close(fd);
+        else if (errno != EEXIST) rc = up_error("%s: cannot create the stage claim (%s); expected a writable output directory", path, strerror(errno));
+    }
     free(path), free(dir);
-    return fd >= 0;
+    return rc;
 }
 
 /* the last step a stage has logged in metrics.jsonl (its progress), 0 without one */
@@ -775,7 +791,11 @@ static int stage_worker(const Plan *p, const StageRef *u, int n, const Experimen
             if (stage_done(opt, s)) continue;
             pending++;
             if (u[i].k > 0 && !stage_done(opt, &u[i].run->stages[u[i].k - 1])) continue;
-            if (!together && !claim_stage(opt, s->key)) continue;
+            if (!together) {
+                int claimed = claim_stage(opt, s->key);
+                if (claimed < 0) return -1;
+                if (!claimed) continue;
+            }
             pg->steps_done = steps_now(opt, u, n, &pg->stages_done);
             if (run_stage(p, u[i].run, u[i].k, opt, pg)) return -1;
             ran = 1;
@@ -793,12 +813,16 @@ static int default_jobs(const Plan *p, int cores) {
 
 /* --jobs N: N worker processes, threads split between them, and a progress line every 30 s */
 static int run_forked(const Plan *p, const StageRef *u, int n, const ExperimentOptions *opt, Progress *pg, int jobs, int threads) {
-    pid_t *pids = xcalloc((size_t)jobs, sizeof(pid_t));
+    pid_t *pids = xcalloc((size_t)jobs, sizeof(pid_t)), parent = getpid();
     int per_job = threads / jobs > 0 ? threads / jobs : 1;
     fflush(stdout), fflush(stderr);
     for (int j = 0; j < jobs; j++) {
         pid_t pid = fork();
         if (pid == 0) { /* the parent ran no OpenMP region, so the child's thread pool starts fresh */
+            /* a worker dies with the experiment (killed or not): no orphan writes into a stage that
+             * a rerun is about to take */
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            if (getppid() != parent) _exit(1);
             backend_cpu()->set_threads(per_job);
             int rc = stage_worker(p, u, n, opt, pg);
             if (rc) fprintf(stderr, "upcycle: %s\n", up_last_error());
@@ -806,7 +830,7 @@ static int run_forked(const Plan *p, const StageRef *u, int n, const ExperimentO
             _exit(rc ? 1 : 0);
         }
         if (pid < 0) {
-            for (int k = 0; k < j; k++) kill(pids[k], SIGTERM);
+            for (int k = 0; k < j; k++) kill(pids[k], SIGTERM), waitpid(pids[k], NULL, 0);
             free(pids);
             return up_error("%s: cannot start worker %d of %d (fork failed); expected --jobs within the process limit", opt->out_dir, j + 1, jobs);
         }
@@ -817,6 +841,7 @@ static int run_forked(const Plan *p, const StageRef *u, int n, const ExperimentO
     while (alive > 0) {
         int status;
         pid_t pid = waitpid(-1, &status, WNOHANG);
+        if (pid < 0 && errno != EINTR) break; /* no children left to wait for */
         if (pid > 0) {
             for (int j = 0; j < jobs; j++)
                 if (pids[j] == pid) pids[j] = 0, alive--;
@@ -852,12 +877,14 @@ int experiment_run(const Plan *p, const ExperimentOptions *opt_in) {
      * (data parallel; expert parallel always) */
     int stages_per_rank = dist_world_size() > 1 && !opt->expert_parallel &&
                           (opt->mpi_schedule == MPI_SCHEDULE_STAGES || (opt->mpi_schedule == MPI_SCHEDULE_AUTO && default_jobs(p, 2) > 1));
-    int jobs = opt->jobs > 0 ? opt->jobs : dist_world_size() > 1 || (opt->backend && opt->backend != backend_cpu()) ? 1 : default_jobs(p, threads < cores ? threads : cores);
+    int on_cpu = !opt->backend || opt->backend == backend_cpu();
+    int jobs = opt->jobs > 0 ? opt->jobs : dist_launched() || !on_cpu ? 1 : default_jobs(p, threads < cores ? threads : cores);
     opt_copy.jobs = jobs;
     opt_copy.mpi_schedule = stages_per_rank ? MPI_SCHEDULE_STAGES : MPI_SCHEDULE_STEPS;
-    if (jobs > 1 && dist_world_size() > 1) return up_error("--jobs %d under mpirun; expected --jobs 1 (ranks take whole stages: --mpi-schedule stages)", jobs);
-    if (!leader || (stages_per_rank && !leader)) opt_copy.quiet = 1;
-    if (stages_per_rank) opt_copy.quiet = opt_in->quiet; /* every rank reports its own stages */
+    if (jobs > 1 && !on_cpu)
+        return up_error("--jobs %d with a GPU; expected --jobs 1 (worker processes cannot share the CUDA context)", jobs);
+    if (jobs > 1 && dist_launched()) return up_error("--jobs %d under mpirun; expected --jobs 1 (ranks take whole stages: --mpi-schedule stages)", jobs);
+    if (!leader && !stages_per_rank) opt_copy.quiet = 1; /* with whole stages per rank, every rank reports its own */
     if (leader && mkdir_p(opt->out_dir)) return -1;
     StageRef *u = xmalloc(sizeof(StageRef) * (size_t)(p->n_runs * 3 + 1));
     int n = unique_stages(p, u);
@@ -890,7 +917,11 @@ int experiment_run(const Plan *p, const ExperimentOptions *opt_in) {
         if (stages_per_rank) dist_set_solo(1);
         rc = stage_worker(p, u, n, opt, &pg);
         dist_set_solo(0);
-        if (rc) dist_abort(1); /* the message is printed by the rank that failed */
+        if (rc && dist_active()) { /* a rank with a stage of its own failed: say why, stop the others */
+            fprintf(stderr, "upcycle: rank %d: %s\n", dist_world_rank(), up_last_error());
+            fflush(stderr);
+            dist_abort(1);
+        }
         dist_wait_for_leader("the other ranks' stages");
     }
     if (rc || !leader) {
