@@ -1983,14 +1983,20 @@ static void build_html(Ctx *cx, Buf *b) {
          "(L<sub>Fixed-E</sub> \xe2\x88\x92 L<sub>Fixed-mE</sub>) \xc3\x97 100%, on final validation loss, all three arms trained on the "
          "same total number of tokens. 100% means the upcycled model is as good as a model trained at the larger size from "
          "scratch; 0% means growing bought nothing over staying small; above 100% it beat the large model, below 0% it ended "
-         "worse than the small one. The ratio is <b>undefined</b> when Fixed-mE is not better than Fixed-E at that budget (the "
-         "denominator is zero, negative, or within seed noise): then the table shows the reason instead of a number, and the "
-         "plot a hollow marker. "
+         "worse than the small one. The ratio is <b>undefined</b> when Fixed-mE is not better than Fixed-E at that budget: the "
+         "arms of one seed share the data order, so the rule is paired \xe2\x80\x94 the 95% t interval (n\xe2\x88\x92" "1 degrees "
+         "of freedom) of the mean per-seed gap L<sub>Fixed-E</sub> \xe2\x88\x92 L<sub>Fixed-mE</sub> must lie above zero; with one "
+         "seed there is no interval and no verdict. Then the table shows the reason instead of a number, and the plot a hollow "
+         "marker. The per-seed table gives every seed\xe2\x80\x99s losses, the paired gaps and the evaluation\xe2\x80\x99s own "
+         "standard error over validation windows; the older unpaired rule (mean gap above the seed spread) is shown beside "
+         "the verdict, not used for it. "
          "<b>Compute</b>: training the large model from scratch costs T\xc2\xb7t<sub>mE</sub>; upcycling costs "
          "\xcf\x84\xc2\xb7t<sub>E</sub> + (T\xe2\x88\x92\xcf\x84)\xc2\xb7t<sub>mE</sub>, with t the measured seconds per step of each "
          "model and \xcf\x84 the growth step. <b>Sunk-cost saving</b> assumes the small model\xe2\x80\x99s checkpoint already exists, so "
-         "only (T\xe2\x88\x92\xcf\x84)\xc2\xb7t<sub>mE</sub> is paid. At this scale the gap between Fixed-E and Fixed-mE can be close to "
-         "seed-to-seed noise: read efficiencies together with their confidence intervals.</p>\n");
+         "only (T\xe2\x88\x92\xcf\x84)\xc2\xb7t<sub>mE</sub> is paid. A <b>modeled</b> saving, where shown, uses a cost ratio "
+         "t<sub>mE</sub>/t<sub>E</sub> given by the user or a model of expert-parallel training on a named cluster; it is not a "
+         "measurement. At this scale the gap between Fixed-E and Fixed-mE can be close to seed-to-seed noise: read "
+         "efficiencies together with their confidence intervals.</p>\n");
     bput(b, "</main>\n</body>\n</html>\n");
 }
 
