@@ -15,6 +15,8 @@ oneline() { printf '%s' "$1" | head -c 300 | tr '\n' '\001' | sed 's/\x01/\\n/g'
 # A CUDA build on a machine without a GPU says so on stderr ($NOTICE) before running on the
 # CPU: that notice is not an error line, so run() sets NOTICE_SEEN and drops it from ERR.
 NOTICE='upcycle: no CUDA device visible; running on the CPU'
+# on a GPU, every command that uses it says that the backend is not yet verified on hardware
+CUDA_NOTICE='upcycle: CUDA backend: experimental, not yet verified on hardware'
 run() {
   timeout "${CMD_TIMEOUT:-120}" "$@" >"$CAP/out" 2>"$CAP/err"
   RC=$?
@@ -22,6 +24,10 @@ run() {
   if grep -qxF "$NOTICE" "$CAP/err"; then
     NOTICE_SEEN=1
     grep -vxF "$NOTICE" "$CAP/err" >"$CAP/err.kept"
+    mv "$CAP/err.kept" "$CAP/err"
+  fi
+  if grep -qxF "$CUDA_NOTICE" "$CAP/err"; then
+    grep -vxF "$CUDA_NOTICE" "$CAP/err" >"$CAP/err.kept"
     mv "$CAP/err.kept" "$CAP/err"
   fi
   OUT=$(cat "$CAP/out")

@@ -124,5 +124,7 @@ int cli_backend(const char *command, const char *device, const Backend **be) {
     *be = backend_select(device, notice, sizeof notice);
     if (!*be) return cli_fail();
     if (notice[0] && dist_rank() == 0) fprintf(stderr, "%s\n", notice);
+    /* until make test-cuda has passed on a GPU, say so wherever the GPU is used */
+    if (*be != backend_cpu() && dist_rank() == 0) fprintf(stderr, "%s\n", CLI_CUDA_NOTICE);
     return 0;
 }

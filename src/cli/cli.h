@@ -28,6 +28,9 @@ void cli_set_threads(int threads);
 /* --device auto|cpu|cuda: 0 and *be, printing the CPU-fallback notice on stderr, or the exit
  * status after printing the error (2: unknown name, 1: no CUDA device for --device cuda) */
 struct Backend;
+#define CLI_CUDA_NOTICE "upcycle: CUDA backend: experimental, not yet verified on hardware"
+/* the --device help: CUDA has not yet run on a GPU */
+#define CLI_DEVICE_HELP "auto (default: the GPU when one is visible), cpu or cuda (experimental: the CUDA backend has not yet run on a GPU)"
 int cli_backend(const char *command, const char *device, const struct Backend **be);
 /* --precision fp32|bf16: 0 and *precision (PRECISION_FP32 or PRECISION_BF16), or 2 after a
  * one-line usage error */

@@ -104,7 +104,7 @@ static int bench_train_cmd(int argc, char **argv) {
         {"batch-size", OPT_INT, &batch, "override the preset's batch size"},
         {"seq-len", OPT_INT, &seq, "override the preset's sequence length"},
         {"threads", OPT_INT, &threads, "threads (default: all cores)"},
-        {"device", OPT_STR, &device, "auto (default: the GPU when one is visible), cpu or cuda"},
+        {"device", OPT_STR, &device, CLI_DEVICE_HELP},
         {"precision", OPT_STR, &precision, "fp32 (default) or bf16 (GEMM operands in bf16: tensor cores, or AVX-512 BF16 on the CPU)"},
         {"compare-torch", OPT_FLAG, &compare, "also time the PyTorch reference (tests/torch_bench.py) and print the ratio"},
         {"report-memory", OPT_FLAG, &memory, "print peak RSS against the analytic bytes (params, grads, Adam, activations)"},

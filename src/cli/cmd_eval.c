@@ -38,7 +38,7 @@ int cmd_eval(int argc, char **argv) {
         {"seq-len", OPT_INT, &seq, "tokens per sequence (default: the checkpoint's training length)"},
         {"json", OPT_FLAG, &json, "print one JSON object"},
         {"threads", OPT_INT, &threads, "threads"},
-        {"device", OPT_STR, &device, "auto (default: the GPU when one is visible), cpu or cuda"},
+        {"device", OPT_STR, &device, CLI_DEVICE_HELP},
     };
     int prc = cli_parse("eval", "--ckpt DIR --data DIR [options]", argc, argv, opts, sizeof opts / sizeof *opts);
     if (prc) return prc == 1 ? 0 : prc;
@@ -110,7 +110,7 @@ int cmd_sample(int argc, char **argv) {
         {"data", OPT_STR, &data, "data directory whose tokenizer.json to use (default: the training data)"},
         {"context", OPT_INT, &context, "context window (default: the training sequence length)"},
         {"threads", OPT_INT, &threads, "threads"},
-        {"device", OPT_STR, &device, "auto (default: the GPU when one is visible), cpu or cuda"},
+        {"device", OPT_STR, &device, CLI_DEVICE_HELP},
     };
     int prc = cli_parse("sample", "--ckpt DIR [--prompt TEXT] [options]", argc, argv, opts, sizeof opts / sizeof *opts);
     if (prc) return prc == 1 ? 0 : prc;

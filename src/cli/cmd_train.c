@@ -60,7 +60,7 @@ int cmd_train(int argc, char **argv) {
         {"keep", OPT_INT, &keep, "periodic checkpoints to keep (default 2)"},
         {"log-every", OPT_INT, &log_every, "progress line every N steps"},
         {"threads", OPT_INT, &threads, "OpenMP/OpenBLAS threads (default: all cores)"},
-        {"device", OPT_STR, &device, "auto (default: the GPU when one is visible), cpu or cuda"},
+        {"device", OPT_STR, &device, CLI_DEVICE_HELP},
         {"precision", OPT_STR, &precision, "fp32 (default) or bf16 (bf16 GEMM operands, fp32 accumulation and master weights; CPU: AVX-512 BF16)"},
         {"force", OPT_FLAG, &force, "start fresh in an output directory that already has a run"},
         {"expert-parallel", OPT_FLAG, &expert_parallel, "under mpirun: shard each MoE layer's experts over the ranks (all-to-all)"},
