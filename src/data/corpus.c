@@ -96,7 +96,7 @@ static int add_directory(Corpus *c, const char *path, const CorpusOptions *opt, 
         names[n++] = xstrdup(de->d_name);
     }
     closedir(d);
-    qsort(names, n, sizeof *names, compare_names);
+    if (n > 1) qsort(names, n, sizeof *names, compare_names); /* names is NULL for an empty directory */
     int rc = 0;
     for (size_t i = 0; i < n; i++) {
         char *child = path_join(path, names[i]);
