@@ -120,13 +120,6 @@ static void start_grad_bucket(void *ctx, size_t offset, size_t count, int expert
     else dist_buckets_start(g->buckets, g->grads + offset, count);
 }
 
-static void format_duration(double seconds, char *buf, size_t n) {
-    int s = (int)(seconds + 0.5);
-    if (s >= 3600) snprintf(buf, n, "%dh%02dm", s / 3600, (s / 60) % 60);
-    else if (s >= 60) snprintf(buf, n, "%dm%02ds", s / 60, s % 60);
-    else snprintf(buf, n, "%ds", s);
-}
-
 /* data parallel: every rank's expert loads summed, before the balancing-bias update and the
  * imbalance figures (host memory: the CPU backend) */
 static void sum_expert_loads(Model *m) {

@@ -286,3 +286,10 @@ double now_seconds(void) {
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
+
+void format_duration(double seconds, char *buf, size_t n) {
+    int s = (int)(seconds + 0.5);
+    if (s >= 3600) snprintf(buf, n, "%dh%02dm", s / 3600, (s / 60) % 60);
+    else if (s >= 60) snprintf(buf, n, "%dm%02ds", s / 60, s % 60);
+    else snprintf(buf, n, "%ds", s);
+}

@@ -56,5 +56,7 @@ uint64_t rng_below(Rng *rng, uint64_t n); /* uniform integer in [0, n) */
 
 /* ---- time ---- */
 double now_seconds(void);
+/* "1h02m", "3m05s", "42s" (rounded to the second) */
+void format_duration(double seconds, char *buf, size_t n);
 
 #endif

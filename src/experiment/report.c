@@ -493,9 +493,10 @@ static void build_cmp_table(const cJSON *root, const char *sweep, Table *t) {
     }
 }
 
-static double nth_value(const cJSON *stat, int i) {
+/* element i of the array `key` of an arm's stat object, NAN if absent */
+static double nth_value(const cJSON *stat, const char *key, int i) {
     double v;
-    return item_num(cJSON_GetArrayItem(jarr(stat, "values"), i), &v) ? v : NAN;
+    return item_num(cJSON_GetArrayItem(jarr(stat, key), i), &v) ? v : NAN;
 }
 
 /* one row per comparison and seed: the three arms' final losses and the paired gaps */
@@ -510,7 +511,7 @@ static int build_seed_table(const cJSON *root, const char *sweep, Table *t) {
         const cJSON *E = jget(c, "fixed_E"), *U = jget(c, "upcycled"), *M = jget(c, "fixed_mE");
         int n = cJSON_GetArraySize(jarr(E, "values"));
         for (int i = 0; i < n; i++) {
-            double seed = NAN, lE = nth_value(E, i), lU = nth_value(U, i), lM = nth_value(M, i);
+            double seed = NAN, lE = nth_value(E, "values", i), lU = nth_value(U, "values", i), lM = nth_value(M, "values", i);
             item_num(cJSON_GetArrayItem(jarr(c, "seeds"), i), &seed);
             char cells_txt[6][96];
             snprintf(cells_txt[0], 96, "%s", fmt_sig(seed, 10).s);
@@ -521,11 +522,8 @@ static int build_seed_table(const cJSON *root, const char *sweep, Table *t) {
             if (isnan(lU)) snprintf(cells_txt[5], 96, "%s", DASH);
             else snprintf(cells_txt[5], 96, "%+.4f", lE - lU);
             char se[200];
-            double seE, seU, seM;
-            seE = item_num(cJSON_GetArrayItem(jarr(E, "eval_stderr_values"), i), &seE) ? seE : NAN;
-            seU = item_num(cJSON_GetArrayItem(jarr(U, "eval_stderr_values"), i), &seU) ? seU : NAN;
-            seM = item_num(cJSON_GetArrayItem(jarr(M, "eval_stderr_values"), i), &seM) ? seM : NAN;
-            snprintf(se, sizeof se, "%s / %s / %s", fmt_sig(seE, 2).s, fmt_sig(seU, 2).s, fmt_sig(seM, 2).s);
+            snprintf(se, sizeof se, "%s / %s / %s", fmt_sig(nth_value(E, "eval_stderr_values", i), 2).s,
+                     fmt_sig(nth_value(U, "eval_stderr_values", i), 2).s, fmt_sig(nth_value(M, "eval_stderr_values", i), 2).s);
             char *cells[8] = {(char *)str_or(jstr(c, "label"), DASH), cells_txt[0], cells_txt[1], cells_txt[2], cells_txt[3],
                               cells_txt[4], cells_txt[5], se};
             table_add(t, cells, NULL, NULL);

@@ -115,13 +115,6 @@ static void add_num_or_null(cJSON *j, const char *key, double v) {
     else cJSON_AddNumberToObject(j, key, v);
 }
 
-static void format_seconds(double seconds, char *buf, size_t n) {
-    long t = lround(seconds);
-    if (t >= 3600) snprintf(buf, n, "%ldh%02ldm", t / 3600, (t / 60) % 60);
-    else if (t >= 60) snprintf(buf, n, "%ldm%02lds", t / 60, t % 60);
-    else snprintf(buf, n, "%lds", t);
-}
-
 /* "[experiment 3/27 stages, 2 running | 41% of steps | 12.3 steps/s, 25.2k tokens/s | 5m10s elapsed, ETA 8m05s]";
  * steps_now adds the running stages' progress to the finished ones; the rate is this invocation's */
 static void print_progress(const Progress *pg, long long steps_now, const char *what) {
@@ -129,11 +122,11 @@ static void print_progress(const Progress *pg, long long steps_now, const char *
     double elapsed = now_seconds() - pg->started;
     long long measured = steps_now - pg->steps_at_start;
     char el[32], eta[48] = "ETA: measuring";
-    format_seconds(elapsed, el, sizeof el);
+    format_duration(elapsed, el, sizeof el);
     double rate = measured > 0 && elapsed > 0 ? measured / elapsed : 0;
     if (rate > 0) {
         char t[32];
-        format_seconds((pg->steps_total - steps_now) / rate, t, sizeof t);
+        format_duration((pg->steps_total - steps_now) / rate, t, sizeof t);
         snprintf(eta, sizeof eta, "ETA %s", t);
     }
     char running[32] = "";
