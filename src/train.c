@@ -12,6 +12,7 @@
 #include "io/checkpoint.h"
 #include "optim.h"
 #include "util.h"
+#include "util/dir_replace.h"
 
 /* metrics.jsonl lines: rank 0 only (metrics is NULL on the other ranks) */
 static void mlog(FILE *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -154,13 +155,7 @@ static int save_periodic(const char *out_dir, const Model *m, const TrainerState
         if (old_step > 0) {
             snprintf(name, sizeof name, "ckpt_%06d", old_step);
             char *old = path_join(out_dir, name);
-            /* rename first: a crash in the middle of the removal must not leave a half-deleted
-             * directory under a checkpoint's name (only a *.tmp.* leftover) */
-            size_t n = strlen(old) + 32;
-            char *doomed = xmalloc(n);
-            snprintf(doomed, n, "%s.tmp.del.%ld", old, (long)getpid());
-            if (rename(old, doomed) == 0) remove_tree(doomed);
-            free(doomed);
+            dir_remove(old); /* never a half-deleted directory under a checkpoint's name */
             free(old);
         }
     }

@@ -11,6 +11,8 @@
 #      run's, every run is done, and a stage without stage.json is redone, never reported.
 #   4. disk full / file too large for train, grow and tokenize: non-zero exit, one stderr line
 #      naming the file and the failure, no partial output, the previous checkpoint or output intact.
+#   5. tokenize --force killed at the swap of the new OUT into place: OUT is old or new, whole; the
+#      next run cleans up the leftovers and says so.
 # Run from anywhere as `bash tests/crash_test.sh`; prints "ok NAME" / "FAIL NAME: DETAILS" /
 # "skipped NAME: WHY" per check and closes with "crash: N passed, N failed, N skipped" (exit 1 if
 # any failed). UPCYCLE_CRASH_SEED=N replays the random kill delays of an earlier run.
@@ -567,6 +569,59 @@ left=$(find "$W" -maxdepth 1 -name 'd_fsize*' | wc -l)
 if [ -z "$DF_PROBLEM" ]; then ok "$name ($DF_ERR); no OUT, no temp dir"; else fail "$name" "$DF_PROBLEM"; fi
 
 section_done "disk full: tokenize"
+# 5. tokenize --force killed at the moment it swaps the new OUT in (strace injects SIGKILL at the
+#    syscall): OUT is the old directory or the new one, whole, and the next run that writes OUT
+#    cleans up what the killed one left (and says so). Both ways of swapping: renameat2's
+#    RENAME_EXCHANGE, and the two renames of a filesystem without it (forced by injecting EINVAL).
+if command -v strace >/dev/null 2>&1; then
+  SW=$W/swap
+  mkdir -p "$SW"
+  head -c 120000 data/tinyshakespeare.txt >"$SW/new.txt"
+  run "$UP" tokenize --input "$SW/new.txt" --out "$SW/ref_new"
+  for way in exchange two-renames; do
+    rm -rf "$SW/d" "$SW"/d.*
+    run "$UP" tokenize --input "$W/corpus.txt" --out "$SW/d"
+    old=$(snapshot "$SW/d")
+    if [ "$way" = exchange ]; then inject=(-e inject=renameat2:signal=KILL)
+    else
+      # the last rename is the one that moves the new directory into place: count them in a run
+      run "$UP" tokenize --input "$W/corpus.txt" --out "$SW/count"
+      strace -f -qq -o "$SW/trace" -e trace=rename,renameat2 -e inject=renameat2:error=EINVAL \
+        "$UP" tokenize --input "$SW/new.txt" --out "$SW/count" --force >/dev/null 2>&1
+      n_renames=$(grep -c 'rename(' "$SW/trace")
+      inject=(-e inject=renameat2:error=EINVAL -e "inject=rename:signal=KILL:when=$n_renames")
+    fi
+    timeout "$CMD_TIMEOUT" strace -f -qq -o /dev/null "${inject[@]}" "$UP" tokenize --input "$SW/new.txt" --out "$SW/d" --force \
+      >/dev/null 2>"$CAP/swap_err"
+    st=$?
+    at_kill=$( [ -d "$SW/d" ] && snapshot "$SW/d" )
+    left=$(cd "$SW" && ls -d d.* 2>/dev/null | tr '\n' ' ')
+    aside=$(for o in "$SW"/d.old.*; do [ -d "$o" ] && snapshot "$o"; done)
+    run "$UP" tokenize --input "$SW/new.txt" --out "$SW/d" --force
+    problem=""
+    [ "$st" -eq 137 ] || problem="${problem}the injected kill did not happen (exit $st: $(oneline "$(cat "$CAP/swap_err")")); "
+    if [ "$way" = exchange ]; then
+      [ "$at_kill" = "$old" ] || problem="${problem}OUT after the kill is not the old directory, whole; "
+    else
+      # killed between the two renames: OUT is absent, the old one whole under OUT.old.PID
+      [ -z "$at_kill" ] || problem="${problem}OUT exists after a kill between the two renames (expected it aside); "
+      [ "$aside" = "$old" ] || problem="${problem}the old directory is not whole under OUT.old.PID; "
+    fi
+    [ -n "$left" ] || problem="${problem}the kill left no temporary entry (was it after the swap?); "
+    [ "$RC" -eq 0 ] || problem="${problem}the rerun failed: $(oneline "$ERR"); "
+    [ "$(snapshot "$SW/d")" = "$(snapshot "$SW/ref_new")" ] || problem="${problem}the rerun's OUT is not the new directory; "
+    [ -z "$(cd "$SW" && ls -d d.* 2>/dev/null)" ] || problem="${problem}the rerun left $(cd "$SW" && ls -d d.* | tr '\n' ' '); "
+    case "$ERR" in *"which has ended"*) ;; *) problem="${problem}the rerun did not say it removed the leftovers ($(oneline "$ERR")); " ;; esac
+    if [ "$way" = two-renames ]; then
+      case "$ERR" in *"restored from"*) ;; *) problem="${problem}the rerun did not say it restored OUT ($(oneline "$ERR")); " ;; esac
+    fi
+    if [ -z "$problem" ]; then ok "tokenize --force killed at the swap ($way): OUT $([ "$way" = exchange ] && echo "was the old one, whole" || echo "was aside, whole, and put back"); the rerun cleaned up [$left] and said so"
+    else fail "tokenize --force killed at the swap ($way)" "$problem"; fi
+  done
+  section_done "tokenize killed at the swap"
+else
+  skip "tokenize --force killed at the swap" "no strace"
+fi
 [ "$(cksum <"$UP")" = "$BIN_SUM" ] || fail "the binary under test" "$UP was replaced while the tests ran (a rebuild?): the comparisons above may be between two builds"
 echo "crash tests: $(calc "$(now) - $T_START") s"
 echo "crash: $PASS passed, $FAILED failed, $SKIPPED skipped"

@@ -10,6 +10,7 @@
 #include "data/shard.h"
 #include "data/tokenizer.h"
 #include "util.h"
+#include "util/dir_replace.h"
 
 static const char *SPLIT_NAMES[3] = {"pretrain", "cpt", "val"};
 
@@ -266,14 +267,11 @@ int cmd_tokenize(int argc, char **argv) {
     } else if (!rc) {
         tok = tokenizer_byte();
     }
-    /* build everything in DIR.tmp.<pid>, then rename: no half-written data directory */
-    size_t tn = strlen(out) + 32;
-    char *tmp = xmalloc(tn);
-    snprintf(tmp, tn, "%s.tmp.%ld", out, (long)getpid());
-    if (!rc) {
-        remove_tree(tmp);
-        rc = mkdir_p(tmp);
-    }
+    /* build everything in OUT.tmp.<pid>, then swap it into place: no half-written data
+     * directory, and with --force the old one stays until the new one is complete */
+    DirReplace d = {0};
+    if (!rc) rc = dir_replace_begin(&d, out);
+    const char *tmp = d.tmp;
     size_t counts[3] = {0};
     for (int s = 0; s < 3 && !rc; s++) {
         uint32_t *ids = NULL;
@@ -300,13 +298,10 @@ int cmd_tokenize(int argc, char **argv) {
                         fractions);
         free(path);
     }
-    if (!rc) {
-        fsync_dir(tmp);
-        if (path_exists(out)) remove_tree(out); /* only reached with --force */
-        if (rename(tmp, out) != 0) rc = up_error("%s: cannot move the output into place; expected a writable directory", out);
+    if (d.tmp) {
+        if (rc) dir_replace_abort(&d);
+        else rc = dir_replace_commit(&d);
     }
-    if (rc) remove_tree(tmp);
-    free(tmp);
     if (!rc)
         printf("tokenized %s%s (%zu documents, %zu bytes, split by %s) with %s tokenizer (vocab %d) in %.2fs: "
                "pretrain %zu, cpt %zu, val %zu tokens (%zu, %zu, %zu documents) -> %s\n",

@@ -10,6 +10,7 @@
 #include "dist/dist.h"
 #include "io/safetensors.h"
 #include "util.h"
+#include "util/dir_replace.h"
 
 /* Expert parallel: rank 0 writes every tensor of the whole model's table; the experts it does
  * not hold arrive from their ranks one tensor at a time, in table order (bounded memory). The
@@ -192,12 +193,9 @@ int checkpoint_save_with(const char *dir, const Model *m, const TrainerState *st
                          const char *extra_name, const char *extra_text) {
     if (m->ep_size > 1 && dist_rank() != 0) return save_as_follower(m, with_optimizer);
     int weights_sent = 0, moments_sent = 0; /* expert parallel: what the other ranks have sent */
-    size_t n = strlen(dir) + 64;
-    char *tmp = xmalloc(n), *old = xmalloc(n);
-    snprintf(tmp, n, "%s.tmp.%ld", dir, (long)getpid());
-    snprintf(old, n, "%s.old.%ld", dir, (long)getpid());
-    remove_tree(tmp);
-    int rc = mkdir_p(tmp);
+    DirReplace d;
+    int rc = dir_replace_begin(&d, dir);
+    const char *tmp = d.tmp;
     char *path = NULL;
     if (!rc) {
         path = path_join(tmp, "config.json");
@@ -235,24 +233,10 @@ int checkpoint_save_with(const char *dir, const Model *m, const TrainerState *st
         rc = atomic_write_file(path, extra_text, strlen(extra_text));
         free(path);
     }
-    if (!rc) {
-        fsync_dir(tmp);
-        /* swap into place: the old checkpoint disappears only after the new one is complete */
-        if (path_exists(dir) && rename(dir, old) != 0) rc = up_error("%s: cannot replace existing checkpoint; expected a writable directory", dir);
-        if (!rc && rename(tmp, dir) != 0) {
-            rc = up_error("%s: cannot move the new checkpoint into place; expected a writable directory", dir);
-            if (path_exists(old)) rename(old, dir);
-        }
-        if (!rc) {
-            remove_tree(old);
-            char *parent = path_dirname(dir);
-            fsync_dir(parent);
-            free(parent);
-        }
+    if (d.tmp) { /* begin succeeded: the old checkpoint disappears only after the new one is complete */
+        if (rc) dir_replace_abort(&d);
+        else rc = dir_replace_commit(&d);
     }
-    if (rc) remove_tree(tmp);
-    free(tmp);
-    free(old);
     if (m->ep_size > 1) { /* tell the other ranks the result */
         int32_t result = rc;
         dist_bcast_bytes(&result, sizeof result, "the checkpoint result");
