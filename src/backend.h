@@ -3,7 +3,10 @@
  * A backend owns memory (alloc/free/upload/download) and implements every op a training
  * step calls, as forward/backward pairs on tensors in its own memory. The model (model.c)
  * calls only these functions; it never includes a backend's headers. The CPU backend
- * (src/cpu/) uses OpenBLAS + OpenMP; the CUDA backend (src/cuda/) implements the same table.
+ * (src/cpu/) uses OpenBLAS + OpenMP (fp32, and bf16 GEMMs on AVX-512 BF16 CPUs); the CUDA
+ * backend (src/cuda/: cuBLAS and kernels, fp32 and bf16) implements the same table and has
+ * not yet run on a GPU (experimental). Ops that both share bit for bit, such as the router's
+ * top-K selection, live in headers both compile (src/router_topk.h).
  *
  * Conventions: N = B*T tokens, C = d_model, row-major, weights in Hugging Face layout
  * (out_features, in_features). Backward ops ACCUMULATE (+=) into dinp and dweight unless a
@@ -54,12 +57,11 @@ typedef struct Backend {
     void (*rope_backward)(float *dx, int B, int T, int n_heads, int head_dim, float theta); /* in place */
 
     /* ---- causal attention with GQA: q (B,T,H,hd), k/v (B,T,KV,hd), out (B,T,H,hd),
-     *      probs (B,H,T,T) saved softmax. Backward overwrites dq, dk, dv.
-     *      A backend with attention_lse_only (CUDA) saves only the row logsumexps there
-     *      (B*H*T floats) and recomputes the softmax in the backward: no T x T buffer. ---- */
-    void (*attention_forward)(float *out, float *probs, const float *q, const float *k, const float *v, int B, int T,
+     *      lse (B,H,T) the saved logsumexp of each row of scaled scores; the backward
+     *      recomputes the softmax from it (no T x T buffer). Backward overwrites dq, dk, dv. ---- */
+    void (*attention_forward)(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T,
                               int H, int KV, int head_dim);
-    void (*attention_backward)(float *dq, float *dk, float *dv, const float *dout, const float *probs, const float *q,
+    void (*attention_backward)(float *dq, float *dk, float *dv, const float *dout, const float *lse, const float *q,
                                const float *k, const float *v, int B, int T, int H, int KV, int head_dim);
 
     /* ---- SwiGLU: out = silu(gate) * up, elementwise over n; backward overwrites ---- */
@@ -116,11 +118,18 @@ typedef struct Backend {
     void (*balance_bias_update)(float *bias, const int32_t *loads, int E, float rate);
 
     /* ---- configuration ---- */
-    /* Precision for the ops that follow (process-wide): 0, or -1 with up_error when this
-     * backend cannot run it (the CPU backend runs fp32 only). NULL: fp32 only, no check. */
+    /* Precision of the GEMMs that follow (process-wide): 0, or -1 with up_error when this
+     * backend cannot run it here (the CPU runs bf16 only on AVX-512 BF16 CPUs). NULL: fp32
+     * only, no check. */
     int (*set_precision)(int precision);
-    /* 1: attention_forward's probs buffer needs only B*H*T floats (see attention above) */
-    int attention_lse_only;
+
+    /* ---- capabilities: callers ask these, never which backend it is ---- */
+    /* 1: buffers are host memory and the ops run on this process's CPU threads (set_threads),
+     * so MPI can send the buffers as they are (data and expert parallelism) and forked worker
+     * processes can each run one (experiment --jobs). 0: device memory (CUDA). */
+    int runs_on_host;
+    /* 1: not yet verified on its hardware; the CLI says so whenever it is chosen */
+    int experimental;
 } Backend;
 
 const Backend *backend_cpu(void);

@@ -107,7 +107,7 @@ int model_create_ep(Model *m, const ModelConfig *cfg, const Backend *be, int ep_
                             cfg->n_experts, ep_size);
         if (ep_size > MAX_EP_RANKS)
             return up_error("expert parallel over %d ranks; expected at most %d", ep_size, MAX_EP_RANKS);
-        if (be != backend_cpu())
+        if (!be->runs_on_host)
             return up_error("expert parallel runs on the CPU backend (%s given); expected --device cpu", be->name);
     }
     m->cfg = *cfg;
@@ -246,7 +246,7 @@ static void layout_activations(Model *m, Arena *a) {
         A->q = CARVE_F(a, N * H * hd);
         A->k = CARVE_F(a, N * KV * hd);
         A->v = CARVE_F(a, N * KV * hd);
-        A->att_probs = CARVE_F(a, (size_t)m->B * H * m->T * (m->be->attention_lse_only ? 1 : m->T));
+        A->att_lse = CARVE_F(a, (size_t)m->B * H * m->T);
         A->att_out = CARVE_F(a, N * H * hd);
         A->x_mid = CARVE_F(a, N * C);
         A->ln2 = CARVE_F(a, N * C);
@@ -477,7 +477,7 @@ static void forward_body(Model *m, float aux_coef, float z_coef) {
         }
         be->rope_forward(A->q, B, T, H, hd, c->rope_theta);
         be->rope_forward(A->k, B, T, KV, hd, c->rope_theta);
-        be->attention_forward(A->att_out, A->att_probs, A->q, A->k, A->v, B, T, H, KV, hd);
+        be->attention_forward(A->att_out, A->att_lse, A->q, A->k, A->v, B, T, H, KV, hd);
         be->matmul_forward(A->x_mid, A->att_out, P(L->o_proj), N, H * hd, C);
         be->add(A->x_mid, A->x_mid, A->x_in, (size_t)N * C);
         /* feed-forward block */
@@ -593,7 +593,7 @@ void model_backward(Model *m, float aux_coef, float z_coef) {
         /* x_mid = x_in + o_proj(attention(ln1(x_in))); d_resid holds d x_mid */
         be->zero(m->d_att, (size_t)N * H * hd * sizeof(float));
         be->matmul_backward(m->d_att, G(L->o_proj), m->d_resid, A->att_out, P(L->o_proj), N, H * hd, C);
-        be->attention_backward(m->d_q, m->d_k, m->d_v, m->d_att, A->att_probs, A->q, A->k, A->v, B, T, H, KV, hd);
+        be->attention_backward(m->d_q, m->d_k, m->d_v, m->d_att, A->att_lse, A->q, A->k, A->v, B, T, H, KV, hd);
         be->rope_backward(m->d_q, B, T, H, hd, c->rope_theta);
         be->rope_backward(m->d_k, B, T, KV, hd, c->rope_theta);
         float *dq = m->d_q, *dk = m->d_k;

@@ -43,7 +43,7 @@ typedef struct {
     float *q_pre, *k_pre;              /* (N,H*hd), (N,KV*hd) projections before qk-norm */
     float *q_rstd, *k_rstd;            /* (N*H), (N*KV) */
     float *q, *k, *v;                  /* after qk-norm and RoPE */
-    float *att_probs;                  /* (B,H,T,T); (B,H,T) logsumexps on attention_lse_only backends */
+    float *att_lse;                    /* (B,H,T) logsumexp of each attention row */
     float *att_out;                    /* (N,H*hd) */
     float *x_mid;                      /* (N,C) after the attention residual */
     float *ln2, *ln2_rstd;             /* (N,C), (N) */

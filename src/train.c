@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "dist/dist.h"
+#include "dist/dist_checkpoint.h"
 #include "io/checkpoint.h"
 #include "optim.h"
 #include "util.h"
@@ -33,9 +34,6 @@ static int metrics_flush(FILE *f, const char *path, int close) {
     return bad ? up_error("%s: write failed (%s); expected space for the metrics log", path, strerror(errno ? errno : EIO)) : 0;
 }
 
-/* spike guard: active once the running loss mean has this many steps; then an EMA over ~this many */
-#define SPIKE_MIN_STEPS 20
-#define SPIKE_EMA_STEPS 50
 
 /* A resumed run re-does the steps after its checkpoint: drop the lines the interrupted run
  * logged past that step, so metrics.jsonl holds each step once (rewritten atomically). */
@@ -146,7 +144,7 @@ static int save_periodic(const char *out_dir, const Model *m, const TrainerState
     char name[64];
     snprintf(name, sizeof name, "ckpt_%06d", st->step);
     char *dir = path_join(out_dir, name);
-    int rc = checkpoint_save(dir, m, st, 1);
+    int rc = dist_checkpoint_save(dir, m, st, 1, NULL, NULL);
     free(dir);
     if (!rc && keep > 0 && dist_rank() == 0) {
         /* remove the one that falls out of the window (saves are evenly spaced) */
@@ -162,301 +160,384 @@ static int save_periodic(const char *out_dir, const Model *m, const TrainerState
     return rc;
 }
 
-int train_run(const ModelConfig *model_cfg, const TrainConfig *train_cfg, const TrainOptions *opt, TrainResult *result) {
-    memset(result, 0, sizeof *result);
-    ModelConfig mc = *model_cfg;
-    TrainConfig tc = *train_cfg;
-    TrainerState st;
-    memset(&st, 0, sizeof st);
-    const char *split = opt->split ? opt->split : "pretrain";
-    int keep = opt->keep_checkpoints > 0 ? opt->keep_checkpoints : 2;
+/* ---- the step's verdict ---- */
 
+StepVerdict train_step_verdict(double loss, double grad_norm, const TrainConfig *tc, const TrainerState *st) {
+    StepVerdict v = {STEP_FINE, STEP_APPLY};
+    if (!isfinite(loss)) v.cause = STEP_NONFINITE_LOSS;
+    else if (!isfinite(grad_norm)) v.cause = STEP_NONFINITE_GRAD;
+    else if (tc->spike_factor > 0 && st->loss_mean_steps >= SPIKE_MIN_STEPS && loss > tc->spike_factor * st->loss_mean)
+        v.cause = STEP_LOSS_SPIKE;
+    if (v.cause == STEP_FINE) return v;
+    int may_skip = v.cause == STEP_LOSS_SPIKE || tc->skip_nonfinite;
+    v.action = may_skip && st->skipped_steps < tc->max_skips ? STEP_SKIP : STEP_STOP;
+    return v;
+}
+
+void train_loss_mean_update(TrainerState *st, double loss) {
+    st->loss_mean_steps++;
+    double a = st->loss_mean_steps < SPIKE_EMA_STEPS ? 1.0 / st->loss_mean_steps : 1.0 / SPIKE_EMA_STEPS;
+    st->loss_mean += a * (loss - st->loss_mean);
+}
+
+/* ---- one run: its state, set up in named steps, released by one cleanup path ---- */
+
+typedef struct {
+    const TrainOptions *opt;
+    ModelConfig mc;
+    TrainConfig tc;
+    TrainerState st;
+    const char *split;
+    int keep;                      /* periodic checkpoints kept */
+    Loader train_ld, val_ld;
+    int have_train_ld, have_val_ld;
+    Model m;
+    int have_model;
+    const Backend *be;
+    int ranks, leader, quiet, ep;  /* data parallel ranks; rank 0 alone writes; expert parallel */
+    int slice;                     /* this rank's slice of every global batch */
+    GradSync sync;
+    char *metrics_path;
+    FILE *metrics;                 /* NULL on ranks other than 0 */
+    int32_t *tokens;               /* (batch_size, seq_len + 1) */
+} Run;
+
+/* the run's configs: fresh, resumed (the checkpoint's wins) or a new stage from a checkpoint */
+static int run_configure(Run *r, const ModelConfig *model_cfg, const TrainConfig *train_cfg) {
+    const TrainOptions *opt = r->opt;
+    r->mc = *model_cfg;
+    r->tc = *train_cfg;
+    r->split = opt->split ? opt->split : "pretrain";
+    r->keep = opt->keep_checkpoints > 0 ? opt->keep_checkpoints : 2;
     if (opt->resume) {
-        if (checkpoint_load_config(opt->resume, &mc) || trainer_state_load(opt->resume, &st)) return -1;
-        int steps = tc.steps;
-        tc = st.train;
-        if (steps > tc.steps) tc.steps = steps; /* allow extending a finished run */
-        tc.precision = train_cfg->precision;    /* a run-time choice, like the device */
+        if (checkpoint_load_config(opt->resume, &r->mc) || trainer_state_load(opt->resume, &r->st)) return -1;
+        int steps = r->tc.steps;
+        r->tc = r->st.train;
+        if (steps > r->tc.steps) r->tc.steps = steps; /* allow extending a finished run */
+        r->tc.precision = train_cfg->precision;       /* a run-time choice, like the device */
         if (!checkpoint_has_optimizer(opt->resume))
             return up_error("%s: optimizer.safetensors is missing; expected a checkpoint written by `upcycle train`", opt->resume);
     } else if (opt->init) {
-        if (checkpoint_load_config(opt->init, &mc)) return -1;
+        if (checkpoint_load_config(opt->init, &r->mc)) return -1;
     }
-    if (model_config_validate(&mc, "model config") || train_config_validate(&tc, "train config")) return -1;
-    if (tc.seq_len > mc.max_seq_len)
-        return up_error("train config: seq_len %d exceeds max_position_embeddings %d; expected seq_len <= %d", tc.seq_len,
-                        mc.max_seq_len, mc.max_seq_len);
+    if (model_config_validate(&r->mc, "model config") || train_config_validate(&r->tc, "train config")) return -1;
+    if (r->tc.seq_len > r->mc.max_seq_len)
+        return up_error("train config: seq_len %d exceeds max_position_embeddings %d; expected seq_len <= %d", r->tc.seq_len,
+                        r->mc.max_seq_len, r->mc.max_seq_len);
+    return 0;
+}
 
-    Loader train_ld, val_ld;
-    memset(&val_ld, 0, sizeof val_ld);
-    if (loader_open(&train_ld, opt->data_dir, split, tc.batch_size, tc.seq_len, tc.seed, 1)) return -1;
-    if ((int)train_ld.shard.vocab_size > mc.vocab_size) {
-        int v = train_ld.shard.vocab_size;
-        loader_close(&train_ld);
-        return up_error("%s: data vocabulary %d is larger than the model's vocab_size %d; expected the tokenizer the model was built for",
-                        opt->data_dir, v, mc.vocab_size);
-    }
-    if (loader_open(&val_ld, opt->data_dir, "val", tc.batch_size, tc.seq_len, 0, 0)) {
-        loader_close(&train_ld);
-        return -1;
-    }
+static int run_open_data(Run *r) {
+    const TrainOptions *opt = r->opt;
+    const TrainConfig *tc = &r->tc;
+    if (loader_open(&r->train_ld, opt->data_dir, r->split, tc->batch_size, tc->seq_len, tc->seed, 1)) return -1;
+    r->have_train_ld = 1;
+    if (loader_check_vocab(&r->train_ld, r->mc.vocab_size)) return -1;
+    if (loader_open(&r->val_ld, opt->data_dir, "val", tc->batch_size, tc->seq_len, 0, 0)) return -1;
+    r->have_val_ld = 1;
+    return 0;
+}
 
-    Model m;
-    const Backend *be = opt->backend ? opt->backend : backend_cpu();
-    int ep = opt->expert_parallel && dist_size() > 1;
-    if (ep && dist_ep_setup(opt->ep_size)) {
-        loader_close(&train_ld), loader_close(&val_ld);
+/* the model on its backend (and its ranks), with weights fresh, resumed or from --init */
+static int run_create_model(Run *r) {
+    const TrainOptions *opt = r->opt;
+    r->be = opt->backend ? opt->backend : backend_cpu();
+    r->ep = opt->expert_parallel && dist_size() > 1;
+    if (r->ep && dist_ep_setup(opt->ep_size)) return -1;
+    if ((r->be->set_precision && r->be->set_precision(r->tc.precision)) ||
+        model_create_ep(&r->m, &r->mc, r->be, r->ep ? dist_ep_rank() : 0, r->ep ? dist_ep_size() : 1))
         return -1;
-    }
-    if ((be->set_precision && be->set_precision(tc.precision)) ||
-        model_create_ep(&m, &mc, be, ep ? dist_ep_rank() : 0, ep ? dist_ep_size() : 1)) {
-        loader_close(&train_ld), loader_close(&val_ld);
-        return -1;
-    }
+    r->have_model = 1;
     int rc = 0;
     if (opt->resume) {
-        rc = checkpoint_load_weights(opt->resume, &m);
-        if (!rc) rc = checkpoint_load_optimizer(opt->resume, &m);
-        if (!rc) loader_set_position(&train_ld, st.data_epoch, st.data_cursor);
+        rc = checkpoint_load_weights(opt->resume, &r->m);
+        if (!rc) rc = checkpoint_load_optimizer(opt->resume, &r->m);
+        if (!rc) loader_set_position(&r->train_ld, r->st.data_epoch, r->st.data_cursor);
     } else if (opt->init) {
-        rc = checkpoint_load_weights(opt->init, &m);
-        if (!rc && checkpoint_has_optimizer(opt->init)) rc = checkpoint_load_optimizer(opt->init, &m);
-        st.step = 0;
+        rc = checkpoint_load_weights(opt->init, &r->m);
+        if (!rc && checkpoint_has_optimizer(opt->init)) rc = checkpoint_load_optimizer(opt->init, &r->m);
+        r->st.step = 0;
     } else {
-        model_init_weights(&m, tc.seed);
+        model_init_weights(&r->m, r->tc.seed);
     }
     if (!rc && !opt->resume && opt->stream_from) {
         TrainerState from;
         rc = trainer_state_load(opt->stream_from, &from);
-        if (!rc) loader_set_position(&train_ld, from.data_epoch, from.data_cursor);
+        if (!rc) loader_set_position(&r->train_ld, from.data_epoch, from.data_cursor);
     }
     if (dist_size() > 1) { /* expert parallel ranks load different tensors: all stop if one fails */
         int32_t failed = rc != 0;
         dist_sum_ints(&failed, 1, "the checkpoint load");
         if (failed && !rc) rc = up_error("rank %d: another rank could not load its weights (its message says why)", dist_rank());
     }
-    if (rc) {
-        model_free(&m);
-        loader_close(&train_ld), loader_close(&val_ld);
-        return -1;
-    }
-    st.train = tc;
-    snprintf(st.data_dir, sizeof st.data_dir, "%s", opt->data_dir);
-    /* data parallel: rank 0 alone writes (output directory, metrics, checkpoints, progress) */
-    int ranks = dist_size(), leader = dist_rank() == 0, quiet = opt->quiet || !leader;
-    if (ranks > 1 && (tc.batch_size % ranks || be != backend_cpu())) {
-        rc = be != backend_cpu()
-                 ? up_error("data parallel training over %d ranks runs on the CPU backend; expected --device cpu", ranks)
-                 : up_error("train config: batch_size %d over %d ranks; expected a multiple of the number of ranks",
-                            tc.batch_size, ranks);
-        model_free(&m);
-        loader_close(&train_ld), loader_close(&val_ld);
-        return rc;
-    }
-    if (leader && mkdir_p(opt->out_dir)) {
-        model_free(&m);
-        loader_close(&train_ld), loader_close(&val_ld);
-        return -1;
-    }
-    char *metrics_path = path_join(opt->out_dir, "metrics.jsonl");
-    int truncate_failed = leader && opt->resume && truncate_metrics(metrics_path, st.step);
-    FILE *metrics = !leader || truncate_failed ? NULL : fopen(metrics_path, "a");
-    if (leader && !metrics) {
-        /* a failed truncation has said why (e.g. no space left); keep that message */
-        rc = truncate_failed ? -1
-                             : up_error("%s: cannot open for appending (%s); expected a writable output directory",
-                                        metrics_path, strerror(errno));
-        free(metrics_path);
-        model_free(&m);
-        loader_close(&train_ld), loader_close(&val_ld);
-        return rc;
-    }
+    if (rc) return -1;
+    r->st.train = r->tc;
+    snprintf(r->st.data_dir, sizeof r->st.data_dir, "%s", opt->data_dir);
+    return 0;
+}
 
-    if (!quiet) {
-        size_t total, active, embedding;
-        model_param_counts(&m, &total, &active, &embedding);
-        model_config_print(&mc, stdout);
-        train_config_print(&tc, stdout);
-        printf("params: %.3fM total, %.3fM active per token, %.3fM embedding; data %s/%s: %llu tokens\n", total / 1e6,
-               active / 1e6, embedding / 1e6, opt->data_dir, split, (unsigned long long)train_ld.shard.n_tokens);
-        if (opt->resume) printf("resumed from %s at step %d\n", opt->resume, st.step);
-        if (opt->init) printf("initialized from %s (new stage, AdamW step counter %d)\n", opt->init, m.step);
-        printf("device: %s, precision %s\n", be->name, tc.precision == PRECISION_BF16 ? "bf16" : "fp32");
-        if (ranks > 1)
-            printf("data parallel: %d ranks x %d sequences (global batch %d); gradients and expert loads summed across ranks\n",
-                   ranks, tc.batch_size / ranks, tc.batch_size);
-        if (ep) {
-            size_t here = 0;
-            for (int i = 0; i < m.n_params; i++) here += m.params[i].trainable ? m.params[i].numel : 0;
-            printf("expert parallel: %d experts per MoE layer on each of %d ranks (rank 0 holds %.3fM of the %.3fM parameters); "
-                   "tokens exchanged all-to-all", m.n_local_experts, m.ep_size, here / 1e6, total / 1e6);
-            if (m.ep_size < ranks) printf("; %d expert groups, replicas sum their expert gradients", ranks / m.ep_size);
-            printf("\n");
-        }
-    }
+/* data parallel: rank 0 alone writes (output directory, metrics, checkpoints, progress) */
+static int run_open_output(Run *r) {
+    const TrainOptions *opt = r->opt;
+    r->ranks = dist_size(), r->leader = dist_rank() == 0, r->quiet = opt->quiet || !r->leader;
+    if (r->ranks > 1 && !r->be->runs_on_host)
+        return up_error("data parallel training over %d ranks runs on the CPU backend; expected --device cpu", r->ranks);
+    if (r->ranks > 1 && r->tc.batch_size % r->ranks)
+        return up_error("train config: batch_size %d over %d ranks; expected a multiple of the number of ranks",
+                        r->tc.batch_size, r->ranks);
+    if (!r->leader) return 0;
+    if (mkdir_p(opt->out_dir)) return -1;
+    r->metrics_path = path_join(opt->out_dir, "metrics.jsonl");
+    /* a failed truncation has said why (e.g. no space left); keep that message */
+    if (opt->resume && truncate_metrics(r->metrics_path, r->st.step)) return -1;
+    r->metrics = fopen(r->metrics_path, "a");
+    if (!r->metrics)
+        return up_error("%s: cannot open for appending (%s); expected a writable output directory", r->metrics_path,
+                        strerror(errno));
+    return 0;
+}
 
-    /* data parallel: every rank holds the same weights (rank 0's, to be certain) and trains on
-     * its slice of each global batch; gradients of loss / ranks are summed layer by layer */
-    int slice = ranks > 1 ? dist_rank() : 0;
-    GradSync sync = {.grads = m.grad_mem, .buckets = dist_buckets_new()};
-    if (ranks > 1) {
+static void run_print_header(const Run *r) {
+    const TrainOptions *opt = r->opt;
+    const Model *m = &r->m;
+    size_t total, active, embedding;
+    model_param_counts(m, &total, &active, &embedding);
+    model_config_print(&r->mc, stdout);
+    train_config_print(&r->tc, stdout);
+    printf("params: %.3fM total, %.3fM active per token, %.3fM embedding; data %s/%s: %llu tokens\n", total / 1e6,
+           active / 1e6, embedding / 1e6, opt->data_dir, r->split, (unsigned long long)r->train_ld.shard.n_tokens);
+    if (opt->resume) printf("resumed from %s at step %d\n", opt->resume, r->st.step);
+    if (opt->init) printf("initialized from %s (new stage, AdamW step counter %d)\n", opt->init, m->step);
+    printf("device: %s, precision %s\n", r->be->name, r->tc.precision == PRECISION_BF16 ? "bf16" : "fp32");
+    if (r->ranks > 1)
+        printf("data parallel: %d ranks x %d sequences (global batch %d); gradients and expert loads summed across ranks\n",
+               r->ranks, r->tc.batch_size / r->ranks, r->tc.batch_size);
+    if (r->ep) {
+        size_t here = 0;
+        for (int i = 0; i < m->n_params; i++) here += m->params[i].trainable ? m->params[i].numel : 0;
+        printf("expert parallel: %d experts per MoE layer on each of %d ranks (rank 0 holds %.3fM of the %.3fM parameters); "
+               "tokens exchanged all-to-all", m->n_local_experts, m->ep_size, here / 1e6, total / 1e6);
+        if (m->ep_size < r->ranks) printf("; %d expert groups, replicas sum their expert gradients", r->ranks / m->ep_size);
+        printf("\n");
+    }
+}
+
+/* data parallel: every rank holds the same weights (rank 0's, to be certain) and trains on its
+ * slice of each global batch; gradients of loss / ranks are summed layer by layer */
+static void run_setup_ranks(Run *r) {
+    Model *m = &r->m;
+    r->slice = r->ranks > 1 ? dist_rank() : 0;
+    r->sync = (GradSync){.grads = m->grad_mem, .buckets = dist_buckets_new()};
+    if (r->ranks > 1) {
         /* (expert parallel: each rank's experts are its own) */
-        for (int i = 0, j; i < m.n_params; i = j) {
+        for (int i = 0, j; i < m->n_params; i = j) {
             size_t off, n;
-            j = model_sharded_run(&m, i, &off, &n);
-            if (!m.params[i].sharded) dist_bcast_bytes(m.param_mem + off, sizeof(float) * n, "the initial weights");
+            j = model_sharded_run(m, i, &off, &n);
+            if (!m->params[i].sharded) dist_bcast_bytes(m->param_mem + off, sizeof(float) * n, "the initial weights");
         }
-        m.loss_scale = 1.0f / ranks;
-        m.grad_ready = start_grad_bucket, m.grad_ready_ctx = &sync;
+        m->loss_scale = 1.0f / r->ranks;
+        m->grad_ready = start_grad_bucket, m->grad_ready_ctx = &r->sync;
     }
-    model_set_batch(&m, tc.batch_size / ranks, tc.seq_len);
-    size_t batch_tokens = (size_t)tc.batch_size * (tc.seq_len + 1);
-    int32_t *tokens = xmalloc(sizeof(int32_t) * batch_tokens);
-    int steps_this_run = tc.steps - st.step;
+    model_set_batch(m, r->tc.batch_size / r->ranks, r->tc.seq_len);
+    r->tokens = xmalloc(sizeof(int32_t) * (size_t)r->tc.batch_size * (r->tc.seq_len + 1));
+}
+
+static void run_close(Run *r) {
+    if (r->sync.buckets) dist_buckets_free(r->sync.buckets);
+    if (r->metrics) fclose(r->metrics);
+    free(r->metrics_path);
+    free(r->tokens);
+    if (r->have_model) model_free(&r->m);
+    if (r->have_train_ld) loader_close(&r->train_ld);
+    if (r->have_val_ld) loader_close(&r->val_ld);
+}
+
+/* Forward and (for a finite loss) backward of the next batch: the global batch's mean loss and
+ * the gradient norm (NAN without a backward), the same on every rank. */
+static void run_forward_backward(Run *r, double *loss_out, double *grad_norm_out) {
+    Model *m = &r->m;
+    const TrainConfig *tc = &r->tc;
+    loader_next(&r->train_ld, r->tokens);
+    model_zero_grad(m);
+    double loss = model_forward(m, r->tokens + (size_t)r->slice * m->B * (tc->seq_len + 1), tc->aux_loss_coef, tc->z_loss_coef);
+    if (r->ranks > 1) { /* all ranks take the same decisions */
+        dist_sum_doubles(&loss, 1, "the loss");
+        loss /= r->ranks;
+    }
+    double grad_norm = NAN;
+    if (isfinite(loss)) {
+        model_backward(m, tc->aux_loss_coef, tc->z_loss_coef);
+        if (r->ranks > 1) {
+            dist_buckets_wait(r->sync.buckets, "the gradient allreduce");
+            sum_expert_loads(m);
+        }
+        grad_norm = model_grad_norm(m);
+    }
+    *loss_out = loss, *grad_norm_out = grad_norm;
+}
+
+/* what went wrong in a step the verdict did not apply, naming the tensor where it can */
+static void describe_bad_step(Model *m, StepCause cause, double loss, double grad_norm, const TrainConfig *tc,
+                              const TrainerState *st, char *why, size_t n_why) {
+    char where[PARAM_NAME_MAX + 64];
+    if (cause == STEP_NONFINITE_LOSS) {
+        /* a non-finite weight, else the first activation that went non-finite */
+        int n = model_find_nonfinite_weight(m, where, sizeof where);
+        if (n) snprintf(why, n_why, "loss is %g (weight %s is non-finite, %d tensors in all)", loss, where, n);
+        else if (model_find_nonfinite_activation(m, where, sizeof where))
+            snprintf(why, n_why, "loss is %g (first non-finite activation: %s)", loss, where);
+        else snprintf(why, n_why, "loss is %g", loss);
+    } else if (cause == STEP_NONFINITE_GRAD) {
+        int n = model_find_nonfinite_grad(m, where, sizeof where);
+        snprintf(why, n_why, "gradient norm is %g (first non-finite gradient in backward order: %s, %d tensors in all)",
+                 grad_norm, n ? where : "?", n);
+    } else {
+        snprintf(why, n_why, "loss spike %.4f > %g x the running mean %.4f", loss, tc->spike_factor, st->loss_mean);
+    }
+}
+
+/* metrics.jsonl's line and the progress line of an applied step */
+static int run_log_step(Run *r, TrainResult *result, double loss, double grad_norm, float lr, double *last_val,
+                        double *t_window, int *window_steps, double t_start) {
+    const TrainConfig *tc = &r->tc;
+    const TrainerState *st = &r->st;
+    FILE *metrics = r->metrics;
+    double imbalance[MAX_LAYERS];
+    int n_imb = layer_imbalance(&r->m, imbalance);
+    int do_eval = tc->eval_every > 0 && (st->step % tc->eval_every == 0 || st->step == tc->steps);
+    if (do_eval) *last_val = evaluate_loss(&r->m, &r->val_ld, tc->eval_batches);
+    mlog(metrics, "{\"step\": %d, \"loss\": %.6f, \"lr\": %.6g, \"grad_norm\": %.6g, \"tokens\": %lld", st->step, loss, lr,
+         grad_norm, st->tokens_seen);
+    if (do_eval) mlog(metrics, ", \"val_loss\": %.6f", *last_val);
+    mlog(metrics, ", \"load_imbalance\": [");
+    for (int i = 0; i < n_imb; i++) mlog(metrics, "%s%.4f", i ? ", " : "", imbalance[i]);
+    mlog(metrics, "]}\n");
+    if (metrics_flush(metrics, r->metrics_path, 0)) return -1;
+    if (r->quiet || !(st->step % tc->log_every == 0 || st->step == tc->steps || do_eval)) return 0;
+    double now = now_seconds();
+    double tok_s = *window_steps * (double)tc->batch_size * tc->seq_len / (now - *t_window);
+    double eta = (tc->steps - st->step) * (now - t_start) / result->steps_run;
+    char eta_buf[32];
+    format_duration(eta, eta_buf, sizeof eta_buf);
+    printf("step %5d/%d | loss %.4f | lr %.2e | gnorm %.3f | %.1fk tok/s | ETA %s", st->step, tc->steps, loss, lr, grad_norm,
+           tok_s / 1e3, eta_buf);
+    if (n_imb) {
+        printf(" | imb");
+        for (int i = 0; i < n_imb; i++) printf(" %.2f", imbalance[i]);
+    }
+    if (do_eval) printf(" | val %.4f", *last_val);
+    printf("\n");
+    fflush(stdout);
+    *t_window = now, *window_steps = 0;
+    return 0;
+}
+
+/* a step the verdict skips: its line in metrics.jsonl and on stderr */
+static int run_log_skip(Run *r, double loss, float lr, const char *why) {
+    TrainerState *st = &r->st;
+    st->skipped_steps++;
+    fprintf(stderr, "upcycle: step %d skipped (%d of at most %d): %s\n", st->step, st->skipped_steps, r->tc.max_skips, why);
+    mlog(r->metrics, "{\"step\": %d, \"loss\": ", st->step + 1);
+    if (isfinite(loss)) mlog(r->metrics, "%.6f", loss);
+    else mlog(r->metrics, "null");
+    mlog(r->metrics, ", \"lr\": %.6g, \"skipped\": true, \"tokens\": %lld}\n", lr,
+         st->tokens_seen + (long long)r->tc.batch_size * r->tc.seq_len);
+    return metrics_flush(r->metrics, r->metrics_path, 0);
+}
+
+/* AdamW; an update that makes a weight non-finite (e.g. lr * weight decay > 2 grows weights
+ * geometrically) stops the run: it is applied already, so it cannot be skipped */
+static int run_apply_update(Run *r, float lr, double loss, double grad_norm) {
+    Model *m = &r->m;
+    model_optimizer_step_with_norm(m, &r->tc, lr, grad_norm);
+    int32_t bad_weights = !isfinite(m->be->sum_squares(m->param_mem, m->n_floats));
+    if (r->ep) dist_sum_ints(&bad_weights, 1, "the weight check"); /* every rank stops together */
+    if (bad_weights) {
+        char where[PARAM_NAME_MAX + 64];
+        model_find_nonfinite_weight(m, where, sizeof where);
+        return up_error("step %d: the update made a weight non-finite (first: %s); expected finite weights (lower the learning rate?)",
+                        r->st.step, where);
+    }
+    train_loss_mean_update(&r->st, loss);
+    return 0;
+}
+
+/* The training loop: for each step, the verdict on its loss and gradient decides whether the
+ * update is applied, skipped or the run stops (never continuing, or checkpointing, garbage:
+ * the last checkpoint stays as it was) */
+static int run_train(Run *r, TrainResult *result) {
+    TrainConfig *tc = &r->tc;
+    TrainerState *st = &r->st;
+    int steps_this_run = tc->steps - st->step;
     if (steps_this_run < 0) steps_this_run = 0;
     result->losses = xcalloc(steps_this_run ? steps_this_run : 1, sizeof(float));
-    double t_start = now_seconds(), t_window = t_start;
-    int window_steps = 0;
-    double imbalance[MAX_LAYERS];
-    double last_val = NAN;
-
-    double step_seconds = 0;
-    while (st.step < tc.steps) {
+    double t_start = now_seconds(), t_window = t_start, last_val = NAN;
+    int window_steps = 0, rc = 0;
+    while (st->step < tc->steps && !rc) {
         double t_step = now_seconds();
-        float lr = lr_at(&tc, st.step, tc.steps);
-        loader_next(&train_ld, tokens);
-        model_zero_grad(&m);
-        double loss = model_forward(&m, tokens + (size_t)slice * m.B * (tc.seq_len + 1), tc.aux_loss_coef, tc.z_loss_coef);
-        if (ranks > 1) { /* the global batch's mean loss, on every rank: all take the same decisions */
-            dist_sum_doubles(&loss, 1, "the loss");
-            loss /= ranks;
+        float lr = lr_at(tc, st->step, tc->steps);
+        double loss, grad_norm;
+        run_forward_backward(r, &loss, &grad_norm);
+        StepVerdict v = train_step_verdict(loss, grad_norm, tc, st);
+        char why[PARAM_NAME_MAX + 160] = "";
+        if (v.cause != STEP_FINE) describe_bad_step(&r->m, v.cause, loss, grad_norm, tc, st, why, sizeof why);
+        if (v.action == STEP_STOP) {
+            int nonfinite = v.cause != STEP_LOSS_SPIKE, may_skip = !nonfinite || tc->skip_nonfinite;
+            rc = up_error("step %d: %s; expected %s%s", st->step, why,
+                          !nonfinite ? "no loss spike" : v.cause == STEP_NONFINITE_GRAD ? "a finite gradient" : "a finite loss",
+                          may_skip ? " (more than --max-skips steps skipped)" : " (lower the learning rate? --skip-nonfinite skips such steps)");
+            break;
         }
-        double grad_norm = NAN;
-        char where[PARAM_NAME_MAX + 64], why[PARAM_NAME_MAX + 160];
-        int nonfinite = 0;
-        why[0] = 0;
-        if (!isfinite(loss)) {
-            /* name the cause: a non-finite weight, else the first activation that went non-finite */
-            int n = model_find_nonfinite_weight(&m, where, sizeof where);
-            if (n) snprintf(why, sizeof why, "loss is %g (weight %s is non-finite, %d tensors in all)", loss, where, n);
-            else if (model_find_nonfinite_activation(&m, where, sizeof where))
-                snprintf(why, sizeof why, "loss is %g (first non-finite activation: %s)", loss, where);
-            else snprintf(why, sizeof why, "loss is %g", loss);
-            nonfinite = 1;
-        } else {
-            model_backward(&m, tc.aux_loss_coef, tc.z_loss_coef);
-            if (ranks > 1) {
-                dist_buckets_wait(sync.buckets, "the gradient allreduce");
-                sum_expert_loads(&m);
-            }
-            grad_norm = model_grad_norm(&m);
-            if (!isfinite(grad_norm)) {
-                int n = model_find_nonfinite_grad(&m, where, sizeof where);
-                snprintf(why, sizeof why, "gradient norm is %g (first non-finite gradient in backward order: %s, %d tensors in all)",
-                         grad_norm, n ? where : "?", n);
-                nonfinite = 1;
-            } else if (tc.spike_factor > 0 && st.loss_mean_steps >= SPIKE_MIN_STEPS && loss > tc.spike_factor * st.loss_mean) {
-                snprintf(why, sizeof why, "loss spike %.4f > %g x the running mean %.4f", loss, tc.spike_factor, st.loss_mean);
-            }
-        }
-        if (why[0]) {
-            /* Never continue (or checkpoint) garbage: without a guard, or past max_skips, the run
-             * stops here, before this state can be saved; the last checkpoint stays as it was. */
-            int may_skip = nonfinite ? tc.skip_nonfinite : 1;
-            if (!may_skip || st.skipped_steps >= tc.max_skips) {
-                rc = up_error("step %d: %s; expected %s%s", st.step, why,
-                              !nonfinite ? "no loss spike" : isfinite(loss) ? "a finite gradient" : "a finite loss",
-                              may_skip ? " (more than --max-skips steps skipped)" : " (lower the learning rate? --skip-nonfinite skips such steps)");
-                break;
-            }
-            st.skipped_steps++;
-            fprintf(stderr, "upcycle: step %d skipped (%d of at most %d): %s\n", st.step, st.skipped_steps, tc.max_skips, why);
-            mlog(metrics, "{\"step\": %d, \"loss\": ", st.step + 1);
-            if (isfinite(loss)) mlog(metrics, "%.6f", loss);
-            else mlog(metrics, "null");
-            mlog(metrics, ", \"lr\": %.6g, \"skipped\": true, \"tokens\": %lld}\n", lr,
-                    st.tokens_seen + (long long)tc.batch_size * tc.seq_len);
-            if ((rc = metrics_flush(metrics, metrics_path, 0))) break;
-        } else {
-            model_optimizer_step_with_norm(&m, &tc, lr, grad_norm);
-            int32_t bad_weights = !isfinite(m.be->sum_squares(m.param_mem, m.n_floats));
-            if (ep) dist_sum_ints(&bad_weights, 1, "the weight check"); /* every rank stops together */
-            if (bad_weights) {
-                /* e.g. lr * weight decay > 2 grows weights geometrically: the update is applied
-                 * already, so this one cannot be skipped */
-                model_find_nonfinite_weight(&m, where, sizeof where);
-                rc = up_error("step %d: the update made a weight non-finite (first: %s); expected finite weights (lower the learning rate?)",
-                              st.step, where);
-                break;
-            }
-            /* running mean for the spike guard: exact mean over the first steps, then an EMA */
-            st.loss_mean_steps++;
-            double a = st.loss_mean_steps < SPIKE_EMA_STEPS ? 1.0 / st.loss_mean_steps : 1.0 / SPIKE_EMA_STEPS;
-            st.loss_mean += a * (loss - st.loss_mean);
-        }
+        if (v.action == STEP_SKIP) rc = run_log_skip(r, loss, lr, why);
+        else rc = run_apply_update(r, lr, loss, grad_norm);
+        if (rc) break;
         result->losses[result->steps_run++] = (float)loss;
-        st.step++;
-        st.tokens_seen += (long long)tc.batch_size * tc.seq_len;
-        st.data_epoch = train_ld.epoch, st.data_cursor = train_ld.cursor;
+        st->step++;
+        st->tokens_seen += (long long)tc->batch_size * tc->seq_len;
+        st->data_epoch = r->train_ld.epoch, st->data_cursor = r->train_ld.cursor;
         window_steps++;
-        step_seconds += now_seconds() - t_step;
-        if (!why[0]) { /* a skipped step has logged its own line above */
-            int n_imb = layer_imbalance(&m, imbalance);
-            int do_eval = tc.eval_every > 0 && (st.step % tc.eval_every == 0 || st.step == tc.steps);
-            if (do_eval) last_val = evaluate_loss(&m, &val_ld, tc.eval_batches);
-            mlog(metrics, "{\"step\": %d, \"loss\": %.6f, \"lr\": %.6g, \"grad_norm\": %.6g, \"tokens\": %lld", st.step, loss, lr,
-                    grad_norm, st.tokens_seen);
-            if (do_eval) mlog(metrics, ", \"val_loss\": %.6f", last_val);
-            mlog(metrics, ", \"load_imbalance\": [");
-            for (int i = 0; i < n_imb; i++) mlog(metrics, "%s%.4f", i ? ", " : "", imbalance[i]);
-            mlog(metrics, "]}\n");
-            if ((rc = metrics_flush(metrics, metrics_path, 0))) break;
-
-            if (!quiet && (st.step % tc.log_every == 0 || st.step == tc.steps || do_eval)) {
-                double now = now_seconds();
-                double tok_s = window_steps * (double)tc.batch_size * tc.seq_len / (now - t_window);
-                double eta = (tc.steps - st.step) * (now - t_start) / result->steps_run;
-                char eta_buf[32];
-                format_duration(eta, eta_buf, sizeof eta_buf);
-                printf("step %5d/%d | loss %.4f | lr %.2e | gnorm %.3f | %.1fk tok/s | ETA %s", st.step, tc.steps, loss, lr,
-                       grad_norm, tok_s / 1e3, eta_buf);
-                if (n_imb) {
-                    printf(" | imb");
-                    for (int i = 0; i < n_imb; i++) printf(" %.2f", imbalance[i]);
-                }
-                if (do_eval) printf(" | val %.4f", last_val);
-                printf("\n");
-                fflush(stdout);
-                t_window = now, window_steps = 0;
-            }
-        }
-        /* expert parallel: every rank sends its experts to rank 0, which writes the checkpoint */
-        if ((leader || ep) && tc.save_every > 0 && st.step % tc.save_every == 0 && st.step < tc.steps) {
-            if ((rc = save_periodic(opt->out_dir, &m, &st, keep))) break;
-        }
+        result->step_seconds += now_seconds() - t_step;
+        if (v.action == STEP_APPLY) /* a skipped step has logged its own line */
+            rc = run_log_step(r, result, loss, grad_norm, lr, &last_val, &t_window, &window_steps, t_start);
+        if (!rc && tc->save_every > 0 && st->step % tc->save_every == 0 && st->step < tc->steps)
+            rc = save_periodic(r->opt->out_dir, &r->m, st, r->keep);
     }
-    double elapsed = now_seconds() - t_start;
-    if (!rc && (leader || ep)) {
+    result->seconds = now_seconds() - t_start;
+    return rc;
+}
+
+int train_run(const ModelConfig *model_cfg, const TrainConfig *train_cfg, const TrainOptions *opt, TrainResult *result) {
+    memset(result, 0, sizeof *result);
+    Run r;
+    memset(&r, 0, sizeof r);
+    r.opt = opt;
+    int rc = run_configure(&r, model_cfg, train_cfg);
+    if (!rc) rc = run_open_data(&r);
+    if (!rc) rc = run_create_model(&r);
+    if (!rc) rc = run_open_output(&r);
+    if (rc) {
+        run_close(&r);
+        return -1;
+    }
+    if (!r.quiet) run_print_header(&r);
+    run_setup_ranks(&r);
+    rc = run_train(&r, result);
+    if (!rc) { /* expert parallel: every rank sends its experts to rank 0, which writes */
         char *final_dir = path_join(opt->out_dir, "final");
-        rc = checkpoint_save(final_dir, &m, &st, 1);
-        if (!rc && !quiet) printf("saved %s (step %d)\n", final_dir, st.step);
+        rc = dist_checkpoint_save(final_dir, &r.m, &r.st, 1, NULL, NULL);
+        if (!rc && !r.quiet) printf("saved %s (step %d)\n", final_dir, r.st.step);
         free(final_dir);
     }
-    result->seconds = elapsed;
-    result->step_seconds = step_seconds;
-    result->tokens_per_second = result->steps_run ? result->steps_run * (double)tc.batch_size * tc.seq_len / elapsed : 0;
+    const TrainConfig *tc = &r.tc;
+    result->tokens_per_second = result->steps_run ? result->steps_run * (double)tc->batch_size * tc->seq_len / result->seconds : 0;
     result->final_train_loss = result->steps_run ? result->losses[result->steps_run - 1] : NAN;
-    EvalResult final_eval = evaluate_split(&m, &val_ld, opt->final_eval_batches);
+    EvalResult final_eval = evaluate_split(&r.m, &r.val_ld, opt->final_eval_batches);
     result->final_val_loss = final_eval.loss;
     result->final_val_stderr = final_eval.std_error;
     result->final_val_tokens = final_eval.tokens;
-    int close_rc = metrics_flush(metrics, metrics_path, 1);
+    int close_rc = metrics_flush(r.metrics, r.metrics_path, 1);
+    r.metrics = NULL; /* closed */
     if (!rc) rc = close_rc;
-    dist_buckets_free(sync.buckets);
-    free(metrics_path);
-    free(tokens);
-    model_free(&m);
-    loader_close(&train_ld);
-    loader_close(&val_ld);
+    run_close(&r);
     return rc;
 }

@@ -5,6 +5,7 @@
 #include "backend.h"
 #include "config.h"
 #include "data/shard.h"
+#include "io/checkpoint.h"
 #include "model.h"
 
 typedef struct {
@@ -31,6 +32,24 @@ typedef struct {
     double step_seconds;     /* time in training steps only (no evaluation, no checkpoints) */
     float *losses;           /* per step of this run (malloc'd, steps_run entries) */
 } TrainResult;
+
+/* The verdict on a step, from its loss and gradient norm alone (the gradient norm is not
+ * looked at when the loss is non-finite: no backward is run then). A non-finite loss or
+ * gradient norm is skipped only with tc->skip_nonfinite; a loss spike (loss > spike_factor x
+ * the running mean, once the mean has SPIKE_MIN_STEPS steps; spike_factor 0 disables) is
+ * skipped; either stops the run once st->skipped_steps reached tc->max_skips. */
+#define SPIKE_MIN_STEPS 20 /* the spike guard is active once the running mean has this many steps */
+#define SPIKE_EMA_STEPS 50 /* then the mean is an EMA over about this many */
+typedef enum { STEP_FINE, STEP_NONFINITE_LOSS, STEP_NONFINITE_GRAD, STEP_LOSS_SPIKE } StepCause;
+typedef enum { STEP_APPLY, STEP_SKIP, STEP_STOP } StepAction;
+typedef struct {
+    StepCause cause;
+    StepAction action;
+} StepVerdict;
+StepVerdict train_step_verdict(double loss, double grad_norm, const TrainConfig *tc, const TrainerState *st);
+/* the spike guard's running mean after an applied step: the exact mean over the first
+ * SPIKE_EMA_STEPS steps, then an EMA with weight 1/SPIKE_EMA_STEPS */
+void train_loss_mean_update(TrainerState *st, double loss);
 
 /* Runs training; model config and train config are used for a fresh run; with resume the
  * checkpoint's config wins (train->steps may extend it). Returns 0 or -1 (up_error). */

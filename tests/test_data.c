@@ -732,3 +732,20 @@ TEST(bpe_end_of_document_id) {
     free(path);
     free(text);
 }
+
+TEST(loader_check_vocab_names_the_shard) {
+    const char *dir = test_tmpdir();
+    uint32_t ids[64];
+    for (int i = 0; i < 64; i++) ids[i] = (uint32_t)(i * 7 % 300);
+    char *path = path_join(dir, "val.bin");
+    CHECK(shard_write(path, ids, 64, 300) == 0);
+    Loader ld;
+    CHECK(loader_open(&ld, dir, "val", 2, 8, 0, 0) == 0);
+    CHECK(loader_check_vocab(&ld, 300) == 0 && loader_check_vocab(&ld, 4096) == 0);
+    up_clear_error();
+    CHECK(loader_check_vocab(&ld, 256) == -1);
+    CHECK_MSG(strstr(up_last_error(), path) && strstr(up_last_error(), "vocabulary 300") && strstr(up_last_error(), "vocab_size 256"),
+              "message: %s", up_last_error());
+    loader_close(&ld);
+    free(path);
+}

@@ -11,6 +11,7 @@
 #include "util.h"
 
 static void print_help(const char *command, const char *synopsis, const CliOption *opts, int n) {
+    if (dist_rank() != 0) return; /* under mpirun: once */
     printf("usage: upcycle %s %s\n\n%s", command, synopsis, n ? "options:\n" : "");
     for (int i = 0; i < n; i++) {
         const char *arg = opts[i].type == OPT_FLAG ? "" : opts[i].type == OPT_STR || opts[i].type == OPT_STRS ? " VALUE" : " N";
@@ -22,6 +23,7 @@ static void print_help(const char *command, const char *synopsis, const CliOptio
 }
 
 int cli_usage_error(const char *command, const char *fmt, ...) {
+    if (dist_rank() != 0) return 2; /* under mpirun every rank parses the same arguments: say it once */
     va_list ap;
     va_start(ap, fmt);
     fprintf(stderr, "upcycle %s: ", command);
@@ -125,6 +127,6 @@ int cli_backend(const char *command, const char *device, const Backend **be) {
     if (!*be) return cli_fail();
     if (notice[0] && dist_rank() == 0) fprintf(stderr, "%s\n", notice);
     /* until make test-cuda has passed on a GPU, say so wherever the GPU is used */
-    if (*be != backend_cpu() && dist_rank() == 0) fprintf(stderr, "%s\n", CLI_CUDA_NOTICE);
+    if ((*be)->experimental && dist_rank() == 0) fprintf(stderr, "%s\n", CLI_CUDA_NOTICE);
     return 0;
 }

@@ -130,7 +130,7 @@ static int bench_train_cmd(int argc, char **argv) {
     int brc = cli_backend("bench train", device, &be);
     if (brc) return brc;
     cli_set_threads(threads);
-    int on_cpu = be == backend_cpu();
+    int on_cpu = be->runs_on_host;
     if (compare && !on_cpu) return cli_usage_error("bench train", "--compare-torch times the CPU; expected --device cpu");
     int n_threads = on_cpu ? omp_get_max_threads() : 1;
     TrainBench r[16];

@@ -61,9 +61,7 @@ int cmd_eval(int argc, char **argv) {
         model_free(&m);
         return cli_fail();
     }
-    if (ld.shard.vocab_size > m.cfg.vocab_size) {
-        up_error("%s/%s.bin: vocabulary %d is larger than the model's %d; expected data from the model's tokenizer", data,
-                 split, ld.shard.vocab_size, m.cfg.vocab_size);
+    if (loader_check_vocab(&ld, m.cfg.vocab_size)) {
         loader_close(&ld);
         model_free(&m);
         return cli_fail();

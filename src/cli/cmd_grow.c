@@ -115,6 +115,14 @@ int cmd_grow(int argc, char **argv) {
         o.seed = strtoull(seed_str, &end, 10);
         if (!*seed_str || *end) return cli_usage_error("grow", "--seed %s; expected a non-negative integer", seed_str);
     }
+    /* Under mpirun every rank runs this (src/cli/main.c). With --alloc utility the ranks split
+     * the utility batches and rank 0 alone writes and reports; otherwise rank 0 grows alone
+     * while the others wait. */
+    o.all_ranks = dist_active() && o.alloc == ALLOC_UTILITY;
+    if (!o.all_ranks && dist_rank() != 0) {
+        dist_wait_for_leader("the growth on rank 0");
+        return 0;
+    }
     cli_set_threads(threads);
     if (!is_dir(in)) {
         up_error("%s: not a checkpoint directory; expected a directory with config.json and safetensors", in);
@@ -122,12 +130,8 @@ int cmd_grow(int argc, char **argv) {
     }
     if (!is_upcycle_checkpoint(in)) return dist_rank() == 0 ? cli_grow_hf(in, out, &o) : 0; /* streamed by rank 0 */
     GrowReport r;
-    /* under mpirun with --alloc utility every rank runs this (src/cli/main.c): they split the
-     * utility batches, and rank 0 alone writes and reports */
-    o.all_ranks = dist_active() && o.alloc == ALLOC_UTILITY;
-    int g = grow_checkpoint(in, out, &o, &r);
-    if (g == GROW_FOLLOWER_DONE) return 0;
-    if (g) return cli_fail();
+    if (grow_checkpoint(in, out, &o, &r)) return cli_fail();
+    if (!r.written) return 0; /* a rank that helped score; rank 0 reports */
     if (o.check)
         printf("check (val loss on %d batches): before %.4f | after %.4f | gap %+.4f\n", o.check_batches, r.loss_before,
                r.loss_after, r.loss_after - r.loss_before);

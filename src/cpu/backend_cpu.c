@@ -238,7 +238,7 @@ static inline float vexpf(float x) {
 /* ---- causal attention with GQA ---- */
 
 /* Attention keeps no T x T matrix between forward and backward: the forward saves each row's
- * logsumexp (B*H*T floats, attention_lse_only) and the backward recomputes the probabilities
+ * logsumexp (B*H*T floats) and the backward recomputes the probabilities
  * P = exp(s Q K^T - lse) one (batch, head) at a time in a per-thread T x T scratch. Activation
  * memory drops from B*H*T^2 to B*H*T floats per layer for one extra T x T x hd GEMM. */
 static float *attention_scratch(int slot, size_t floats) {
@@ -680,7 +680,7 @@ static const Backend g_cpu_backend = {
     .adamw_update = cpu_adamw_update,
     .balance_bias_update = cpu_balance_bias_update,
     .set_precision = cpu_set_precision,
-    .attention_lse_only = 1,
+    .runs_on_host = 1,
 };
 
 const Backend *backend_cpu(void) { return &g_cpu_backend; }

@@ -71,7 +71,8 @@ static const Backend g_cuda_backend = {
     .adamw_update = cuda_adamw_update,
     .balance_bias_update = cuda_balance_bias_update,
     .set_precision = cuda_set_precision,
-    .attention_lse_only = 1,
+    .runs_on_host = 0,
+    .experimental = 1, /* until make test-cuda has passed on a GPU */
 };
 
 /* 1: ready; 0: no usable device (no driver, no GPU, too old, or cuBLAS failed) */

@@ -246,3 +246,9 @@ void loader_close(Loader *ld) {
     free(ld->order);
     memset(ld, 0, sizeof *ld);
 }
+
+int loader_check_vocab(const Loader *ld, int model_vocab) {
+    if (ld->shard.vocab_size <= model_vocab) return 0;
+    return up_error("%s: vocabulary %d is larger than the model's vocab_size %d; expected data tokenized with the model's tokenizer",
+                    ld->shard.path, ld->shard.vocab_size, model_vocab);
+}

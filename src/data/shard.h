@@ -55,6 +55,9 @@ typedef struct {
  * fewer than T+1 tokens. */
 int loader_open(Loader *ld, const char *data_dir, const char *split, int batch_size, int seq_len,
                 uint64_t seed, int shuffle);
+/* 0 when the shard's tokens are ids of a model with model_vocab ids (its vocab size <=
+ * model_vocab), else an error naming the shard file and both sizes */
+int loader_check_vocab(const Loader *ld, int model_vocab);
 /* tokens: (B, T+1) int32, row b = window tokens; inputs are [:, :T], targets [:, 1:]. */
 void loader_next(Loader *ld, int32_t *tokens);
 /* tokens (T+1): window `window` (< n_windows) of the shard, in shard order; no state change */

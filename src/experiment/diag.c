@@ -227,11 +227,9 @@ static int run_probe(Model *m, const char *ckpt, const char *data_dir, int probe
     if (T > m->cfg.max_seq_len) T = m->cfg.max_seq_len;
     Loader loader;
     if (loader_open(&loader, data_dir, "val", B, T, 0, 0)) return -1;
-    if (loader.shard.vocab_size > m->cfg.vocab_size) {
-        int v = loader.shard.vocab_size;
+    if (loader_check_vocab(&loader, m->cfg.vocab_size)) {
         loader_close(&loader);
-        return up_error("%s/val.bin: vocabulary %d is larger than the model's %d; expected data from the model's tokenizer",
-                        data_dir, v, m->cfg.vocab_size);
+        return -1;
     }
     model_set_batch(m, B, T);
     const int E = m->cfg.n_experts, K = m->cfg.top_k, N = B * T;

@@ -652,7 +652,7 @@ static int write_results(const Plan *p, const ExperimentOptions *opt, const char
     cJSON_AddStringToObject(j, "preset", p->name);
     cJSON_AddStringToObject(j, "description", p->description);
     char machine[320];
-    int on_gpu = opt->backend && opt->backend != backend_cpu();
+    int on_gpu = opt->backend && !opt->backend->runs_on_host;
     int ranks = dist_world_size();
     snprintf(machine, sizeof machine, "%ld cores, %s backend%s, %d rank%s%s%s", sysconf(_SC_NPROCESSORS_ONLN),
              on_gpu ? "CUDA" : "CPU", on_gpu ? "" : " (OpenBLAS + OpenMP)", ranks,
@@ -870,7 +870,7 @@ int experiment_run(const Plan *p, const ExperimentOptions *opt_in) {
      * (data parallel; expert parallel always) */
     int stages_per_rank = dist_world_size() > 1 && !opt->expert_parallel &&
                           (opt->mpi_schedule == MPI_SCHEDULE_STAGES || (opt->mpi_schedule == MPI_SCHEDULE_AUTO && default_jobs(p, 2) > 1));
-    int on_cpu = !opt->backend || opt->backend == backend_cpu();
+    int on_cpu = !opt->backend || opt->backend->runs_on_host;
     int jobs = opt->jobs > 0 ? opt->jobs : dist_launched() || !on_cpu ? 1 : default_jobs(p, threads < cores ? threads : cores);
     opt_copy.jobs = jobs;
     opt_copy.mpi_schedule = stages_per_rank ? MPI_SCHEDULE_STAGES : MPI_SCHEDULE_STEPS;

@@ -68,10 +68,9 @@ static int utilities_of_model(Model *m, const char *ckpt, int has_optimizer, con
         batch_shape(ckpt, &m->cfg, &B, &T);
         Loader ld;
         if (loader_open(&ld, data_dir, "pretrain", B, T, 0, 0)) return -1;
-        if (ld.shard.vocab_size > m->cfg.vocab_size) {
+        if (loader_check_vocab(&ld, m->cfg.vocab_size)) {
             loader_close(&ld);
-            return up_error("%s/pretrain.bin: vocabulary %d is larger than the model's %d; expected the model's tokenizer",
-                            data_dir, ld.shard.vocab_size, m->cfg.vocab_size);
+            return -1;
         }
         model_set_batch(m, B, T);
         sum_g = xcalloc(m->n_floats, sizeof(float));
@@ -341,7 +340,7 @@ int grow_checkpoint(const char *in_dir, const char *out_dir, const GrowOptions *
         if (!rc && opt->all_ranks && dist_rank() != 0) { /* the scores are in; rank 0 writes */
             free(utility), free(plan.layers);
             model_free(&src), model_free(&dst);
-            return GROW_FOLLOWER_DONE;
+            return 0;
         }
     }
     int selected[MAX_LAYERS];
@@ -437,6 +436,7 @@ int grow_checkpoint(const char *in_dir, const char *out_dir, const GrowOptions *
         char *text = cJSON_Print(j);
         cJSON_Delete(j);
         rc = checkpoint_save_with(out_dir, &dst, stp, has_opt, "grow.json", text);
+        report->written = !rc;
         free(text);
     }
     grow_plan_free(&plan);

@@ -42,12 +42,10 @@ typedef struct {
     int from_dense, top_k, sparse_step;
 } GrowOptions;
 
-/* grow_checkpoint's result on a rank other than 0 with all_ranks: it helped score, rank 0 writes */
-#define GROW_FOLLOWER_DONE 1
-
 typedef struct {
     double loss_before, loss_after; /* with check */
     int n_old, n_new;
+    int written;                    /* this process wrote out_dir (with all_ranks: rank 0 only) */
 } GrowReport;
 
 void grow_options_defaults(GrowOptions *o);

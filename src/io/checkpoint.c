@@ -7,100 +7,33 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "dist/dist.h"
 #include "io/safetensors.h"
 #include "util.h"
 #include "util/dir_replace.h"
 
-/* Expert parallel: rank 0 writes every tensor of the whole model's table; the experts it does
- * not hold arrive from their ranks one tensor at a time, in table order (bounded memory). The
- * other ranks send theirs in the same order (send_shards). Rank 0 receives every tensor even
- * after a write failed, so that no rank is left waiting. Without expert parallelism the table
- * is the model's own. */
-typedef struct {
-    const Model *m;
-    ParamInfo *table;
-    int n, own;                 /* own: table is m->params */
-    float *buf;                 /* one tensor from another rank */
-} FullTable;
-
-static void full_table_open(FullTable *t, const Model *m) {
-    memset(t, 0, sizeof *t);
-    t->m = m;
-    if (m->ep_size > 1) {
-        t->n = model_full_table(&m->cfg, &t->table);
-        t->buf = xmalloc(model_max_numel(t->table, t->n) * sizeof(float));
-    } else {
-        t->table = m->params, t->n = m->n_params, t->own = 1;
-    }
-}
-
-static void full_table_close(FullTable *t) {
-    if (!t->own) free(t->table);
-    free(t->buf);
-}
-
-/* the data of full-table entry i: from host (this rank's copy of a buffer), or received.
- * *local walks this rank's table alongside (same order). */
-static const float *full_table_data(FullTable *t, int i, const float *host, int *local) {
-    const Model *m = t->m;
-    const ParamInfo *p = &t->table[i];
-    int here = model_local_param(m, p, local);
-    if (here >= 0) return host + m->params[here].offset;
-    dist_recv_floats(t->buf, p->numel, model_param_owner(m, p), "the expert weights for the checkpoint");
-    return t->buf;
-}
-
-/* rank 0 after a failed write: receive the other ranks' tensors of `passes` passes, unwritten */
-static void drain_shards(const Model *m, int trainable_only, int passes) {
-    FullTable t;
-    full_table_open(&t, m);
-    for (int pass = 0; pass < passes; pass++)
-        for (int i = 0, local = 0; i < t.n; i++)
-            if (model_param_owner(m, &t.table[i]) > 0 && (!trainable_only || t.table[i].trainable))
-                full_table_data(&t, i, NULL, &local);
-    full_table_close(&t);
-}
-
-/* the other ranks' side: this rank's experts, in table order */
-static void send_shards(const Model *m, const float *host, int trainable_only) {
-    for (int i = 0; i < m->n_params; i++)
-        if (m->params[i].sharded && (!trainable_only || m->params[i].trainable))
-            dist_send_floats(host + m->params[i].offset, m->params[i].numel, 0, "the expert weights for the checkpoint");
-}
-
-/* Writes tensors (one per parameter of the whole model, selected by filter) from a host copy
- * of a buffer; with host_b, a second pass writes prefix_b tensors from it (Adam's moments). */
-static int write_tensors(const char *path, const Model *m, const float *host, const char *prefix, const float *host_b,
-                         const char *prefix_b, int trainable_only, const char *meta_step) {
-    FullTable t;
-    full_table_open(&t, m);
+/* One safetensors file of the source's tensors, one pass per kind: passes[k] tensors are named
+ * prefixes[k] + the entry's name. Optimizer moments exist for trainable entries only. */
+static int write_tensors(const char *path, TensorSource *src, const CkptTensorKind *passes, const char *const *prefixes,
+                         int n_passes, const char *meta_step) {
     StWriter *w = st_writer_new();
     char name[PARAM_NAME_MAX + 32];
-    int passes = host_b ? 2 : 1;
-    for (int pass = 0; pass < passes; pass++)
-        for (int i = 0; i < t.n; i++) {
-            const ParamInfo *p = &t.table[i];
-            if (trainable_only && !p->trainable) continue;
-            snprintf(name, sizeof name, "%s%s", pass ? prefix_b : prefix, p->name);
+    for (int k = 0; k < n_passes; k++)
+        for (int i = 0; i < src->n_tensors; i++) {
+            const ParamInfo *p = &src->table[i];
+            if (passes[k] != CKPT_WEIGHTS && !p->trainable) continue;
+            snprintf(name, sizeof name, "%s%s", prefixes[k], p->name);
             st_writer_add(w, name, ST_F32, p->ndim, p->shape);
         }
     st_writer_meta(w, "format", "pt");
     if (meta_step) st_writer_meta(w, "step", meta_step);
     int rc = st_writer_open(w, path);
-    for (int pass = 0; pass < passes; pass++) {
-        int local = 0;
-        for (int i = 0; i < t.n; i++) {
-            const ParamInfo *p = &t.table[i];
-            if (trainable_only && !p->trainable) {
-                model_local_param(m, p, &local); /* keep the walk in step */
-                continue;
-            }
-            const float *data = full_table_data(&t, i, pass ? host_b : host, &local);
-            if (!rc) rc = st_writer_write(w, data, p->numel * sizeof(float));
+    for (int k = 0; k < n_passes && !rc; k++)
+        for (int i = 0; i < src->n_tensors && !rc; i++) {
+            const ParamInfo *p = &src->table[i];
+            if (passes[k] != CKPT_WEIGHTS && !p->trainable) continue;
+            const float *data = src->data(src, passes[k], i);
+            rc = data ? st_writer_write(w, data, p->numel * sizeof(float)) : -1;
         }
-    }
-    full_table_close(&t);
     if (rc) { /* e.g. disk full: close and remove the temp file, free the writer; the error stays */
         st_writer_abort(w);
         return -1;
@@ -108,48 +41,18 @@ static int write_tensors(const char *path, const Model *m, const float *host, co
     return st_writer_commit(w);
 }
 
-/* host copies of the weights, or of Adam's two moments */
-static float *download(const Model *m, const float *mem) {
-    float *host = xmalloc(m->n_floats * sizeof(float));
-    m->be->download(host, mem, m->n_floats * sizeof(float));
-    return host;
+static int write_weights(const char *path, TensorSource *src) {
+    static const CkptTensorKind passes[] = {CKPT_WEIGHTS};
+    static const char *const prefixes[] = {""};
+    return write_tensors(path, src, passes, prefixes, 1, NULL);
 }
 
-static int write_weights(const char *path, const Model *m) {
-    float *host = download(m, m->param_mem);
-    int rc = write_tensors(path, m, host, "", NULL, NULL, 0, NULL);
-    free(host);
-    return rc;
-}
-
-static int write_optimizer(const char *path, const Model *m) {
-    float *mom1 = download(m, m->adam_m), *mom2 = download(m, m->adam_v);
-    char step[32];
-    snprintf(step, sizeof step, "%d", m->step);
-    int rc = write_tensors(path, m, mom1, "exp_avg.", mom2, "exp_avg_sq.", 1, step);
-    free(mom1);
-    free(mom2);
-    return rc;
-}
-
-/* expert parallel, ranks other than 0: those of rank 0's expert group send their experts
- * (weights, then the moments); every rank learns from rank 0 whether the checkpoint was written */
-static int save_as_follower(const Model *m, int with_optimizer) {
-    if (dist_rank() >= m->ep_size) goto result; /* rank 0's expert group (ranks 0..ep_size-1) sends */
-    float *host = download(m, m->param_mem);
-    send_shards(m, host, 0);
-    free(host);
-    if (with_optimizer) {
-        float *mom1 = download(m, m->adam_m), *mom2 = download(m, m->adam_v);
-        send_shards(m, mom1, 1);
-        send_shards(m, mom2, 1);
-        free(mom1);
-        free(mom2);
-    }
-result:;
-    int32_t rc = 0;
-    dist_bcast_bytes(&rc, sizeof rc, "the checkpoint result");
-    return rc ? -1 : 0;
+static int write_optimizer(const char *path, TensorSource *src, int step) {
+    static const CkptTensorKind passes[] = {CKPT_EXP_AVG, CKPT_EXP_AVG_SQ};
+    static const char *const prefixes[] = {"exp_avg.", "exp_avg_sq."};
+    char step_text[32];
+    snprintf(step_text, sizeof step_text, "%d", step);
+    return write_tensors(path, src, passes, prefixes, 2, step_text);
 }
 
 static int write_trainer_state(const char *path, const TrainerState *s) {
@@ -185,62 +88,92 @@ static int write_trainer_state(const char *path, const TrainerState *s) {
     return rc;
 }
 
+int checkpoint_write(const char *dir, const ModelConfig *cfg, TensorSource *src, int with_optimizer, int optimizer_step,
+                     const TrainerState *state, const char *extra_name, const char *extra_text) {
+    DirReplace d;
+    if (dir_replace_begin(&d, dir)) return -1;
+    char *path = path_join(d.tmp, "config.json");
+    int rc = model_config_save_json(cfg, path);
+    free(path);
+    if (!rc) {
+        path = path_join(d.tmp, "model.safetensors");
+        rc = write_weights(path, src);
+        free(path);
+    }
+    if (!rc && with_optimizer) {
+        path = path_join(d.tmp, "optimizer.safetensors");
+        rc = write_optimizer(path, src, optimizer_step);
+        free(path);
+    }
+    if (!rc && state) {
+        path = path_join(d.tmp, "trainer.json");
+        rc = write_trainer_state(path, state);
+        free(path);
+        if (!rc) {
+            path = path_join(d.tmp, "train_config.json");
+            rc = train_config_save_json(&state->train, path);
+            free(path);
+        }
+    }
+    if (!rc && extra_name) {
+        path = path_join(d.tmp, extra_name);
+        rc = atomic_write_file(path, extra_text, strlen(extra_text));
+        free(path);
+    }
+    /* the old checkpoint disappears only after the new one is complete */
+    if (rc) {
+        dir_replace_abort(&d);
+        return -1;
+    }
+    return dir_replace_commit(&d);
+}
+
+/* A model's own tensors: one host copy of the weights or of a moment at a time */
+typedef struct {
+    TensorSource src;
+    const Model *m;
+    CkptTensorKind kind; /* which buffer host holds */
+    float *host;
+} ModelSource;
+
+static const float *model_source_data(TensorSource *src, CkptTensorKind kind, int i) {
+    ModelSource *s = (ModelSource *)src;
+    const Model *m = s->m;
+    if (!s->host || s->kind != kind) {
+        const float *mem = kind == CKPT_WEIGHTS ? m->param_mem : kind == CKPT_EXP_AVG ? m->adam_m : m->adam_v;
+        if (!s->host) s->host = xmalloc(m->n_floats * sizeof(float));
+        m->be->download(s->host, mem, m->n_floats * sizeof(float));
+        s->kind = kind;
+    }
+    return s->host + m->params[i].offset;
+}
+
+TensorSource *checkpoint_model_source(const Model *m) {
+    ModelSource *s = xcalloc(1, sizeof *s);
+    s->src = (TensorSource){.table = m->params, .n_tensors = m->n_params, .data = model_source_data};
+    s->m = m;
+    return &s->src;
+}
+
+void checkpoint_model_source_free(TensorSource *src) {
+    if (!src) return;
+    ModelSource *s = (ModelSource *)src;
+    free(s->host);
+    free(s);
+}
+
 int checkpoint_save(const char *dir, const Model *m, const TrainerState *state, int with_optimizer) {
     return checkpoint_save_with(dir, m, state, with_optimizer, NULL, NULL);
 }
 
 int checkpoint_save_with(const char *dir, const Model *m, const TrainerState *state, int with_optimizer,
                          const char *extra_name, const char *extra_text) {
-    if (m->ep_size > 1 && dist_rank() != 0) return save_as_follower(m, with_optimizer);
-    int weights_sent = 0, moments_sent = 0; /* expert parallel: what the other ranks have sent */
-    DirReplace d;
-    int rc = dir_replace_begin(&d, dir);
-    const char *tmp = d.tmp;
-    char *path = NULL;
-    if (!rc) {
-        path = path_join(tmp, "config.json");
-        rc = model_config_save_json(&m->cfg, path);
-        free(path);
-    }
-    if (!rc) {
-        path = path_join(tmp, "model.safetensors");
-        rc = write_weights(path, m);
-        weights_sent = 1;
-        free(path);
-    }
-    if (!rc && with_optimizer) {
-        path = path_join(tmp, "optimizer.safetensors");
-        rc = write_optimizer(path, m);
-        moments_sent = 1;
-        free(path);
-    }
-    if (m->ep_size > 1) { /* after a failure: take (and drop) what the other ranks still send */
-        if (!weights_sent) drain_shards(m, 0, 1);
-        if (with_optimizer && !moments_sent) drain_shards(m, 1, 2);
-    }
-    if (!rc && state) {
-        path = path_join(tmp, "trainer.json");
-        rc = write_trainer_state(path, state);
-        if (!rc) {
-            free(path);
-            path = path_join(tmp, "train_config.json");
-            rc = train_config_save_json(&state->train, path);
-        }
-        free(path);
-    }
-    if (!rc && extra_name) {
-        path = path_join(tmp, extra_name);
-        rc = atomic_write_file(path, extra_text, strlen(extra_text));
-        free(path);
-    }
-    if (d.tmp) { /* begin succeeded: the old checkpoint disappears only after the new one is complete */
-        if (rc) dir_replace_abort(&d);
-        else rc = dir_replace_commit(&d);
-    }
-    if (m->ep_size > 1) { /* tell the other ranks the result */
-        int32_t result = rc;
-        dist_bcast_bytes(&result, sizeof result, "the checkpoint result");
-    }
+    if (m->ep_size > 1)
+        return up_error("%s: this model holds %d of its experts; expected the whole model (expert parallel ranks save through "
+                        "dist_checkpoint_save)", dir, m->n_local_experts);
+    TensorSource *src = checkpoint_model_source(m);
+    int rc = checkpoint_write(dir, &m->cfg, src, with_optimizer, m->step, state, extra_name, extra_text);
+    checkpoint_model_source_free(src);
     return rc;
 }
 

@@ -26,7 +26,30 @@ typedef struct {
     char data_dir[1024];
 } TrainerState;
 
-/* state may be NULL (weights and config only); with_optimizer writes optimizer.safetensors */
+/* Where the writer takes its tensors from: n_tensors entries of table (names, shapes; the whole
+ * model's, in file order), and data(src, kind, i) returning entry i's floats of that kind (the
+ * weights, or Adam's first or second moment) in host memory, valid until the next call; NULL
+ * means failure (up_error set). The writer asks for every entry of a kind in table order, the
+ * moments for trainable entries only, and stops at its first failure. */
+typedef enum { CKPT_WEIGHTS, CKPT_EXP_AVG, CKPT_EXP_AVG_SQ } CkptTensorKind;
+typedef struct TensorSource {
+    const ParamInfo *table;
+    int n_tensors;
+    const float *(*data)(struct TensorSource *src, CkptTensorKind kind, int i);
+} TensorSource;
+
+/* Writes checkpoint DIR from a source: config.json, model.safetensors, with_optimizer:
+ * optimizer.safetensors (metadata step = optimizer_step), state: trainer.json and
+ * train_config.json (state may be NULL), extra_name: one more text file. The directory is
+ * replaced whole (util/dir_replace.h). */
+int checkpoint_write(const char *dir, const ModelConfig *cfg, TensorSource *src, int with_optimizer, int optimizer_step,
+                     const TrainerState *state, const char *extra_name, const char *extra_text);
+/* the source of a whole model in one process (one host copy of one buffer at a time) */
+TensorSource *checkpoint_model_source(const Model *m);
+void checkpoint_model_source_free(TensorSource *src);
+
+/* checkpoint_write of model m (which must hold all its experts: an expert parallel rank saves
+ * through dist_checkpoint_save); state may be NULL; with_optimizer writes the moments */
 int checkpoint_save(const char *dir, const Model *m, const TrainerState *state, int with_optimizer);
 /* the same, plus one extra text file (e.g. grow.json) inside the same atomic directory */
 int checkpoint_save_with(const char *dir, const Model *m, const TrainerState *state, int with_optimizer,
