@@ -6,7 +6,7 @@
  * (src/cpu/) uses OpenBLAS + OpenMP (fp32, and bf16 GEMMs on AVX-512 BF16 CPUs); the CUDA
  * backend (src/cuda/: cuBLAS and kernels, fp32 and bf16) implements the same table and has
  * not yet run on a GPU (experimental). Ops that both share bit for bit, such as the router's
- * top-K selection, live in headers both compile (src/router_topk.h).
+ * top-K selection, live in headers both compile (src/router_math.h).
  *
  * Conventions: N = B*T tokens, C = d_model, row-major, weights in Hugging Face layout
  * (out_features, in_features). Backward ops ACCUMULATE (+=) into dinp and dweight unless a
@@ -68,7 +68,7 @@ typedef struct Backend {
     void (*swiglu_forward)(float *out, const float *gate, const float *up, size_t n);
     void (*swiglu_backward)(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t n);
 
-    /* ---- router: probs (N,E) = softmax(logits); top-K of (probs + bias) -> topk (N,K),
+    /* ---- router (per-token math in src/router_math.h): probs (N,E) = softmax(logits); top-K of (probs + bias) -> topk (N,K),
      *      gates (N,K) = selected unbiased probs, renormalized if norm_topk; loads (E) counts
      *      of (token, slot) selections. Returns the auxiliary losses' value:
      *      aux_coef * E * sum_e f_e P_e + z_coef * mean_t logsumexp(logits_t)^2. ---- */

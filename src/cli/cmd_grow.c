@@ -53,6 +53,8 @@ static int cli_grow_hf(const char *in, const char *out, const GrowOptions *o) {
     return rc ? cli_fail() : 0;
 }
 
+static int grow_on_ranks(const char *in, const char *out, const GrowOptions *o);
+
 int cmd_grow(int argc, char **argv) {
     GrowOptions o;
     grow_options_defaults(&o);
@@ -115,25 +117,29 @@ int cmd_grow(int argc, char **argv) {
         o.seed = strtoull(seed_str, &end, 10);
         if (!*seed_str || *end) return cli_usage_error("grow", "--seed %s; expected a non-negative integer", seed_str);
     }
+    cli_set_threads(threads);
     /* Under mpirun every rank runs this (src/cli/main.c). With --alloc utility the ranks split
      * the utility batches and rank 0 alone writes and reports; otherwise rank 0 grows alone
      * while the others wait. */
     o.all_ranks = dist_active() && o.alloc == ALLOC_UTILITY;
-    if (!o.all_ranks && dist_rank() != 0) {
-        dist_wait_for_leader("the growth on rank 0");
-        return 0;
-    }
-    cli_set_threads(threads);
+    if (o.all_ranks) return grow_on_ranks(in, out, &o);
+    int rc = dist_rank() == 0 ? grow_on_ranks(in, out, &o) : 0;
+    if (!rc) dist_wait_for_leader("the growth on rank 0");
+    return rc;
+}
+
+/* grow on this rank: all of it on rank 0, the utility scoring's share on the others */
+static int grow_on_ranks(const char *in, const char *out, const GrowOptions *o) {
     if (!is_dir(in)) {
         up_error("%s: not a checkpoint directory; expected a directory with config.json and safetensors", in);
         return cli_fail();
     }
-    if (!is_upcycle_checkpoint(in)) return dist_rank() == 0 ? cli_grow_hf(in, out, &o) : 0; /* streamed by rank 0 */
+    if (!is_upcycle_checkpoint(in)) return dist_rank() == 0 ? cli_grow_hf(in, out, o) : 0; /* streamed by rank 0 */
     GrowReport r;
-    if (grow_checkpoint(in, out, &o, &r)) return cli_fail();
+    if (grow_checkpoint(in, out, o, &r)) return cli_fail();
     if (!r.written) return 0; /* a rank that helped score; rank 0 reports */
-    if (o.check)
-        printf("check (val loss on %d batches): before %.4f | after %.4f | gap %+.4f\n", o.check_batches, r.loss_before,
+    if (o->check)
+        printf("check (val loss on %d batches): before %.4f | after %.4f | gap %+.4f\n", o->check_batches, r.loss_before,
                r.loss_after, r.loss_after - r.loss_before);
     printf("grew %s: %d -> %d experts per MoE layer -> %s (see %s/grow.json)\n", in, r.n_old, r.n_new, out, out);
     return 0;

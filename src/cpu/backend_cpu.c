@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "router_math.h"
 #include "cpu/gemm_bf16.h"
 #include "util.h"
 
@@ -395,25 +396,7 @@ static double cpu_router_forward(float *probs, int32_t *topk, float *gates, int3
         for (int e = 0; e < E; e++) p[e] /= sum;
         double lse = mx + log((double)sum);
         z_sum += lse * lse;
-        /* top-K of biased scores; ties go to the lower expert index */
-        int32_t *sel = topk + (size_t)t * K;
-        float *g = gates + (size_t)t * K;
-        float gate_sum = 0;
-        for (int k = 0; k < K; k++) {
-            int best = -1;
-            float best_score = -INFINITY;
-            for (int e = 0; e < E; e++) {
-                int taken = 0;
-                for (int j = 0; j < k; j++) taken |= sel[j] == e;
-                float s = p[e] + bias[e];
-                if (!taken && (best < 0 || s > best_score)) best = e, best_score = s;
-            }
-            sel[k] = best;
-            g[k] = p[best];
-            gate_sum += g[k];
-        }
-        if (norm_topk)
-            for (int k = 0; k < K; k++) g[k] /= gate_sum;
+        router_select_topk(topk + (size_t)t * K, gates + (size_t)t * K, p, bias, E, K, norm_topk);
     }
     memset(loads, 0, sizeof(int32_t) * E);
     for (size_t i = 0; i < (size_t)N * K; i++) loads[topk[i]]++;
@@ -433,41 +416,11 @@ static double cpu_router_forward(float *probs, int32_t *topk, float *gates, int3
 static void cpu_router_backward(float *dlogits, const float *dgates, const float *probs, const int32_t *topk,
                                 const float *logits, const int32_t *loads, int N, int E, int K, int norm_topk,
                                 float aux_coef, float z_coef) {
-#pragma omp parallel
-    {
-        float *dp = xmalloc(sizeof(float) * E);
-#pragma omp for schedule(static)
-        for (int t = 0; t < N; t++) {
-            const float *p = probs + (size_t)t * E;
-            const int32_t *sel = topk + (size_t)t * K;
-            const float *dg = dgates + (size_t)t * K;
-            for (int e = 0; e < E; e++)
-                dp[e] = aux_coef > 0 ? aux_coef * E * ((float)loads[e] / ((float)N * K)) / N : 0.0f;
-            if (norm_topk) {
-                /* g_k = p_k / S: dp_j = (dg_j - sum_k dg_k g_k) / S */
-                float S = 0, dot = 0;
-                for (int k = 0; k < K; k++) S += p[sel[k]];
-                for (int k = 0; k < K; k++) dot += dg[k] * p[sel[k]] / S;
-                for (int k = 0; k < K; k++) dp[sel[k]] += (dg[k] - dot) / S;
-            } else {
-                for (int k = 0; k < K; k++) dp[sel[k]] += dg[k];
-            }
-            float dot = 0;
-            for (int e = 0; e < E; e++) dot += p[e] * dp[e];
-            float *dl = dlogits + (size_t)t * E;
-            float z_scale = 0;
-            if (z_coef > 0) {
-                const float *l = logits + (size_t)t * E;
-                float mx = -INFINITY;
-                for (int e = 0; e < E; e++) mx = l[e] > mx ? l[e] : mx;
-                double sum = 0;
-                for (int e = 0; e < E; e++) sum += exp(l[e] - mx);
-                z_scale = (float)(2.0 * z_coef * (mx + log(sum)) / N);
-            }
-            for (int e = 0; e < E; e++) dl[e] = p[e] * (dp[e] - dot) + z_scale * p[e];
-        }
-        free(dp);
-    }
+    /* dlogits must not alias logits (router_math.h writes dlogits before reading logits) */
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < N; t++)
+        router_token_backward(dlogits + (size_t)t * E, probs + (size_t)t * E, topk + (size_t)t * K, dgates + (size_t)t * K,
+                              logits + (size_t)t * E, loads, N, E, K, norm_topk, aux_coef, z_coef);
 }
 
 /* ---- dispatch / combine ---- */

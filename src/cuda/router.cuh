@@ -1,12 +1,14 @@
 /* router.cuh - router softmax + balancing bias + top-K, expert loads, auxiliary losses.
  *
  * One thread per token, with the CPU backend's exact sequence of float operations for the
- * softmax and the selection (ties to the lower expert index), so routing matches it. Loads are
+ * softmax, and the selection from src/router_math.h, which the CPU backend compiles too (ties
+ * to the lower expert index), so routing matches it. Loads are
  * integer atomics (order-independent). The auxiliary-loss value is a device reduction in a
  * fixed order, copied to the host only when a coefficient is non-zero. */
 #pragma once
 
 #include "common.cuh"
+#include "router_math.h"
 
 __global__ void router_forward_kernel(float *probs, int32_t *topk, float *gates, double *lse_sq, const float *logits,
                                       const float *bias, int N, int E, int K, int norm_topk) {
@@ -20,24 +22,7 @@ __global__ void router_forward_kernel(float *probs, int32_t *topk, float *gates,
     for (int e = 0; e < E; e++) p[e] /= sum;
     double lse = mx + log((double)sum);
     lse_sq[t] = lse * lse;
-    int32_t *sel = topk + (size_t)t * K;
-    float *g = gates + (size_t)t * K;
-    float gate_sum = 0.0f;
-    for (int k = 0; k < K; k++) {
-        int best = -1;
-        float best_score = -INFINITY;
-        for (int e = 0; e < E; e++) {
-            int taken = 0;
-            for (int j = 0; j < k; j++) taken |= sel[j] == e;
-            float s = p[e] + bias[e];
-            if (!taken && (best < 0 || s > best_score)) best = e, best_score = s;
-        }
-        sel[k] = best;
-        g[k] = p[best];
-        gate_sum += g[k];
-    }
-    if (norm_topk)
-        for (int k = 0; k < K; k++) g[k] /= gate_sum;
+    router_select_topk(topk + (size_t)t * K, gates + (size_t)t * K, p, bias, E, K, norm_topk); /* the CPU's own code */
 }
 
 __global__ void count_loads_kernel(int32_t *loads, const int32_t *topk, int NK) {
@@ -109,32 +94,8 @@ __global__ void router_backward_kernel(float *dlogits, const float *dgates, cons
                                        float aux_coef, float z_coef) {
     int t = blockIdx.x * blockDim.x + threadIdx.x;
     if (t >= N) return;
-    const float *p = probs + (size_t)t * E;
-    const int32_t *sel = topk + (size_t)t * K;
-    const float *dg = dgates + (size_t)t * K;
-    float *dp = dlogits + (size_t)t * E;
-    for (int e = 0; e < E; e++) dp[e] = aux_coef > 0 ? aux_coef * E * ((float)loads[e] / ((float)N * K)) / N : 0.0f;
-    if (norm_topk) {
-        /* g_k = p_k / S: dp_j = (dg_j - sum_k dg_k g_k) / S */
-        float S = 0, dot = 0;
-        for (int k = 0; k < K; k++) S += p[sel[k]];
-        for (int k = 0; k < K; k++) dot += dg[k] * p[sel[k]] / S;
-        for (int k = 0; k < K; k++) dp[sel[k]] += (dg[k] - dot) / S;
-    } else {
-        for (int k = 0; k < K; k++) dp[sel[k]] += dg[k];
-    }
-    float dot = 0;
-    for (int e = 0; e < E; e++) dot += p[e] * dp[e];
-    float z_scale = 0;
-    if (z_coef > 0) {
-        const float *l = logits + (size_t)t * E;
-        float mx = -INFINITY;
-        for (int e = 0; e < E; e++) mx = l[e] > mx ? l[e] : mx;
-        double sum = 0;
-        for (int e = 0; e < E; e++) sum += exp((double)(l[e] - mx));
-        z_scale = (float)(2.0 * z_coef * (mx + log(sum)) / N);
-    }
-    for (int e = 0; e < E; e++) dp[e] = p[e] * (dp[e] - dot) + z_scale * p[e];
+    router_token_backward(dlogits + (size_t)t * E, probs + (size_t)t * E, topk + (size_t)t * K, dgates + (size_t)t * K,
+                          logits + (size_t)t * E, loads, N, E, K, norm_topk, aux_coef, z_coef); /* the CPU's own code */
 }
 
 static void cuda_router_backward(float *dlogits, const float *dgates, const float *probs, const int32_t *topk,

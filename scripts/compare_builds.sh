@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# compare_builds.sh OLD_BINARY NEW_BINARY - does a change keep behaviour and speed?
+#   1. tokenize the bundled corpus with each: the shards must be identical;
+#   2. 20 steps of `train --preset tiny` (one thread): metrics.jsonl and final weights identical;
+#   3. a 2 -> 4 expert experiment plan (3 seeds, main sweep): results.json identical except for
+#      timings and the machine line;
+#   4. `bench train` tokens/s, old and new alternated ROUNDS times (default 3) in this one run.
+# Usage: cp upcycle /tmp/old_upcycle  (before the change); make; scripts/compare_builds.sh /tmp/old_upcycle ./upcycle
+# Exit 1 when a comparison of 1-3 differs. ROUNDS=N and PRESETS=tiny,small choose the benchmark.
+set -u
+OLD=$(realpath "$1") NEW=$(realpath "$2")
+cd "$(dirname "$0")/.." || exit 1
+W=$(mktemp -d "${TMPDIR:-/tmp}/upcycle_compare.XXXXXX")
+trap 'rm -rf "$W"' EXIT
+export OMP_WAIT_POLICY=PASSIVE
+bad=0
+same() { if cmp -s "$2" "$3"; then echo "same: $1"; else echo "DIFFERENT: $1 ($2 vs $3)"; bad=1; fi; }
+for v in old new; do
+  bin=$OLD; [ $v = new ] && bin=$NEW
+  "$bin" tokenize --input data/tinyshakespeare.txt --out "$W/$v-data" >/dev/null || bad=1
+  "$bin" train --preset tiny --data "$W/$v-data" --out "$W/$v-train" --steps 20 --threads 1 --quiet >/dev/null 2>&1 || bad=1
+  cat >"$W/plan.json" <<'EOF_PLAN'
+{"name": "compare", "model": {"vocab_size": 256, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+ "num_key_value_heads": 2, "head_dim": 8, "intermediate_size": 48, "num_experts": 2, "moe_intermediate_size": 16},
+ "train": {"batch_size": 4, "seq_len": 16, "eval_every": 4, "eval_batches": 2, "warmup_steps": 2},
+ "factor": 2, "steps": 12, "seeds": 3, "final_eval_batches": 2, "sweeps": {"main": {"tau": 0.5}}}
+EOF_PLAN
+  "$bin" experiment --plan "$W/plan.json" --data "$W/$v-data" --out "$W/$v-exp" --threads 1 >/dev/null 2>&1 || bad=1
+  # timings and the machine description are not results
+  python3 - "$W/$v-exp/results.json" >"$W/$v-results.txt" <<'EOF_PY'
+import json, sys
+SKIP = {"seconds", "tokens_per_second", "step_seconds", "machine", "wall_seconds", "elapsed_seconds", "generated", "date"}
+def walk(x, path=""):
+    if isinstance(x, dict):
+        for k in sorted(x):
+            if k in SKIP or k.endswith("_seconds") or k.endswith("_per_second"): continue
+            walk(x[k], f"{path}.{k}")
+    elif isinstance(x, list):
+        for i, v in enumerate(x): walk(v, f"{path}[{i}]")
+    else: print(f"{path} = {x!r}")
+walk(json.load(open(sys.argv[1])))
+EOF_PY
+done
+for f in pretrain.bin cpt.bin val.bin meta.json; do same "tokenize: $f" "$W/old-data/$f" "$W/new-data/$f"; done
+same "train tiny 20 steps: metrics.jsonl" "$W/old-train/metrics.jsonl" "$W/new-train/metrics.jsonl"
+same "train tiny 20 steps: final weights" "$W/old-train/final/model.safetensors" "$W/new-train/final/model.safetensors"
+same "train tiny 20 steps: final optimizer state" "$W/old-train/final/optimizer.safetensors" "$W/new-train/final/optimizer.safetensors"
+same "experiment (3 seeds): results.json without timings ($(wc -l <"$W/new-results.txt") values)" "$W/old-results.txt" "$W/new-results.txt"
+echo "bench train (tokens/s, old and new alternated, ${ROUNDS:-3} rounds):"
+for preset in $(echo "${PRESETS:-tiny,small}" | tr ',' ' '); do
+  for r in $(seq "${ROUNDS:-3}"); do
+    for v in old new; do
+      bin=$OLD; [ $v = new ] && bin=$NEW
+      tps=$("$bin" bench train --preset "$preset" 2>/dev/null | grep -oE '[0-9.]+k? tok(ens)?/s' | head -n 1)
+      echo "  $preset round $r $v: $tps"
+    done
+  done
+done
+[ $bad -eq 0 ]
