@@ -18,6 +18,8 @@
 #     gradients) equal one process, and their checkpoint resumes in one process
 #   - grow --alloc utility under mpirun: the ranks split the scoring batches, rank 0 writes; the
 #     same allocation, utilities (1e-5) and weights as one process
+#   - an expert parallel checkpoint whose write fails on rank 0 (file too large): rank 0 still
+#     takes the other ranks' experts, every rank stops with the error, no hang, no checkpoint
 # Prints "ok NAME" / "FAIL NAME: ..." per check and "mpi: N passed, N failed, N skipped".
 # With a binary built without MPI (make features says "MPI ✗") or without mpirun, every check
 # is reported as skipped.
@@ -42,7 +44,8 @@ NAMES=("data parallel equals one process (bias on)" "data parallel equals one pr
   "expert parallel refuses shapes it cannot shard" "experiment with --expert-parallel equals one process"
   "grow --alloc utility split over 2 ranks equals one process"
   "2 expert groups of 2 ranks (--ep-size 2) equal one process"
-  "experiment with whole stages per rank equals one process")
+  "experiment with whole stages per rank equals one process"
+  "expert parallel checkpoint that cannot be written: every rank stops, nothing half-written")
 
 if ! command -v mpirun >/dev/null 2>&1 || ! ldd "$UP" 2>/dev/null | grep -q 'libmpi'; then
   for n in "${NAMES[@]}"; do skip "$n" "no MPI in this build (install openmpi-bin libopenmpi-dev, rebuild)"; done
@@ -327,6 +330,34 @@ groups=$(grep -c '^expert parallel: 4 experts per MoE layer on each of 2 ranks .
 if [ "$rc" -eq 0 ] && [ "$eg" -eq 0 ] && [ "$rr" -eq 0 ] && [ "$er" -eq 0 ] && [ "$groups" -eq 1 ]; then
   ok "${NAMES[13]}: $cg; resumed in 1 process: $cr"
 else fail "${NAMES[13]}" "exit $rc ($cg), groups line $groups, resume exit $rr ($cr); $(oneline "$(cat "$W/epg_err" "$W/epg1_err")")"; fi
+
+# ---- 15. expert parallel, and rank 0 cannot write the checkpoint (ulimit -f: EFBIG): rank 0 drains
+#          what the other rank sends (src/dist/dist_checkpoint.c), both learn the result and stop
+#          with one line, within the timeout; no final/ and no temporary directory is left
+#          (the limit is set inside each rank: mpirun's own shared memory needs larger files)
+FSIZE=(bash -c 'trap "" XFSZ; ulimit -f "$0" && exec "$@"')
+timeout 120 "${MPIRUN[@]}" 2 "${FSIZE[@]}" 256 "$UP" train "${LOUD[@]}" --steps 4 --expert-parallel --quiet --out "$W/epfull" \
+  >/dev/null 2>"$W/epfull_err"
+rc=$?
+left=$(find "$W/epfull" -maxdepth 1 \( -name 'final*' -o -name '*.tmp.*' \) 2>/dev/null | tr '\n' ' ')
+if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && grep -q 'model.safetensors: write failed' "$W/epfull_err" &&
+  grep -q 'rank 0 could not write the checkpoint' "$W/epfull_err" && [ -z "$left" ]; then
+  ok "${NAMES[15]}: exit $rc, '$(grep -m1 -o 'model.safetensors[^;]*' "$W/epfull_err")'"
+else fail "${NAMES[15]}" "exit $rc (124: hung), left [$left], stderr: $(oneline "$(cat "$W/epfull_err")")"; fi
+
+# ---- 15. expert parallel, and rank 0 cannot write the checkpoint (ulimit -f: EFBIG): rank 0 drains
+#          what the other rank sends (src/dist/dist_checkpoint.c), both learn the result and stop
+#          with one line, within the timeout; no final/ and no temporary directory is left
+#          (the limit is set inside each rank: mpirun's own shared memory needs larger files)
+FSIZE=(bash -c 'trap "" XFSZ; ulimit -f "$0" && exec "$@"')
+timeout 120 "${MPIRUN[@]}" 2 "${FSIZE[@]}" 256 "$UP" train "${LOUD[@]}" --steps 4 --expert-parallel --quiet --out "$W/epfull" \
+  >/dev/null 2>"$W/epfull_err"
+rc=$?
+left=$(find "$W/epfull" -maxdepth 1 \( -name 'final*' -o -name '*.tmp.*' \) 2>/dev/null | tr '\n' ' ')
+if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && grep -q 'model.safetensors: write failed' "$W/epfull_err" &&
+  grep -q 'rank 0 could not write the checkpoint' "$W/epfull_err" && [ -z "$left" ]; then
+  ok "${NAMES[15]}: exit $rc, '$(grep -m1 -o 'model.safetensors[^;]*' "$W/epfull_err")'"
+else fail "${NAMES[15]}" "exit $rc (124: hung), left [$left], stderr: $(oneline "$(cat "$W/epfull_err")")"; fi
 
 echo "mpi: $PASS passed, $FAILED failed, $SKIPPED skipped"
 [ "$FAILED" -eq 0 ]

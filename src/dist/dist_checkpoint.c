@@ -74,9 +74,12 @@ static void send_experts(const Model *m, CkptTensorKind kind, float *host) {
             dist_send_floats(host + m->params[i].offset, m->params[i].numel, 0, WHAT);
 }
 
-static int result_from_rank0(int rc) {
+/* every rank learns rank 0's result; the others' error says where to look */
+static int result_from_rank0(const char *dir, int rc) {
     int32_t result = rc;
     dist_bcast_bytes(&result, sizeof result, "the checkpoint result");
+    if (result && dist_rank() != 0)
+        return up_error("%s: rank 0 could not write the checkpoint (its message says why); expected a written checkpoint", dir);
     return result ? -1 : 0;
 }
 
@@ -90,7 +93,7 @@ int dist_checkpoint_save(const char *dir, const Model *m, const TrainerState *st
             for (int k = 0; k < n_kinds; k++) send_experts(m, (CkptTensorKind)k, host);
             free(host);
         }
-        return result_from_rank0(0);
+        return result_from_rank0(dir, 0);
     }
     RankSource s;
     memset(&s, 0, sizeof s);
@@ -105,5 +108,5 @@ int dist_checkpoint_save(const char *dir, const Model *m, const TrainerState *st
     free(s.full);
     free(s.received);
     free(s.host);
-    return result_from_rank0(rc);
+    return result_from_rank0(dir, rc);
 }
