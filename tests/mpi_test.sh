@@ -340,8 +340,8 @@ timeout 120 "${MPIRUN[@]}" 2 "${FSIZE[@]}" 256 "$UP" train "${LOUD[@]}" --steps 
   >/dev/null 2>"$W/epfull_err"
 rc=$?
 left=$(find "$W/epfull" -maxdepth 1 \( -name 'final*' -o -name '*.tmp.*' \) 2>/dev/null | tr '\n' ' ')
-if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && grep -q 'model.safetensors: write failed' "$W/epfull_err" &&
-  grep -q 'rank 0 could not write the checkpoint' "$W/epfull_err" && [ -z "$left" ]; then
+# (either rank's line may be the one printed before MPI_Abort ends the job: both name the cause)
+if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && grep -q 'model.safetensors: write failed' "$W/epfull_err" && [ -z "$left" ]; then
   ok "${NAMES[15]}: exit $rc, '$(grep -m1 -o 'model.safetensors[^;]*' "$W/epfull_err")'"
 else fail "${NAMES[15]}" "exit $rc (124: hung), left [$left], stderr: $(oneline "$(cat "$W/epfull_err")")"; fi
 
@@ -354,8 +354,8 @@ timeout 120 "${MPIRUN[@]}" 2 "${FSIZE[@]}" 256 "$UP" train "${LOUD[@]}" --steps 
   >/dev/null 2>"$W/epfull_err"
 rc=$?
 left=$(find "$W/epfull" -maxdepth 1 \( -name 'final*' -o -name '*.tmp.*' \) 2>/dev/null | tr '\n' ' ')
-if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && grep -q 'model.safetensors: write failed' "$W/epfull_err" &&
-  grep -q 'rank 0 could not write the checkpoint' "$W/epfull_err" && [ -z "$left" ]; then
+# (either rank's line may be the one printed before MPI_Abort ends the job: both name the cause)
+if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && grep -q 'model.safetensors: write failed' "$W/epfull_err" && [ -z "$left" ]; then
   ok "${NAMES[15]}: exit $rc, '$(grep -m1 -o 'model.safetensors[^;]*' "$W/epfull_err")'"
 else fail "${NAMES[15]}" "exit $rc (124: hung), left [$left], stderr: $(oneline "$(cat "$W/epfull_err")")"; fi
 

@@ -74,13 +74,17 @@ static void send_experts(const Model *m, CkptTensorKind kind, float *host) {
             dist_send_floats(host + m->params[i].offset, m->params[i].numel, 0, WHAT);
 }
 
-/* every rank learns rank 0's result; the others' error says where to look */
+/* Every rank learns rank 0's result, with its message: whichever rank's error line the job
+ * prints before MPI_Abort stops the others, it says why. */
 static int result_from_rank0(const char *dir, int rc) {
-    int32_t result = rc;
+    struct {
+        int32_t rc;
+        char why[500];
+    } result = {rc, ""};
+    if (rc && dist_rank() == 0) snprintf(result.why, sizeof result.why, "%s", up_last_error());
     dist_bcast_bytes(&result, sizeof result, "the checkpoint result");
-    if (result && dist_rank() != 0)
-        return up_error("%s: rank 0 could not write the checkpoint (its message says why); expected a written checkpoint", dir);
-    return result ? -1 : 0;
+    if (result.rc && dist_rank() != 0) return up_error("rank 0 could not write the checkpoint %s: %s", dir, result.why);
+    return result.rc ? -1 : 0;
 }
 
 int dist_checkpoint_save(const char *dir, const Model *m, const TrainerState *state, int with_optimizer,
