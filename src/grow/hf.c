@@ -68,26 +68,6 @@ static void format_shape(char *buf, size_t cap, const StTensor *t) {
     if (used < cap) snprintf(buf + used, cap - used, "]");
 }
 
-static int ends_with(const char *s, const char *suffix) {
-    size_t n = strlen(s), m = strlen(suffix);
-    return n >= m && strcmp(s + n - m, suffix) == 0;
-}
-
-static char *str_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *str_printf(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    char *s = NULL;
-    int n = vasprintf(&s, fmt, ap);
-    va_end(ap);
-    if (n < 0) {
-        fprintf(stderr, "upcycle: out of memory formatting a name\n");
-        exit(3);
-    }
-    return s;
-}
-
-
 /* Parses a non-negative decimal integer at *p (at least one digit, no sign), advancing *p. */
 static int parse_index(const char **p, long *out) {
     const char *s = *p;
@@ -260,7 +240,7 @@ static int list_weight_files(Ckpt *ck) {
         char **names = xcalloc((size_t)n, sizeof *names);
         for (const cJSON *e = wm->child; e; e = e->next) {
             if (!cJSON_IsString(e) || !e->valuestring[0] || strchr(e->valuestring, '/') ||
-                !ends_with(e->valuestring, ".safetensors")) {
+                !str_ends_with(e->valuestring, ".safetensors")) {
                 free(names);
                 rc = up_error("%s: weight_map entry %s is not a plain *.safetensors file name; expected \"name\": "
                               "\"model-00001-of-0000N.safetensors\"", index_path, e->string);
@@ -914,7 +894,7 @@ static int write_shard(GrowState *gs, int f, const char *tmp_dir) {
             for (int j = ck->E; j < lp->n_new; j++) {
                 for (int s = 0; s < ml->n_suffix; s++) {
                     const StTensor *src = tref(ck, ml->experts[lp->source[j] * ml->n_suffix + s]);
-                    char *name = str_printf("model.layers.%d.%s.experts.%d.%s", ml->layer, ck->fam->prefix, j,
+                    char *name = xasprintf("model.layers.%d.%s.experts.%d.%s", ml->layer, ck->fam->prefix, j,
                                             ml->suffix[s]);
                     st_writer_add(w, name, src->dtype, src->ndim, src->shape);
                     PUSH(ITEM_REPLICA, m, j, s);
@@ -1019,46 +999,8 @@ static int is_skipped_file(const char *name) {
                                      ".ckpt",        ".gguf",                   ".h5",  ".msgpack"};
     if (strcmp(name, "config.json") == 0) return 1;
     for (size_t i = 0; i < sizeof skip_ext / sizeof *skip_ext; i++)
-        if (ends_with(name, skip_ext[i])) return 1;
+        if (str_ends_with(name, skip_ext[i])) return 1;
     return 0;
-}
-
-static int copy_file(const char *src, const char *dst) {
-    int in = open(src, O_RDONLY | O_CLOEXEC);
-    if (in < 0) return up_error("%s: cannot open (%s); expected a readable file", src, strerror(errno));
-    int out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (out < 0) {
-        int e = errno;
-        close(in);
-        return up_error("%s: cannot create (%s); expected a writable directory", dst, strerror(e));
-    }
-    size_t cap = (size_t)1 << 20;
-    char *buf = xmalloc(cap);
-    int rc = 0;
-    for (;;) {
-        ssize_t n = read(in, buf, cap);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) {
-            rc = up_error("%s: read failed (%s); expected a readable file", src, strerror(errno));
-            break;
-        }
-        if (n == 0) break;
-        for (ssize_t done = 0; done < n;) {
-            ssize_t k = write(out, buf + done, (size_t)(n - done));
-            if (k < 0 && errno == EINTR) continue;
-            if (k < 0) {
-                rc = up_error("%s: write failed (%s); expected enough disk space", dst, strerror(errno));
-                break;
-            }
-            done += k;
-        }
-        if (rc) break;
-    }
-    free(buf);
-    if (rc == 0 && fsync(out) != 0) rc = up_error("%s: fsync failed (%s); expected enough disk space", dst, strerror(errno));
-    if (close(out) != 0 && rc == 0) rc = up_error("%s: write failed (%s); expected enough disk space", dst, strerror(errno));
-    close(in);
-    return rc;
 }
 
 static int copy_other_files(const Ckpt *ck, const char *tmp_dir) {
@@ -1126,7 +1068,7 @@ static int finish(const char *tmp, const char *out, int force) {
         if (!force)
             return up_error("%s: already exists (created while growing); expected a new output directory (or --force)",
                             out);
-        char *old = str_printf("%s.old.%ld", out, (long)getpid());
+        char *old = xasprintf("%s.old.%ld", out, (long)getpid());
         remove_tree(old);
         if (rename(out, old) != 0) {
             int e = errno;
@@ -1161,7 +1103,7 @@ int hf_grow(const char *in_dir, const char *out_dir, const GrowPlan *plan, const
     gs.ck = &ck;
     char *out = xstrdup(out_dir);
     for (size_t n = strlen(out); n > 1 && out[n - 1] == '/'; n--) out[n - 1] = 0;
-    char *tmp = str_printf("%s.tmp.%ld", out, (long)getpid());
+    char *tmp = xasprintf("%s.tmp.%ld", out, (long)getpid());
     char *parent = path_dirname(out);
     int made_tmp = 0;
     int rc = check_plan(&ck, plan, &gs);
