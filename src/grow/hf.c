@@ -61,13 +61,6 @@ const char *hf_family_name(int family) {
 
 /* ------------------------------------------------------------------ small helpers */
 
-static void format_shape(char *buf, size_t cap, const StTensor *t) {
-    size_t used = (size_t)snprintf(buf, cap, "[");
-    for (int i = 0; i < t->ndim && used < cap; i++)
-        used += (size_t)snprintf(buf + used, cap - used, "%s%" PRId64, i ? ", " : "", t->shape[i]);
-    if (used < cap) snprintf(buf + used, cap - used, "]");
-}
-
 /* Parses a non-negative decimal integer at *p (at least one digit, no sign), advancing *p. */
 static int parse_index(const char **p, long *out) {
     const char *s = *p;
@@ -414,14 +407,14 @@ static int check_layer(Ckpt *ck, int L, LayerScan *ls, MoeLayer *ml) {
     }
     const StTensor *router = tref(ck, ls->router);
     if (router->ndim != 2 || router->shape[0] != E) {
-        format_shape(shape, sizeof shape, router);
+        st_format_shape(shape, sizeof shape, router->ndim, router->shape);
         return up_error("%s: router %s has shape %s; expected [%d, hidden] (%s = %d in config.json)",
                         tref_path(ck, ls->router), router->name, shape, E, key, E);
     }
     if (ls->bias.file >= 0) {
         const StTensor *b = tref(ck, ls->bias);
         if (b->ndim != 1 || b->shape[0] != E || (b->dtype != ST_F32 && b->dtype != ST_BF16 && b->dtype != ST_F16)) {
-            format_shape(shape, sizeof shape, b);
+            st_format_shape(shape, sizeof shape, b->ndim, b->shape);
             return up_error("%s: balancing bias %s is %s %s; expected F32, BF16 or F16 [%d]", tref_path(ck, ls->bias),
                             b->name, st_dtype_name(b->dtype), shape, E);
         }
@@ -463,8 +456,8 @@ static int check_layer(Ckpt *ck, int L, LayerScan *ls, MoeLayer *ml) {
             for (int d = 0; same && d < t->ndim; d++) same = t->shape[d] == t0->shape[d];
             if (!same) {
                 char shape0[128];
-                format_shape(shape, sizeof shape, t);
-                format_shape(shape0, sizeof shape0, t0);
+                st_format_shape(shape, sizeof shape, t->ndim, t->shape);
+                st_format_shape(shape0, sizeof shape0, t0->ndim, t0->shape);
                 return up_error("%s: tensor %s is %s %s but %s is %s %s; expected all experts of a layer to have equal "
                                 "shapes and dtypes", tref_path(ck, r), t->name, st_dtype_name(t->dtype), shape, t0->name,
                                 st_dtype_name(t0->dtype), shape0);
