@@ -27,6 +27,7 @@
 
 #include "io/safetensors.h"
 #include "util.h"
+#include "util/strmap.h"
 
 #define COPY_CHUNK ((size_t)8 << 20) /* bytes per write from the mmap */
 #define MAX_LAYER_INDEX 1000000
@@ -96,61 +97,10 @@ static void drop_pages(const void *addr, size_t len) {
     if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
 }
 
-/* ------------------------------------------------------------------ name map */
-
 typedef struct {
     int file;  /* index into Ckpt.st, -1 = none */
     int index; /* index into st[file].tensors */
 } TRef;
-
-typedef struct {
-    const char **keys;
-    TRef *vals;
-    size_t cap, n;
-} NameMap;
-
-static uint64_t hash_str(const char *s) {
-    uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    return h;
-}
-
-static void map_init(NameMap *m, size_t n) {
-    m->cap = 16;
-    while (m->cap < 2 * n + 2) m->cap *= 2;
-    m->keys = xcalloc(m->cap, sizeof *m->keys);
-    m->vals = xcalloc(m->cap, sizeof *m->vals);
-    m->n = 0;
-}
-
-static void map_free(NameMap *m) {
-    free(m->keys);
-    free(m->vals);
-    memset(m, 0, sizeof *m);
-}
-
-/* Inserts key; returns the existing value's slot if the key is already present, else NULL. */
-static const TRef *map_put(NameMap *m, const char *key, TRef v) {
-    size_t i = hash_str(key) & (m->cap - 1);
-    while (m->keys[i]) {
-        if (strcmp(m->keys[i], key) == 0) return &m->vals[i];
-        i = (i + 1) & (m->cap - 1);
-    }
-    m->keys[i] = key;
-    m->vals[i] = v;
-    m->n++;
-    return NULL;
-}
-
-static const TRef *map_get(const NameMap *m, const char *key) {
-    if (!m->cap) return NULL;
-    size_t i = hash_str(key) & (m->cap - 1);
-    while (m->keys[i]) {
-        if (strcmp(m->keys[i], key) == 0) return &m->vals[i];
-        i = (i + 1) & (m->cap - 1);
-    }
-    return NULL;
-}
 
 /* ------------------------------------------------------------------ checkpoint model */
 
@@ -177,7 +127,7 @@ typedef struct {
     char **files;
     StFile *st;
     int **role; /* per file, per tensor: ROLE(kind, moe index) */
-    NameMap names;
+    StrMap names; /* tensor name -> TRef */
     int n_moe;
     MoeLayer *moe; /* ascending layer order */
     int E, topk, n_group, n_layers;
@@ -200,7 +150,7 @@ static void ckpt_close(Ckpt *ck) {
     free(ck->st);
     free(ck->role);
     free(ck->files);
-    map_free(&ck->names);
+    strmap_free(&ck->names);
     cJSON_Delete(ck->config);
     cJSON_Delete(ck->index);
     free(ck->dir);
@@ -273,11 +223,11 @@ static int open_weights(Ckpt *ck) {
         ck->role[f] = xcalloc((size_t)ck->st[f].n_tensors + 1, sizeof **ck->role);
         total += (size_t)ck->st[f].n_tensors;
     }
-    map_init(&ck->names, total);
+    strmap_init(&ck->names, sizeof(TRef), total);
     for (int f = 0; f < ck->n_files; f++) {
         for (int i = 0; i < ck->st[f].n_tensors; i++) {
             TRef r = {f, i};
-            const TRef *old = map_put(&ck->names, ck->st[f].tensors[i].name, r);
+            const TRef *old = strmap_put(&ck->names, ck->st[f].tensors[i].name, &r);
             if (old)
                 return up_error("%s: tensor %s is also in %s; expected each tensor in exactly one file", ck->st[f].path,
                                 ck->st[f].tensors[i].name, ck->st[old->file].path);
@@ -288,7 +238,7 @@ static int open_weights(Ckpt *ck) {
     const cJSON *wm = cJSON_GetObjectItemCaseSensitive(ck->index, "weight_map");
     int rc = 0, listed = 0;
     for (const cJSON *e = wm->child; e && rc == 0; e = e->next) {
-        const TRef *r = map_get(&ck->names, e->string);
+        const TRef *r = strmap_get(&ck->names, e->string);
         if (!r)
             rc = up_error("%s: weight_map lists tensor %s in %s, but no file has it; expected the index to match the "
                           "shards", index_path, e->string, e->valuestring);
@@ -298,7 +248,7 @@ static int open_weights(Ckpt *ck) {
         else
             listed++;
     }
-    if (rc == 0 && (size_t)listed != ck->names.n) {
+    if (rc == 0 && (size_t)listed != strmap_count(&ck->names)) {
         for (int f = 0; f < ck->n_files && rc == 0; f++)
             for (int i = 0; i < ck->st[f].n_tensors && rc == 0; i++)
                 if (!cJSON_GetObjectItemCaseSensitive(wm, ck->st[f].tensors[i].name))
@@ -306,7 +256,7 @@ static int open_weights(Ckpt *ck) {
                                   "tensor", ck->st[f].path, ck->st[f].tensors[i].name, index_path);
         if (rc == 0)
             rc = up_error("%s: weight_map has %d entries for %zu tensors (duplicate names?); expected one entry per "
-                          "tensor", index_path, listed, ck->names.n);
+                          "tensor", index_path, listed, strmap_count(&ck->names));
     }
     free(index_path);
     return rc;
