@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "grow/hf.h"
+#include "io/hf_ckpt.h"
 #include "grow/plan.h"
 #include "io/safetensors.h"
 #include "test.h"
@@ -733,6 +734,95 @@ TEST(test_hf_grow_errors_and_atomicity) {
     CHECK(!path_exists(out));
     grow_plan_free(&plan);
     hf_info_free(&info);
+}
+
+/* ------------------------------------------------------------------ the layers below hf_grow */
+
+/* The reader against the test's own (ck_open): files, every tensor found in its file, the
+ * walk order, sizes; then the two opening steps and index errors. */
+TEST(test_hf_ckpt_reader) {
+    const char *root = test_tmpdir();
+    if (make_fixtures(root, "qwen3_moe qwen2_moe bad_dense bad_no_config") != 0) return;
+    const char *names[] = {"qwen3_moe", "qwen2_moe", "bad_dense"};
+    for (int c = 0; c < 3; c++) {
+        char *dir = path_join(root, names[c]);
+        HfCkpt ck;
+        Ck ref;
+        if (hf_ckpt_open(dir, &ck) != 0 || ck_open(&ref, dir) != 0) {
+            CHECK_MSG(0, "%s: %s", names[c], up_last_error());
+            free(dir);
+            continue;
+        }
+        CHECK(cJSON_IsObject(ck.config) && strstr(ck.config_path, "config.json"));
+        CHECK(ck.n_files == ref.n && ck.sharded == (ref.index != NULL));
+        for (int f = 0; f < ck.n_files && f < ref.n; f++) CHECK(strcmp(ck.files[f], ref.names[f]) == 0);
+        for (int f = 1; f < ck.n_files; f++) CHECK(strcmp(ck.files[f - 1], ck.files[f]) < 0);
+        int n = 0, in_order = 1;
+        HfTensorRef prev = HF_TENSOR_NONE;
+        uint64_t bytes = 0;
+        for (HfTensorRef r = HF_TENSOR_BEGIN; hf_ckpt_next(&ck, &r);) {
+            in_order &= prev.file < 0 || (r.file == prev.file && r.index == prev.index + 1) ||
+                        (r.file > prev.file && r.index == 0);
+            prev = r;
+            const StTensor *t = hf_ckpt_tensor(&ck, r);
+            int ref_file = -1;
+            const StTensor *rt = ck_find(&ref, t->name, &ref_file);
+            const StFile *file = NULL;
+            const StTensor *found = hf_ckpt_find(&ck, t->name, &file);
+            CHECK_MSG(rt && ref_file == r.file && same_layout(rt, t), "%s: %s", names[c], t->name);
+            CHECK_MSG(found == t && file == hf_ckpt_file(&ck, r), "%s: find %s", names[c], t->name);
+            bytes += tbytes(t);
+            n++;
+        }
+        CHECK(in_order && n == ck_count(&ref) && (size_t)n == strmap_count(&ck.names));
+        CHECK(bytes == hf_ckpt_tensor_bytes(&ck));
+        const StFile *file = ck.st;
+        CHECK(hf_ckpt_find(&ck, "model.layers.0.mlp.experts.99.up_proj.weight", &file) == NULL && file == NULL);
+        CHECK(hf_ckpt_find(&ck, "", NULL) == NULL);
+        HfTensorRef end = HF_TENSOR_NONE;
+        CHECK(hf_ckpt_next(&ck, &end) == 0);
+        hf_ckpt_close(&ck);
+        CHECK(ck.config == NULL && ck.st == NULL && ck.n_files == 0);
+        hf_ckpt_close(&ck); /* closing twice is harmless */
+        ck_close(&ref);
+        free(dir);
+    }
+
+    HfCkpt ck;
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/bad_no_config", root);
+    expect_error(hf_ckpt_open(dir, &ck), "no config", "config.json: missing", NULL);
+    CHECK(ck.dir == NULL && ck.config == NULL);
+    snprintf(dir, sizeof dir, "%s/none", root);
+    expect_error(hf_ckpt_open_config(dir, &ck), "no directory", "none: no such directory", NULL);
+
+    /* the config opens alone; weights that fail to open leave it open */
+    snprintf(dir, sizeof dir, "%s/bad_dense", root);
+    char *weights = path_join(dir, "model.safetensors");
+    CHECK(atomic_write_file(weights, "garbage!garbage!", 16) == 0);
+    CHECK(hf_ckpt_open_config(dir, &ck) == 0);
+    CHECK(cJSON_IsObject(ck.config) && ck.n_files == 0 && ck.st == NULL);
+    expect_error(hf_ckpt_open_weights(&ck), "broken weights", "model.safetensors", NULL);
+    CHECK(cJSON_IsObject(ck.config) && ck.n_files == 0 && ck.st == NULL && strmap_count(&ck.names) == 0);
+    hf_ckpt_close(&ck);
+    remove(weights);
+    expect_error(hf_ckpt_open(dir, &ck), "no weights", "no model.safetensors and no model.safetensors.index.json", NULL);
+    free(weights);
+
+    /* an index that does not match its shards */
+    snprintf(dir, sizeof dir, "%s/qwen3_moe", root);
+    char *index_path = path_join(dir, HF_INDEX_NAME);
+    cJSON *index = load_json(index_path);
+    cJSON *wm = cJSON_GetObjectItem(index, "weight_map");
+    cJSON_AddStringToObject(wm, "model.ghost.weight", "model-00001-of-00002.safetensors");
+    CHECK(hf_ckpt_write_json(dir, HF_INDEX_NAME, index) == 0);
+    expect_error(hf_ckpt_open(dir, &ck), "ghost tensor", "weight_map lists tensor model.ghost.weight", NULL);
+    cJSON_DeleteItemFromObject(wm, "model.ghost.weight");
+    cJSON_DeleteItemFromObject(wm, "model.norm.weight");
+    CHECK(hf_ckpt_write_json(dir, HF_INDEX_NAME, index) == 0);
+    expect_error(hf_ckpt_open(dir, &ck), "unlisted tensor", "tensor model.norm.weight is not in the weight_map", NULL);
+    cJSON_Delete(index);
+    free(index_path);
 }
 
 TEST(test_hf_bench_checkpoint) {

@@ -1,50 +1,96 @@
 /* hf.c - Expert Upcycling on Hugging Face MoE checkpoint directories (see hf.h).
  *
- * Structure: ckpt_open reads config.json, opens every safetensors file (mmap + header
- * validation by StFile), indexes all tensor names and classifies each tensor as router, bias,
- * expert or other, validating the MoE structure. hf_grow then streams each input shard into the
- * matching output shard: other tensors and original experts are copied chunk by chunk from
- * the mmap (pages dropped behind the copy so the resident set stays small), routers and biases
- * are extended, and replicas are appended after their layer's router. */
+ * Structure: hf_moe_open reads the checkpoint directory (io/hf_ckpt.h), picks the family and
+ * classifies each tensor as router, bias, expert or other, validating the MoE structure.
+ * hf_grow then streams each input shard into the matching output shard: other tensors and
+ * original experts are copied chunk by chunk from the mmap (pages dropped behind the copy so
+ * the resident set stays small), routers and biases are extended, and replicas are appended
+ * after their layer's router. */
 #include "grow/hf.h"
 
 #include <cjson/cJSON.h>
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
-#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include "io/hf_ckpt.h"
 #include "io/safetensors.h"
 #include "util.h"
-#include "util/strmap.h"
 
 #define COPY_CHUNK ((size_t)8 << 20) /* bytes per write from the mmap */
+#define FILL_CHUNK COPY_CHUNK        /* bytes generated per write (bench checkpoint) */
+
+typedef struct {
+    const char *model_type;  /* config.json "model_type" */
+    int family;              /* HF_FAMILY_* */
+    const char *experts_key; /* config key of the routed expert count */
+    const char *prefix;      /* MoE block: "mlp" or "block_sparse_moe" */
+} HfFamily;
+
+const HfFamily *hf_family_find(const char *model_type); /* NULL if not supported */
+const char *hf_family_name(int family);                 /* model_type, "?" if unknown */
+
+/* ---- tensor names ---- */
+
+enum { HF_TENSOR_OTHER = 0, HF_TENSOR_ROUTER = 1, HF_TENSOR_BIAS = 2, HF_TENSOR_EXPERT = 3 };
+
+/* What "model.layers.{L}.<prefix>.<...>" is: HF_TENSOR_OTHER for every other name, else the
+ * kind with *layer (and *expert, *suffix for experts; suffix points into name) filled; -1 for
+ * an unsupported "<prefix>.gate.*" tensor. Indices are decimal digits without a sign. */
+int hf_classify_tensor(const char *name, const char *prefix, long *layer, long *expert, const char **suffix);
+/* "model.layers.{layer}.<prefix>.experts.{expert}.{suffix}", malloc'd */
+char *hf_expert_name(const HfFamily *fam, int layer, int expert, const char *suffix);
+
+/* ---- the MoE structure of a checkpoint ---- */
+
+typedef struct {
+    int layer;
+    HfTensorRef router, bias; /* bias.file == -1: no bias */
+    int n_suffix;
+    const char **suffix;      /* (n_suffix) expert tensor suffixes in expert 0's file order,
+                               * pointing into tensor names */
+    HfTensorRef *experts;     /* (E * n_suffix) expert e's suffix s at e * n_suffix + s */
+} HfMoeLayer;
+
+/* role of a tensor: its kind (HF_TENSOR_*) and, for routers, biases and experts, its MoE layer */
+#define HF_ROLE(kind, moe) (((moe) << 2) | (kind))
+#define HF_ROLE_KIND(r) ((r) & 3)
+#define HF_ROLE_MOE(r) ((r) >> 2)
+
+typedef struct {
+    HfCkpt ck;
+    const HfFamily *fam;
+    int n_experts;         /* E: the config's expert count, checked against every router */
+    int n_experts_per_tok; /* config num_experts_per_tok (0 if absent or not an integer >= 0) */
+    int n_group;           /* config n_group (0 if absent ...) */
+    int n_layers;          /* config num_hidden_layers (0 if absent ...) */
+    int n_moe;
+    HfMoeLayer *moe;       /* (n_moe) ascending layer order; may include layers >= n_layers
+                            * (DeepSeek-V3's multi-token-prediction layer) */
+    int **role;            /* per file, per tensor: HF_ROLE(kind, MoE index) */
+} HfMoeCkpt;
+
+/* Opens dir (hf_ckpt.h), recognizes its family and finds and validates its MoE layers. On
+ * error everything is closed. */
+int hf_moe_open(const char *dir, HfMoeCkpt *mc);
+void hf_moe_close(HfMoeCkpt *mc);
+
 #define MAX_LAYER_INDEX 1000000
-#define INDEX_NAME "model.safetensors.index.json"
-#define SINGLE_NAME "model.safetensors"
 #define SUPPORTED                                                                                    \
     "qwen2_moe, qwen3_moe, olmoe (num_experts), mixtral (num_local_experts), deepseek_v2, deepseek_v3 " \
     "(n_routed_experts)"
 
-typedef struct {
-    const char *model_type;
-    int family;
-    const char *experts_key;
-    const char *prefix;
-} FamilyDesc;
-
-static const FamilyDesc FAMILIES[] = {
+static const HfFamily FAMILIES[] = {
     {"qwen2_moe", HF_FAMILY_QWEN2_MOE, "num_experts", "mlp"},
     {"qwen3_moe", HF_FAMILY_QWEN3_MOE, "num_experts", "mlp"},
     {"olmoe", HF_FAMILY_OLMOE, "num_experts", "mlp"},
@@ -54,13 +100,20 @@ static const FamilyDesc FAMILIES[] = {
 };
 #define N_FAMILIES ((int)(sizeof FAMILIES / sizeof FAMILIES[0]))
 
+const HfFamily *hf_family_find(const char *model_type) {
+    const HfFamily *found = NULL;
+    for (int i = 0; i < N_FAMILIES; i++)
+        if (strcmp(FAMILIES[i].model_type, model_type) == 0) found = &FAMILIES[i];
+    return found;
+}
+
 const char *hf_family_name(int family) {
     for (int i = 0; i < N_FAMILIES; i++)
         if (FAMILIES[i].family == family) return FAMILIES[i].model_type;
     return "?";
 }
 
-/* ------------------------------------------------------------------ small helpers */
+/* ------------------------------------------------------------------ tensor names */
 
 /* Parses a non-negative decimal integer at *p (at least one digit, no sign), advancing *p. */
 static int parse_index(const char **p, long *out) {
@@ -77,6 +130,36 @@ static int parse_index(const char **p, long *out) {
     return 0;
 }
 
+int hf_classify_tensor(const char *name, const char *prefix, long *layer, long *expert, const char **suffix) {
+    static const char head[] = "model.layers.";
+    if (strncmp(name, head, sizeof head - 1) != 0) return HF_TENSOR_OTHER;
+    const char *p = name + sizeof head - 1;
+    if (parse_index(&p, layer) != 0 || *p != '.') return HF_TENSOR_OTHER;
+    p++;
+    size_t plen = strlen(prefix);
+    if (strncmp(p, prefix, plen) != 0 || p[plen] != '.') return HF_TENSOR_OTHER;
+    p += plen + 1;
+    if (strncmp(p, "experts.", 8) == 0) {
+        p += 8;
+        if (parse_index(&p, expert) != 0 || *p != '.' || !p[1]) return HF_TENSOR_OTHER;
+        *suffix = p + 1;
+        return HF_TENSOR_EXPERT;
+    }
+    if (strncmp(p, "gate.", 5) == 0) {
+        p += 5;
+        if (strcmp(p, "weight") == 0) return HF_TENSOR_ROUTER;
+        if (strcmp(p, "e_score_correction_bias") == 0) return HF_TENSOR_BIAS;
+        return -1;
+    }
+    return HF_TENSOR_OTHER;
+}
+
+char *hf_expert_name(const HfFamily *fam, int layer, int expert, const char *suffix) {
+    return xasprintf("model.layers.%d.%s.experts.%d.%s", layer, fam->prefix, expert, suffix);
+}
+
+/* ------------------------------------------------------------------ config */
+
 /* An integer-valued JSON number in [lo, hi], else -1. */
 static int json_int(const cJSON *item, long lo, long hi, long *out) {
     if (!cJSON_IsNumber(item)) return -1;
@@ -86,183 +169,13 @@ static int json_int(const cJSON *item, long lo, long hi, long *out) {
     return 0;
 }
 
-/* Drops the pages of a consumed mmap range from our resident set (they are clean file pages
- * and fault back in from the file if needed again). */
-static void drop_pages(const void *addr, size_t len) {
-    static size_t page;
-    if (!page) page = (size_t)sysconf(_SC_PAGESIZE);
-    uintptr_t a = (uintptr_t)addr, b = a + len;
-    a = (a + page - 1) & ~(uintptr_t)(page - 1);
-    b &= ~(uintptr_t)(page - 1);
-    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
+/* An optional non-negative integer key of the config, 0 if absent or not one. */
+static int config_count(const cJSON *config, const char *key) {
+    long v;
+    return json_int(cJSON_GetObjectItemCaseSensitive(config, key), 0, INT_MAX, &v) == 0 ? (int)v : 0;
 }
 
-typedef struct {
-    int file;  /* index into Ckpt.st, -1 = none */
-    int index; /* index into st[file].tensors */
-} TRef;
-
-/* ------------------------------------------------------------------ checkpoint model */
-
-enum { ROLE_OTHER = 0, ROLE_ROUTER = 1, ROLE_BIAS = 2, ROLE_EXPERT = 3 };
-#define ROLE(kind, moe) (((moe) << 2) | (kind))
-#define ROLE_KIND(r) ((r) & 3)
-#define ROLE_MOE(r) ((r) >> 2)
-
-typedef struct {
-    int layer;
-    TRef router, bias; /* bias.file == -1: no bias */
-    int n_suffix;
-    const char **suffix; /* (n_suffix) expert tensor suffixes, pointing into tensor names */
-    TRef *experts;       /* (E * n_suffix) */
-} MoeLayer;
-
-typedef struct {
-    char *dir;
-    cJSON *config;
-    const FamilyDesc *fam;
-    int sharded;
-    cJSON *index; /* parsed index json when sharded */
-    int n_files;
-    char **files;
-    StFile *st;
-    int **role; /* per file, per tensor: ROLE(kind, moe index) */
-    StrMap names; /* tensor name -> TRef */
-    int n_moe;
-    MoeLayer *moe; /* ascending layer order */
-    int E, topk, n_group, n_layers;
-} Ckpt;
-
-static const StTensor *tref(const Ckpt *ck, TRef r) { return &ck->st[r.file].tensors[r.index]; }
-static const char *tref_path(const Ckpt *ck, TRef r) { return ck->st[r.file].path; }
-
-static void ckpt_close(Ckpt *ck) {
-    for (int i = 0; i < ck->n_moe; i++) {
-        free(ck->moe[i].suffix);
-        free(ck->moe[i].experts);
-    }
-    free(ck->moe);
-    for (int f = 0; f < ck->n_files; f++) {
-        if (ck->st) st_close(&ck->st[f]);
-        if (ck->role) free(ck->role[f]);
-        free(ck->files[f]);
-    }
-    free(ck->st);
-    free(ck->role);
-    free(ck->files);
-    strmap_free(&ck->names);
-    cJSON_Delete(ck->config);
-    cJSON_Delete(ck->index);
-    free(ck->dir);
-    memset(ck, 0, sizeof *ck);
-}
-
-static int compare_strings(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
-/* Fills ck->files / n_files from the index (sorted distinct file names) or the single file. */
-static int list_weight_files(Ckpt *ck) {
-    char *index_path = path_join(ck->dir, INDEX_NAME), *single_path = path_join(ck->dir, SINGLE_NAME);
-    int rc = 0;
-    if (path_exists(index_path)) {
-        ck->sharded = 1;
-        char *text = NULL;
-        if (read_file(index_path, &text, NULL) != 0) {
-            rc = -1;
-            goto done;
-        }
-        ck->index = cJSON_Parse(text);
-        free(text);
-        const cJSON *wm = ck->index ? cJSON_GetObjectItemCaseSensitive(ck->index, "weight_map") : NULL;
-        if (!cJSON_IsObject(ck->index) || !cJSON_IsObject(wm) || !wm->child) {
-            rc = up_error("%s: not a JSON object with a non-empty \"weight_map\"; expected {\"metadata\": {...}, "
-                          "\"weight_map\": {\"tensor name\": \"model-00001-of-0000N.safetensors\", ...}}",
-                          index_path);
-            goto done;
-        }
-        int n = cJSON_GetArraySize(wm), count = 0;
-        char **names = xcalloc((size_t)n, sizeof *names);
-        for (const cJSON *e = wm->child; e; e = e->next) {
-            if (!cJSON_IsString(e) || !e->valuestring[0] || strchr(e->valuestring, '/') ||
-                !str_ends_with(e->valuestring, ".safetensors")) {
-                free(names);
-                rc = up_error("%s: weight_map entry %s is not a plain *.safetensors file name; expected \"name\": "
-                              "\"model-00001-of-0000N.safetensors\"", index_path, e->string);
-                goto done;
-            }
-            names[count++] = e->valuestring;
-        }
-        qsort(names, (size_t)count, sizeof *names, compare_strings);
-        ck->files = xcalloc((size_t)count, sizeof *ck->files);
-        for (int i = 0; i < count; i++)
-            if (i == 0 || strcmp(names[i], names[i - 1]) != 0) ck->files[ck->n_files++] = xstrdup(names[i]);
-        free(names);
-    } else if (path_exists(single_path)) {
-        ck->files = xcalloc(1, sizeof *ck->files);
-        ck->files[ck->n_files++] = xstrdup(SINGLE_NAME);
-    } else {
-        rc = up_error("%s: no %s and no %s; expected Hugging Face safetensors weights (a single file or shards with "
-                      "an index)", ck->dir, SINGLE_NAME, INDEX_NAME);
-    }
-done:
-    free(index_path);
-    free(single_path);
-    return rc;
-}
-
-/* Opens every weight file and indexes tensor names; checks the index against the files. */
-static int open_weights(Ckpt *ck) {
-    if (list_weight_files(ck) != 0) return -1;
-    ck->st = xcalloc((size_t)ck->n_files, sizeof *ck->st);
-    ck->role = xcalloc((size_t)ck->n_files, sizeof *ck->role);
-    size_t total = 0;
-    for (int f = 0; f < ck->n_files; f++) {
-        char *path = path_join(ck->dir, ck->files[f]);
-        int rc = st_open(&ck->st[f], path);
-        free(path);
-        if (rc != 0) return -1;
-        ck->role[f] = xcalloc((size_t)ck->st[f].n_tensors + 1, sizeof **ck->role);
-        total += (size_t)ck->st[f].n_tensors;
-    }
-    strmap_init(&ck->names, sizeof(TRef), total);
-    for (int f = 0; f < ck->n_files; f++) {
-        for (int i = 0; i < ck->st[f].n_tensors; i++) {
-            TRef r = {f, i};
-            const TRef *old = strmap_put(&ck->names, ck->st[f].tensors[i].name, &r);
-            if (old)
-                return up_error("%s: tensor %s is also in %s; expected each tensor in exactly one file", ck->st[f].path,
-                                ck->st[f].tensors[i].name, ck->st[old->file].path);
-        }
-    }
-    if (!ck->sharded) return 0;
-    char *index_path = path_join(ck->dir, INDEX_NAME);
-    const cJSON *wm = cJSON_GetObjectItemCaseSensitive(ck->index, "weight_map");
-    int rc = 0, listed = 0;
-    for (const cJSON *e = wm->child; e && rc == 0; e = e->next) {
-        const TRef *r = strmap_get(&ck->names, e->string);
-        if (!r)
-            rc = up_error("%s: weight_map lists tensor %s in %s, but no file has it; expected the index to match the "
-                          "shards", index_path, e->string, e->valuestring);
-        else if (strcmp(ck->files[r->file], e->valuestring) != 0)
-            rc = up_error("%s: weight_map puts tensor %s in %s, but it is in %s; expected the index to match the shards",
-                          index_path, e->string, e->valuestring, ck->files[r->file]);
-        else
-            listed++;
-    }
-    if (rc == 0 && (size_t)listed != strmap_count(&ck->names)) {
-        for (int f = 0; f < ck->n_files && rc == 0; f++)
-            for (int i = 0; i < ck->st[f].n_tensors && rc == 0; i++)
-                if (!cJSON_GetObjectItemCaseSensitive(wm, ck->st[f].tensors[i].name))
-                    rc = up_error("%s: tensor %s is not in the weight_map of %s; expected the index to list every "
-                                  "tensor", ck->st[f].path, ck->st[f].tensors[i].name, index_path);
-        if (rc == 0)
-            rc = up_error("%s: weight_map has %d entries for %zu tensors (duplicate names?); expected one entry per "
-                          "tensor", index_path, listed, strmap_count(&ck->names));
-    }
-    free(index_path);
-    return rc;
-}
-
-/* ---- family detection and the errors for unknown or dense checkpoints ---- */
+/* ---- the errors for unknown or dense checkpoints ---- */
 
 static int config_mentions_experts(const cJSON *config) {
     for (const cJSON *item = config->child; item; item = item->next)
@@ -270,10 +183,9 @@ static int config_mentions_experts(const cJSON *config) {
     return 0;
 }
 
-static int tensors_mention_experts(const Ckpt *ck) {
-    for (int f = 0; f < ck->n_files && ck->st; f++)
-        for (int i = 0; i < ck->st[f].n_tensors; i++)
-            if (strstr(ck->st[f].tensors[i].name, "expert")) return 1;
+static int tensors_mention_experts(const HfCkpt *ck) {
+    for (HfTensorRef r = HF_TENSOR_BEGIN; hf_ckpt_next(ck, &r);)
+        if (strstr(hf_ckpt_tensor(ck, r)->name, "expert")) return 1;
     return 0;
 }
 
@@ -303,105 +215,83 @@ static int unknown_error(const char *config_path, const cJSON *config, const cha
                     config_path, model_type, arch_name, keys);
 }
 
-/* ---- MoE structure ---- */
+/* ------------------------------------------------------------------ MoE structure */
 
 typedef struct {
     int e;
     const char *suffix;
-    TRef ref;
+    HfTensorRef ref;
 } ExpertEntry;
 
 typedef struct {
-    TRef router, bias;
+    HfTensorRef router, bias;
     ExpertEntry *experts;
     int n_experts, cap_experts;
 } LayerScan;
 
-/* Classifies "model.layers.{L}.<prefix>.<...>"; returns 0 for other tensors, else the role kind
- * with *layer (and *expert, *suffix for experts) filled; -1 on an unsupported router tensor. */
-static int classify(const char *name, const char *prefix, long *layer, long *expert, const char **suffix) {
-    static const char head[] = "model.layers.";
-    if (strncmp(name, head, sizeof head - 1) != 0) return ROLE_OTHER;
-    const char *p = name + sizeof head - 1;
-    if (parse_index(&p, layer) != 0 || *p != '.') return ROLE_OTHER;
-    p++;
-    size_t plen = strlen(prefix);
-    if (strncmp(p, prefix, plen) != 0 || p[plen] != '.') return ROLE_OTHER;
-    p += plen + 1;
-    if (strncmp(p, "experts.", 8) == 0) {
-        p += 8;
-        if (parse_index(&p, expert) != 0 || *p != '.' || !p[1]) return ROLE_OTHER;
-        *suffix = p + 1;
-        return ROLE_EXPERT;
-    }
-    if (strncmp(p, "gate.", 5) == 0) {
-        p += 5;
-        if (strcmp(p, "weight") == 0) return ROLE_ROUTER;
-        if (strcmp(p, "e_score_correction_bias") == 0) return ROLE_BIAS;
-        return -1;
-    }
-    return ROLE_OTHER;
-}
-
-static int check_layer(Ckpt *ck, int L, LayerScan *ls, MoeLayer *ml) {
-    const char *prefix = ck->fam->prefix, *key = ck->fam->experts_key;
-    int E = ck->E;
+static int check_layer(const HfMoeCkpt *mc, int L, LayerScan *ls, HfMoeLayer *ml) {
+    const HfCkpt *ck = &mc->ck;
+    const char *prefix = mc->fam->prefix, *key = mc->fam->experts_key;
+    int E = mc->n_experts;
     char shape[128];
     ml->layer = L;
     ml->router = ls->router;
     ml->bias = ls->bias;
     if (ls->router.file < 0) {
-        const TRef any = ls->n_experts ? ls->experts[0].ref : ls->bias;
+        const HfTensorRef any = ls->n_experts ? ls->experts[0].ref : ls->bias;
         return up_error("%s: tensor %s belongs to layer %d, which has no router model.layers.%d.%s.gate.weight; expected "
-                        "a router in every MoE layer", tref_path(ck, any), tref(ck, any)->name, L, L, prefix);
+                        "a router in every MoE layer", hf_ckpt_file(ck, any)->path, hf_ckpt_tensor(ck, any)->name, L, L,
+                        prefix);
     }
-    const StTensor *router = tref(ck, ls->router);
+    const StTensor *router = hf_ckpt_tensor(ck, ls->router);
+    const char *router_path = hf_ckpt_file(ck, ls->router)->path;
     if (router->ndim != 2 || router->shape[0] != E) {
         st_format_shape(shape, sizeof shape, router->ndim, router->shape);
-        return up_error("%s: router %s has shape %s; expected [%d, hidden] (%s = %d in config.json)",
-                        tref_path(ck, ls->router), router->name, shape, E, key, E);
+        return up_error("%s: router %s has shape %s; expected [%d, hidden] (%s = %d in config.json)", router_path,
+                        router->name, shape, E, key, E);
     }
     if (ls->bias.file >= 0) {
-        const StTensor *b = tref(ck, ls->bias);
+        const StTensor *b = hf_ckpt_tensor(ck, ls->bias);
         if (b->ndim != 1 || b->shape[0] != E || (b->dtype != ST_F32 && b->dtype != ST_BF16 && b->dtype != ST_F16)) {
             st_format_shape(shape, sizeof shape, b->ndim, b->shape);
-            return up_error("%s: balancing bias %s is %s %s; expected F32, BF16 or F16 [%d]", tref_path(ck, ls->bias),
-                            b->name, st_dtype_name(b->dtype), shape, E);
+            return up_error("%s: balancing bias %s is %s %s; expected F32, BF16 or F16 [%d]",
+                            hf_ckpt_file(ck, ls->bias)->path, b->name, st_dtype_name(b->dtype), shape, E);
         }
     }
     if (ls->n_experts == 0)
         return up_error("%s: layer %d has a router %s but no expert tensors model.layers.%d.%s.experts.{e}.*; expected "
-                        "%d experts", tref_path(ck, ls->router), L, router->name, L, prefix, E);
+                        "%d experts", router_path, L, router->name, L, prefix, E);
     /* suffixes of expert 0, in file order */
     ml->suffix = xcalloc((size_t)ls->n_experts, sizeof *ml->suffix);
     for (int i = 0; i < ls->n_experts; i++)
         if (ls->experts[i].e == 0) ml->suffix[ml->n_suffix++] = ls->experts[i].suffix;
     if (ml->n_suffix == 0)
         return up_error("%s: layer %d has no tensors model.layers.%d.%s.experts.0.*; expected %d experts numbered from 0",
-                        tref_path(ck, ls->experts[0].ref), L, L, prefix, E);
+                        hf_ckpt_file(ck, ls->experts[0].ref)->path, L, L, prefix, E);
     ml->experts = xmalloc((size_t)E * ml->n_suffix * sizeof *ml->experts);
     for (int i = 0; i < E * ml->n_suffix; i++) ml->experts[i].file = -1;
     for (int i = 0; i < ls->n_experts; i++) {
         const ExpertEntry *x = &ls->experts[i];
+        const char *path = hf_ckpt_file(ck, x->ref)->path, *name = hf_ckpt_tensor(ck, x->ref)->name;
         if (x->e >= E)
-            return up_error("%s: tensor %s has expert index %d; expected indices below %s = %d from config.json",
-                            tref_path(ck, x->ref), tref(ck, x->ref)->name, x->e, key, E);
+            return up_error("%s: tensor %s has expert index %d; expected indices below %s = %d from config.json", path,
+                            name, x->e, key, E);
         int s = 0;
         while (s < ml->n_suffix && strcmp(ml->suffix[s], x->suffix) != 0) s++;
         if (s == ml->n_suffix)
             return up_error("%s: tensor %s has no counterpart model.layers.%d.%s.experts.0.%s; expected every expert of "
-                            "a layer to have the same tensors", tref_path(ck, x->ref), tref(ck, x->ref)->name, L,
-                            prefix, x->suffix);
+                            "a layer to have the same tensors", path, name, L, prefix, x->suffix);
         ml->experts[x->e * ml->n_suffix + s] = x->ref;
     }
     for (int e = 0; e < E; e++) {
         for (int s = 0; s < ml->n_suffix; s++) {
-            TRef r = ml->experts[e * ml->n_suffix + s], r0 = ml->experts[s];
+            HfTensorRef r = ml->experts[e * ml->n_suffix + s], r0 = ml->experts[s];
             if (r.file < 0)
                 return up_error("%s: tensor model.layers.%d.%s.experts.%d.%s is missing (expert 0 has it); expected all "
                                 "%d experts of layer %d with the same tensors",
-                                ck->sharded ? INDEX_NAME : tref_path(ck, r0), L, prefix, e, ml->suffix[s], E, L);
-            const StTensor *t = tref(ck, r), *t0 = tref(ck, r0);
+                                ck->sharded ? HF_INDEX_NAME : hf_ckpt_file(ck, r0)->path, L, prefix, e, ml->suffix[s],
+                                E, L);
+            const StTensor *t = hf_ckpt_tensor(ck, r), *t0 = hf_ckpt_tensor(ck, r0);
             int same = t->dtype == t0->dtype && t->ndim == t0->ndim;
             for (int d = 0; same && d < t->ndim; d++) same = t->shape[d] == t0->shape[d];
             if (!same) {
@@ -409,57 +299,57 @@ static int check_layer(Ckpt *ck, int L, LayerScan *ls, MoeLayer *ml) {
                 st_format_shape(shape, sizeof shape, t->ndim, t->shape);
                 st_format_shape(shape0, sizeof shape0, t0->ndim, t0->shape);
                 return up_error("%s: tensor %s is %s %s but %s is %s %s; expected all experts of a layer to have equal "
-                                "shapes and dtypes", tref_path(ck, r), t->name, st_dtype_name(t->dtype), shape, t0->name,
-                                st_dtype_name(t0->dtype), shape0);
+                                "shapes and dtypes", hf_ckpt_file(ck, r)->path, t->name, st_dtype_name(t->dtype), shape,
+                                t0->name, st_dtype_name(t0->dtype), shape0);
             }
         }
     }
     return 0;
 }
 
-static int scan_moe(Ckpt *ck, const char *config_path, const char *model_type) {
-    const char *prefix = ck->fam->prefix;
+static int scan_moe(HfMoeCkpt *mc, const char *model_type) {
+    const HfCkpt *ck = &mc->ck;
+    const char *prefix = mc->fam->prefix, *config_path = ck->config_path;
+    mc->role = xcalloc((size_t)ck->n_files, sizeof *mc->role);
+    for (int f = 0; f < ck->n_files; f++) mc->role[f] = xcalloc((size_t)ck->st[f].n_tensors + 1, sizeof **mc->role);
     int cap = 0;
     LayerScan *scan = NULL;
     int rc = 0;
-    for (int f = 0; f < ck->n_files && rc == 0; f++) {
-        for (int i = 0; i < ck->st[f].n_tensors && rc == 0; i++) {
-            const char *name = ck->st[f].tensors[i].name, *suffix = NULL;
-            long L = 0, e = 0;
-            int kind = classify(name, prefix, &L, &e, &suffix);
-            if (kind < 0) {
-                rc = up_error("%s: unsupported router tensor %s; expected only %s.gate.weight and "
-                              "%s.gate.e_score_correction_bias", ck->st[f].path, name, prefix, prefix);
-                break;
+    for (HfTensorRef r = HF_TENSOR_BEGIN; rc == 0 && hf_ckpt_next(ck, &r);) {
+        const char *name = hf_ckpt_tensor(ck, r)->name, *suffix = NULL;
+        long L = 0, e = 0;
+        int kind = hf_classify_tensor(name, prefix, &L, &e, &suffix);
+        if (kind < 0) {
+            rc = up_error("%s: unsupported router tensor %s; expected only %s.gate.weight and "
+                          "%s.gate.e_score_correction_bias", ck->st[r.file].path, name, prefix, prefix);
+            break;
+        }
+        if (kind == HF_TENSOR_OTHER) continue;
+        if (L >= MAX_LAYER_INDEX || e >= MAX_LAYER_INDEX) {
+            rc = up_error("%s: tensor %s has an index above %d; expected a real layer and expert index",
+                          ck->st[r.file].path, name, MAX_LAYER_INDEX);
+            break;
+        }
+        if (L >= cap) {
+            int ncap = cap ? cap : 8;
+            while (ncap <= L) ncap *= 2;
+            scan = xrealloc(scan, (size_t)ncap * sizeof *scan);
+            for (int k = cap; k < ncap; k++) {
+                memset(&scan[k], 0, sizeof scan[k]);
+                scan[k].router = scan[k].bias = HF_TENSOR_NONE;
             }
-            if (kind == ROLE_OTHER) continue;
-            if (L >= MAX_LAYER_INDEX || e >= MAX_LAYER_INDEX) {
-                rc = up_error("%s: tensor %s has an index above %d; expected a real layer and expert index",
-                              ck->st[f].path, name, MAX_LAYER_INDEX);
-                break;
+            cap = ncap;
+        }
+        LayerScan *ls = &scan[L];
+        mc->role[r.file][r.index] = kind; /* the MoE index is filled in below */
+        if (kind == HF_TENSOR_ROUTER) ls->router = r;
+        else if (kind == HF_TENSOR_BIAS) ls->bias = r;
+        else {
+            if (ls->n_experts == ls->cap_experts) {
+                ls->cap_experts = ls->cap_experts ? 2 * ls->cap_experts : 64;
+                ls->experts = xrealloc(ls->experts, (size_t)ls->cap_experts * sizeof *ls->experts);
             }
-            if (L >= cap) {
-                int ncap = cap ? cap : 8;
-                while (ncap <= L) ncap *= 2;
-                scan = xrealloc(scan, (size_t)ncap * sizeof *scan);
-                for (int k = cap; k < ncap; k++) {
-                    memset(&scan[k], 0, sizeof scan[k]);
-                    scan[k].router.file = scan[k].bias.file = -1;
-                }
-                cap = ncap;
-            }
-            LayerScan *ls = &scan[L];
-            TRef r = {f, i};
-            ck->role[f][i] = kind; /* the MoE index is filled in below */
-            if (kind == ROLE_ROUTER) ls->router = r;
-            else if (kind == ROLE_BIAS) ls->bias = r;
-            else {
-                if (ls->n_experts == ls->cap_experts) {
-                    ls->cap_experts = ls->cap_experts ? 2 * ls->cap_experts : 64;
-                    ls->experts = xrealloc(ls->experts, (size_t)ls->cap_experts * sizeof *ls->experts);
-                }
-                ls->experts[ls->n_experts++] = (ExpertEntry){(int)e, suffix, r};
-            }
+            ls->experts[ls->n_experts++] = (ExpertEntry){(int)e, suffix, r};
         }
     }
     int n_moe = 0;
@@ -471,26 +361,26 @@ static int scan_moe(Ckpt *ck, const char *config_path, const char *model_type) {
         rc = dense_error(config_path, model_type, why);
     }
     if (rc == 0) {
-        const cJSON *count = cJSON_GetObjectItemCaseSensitive(ck->config, ck->fam->experts_key);
+        const cJSON *count = cJSON_GetObjectItemCaseSensitive(ck->config, mc->fam->experts_key);
         long E;
         if (json_int(count, 1, 1 << 20, &E) != 0)
             rc = up_error("%s: \"%s\" is missing or not a positive integer; expected the number of routed experts for "
-                          "model_type %s", config_path, ck->fam->experts_key, model_type);
+                          "model_type %s", config_path, mc->fam->experts_key, model_type);
         else
-            ck->E = (int)E;
+            mc->n_experts = (int)E;
     }
     if (rc == 0) {
-        ck->moe = xcalloc((size_t)n_moe, sizeof *ck->moe);
+        mc->moe = xcalloc((size_t)n_moe, sizeof *mc->moe);
         for (int L = 0; L < cap && rc == 0; L++) {
             if (scan[L].router.file < 0 && scan[L].bias.file < 0 && !scan[L].n_experts) continue;
-            int m = ck->n_moe++;
-            rc = check_layer(ck, L, &scan[L], &ck->moe[m]);
+            int m = mc->n_moe++;
+            rc = check_layer(mc, L, &scan[L], &mc->moe[m]);
             if (rc) break;
-            MoeLayer *ml = &ck->moe[m];
-            ck->role[ml->router.file][ml->router.index] = ROLE(ROLE_ROUTER, m);
-            if (ml->bias.file >= 0) ck->role[ml->bias.file][ml->bias.index] = ROLE(ROLE_BIAS, m);
-            for (int k = 0; k < ck->E * ml->n_suffix; k++)
-                ck->role[ml->experts[k].file][ml->experts[k].index] = ROLE(ROLE_EXPERT, m);
+            HfMoeLayer *ml = &mc->moe[m];
+            mc->role[ml->router.file][ml->router.index] = HF_ROLE(HF_TENSOR_ROUTER, m);
+            if (ml->bias.file >= 0) mc->role[ml->bias.file][ml->bias.index] = HF_ROLE(HF_TENSOR_BIAS, m);
+            for (int k = 0; k < mc->n_experts * ml->n_suffix; k++)
+                mc->role[ml->experts[k].file][ml->experts[k].index] = HF_ROLE(HF_TENSOR_EXPERT, m);
         }
     }
     for (int L = 0; L < cap; L++) free(scan[L].experts);
@@ -498,101 +388,81 @@ static int scan_moe(Ckpt *ck, const char *config_path, const char *model_type) {
     return rc;
 }
 
-static int ckpt_open(const char *dir, Ckpt *ck) {
-    memset(ck, 0, sizeof *ck);
-    ck->dir = xstrdup(dir);
-    if (!is_dir(dir)) {
-        up_error("%s: no such directory; expected a Hugging Face checkpoint directory with config.json", dir);
-        goto fail;
+void hf_moe_close(HfMoeCkpt *mc) {
+    for (int i = 0; i < mc->n_moe; i++) {
+        free(mc->moe[i].suffix);
+        free(mc->moe[i].experts);
     }
-    char *config_path = path_join(dir, "config.json");
-    if (!path_exists(config_path)) {
-        up_error("%s: missing; expected a Hugging Face checkpoint directory with config.json and %s (or shards with "
-                 "%s)", config_path, SINGLE_NAME, INDEX_NAME);
-        free(config_path);
-        goto fail;
-    }
-    char *text = NULL;
-    if (read_file(config_path, &text, NULL) != 0) {
-        free(config_path);
-        goto fail;
-    }
-    ck->config = cJSON_Parse(text);
-    free(text);
-    if (!cJSON_IsObject(ck->config)) {
-        up_error("%s: not a JSON object; expected a Hugging Face config.json", config_path);
-        free(config_path);
-        goto fail;
-    }
+    free(mc->moe);
+    if (mc->role)
+        for (int f = 0; f < mc->ck.n_files; f++) free(mc->role[f]);
+    free(mc->role);
+    hf_ckpt_close(&mc->ck);
+    memset(mc, 0, sizeof *mc);
+}
+
+int hf_moe_open(const char *dir, HfMoeCkpt *mc) {
+    memset(mc, 0, sizeof *mc);
+    HfCkpt *ck = &mc->ck;
+    if (hf_ckpt_open_config(dir, ck) != 0) return -1;
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(ck->config, "model_type");
     const char *model_type = cJSON_IsString(mt) ? mt->valuestring : "(none)";
-    for (int i = 0; i < N_FAMILIES; i++)
-        if (strcmp(FAMILIES[i].model_type, model_type) == 0) ck->fam = &FAMILIES[i];
+    mc->fam = hf_family_find(model_type);
     int rc;
-    if (!ck->fam) {
+    if (!mc->fam) {
         /* the weights only help to tell an unknown MoE from a dense model */
-        int loaded = open_weights(ck) == 0;
+        int loaded = hf_ckpt_open_weights(ck) == 0;
         if (config_mentions_experts(ck->config) || (loaded && tensors_mention_experts(ck)))
-            rc = unknown_error(config_path, ck->config, model_type);
+            rc = unknown_error(ck->config_path, ck->config, model_type);
         else
-            rc = dense_error(config_path, model_type, "no expert count in config.json and no expert tensors");
+            rc = dense_error(ck->config_path, model_type, "no expert count in config.json and no expert tensors");
     } else {
-        rc = open_weights(ck);
-        if (rc == 0) rc = scan_moe(ck, config_path, model_type);
+        rc = hf_ckpt_open_weights(ck);
+        if (rc == 0) rc = scan_moe(mc, model_type);
     }
     if (rc == 0) {
-        long v;
-        const cJSON *item = cJSON_GetObjectItemCaseSensitive(ck->config, "num_experts_per_tok");
-        ck->topk = json_int(item, 0, INT_MAX, &v) == 0 ? (int)v : 0;
-        item = cJSON_GetObjectItemCaseSensitive(ck->config, "n_group");
-        ck->n_group = json_int(item, 0, INT_MAX, &v) == 0 ? (int)v : 0;
-        item = cJSON_GetObjectItemCaseSensitive(ck->config, "num_hidden_layers");
-        ck->n_layers = json_int(item, 0, INT_MAX, &v) == 0 ? (int)v : 0;
+        mc->n_experts_per_tok = config_count(ck->config, "num_experts_per_tok");
+        mc->n_group = config_count(ck->config, "n_group");
+        mc->n_layers = config_count(ck->config, "num_hidden_layers");
+        return 0;
     }
-    free(config_path);
-    if (rc != 0) goto fail;
-    return 0;
-fail:
-    ckpt_close(ck);
+    hf_moe_close(mc);
     return -1;
 }
 
-/* ------------------------------------------------------------------ inspect */
-
 int hf_inspect(const char *dir, HfMoeInfo *info) {
     memset(info, 0, sizeof *info);
-    Ckpt ck;
-    if (ckpt_open(dir, &ck) != 0) return -1;
-    snprintf(info->model_type, sizeof info->model_type, "%s", ck.fam->model_type);
-    info->family = ck.fam->family;
-    info->n_layers = ck.n_layers;
-    info->n_moe_layers = ck.n_moe;
-    info->moe_layers = xcalloc((size_t)ck.n_moe, sizeof *info->moe_layers);
-    for (int i = 0; i < ck.n_moe; i++) {
-        info->moe_layers[i] = ck.moe[i].layer;
-        if (ck.moe[i].bias.file >= 0) info->has_bias = 1;
+    HfMoeCkpt mc;
+    if (hf_moe_open(dir, &mc) != 0) return -1;
+    const HfCkpt *ck = &mc.ck;
+    snprintf(info->model_type, sizeof info->model_type, "%s", mc.fam->model_type);
+    info->family = mc.fam->family;
+    info->n_layers = mc.n_layers;
+    info->n_moe_layers = mc.n_moe;
+    info->moe_layers = xcalloc((size_t)mc.n_moe, sizeof *info->moe_layers);
+    for (int i = 0; i < mc.n_moe; i++) {
+        info->moe_layers[i] = mc.moe[i].layer;
+        if (mc.moe[i].bias.file >= 0) info->has_bias = 1;
     }
-    info->n_experts = ck.E;
-    info->experts_key = ck.fam->experts_key;
-    info->n_experts_per_tok = ck.topk;
-    info->moe_prefix = ck.fam->prefix;
-    info->n_group = ck.n_group;
-    const MoeLayer *first = &ck.moe[0];
-    snprintf(info->dtype, sizeof info->dtype, "%s", st_dtype_name(tref(&ck, first->experts[0])->dtype));
-    info->hidden = (int)tref(&ck, first->router)->shape[1];
+    info->n_experts = mc.n_experts;
+    info->experts_key = mc.fam->experts_key;
+    info->n_experts_per_tok = mc.n_experts_per_tok;
+    info->moe_prefix = mc.fam->prefix;
+    info->n_group = mc.n_group;
+    const HfMoeLayer *first = &mc.moe[0];
+    snprintf(info->dtype, sizeof info->dtype, "%s", st_dtype_name(hf_ckpt_tensor(ck, first->experts[0])->dtype));
+    info->hidden = (int)hf_ckpt_tensor(ck, first->router)->shape[1];
     info->n_expert_tensors = first->n_suffix;
     for (int s = 0; s < first->n_suffix; s++) {
-        const StTensor *t = tref(&ck, first->experts[s]);
+        const StTensor *t = hf_ckpt_tensor(ck, first->experts[s]);
         info->expert_bytes += (long long)(t->end - t->begin);
     }
-    for (int f = 0; f < ck.n_files; f++)
-        for (int i = 0; i < ck.st[f].n_tensors; i++)
-            info->total_bytes += (long long)(ck.st[f].tensors[i].end - ck.st[f].tensors[i].begin);
-    info->sharded = ck.sharded;
-    info->n_files = ck.n_files;
-    info->files = xcalloc((size_t)ck.n_files, sizeof *info->files);
-    for (int f = 0; f < ck.n_files; f++) info->files[f] = xstrdup(ck.files[f]);
-    ckpt_close(&ck);
+    info->total_bytes = (long long)hf_ckpt_tensor_bytes(ck);
+    info->sharded = ck->sharded;
+    info->n_files = ck->n_files;
+    info->files = xcalloc((size_t)ck->n_files, sizeof *info->files);
+    for (int f = 0; f < ck->n_files; f++) info->files[f] = xstrdup(ck->files[f]);
+    hf_moe_close(&mc);
     return 0;
 }
 
@@ -625,10 +495,65 @@ int hf_plan_uniform(const HfMoeInfo *info, int n_new, GrowPlan *plan) {
     return 0;
 }
 
+static int check_plan(const HfMoeCkpt *mc, const GrowPlan *plan, const LayerPlan **by_moe, int *n_new) {
+    const char *dir = mc->ck.dir, *key = mc->fam->experts_key;
+    int E = mc->n_experts;
+    for (int i = 0; i < plan->n_layers; i++) {
+        const LayerPlan *lp = &plan->layers[i];
+        int m = 0;
+        while (m < mc->n_moe && mc->moe[m].layer != lp->layer) m++;
+        if (m == mc->n_moe)
+            return up_error("%s: the growth plan names layer %d, which has no MoE block (no model.layers.%d.%s.gate."
+                            "weight); expected only MoE layers", dir, lp->layer, lp->layer, mc->fam->prefix);
+        if (by_moe[m])
+            return up_error("%s: the growth plan names layer %d twice; expected each MoE layer once", dir, lp->layer);
+        if (lp->n_old != E)
+            return up_error("%s: the growth plan for layer %d starts from %d experts; expected %d (%s in config.json)",
+                            dir, lp->layer, lp->n_old, E, key);
+        if (lp->n_new < lp->n_old || !lp->source)
+            return up_error("%s: the growth plan for layer %d goes from %d to %d experts; expected at least %d with a "
+                            "source for each", dir, lp->layer, lp->n_old, lp->n_new, lp->n_old);
+        if (i > 0 && lp->n_new != plan->layers[0].n_new)
+            return up_error("%s: the growth plan grows layer %d to %d experts but layer %d to %d; expected one expert "
+                            "count for every layer (a Hugging Face config has a single %s)", dir, lp->layer,
+                            lp->n_new, plan->layers[0].layer, plan->layers[0].n_new, key);
+        for (int j = 0; j < lp->n_new; j++) {
+            int ok = j < lp->n_old ? lp->source[j] == j : lp->source[j] >= 0 && lp->source[j] < lp->n_old;
+            if (!ok)
+                return up_error("%s: the growth plan for layer %d gives new expert %d source %d; expected %s", dir,
+                                lp->layer, j, lp->source[j], j < lp->n_old ? "originals to keep their index" :
+                                                                          "a source below the old expert count");
+        }
+        by_moe[m] = lp;
+    }
+    for (int m = 0; m < mc->n_moe; m++)
+        if (!by_moe[m])
+            return up_error("%s: the growth plan has no entry for MoE layer %d; expected every MoE layer (the config "
+                            "has one %s for all layers)", dir, mc->moe[m].layer, key);
+    *n_new = mc->n_moe ? by_moe[0]->n_new : E;
+    if (mc->n_group > 1 && *n_new % mc->n_group != 0)
+        return up_error("%s: growing to %d experts with n_group = %d expert groups in config.json; expected a multiple "
+                        "of %d (group-limited routing splits the experts into equal groups)", dir, *n_new, mc->n_group,
+                        mc->n_group);
+    return 0;
+}
+
+int hf_plan_check(const HfMoeCkpt *mc, const GrowPlan *plan, const LayerPlan ***by_moe, int *n_new) {
+    const LayerPlan **plans = xcalloc((size_t)mc->n_moe, sizeof *plans);
+    *n_new = 0;
+    if (check_plan(mc, plan, plans, n_new) != 0) {
+        free(plans);
+        *by_moe = NULL;
+        return -1;
+    }
+    *by_moe = plans;
+    return 0;
+}
+
 /* ------------------------------------------------------------------ grow */
 
 typedef struct {
-    const Ckpt *ck;
+    const HfMoeCkpt *mc;
     const LayerPlan **plan; /* per MoE index */
     int n_new;
     unsigned char **bias_out; /* per MoE index: grown bias bytes, or NULL */
@@ -658,60 +583,19 @@ static void record_output(GrowState *gs, const char *name, int file, int owned) 
     }
 }
 
-static int check_plan(const Ckpt *ck, const GrowPlan *plan, GrowState *gs) {
-    gs->plan = xcalloc((size_t)ck->n_moe, sizeof *gs->plan);
-    for (int i = 0; i < plan->n_layers; i++) {
-        const LayerPlan *lp = &plan->layers[i];
-        int m = 0;
-        while (m < ck->n_moe && ck->moe[m].layer != lp->layer) m++;
-        if (m == ck->n_moe)
-            return up_error("%s: the growth plan names layer %d, which has no MoE block (no model.layers.%d.%s.gate."
-                            "weight); expected only MoE layers", ck->dir, lp->layer, lp->layer, ck->fam->prefix);
-        if (gs->plan[m])
-            return up_error("%s: the growth plan names layer %d twice; expected each MoE layer once", ck->dir, lp->layer);
-        if (lp->n_old != ck->E)
-            return up_error("%s: the growth plan for layer %d starts from %d experts; expected %d (%s in config.json)",
-                            ck->dir, lp->layer, lp->n_old, ck->E, ck->fam->experts_key);
-        if (lp->n_new < lp->n_old || !lp->source)
-            return up_error("%s: the growth plan for layer %d goes from %d to %d experts; expected at least %d with a "
-                            "source for each", ck->dir, lp->layer, lp->n_old, lp->n_new, lp->n_old);
-        if (i > 0 && lp->n_new != plan->layers[0].n_new)
-            return up_error("%s: the growth plan grows layer %d to %d experts but layer %d to %d; expected one expert "
-                            "count for every layer (a Hugging Face config has a single %s)", ck->dir, lp->layer,
-                            lp->n_new, plan->layers[0].layer, plan->layers[0].n_new, ck->fam->experts_key);
-        for (int j = 0; j < lp->n_new; j++) {
-            int ok = j < lp->n_old ? lp->source[j] == j : lp->source[j] >= 0 && lp->source[j] < lp->n_old;
-            if (!ok)
-                return up_error("%s: the growth plan for layer %d gives new expert %d source %d; expected %s", ck->dir,
-                                lp->layer, j, lp->source[j], j < lp->n_old ? "originals to keep their index" :
-                                                                              "a source below the old expert count");
-        }
-        gs->plan[m] = lp;
-    }
-    for (int m = 0; m < ck->n_moe; m++)
-        if (!gs->plan[m])
-            return up_error("%s: the growth plan has no entry for MoE layer %d; expected every MoE layer (the config "
-                            "has one %s for all layers)", ck->dir, ck->moe[m].layer, ck->fam->experts_key);
-    gs->n_new = ck->n_moe ? gs->plan[0]->n_new : ck->E;
-    if (ck->n_group > 1 && gs->n_new % ck->n_group != 0)
-        return up_error("%s: growing to %d experts with n_group = %d expert groups in config.json; expected a multiple "
-                        "of %d (group-limited routing splits the experts into equal groups)", ck->dir, gs->n_new,
-                        ck->n_group, ck->n_group);
-    return 0;
-}
-
 /* Grown balancing biases, in ascending layer order from one Rng (independent of sharding). */
-static int grow_biases(const Ckpt *ck, GrowState *gs, const HfGrowOptions *opt) {
+static int grow_biases(GrowState *gs, const HfGrowOptions *opt) {
+    const HfMoeCkpt *mc = gs->mc;
     Rng rng;
     rng_seed(&rng, opt->seed);
-    gs->bias_out = xcalloc((size_t)ck->n_moe, sizeof *gs->bias_out);
-    for (int m = 0; m < ck->n_moe; m++) {
-        const MoeLayer *ml = &ck->moe[m];
+    gs->bias_out = xcalloc((size_t)mc->n_moe, sizeof *gs->bias_out);
+    for (int m = 0; m < mc->n_moe; m++) {
+        const HfMoeLayer *ml = &mc->moe[m];
         if (ml->bias.file < 0) continue;
-        const StFile *st = &ck->st[ml->bias.file];
-        const StTensor *t = tref(ck, ml->bias);
+        const StFile *st = hf_ckpt_file(&mc->ck, ml->bias);
+        const StTensor *t = hf_ckpt_tensor(&mc->ck, ml->bias);
         const LayerPlan *lp = gs->plan[m];
-        int E = ck->E;
+        int E = mc->n_experts;
         size_t ds = st_dtype_size(t->dtype);
         float *b = xmalloc((size_t)E * sizeof *b);
         int64_t shape[1] = {E};
@@ -742,10 +626,7 @@ static int grow_biases(const Ckpt *ck, GrowState *gs, const HfGrowOptions *opt) 
     return 0;
 }
 
-enum { ITEM_COPY, ITEM_ROUTER, ITEM_BIAS, ITEM_REPLICA };
-typedef struct {
-    int kind, a, b, c;
-} Item;
+/* ------------------------------------------------------------------ streaming copies */
 
 /* Maps in a range before it is copied: one call instead of a page fault per page (about 1.5x
  * faster copies); a no-op where the kernel lacks MADV_POPULATE_READ (Linux < 5.14). */
@@ -761,6 +642,17 @@ static void prefault(const void *addr, size_t len) {
 #endif
 }
 
+/* Drops the pages of a consumed mmap range from our resident set (they are clean file pages
+ * and fault back in from the file if needed again). */
+static void drop_pages(const void *addr, size_t len) {
+    static size_t page;
+    if (!page) page = (size_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = (uintptr_t)addr, b = a + len;
+    a = (a + page - 1) & ~(uintptr_t)(page - 1);
+    b &= ~(uintptr_t)(page - 1);
+    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
 static int write_mapped(StWriter *w, const unsigned char *p, size_t n) {
     for (size_t off = 0; off < n;) {
         size_t len = n - off < COPY_CHUNK ? n - off : COPY_CHUNK;
@@ -772,8 +664,16 @@ static int write_mapped(StWriter *w, const unsigned char *p, size_t n) {
     return 0;
 }
 
+/* ------------------------------------------------------------------ output shards */
+
+enum { ITEM_COPY, ITEM_ROUTER, ITEM_BIAS, ITEM_REPLICA };
+typedef struct {
+    int kind, a, b, c;
+} Item;
+
 static int write_item(StWriter *w, const GrowState *gs, int f, const Item *it) {
-    const Ckpt *ck = gs->ck;
+    const HfMoeCkpt *mc = gs->mc;
+    const HfCkpt *ck = &mc->ck;
     const StFile *st = &ck->st[f];
     switch (it->kind) {
     case ITEM_COPY: {
@@ -781,30 +681,31 @@ static int write_item(StWriter *w, const GrowState *gs, int f, const Item *it) {
         return write_mapped(w, st_data(st, t), (size_t)(t->end - t->begin));
     }
     case ITEM_ROUTER: {
-        const MoeLayer *ml = &ck->moe[it->a];
+        const HfMoeLayer *ml = &mc->moe[it->a];
         const LayerPlan *lp = gs->plan[it->a];
-        const StTensor *t = tref(ck, ml->router);
-        const unsigned char *src = st_data(&ck->st[ml->router.file], t);
-        size_t row = (size_t)(t->end - t->begin) / (size_t)ck->E;
+        const StTensor *t = hf_ckpt_tensor(ck, ml->router);
+        const unsigned char *src = st_data(hf_ckpt_file(ck, ml->router), t);
+        size_t row = (size_t)(t->end - t->begin) / (size_t)mc->n_experts;
         for (int j = 0; j < lp->n_new; j++)
             if (st_writer_write(w, src + (size_t)lp->source[j] * row, row) != 0) return -1;
         return 0;
     }
     case ITEM_BIAS: {
-        const StTensor *t = tref(ck, ck->moe[it->a].bias);
+        const StTensor *t = hf_ckpt_tensor(ck, mc->moe[it->a].bias);
         return st_writer_write(w, gs->bias_out[it->a], (size_t)gs->n_new * st_dtype_size(t->dtype));
     }
     default: { /* replica b of layer a, suffix c */
-        const MoeLayer *ml = &ck->moe[it->a];
-        TRef r = ml->experts[gs->plan[it->a]->source[it->b] * ml->n_suffix + it->c];
-        const StTensor *t = tref(ck, r);
-        return write_mapped(w, st_data(&ck->st[r.file], t), (size_t)(t->end - t->begin));
+        const HfMoeLayer *ml = &mc->moe[it->a];
+        HfTensorRef r = ml->experts[gs->plan[it->a]->source[it->b] * ml->n_suffix + it->c];
+        const StTensor *t = hf_ckpt_tensor(ck, r);
+        return write_mapped(w, st_data(hf_ckpt_file(ck, r), t), (size_t)(t->end - t->begin));
     }
     }
 }
 
 static int write_shard(GrowState *gs, int f, const char *tmp_dir) {
-    const Ckpt *ck = gs->ck;
+    const HfMoeCkpt *mc = gs->mc;
+    const HfCkpt *ck = &mc->ck;
     const StFile *st = &ck->st[f];
     StWriter *w = st_writer_new();
     for (int k = 0; k < st->n_meta; k++) st_writer_meta(w, st->meta_keys[k], st->meta_values[k]);
@@ -821,31 +722,30 @@ static int write_shard(GrowState *gs, int f, const char *tmp_dir) {
     } while (0)
     for (int i = 0; i < st->n_tensors; i++) {
         const StTensor *t = &st->tensors[i];
-        int role = ck->role[f][i], m = ROLE_MOE(role);
+        int role = mc->role[f][i], m = HF_ROLE_MOE(role);
         int64_t shape[ST_MAX_DIMS];
         memcpy(shape, t->shape, sizeof shape);
         size_t tbytes = (size_t)(t->end - t->begin);
-        if (ROLE_KIND(role) == ROLE_ROUTER) {
+        if (HF_ROLE_KIND(role) == HF_TENSOR_ROUTER) {
             shape[0] = gs->n_new;
             st_writer_add(w, t->name, t->dtype, t->ndim, shape);
             PUSH(ITEM_ROUTER, m, 0, 0);
-            bytes += tbytes / (size_t)ck->E * (size_t)gs->n_new;
+            bytes += tbytes / (size_t)mc->n_experts * (size_t)gs->n_new;
             record_output(gs, t->name, f, 0);
             /* the layer's replicas follow its router */
-            const MoeLayer *ml = &ck->moe[m];
+            const HfMoeLayer *ml = &mc->moe[m];
             const LayerPlan *lp = gs->plan[m];
-            for (int j = ck->E; j < lp->n_new; j++) {
+            for (int j = mc->n_experts; j < lp->n_new; j++) {
                 for (int s = 0; s < ml->n_suffix; s++) {
-                    const StTensor *src = tref(ck, ml->experts[lp->source[j] * ml->n_suffix + s]);
-                    char *name = xasprintf("model.layers.%d.%s.experts.%d.%s", ml->layer, ck->fam->prefix, j,
-                                            ml->suffix[s]);
+                    const StTensor *src = hf_ckpt_tensor(ck, ml->experts[lp->source[j] * ml->n_suffix + s]);
+                    char *name = hf_expert_name(mc->fam, ml->layer, j, ml->suffix[s]);
                     st_writer_add(w, name, src->dtype, src->ndim, src->shape);
                     PUSH(ITEM_REPLICA, m, j, s);
                     bytes += src->end - src->begin;
                     record_output(gs, name, f, 1);
                 }
             }
-        } else if (ROLE_KIND(role) == ROLE_BIAS) {
+        } else if (HF_ROLE_KIND(role) == HF_TENSOR_BIAS) {
             shape[0] = gs->n_new;
             st_writer_add(w, t->name, t->dtype, t->ndim, shape);
             PUSH(ITEM_BIAS, m, 0, 0);
@@ -872,28 +772,13 @@ static int write_shard(GrowState *gs, int f, const char *tmp_dir) {
     return st_writer_commit(w);
 }
 
-static char *json_print(const cJSON *root) {
-    char *text = cJSON_Print(root);
-    if (!text) {
-        fprintf(stderr, "upcycle: out of memory printing JSON\n");
-        exit(3);
-    }
-    size_t n = strlen(text);
-    text = xrealloc(text, n + 2); /* cJSON_Print uses malloc */
-    text[n] = '\n';
-    text[n + 1] = 0;
-    return text;
-}
+/* ------------------------------------------------------------------ config, index, other files */
 
-static int write_config(const Ckpt *ck, int n_new, const char *tmp_dir) {
-    cJSON *config = cJSON_Duplicate(ck->config, 1);
-    cJSON_ReplaceItemInObjectCaseSensitive(config, ck->fam->experts_key, cJSON_CreateNumber(n_new));
-    char *text = json_print(config);
+static int write_config(const HfMoeCkpt *mc, int n_new, const char *tmp_dir) {
+    cJSON *config = cJSON_Duplicate(mc->ck.config, 1);
+    cJSON_ReplaceItemInObjectCaseSensitive(config, mc->fam->experts_key, cJSON_CreateNumber(n_new));
+    int rc = hf_ckpt_write_json(tmp_dir, HF_CONFIG_NAME, config);
     cJSON_Delete(config);
-    char *path = path_join(tmp_dir, "config.json");
-    int rc = atomic_write_file(path, text, strlen(text));
-    free(path);
-    free(text);
     return rc;
 }
 
@@ -904,7 +789,7 @@ static int compare_out(const void *a, const void *b) {
 }
 
 static int write_index(const GrowState *gs, const char *tmp_dir) {
-    const Ckpt *ck = gs->ck;
+    const HfCkpt *ck = &gs->mc->ck;
     cJSON *index = cJSON_Duplicate(ck->index, 1);
     uint64_t total = 0;
     for (int f = 0; f < ck->n_files; f++) total += gs->file_bytes[f];
@@ -928,25 +813,21 @@ static int write_index(const GrowState *gs, const char *tmp_dir) {
         cJSON_AddItemToObject(wm, gs->out_names[order[k]], cJSON_CreateString(ck->files[gs->out_files[order[k]]]));
     free(order);
     cJSON_ReplaceItemInObjectCaseSensitive(index, "weight_map", wm);
-    char *text = json_print(index);
+    int rc = hf_ckpt_write_json(tmp_dir, HF_INDEX_NAME, index);
     cJSON_Delete(index);
-    char *path = path_join(tmp_dir, INDEX_NAME);
-    int rc = atomic_write_file(path, text, strlen(text));
-    free(path);
-    free(text);
     return rc;
 }
 
 static int is_skipped_file(const char *name) {
     static const char *skip_ext[] = {".safetensors", ".safetensors.index.json", ".bin", ".pt", ".pth",
                                      ".ckpt",        ".gguf",                   ".h5",  ".msgpack"};
-    if (strcmp(name, "config.json") == 0) return 1;
+    if (strcmp(name, HF_CONFIG_NAME) == 0) return 1;
     for (size_t i = 0; i < sizeof skip_ext / sizeof *skip_ext; i++)
         if (str_ends_with(name, skip_ext[i])) return 1;
     return 0;
 }
 
-static int copy_other_files(const Ckpt *ck, const char *tmp_dir) {
+static int copy_other_files(const HfCkpt *ck, const char *tmp_dir) {
     DIR *d = opendir(ck->dir);
     if (!d) return up_error("%s: cannot list (%s); expected a readable directory", ck->dir, strerror(errno));
     int rc = 0;
@@ -965,6 +846,8 @@ static int copy_other_files(const Ckpt *ck, const char *tmp_dir) {
     closedir(d);
     return rc;
 }
+
+/* ------------------------------------------------------------------ the output directory */
 
 static int check_paths(const char *in_dir, const char *out, int force) {
     char in_real[PATH_MAX], out_real[PATH_MAX];
@@ -985,15 +868,13 @@ static int check_paths(const char *in_dir, const char *out, int force) {
 }
 
 static int check_space(const GrowState *gs, const char *parent, const char *out) {
-    const Ckpt *ck = gs->ck;
-    uint64_t need = 0;
-    for (int f = 0; f < ck->n_files; f++)
-        for (int i = 0; i < ck->st[f].n_tensors; i++) need += ck->st[f].tensors[i].end - ck->st[f].tensors[i].begin;
-    for (int m = 0; m < ck->n_moe; m++) {
-        const MoeLayer *ml = &ck->moe[m];
-        for (int j = ck->E; j < gs->n_new; j++)
+    const HfMoeCkpt *mc = gs->mc;
+    uint64_t need = hf_ckpt_tensor_bytes(&mc->ck);
+    for (int m = 0; m < mc->n_moe; m++) {
+        const HfMoeLayer *ml = &mc->moe[m];
+        for (int j = mc->n_experts; j < gs->n_new; j++)
             for (int s = 0; s < ml->n_suffix; s++) {
-                const StTensor *t = tref(ck, ml->experts[gs->plan[m]->source[j] * ml->n_suffix + s]);
+                const StTensor *t = hf_ckpt_tensor(&mc->ck, ml->experts[gs->plan[m]->source[j] * ml->n_suffix + s]);
                 need += t->end - t->begin;
             }
     }
@@ -1006,6 +887,8 @@ static int check_space(const GrowState *gs, const char *parent, const char *out)
     return 0;
 }
 
+/* Moves the complete temporary directory to out (an existing out only with force: moved aside,
+ * replaced, then removed). */
 static int finish(const char *tmp, const char *out, int force) {
     if (path_exists(out)) {
         if (!force)
@@ -1039,19 +922,20 @@ static int finish(const char *tmp, const char *out, int force) {
 int hf_grow(const char *in_dir, const char *out_dir, const GrowPlan *plan, const HfGrowOptions *opt) {
     HfGrowOptions defaults = {0};
     if (!opt) opt = &defaults;
-    Ckpt ck;
-    if (ckpt_open(in_dir, &ck) != 0) return -1;
+    HfMoeCkpt mc;
+    if (hf_moe_open(in_dir, &mc) != 0) return -1;
+    const HfCkpt *ck = &mc.ck;
     GrowState gs;
     memset(&gs, 0, sizeof gs);
-    gs.ck = &ck;
+    gs.mc = &mc;
     char *out = xstrdup(out_dir);
     for (size_t n = strlen(out); n > 1 && out[n - 1] == '/'; n--) out[n - 1] = 0;
     char *tmp = xasprintf("%s.tmp.%ld", out, (long)getpid());
     char *parent = path_dirname(out);
     int made_tmp = 0;
-    int rc = check_plan(&ck, plan, &gs);
+    int rc = hf_plan_check(&mc, plan, &gs.plan, &gs.n_new);
     if (rc == 0) rc = check_paths(in_dir, out, opt->force);
-    if (rc == 0) rc = grow_biases(&ck, &gs, opt);
+    if (rc == 0) rc = grow_biases(&gs, opt);
     if (rc == 0 && !is_dir(parent) && mkdir_p(parent) != 0) rc = -1;
     if (rc == 0) rc = check_space(&gs, parent, out);
     if (rc == 0) {
@@ -1063,13 +947,13 @@ int hf_grow(const char *in_dir, const char *out_dir, const GrowPlan *plan, const
             made_tmp = 1;
     }
     if (rc == 0) {
-        for (int f = 0; f < ck.n_files; f++) madvise(ck.st[f].map, ck.st[f].file_bytes, MADV_SEQUENTIAL);
-        gs.file_bytes = xcalloc((size_t)ck.n_files, sizeof *gs.file_bytes);
-        for (int f = 0; f < ck.n_files && rc == 0; f++) rc = write_shard(&gs, f, tmp);
+        for (int f = 0; f < ck->n_files; f++) madvise(ck->st[f].map, ck->st[f].file_bytes, MADV_SEQUENTIAL);
+        gs.file_bytes = xcalloc((size_t)ck->n_files, sizeof *gs.file_bytes);
+        for (int f = 0; f < ck->n_files && rc == 0; f++) rc = write_shard(&gs, f, tmp);
     }
-    if (rc == 0) rc = write_config(&ck, gs.n_new, tmp);
-    if (rc == 0 && ck.sharded) rc = write_index(&gs, tmp);
-    if (rc == 0) rc = copy_other_files(&ck, tmp);
+    if (rc == 0) rc = write_config(&mc, gs.n_new, tmp);
+    if (rc == 0 && ck->sharded) rc = write_index(&gs, tmp);
+    if (rc == 0) rc = copy_other_files(ck, tmp);
     if (rc == 0 && fsync_dir(tmp) != 0) rc = up_error("%s: fsync failed (%s); expected a writable disk", tmp, strerror(errno));
     if (rc == 0) rc = finish(tmp, out, opt->force);
     if (rc != 0 && made_tmp) remove_tree(tmp);
@@ -1079,15 +963,16 @@ int hf_grow(const char *in_dir, const char *out_dir, const GrowPlan *plan, const
     free(gs.out_files);
     free(gs.file_bytes);
     if (gs.bias_out)
-        for (int m = 0; m < ck.n_moe; m++) free(gs.bias_out[m]);
+        for (int m = 0; m < mc.n_moe; m++) free(gs.bias_out[m]);
     free(gs.bias_out);
     free(gs.plan);
     free(parent);
     free(tmp);
     free(out);
-    ckpt_close(&ck);
+    hf_moe_close(&mc);
     return rc;
 }
+
 
 /* ------------------------------------------------------------------ synthetic benchmark checkpoint */
 
@@ -1185,7 +1070,7 @@ int hf_bench_make_checkpoint(const char *dir, double gigabytes) {
     int rc = 0;
     Rng rng;
     rng_seed(&rng, 12345);
-    size_t buf_cap = COPY_CHUNK;
+    size_t buf_cap = FILL_CHUNK;
     unsigned char *buf = xmalloc(buf_cap);
     cJSON *index = cJSON_CreateObject(), *meta = cJSON_AddObjectToObject(index, "metadata");
     char number[32];
@@ -1220,10 +1105,7 @@ int hf_bench_make_checkpoint(const char *dir, double gigabytes) {
     free(buf);
     free(ts);
     if (rc == 0) {
-        char *text = json_print(index), *path = path_join(dir, INDEX_NAME);
-        rc = atomic_write_file(path, text, strlen(text));
-        free(text);
-        free(path);
+        rc = hf_ckpt_write_json(dir, HF_INDEX_NAME, index);
     }
     cJSON_Delete(index);
     if (rc == 0) {
@@ -1249,10 +1131,7 @@ int hf_bench_make_checkpoint(const char *dir, double gigabytes) {
         cJSON_AddNumberToObject(c, "max_position_embeddings", 4096);
         cJSON_AddBoolToObject(c, "tie_word_embeddings", 0);
         cJSON_AddStringToObject(c, "torch_dtype", "bfloat16");
-        char *text = json_print(c), *path = path_join(dir, "config.json");
-        rc = atomic_write_file(path, text, strlen(text));
-        free(text);
-        free(path);
+        rc = hf_ckpt_write_json(dir, HF_CONFIG_NAME, c);
         cJSON_Delete(c);
     }
     return rc;
