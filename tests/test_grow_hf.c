@@ -16,6 +16,7 @@
 
 #include "grow/hf.h"
 #include "io/hf_ckpt.h"
+#include "io/hf_family.h"
 #include "grow/plan.h"
 #include "io/safetensors.h"
 #include "test.h"
@@ -737,6 +738,65 @@ TEST(test_hf_grow_errors_and_atomicity) {
 }
 
 /* ------------------------------------------------------------------ the layers below hf_grow */
+
+TEST(test_hf_family_names) {
+    const HfFamily *mixtral = hf_family_find("mixtral"), *qwen3 = hf_family_find("qwen3_moe");
+    CHECK(mixtral && strcmp(mixtral->experts_key, "num_local_experts") == 0 && strcmp(mixtral->prefix, "block_sparse_moe") == 0);
+    CHECK(qwen3 && qwen3->family == HF_FAMILY_QWEN3_MOE && strcmp(qwen3->prefix, "mlp") == 0);
+    CHECK(hf_family_find("deepseek_v2") && strcmp(hf_family_find("deepseek_v2")->experts_key, "n_routed_experts") == 0);
+    CHECK(hf_family_find("llama") == NULL && hf_family_find("") == NULL && hf_family_find("Mixtral") == NULL);
+    CHECK(strcmp(hf_family_name(HF_FAMILY_DEEPSEEK_V3), "deepseek_v3") == 0);
+    CHECK(strcmp(hf_family_name(0), "?") == 0 && strcmp(hf_family_name(99), "?") == 0);
+
+    struct {
+        const char *name, *prefix;
+        int kind;
+        long layer, expert;
+        const char *suffix;
+    } cases[] = {
+        {"model.layers.3.mlp.experts.12.gate_proj.weight", "mlp", HF_TENSOR_EXPERT, 3, 12, "gate_proj.weight"},
+        {"model.layers.0.mlp.experts.0.up_proj.weight_scale", "mlp", HF_TENSOR_EXPERT, 0, 0, "up_proj.weight_scale"},
+        {"model.layers.17.block_sparse_moe.experts.7.w2.weight", "block_sparse_moe", HF_TENSOR_EXPERT, 17, 7, "w2.weight"},
+        {"model.layers.3.mlp.gate.weight", "mlp", HF_TENSOR_ROUTER, 3, -1, NULL},
+        {"model.layers.61.mlp.gate.e_score_correction_bias", "mlp", HF_TENSOR_BIAS, 61, -1, NULL},
+        {"model.layers.3.mlp.gate.bias", "mlp", -1, 3, -1, NULL},
+        {"model.layers.3.mlp.gate.weight_scale", "mlp", -1, 3, -1, NULL},
+        /* ordinary tensors */
+        {"model.layers.3.block_sparse_moe.gate.weight", "mlp", HF_TENSOR_OTHER, -1, -1, NULL},
+        {"model.layers.3.mlp.shared_expert.gate_proj.weight", "mlp", HF_TENSOR_OTHER, -1, -1, NULL},
+        {"model.layers.3.mlp.shared_experts.up_proj.weight", "mlp", HF_TENSOR_OTHER, -1, -1, NULL},
+        {"model.layers.3.mlp.shared_expert_gate.weight", "mlp", HF_TENSOR_OTHER, -1, -1, NULL},
+        {"model.layers.3.mlp.gate_proj.weight", "mlp", HF_TENSOR_OTHER, -1, -1, NULL},
+        {"model.layers.3.mlp.experts.1.", "mlp", HF_TENSOR_OTHER, -1, -1, NULL},
+        {"model.layers.3.mlp.experts.x.w1", "mlp", HF_TENSOR_OTHER, -1, -1, NULL},
+        {"model.layers.3.mlp.experts.-1.w1", "mlp", HF_TENSOR_OTHER, -1, -1, NULL},
+        {"model.layers.+3.mlp.gate.weight", "mlp", HF_TENSOR_OTHER, -1, -1, NULL},
+        {"model.layers..mlp.gate.weight", "mlp", HF_TENSOR_OTHER, -1, -1, NULL},
+        {"model.layers.3.mlpx.gate.weight", "mlp", HF_TENSOR_OTHER, -1, -1, NULL},
+        {"layers.3.mlp.gate.weight", "mlp", HF_TENSOR_OTHER, -1, -1, NULL},
+        {"model.embed_tokens.weight", "mlp", HF_TENSOR_OTHER, -1, -1, NULL},
+        {"model.layers.123456789012.mlp.gate.weight", "mlp", HF_TENSOR_OTHER, -1, -1, NULL}, /* no overflow */
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        long layer = -1, expert = -1;
+        const char *suffix = NULL;
+        int kind = hf_classify_tensor(cases[c].name, cases[c].prefix, &layer, &expert, &suffix);
+        CHECK_MSG(kind == cases[c].kind, "%s: kind %d; expected %d", cases[c].name, kind, cases[c].kind);
+        if (kind == HF_TENSOR_OTHER) continue;
+        CHECK_MSG(layer == cases[c].layer, "%s: layer %ld", cases[c].name, layer);
+        if (kind != HF_TENSOR_EXPERT) continue;
+        CHECK_MSG(expert == cases[c].expert, "%s: expert %ld", cases[c].name, expert);
+        CHECK_MSG(suffix && strcmp(suffix, cases[c].suffix) == 0, "%s: suffix %s", cases[c].name, suffix ? suffix : "NULL");
+    }
+    /* the replica names the grower writes classify back to what they name */
+    char *name = hf_expert_name(mixtral, 5, 9, "w3.weight");
+    CHECK(strcmp(name, "model.layers.5.block_sparse_moe.experts.9.w3.weight") == 0);
+    long layer = 0, expert = 0;
+    const char *suffix = NULL;
+    CHECK(hf_classify_tensor(name, mixtral->prefix, &layer, &expert, &suffix) == HF_TENSOR_EXPERT);
+    CHECK(layer == 5 && expert == 9 && suffix && strcmp(suffix, "w3.weight") == 0);
+    free(name);
+}
 
 /* The reader against the test's own (ck_open): files, every tensor found in its file, the
  * walk order, sizes; then the two opening steps and index errors. */

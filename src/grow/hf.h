@@ -1,16 +1,9 @@
 /* hf.h - Expert Upcycling on Hugging Face MoE checkpoint directories.
  *
  * A checkpoint directory holds config.json and either model.safetensors or shards named in
- * model.safetensors.index.json ({"metadata": {"total_size": N, ...}, "weight_map": {name: file}}).
- * Supported families (model_type -> expert count key, MoE block prefix, expert projections):
- *   qwen2_moe, qwen3_moe, olmoe   num_experts        mlp               gate_proj, up_proj, down_proj
- *   mixtral                       num_local_experts  block_sparse_moe  w1, w2, w3
- *   deepseek_v2, deepseek_v3      n_routed_experts   mlp               gate_proj, up_proj, down_proj
- * A layer is an MoE layer when it has a router "model.layers.{i}.<prefix>.gate.weight" [E, C];
- * its experts are every tensor "model.layers.{i}.<prefix>.experts.{e}.<suffix>" (all suffixes,
- * so e.g. quantization scales travel with their weights), and an optional balancing bias
- * "<prefix>.gate.e_score_correction_bias" [E]. Shared experts (mlp.shared_expert(s).*,
- * mlp.shared_expert_gate.*) and dense layers are ordinary tensors and are copied unchanged.
+ * model.safetensors.index.json (io/hf_ckpt.h reads it); io/hf_family.h says which families are
+ * supported and what their MoE layers are. Shared experts and dense layers are ordinary tensors
+ * and are copied unchanged.
  *
  * hf_grow applies the growth operator of a GrowPlan (see plan.h for the expert order: the
  * originals keep their indices, replicas are appended):
@@ -38,15 +31,7 @@
 #define UPCYCLE_GROW_HF_H
 
 #include "grow/plan.h"
-
-enum {
-    HF_FAMILY_QWEN2_MOE = 1,
-    HF_FAMILY_QWEN3_MOE,
-    HF_FAMILY_OLMOE,
-    HF_FAMILY_MIXTRAL,
-    HF_FAMILY_DEEPSEEK_V2,
-    HF_FAMILY_DEEPSEEK_V3,
-};
+#include "io/hf_family.h"
 
 typedef struct {
     char model_type[64];
@@ -77,7 +62,6 @@ typedef struct {
  * shapes or dtypes, missing experts, router/bias shapes (name the tensors). */
 int hf_inspect(const char *dir, HfMoeInfo *info);
 void hf_info_free(HfMoeInfo *info);
-const char *hf_family_name(int family);
 
 /* A plan growing every MoE layer of info uniformly to n_new experts (allocate_uniform). */
 int hf_plan_uniform(const HfMoeInfo *info, int n_new, GrowPlan *plan);
