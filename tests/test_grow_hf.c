@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "bench.h"
 #include "grow/hf.h"
 #include "io/hf_ckpt.h"
 #include "io/hf_family.h"

@@ -46,9 +46,4 @@ typedef struct {
  * every layer (a Hugging Face config has one expert count); hf_plan_check says what else. */
 int hf_grow(const char *in_dir, const char *out_dir, const GrowPlan *plan, const HfGrowOptions *opt);
 
-/* Writes a synthetic BF16 qwen3_moe checkpoint of about `gigabytes` (4 layers, 32 experts,
- * hidden 1024, expert width chosen to reach the size, F32 balancing biases), sharded into
- * max(2, ceil(gigabytes)) files with an index, for `bench grow`. dir is created (mkdir -p). */
-int hf_bench_make_checkpoint(const char *dir, double gigabytes);
-
 #endif
