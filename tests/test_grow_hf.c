@@ -1,4 +1,4 @@
-/* test_grow_hf.c - Expert Upcycling of Hugging Face checkpoints (src/grow/hf.c).
+/* test_grow_hf.c - Expert Upcycling of Hugging Face checkpoints (src/grow/hf*.c).
  *
  * Fixtures of every supported family (and broken ones) come from tests/make_hf_fixtures.py,
  * which needs /usr/bin/python3 with torch. Each grown checkpoint is checked tensor by tensor

@@ -1,10 +1,11 @@
-/* hf.c - Expert Upcycling on Hugging Face MoE checkpoint directories (see hf.h).
+/* hf_grow.c - the streaming writer of Expert Upcycling on Hugging Face checkpoints (see hf.h).
  *
- * Structure: hf_moe_open (io/hf_family.h) opens the checkpoint and finds its MoE layers.
- * hf_grow then streams each input shard into the matching output shard: other tensors and
- * original experts are copied chunk by chunk from the mmap (pages dropped behind the copy so
- * the resident set stays small), routers and biases are extended, and replicas are appended
- * after their layer's router. */
+ * hf_grow opens the input (hf_moe_open), checks the plan (hf_plan_check), grows the balancing
+ * biases in memory, then streams each input shard into the matching output shard: other
+ * tensors and original experts are copied chunk by chunk from the mmap (pages dropped behind
+ * the copy so the resident set stays small), routers and biases are extended, and replicas are
+ * appended after their layer's router. config.json, the index and the other files follow, in a
+ * temporary directory that finish() moves into place. */
 #include "grow/hf.h"
 
 #include <cjson/cJSON.h>
@@ -12,8 +13,6 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <math.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -25,8 +24,6 @@
 #include "util.h"
 
 #define COPY_CHUNK ((size_t)8 << 20) /* bytes per write from the mmap */
-
-/* ------------------------------------------------------------------ grow */
 
 typedef struct {
     const HfMoeCkpt *mc;
