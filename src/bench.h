@@ -1,4 +1,5 @@
-/* bench.h - throughput measurements: sgemm peak and training steps on synthetic tokens. */
+/* bench.h - throughput measurements: sgemm peak and training steps on synthetic tokens, and the
+ * synthetic checkpoint that `bench grow` grows. */
 #ifndef UPCYCLE_BENCH_H
 #define UPCYCLE_BENCH_H
 
@@ -22,5 +23,11 @@ typedef struct {
 /* Times `steps` full training steps (forward, backward, AdamW) after `warmup` untimed ones,
  * on backend be (NULL: the CPU) at tc->precision. */
 int bench_train(const Backend *be, const ModelConfig *mc, const TrainConfig *tc, int warmup, int steps, TrainBench *out);
+
+/* Writes a synthetic BF16 qwen3_moe checkpoint of about `gigabytes` (4 layers, 32 experts,
+ * hidden 1024, expert width chosen to reach the size, F32 balancing biases), sharded into
+ * max(2, ceil(gigabytes)) files with an index, for `bench grow`. dir is created (mkdir -p).
+ * The bytes depend only on `gigabytes` (fixed seed). (src/bench_hf_fixture.c) */
+int hf_bench_make_checkpoint(const char *dir, double gigabytes);
 
 #endif

@@ -54,6 +54,19 @@ char *xstrdup(const char *s) {
     return d;
 }
 
+char *xasprintf(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = NULL;
+    int n = vasprintf(&s, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        fprintf(stderr, "upcycle: out of memory formatting a name\n");
+        exit(3);
+    }
+    return s;
+}
+
 void *aligned_alloc64(size_t bytes) {
     size_t rounded = (bytes + 63) & ~(size_t)63;
     void *p = aligned_alloc(64, rounded ? rounded : 64);
@@ -292,4 +305,47 @@ void format_duration(double seconds, char *buf, size_t n) {
     if (s >= 3600) snprintf(buf, n, "%dh%02dm", s / 3600, (s / 60) % 60);
     else if (s >= 60) snprintf(buf, n, "%dm%02ds", s / 60, s % 60);
     else snprintf(buf, n, "%ds", s);
+}
+
+int copy_file(const char *src, const char *dst) {
+    int in = open(src, O_RDONLY | O_CLOEXEC);
+    if (in < 0) return up_error("%s: cannot open (%s); expected a readable file", src, strerror(errno));
+    int out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (out < 0) {
+        int e = errno;
+        close(in);
+        return up_error("%s: cannot create (%s); expected a writable directory", dst, strerror(e));
+    }
+    size_t cap = (size_t)1 << 20;
+    char *buf = xmalloc(cap);
+    int rc = 0;
+    for (;;) {
+        ssize_t n = read(in, buf, cap);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+            rc = up_error("%s: read failed (%s); expected a readable file", src, strerror(errno));
+            break;
+        }
+        if (n == 0) break;
+        for (ssize_t done = 0; done < n;) {
+            ssize_t k = write(out, buf + done, (size_t)(n - done));
+            if (k < 0 && errno == EINTR) continue;
+            if (k < 0) {
+                rc = up_error("%s: write failed (%s); expected enough disk space", dst, strerror(errno));
+                break;
+            }
+            done += k;
+        }
+        if (rc) break;
+    }
+    free(buf);
+    if (rc == 0 && fsync(out) != 0) rc = up_error("%s: fsync failed (%s); expected enough disk space", dst, strerror(errno));
+    if (close(out) != 0 && rc == 0) rc = up_error("%s: write failed (%s); expected enough disk space", dst, strerror(errno));
+    close(in);
+    return rc;
+}
+
+int str_ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && strcmp(s + n - m, suffix) == 0;
 }

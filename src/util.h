@@ -1,4 +1,4 @@
-/* util.h - errors, atomic files, RNG, timing: the small things every module needs.
+/* util.h - errors, memory, files, strings, RNG, timing: the small things every module needs.
  *
  * Error convention: a function that can fail returns int (0 = ok, -1 = error) and
  * records one line with up_error("<file>: <what is wrong>; expected <what>").
@@ -20,6 +20,7 @@ void *xmalloc(size_t bytes);          /* exits with a message on out-of-memory *
 void *xcalloc(size_t n, size_t size);
 void *xrealloc(void *p, size_t bytes);
 char *xstrdup(const char *s);
+char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2))); /* malloc'd, like asprintf */
 void *aligned_alloc64(size_t bytes);  /* zeroed, 64-byte aligned; free with free() */
 
 /* ---- files ---- */
@@ -43,6 +44,12 @@ int remove_tree(const char *path);
 char *path_join(const char *a, const char *b); /* malloc'd "a/b" */
 char *path_dirname(const char *path);           /* malloc'd parent directory ("." if none) */
 char *exe_dirname(void);                         /* malloc'd directory of the running binary, or NULL */
+/* Copies the bytes of src into dst (created or truncated, mode 0644) and fsyncs dst.
+ * Errors name the file: "<src>: cannot open (...)", "<dst>: write failed (...)". */
+int copy_file(const char *src, const char *dst);
+
+/* ---- strings ---- */
+int str_ends_with(const char *s, const char *suffix);
 
 /* ---- random numbers: splitmix64 seeding + xoshiro256** ---- */
 typedef struct {

@@ -1,4 +1,4 @@
-/* test_grow_hf.c - Expert Upcycling of Hugging Face checkpoints (src/grow/hf.c).
+/* test_grow_hf.c - Expert Upcycling of Hugging Face checkpoints (src/grow/hf*.c).
  *
  * Fixtures of every supported family (and broken ones) come from tests/make_hf_fixtures.py,
  * which needs /usr/bin/python3 with torch. Each grown checkpoint is checked tensor by tensor
@@ -14,7 +14,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "bench.h"
 #include "grow/hf.h"
+#include "io/hf_ckpt.h"
+#include "io/hf_family.h"
 #include "grow/plan.h"
 #include "io/safetensors.h"
 #include "test.h"
@@ -733,6 +736,154 @@ TEST(test_hf_grow_errors_and_atomicity) {
     CHECK(!path_exists(out));
     grow_plan_free(&plan);
     hf_info_free(&info);
+}
+
+/* ------------------------------------------------------------------ the layers below hf_grow */
+
+TEST(test_hf_family_names) {
+    const HfFamily *mixtral = hf_family_find("mixtral"), *qwen3 = hf_family_find("qwen3_moe");
+    CHECK(mixtral && strcmp(mixtral->experts_key, "num_local_experts") == 0 && strcmp(mixtral->prefix, "block_sparse_moe") == 0);
+    CHECK(qwen3 && qwen3->family == HF_FAMILY_QWEN3_MOE && strcmp(qwen3->prefix, "mlp") == 0);
+    CHECK(hf_family_find("deepseek_v2") && strcmp(hf_family_find("deepseek_v2")->experts_key, "n_routed_experts") == 0);
+    CHECK(hf_family_find("llama") == NULL && hf_family_find("") == NULL && hf_family_find("Mixtral") == NULL);
+    CHECK(strcmp(hf_family_name(HF_FAMILY_DEEPSEEK_V3), "deepseek_v3") == 0);
+    CHECK(strcmp(hf_family_name(0), "?") == 0 && strcmp(hf_family_name(99), "?") == 0);
+
+    struct {
+        const char *name, *prefix;
+        int kind;
+        long layer, expert;
+        const char *suffix;
+    } cases[] = {
+        {"model.layers.3.mlp.experts.12.gate_proj.weight", "mlp", HF_TENSOR_EXPERT, 3, 12, "gate_proj.weight"},
+        {"model.layers.0.mlp.experts.0.up_proj.weight_scale", "mlp", HF_TENSOR_EXPERT, 0, 0, "up_proj.weight_scale"},
+        {"model.layers.17.block_sparse_moe.experts.7.w2.weight", "block_sparse_moe", HF_TENSOR_EXPERT, 17, 7, "w2.weight"},
+        {"model.layers.3.mlp.gate.weight", "mlp", HF_TENSOR_ROUTER, 3, -1, NULL},
+        {"model.layers.61.mlp.gate.e_score_correction_bias", "mlp", HF_TENSOR_BIAS, 61, -1, NULL},
+        {"model.layers.3.mlp.gate.bias", "mlp", -1, 3, -1, NULL},
+        {"model.layers.3.mlp.gate.weight_scale", "mlp", -1, 3, -1, NULL},
+        /* ordinary tensors */
+        {"model.layers.3.block_sparse_moe.gate.weight", "mlp", HF_TENSOR_OTHER, -1, -1, NULL},
+        {"model.layers.3.mlp.shared_expert.gate_proj.weight", "mlp", HF_TENSOR_OTHER, -1, -1, NULL},
+        {"model.layers.3.mlp.shared_experts.up_proj.weight", "mlp", HF_TENSOR_OTHER, -1, -1, NULL},
+        {"model.layers.3.mlp.shared_expert_gate.weight", "mlp", HF_TENSOR_OTHER, -1, -1, NULL},
+        {"model.layers.3.mlp.gate_proj.weight", "mlp", HF_TENSOR_OTHER, -1, -1, NULL},
+        {"model.layers.3.mlp.experts.1.", "mlp", HF_TENSOR_OTHER, -1, -1, NULL},
+        {"model.layers.3.mlp.experts.x.w1", "mlp", HF_TENSOR_OTHER, -1, -1, NULL},
+        {"model.layers.3.mlp.experts.-1.w1", "mlp", HF_TENSOR_OTHER, -1, -1, NULL},
+        {"model.layers.+3.mlp.gate.weight", "mlp", HF_TENSOR_OTHER, -1, -1, NULL},
+        {"model.layers..mlp.gate.weight", "mlp", HF_TENSOR_OTHER, -1, -1, NULL},
+        {"model.layers.3.mlpx.gate.weight", "mlp", HF_TENSOR_OTHER, -1, -1, NULL},
+        {"layers.3.mlp.gate.weight", "mlp", HF_TENSOR_OTHER, -1, -1, NULL},
+        {"model.embed_tokens.weight", "mlp", HF_TENSOR_OTHER, -1, -1, NULL},
+        {"model.layers.123456789012.mlp.gate.weight", "mlp", HF_TENSOR_OTHER, -1, -1, NULL}, /* no overflow */
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        long layer = -1, expert = -1;
+        const char *suffix = NULL;
+        int kind = hf_classify_tensor(cases[c].name, cases[c].prefix, &layer, &expert, &suffix);
+        CHECK_MSG(kind == cases[c].kind, "%s: kind %d; expected %d", cases[c].name, kind, cases[c].kind);
+        if (kind == HF_TENSOR_OTHER) continue;
+        CHECK_MSG(layer == cases[c].layer, "%s: layer %ld", cases[c].name, layer);
+        if (kind != HF_TENSOR_EXPERT) continue;
+        CHECK_MSG(expert == cases[c].expert, "%s: expert %ld", cases[c].name, expert);
+        CHECK_MSG(suffix && strcmp(suffix, cases[c].suffix) == 0, "%s: suffix %s", cases[c].name, suffix ? suffix : "NULL");
+    }
+    /* the replica names the grower writes classify back to what they name */
+    char *name = hf_expert_name(mixtral, 5, 9, "w3.weight");
+    CHECK(strcmp(name, "model.layers.5.block_sparse_moe.experts.9.w3.weight") == 0);
+    long layer = 0, expert = 0;
+    const char *suffix = NULL;
+    CHECK(hf_classify_tensor(name, mixtral->prefix, &layer, &expert, &suffix) == HF_TENSOR_EXPERT);
+    CHECK(layer == 5 && expert == 9 && suffix && strcmp(suffix, "w3.weight") == 0);
+    free(name);
+}
+
+/* The reader against the test's own (ck_open): files, every tensor found in its file, the
+ * walk order, sizes; then the two opening steps and index errors. */
+TEST(test_hf_ckpt_reader) {
+    const char *root = test_tmpdir();
+    if (make_fixtures(root, "qwen3_moe qwen2_moe bad_dense bad_no_config") != 0) return;
+    const char *names[] = {"qwen3_moe", "qwen2_moe", "bad_dense"};
+    for (int c = 0; c < 3; c++) {
+        char *dir = path_join(root, names[c]);
+        HfCkpt ck;
+        Ck ref;
+        if (hf_ckpt_open(dir, &ck) != 0 || ck_open(&ref, dir) != 0) {
+            CHECK_MSG(0, "%s: %s", names[c], up_last_error());
+            free(dir);
+            continue;
+        }
+        CHECK(cJSON_IsObject(ck.config) && strstr(ck.config_path, "config.json"));
+        CHECK(ck.n_files == ref.n && ck.sharded == (ref.index != NULL));
+        for (int f = 0; f < ck.n_files && f < ref.n; f++) CHECK(strcmp(ck.files[f], ref.names[f]) == 0);
+        for (int f = 1; f < ck.n_files; f++) CHECK(strcmp(ck.files[f - 1], ck.files[f]) < 0);
+        int n = 0, in_order = 1;
+        HfTensorRef prev = HF_TENSOR_NONE;
+        uint64_t bytes = 0;
+        for (HfTensorRef r = HF_TENSOR_BEGIN; hf_ckpt_next(&ck, &r);) {
+            in_order &= prev.file < 0 || (r.file == prev.file && r.index == prev.index + 1) ||
+                        (r.file > prev.file && r.index == 0);
+            prev = r;
+            const StTensor *t = hf_ckpt_tensor(&ck, r);
+            int ref_file = -1;
+            const StTensor *rt = ck_find(&ref, t->name, &ref_file);
+            const StFile *file = NULL;
+            const StTensor *found = hf_ckpt_find(&ck, t->name, &file);
+            CHECK_MSG(rt && ref_file == r.file && same_layout(rt, t), "%s: %s", names[c], t->name);
+            CHECK_MSG(found == t && file == hf_ckpt_file(&ck, r), "%s: find %s", names[c], t->name);
+            bytes += tbytes(t);
+            n++;
+        }
+        CHECK(in_order && n == ck_count(&ref) && (size_t)n == strmap_count(&ck.names));
+        CHECK(bytes == hf_ckpt_tensor_bytes(&ck));
+        const StFile *file = ck.st;
+        CHECK(hf_ckpt_find(&ck, "model.layers.0.mlp.experts.99.up_proj.weight", &file) == NULL && file == NULL);
+        CHECK(hf_ckpt_find(&ck, "", NULL) == NULL);
+        HfTensorRef end = HF_TENSOR_NONE;
+        CHECK(hf_ckpt_next(&ck, &end) == 0);
+        hf_ckpt_close(&ck);
+        CHECK(ck.config == NULL && ck.st == NULL && ck.n_files == 0);
+        hf_ckpt_close(&ck); /* closing twice is harmless */
+        ck_close(&ref);
+        free(dir);
+    }
+
+    HfCkpt ck;
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/bad_no_config", root);
+    expect_error(hf_ckpt_open(dir, &ck), "no config", "config.json: missing", NULL);
+    CHECK(ck.dir == NULL && ck.config == NULL);
+    snprintf(dir, sizeof dir, "%s/none", root);
+    expect_error(hf_ckpt_open_config(dir, &ck), "no directory", "none: no such directory", NULL);
+
+    /* the config opens alone; weights that fail to open leave it open */
+    snprintf(dir, sizeof dir, "%s/bad_dense", root);
+    char *weights = path_join(dir, "model.safetensors");
+    CHECK(atomic_write_file(weights, "garbage!garbage!", 16) == 0);
+    CHECK(hf_ckpt_open_config(dir, &ck) == 0);
+    CHECK(cJSON_IsObject(ck.config) && ck.n_files == 0 && ck.st == NULL);
+    expect_error(hf_ckpt_open_weights(&ck), "broken weights", "model.safetensors", NULL);
+    CHECK(cJSON_IsObject(ck.config) && ck.n_files == 0 && ck.st == NULL && strmap_count(&ck.names) == 0);
+    hf_ckpt_close(&ck);
+    remove(weights);
+    expect_error(hf_ckpt_open(dir, &ck), "no weights", "no model.safetensors and no model.safetensors.index.json", NULL);
+    free(weights);
+
+    /* an index that does not match its shards */
+    snprintf(dir, sizeof dir, "%s/qwen3_moe", root);
+    char *index_path = path_join(dir, HF_INDEX_NAME);
+    cJSON *index = load_json(index_path);
+    cJSON *wm = cJSON_GetObjectItem(index, "weight_map");
+    cJSON_AddStringToObject(wm, "model.ghost.weight", "model-00001-of-00002.safetensors");
+    CHECK(hf_ckpt_write_json(dir, HF_INDEX_NAME, index) == 0);
+    expect_error(hf_ckpt_open(dir, &ck), "ghost tensor", "weight_map lists tensor model.ghost.weight", NULL);
+    cJSON_DeleteItemFromObject(wm, "model.ghost.weight");
+    cJSON_DeleteItemFromObject(wm, "model.norm.weight");
+    CHECK(hf_ckpt_write_json(dir, HF_INDEX_NAME, index) == 0);
+    expect_error(hf_ckpt_open(dir, &ck), "unlisted tensor", "tensor model.norm.weight is not in the weight_map", NULL);
+    cJSON_Delete(index);
+    free(index_path);
 }
 
 TEST(test_hf_bench_checkpoint) {

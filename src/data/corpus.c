@@ -23,11 +23,6 @@ static void add_document(Corpus *c, const char *text, size_t n_bytes) {
     c->n_bytes += n_bytes;
 }
 
-static int ends_with(const char *s, const char *suffix) {
-    size_t n = strlen(s), k = strlen(suffix);
-    return n >= k && !strcmp(s + n - k, suffix);
-}
-
 static int add_jsonl(Corpus *c, const char *path, const char *text, size_t n_bytes, const char *field) {
     size_t line_no = 0;
     for (const char *line = text; line < text + n_bytes;) {
@@ -75,7 +70,7 @@ static int add_file(Corpus *c, const char *path, const CorpusOptions *opt) {
     size_t n;
     if (read_file(path, &text, &n)) return -1;
     int rc = 0;
-    if (ends_with(path, ".jsonl")) rc = add_jsonl(c, path, text, n, opt->jsonl_field ? opt->jsonl_field : "text");
+    if (str_ends_with(path, ".jsonl")) rc = add_jsonl(c, path, text, n, opt->jsonl_field ? opt->jsonl_field : "text");
     else add_text(c, text, n, opt->doc_sep);
     free(text);
     return rc;

@@ -1,16 +1,12 @@
-/* hf.h - Expert Upcycling on Hugging Face MoE checkpoint directories.
+/* hf.h - Expert Upcycling on Hugging Face MoE checkpoint directories: the API of `upcycle grow`
+ * (and `bench grow`) for them.
  *
- * A checkpoint directory holds config.json and either model.safetensors or shards named in
- * model.safetensors.index.json ({"metadata": {"total_size": N, ...}, "weight_map": {name: file}}).
- * Supported families (model_type -> expert count key, MoE block prefix, expert projections):
- *   qwen2_moe, qwen3_moe, olmoe   num_experts        mlp               gate_proj, up_proj, down_proj
- *   mixtral                       num_local_experts  block_sparse_moe  w1, w2, w3
- *   deepseek_v2, deepseek_v3      n_routed_experts   mlp               gate_proj, up_proj, down_proj
- * A layer is an MoE layer when it has a router "model.layers.{i}.<prefix>.gate.weight" [E, C];
- * its experts are every tensor "model.layers.{i}.<prefix>.experts.{e}.<suffix>" (all suffixes,
- * so e.g. quantization scales travel with their weights), and an optional balancing bias
- * "<prefix>.gate.e_score_correction_bias" [E]. Shared experts (mlp.shared_expert(s).*,
- * mlp.shared_expert_gate.*) and dense layers are ordinary tensors and are copied unchanged.
+ * The layers below, each with its own contract: io/hf_ckpt.h reads a checkpoint directory
+ * (config.json, model.safetensors or shards with model.safetensors.index.json); io/hf_family.h
+ * knows the supported families (Qwen2/3-MoE, OLMoE, Mixtral, DeepSeek-V2/V3), their tensor
+ * names and a checkpoint's MoE layers (router, optional balancing bias, experts);
+ * grow/hf_plan.h inspects a checkpoint (hf_inspect) and plans uniform growth. Shared experts
+ * and dense layers are ordinary tensors and are copied unchanged.
  *
  * hf_grow applies the growth operator of a GrowPlan (see plan.h for the expert order: the
  * originals keep their indices, replicas are appended):
@@ -37,50 +33,8 @@
 #ifndef UPCYCLE_GROW_HF_H
 #define UPCYCLE_GROW_HF_H
 
+#include "grow/hf_plan.h"
 #include "grow/plan.h"
-
-enum {
-    HF_FAMILY_QWEN2_MOE = 1,
-    HF_FAMILY_QWEN3_MOE,
-    HF_FAMILY_OLMOE,
-    HF_FAMILY_MIXTRAL,
-    HF_FAMILY_DEEPSEEK_V2,
-    HF_FAMILY_DEEPSEEK_V3,
-};
-
-typedef struct {
-    char model_type[64];
-    int family;               /* HF_FAMILY_* */
-    int n_layers;             /* config num_hidden_layers */
-    int n_moe_layers;
-    int *moe_layers;          /* (n_moe_layers) ascending layer indices that have a router; may include
-                               * layers >= n_layers (DeepSeek-V3's multi-token-prediction layer) */
-    int n_experts;            /* E, from the config, checked against every router */
-    const char *experts_key;  /* "num_experts", "num_local_experts" or "n_routed_experts" */
-    int n_experts_per_tok;    /* top-K from the config (0 if absent) */
-    int has_bias;             /* some MoE layer has gate.e_score_correction_bias */
-    char dtype[8];            /* dtype of the expert weights, e.g. "BF16" */
-    long long total_bytes;    /* tensor data bytes of the whole checkpoint */
-    const char *moe_prefix;   /* "mlp" or "block_sparse_moe" */
-    int hidden;               /* router columns C */
-    int n_expert_tensors;     /* tensors per expert (3 for gate/up/down) */
-    long long expert_bytes;   /* bytes of one expert's tensors (first MoE layer) */
-    int n_group;              /* DeepSeek group-limited routing groups (0 if none): E' must divide */
-    int sharded;              /* 1 = index + shards, 0 = model.safetensors */
-    int n_files;
-    char **files;             /* (n_files) safetensors file names relative to the directory */
-} HfMoeInfo;
-
-/* Reads config.json and the safetensors headers (no tensor data) and validates the MoE
- * structure. Errors: missing config.json; unknown architecture (lists model_type, the config
- * keys and the supported families); no MoE layers (suggests --from-dense); experts of unequal
- * shapes or dtypes, missing experts, router/bias shapes (name the tensors). */
-int hf_inspect(const char *dir, HfMoeInfo *info);
-void hf_info_free(HfMoeInfo *info);
-const char *hf_family_name(int family);
-
-/* A plan growing every MoE layer of info uniformly to n_new experts (allocate_uniform). */
-int hf_plan_uniform(const HfMoeInfo *info, int n_new, GrowPlan *plan);
 
 typedef struct {
     float bias_noise;           /* sigma of grow_bias_noise_std */
@@ -89,12 +43,7 @@ typedef struct {
 } HfGrowOptions;
 
 /* The plan must cover every MoE layer exactly once, with n_old == E and the same n_new in
- * every layer (a Hugging Face config has one expert count). */
+ * every layer (a Hugging Face config has one expert count); hf_plan_check says what else. */
 int hf_grow(const char *in_dir, const char *out_dir, const GrowPlan *plan, const HfGrowOptions *opt);
-
-/* Writes a synthetic BF16 qwen3_moe checkpoint of about `gigabytes` (4 layers, 32 experts,
- * hidden 1024, expert width chosen to reach the size, F32 balancing biases), sharded into
- * max(2, ceil(gigabytes)) files with an index, for `bench grow`. dir is created (mkdir -p). */
-int hf_bench_make_checkpoint(const char *dir, double gigabytes);
 
 #endif

@@ -123,7 +123,7 @@ uint16_t f32_to_f16(float f) {
 
 /* ------------------------------------------------------------------ reader */
 
-static void format_shape(char *buf, size_t cap, int ndim, const int64_t *shape) {
+void st_format_shape(char *buf, size_t cap, int ndim, const int64_t *shape) {
     size_t used = (size_t)snprintf(buf, cap, "[");
     for (int i = 0; i < ndim && used < cap; i++)
         used += (size_t)snprintf(buf + used, cap - used, "%s%" PRId64, i ? ", " : "", shape[i]);
@@ -264,7 +264,7 @@ static int parse_offsets(const StFile *f, const char *name, const cJSON *entry, 
     if (overflow) expected = UINT64_MAX; /* never equals end - begin: reported as a size mismatch */
     if (end - begin != expected) {
         char shape_text[256];
-        format_shape(shape_text, sizeof shape_text, t->ndim, t->shape);
+        st_format_shape(shape_text, sizeof shape_text, t->ndim, t->shape);
         return up_error("%s: tensor %s spans %" PRIu64 " bytes; expected %" PRIu64 " for %s shape %s", f->path, name,
                         end - begin, expected, st_dtype_name(t->dtype), shape_text);
     }
@@ -407,8 +407,8 @@ int st_read_f32(const StFile *f, const char *name, float *dst, int ndim, const i
         return up_error("%s: tensor %s has dtype %s; expected F32, BF16 or F16", f->path, name, st_dtype_name(t->dtype));
     if (!shape_matches(t, ndim, shape)) {
         char have[256], want[256];
-        format_shape(have, sizeof have, t->ndim, t->shape);
-        format_shape(want, sizeof want, ndim, shape);
+        st_format_shape(have, sizeof have, t->ndim, t->shape);
+        st_format_shape(want, sizeof want, ndim, shape);
         return up_error("%s: tensor %s has shape %s; expected %s", f->path, name, have, want);
     }
     int64_t n = st_numel(t);

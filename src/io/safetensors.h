@@ -39,6 +39,8 @@ const char *st_dtype_name(StDtype d);     /* "F32", "BF16", ... */
 int st_dtype_from_name(const char *name, StDtype *out);
 size_t st_dtype_size(StDtype d);
 int64_t st_numel(const StTensor *t);
+/* "[2, 3]" into buf (truncated to cap), the form every shape takes in our error messages */
+void st_format_shape(char *buf, size_t cap, int ndim, const int64_t *shape);
 
 /* Validation on open: file at least 8 bytes, header length within the file, header is a JSON
  * object, every entry has a known dtype, a shape of non-negative ints, offsets within the data
