@@ -591,9 +591,9 @@ if command -v strace >/dev/null 2>&1; then
       n_renames=$(grep -c 'rename(' "$SW/trace")
       inject=(-e inject=renameat2:error=EINVAL -e "inject=rename:signal=KILL:when=$n_renames")
     fi
-    timeout "$CMD_TIMEOUT" strace -f -qq -o /dev/null "${inject[@]}" "$UP" tokenize --input "$SW/new.txt" --out "$SW/d" --force \
-      >/dev/null 2>"$CAP/swap_err"
-    st=$?
+    # (in a group with its own stderr: the shell's "Killed" notice goes there, not to the log)
+    { timeout "$CMD_TIMEOUT" strace -f -qq -o /dev/null "${inject[@]}" "$UP" tokenize --input "$SW/new.txt" --out "$SW/d" --force \
+      >/dev/null 2>"$CAP/swap_err"; st=$?; } 2>/dev/null
     at_kill=$( [ -d "$SW/d" ] && snapshot "$SW/d" )
     left=$(cd "$SW" && ls -d d.* 2>/dev/null | tr '\n' ' ')
     aside=$(for o in "$SW"/d.old.*; do [ -d "$o" ] && snapshot "$o"; done)

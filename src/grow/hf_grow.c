@@ -5,7 +5,7 @@
  * tensors and original experts are copied chunk by chunk from the mmap (pages dropped behind
  * the copy so the resident set stays small), routers and biases are extended, and replicas are
  * appended after their layer's router. config.json, the index and the other files follow, in a
- * temporary directory that finish() moves into place. */
+ * temporary directory that util/dir_replace swaps into place. */
 #include "grow/hf.h"
 
 #include <cjson/cJSON.h>
@@ -22,6 +22,7 @@
 
 #include "io/safetensors.h"
 #include "util.h"
+#include "util/dir_replace.h"
 
 #define COPY_CHUNK ((size_t)8 << 20) /* bytes per write from the mmap */
 
@@ -360,38 +361,6 @@ static int check_space(const GrowState *gs, const char *parent, const char *out)
     return 0;
 }
 
-/* Moves the complete temporary directory to out (an existing out only with force: moved aside,
- * replaced, then removed). */
-static int finish(const char *tmp, const char *out, int force) {
-    if (path_exists(out)) {
-        if (!force)
-            return up_error("%s: already exists (created while growing); expected a new output directory (or --force)",
-                            out);
-        char *old = xasprintf("%s.old.%ld", out, (long)getpid());
-        remove_tree(old);
-        if (rename(out, old) != 0) {
-            int e = errno;
-            free(old);
-            return up_error("%s: cannot move the existing directory aside (%s); expected a writable parent", out,
-                            strerror(e));
-        }
-        if (rename(tmp, out) != 0) {
-            int e = errno;
-            rename(old, out);
-            free(old);
-            return up_error("%s: cannot rename %s into place (%s); expected a writable parent", out, tmp, strerror(e));
-        }
-        remove_tree(old);
-        free(old);
-    } else if (rename(tmp, out) != 0) {
-        return up_error("%s: cannot rename %s into place (%s); expected a writable parent", out, tmp, strerror(errno));
-    }
-    char *parent = path_dirname(out);
-    fsync_dir(parent);
-    free(parent);
-    return 0;
-}
-
 int hf_grow(const char *in_dir, const char *out_dir, const GrowPlan *plan, const HfGrowOptions *opt) {
     HfGrowOptions defaults = {0};
     if (!opt) opt = &defaults;
@@ -403,22 +372,15 @@ int hf_grow(const char *in_dir, const char *out_dir, const GrowPlan *plan, const
     gs.mc = &mc;
     char *out = xstrdup(out_dir);
     for (size_t n = strlen(out); n > 1 && out[n - 1] == '/'; n--) out[n - 1] = 0;
-    char *tmp = xasprintf("%s.tmp.%ld", out, (long)getpid());
     char *parent = path_dirname(out);
-    int made_tmp = 0;
+    DirReplace d = {0}; /* the grown checkpoint is written under d.tmp, then swapped into place */
     int rc = hf_plan_check(&mc, plan, &gs.plan, &gs.n_new);
     if (rc == 0) rc = check_paths(in_dir, out, opt->force);
     if (rc == 0) rc = grow_biases(&gs, opt);
     if (rc == 0 && !is_dir(parent) && mkdir_p(parent) != 0) rc = -1;
     if (rc == 0) rc = check_space(&gs, parent, out);
-    if (rc == 0) {
-        remove_tree(tmp);
-        if (mkdir(tmp, 0755) != 0)
-            rc = up_error("%s: cannot create directory (%s); expected a writable parent directory for %s", tmp,
-                          strerror(errno), out);
-        else
-            made_tmp = 1;
-    }
+    if (rc == 0) rc = dir_replace_begin(&d, out);
+    const char *tmp = d.tmp;
     if (rc == 0) {
         for (int f = 0; f < ck->n_files; f++) madvise(ck->st[f].map, ck->st[f].file_bytes, MADV_SEQUENTIAL);
         gs.file_bytes = xcalloc((size_t)ck->n_files, sizeof *gs.file_bytes);
@@ -427,9 +389,12 @@ int hf_grow(const char *in_dir, const char *out_dir, const GrowPlan *plan, const
     if (rc == 0) rc = write_config(&mc, gs.n_new, tmp);
     if (rc == 0 && ck->sharded) rc = write_index(&gs, tmp);
     if (rc == 0) rc = copy_other_files(ck, tmp);
-    if (rc == 0 && fsync_dir(tmp) != 0) rc = up_error("%s: fsync failed (%s); expected a writable disk", tmp, strerror(errno));
-    if (rc == 0) rc = finish(tmp, out, opt->force);
-    if (rc != 0 && made_tmp) remove_tree(tmp);
+    if (rc == 0 && !opt->force && path_exists(out))
+        rc = up_error("%s: already exists (created while growing); expected a new output directory (or --force)", out);
+    if (d.tmp) {
+        if (rc) dir_replace_abort(&d);
+        else rc = dir_replace_commit(&d);
+    }
     for (size_t i = 0; i < gs.n_owned; i++) free(gs.owned[i]);
     free(gs.owned);
     free(gs.out_names);
@@ -440,7 +405,6 @@ int hf_grow(const char *in_dir, const char *out_dir, const GrowPlan *plan, const
     free(gs.bias_out);
     free(gs.plan);
     free(parent);
-    free(tmp);
     free(out);
     hf_moe_close(&mc);
     return rc;

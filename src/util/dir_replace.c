@@ -109,9 +109,10 @@ static int replace_by_two_renames(DirReplace *d) {
 }
 
 int dir_replace_commit(DirReplace *d) {
-    fsync_dir(d->tmp);
     int rc = 0;
-    if (renameat2(AT_FDCWD, d->tmp, AT_FDCWD, d->out, RENAME_EXCHANGE) == 0) {
+    if (fsync_dir(d->tmp) != 0) {
+        rc = up_error("%s: fsync failed (%s); expected a writable disk", d->tmp, strerror(errno));
+    } else if (renameat2(AT_FDCWD, d->tmp, AT_FDCWD, d->out, RENAME_EXCHANGE) == 0) {
         remove_tree(d->tmp); /* the old directory, under the temporary name now */
     } else if (errno == ENOENT && !path_exists(d->out)) {
         if (rename(d->tmp, d->out) != 0)
