@@ -213,7 +213,7 @@ static int bench_grow_cmd(int argc, char **argv) {
     t0 = now_seconds();
     if (!rc) rc = hf_grow(in, out, &plan, &hopt);
     double t_grow = now_seconds() - t0;
-    if (!rc) grow_plan_free(&plan);
+    grow_plan_free(&plan); /* hf_plan_uniform zeroes it first, so also after a failure */
     if (!rc) {
         HfMoeInfo grown;
         double out_gb = 0;

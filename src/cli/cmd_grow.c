@@ -48,7 +48,7 @@ static int cli_grow_hf(const char *in, const char *out, const GrowOptions *o) {
     if (!rc)
         printf("grew %s (%s, %s, %d MoE layers): %d -> %d experts in %.1fs -> %s\n", in, hf_family_name(info.family),
                info.dtype, info.n_moe_layers, info.n_experts, target, now_seconds() - t0, out);
-    if (!rc) grow_plan_free(&plan);
+    grow_plan_free(&plan); /* hf_plan_uniform zeroes it first, so also after a failure */
     hf_info_free(&info);
     return rc ? cli_fail() : 0;
 }
