@@ -7,79 +7,14 @@
 
 #include <cjson/cJSON.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "util.h"
+#include "util/strbuf.h"
 
 #define DASH "\xe2\x80\x94" /* "—": a value that is absent */
 #define PM "\xc2\xb1"       /* "±" */
-
-/* ------------------------------------------------------------------ growable text */
-
-typedef struct {
-    char *s;
-    size_t len, cap;
-} Buf;
-
-static void buf_reserve(Buf *b, size_t extra) {
-    if (b->len + extra + 1 <= b->cap) return;
-    size_t cap = b->cap ? b->cap : 4096;
-    while (cap < b->len + extra + 1) cap *= 2;
-    b->s = xrealloc(b->s, cap);
-    b->cap = cap;
-}
-
-static void bput(Buf *b, const char *s) {
-    size_t n = strlen(s);
-    buf_reserve(b, n);
-    memcpy(b->s + b->len, s, n + 1);
-    b->len += n;
-}
-
-static void bputn(Buf *b, const char *s, size_t n) {
-    buf_reserve(b, n);
-    memcpy(b->s + b->len, s, n);
-    b->len += n;
-    b->s[b->len] = 0;
-}
-
-__attribute__((format(printf, 2, 3))) static void bprintf(Buf *b, const char *fmt, ...) {
-    if (!fmt) return;
-    va_list ap, ap2;
-    va_start(ap, fmt);
-    va_copy(ap2, ap);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n > 0) {
-        buf_reserve(b, (size_t)n);
-        vsnprintf(b->s + b->len, (size_t)n + 1, fmt, ap2);
-        b->len += (size_t)n;
-    }
-    va_end(ap2);
-}
-
-/* HTML-escape (text and attribute values) */
-static void besc(Buf *b, const char *s) {
-    if (!s) return;
-    for (const char *p = s; *p; p++) {
-        switch (*p) {
-        case '&': bput(b, "&amp;"); break;
-        case '<': bput(b, "&lt;"); break;
-        case '>': bput(b, "&gt;"); break;
-        case '"': bput(b, "&quot;"); break;
-        case '\'': bput(b, "&#39;"); break;
-        default: bputn(b, p, 1);
-        }
-    }
-}
-
-static void buf_free(Buf *b) {
-    free(b->s);
-    b->s = NULL;
-    b->len = b->cap = 0;
-}
 
 /* ------------------------------------------------------------------ JSON access */
 
@@ -322,48 +257,41 @@ static void table_free(Table *t) {
     memset(t, 0, sizeof *t);
 }
 
-static void table_html(Buf *b, const Table *t, const char *klass) {
-    bprintf(b, "<table class=\"%s\">\n<thead><tr>", klass);
+static void table_html(Strbuf *b, const Table *t, const char *klass) {
+    sb_printf(b, "<table class=\"%s\">\n<thead><tr>", klass);
     for (int c = 0; c < t->ncols; c++) {
-        bput(b, "<th>");
-        besc(b, t->head[c]);
-        bput(b, "</th>");
+        sb_put(b, "<th>");
+        sb_put_escaped(b, t->head[c]);
+        sb_put(b, "</th>");
     }
-    bput(b, "</tr></thead>\n<tbody>\n");
+    sb_put(b, "</tr></thead>\n<tbody>\n");
     for (int r = 0; r < t->nrows; r++) {
         if (t->rowcls[r]) {
-            bput(b, "<tr class=\"");
-            besc(b, t->rowcls[r]);
-            bput(b, "\">");
-        } else bput(b, "<tr>");
+            sb_put(b, "<tr class=\"");
+            sb_put_escaped(b, t->rowcls[r]);
+            sb_put(b, "\">");
+        } else sb_put(b, "<tr>");
         for (int c = 0; c < t->ncols; c++) {
             const char *cl = t->cls[r * t->ncols + c];
             if (cl) {
-                bput(b, "<td class=\"");
-                besc(b, cl);
-                bput(b, "\">");
-            } else bput(b, "<td>");
-            besc(b, t->cell[r * t->ncols + c]);
-            bput(b, "</td>");
+                sb_put(b, "<td class=\"");
+                sb_put_escaped(b, cl);
+                sb_put(b, "\">");
+            } else sb_put(b, "<td>");
+            sb_put_escaped(b, t->cell[r * t->ncols + c]);
+            sb_put(b, "</td>");
         }
-        bput(b, "</tr>\n");
+        sb_put(b, "</tr>\n");
     }
-    bput(b, "</tbody></table>\n");
+    sb_put(b, "</tbody></table>\n");
 }
 
-/* display width of UTF-8 text: code points */
-static int utf8_width(const char *s) {
-    int w = 0;
-    for (; *s; s++) w += ((unsigned char)*s & 0xC0) != 0x80;
-    return w;
-}
-
-static void pad(Buf *b, int n) {
-    for (int i = 0; i < n; i++) bputn(b, " ", 1);
+static void pad(Strbuf *b, int n) {
+    for (int i = 0; i < n; i++) sb_putn(b, " ", 1);
 }
 
 /* columns separated by " | ", first column left-aligned, the others right-aligned */
-static void table_text(Buf *b, const Table *t) {
+static void table_text(Strbuf *b, const Table *t) {
     int w[32] = {0};
     int nc = t->ncols < 32 ? t->ncols : 32;
     for (int c = 0; c < nc; c++) {
@@ -377,23 +305,23 @@ static void table_text(Buf *b, const Table *t) {
         for (int c = 0; c < nc; c++) {
             const char *s = r < 0 ? t->head[c] : t->cell[r * t->ncols + c];
             int gap = w[c] - utf8_width(s);
-            if (c) bput(b, " | ");
+            if (c) sb_put(b, " | ");
             int left = t->align && c < (int)strlen(t->align) ? t->align[c] == 'l' : c == 0;
             if (left) {
-                bput(b, s);
+                sb_put(b, s);
                 if (c < nc - 1) pad(b, gap);
             } else {
                 pad(b, gap);
-                bput(b, s);
+                sb_put(b, s);
             }
         }
-        bput(b, "\n");
+        sb_put(b, "\n");
         if (r < 0) {
             for (int c = 0; c < nc; c++) {
-                if (c) bput(b, "-+-");
-                for (int i = 0; i < w[c]; i++) bputn(b, "-", 1);
+                if (c) sb_put(b, "-+-");
+                for (int i = 0; i < w[c]; i++) sb_putn(b, "-", 1);
             }
-            bput(b, "\n");
+            sb_put(b, "\n");
         }
     }
 }
@@ -690,7 +618,7 @@ typedef struct {
 } LegendItem;
 
 typedef struct {
-    Buf body;
+    Strbuf body;
     double x0, x1, y0, y1;       /* axis range (after rounding to ticks) */
     double xstep, ystep;
     int xexp, yexp;              /* labels show v / 10^exp */
@@ -744,24 +672,13 @@ static void tick_label(char *out, size_t n, double v, double step, int expo) {
 static double PX(const Plot *p, double x) { return p->L + (x - p->x0) / (p->x1 - p->x0) * p->pw; }
 static double PY(const Plot *p, double y) { return p->T + p->ph - (y - p->y0) / (p->y1 - p->y0) * p->ph; }
 
-/* bounded copy that does not cut a UTF-8 sequence in half */
-static void copy_text(char *dst, size_t n, const char *src) {
-    size_t len = strlen(src);
-    if (len >= n) {
-        len = n - 1;
-        while (len && ((unsigned char)src[len] & 0xC0) == 0x80) len--;
-    }
-    memcpy(dst, src, len);
-    dst[len] = 0;
-}
-
 static void plot_begin(Ctx *cx, Plot *p, const char *title, const char *xlabel, const char *ylabel, double xmin,
                        double xmax, double ymin, double ymax) {
     memset(p, 0, sizeof *p);
     p->id = ++cx->next_id;
-    copy_text(p->title, sizeof p->title, title);
-    copy_text(p->xlabel, sizeof p->xlabel, xlabel);
-    copy_text(p->ylabel, sizeof p->ylabel, ylabel);
+    utf8_copy(p->title, sizeof p->title, title);
+    utf8_copy(p->xlabel, sizeof p->xlabel, xlabel);
+    utf8_copy(p->ylabel, sizeof p->ylabel, ylabel);
     axis_range(xmin, xmax, 6, &p->x0, &p->x1, &p->xstep, &p->xexp);
     axis_range(ymin, ymax, 6, &p->y0, &p->y1, &p->ystep, &p->yexp);
     p->W = 560, p->L = 66, p->R = 18, p->T = 40;
@@ -772,12 +689,12 @@ static void plot_begin(Ctx *cx, Plot *p, const char *title, const char *xlabel, 
 static void plot_legend(Plot *p, const char *name, const char *color, const char *dash, int kind) {
     if (p->nleg >= 40) return;
     LegendItem *it = &p->leg[p->nleg++];
-    copy_text(it->name, sizeof it->name, name);
+    utf8_copy(it->name, sizeof it->name, name);
     it->color = color, it->dash = dash, it->kind = kind;
 }
 
-static void dash_attr(Buf *b, const char *dash) {
-    if (dash && *dash) bprintf(b, " stroke-dasharray=\"%s\"", dash);
+static void dash_attr(Strbuf *b, const char *dash) {
+    if (dash && *dash) sb_printf(b, " stroke-dasharray=\"%s\"", dash);
 }
 
 /* a polyline through the finite points; non-finite points break it into pieces */
@@ -789,16 +706,16 @@ static void plot_line(Plot *p, const double *x, const double *y, int n, const ch
         if (ok) {
             double X = PX(p, x[i]), Y = PY(p, y[i]);
             if (!open) {
-                bprintf(&p->body, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"%.1f\" stroke-linejoin=\"round\"",
+                sb_printf(&p->body, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"%.1f\" stroke-linejoin=\"round\"",
                         color, width);
                 dash_attr(&p->body, dash);
-                if (opacity < 1) bprintf(&p->body, " stroke-opacity=\"%.2f\"", opacity);
-                bput(&p->body, " points=\"");
+                if (opacity < 1) sb_printf(&p->body, " stroke-opacity=\"%.2f\"", opacity);
+                sb_put(&p->body, " points=\"");
                 open = 1;
             }
-            bprintf(&p->body, "%.1f,%.1f ", X, Y);
+            sb_printf(&p->body, "%.1f,%.1f ", X, Y);
         } else if (open) {
-            bput(&p->body, "\"/>\n");
+            sb_put(&p->body, "\"/>\n");
             open = 0;
         }
     }
@@ -813,10 +730,10 @@ static void plot_band(Plot *p, const double *x, const double *lo, const double *
         int j = i;
         while (j < n && isfinite(x[j]) && isfinite(lo[j]) && isfinite(hi[j])) j++;
         if (j - i >= 2) {
-            bprintf(&p->body, "<polygon fill=\"%s\" fill-opacity=\"%.2f\" stroke=\"none\" points=\"", color, opacity);
-            for (int k = i; k < j; k++) bprintf(&p->body, "%.1f,%.1f ", PX(p, x[k]), PY(p, hi[k]));
-            for (int k = j - 1; k >= i; k--) bprintf(&p->body, "%.1f,%.1f ", PX(p, x[k]), PY(p, lo[k]));
-            bput(&p->body, "\"/>\n");
+            sb_printf(&p->body, "<polygon fill=\"%s\" fill-opacity=\"%.2f\" stroke=\"none\" points=\"", color, opacity);
+            for (int k = i; k < j; k++) sb_printf(&p->body, "%.1f,%.1f ", PX(p, x[k]), PY(p, hi[k]));
+            for (int k = j - 1; k >= i; k--) sb_printf(&p->body, "%.1f,%.1f ", PX(p, x[k]), PY(p, lo[k]));
+            sb_put(&p->body, "\"/>\n");
         }
         i = j;
     }
@@ -825,17 +742,17 @@ static void plot_band(Plot *p, const double *x, const double *lo, const double *
 static void plot_marker(Plot *p, double x, double y, const char *color, int hollow, double r) {
     if (!isfinite(x) || !isfinite(y)) return;
     if (hollow)
-        bprintf(&p->body, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"%.1f\" fill=\"#fff\" stroke=\"%s\" stroke-width=\"1.8\"/>\n",
+        sb_printf(&p->body, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"%.1f\" fill=\"#fff\" stroke=\"%s\" stroke-width=\"1.8\"/>\n",
                 PX(p, x), PY(p, y), r, color);
     else
-        bprintf(&p->body, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"%.1f\" fill=\"%s\" stroke=\"#fff\" stroke-width=\"0.8\"/>\n",
+        sb_printf(&p->body, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"%.1f\" fill=\"%s\" stroke=\"#fff\" stroke-width=\"0.8\"/>\n",
                 PX(p, x), PY(p, y), r, color);
 }
 
 static void plot_errbar(Plot *p, double x, double lo, double hi, const char *color) {
     if (!isfinite(x) || !isfinite(lo) || !isfinite(hi)) return;
     double X = PX(p, x), Y0 = PY(p, lo), Y1 = PY(p, hi);
-    bprintf(&p->body,
+    sb_printf(&p->body,
             "<path d=\"M%.1f %.1fV%.1fM%.1f %.1fH%.1fM%.1f %.1fH%.1f\" stroke=\"%s\" stroke-width=\"1.5\" fill=\"none\"/>\n", X,
             Y0, Y1, X - 5, Y0, X + 5, X - 5, Y1, X + 5, color);
 }
@@ -844,51 +761,51 @@ static void plot_errbar(Plot *p, double x, double lo, double hi, const char *col
 static void plot_vline(Plot *p, double x, const char *label) {
     if (!isfinite(x) || x < p->x0 || x > p->x1) return;
     double X = PX(p, x);
-    bprintf(&p->body, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#444\" stroke-width=\"1.2\" stroke-dasharray=\"5 4\"/>\n",
+    sb_printf(&p->body, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#444\" stroke-width=\"1.2\" stroke-dasharray=\"5 4\"/>\n",
             X, p->T, X, p->T + p->ph);
     if (label && *label) {
         int right = X + 8 + 6.2 * utf8_width(label) < p->L + p->pw;
-        bprintf(&p->body, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" fill=\"#444\" text-anchor=\"%s\">", right ? X + 4 : X - 4,
+        sb_printf(&p->body, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" fill=\"#444\" text-anchor=\"%s\">", right ? X + 4 : X - 4,
                 p->T + 13, right ? "start" : "end");
-        besc(&p->body, label);
-        bput(&p->body, "</text>\n");
+        sb_put_escaped(&p->body, label);
+        sb_put(&p->body, "</text>\n");
     }
 }
 
 static void plot_hline(Plot *p, double y, const char *label) {
     if (!isfinite(y) || y < p->y0 || y > p->y1) return;
     double Y = PY(p, y);
-    bprintf(&p->body, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#888\" stroke-width=\"1\" stroke-dasharray=\"3 3\"/>\n",
+    sb_printf(&p->body, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#888\" stroke-width=\"1\" stroke-dasharray=\"3 3\"/>\n",
             p->L, Y, p->L + p->pw, Y);
     if (label && *label) {
-        bprintf(&p->body, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" fill=\"#666\">", p->L + 5, Y - 4);
-        besc(&p->body, label);
-        bput(&p->body, "</text>\n");
+        sb_printf(&p->body, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" fill=\"#666\">", p->L + 5, Y - 4);
+        sb_put_escaped(&p->body, label);
+        sb_put(&p->body, "</text>\n");
     }
 }
 
 static void plot_text(Plot *p, double x, double y, double dx, double dy, const char *anchor, const char *color, const char *s) {
     if (!isfinite(x) || !isfinite(y)) return;
-    bprintf(&p->body, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" fill=\"%s\" text-anchor=\"%s\">", PX(p, x) + dx, PY(p, y) + dy,
+    sb_printf(&p->body, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" fill=\"%s\" text-anchor=\"%s\">", PX(p, x) + dx, PY(p, y) + dy,
             color, anchor);
-    besc(&p->body, s);
-    bput(&p->body, "</text>\n");
+    sb_put_escaped(&p->body, s);
+    sb_put(&p->body, "</text>\n");
 }
 
-static void legend_swatch(Buf *b, const LegendItem *it, double x, double y) {
+static void legend_swatch(Strbuf *b, const LegendItem *it, double x, double y) {
     switch (it->kind) {
-    case 1: bprintf(b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"4\" fill=\"%s\"/>", x + 11, y, it->color); break;
-    case 2: bprintf(b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"4\" fill=\"#fff\" stroke=\"%s\" stroke-width=\"1.8\"/>", x + 11, y, it->color); break;
-    case 3: bprintf(b, "<rect x=\"%.1f\" y=\"%.1f\" width=\"22\" height=\"10\" fill=\"%s\" fill-opacity=\"0.25\"/>", x, y - 5, it->color); break;
+    case 1: sb_printf(b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"4\" fill=\"%s\"/>", x + 11, y, it->color); break;
+    case 2: sb_printf(b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"4\" fill=\"#fff\" stroke=\"%s\" stroke-width=\"1.8\"/>", x + 11, y, it->color); break;
+    case 3: sb_printf(b, "<rect x=\"%.1f\" y=\"%.1f\" width=\"22\" height=\"10\" fill=\"%s\" fill-opacity=\"0.25\"/>", x, y - 5, it->color); break;
     default:
-        bprintf(b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" stroke-width=\"2.5\"", x, y, x + 22, y, it->color);
+        sb_printf(b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" stroke-width=\"2.5\"", x, y, x + 22, y, it->color);
         dash_attr(b, it->dash);
-        bput(b, "/>");
+        sb_put(b, "/>");
     }
 }
 
 /* legend rows below the axes; returns the height used */
-static double legend_rows(Buf *b, const LegendItem *leg, int n, double left, double right, double top) {
+static double legend_rows(Strbuf *b, const LegendItem *leg, int n, double left, double right, double top) {
     if (!n) return 0;
     double x = left, y = top + 8, rowh = 18;
     for (int i = 0; i < n; i++) {
@@ -896,34 +813,34 @@ static double legend_rows(Buf *b, const LegendItem *leg, int n, double left, dou
         if (x > left && x + w > right) x = left, y += rowh;
         if (b) {
             legend_swatch(b, &leg[i], x, y);
-            bprintf(b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"12\">", x + 28, y + 4);
-            besc(b, leg[i].name);
-            bput(b, "</text>");
+            sb_printf(b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"12\">", x + 28, y + 4);
+            sb_put_escaped(b, leg[i].name);
+            sb_put(b, "</text>");
         }
         x += w;
     }
     return y - top + rowh - 4;
 }
 
-static void svg_open(Buf *b, double W, double H, const char *title) {
-    bprintf(b, "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 %.0f %.0f\" width=\"%.0f\" height=\"%.0f\" role=\"img\" aria-label=\"",
+static void svg_open(Strbuf *b, double W, double H, const char *title) {
+    sb_printf(b, "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 %.0f %.0f\" width=\"%.0f\" height=\"%.0f\" role=\"img\" aria-label=\"",
             W, H, W, H);
-    besc(b, title);
-    bput(b, "\" font-family=\"system-ui, -apple-system, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif\" font-size=\"12\" fill=\"#222\">\n");
-    bprintf(b, "<rect x=\"0\" y=\"0\" width=\"%.0f\" height=\"%.0f\" fill=\"#fff\"/>\n", W, H);
-    bprintf(b, "<text x=\"%.1f\" y=\"22\" font-size=\"14\" font-weight=\"600\" text-anchor=\"middle\">", W / 2);
-    besc(b, title);
-    bput(b, "</text>\n");
+    sb_put_escaped(b, title);
+    sb_put(b, "\" font-family=\"system-ui, -apple-system, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif\" font-size=\"12\" fill=\"#222\">\n");
+    sb_printf(b, "<rect x=\"0\" y=\"0\" width=\"%.0f\" height=\"%.0f\" fill=\"#fff\"/>\n", W, H);
+    sb_printf(b, "<text x=\"%.1f\" y=\"22\" font-size=\"14\" font-weight=\"600\" text-anchor=\"middle\">", W / 2);
+    sb_put_escaped(b, title);
+    sb_put(b, "</text>\n");
 }
 
 /* emits the figure: svg with frame, grid, ticks, labels, clipped data, legend; then the caption */
-static void plot_end(Plot *p, Buf *out, const char *caption) {
+static void plot_end(Plot *p, Strbuf *out, const char *caption) {
     double axis_h = 46;
     double leg_h = legend_rows(NULL, p->leg, p->nleg, p->L, p->W - 8, 0);
     double H = p->T + p->ph + axis_h + (p->nleg ? leg_h + 6 : 0) + 6;
-    bput(out, "<figure>\n");
+    sb_put(out, "<figure>\n");
     svg_open(out, p->W, H, p->title);
-    bprintf(out, "<defs><clipPath id=\"clip%d\"><rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\"/></clipPath></defs>\n",
+    sb_printf(out, "<defs><clipPath id=\"clip%d\"><rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\"/></clipPath></defs>\n",
             p->id, p->L, p->T, p->pw, p->ph);
     /* grid and ticks */
     char lab[64];
@@ -931,45 +848,45 @@ static void plot_end(Plot *p, Buf *out, const char *caption) {
         double v = p->x0 + i * p->xstep;
         if (v > p->x1 + p->xstep * 1e-6 || i > 100) break;
         double X = PX(p, v);
-        bprintf(out, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#eee\"/>", X, p->T, X, p->T + p->ph);
-        bprintf(out, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#333\"/>", X, p->T + p->ph, X, p->T + p->ph + 5);
+        sb_printf(out, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#eee\"/>", X, p->T, X, p->T + p->ph);
+        sb_printf(out, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#333\"/>", X, p->T + p->ph, X, p->T + p->ph + 5);
         tick_label(lab, sizeof lab, v, p->xstep, p->xexp);
-        bprintf(out, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"11\">%s</text>\n", X, p->T + p->ph + 18, lab);
+        sb_printf(out, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"11\">%s</text>\n", X, p->T + p->ph + 18, lab);
     }
     for (int i = 0;; i++) {
         double v = p->y0 + i * p->ystep;
         if (v > p->y1 + p->ystep * 1e-6 || i > 100) break;
         double Y = PY(p, v);
-        bprintf(out, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#eee\"/>", p->L, Y, p->L + p->pw, Y);
-        bprintf(out, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#333\"/>", p->L - 5, Y, p->L, Y);
+        sb_printf(out, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#eee\"/>", p->L, Y, p->L + p->pw, Y);
+        sb_printf(out, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#333\"/>", p->L - 5, Y, p->L, Y);
         tick_label(lab, sizeof lab, v, p->ystep, p->yexp);
-        bprintf(out, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\" font-size=\"11\">%s</text>\n", p->L - 8, Y + 4, lab);
+        sb_printf(out, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\" font-size=\"11\">%s</text>\n", p->L - 8, Y + 4, lab);
     }
     /* data */
-    bprintf(out, "<g clip-path=\"url(#clip%d)\">\n", p->id);
-    if (p->body.s) bput(out, p->body.s);
-    bput(out, "</g>\n");
-    bprintf(out, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" stroke=\"#333\"/>\n", p->L, p->T, p->pw,
+    sb_printf(out, "<g clip-path=\"url(#clip%d)\">\n", p->id);
+    if (p->body.s) sb_put(out, p->body.s);
+    sb_put(out, "</g>\n");
+    sb_printf(out, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" stroke=\"#333\"/>\n", p->L, p->T, p->pw,
             p->ph);
     /* axis labels (with the common power of ten) */
-    bprintf(out, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"12\">", p->L + p->pw / 2, p->T + p->ph + 36);
-    besc(out, p->xlabel);
-    if (p->xexp) bprintf(out, " (\xc3\x97 10<tspan dy=\"-5\" font-size=\"9\">%d</tspan><tspan dy=\"5\">)</tspan>", p->xexp);
-    bput(out, "</text>\n");
+    sb_printf(out, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"12\">", p->L + p->pw / 2, p->T + p->ph + 36);
+    sb_put_escaped(out, p->xlabel);
+    if (p->xexp) sb_printf(out, " (\xc3\x97 10<tspan dy=\"-5\" font-size=\"9\">%d</tspan><tspan dy=\"5\">)</tspan>", p->xexp);
+    sb_put(out, "</text>\n");
     double yc = p->T + p->ph / 2;
-    bprintf(out, "<text transform=\"translate(16 %.1f) rotate(-90)\" text-anchor=\"middle\" font-size=\"12\">", yc);
-    besc(out, p->ylabel);
-    if (p->yexp) bprintf(out, " (\xc3\x97 10<tspan dy=\"-5\" font-size=\"9\">%d</tspan><tspan dy=\"5\">)</tspan>", p->yexp);
-    bput(out, "</text>\n");
+    sb_printf(out, "<text transform=\"translate(16 %.1f) rotate(-90)\" text-anchor=\"middle\" font-size=\"12\">", yc);
+    sb_put_escaped(out, p->ylabel);
+    if (p->yexp) sb_printf(out, " (\xc3\x97 10<tspan dy=\"-5\" font-size=\"9\">%d</tspan><tspan dy=\"5\">)</tspan>", p->yexp);
+    sb_put(out, "</text>\n");
     legend_rows(out, p->leg, p->nleg, p->L, p->W - 8, p->T + p->ph + axis_h);
-    bput(out, "</svg>\n");
+    sb_put(out, "</svg>\n");
     if (caption && *caption) {
-        bput(out, "<figcaption>");
-        besc(out, caption);
-        bput(out, "</figcaption>\n");
+        sb_put(out, "<figcaption>");
+        sb_put_escaped(out, caption);
+        sb_put(out, "</figcaption>\n");
     }
-    bput(out, "</figure>\n");
-    buf_free(&p->body);
+    sb_put(out, "</figure>\n");
+    sb_free(&p->body);
 }
 
 /* ------------------------------------------------------------------ curve aggregation */
@@ -1230,7 +1147,7 @@ static void growth_lines(Plot *p, const double *gx, int ng, const double *gstep)
 }
 
 /* (a) val loss vs step, (a') the same zoomed on the part after growth */
-static void plot_main_vs_step(Ctx *cx, Buf *out, const Series *s, int ns, const double *gsteps, int ng, int zoom) {
+static void plot_main_vs_step(Ctx *cx, Strbuf *out, const Series *s, int ns, const double *gsteps, int ng, int zoom) {
     double xlo, xhi, ylo, yhi;
     series_xrange(s, ns, X_STEP, &xlo, &xhi);
     if (!(xlo <= xhi)) return;
@@ -1278,7 +1195,7 @@ static void plot_main_vs_step(Ctx *cx, Buf *out, const Series *s, int ns, const 
 }
 
 /* (b) vs cumulative FLOPs, (c) vs measured seconds: frontier if present, else curves */
-static void plot_main_vs_compute(Ctx *cx, Buf *out, const Series *s, int ns, const double *gsteps, int ng, int which) {
+static void plot_main_vs_compute(Ctx *cx, Strbuf *out, const Series *s, int ns, const double *gsteps, int ng, int which) {
     const cJSON *fr = jarr(cx->root, "frontier");
     const char *key = which == X_FLOPS ? "flops" : "seconds";
     Series fs[32];
@@ -1310,7 +1227,7 @@ static void plot_main_vs_compute(Ctx *cx, Buf *out, const Series *s, int ns, con
         f->arm = jstr(e, "arm");
         f->color = arm_color(f->arm);
         f->dash = NULL;
-        copy_text(f->name, sizeof f->name, str_or(f->arm, "?"));
+        utf8_copy(f->name, sizeof f->name, str_or(f->arm, "?"));
         nf++;
     }
     const Series *use = nf ? fs : s;
@@ -1365,7 +1282,7 @@ static void plot_main_vs_compute(Ctx *cx, Buf *out, const Series *s, int ns, con
 }
 
 /* (d) efficiency vs sweep coordinate (CPT fraction, transition point) */
-static void plot_efficiency(Ctx *cx, Buf *out, const char *sweep) {
+static void plot_efficiency(Ctx *cx, Strbuf *out, const char *sweep) {
     typedef struct {
         double x, m, lo, hi;
         int defined;
@@ -1425,7 +1342,7 @@ static void plot_efficiency(Ctx *cx, Buf *out, const char *sweep) {
                "upcycling efficiency (%)", 0, xhi, ylo, yhi);
     double strip_top = p.y0 + 0.10 * (p.y1 - p.y0), strip_mid = p.y0 + 0.05 * (p.y1 - p.y0);
     if (nundef) {
-        bprintf(&p.body, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"#f1f1f1\"/>\n", p.L, PY(&p, strip_top), p.pw,
+        sb_printf(&p.body, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"#f1f1f1\"/>\n", p.L, PY(&p, strip_top), p.pw,
                 PY(&p, p.y0) - PY(&p, strip_top));
     }
     plot_hline(&p, 100, "100% = as good as Fixed-mE");
@@ -1456,14 +1373,14 @@ static void plot_efficiency(Ctx *cx, Buf *out, const char *sweep) {
     }
     if (nl) plot_legend(&p, "measured (mean, 95% CI)", col, NULL, 1);
     if (nundef) plot_legend(&p, "undefined (see note)", col, NULL, 2);
-    Buf cap = {0};
-    bput(&cap, "Efficiency = (L_fixedE \xe2\x88\x92 L_upcycled) / (L_fixedE \xe2\x88\x92 L_fixedmE) \xc3\x97 100%, final validation loss, "
+    Strbuf cap = {0};
+    sb_put(&cap, "Efficiency = (L_fixedE \xe2\x88\x92 L_upcycled) / (L_fixedE \xe2\x88\x92 L_fixedmE) \xc3\x97 100%, final validation loss, "
                "error bars = 95% CI over seeds.");
     for (int i = 0; i < n; i++)
         if (!pts[i].defined)
-            bprintf(&cap, " Hollow marker at x = %s: %s.", fmt_sig(pts[i].x, 4).s, str_or(pts[i].reason, "undefined"));
+            sb_printf(&cap, " Hollow marker at x = %s: %s.", fmt_sig(pts[i].x, 4).s, str_or(pts[i].reason, "undefined"));
     plot_end(&p, out, cap.s);
-    buf_free(&cap);
+    sb_free(&cap);
 }
 
 /* pick the run whose `what` ("load" object or "diag" array) is shown: main upcycled first */
@@ -1496,7 +1413,7 @@ static void viridis(double t, char *out, size_t n) {
 }
 
 /* (e) per-layer load imbalance over steps for one run */
-static void plot_load_heatmap(Ctx *cx, Buf *out) {
+static void plot_load_heatmap(Ctx *cx, Strbuf *out) {
     const cJSON *run = pick_run(cx->root, "load");
     if (!run) return;
     const cJSON *ld = jget(run, "load");
@@ -1535,7 +1452,7 @@ static void plot_load_heatmap(Ctx *cx, Buf *out) {
     const char *id = str_or(jstr(run, "id"), "?");
     char title[300];
     snprintf(title, sizeof title, "(e) Expert load imbalance (max/mean) per layer");
-    bput(out, "<figure>\n");
+    sb_put(out, "<figure>\n");
     svg_open(out, W, H, title);
     char col[16];
     for (int r = 0; r < nr; r++) {
@@ -1546,24 +1463,24 @@ static void plot_load_heatmap(Ctx *cx, Buf *out) {
             double v = val[r * nc + c];
             if (isfinite(v)) viridis((v - vmin) / (vmax - vmin), col, sizeof col);
             else snprintf(col, sizeof col, "#dddddd");
-            bprintf(out, "<rect x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" height=\"%.2f\" fill=\"%s\"><title>layer %s, step %s: %s</title></rect>\n",
+            sb_printf(out, "<rect x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" height=\"%.2f\" fill=\"%s\"><title>layer %s, step %s: %s</title></rect>\n",
                     L + c * cw, y, cw + 0.3, cellh + 0.3, col, fmt_sig(layer, 6).s, fmt_sig(stp[c], 10).s,
                     isfinite(v) ? fmt_fixed(v, 3).s : "no data");
         }
-        bprintf(out, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\" font-size=\"11\">layer %s</text>\n", L - 6, y + cellh / 2 + 4,
+        sb_printf(out, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\" font-size=\"11\">layer %s</text>\n", L - 6, y + cellh / 2 + 4,
                 fmt_sig(layer, 6).s);
     }
-    bprintf(out, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" stroke=\"#333\"/>\n", L, T, pw, ph);
+    sb_printf(out, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" stroke=\"#333\"/>\n", L, T, pw, ph);
     /* x ticks: every k-th column, labelled with its step */
     int k = (int)ceil(nc / 8.0);
     if (k < 1) k = 1;
     for (int c = 0; c < nc; c += k) {
         double X = L + (c + 0.5) * cw;
-        bprintf(out, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#333\"/>", X, T + ph, X, T + ph + 5);
-        bprintf(out, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"11\">%s</text>\n", X, T + ph + 18,
+        sb_printf(out, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#333\"/>", X, T + ph, X, T + ph + 5);
+        sb_printf(out, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"11\">%s</text>\n", X, T + ph + 18,
                 fmt_sig(stp[c], 10).s);
     }
-    bprintf(out, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"12\">training step</text>\n", L + pw / 2, T + ph + 36);
+    sb_printf(out, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"12\">training step</text>\n", L + pw / 2, T + ph + 36);
     /* growth steps: on the boundary after the last column at or before the step */
     const cJSON *g;
     cJSON_ArrayForEach(g, jarr(run, "growth_steps")) {
@@ -1574,30 +1491,30 @@ static void plot_load_heatmap(Ctx *cx, Buf *out) {
             if (isfinite(stp[c]) && stp[c] <= gs) last = c;
         if (last < 0 || last >= nc - 1) continue;
         double X = L + (last + 1) * cw;
-        bprintf(out, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#fff\" stroke-width=\"2\" stroke-dasharray=\"5 4\"/>\n",
+        sb_printf(out, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#fff\" stroke-width=\"2\" stroke-dasharray=\"5 4\"/>\n",
                 X, T - 4, X, T + ph + 4);
-        bprintf(out, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"middle\" fill=\"#444\">growth</text>\n", X, T - 6);
+        sb_printf(out, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"middle\" fill=\"#444\">growth</text>\n", X, T - 6);
     }
     /* color scale */
     double bx = L + pw + 22, bw = 14;
-    bprintf(out, "<defs><linearGradient id=\"grad%d\" x1=\"0\" y1=\"1\" x2=\"0\" y2=\"0\">", ++cx->next_id);
+    sb_printf(out, "<defs><linearGradient id=\"grad%d\" x1=\"0\" y1=\"1\" x2=\"0\" y2=\"0\">", ++cx->next_id);
     for (int i = 0; i <= 8; i++) {
         viridis(i / 8.0, col, sizeof col);
-        bprintf(out, "<stop offset=\"%.3f\" stop-color=\"%s\"/>", i / 8.0, col);
+        sb_printf(out, "<stop offset=\"%.3f\" stop-color=\"%s\"/>", i / 8.0, col);
     }
-    bput(out, "</linearGradient></defs>\n");
-    bprintf(out, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"url(#grad%d)\" stroke=\"#333\"/>\n", bx, T, bw, ph,
+    sb_put(out, "</linearGradient></defs>\n");
+    sb_printf(out, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"url(#grad%d)\" stroke=\"#333\"/>\n", bx, T, bw, ph,
             cx->next_id);
     for (int i = 0; i <= 4; i++) {
         double v = vmin + (vmax - vmin) * i / 4.0, Y = T + ph - ph * i / 4.0;
-        bprintf(out, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#333\"/>", bx + bw, Y, bx + bw + 4, Y);
-        bprintf(out, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\">%s</text>\n", bx + bw + 6, Y + 4, fmt_fixed(v, 2).s);
+        sb_printf(out, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#333\"/>", bx + bw, Y, bx + bw + 4, Y);
+        sb_printf(out, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\">%s</text>\n", bx + bw + 6, Y + 4, fmt_fixed(v, 2).s);
     }
-    bprintf(out, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"middle\">max/mean</text>\n", bx + bw / 2 + 10, T + ph + 18);
-    bput(out, "</svg>\n<figcaption>");
-    bput(out, "Run <code>");
-    besc(out, id);
-    bput(out, "</code>. Each cell: the busiest expert\xe2\x80\x99s load divided by the mean load in that layer at that step "
+    sb_printf(out, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"middle\">max/mean</text>\n", bx + bw / 2 + 10, T + ph + 18);
+    sb_put(out, "</svg>\n<figcaption>");
+    sb_put(out, "Run <code>");
+    sb_put_escaped(out, id);
+    sb_put(out, "</code>. Each cell: the busiest expert\xe2\x80\x99s load divided by the mean load in that layer at that step "
               "(1.00 = perfectly balanced). Dashed line: growth step. Hover a cell for its value.</figcaption>\n</figure>\n");
     free(val), free(stp);
 }
@@ -1612,7 +1529,7 @@ static int diag_cmp(const void *a, const void *b) {
 }
 
 /* (f) replica similarity over CPT, one line per layer */
-static void plot_diag(Ctx *cx, Buf *out) {
+static void plot_diag(Ctx *cx, Strbuf *out) {
     const cJSON *run = pick_run(cx->root, "diag");
     if (!run) return;
     const cJSON *d = jarr(run, "diag");
@@ -1681,18 +1598,18 @@ static void plot_diag(Ctx *cx, Buf *out) {
         double gs[1] = {gstep};
         growth_lines(&p, gs, 1, gs);
     }
-    Buf capb = {0};
-    bput(&capb, "Run ");
-    bput(&capb, str_or(jstr(run, "id"), "?"));
-    bput(&capb, ". Solid: mean pairwise cosine between replicas of the same source expert (replica_cosine_mean); dashed: mean "
+    Strbuf capb = {0};
+    sb_put(&capb, "Run ");
+    sb_put(&capb, str_or(jstr(run, "id"), "?"));
+    sb_put(&capb, ". Solid: mean pairwise cosine between replicas of the same source expert (replica_cosine_mean); dashed: mean "
                 "cosine of each replica to its source expert (cosine_to_source_mean). 1.0 = still identical copies; "
                 "falling lines = the replicas specialize.");
     plot_end(&p, out, capb.s);
-    buf_free(&capb);
+    sb_free(&capb);
 }
 
 /* (g) training loss of every init-sweep run */
-static void plot_init(Ctx *cx, Buf *out) {
+static void plot_init(Ctx *cx, Strbuf *out) {
     Groups gs;
     collect_groups(cx->root, "init", &gs);
     if (!gs.n) {
@@ -1776,15 +1693,15 @@ static const char CSS[] =
     "vertical-align:middle;margin-right:5px}\n"
     "code{font-size:12.5px;background:#f3f5f8;padding:0 3px}details summary{cursor:pointer;color:#1f4f99}\n";
 
-static void html_meta_row(Buf *b, const char *k, const char *v) {
-    bput(b, "<tr><th>");
-    besc(b, k);
-    bput(b, "</th><td>");
-    besc(b, v && *v ? v : DASH);
-    bput(b, "</td></tr>\n");
+static void html_meta_row(Strbuf *b, const char *k, const char *v) {
+    sb_put(b, "<tr><th>");
+    sb_put_escaped(b, k);
+    sb_put(b, "</th><td>");
+    sb_put_escaped(b, v && *v ? v : DASH);
+    sb_put(b, "</td></tr>\n");
 }
 
-static void html_key_result(Buf *b, const cJSON *root) {
+static void html_key_result(Strbuf *b, const cJSON *root) {
     const cJSON *c, *main_c = NULL;
     cJSON_ArrayForEach(c, jarr(root, "comparisons")) {
         const char *sw = jstr(c, "sweep");
@@ -1799,49 +1716,49 @@ static void html_key_result(Buf *b, const cJSON *root) {
     stat_cell(u, sizeof u, jget(main_c, "upcycled"));
     stat_cell(m, sizeof m, jget(main_c, "fixed_mE"));
     int undef = eff_cell(eff, sizeof eff, jget(main_c, "efficiency"));
-    bput(b, "<div class=\"key\"><b>Main result");
+    sb_put(b, "<div class=\"key\"><b>Main result");
     if (jstr(main_c, "label")) {
-        bput(b, " (");
-        besc(b, jstr(main_c, "label"));
-        bput(b, ")");
+        sb_put(b, " (");
+        sb_put_escaped(b, jstr(main_c, "label"));
+        sb_put(b, ")");
     }
-    bput(b, ":</b> final validation loss Fixed-E ");
-    besc(b, e);
-    bput(b, ", Upcycled ");
-    besc(b, u);
-    bput(b, ", Fixed-mE ");
-    besc(b, m);
-    bput(b, " \xe2\x86\x92 efficiency ");
-    besc(b, eff);
-    if (!undef && strcmp(eff, DASH) != 0) bput(b, " %");
+    sb_put(b, ":</b> final validation loss Fixed-E ");
+    sb_put_escaped(b, e);
+    sb_put(b, ", Upcycled ");
+    sb_put_escaped(b, u);
+    sb_put(b, ", Fixed-mE ");
+    sb_put_escaped(b, m);
+    sb_put(b, " \xe2\x86\x92 efficiency ");
+    sb_put_escaped(b, eff);
+    if (!undef && strcmp(eff, DASH) != 0) sb_put(b, " %");
     const cJSON *k = jget(main_c, "compute");
     double sv, sk;
     if (jnum(k, "saving_pct", &sv)) {
-        if (sv >= 0) bprintf(b, "; upcycling saves %s%% of Fixed-mE\xe2\x80\x99s measured seconds", fmt_fixed(sv, 1).s);
-        else bprintf(b, "; upcycling takes %s%% more measured seconds than Fixed-mE", fmt_fixed(-sv, 1).s);
-        if (jnum(k, "sunk_cost_saving_pct", &sk)) bprintf(b, " (%s%% if the source checkpoint already exists)", fmt_fixed(sk, 1).s);
+        if (sv >= 0) sb_printf(b, "; upcycling saves %s%% of Fixed-mE\xe2\x80\x99s measured seconds", fmt_fixed(sv, 1).s);
+        else sb_printf(b, "; upcycling takes %s%% more measured seconds than Fixed-mE", fmt_fixed(-sv, 1).s);
+        if (jnum(k, "sunk_cost_saving_pct", &sk)) sb_printf(b, " (%s%% if the source checkpoint already exists)", fmt_fixed(sk, 1).s);
         const cJSON *mod = jget(k, "modeled");
         double ms;
         if (cJSON_IsObject(mod) && jnum(mod, "saving_pct", &ms)) {
-            bprintf(b, "; modeled where you train (%s, t_mE/t_E = %s): upcycling %s %s%%", str_or(jstr(mod, "source"), DASH),
+            sb_printf(b, "; modeled where you train (%s, t_mE/t_E = %s): upcycling %s %s%%", str_or(jstr(mod, "source"), DASH),
                     fmt_sig(jnum_or(mod, "ratio_t_mE_over_t_E", NAN), 3).s, ms >= 0 ? "saves" : "takes more by", fmt_fixed(fabs(ms), 1).s);
         }
     }
-    bput(b, ".</div>\n");
+    sb_put(b, ".</div>\n");
 }
 
-static void html_tables(Buf *b, const cJSON *root) {
+static void html_tables(Strbuf *b, const cJSON *root) {
     SweepList sw = collect_sweeps(root);
     const cJSON *comps = jarr(root, "comparisons");
     for (int i = 0; i < sw.n; i++) {
         const char *s = sw.name[i];
         int nc = count_in_sweep(comps, s);
         int nr = count_in_sweep(jarr(root, "runs"), s);
-        bput(b, "<h3>");
-        besc(b, s);
-        bput(b, " <small>\xe2\x80\x94 ");
-        besc(b, sweep_title(s));
-        bprintf(b, " (%d run%s)</small></h3>\n", nr, nr == 1 ? "" : "s");
+        sb_put(b, "<h3>");
+        sb_put_escaped(b, s);
+        sb_put(b, " <small>\xe2\x80\x94 ");
+        sb_put_escaped(b, sweep_title(s));
+        sb_printf(b, " (%d run%s)</small></h3>\n", nr, nr == 1 ? "" : "s");
         if (nc) {
             Table t;
             build_cmp_table(root, s, &t);
@@ -1851,14 +1768,14 @@ static void html_tables(Buf *b, const cJSON *root) {
             table_free(&t);
             if (build_compute_table(root, s, &t)) table_html(b, &t, "compute");
             table_free(&t);
-        } else bput(b, "<p>No comparison computed for this sweep (runs only).</p>\n");
+        } else sb_put(b, "<p>No comparison computed for this sweep (runs only).</p>\n");
         if (strcmp(s, "init") == 0) {
             char sp[600];
             spearman_line(sp, sizeof sp, root);
             if (sp[0]) {
-                bput(b, "<p>");
-                besc(b, sp);
-                bput(b, "</p>\n");
+                sb_put(b, "<p>");
+                sb_put_escaped(b, sp);
+                sb_put(b, "</p>\n");
             }
         }
     }
@@ -1866,16 +1783,16 @@ static void html_tables(Buf *b, const cJSON *root) {
         char sp[600];
         spearman_line(sp, sizeof sp, root);
         if (sp[0]) {
-            bput(b, "<p>");
-            besc(b, sp);
-            bput(b, "</p>\n");
+            sb_put(b, "<p>");
+            sb_put_escaped(b, sp);
+            sb_put(b, "</p>\n");
         }
     }
-    if (!sw.n) bput(b, "<p>No runs or comparisons in this file.</p>\n");
+    if (!sw.n) sb_put(b, "<p>No runs or comparisons in this file.</p>\n");
 }
 
-static void html_plots(Ctx *cx, Buf *b) {
-    Buf fig = {0};
+static void html_plots(Ctx *cx, Strbuf *b) {
+    Strbuf fig = {0};
     Groups gs;
     collect_groups(cx->root, "main", &gs);
     if (gs.n) {
@@ -1901,34 +1818,34 @@ static void html_plots(Ctx *cx, Buf *b) {
     plot_diag(cx, &fig);
     plot_init(cx, &fig);
     if (fig.len) {
-        bput(b, "<p class=\"legend-arms\">Arm colors (same in every plot): ");
+        sb_put(b, "<p class=\"legend-arms\">Arm colors (same in every plot): ");
         for (int i = 0; i < N_ARMS; i++)
-            bprintf(b, "<span><i style=\"background:%s\"></i>%s</span>", ARM_COLOR[i], ARM_ORDER[i]);
-        bput(b, "</p>\n<div class=\"plots\">\n");
-        bput(b, fig.s);
-        bput(b, "</div>\n");
-    } else bput(b, "<p>No curve, load or diagnostic data to plot.</p>\n");
-    buf_free(&fig);
+            sb_printf(b, "<span><i style=\"background:%s\"></i>%s</span>", ARM_COLOR[i], ARM_ORDER[i]);
+        sb_put(b, "</p>\n<div class=\"plots\">\n");
+        sb_put(b, fig.s);
+        sb_put(b, "</div>\n");
+    } else sb_put(b, "<p>No curve, load or diagnostic data to plot.</p>\n");
+    sb_free(&fig);
 }
 
-static void build_html(Ctx *cx, Buf *b) {
+static void build_html(Ctx *cx, Strbuf *b) {
     const cJSON *root = cx->root;
     const char *preset = jstr(root, "preset");
-    bput(b, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+    sb_put(b, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>upcycle report");
     if (preset) {
-        bput(b, " \xe2\x80\x94 ");
-        besc(b, preset);
+        sb_put(b, " \xe2\x80\x94 ");
+        sb_put_escaped(b, preset);
     }
-    bput(b, "</title>\n<style>\n");
-    bput(b, CSS);
-    bput(b, "</style>\n</head>\n<body>\n<main>\n<h1>Expert Upcycling report</h1>\n<p class=\"sub\">Generated by <code>upcycle</code> from <code>");
-    besc(b, cx->path);
-    bput(b, "</code></p>\n");
+    sb_put(b, "</title>\n<style>\n");
+    sb_put(b, CSS);
+    sb_put(b, "</style>\n</head>\n<body>\n<main>\n<h1>Expert Upcycling report</h1>\n<p class=\"sub\">Generated by <code>upcycle</code> from <code>");
+    sb_put_escaped(b, cx->path);
+    sb_put(b, "</code></p>\n");
 
     /* 1. header */
     char buf[1024];
-    bput(b, "<table class=\"meta\">\n");
+    sb_put(b, "<table class=\"meta\">\n");
     html_meta_row(b, "Preset", preset);
     html_meta_row(b, "Data", jstr(root, "data"));
     html_meta_row(b, "Machine", jstr(root, "machine"));
@@ -1938,45 +1855,45 @@ static void build_html(Ctx *cx, Buf *b) {
     html_meta_row(b, "Training budget", buf);
     runs_summary(buf, sizeof buf, root);
     html_meta_row(b, "Runs", buf);
-    bput(b, "</table>\n");
+    sb_put(b, "</table>\n");
     html_key_result(b, root);
 
     /* 2. tables */
-    bput(b, "<h2>Results</h2>\n<p>Final validation loss as <i>mean " PM " std (n seeds)</i>; efficiency as <i>mean [95% CI]</i> in percent. "
+    sb_put(b, "<h2>Results</h2>\n<p>Final validation loss as <i>mean " PM " std (n seeds)</i>; efficiency as <i>mean [95% CI]</i> in percent. "
             "Compute: measured seconds per step of the small (t_E) and grown (t_mE) model and total seconds per arm.</p>\n");
     html_tables(b, root);
 
     /* 3. plots */
-    bput(b, "<h2>Plots</h2>\n");
+    sb_put(b, "<h2>Plots</h2>\n");
     html_plots(cx, b);
 
     /* all runs */
     Table t;
     build_runs_table(root, &t);
     if (t.nrows) {
-        bprintf(b, "<h2>Runs</h2>\n<details><summary>All runs (%d)</summary>\n", t.nrows);
+        sb_printf(b, "<h2>Runs</h2>\n<details><summary>All runs (%d)</summary>\n", t.nrows);
         table_html(b, &t, "runs");
-        bput(b, "</details>\n");
+        sb_put(b, "</details>\n");
     }
     table_free(&t);
 
     /* 4. notes and how to read */
-    bput(b, "<h2>Notes</h2>\n");
+    sb_put(b, "<h2>Notes</h2>\n");
     const cJSON *notes = jarr(root, "notes");
     int nn = 0;
     const cJSON *it;
     cJSON_ArrayForEach(it, notes) nn += cJSON_IsString(it) && it->valuestring;
     if (nn) {
-        bput(b, "<ul>\n");
+        sb_put(b, "<ul>\n");
         cJSON_ArrayForEach(it, notes) {
             if (!cJSON_IsString(it) || !it->valuestring) continue;
-            bput(b, "<li>");
-            besc(b, it->valuestring);
-            bput(b, "</li>\n");
+            sb_put(b, "<li>");
+            sb_put_escaped(b, it->valuestring);
+            sb_put(b, "</li>\n");
         }
-        bput(b, "</ul>\n");
-    } else bput(b, "<p>No notes.</p>\n");
-    bput(b,
+        sb_put(b, "</ul>\n");
+    } else sb_put(b, "<p>No notes.</p>\n");
+    sb_put(b,
          "<h2>How to read this</h2>\n<p><b>Upcycling efficiency</b> = (L<sub>Fixed-E</sub> \xe2\x88\x92 L<sub>Upcycled</sub>) / "
          "(L<sub>Fixed-E</sub> \xe2\x88\x92 L<sub>Fixed-mE</sub>) \xc3\x97 100%, on final validation loss, all three arms trained on the "
          "same total number of tokens. 100% means the upcycled model is as good as a model trained at the larger size from "
@@ -1995,7 +1912,7 @@ static void build_html(Ctx *cx, Buf *b) {
          "t<sub>mE</sub>/t<sub>E</sub> given by the user or a model of expert-parallel training on a named cluster; it is not a "
          "measurement. At this scale the gap between Fixed-E and Fixed-mE can be close to seed-to-seed noise: read "
          "efficiencies together with their confidence intervals.</p>\n");
-    bput(b, "</main>\n</body>\n</html>\n");
+    sb_put(b, "</main>\n</body>\n</html>\n");
 }
 
 /* ------------------------------------------------------------------ public API */
@@ -2004,68 +1921,68 @@ int report_write_html(const char *results_json_path, const char *html_path) {
     cJSON *root = load_results(results_json_path);
     if (!root) return -1;
     Ctx cx = {results_json_path, root, 0};
-    Buf b = {0};
+    Strbuf b = {0};
     build_html(&cx, &b);
     int rc = atomic_write_file(html_path, b.s, b.len);
-    buf_free(&b);
+    sb_free(&b);
     cJSON_Delete(root);
     return rc;
 }
 
-static void csv_field(Buf *b, const char *s) {
+static void csv_field(Strbuf *b, const char *s) {
     if (!s) return;
     if (strpbrk(s, ",\"\n\r")) {
-        bputn(b, "\"", 1);
+        sb_putn(b, "\"", 1);
         for (const char *p = s; *p; p++) {
-            if (*p == '"') bputn(b, "\"", 1);
-            bputn(b, p, 1);
+            if (*p == '"') sb_putn(b, "\"", 1);
+            sb_putn(b, p, 1);
         }
-        bputn(b, "\"", 1);
-    } else bput(b, s);
+        sb_putn(b, "\"", 1);
+    } else sb_put(b, s);
 }
 
-static void csv_num(Buf *b, const cJSON *o, const char *k) {
+static void csv_num(Strbuf *b, const cJSON *o, const char *k) {
     double v;
-    if (jnum(o, k, &v)) bput(b, fmt_csv_num(v).s);
+    if (jnum(o, k, &v)) sb_put(b, fmt_csv_num(v).s);
 }
 
 int report_write_csv(const char *results_json_path, const char *csv_path) {
     cJSON *root = load_results(results_json_path);
     if (!root) return -1;
-    Buf b = {0};
-    bput(&b, "id,sweep,arm,label,x,seed,status,experts,growth_steps,final_val_loss,total_seconds,total_flops,"
+    Strbuf b = {0};
+    sb_put(&b, "id,sweep,arm,label,x,seed,status,experts,growth_steps,final_val_loss,total_seconds,total_flops,"
              "loss_before_growth,loss_after_growth\n");
     const cJSON *r;
     cJSON_ArrayForEach(r, jarr(root, "runs")) {
         char list[512];
         csv_field(&b, jstr(r, "id"));
-        bput(&b, ",");
+        sb_put(&b, ",");
         csv_field(&b, jstr(r, "sweep"));
-        bput(&b, ",");
+        sb_put(&b, ",");
         csv_field(&b, jstr(r, "arm"));
-        bput(&b, ",");
+        sb_put(&b, ",");
         csv_field(&b, jstr(r, "label"));
-        bput(&b, ",");
+        sb_put(&b, ",");
         csv_num(&b, r, "x");
-        bput(&b, ",");
+        sb_put(&b, ",");
         csv_num(&b, r, "seed");
-        bput(&b, ",");
+        sb_put(&b, ",");
         csv_field(&b, jstr(r, "status"));
-        bput(&b, ",");
+        sb_put(&b, ",");
         join_nums(list, sizeof list, jarr(r, "experts"), ";");
         csv_field(&b, list);
-        bput(&b, ",");
+        sb_put(&b, ",");
         join_nums(list, sizeof list, jarr(r, "growth_steps"), ";");
         csv_field(&b, list);
         static const char *const nums[] = {"final_val_loss", "total_seconds", "total_flops", "loss_before_growth", "loss_after_growth"};
         for (int i = 0; i < 5; i++) {
-            bput(&b, ",");
+            sb_put(&b, ",");
             csv_num(&b, r, nums[i]);
         }
-        bput(&b, "\n");
+        sb_put(&b, "\n");
     }
     int rc = atomic_write_file(csv_path, b.s, b.len);
-    buf_free(&b);
+    sb_free(&b);
     cJSON_Delete(root);
     return rc;
 }
@@ -2073,54 +1990,54 @@ int report_write_csv(const char *results_json_path, const char *csv_path) {
 int report_print_tables(const char *results_json_path, FILE *out) {
     cJSON *root = load_results(results_json_path);
     if (!root) return -1;
-    Buf b = {0};
+    Strbuf b = {0};
     char buf[1024];
-    bprintf(&b, "Expert Upcycling report: %s\n", results_json_path);
-    bprintf(&b, "preset: %s   data: %s\nmachine: %s\n", str_or(jstr(root, "preset"), DASH), str_or(jstr(root, "data"), DASH),
+    sb_printf(&b, "Expert Upcycling report: %s\n", results_json_path);
+    sb_printf(&b, "preset: %s   data: %s\nmachine: %s\n", str_or(jstr(root, "preset"), DASH), str_or(jstr(root, "data"), DASH),
             str_or(jstr(root, "machine"), DASH));
     model_summary(buf, sizeof buf, root);
-    bprintf(&b, "base model: %s\n", buf[0] ? buf : DASH);
+    sb_printf(&b, "base model: %s\n", buf[0] ? buf : DASH);
     budget_summary(buf, sizeof buf, root);
-    bprintf(&b, "training budget: %s\n", buf[0] ? buf : DASH);
+    sb_printf(&b, "training budget: %s\n", buf[0] ? buf : DASH);
     runs_summary(buf, sizeof buf, root);
-    bprintf(&b, "runs: %s\n", buf);
-    bput(&b, "Values: final validation loss, mean " PM " std (n seeds); Eff. %: mean [95% CI].\n");
+    sb_printf(&b, "runs: %s\n", buf);
+    sb_put(&b, "Values: final validation loss, mean " PM " std (n seeds); Eff. %: mean [95% CI].\n");
 
     SweepList sw = collect_sweeps(root);
     const cJSON *comps = jarr(root, "comparisons");
     for (int i = 0; i < sw.n; i++) {
         const char *s = sw.name[i];
         int nr = count_in_sweep(jarr(root, "runs"), s);
-        bprintf(&b, "\n== %s: %s (%d run%s) ==\n", s, sweep_title(s), nr, nr == 1 ? "" : "s");
+        sb_printf(&b, "\n== %s: %s (%d run%s) ==\n", s, sweep_title(s), nr, nr == 1 ? "" : "s");
         if (count_in_sweep(comps, s)) {
             Table t;
             build_cmp_table(root, s, &t);
             table_text(&b, &t);
             table_free(&t);
             if (build_seed_table(root, s, &t)) {
-                bput(&b, "\nper seed:\n");
+                sb_put(&b, "\nper seed:\n");
                 table_text(&b, &t);
             }
             table_free(&t);
             if (build_compute_table(root, s, &t)) {
-                bput(&b, "\ncompute:\n");
+                sb_put(&b, "\ncompute:\n");
                 table_text(&b, &t);
             }
             table_free(&t);
-        } else bput(&b, "No comparison computed for this sweep (runs only).\n");
+        } else sb_put(&b, "No comparison computed for this sweep (runs only).\n");
         if (strcmp(s, "init") == 0) {
             spearman_line(buf, sizeof buf, root);
-            if (buf[0]) bprintf(&b, "%s\n", buf);
+            if (buf[0]) sb_printf(&b, "%s\n", buf);
         }
     }
     if (!count_in_sweep(jarr(root, "runs"), "init")) {
         spearman_line(buf, sizeof buf, root);
-        if (buf[0]) bprintf(&b, "\n%s\n", buf);
+        if (buf[0]) sb_printf(&b, "\n%s\n", buf);
     }
     Table t;
     build_runs_table(root, &t);
     if (t.nrows) {
-        bprintf(&b, "\n== runs (%d) ==\n", t.nrows);
+        sb_printf(&b, "\n== runs (%d) ==\n", t.nrows);
         table_text(&b, &t);
     }
     table_free(&t);
@@ -2128,14 +2045,14 @@ int report_print_tables(const char *results_json_path, FILE *out) {
     int first = 1;
     cJSON_ArrayForEach(it, jarr(root, "notes")) {
         if (!cJSON_IsString(it) || !it->valuestring) continue;
-        if (first) bput(&b, "\nNotes:\n");
+        if (first) sb_put(&b, "\nNotes:\n");
         first = 0;
-        bprintf(&b, "- %s\n", it->valuestring);
+        sb_printf(&b, "- %s\n", it->valuestring);
     }
     int rc = 0;
     if (b.len && fwrite(b.s, 1, b.len, out) != b.len) rc = up_error("%s: cannot write the tables; expected a writable output stream", results_json_path);
     fflush(out);
-    buf_free(&b);
+    sb_free(&b);
     cJSON_Delete(root);
     return rc;
 }
