@@ -1,0 +1,223 @@
+/* report_results.c - see report_results.h. */
+#include "experiment/report_results.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+/* ------------------------------------------------------------------ loading */
+
+int results_load(Results *R, const char *path) {
+    R->path = path, R->root = NULL;
+    char *data = NULL;
+    size_t bytes = 0;
+    if (read_file(path, &data, &bytes)) return -1;
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithOpts(data, &end, 0);
+    if (!root) {
+        const char *at = cJSON_GetErrorPtr();
+        int line = 1;
+        if (at && at >= data && at <= data + bytes)
+            for (const char *p = data; p < at; p++) line += *p == '\n';
+        up_error("%s: invalid JSON (parse error near line %d); expected a results.json as written by "
+                 "`upcycle experiment` (docs/results-schema.md)",
+                 path, line);
+        free(data);
+        return -1;
+    }
+    free(data);
+    if (!cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return up_error("%s: top level is not a JSON object; expected a results.json object with a \"runs\" array", path);
+    }
+    if (!cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(root, "runs"))) {
+        cJSON_Delete(root);
+        return up_error("%s: no \"runs\" array; expected a results.json with a \"runs\" list (docs/results-schema.md)", path);
+    }
+    R->root = root;
+    return 0;
+}
+
+void results_free(Results *R) {
+    cJSON_Delete(R->root);
+    R->root = NULL;
+}
+
+/* ------------------------------------------------------------------ fields */
+
+static const cJSON *field(const cJSON *o, const char *k) {
+    return cJSON_IsObject(o) ? cJSON_GetObjectItemCaseSensitive(o, k) : NULL;
+}
+
+static double num_of(const cJSON *it) { return cJSON_IsNumber(it) && isfinite(it->valuedouble) ? it->valuedouble : NAN; }
+
+double res_num(Results *R, const cJSON *obj, const char *key) { return num_of(field(obj, key)); }
+
+const char *res_str(Results *R, const cJSON *obj, const char *key) {
+    const cJSON *s = field(obj, key);
+    return cJSON_IsString(s) && s->valuestring ? s->valuestring : NULL;
+}
+
+const cJSON *res_obj(Results *R, const cJSON *obj, const char *key) {
+    const cJSON *o = field(obj, key);
+    return cJSON_IsObject(o) ? o : NULL;
+}
+
+const cJSON *res_arr(Results *R, const cJSON *obj, const char *key) {
+    const cJSON *a = field(obj, key);
+    return cJSON_IsArray(a) ? a : NULL;
+}
+
+int res_bool(Results *R, const cJSON *obj, const char *key, int dflt) {
+    const cJSON *b = field(obj, key);
+    return cJSON_IsBool(b) ? cJSON_IsTrue(b) : dflt;
+}
+
+int res_has(const cJSON *obj, const char *key) { return field(obj, key) != NULL; }
+
+double res_elem_num(Results *R, const cJSON *arr, const char *name, int i) { return num_of(cJSON_GetArrayItem(arr, i)); }
+
+const char *res_elem_str(Results *R, const cJSON *arr, const char *name, int i) {
+    const cJSON *s = cJSON_GetArrayItem(arr, i);
+    return cJSON_IsString(s) && s->valuestring ? s->valuestring : NULL;
+}
+
+const cJSON *res_elem_arr(Results *R, const cJSON *arr, const char *name, int i) {
+    const cJSON *a = cJSON_GetArrayItem(arr, i);
+    return cJSON_IsArray(a) ? a : NULL;
+}
+
+int run_done(Results *R, const cJSON *run) {
+    const char *st = res_str(R, run, "status");
+    return !st || strcmp(st, "failed") != 0;
+}
+
+const char *str_or(const char *s, const char *dflt) { return s ? s : dflt; }
+
+/* ------------------------------------------------------------------ arms */
+
+const char *const ARM_ORDER[N_ARMS] = {"fixed-E", "upcycled", "fixed-mE", "sparse-upcycled", "random-big", "iterative"};
+const char *const ARM_COLOR[N_ARMS] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#6b6b6b", "#9467bd"};
+const char *const CAT_COLOR[N_CAT] = {"#17becf", "#e377c2", "#bcbd22", "#8c564b", "#393b79", "#ad494a", "#637939", "#7b4173"};
+
+int arm_rank(const char *arm) {
+    for (int i = 0; arm && i < N_ARMS; i++)
+        if (strcmp(arm, ARM_ORDER[i]) == 0) return i;
+    return N_ARMS;
+}
+
+const char *arm_color(const char *arm) {
+    int r = arm_rank(arm);
+    return r < N_ARMS ? ARM_COLOR[r] : "#8c564b";
+}
+
+/* ------------------------------------------------------------------ sweeps */
+
+static const char *const SWEEP_ORDER[] = {"main", "timing", "cpt_budget", "alloc", "init", "activation", "iterative", "schedule", "premise"};
+#define N_SWEEPS 9
+
+const char *sweep_title(const char *sw) {
+    static const char *const desc[] = {
+        "main comparison: Fixed-E vs Upcycled vs Fixed-mE at matched tokens",
+        "transition timing: when to grow (total steps fixed)",
+        "CPT budget: continued pre-training length (pre-training fixed)",
+        "replica allocation: which experts to copy",
+        "replica initialization heuristics",
+        "activation ratio: expert upcycling (MoE\xe2\x86\x92MoE) vs sparse upcycling (dense\xe2\x86\x92MoE)",
+        "iterative growth (E\xe2\x86\x92" "2E\xe2\x86\x92" "4E) vs one jump",
+        "schedule ablation: grow from the stable phase (no anneal before growth), continue at the peak, one decay at the end",
+        "premise: Fixed-E vs Fixed-mE only (scale probes; no upcycled arm)",
+    };
+    for (int i = 0; i < N_SWEEPS; i++)
+        if (strcmp(sw, SWEEP_ORDER[i]) == 0) return desc[i];
+    return "other sweep";
+}
+
+static void sweep_add(SweepList *l, const char *s) {
+    if (!s) return;
+    for (int i = 0; i < l->n; i++)
+        if (strcmp(l->name[i], s) == 0) return;
+    if (l->n < 64) l->name[l->n++] = s;
+}
+
+SweepList collect_sweeps(Results *R) {
+    SweepList seen = {0}, out = {0};
+    const cJSON *it;
+    cJSON_ArrayForEach(it, res_arr(R, R->root, "comparisons")) sweep_add(&seen, res_str(R, it, "sweep"));
+    cJSON_ArrayForEach(it, res_arr(R, R->root, "runs")) sweep_add(&seen, res_str(R, it, "sweep"));
+    for (int k = 0; k < N_SWEEPS; k++)
+        for (int i = 0; i < seen.n; i++)
+            if (strcmp(seen.name[i], SWEEP_ORDER[k]) == 0) sweep_add(&out, seen.name[i]);
+    for (int i = 0; i < seen.n; i++) sweep_add(&out, seen.name[i]);
+    return out;
+}
+
+int count_in_sweep(Results *R, const cJSON *arr, const char *sweep) {
+    int n = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, arr) {
+        const char *s = res_str(R, it, "sweep");
+        n += s && strcmp(s, sweep) == 0;
+    }
+    return n;
+}
+
+/* ------------------------------------------------------------------ number formatting */
+
+Num fmt_fixed(double v, int dec) {
+    Num n;
+    if (!isfinite(v)) snprintf(n.s, sizeof n.s, "%s", DASH);
+    else {
+        snprintf(n.s, sizeof n.s, "%.*f", dec, v);
+        if (strcmp(n.s, "-0") == 0 || (n.s[0] == '-' && strspn(n.s + 1, "0.") == strlen(n.s + 1)))
+            memmove(n.s, n.s + 1, strlen(n.s)); /* no "-0.0" */
+    }
+    return n;
+}
+
+Num fmt_sig(double v, int sig) {
+    Num n;
+    if (!isfinite(v)) snprintf(n.s, sizeof n.s, "%s", DASH);
+    else snprintf(n.s, sizeof n.s, "%.*g", sig, v);
+    return n;
+}
+
+Num fmt_csv_num(double v) {
+    Num n;
+    if (!isfinite(v)) n.s[0] = 0;
+    else if (v == floor(v) && fabs(v) < 1e15) snprintf(n.s, sizeof n.s, "%.0f", v);
+    else snprintf(n.s, sizeof n.s, "%.10g", v);
+    return n;
+}
+
+Num fmt_thousands(double v) {
+    Num n;
+    if (!isfinite(v) || fabs(v) >= 1e18) return fmt_sig(v, 4);
+    char tmp[64];
+    snprintf(tmp, sizeof tmp, "%.0f", fabs(v));
+    size_t len = strlen(tmp), o = 0;
+    if (v < 0) n.s[o++] = '-';
+    for (size_t i = 0; i < len; i++) {
+        if (i && (len - i) % 3 == 0) n.s[o++] = ',';
+        n.s[o++] = tmp[i];
+    }
+    n.s[o] = 0;
+    return n;
+}
+
+void join_nums(Results *R, char *out, size_t n, const cJSON *arr, const char *name, const char *sep) {
+    out[0] = 0;
+    size_t o = 0;
+    int first = 1;
+    for (int i = 0; i < cJSON_GetArraySize(arr); i++) {
+        double v = res_elem_num(R, arr, name, i);
+        if (!isfinite(v)) continue;
+        int w = snprintf(out + o, n - o, "%s%s", first ? "" : sep, fmt_csv_num(v).s);
+        if (w < 0 || (size_t)w >= n - o) break;
+        o += (size_t)w;
+        first = 0;
+    }
+}
