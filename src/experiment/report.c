@@ -3,12 +3,14 @@
  * and the figures (report_figures.h); the CSV is report_csv.c.
  *
  * Everything read from the JSON is optional except the "runs" array: a null or absent
- * value prints as "—" and a plot whose data is absent is left out. Numbers that are not
- * finite are never printed (the file cannot hold NaN, but means of nothing could be). */
+ * value prints as "—" and a plot whose data is absent is left out. A field of the wrong type
+ * prints as absent too and is listed under "Problems" (report_results.h). Numbers that are
+ * not finite are never printed (the file cannot hold NaN, but means of nothing could be). */
 #include "experiment/report.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "experiment/report_figures.h"
@@ -98,6 +100,20 @@ static void html_key_result(Results *R, Strbuf *b) {
     sb_put(b, ".</div>\n");
 }
 
+/* fields of the wrong type met while rendering: the report shows them as absent and says so */
+static void html_problems(Results *R, Strbuf *b) {
+    if (!R->n_problems) return;
+    sb_put(b, "<h2>Problems</h2>\n<p>Fields of the wrong type in this file, shown as absent (" DASH "):</p>\n<ul>\n");
+    for (const char *p = R->problems.s, *e; p && (e = strchr(p, '\n')); p = e + 1) {
+        sb_put(b, "<li>");
+        char line[1200];
+        snprintf(line, sizeof line, "%.*s", (int)(e - p), p);
+        sb_put_escaped(b, line);
+        sb_put(b, "</li>\n");
+    }
+    sb_put(b, "</ul>\n");
+}
+
 static void build_html(Results *R, Strbuf *b) {
     const cJSON *root = R->root;
     const char *preset = res_str(R, root, "preset");
@@ -156,6 +172,7 @@ static void build_html(Results *R, Strbuf *b) {
         }
         sb_put(b, "</ul>\n");
     } else sb_put(b, "<p>No notes.</p>\n");
+    html_problems(R, b);
     sb_put(b,
          "<h2>How to read this</h2>\n<p><b>Upcycling efficiency</b> = (L<sub>Fixed-E</sub> \xe2\x88\x92 L<sub>Upcycled</sub>) / "
          "(L<sub>Fixed-E</sub> \xe2\x88\x92 L<sub>Fixed-mE</sub>) \xc3\x97 100%, on final validation loss, all three arms trained on the "
@@ -217,6 +234,10 @@ int report_print_tables(const char *results_json_path, FILE *out) {
         if (first) sb_put(&b, "\nNotes:\n");
         first = 0;
         sb_printf(&b, "- %s\n", note);
+    }
+    if (R.n_problems) {
+        sb_put(&b, "\nProblems (fields of the wrong type, shown as absent):\n");
+        for (const char *p = R.problems.s, *e; p && (e = strchr(p, '\n')); p = e + 1) sb_printf(&b, "- %.*s\n", (int)(e - p), p);
     }
     int rc = 0;
     if (b.len && fwrite(b.s, 1, b.len, out) != b.len) rc = up_error("%s: cannot write the tables; expected a writable output stream", results_json_path);

@@ -7,87 +7,103 @@
 #include <string.h>
 
 #include "util.h"
+#include "util/json.h"
 
 /* ------------------------------------------------------------------ loading */
 
 int results_load(Results *R, const char *path) {
-    R->path = path, R->root = NULL;
-    char *data = NULL;
-    size_t bytes = 0;
-    if (read_file(path, &data, &bytes)) return -1;
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithOpts(data, &end, 0);
-    if (!root) {
-        const char *at = cJSON_GetErrorPtr();
-        int line = 1;
-        if (at && at >= data && at <= data + bytes)
-            for (const char *p = data; p < at; p++) line += *p == '\n';
-        up_error("%s: invalid JSON (parse error near line %d); expected a results.json as written by "
-                 "`upcycle experiment` (docs/results-schema.md)",
-                 path, line);
-        free(data);
-        return -1;
-    }
-    free(data);
-    if (!cJSON_IsObject(root)) {
-        cJSON_Delete(root);
-        return up_error("%s: top level is not a JSON object; expected a results.json object with a \"runs\" array", path);
-    }
-    if (!cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(root, "runs"))) {
-        cJSON_Delete(root);
+    memset(R, 0, sizeof *R);
+    R->path = path;
+    R->root = json_load_file(path, "a results.json as written by `upcycle experiment` (docs/results-schema.md)");
+    if (!R->root) return -1;
+    const cJSON *runs = NULL;
+    if (json_opt_array(path, R->root, "runs", &runs) || !runs) {
+        results_free(R);
         return up_error("%s: no \"runs\" array; expected a results.json with a \"runs\" list (docs/results-schema.md)", path);
     }
-    R->root = root;
     return 0;
 }
 
 void results_free(Results *R) {
     cJSON_Delete(R->root);
     R->root = NULL;
+    sb_free(&R->problems);
+    R->n_problems = 0;
 }
 
 /* ------------------------------------------------------------------ fields */
 
-static const cJSON *field(const cJSON *o, const char *k) {
-    return cJSON_IsObject(o) ? cJSON_GetObjectItemCaseSensitive(o, k) : NULL;
+#define MAX_PROBLEMS 20 /* listed; more are summed up in one line */
+
+/* the getter's message becomes a line of R->problems (once), and the value reads as absent */
+static void problem(Results *R) {
+    const char *e = up_last_error();
+    size_t n = strlen(e);
+    for (const char *p = R->problems.s; p && *p; p = strchr(p, '\n') + 1)
+        if (strncmp(p, e, n) == 0 && p[n] == '\n') {
+            up_clear_error();
+            return;
+        }
+    if (R->n_problems < MAX_PROBLEMS) sb_printf(&R->problems, "%s\n", e);
+    else if (R->n_problems == MAX_PROBLEMS) sb_put(&R->problems, "(more fields of the wrong type are not listed)\n");
+    if (R->n_problems <= MAX_PROBLEMS) R->n_problems++;
+    up_clear_error();
 }
 
-static double num_of(const cJSON *it) { return cJSON_IsNumber(it) && isfinite(it->valuedouble) ? it->valuedouble : NAN; }
-
-double res_num(Results *R, const cJSON *obj, const char *key) { return num_of(field(obj, key)); }
+double res_num(Results *R, const cJSON *obj, const char *key) {
+    double v = NAN;
+    if (json_opt_number(R->path, obj, key, NAN, &v)) problem(R), v = NAN;
+    return v;
+}
 
 const char *res_str(Results *R, const cJSON *obj, const char *key) {
-    const cJSON *s = field(obj, key);
-    return cJSON_IsString(s) && s->valuestring ? s->valuestring : NULL;
+    const char *s = NULL;
+    if (json_opt_string(R->path, obj, key, NULL, &s)) problem(R), s = NULL;
+    return s;
 }
 
 const cJSON *res_obj(Results *R, const cJSON *obj, const char *key) {
-    const cJSON *o = field(obj, key);
-    return cJSON_IsObject(o) ? o : NULL;
+    const cJSON *o = NULL;
+    if (json_opt_object(R->path, obj, key, &o)) problem(R), o = NULL;
+    return o;
 }
 
 const cJSON *res_arr(Results *R, const cJSON *obj, const char *key) {
-    const cJSON *a = field(obj, key);
-    return cJSON_IsArray(a) ? a : NULL;
+    const cJSON *a = NULL;
+    if (json_opt_array(R->path, obj, key, &a)) problem(R), a = NULL;
+    return a;
 }
 
 int res_bool(Results *R, const cJSON *obj, const char *key, int dflt) {
-    const cJSON *b = field(obj, key);
-    return cJSON_IsBool(b) ? cJSON_IsTrue(b) : dflt;
+    int b = dflt;
+    if (json_opt_bool(R->path, obj, key, dflt, &b)) problem(R), b = dflt;
+    return b;
 }
 
-int res_has(const cJSON *obj, const char *key) { return field(obj, key) != NULL; }
+int res_has(const cJSON *obj, const char *key) { return json_has(obj, key); }
 
-double res_elem_num(Results *R, const cJSON *arr, const char *name, int i) { return num_of(cJSON_GetArrayItem(arr, i)); }
+/* elements past the end of a list, and null elements, are absent values, not problems */
+static const cJSON *element(const cJSON *arr, int i) {
+    const cJSON *it = cJSON_GetArrayItem(arr, i);
+    return cJSON_IsNull(it) ? NULL : it;
+}
+
+double res_elem_num(Results *R, const cJSON *arr, const char *name, int i) {
+    double v = NAN;
+    if (element(arr, i) && json_elem_number(R->path, arr, name, i, &v)) problem(R), v = NAN;
+    return v;
+}
 
 const char *res_elem_str(Results *R, const cJSON *arr, const char *name, int i) {
-    const cJSON *s = cJSON_GetArrayItem(arr, i);
-    return cJSON_IsString(s) && s->valuestring ? s->valuestring : NULL;
+    const char *s = NULL;
+    if (element(arr, i) && json_elem_string(R->path, arr, name, i, &s)) problem(R), s = NULL;
+    return s;
 }
 
 const cJSON *res_elem_arr(Results *R, const cJSON *arr, const char *name, int i) {
-    const cJSON *a = cJSON_GetArrayItem(arr, i);
-    return cJSON_IsArray(a) ? a : NULL;
+    const cJSON *a = NULL;
+    if (element(arr, i) && json_elem_array(R->path, arr, name, i, &a)) problem(R), a = NULL;
+    return a;
 }
 
 int run_done(Results *R, const cJSON *run) {

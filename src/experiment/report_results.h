@@ -3,16 +3,21 @@
  * the report (report.c, report_tables.c, report_curves.c, report_figures.c, report_csv.c);
  * the public API is report.h.
  *
- * Reading rule: the report shows what a file has. Every field is optional except the "runs"
- * array: an absent or null field reads as "no value" (NAN for numbers, NULL otherwise) and
- * prints as DASH, or leaves its plot out. Numbers that are not finite read as NAN too.
- * Ownership: a Results owns its parsed tree; strings and objects returned by the accessors
- * point into it and live until results_free. */
+ * Reading rule: the report shows what a file has, read with util/json.h. Every field is
+ * optional except the "runs" array: an absent or null field (or list element) reads as "no
+ * value" (NAN for numbers, NULL otherwise) and prints as DASH, or leaves its plot out. A field
+ * of the wrong type is json.h's error: the report does not stop for it but shows the value
+ * as absent and lists the error under "Problems" (R->problems). Items of a list of records
+ * that are not objects read as empty records.
+ * Ownership: a Results owns its parsed tree and the problem list; strings and objects returned
+ * by the accessors point into the tree and live until results_free. */
 #ifndef UPCYCLE_REPORT_RESULTS_H
 #define UPCYCLE_REPORT_RESULTS_H
 
 #include <cjson/cJSON.h>
 #include <stddef.h>
+
+#include "util/strbuf.h"
 
 #define DASH "\xe2\x80\x94" /* "—": a value that is absent */
 #define PM "\xc2\xb1"       /* "±" */
@@ -20,6 +25,8 @@
 typedef struct {
     const char *path; /* the results.json as given: messages and the HTML header name it */
     cJSON *root;
+    Strbuf problems;  /* "<file>: field <name>: ...; expected ...\n" per malformed field met, once each */
+    int n_problems;
 } Results;
 
 /* 0, or -1 with up_error naming the file (unreadable, invalid JSON, not an object, no
