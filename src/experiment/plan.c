@@ -46,6 +46,26 @@ static const char *PRESET_PAPER_FULL =
 
 const char *plan_preset_names(void) { return "demo, paper-tiny, paper-full"; }
 
+/* ---- the sweeps ---- */
+
+const SweepInfo SWEEPS[N_SWEEPS] = {
+    {"main", "main comparison: Fixed-E vs Upcycled vs Fixed-mE at matched tokens", 0},
+    {"timing", "transition timing: when to grow (total steps fixed)", 1},
+    {"cpt_budget", "CPT budget: continued pre-training length (pre-training fixed)", 2},
+    {"alloc", "replica allocation: which experts to copy", 3},
+    {"init", "replica initialization heuristics", 4},
+    {"activation", "activation ratio: expert upcycling (MoE\xe2\x86\x92MoE) vs sparse upcycling (dense\xe2\x86\x92MoE)", 5},
+    {"iterative", "iterative growth (E\xe2\x86\x92" "2E\xe2\x86\x92" "4E) vs one jump", 6},
+    {"premise", "premise: Fixed-E vs Fixed-mE only (scale probes; no upcycled arm)", 8},
+    {"schedule", "schedule ablation: grow from the stable phase (no anneal before growth), continue at the peak, one decay at the end", 7},
+};
+
+const SweepInfo *sweep_find(const char *name) {
+    for (int i = 0; name && i < N_SWEEPS; i++)
+        if (!strcmp(name, SWEEPS[i].name)) return &SWEEPS[i];
+    return NULL;
+}
+
 /* ---- run construction ---- */
 
 static Run *new_run(Plan *p) {
@@ -152,13 +172,11 @@ static int build_runs(Plan *p, const cJSON *sweeps, const char *origin) {
     uniform.factor = m, uniform.quiet = 1, uniform.check = 1;
     const cJSON *sw;
     cJSON_ArrayForEach(sw, sweeps) {
-        const char *name = sw->string;
-        static const char *known[] = {"main", "timing", "cpt_budget", "alloc", "init", "activation", "iterative", "premise", "schedule"};
-        int ok = 0;
-        for (int i = 0; i < 9; i++) ok |= !strcmp(name, known[i]);
-        if (!ok)
-            return up_error("%s: unknown sweep %s; expected main, timing, cpt_budget, alloc, init, activation, iterative, premise, schedule",
-                            origin, name);
+        if (sweep_find(sw->string)) continue;
+        char names[256] = "";
+        for (int i = 0; i < N_SWEEPS; i++)
+            snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", i ? ", " : "", SWEEPS[i].name);
+        return up_error("%s: unknown sweep %s; expected %s", origin, sw->string, names);
     }
     for (int si = 0; si < p->seeds; si++) {
         int seed = p->seed_ids[si];

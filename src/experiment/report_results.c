@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "experiment/experiment.h"
 #include "util.h"
 #include "util/json.h"
 
@@ -132,24 +133,9 @@ const char *arm_color(const char *arm) {
 
 /* ------------------------------------------------------------------ sweeps */
 
-static const char *const SWEEP_ORDER[] = {"main", "timing", "cpt_budget", "alloc", "init", "activation", "iterative", "schedule", "premise"};
-#define N_SWEEPS 9
-
 const char *sweep_title(const char *sw) {
-    static const char *const desc[] = {
-        "main comparison: Fixed-E vs Upcycled vs Fixed-mE at matched tokens",
-        "transition timing: when to grow (total steps fixed)",
-        "CPT budget: continued pre-training length (pre-training fixed)",
-        "replica allocation: which experts to copy",
-        "replica initialization heuristics",
-        "activation ratio: expert upcycling (MoE\xe2\x86\x92MoE) vs sparse upcycling (dense\xe2\x86\x92MoE)",
-        "iterative growth (E\xe2\x86\x92" "2E\xe2\x86\x92" "4E) vs one jump",
-        "schedule ablation: grow from the stable phase (no anneal before growth), continue at the peak, one decay at the end",
-        "premise: Fixed-E vs Fixed-mE only (scale probes; no upcycled arm)",
-    };
-    for (int i = 0; i < N_SWEEPS; i++)
-        if (strcmp(sw, SWEEP_ORDER[i]) == 0) return desc[i];
-    return "other sweep";
+    const SweepInfo *s = sweep_find(sw);
+    return s ? s->description : "other sweep";
 }
 
 static void sweep_add(SweepList *l, const char *s) {
@@ -165,8 +151,10 @@ SweepList collect_sweeps(Results *R) {
     cJSON_ArrayForEach(it, res_arr(R, R->root, "comparisons")) sweep_add(&seen, res_str(R, it, "sweep"));
     cJSON_ArrayForEach(it, res_arr(R, R->root, "runs")) sweep_add(&seen, res_str(R, it, "sweep"));
     for (int k = 0; k < N_SWEEPS; k++)
-        for (int i = 0; i < seen.n; i++)
-            if (strcmp(seen.name[i], SWEEP_ORDER[k]) == 0) sweep_add(&out, seen.name[i]);
+        for (int e = 0; e < N_SWEEPS; e++)
+            if (SWEEPS[e].report_order == k)
+                for (int i = 0; i < seen.n; i++)
+                    if (strcmp(seen.name[i], SWEEPS[e].name) == 0) sweep_add(&out, seen.name[i]);
     for (int i = 0; i < seen.n; i++) sweep_add(&out, seen.name[i]);
     return out;
 }

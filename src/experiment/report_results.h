@@ -64,10 +64,11 @@ typedef struct {
     const char *name[64];
     int n;
 } SweepList;
-/* sweeps present in comparisons or runs: known ones in the report's order, then others */
+/* sweeps present in comparisons or runs: known ones (SWEEPS, experiment.h) in their report_order,
+ * then others in the order first seen */
 SweepList collect_sweeps(Results *R);
 int count_in_sweep(Results *R, const cJSON *arr, const char *sweep); /* items whose "sweep" is sweep */
-const char *sweep_title(const char *sweep);                        /* "other sweep" when unknown */
+const char *sweep_title(const char *sweep); /* SWEEPS[].description; "other sweep" when unknown */
 
 /* ---- how values print ---- */
 typedef struct {
