@@ -81,7 +81,7 @@ static int take(const char *file, const char *name, const cJSON *it, int kind, V
         double d = it->valuedouble; /* compared as doubles: (int)1e10 is undefined */
         if (!isfinite(d) || d != floor(d)) return up_error("%s: field %s: is %g; expected an integer", file, name, d);
         if (d < INT_MIN || d > INT_MAX)
-            return up_error("%s: field %s: is %g, out of range; expected an integer in %d..%d", file, name, d, INT_MIN, INT_MAX);
+            return up_error("%s: field %s: is %g, out of range; expected an integer", file, name, d);
         v->i = (int)d;
         return 0;
     }
