@@ -130,18 +130,17 @@ static void build_html(Results *R, Strbuf *b) {
     sb_put(b, "</code></p>\n");
 
     /* 1. header */
-    char buf[1024];
+    Strbuf model = {0}, budget = {0}, runs = {0};
+    model_summary(R, &model), budget_summary(R, &budget), runs_summary(R, &runs);
     sb_put(b, "<table class=\"meta\">\n");
     html_meta_row(b, "Preset", preset);
     html_meta_row(b, "Data", res_str(R, root, "data"));
     html_meta_row(b, "Machine", res_str(R, root, "machine"));
-    model_summary(R, buf, sizeof buf);
-    html_meta_row(b, "Base model", buf);
-    budget_summary(R, buf, sizeof buf);
-    html_meta_row(b, "Training budget", buf);
-    runs_summary(R, buf, sizeof buf);
-    html_meta_row(b, "Runs", buf);
+    html_meta_row(b, "Base model", model.s);
+    html_meta_row(b, "Training budget", budget.s);
+    html_meta_row(b, "Runs", runs.s);
     sb_put(b, "</table>\n");
+    sb_free(&model), sb_free(&budget), sb_free(&runs);
     html_key_result(R, b);
 
     /* 2. tables */
@@ -212,17 +211,15 @@ int report_print_tables(const char *results_json_path, FILE *out) {
     Results R;
     if (results_load(&R, results_json_path)) return -1;
     const cJSON *root = R.root;
-    Strbuf b = {0};
-    char buf[1024];
+    Strbuf b = {0}, model = {0}, budget = {0}, runs = {0};
     sb_printf(&b, "Expert Upcycling report: %s\n", results_json_path);
     sb_printf(&b, "preset: %s   data: %s\nmachine: %s\n", str_or(res_str(&R, root, "preset"), DASH), str_or(res_str(&R, root, "data"), DASH),
               str_or(res_str(&R, root, "machine"), DASH));
-    model_summary(&R, buf, sizeof buf);
-    sb_printf(&b, "base model: %s\n", buf[0] ? buf : DASH);
-    budget_summary(&R, buf, sizeof buf);
-    sb_printf(&b, "training budget: %s\n", buf[0] ? buf : DASH);
-    runs_summary(&R, buf, sizeof buf);
-    sb_printf(&b, "runs: %s\n", buf);
+    model_summary(&R, &model), budget_summary(&R, &budget), runs_summary(&R, &runs);
+    sb_printf(&b, "base model: %s\n", model.len ? model.s : DASH);
+    sb_printf(&b, "training budget: %s\n", budget.len ? budget.s : DASH);
+    sb_printf(&b, "runs: %s\n", runs.s);
+    sb_free(&model), sb_free(&budget), sb_free(&runs);
     sb_put(&b, "Values: final validation loss, mean " PM " std (n seeds); Eff. %: mean [95% CI].\n");
     tables_text(&R, &b);
     runs_table_text(&R, &b);

@@ -320,65 +320,52 @@ static void build_runs_table(Results *R, Table *t) {
 
 /* ------------------------------------------------------------------ header summaries */
 
-/* appends to out (n bytes, o used) what fits */
-#define APPEND(...)                                                                  \
-    do {                                                                             \
-        int k_ = snprintf(out + o, n - o, __VA_ARGS__);                              \
-        if (k_ > 0 && (size_t)k_ < n - o) o += (size_t)k_;                           \
-    } while (0)
+/* the separator before a part that is not the first */
+static const char *sep(const Strbuf *b, const char *s) { return b->len ? s : ""; }
 
-void model_summary(Results *R, char *out, size_t n) {
+void model_summary(Results *R, Strbuf *b) {
     const cJSON *m = res_obj(R, res_obj(R, R->root, "base"), "model");
-    out[0] = 0;
     if (!m) return;
-    size_t o = 0;
     double v, w;
-    if (isfinite(v = res_num(R, m, "hidden_size"))) APPEND("%shidden_size %.0f", o ? " \xc2\xb7 " : "", v);
+    if (isfinite(v = res_num(R, m, "hidden_size"))) sb_printf(b, "%shidden_size %.0f", sep(b, " \xc2\xb7 "), v);
     if (isfinite(v = res_num(R, m, "num_hidden_layers"))) {
-        APPEND("%s%.0f layers", o ? " \xc2\xb7 " : "", v);
-        if (isfinite(w = res_num(R, m, "decoder_sparse_step")) && w > 1) APPEND(" (MoE every %.0f)", w);
+        sb_printf(b, "%s%.0f layers", sep(b, " \xc2\xb7 "), v);
+        if (isfinite(w = res_num(R, m, "decoder_sparse_step")) && w > 1) sb_printf(b, " (MoE every %.0f)", w);
     }
     if (isfinite(v = res_num(R, m, "num_experts"))) {
-        APPEND("%s%.0f experts", o ? " \xc2\xb7 " : "", v);
-        if (isfinite(w = res_num(R, m, "num_experts_per_tok"))) APPEND(", top-%.0f", w);
+        sb_printf(b, "%s%.0f experts", sep(b, " \xc2\xb7 "), v);
+        if (isfinite(w = res_num(R, m, "num_experts_per_tok"))) sb_printf(b, ", top-%.0f", w);
     } else if (isfinite(w = res_num(R, m, "num_experts_per_tok")))
-        APPEND("%stop-%.0f", o ? " \xc2\xb7 " : "", w);
-    if (isfinite(v = res_num(R, m, "moe_intermediate_size"))) APPEND("%sexpert FFN %.0f", o ? " \xc2\xb7 " : "", v);
-    if (isfinite(v = res_num(R, m, "num_attention_heads"))) APPEND("%s%.0f heads", o ? " \xc2\xb7 " : "", v);
-    if (isfinite(v = res_num(R, m, "vocab_size"))) APPEND("%svocab %.0f", o ? " \xc2\xb7 " : "", v);
+        sb_printf(b, "%stop-%.0f", sep(b, " \xc2\xb7 "), w);
+    if (isfinite(v = res_num(R, m, "moe_intermediate_size"))) sb_printf(b, "%sexpert FFN %.0f", sep(b, " \xc2\xb7 "), v);
+    if (isfinite(v = res_num(R, m, "num_attention_heads"))) sb_printf(b, "%s%.0f heads", sep(b, " \xc2\xb7 "), v);
+    if (isfinite(v = res_num(R, m, "vocab_size"))) sb_printf(b, "%svocab %.0f", sep(b, " \xc2\xb7 "), v);
 }
 
-void budget_summary(Results *R, char *out, size_t n) {
+void budget_summary(Results *R, Strbuf *b) {
     const cJSON *t = res_obj(R, res_obj(R, R->root, "base"), "train");
-    out[0] = 0;
     if (!t) return;
-    size_t o = 0;
     double steps = res_num(R, t, "steps"), bs = res_num(R, t, "batch_size"), sl = res_num(R, t, "seq_len"), v;
-    if (isfinite(steps)) APPEND("%.0f steps", steps);
+    if (isfinite(steps)) sb_printf(b, "%.0f steps", steps);
     if (isfinite(bs) && isfinite(sl)) {
-        APPEND("%s%.0f seq \xc3\x97 %.0f tokens/step", o ? " \xc3\x97 " : "", bs, sl);
-        if (isfinite(steps)) APPEND(" = %s tokens per run", fmt_thousands(steps * bs * sl).s);
+        sb_printf(b, "%s%.0f seq \xc3\x97 %.0f tokens/step", sep(b, " \xc3\x97 "), bs, sl);
+        if (isfinite(steps)) sb_printf(b, " = %s tokens per run", fmt_thousands(steps * bs * sl).s);
     }
     if (isfinite(v = res_num(R, t, "lr"))) {
         const char *sch = res_str(R, t, "schedule");
-        APPEND("%speak lr %s%s%s%s", o ? " \xc2\xb7 " : "", fmt_sig(v, 3).s, sch ? " (" : "", sch ? sch : "", sch ? ")" : "");
+        sb_printf(b, "%speak lr %s%s%s%s", sep(b, " \xc2\xb7 "), fmt_sig(v, 3).s, sch ? " (" : "", sch ? sch : "", sch ? ")" : "");
     }
-    if (isfinite(v = res_num(R, t, "warmup_steps"))) APPEND("%swarmup %.0f", o ? " \xc2\xb7 " : "", v);
-    if (isfinite(v = res_num(R, t, "eval_every"))) APPEND("%seval every %.0f steps", o ? " \xc2\xb7 " : "", v);
+    if (isfinite(v = res_num(R, t, "warmup_steps"))) sb_printf(b, "%swarmup %.0f", sep(b, " \xc2\xb7 "), v);
+    if (isfinite(v = res_num(R, t, "eval_every"))) sb_printf(b, "%seval every %.0f steps", sep(b, " \xc2\xb7 "), v);
 }
-#undef APPEND
 
-void runs_summary(Results *R, char *out, size_t n) {
+void runs_summary(Results *R, Strbuf *b) {
     int total = 0, failed = 0;
     const cJSON *r;
     cJSON_ArrayForEach(r, res_arr(R, R->root, "runs")) total++, failed += !run_done(R, r);
     SweepList sw = collect_sweeps(R);
-    size_t o = (size_t)snprintf(out, n, "%d (%d done, %d failed)", total, total - failed, failed);
-    for (int i = 0; i < sw.n && o < n; i++) {
-        int k = snprintf(out + o, n - o, "%s%s", i ? ", " : "; sweeps: ", sw.name[i]);
-        if (k < 0) break;
-        o += (size_t)k;
-    }
+    sb_printf(b, "%d (%d done, %d failed)", total, total - failed, failed);
+    for (int i = 0; i < sw.n; i++) sb_printf(b, "%s%s", i ? ", " : "; sweeps: ", sw.name[i]);
 }
 
 void spearman_line(Results *R, char *out, size_t n) {

@@ -25,9 +25,10 @@ void runs_table_text(Results *R, Strbuf *b);
 void stat_cell(Results *R, char *out, size_t n, const cJSON *stat); /* "2.1000 ± 0.0100 (3)" */
 /* "92.3 [80.1, 101.2]", or the reason it is undefined (then returns 1) */
 int eff_cell(Results *R, char *out, size_t n, const cJSON *eff);
-void model_summary(Results *R, char *out, size_t n);  /* "hidden_size 128 · 4 layers ..."; "" if absent */
-void budget_summary(Results *R, char *out, size_t n); /* "300 steps × 16 seq × 128 tokens/step ..." */
-void runs_summary(Results *R, char *out, size_t n);   /* "12 (11 done, 1 failed); sweeps: main, ..." */
+/* appended to b (nothing when the file has no such data) */
+void model_summary(Results *R, Strbuf *b);  /* "hidden_size 128 · 4 layers ..." */
+void budget_summary(Results *R, Strbuf *b); /* "300 steps × 16 seq × 128 tokens/step ..." */
+void runs_summary(Results *R, Strbuf *b);   /* "12 (11 done, 1 failed); sweeps: main, ..." */
 void spearman_line(Results *R, char *out, size_t n);  /* "Spearman ρ = 0.500 (n = 6): ..."; "" if absent */
 
 #endif
