@@ -9,6 +9,7 @@
 #include "experiment/experiment.h"
 #include "util.h"
 #include "util/json.h"
+#include "util/strbuf.h"
 
 /* ---- built-in presets (the same format as --plan FILE; see README) ---- */
 
@@ -173,10 +174,11 @@ static int build_runs(Plan *p, const cJSON *sweeps, const char *origin) {
     const cJSON *sw;
     cJSON_ArrayForEach(sw, sweeps) {
         if (sweep_find(sw->string)) continue;
-        char names[256] = "";
-        for (int i = 0; i < N_SWEEPS; i++)
-            snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", i ? ", " : "", SWEEPS[i].name);
-        return up_error("%s: unknown sweep %s; expected %s", origin, sw->string, names);
+        Strbuf names = {0};
+        for (int i = 0; i < N_SWEEPS; i++) sb_printf(&names, "%s%s", i ? ", " : "", SWEEPS[i].name);
+        int rc = up_error("%s: unknown sweep %s; expected %s", origin, sw->string, names.s);
+        sb_free(&names);
+        return rc;
     }
     for (int si = 0; si < p->seeds; si++) {
         int seed = p->seed_ids[si];
