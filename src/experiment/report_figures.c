@@ -530,10 +530,13 @@ static void plot_init(Ctx *cx, Strbuf *out) {
     double g[8];
     int ng = sweep_growth_steps(R, "init", g, 8);
     growth_lines(&p, g, ng, g);
-    char sp[600], cap[900];
-    spearman_line(R, sp, sizeof sp);
-    snprintf(cap, sizeof cap, "One thin line per run (training loss as logged; not averaged). %s%s", sp, sp[0] ? "." : "");
-    plot_end(&p, out, cap);
+    Strbuf cap = {0};
+    sb_put(&cap, "One thin line per run (training loss as logged; not averaged). ");
+    size_t before = cap.len;
+    spearman_line(R, &cap);
+    if (cap.len > before) sb_put(&cap, ".");
+    plot_end(&p, out, cap.s);
+    sb_free(&cap);
     for (int i = 0; i < ns; i++) series_free(&s[i]);
     free(s), free(grp);
     groups_free(&gs);

@@ -368,16 +368,35 @@ void runs_summary(Results *R, Strbuf *b) {
     for (int i = 0; i < sw.n; i++) sb_printf(b, "%s%s", i ? ", " : "; sweeps: ", sw.name[i]);
 }
 
-void spearman_line(Results *R, char *out, size_t n) {
+void spearman_line(Results *R, Strbuf *b) {
     const cJSON *sp = res_obj(R, R->root, "spearman");
-    out[0] = 0;
     double rho = res_num(R, sp, "rho");
     if (!sp || !isfinite(rho)) return;
     const char *what = res_str(R, sp, "what");
     double k = res_num(R, sp, "n");
-    if (isfinite(k))
-        snprintf(out, n, "Spearman \xcf\x81 = %s (n = %.0f)%s%s", fmt_fixed(rho, 3).s, k, what ? ": " : "", what ? what : "");
-    else snprintf(out, n, "Spearman \xcf\x81 = %s%s%s", fmt_fixed(rho, 3).s, what ? ": " : "", what ? what : "");
+    sb_printf(b, "Spearman \xcf\x81 = %s", fmt_fixed(rho, 3).s);
+    if (isfinite(k)) sb_printf(b, " (n = %.0f)", k);
+    if (what) sb_printf(b, ": %s", what);
+}
+
+/* the Spearman line as a paragraph, when the file has one */
+static void spearman_html(Results *R, Strbuf *b) {
+    Strbuf sp = {0};
+    spearman_line(R, &sp);
+    if (sp.len) {
+        sb_put(b, "<p>");
+        sb_put_escaped(b, sp.s);
+        sb_put(b, "</p>\n");
+    }
+    sb_free(&sp);
+}
+
+/* the same as a line of text, after `before` */
+static void spearman_text(Results *R, Strbuf *b, const char *before) {
+    Strbuf sp = {0};
+    spearman_line(R, &sp);
+    if (sp.len) sb_printf(b, "%s%s\n", before, sp.s);
+    sb_free(&sp);
 }
 
 /* ------------------------------------------------------------------ sections */
@@ -385,7 +404,6 @@ void spearman_line(Results *R, char *out, size_t n) {
 void tables_html(Results *R, Strbuf *b) {
     SweepList sw = collect_sweeps(R);
     const cJSON *comps = res_arr(R, R->root, "comparisons"), *runs = res_arr(R, R->root, "runs");
-    char sp[600];
     for (int i = 0; i < sw.n; i++) {
         const char *s = sw.name[i];
         int nc = count_in_sweep(R, comps, s);
@@ -405,30 +423,15 @@ void tables_html(Results *R, Strbuf *b) {
             if (build_compute_table(R, s, &t)) table_html(b, &t, "compute");
             table_free(&t);
         } else sb_put(b, "<p>No comparison computed for this sweep (runs only).</p>\n");
-        if (strcmp(s, "init") == 0) {
-            spearman_line(R, sp, sizeof sp);
-            if (sp[0]) {
-                sb_put(b, "<p>");
-                sb_put_escaped(b, sp);
-                sb_put(b, "</p>\n");
-            }
-        }
+        if (strcmp(s, "init") == 0) spearman_html(R, b);
     }
-    if (!count_in_sweep(R, runs, "init")) {
-        spearman_line(R, sp, sizeof sp);
-        if (sp[0]) {
-            sb_put(b, "<p>");
-            sb_put_escaped(b, sp);
-            sb_put(b, "</p>\n");
-        }
-    }
+    if (!count_in_sweep(R, runs, "init")) spearman_html(R, b);
     if (!sw.n) sb_put(b, "<p>No runs or comparisons in this file.</p>\n");
 }
 
 void tables_text(Results *R, Strbuf *b) {
     SweepList sw = collect_sweeps(R);
     const cJSON *comps = res_arr(R, R->root, "comparisons"), *runs = res_arr(R, R->root, "runs");
-    char sp[1024];
     for (int i = 0; i < sw.n; i++) {
         const char *s = sw.name[i];
         int nr = count_in_sweep(R, runs, s);
@@ -449,15 +452,9 @@ void tables_text(Results *R, Strbuf *b) {
             }
             table_free(&t);
         } else sb_put(b, "No comparison computed for this sweep (runs only).\n");
-        if (strcmp(s, "init") == 0) {
-            spearman_line(R, sp, sizeof sp);
-            if (sp[0]) sb_printf(b, "%s\n", sp);
-        }
+        if (strcmp(s, "init") == 0) spearman_text(R, b, "");
     }
-    if (!count_in_sweep(R, runs, "init")) {
-        spearman_line(R, sp, sizeof sp);
-        if (sp[0]) sb_printf(b, "\n%s\n", sp);
-    }
+    if (!count_in_sweep(R, runs, "init")) spearman_text(R, b, "\n");
 }
 
 void runs_table_html(Results *R, Strbuf *b) {

@@ -29,6 +29,6 @@ int eff_cell(Results *R, char *out, size_t n, const cJSON *eff);
 void model_summary(Results *R, Strbuf *b);  /* "hidden_size 128 · 4 layers ..." */
 void budget_summary(Results *R, Strbuf *b); /* "300 steps × 16 seq × 128 tokens/step ..." */
 void runs_summary(Results *R, Strbuf *b);   /* "12 (11 done, 1 failed); sweeps: main, ..." */
-void spearman_line(Results *R, char *out, size_t n);  /* "Spearman ρ = 0.500 (n = 6): ..."; "" if absent */
+void spearman_line(Results *R, Strbuf *b);  /* "Spearman ρ = 0.500 (n = 6): ..." */
 
 #endif
