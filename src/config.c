@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "util.h"
+#include "util/json.h"
 
 void model_config_defaults(ModelConfig *c) {
     memset(c, 0, sizeof *c);
@@ -283,34 +284,15 @@ int model_config_save_json(const ModelConfig *c, const char *path) {
     return rc;
 }
 
-/* Reads an integer key if present; a present key of the wrong type is an error. */
-static int get_int(const cJSON *j, const char *key, int *out, const char *path) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
-    if (!v || cJSON_IsNull(v)) return 0;
-    if (cJSON_IsBool(v)) {
-        *out = cJSON_IsTrue(v);
-        return 0;
-    }
-    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || fabs(v->valuedouble) > 2e9)
-        return up_error("%s: field %s is not an integer; expected an integer", path, key);
-    *out = (int)v->valuedouble;
-    return 0;
-}
+/* Optional keys (absent or null: the value stays as it is) by util/json.h's rule. */
+static int get_int(const cJSON *j, const char *key, int *out, const char *path) { return json_opt_int(path, j, key, *out, out); }
 
-static int get_bool(const cJSON *j, const char *key, int *out, const char *path) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
-    if (!v || cJSON_IsNull(v)) return 0;
-    if (cJSON_IsBool(v)) *out = cJSON_IsTrue(v);
-    else if (cJSON_IsNumber(v)) *out = v->valuedouble != 0;
-    else return up_error("%s: field %s is not a boolean; expected true or false", path, key);
-    return 0;
-}
+static int get_bool(const cJSON *j, const char *key, int *out, const char *path) { return json_opt_bool(path, j, key, *out, out); }
 
 static int get_float(const cJSON *j, const char *key, float *out, const char *path) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
-    if (!v || cJSON_IsNull(v)) return 0;
-    if (!cJSON_IsNumber(v)) return up_error("%s: field %s is not a number; expected a number", path, key);
-    *out = (float)v->valuedouble;
+    double v;
+    if (json_opt_number(path, j, key, *out, &v)) return -1;
+    *out = (float)v;
     return 0;
 }
 
@@ -320,7 +302,7 @@ static int model_config_from_json(ModelConfig *c, const cJSON *j, const char *pa
     /* fields a checkpoint must have */
     static const char *required[] = {"vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads"};
     for (size_t i = 0; i < sizeof required / sizeof *required; i++)
-        if (!cJSON_GetObjectItemCaseSensitive(j, required[i]))
+        if (!json_has(j, required[i]))
             return up_error("%s: field %s is missing; expected a Qwen3-MoE style config.json", path, required[i]);
     c->n_kv_heads = -1;
     int rc = 0;
@@ -345,35 +327,23 @@ static int model_config_from_json(ModelConfig *c, const cJSON *j, const char *pa
     if (rc) return -1;
     if (c->n_kv_heads < 0) c->n_kv_heads = c->n_heads;
     /* mlp_only_layers must be a prefix [0, k): the only pattern the engine trains */
-    const cJSON *mlp_only = cJSON_GetObjectItemCaseSensitive(j, "mlp_only_layers");
+    const cJSON *mlp_only;
+    if (json_opt_array(path, j, "mlp_only_layers", &mlp_only)) return -1;
     c->first_k_dense = 0;
-    if (mlp_only && !cJSON_IsNull(mlp_only)) {
-        if (!cJSON_IsArray(mlp_only)) return up_error("%s: field mlp_only_layers is not a list; expected a list of layer indices", path);
-        int i = 0;
-        const cJSON *it;
-        cJSON_ArrayForEach(it, mlp_only) {
-            if (!cJSON_IsNumber(it) || it->valuedouble != (double)i) /* compared as doubles: (int)1e10 is undefined */
-                return up_error("%s: field mlp_only_layers[%d]; expected the prefix 0, 1, 2, ... (first-k dense layers)", path, i);
-            i++;
-        }
-        c->first_k_dense = i;
+    for (int i = 0; i < cJSON_GetArraySize(mlp_only); i++) {
+        double v;
+        if (json_elem_number(path, mlp_only, "mlp_only_layers", i, &v)) return -1;
+        if (v != (double)i) /* compared as doubles: (int)1e10 is undefined */
+            return up_error("%s: field mlp_only_layers[%d]; expected the prefix 0, 1, 2, ... (first-k dense layers)", path, i);
+        c->first_k_dense = i + 1;
     }
     if (c->head_dim == 0 && c->n_heads > 0) c->head_dim = c->d_model / c->n_heads;
     return model_config_validate(c, path);
 }
 
 static int parse_json_file(const char *path, cJSON **out) {
-    char *text;
-    size_t n;
-    if (read_file(path, &text, &n)) return -1;
-    cJSON *j = cJSON_ParseWithLength(text, n);
-    free(text);
-    if (!j || !cJSON_IsObject(j)) {
-        cJSON_Delete(j);
-        return up_error("%s: not a valid JSON object; expected a JSON configuration", path);
-    }
-    *out = j;
-    return 0;
+    *out = json_load_file(path, "a JSON configuration");
+    return *out ? 0 : -1;
 }
 
 int model_config_load_json(ModelConfig *c, const char *path) {
@@ -434,47 +404,43 @@ static int train_config_from_json(TrainConfig *t, const cJSON *j, const char *pa
         if (!ok) return up_error("%s: unknown field train.%s; expected one of batch_size, seq_len, steps, lr, ...", path, it->string);
     }
     int rc = 0, seed = -1;
-    rc |= get_int(j, "batch_size", &t->batch_size, path);
-    rc |= get_int(j, "seq_len", &t->seq_len, path);
-    rc |= get_int(j, "steps", &t->steps, path);
-    rc |= get_float(j, "lr", &t->lr, path);
-    rc |= get_float(j, "min_lr", &t->min_lr, path);
-    rc |= get_int(j, "warmup_steps", &t->warmup_steps, path);
-    rc |= get_float(j, "decay_frac", &t->decay_frac, path);
-    rc |= get_float(j, "beta1", &t->beta1, path);
-    rc |= get_float(j, "beta2", &t->beta2, path);
-    rc |= get_float(j, "adam_eps", &t->adam_eps, path);
-    rc |= get_float(j, "weight_decay", &t->weight_decay, path);
-    rc |= get_float(j, "grad_clip", &t->grad_clip, path);
-    rc |= get_float(j, "bias_update_rate", &t->bias_update_rate, path);
-    rc |= get_float(j, "aux_loss_coef", &t->aux_loss_coef, path);
-    rc |= get_float(j, "z_loss_coef", &t->z_loss_coef, path);
-    rc |= get_int(j, "seed", &seed, path);
-    rc |= get_int(j, "eval_every", &t->eval_every, path);
-    rc |= get_int(j, "eval_batches", &t->eval_batches, path);
-    rc |= get_int(j, "save_every", &t->save_every, path);
-    rc |= get_int(j, "log_every", &t->log_every, path);
-    rc |= get_float(j, "spike_factor", &t->spike_factor, path);
-    rc |= get_int(j, "max_skips", &t->max_skips, path);
-    const cJSON *skip = cJSON_GetObjectItemCaseSensitive(j, "skip_nonfinite");
-    if (skip) {
-        if (!cJSON_IsBool(skip)) return up_error("%s: field train.skip_nonfinite; expected true or false", path);
-        t->skip_nonfinite = cJSON_IsTrue(skip);
-    }
+    rc |= get_int(j, "train.batch_size", &t->batch_size, path);
+    rc |= get_int(j, "train.seq_len", &t->seq_len, path);
+    rc |= get_int(j, "train.steps", &t->steps, path);
+    rc |= get_float(j, "train.lr", &t->lr, path);
+    rc |= get_float(j, "train.min_lr", &t->min_lr, path);
+    rc |= get_int(j, "train.warmup_steps", &t->warmup_steps, path);
+    rc |= get_float(j, "train.decay_frac", &t->decay_frac, path);
+    rc |= get_float(j, "train.beta1", &t->beta1, path);
+    rc |= get_float(j, "train.beta2", &t->beta2, path);
+    rc |= get_float(j, "train.adam_eps", &t->adam_eps, path);
+    rc |= get_float(j, "train.weight_decay", &t->weight_decay, path);
+    rc |= get_float(j, "train.grad_clip", &t->grad_clip, path);
+    rc |= get_float(j, "train.bias_update_rate", &t->bias_update_rate, path);
+    rc |= get_float(j, "train.aux_loss_coef", &t->aux_loss_coef, path);
+    rc |= get_float(j, "train.z_loss_coef", &t->z_loss_coef, path);
+    rc |= get_int(j, "train.seed", &seed, path);
+    rc |= get_int(j, "train.eval_every", &t->eval_every, path);
+    rc |= get_int(j, "train.eval_batches", &t->eval_batches, path);
+    rc |= get_int(j, "train.save_every", &t->save_every, path);
+    rc |= get_int(j, "train.log_every", &t->log_every, path);
+    rc |= get_float(j, "train.spike_factor", &t->spike_factor, path);
+    rc |= get_int(j, "train.max_skips", &t->max_skips, path);
+    rc |= get_bool(j, "train.skip_nonfinite", &t->skip_nonfinite, path);
+    const char *s = NULL, *d = NULL;
+    rc |= json_opt_string(path, j, "train.schedule", NULL, &s);
+    rc |= json_opt_string(path, j, "train.decay_shape", NULL, &d);
     if (rc) return -1;
     if (seed >= 0) t->seed = (unsigned long long)seed;
-    const cJSON *s = cJSON_GetObjectItemCaseSensitive(j, "schedule");
     if (s) {
-        if (!cJSON_IsString(s)) return up_error("%s: field train.schedule; expected \"wsd\", \"cosine\" or \"constant\"", path);
-        if (!strcmp(s->valuestring, "wsd")) t->schedule = SCHED_WSD;
-        else if (!strcmp(s->valuestring, "cosine")) t->schedule = SCHED_COSINE;
-        else if (!strcmp(s->valuestring, "constant")) t->schedule = SCHED_CONSTANT;
-        else return up_error("%s: field train.schedule is \"%s\"; expected \"wsd\", \"cosine\" or \"constant\"", path, s->valuestring);
+        if (!strcmp(s, "wsd")) t->schedule = SCHED_WSD;
+        else if (!strcmp(s, "cosine")) t->schedule = SCHED_COSINE;
+        else if (!strcmp(s, "constant")) t->schedule = SCHED_CONSTANT;
+        else return up_error("%s: field train.schedule is \"%s\"; expected \"wsd\", \"cosine\" or \"constant\"", path, s);
     }
-    const cJSON *d = cJSON_GetObjectItemCaseSensitive(j, "decay_shape");
     if (d) {
-        if (cJSON_IsString(d) && !strcmp(d->valuestring, "linear")) t->decay_shape = DECAY_LINEAR;
-        else if (cJSON_IsString(d) && !strcmp(d->valuestring, "1-sqrt")) t->decay_shape = DECAY_1_SQRT;
+        if (!strcmp(d, "linear")) t->decay_shape = DECAY_LINEAR;
+        else if (!strcmp(d, "1-sqrt")) t->decay_shape = DECAY_1_SQRT;
         else return up_error("%s: field train.decay_shape; expected \"linear\" or \"1-sqrt\"", path);
     }
     return train_config_validate(t, path);
@@ -483,10 +449,9 @@ static int train_config_from_json(TrainConfig *t, const cJSON *j, const char *pa
 int train_config_load_json(ModelConfig *m, TrainConfig *t, const char *path) {
     cJSON *j = NULL;
     if (parse_json_file(path, &j)) return -1;
-    const cJSON *jm = cJSON_GetObjectItemCaseSensitive(j, "model");
-    const cJSON *jt = cJSON_GetObjectItemCaseSensitive(j, "train");
-    int rc = 0;
-    if (jm || jt) {
+    const cJSON *jm = NULL, *jt = NULL;
+    int rc = json_opt_object(path, j, "model", &jm) || json_opt_object(path, j, "train", &jt) ? -1 : 0;
+    if (!rc && (json_has(j, "model") || json_has(j, "train"))) {
         const cJSON *it;
         cJSON_ArrayForEach(it, j) {
             if (strcmp(it->string, "model") && strcmp(it->string, "train")) {
@@ -495,12 +460,8 @@ int train_config_load_json(ModelConfig *m, TrainConfig *t, const char *path) {
             }
         }
     }
-    if (jm && !cJSON_IsObject(jm)) rc = up_error("%s: field model; expected an object of Hugging Face config keys", path);
     if (!rc) rc = model_config_from_json(m, jm ? jm : j, path);
-    if (!rc && jt) {
-        if (!cJSON_IsObject(jt)) rc = up_error("%s: field train; expected an object", path);
-        else rc = train_config_from_json(t, jt, path);
-    }
+    if (!rc && jt) rc = train_config_from_json(t, jt, path);
     cJSON_Delete(j);
     return rc;
 }

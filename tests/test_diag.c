@@ -219,7 +219,7 @@ TEST(diag_errors) {
         {"{\"experts_before\": 4, \"layers\": [{\"layer\": 1, \"source\": [0,1,2,3,0,1,2,5]}]}", "expected an integer expert index in 0..3"},
         {"{\"layers\": []}", "no \"layers\" array"},
         {"{\"layers\": [{\"layer\": 1}]}", "lacks \"layer\" or \"source\""},
-        {"not json", "not valid JSON"},
+        {"not json", "invalid JSON"},
     };
     char *bad = path_join(test_tmpdir(), "bad_grow.json");
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
@@ -234,4 +234,61 @@ TEST(diag_errors) {
     write_text(bad, "{\"layers\": [{\"layer\": 1, \"source\": [0,1,2,3,5,5,5,5]}]}");
     CHECK(diag_checkpoint(g, bad, src, NULL, 2) == NULL && strstr(up_last_error(), "has 4 experts but grow.json names source expert 5"));
     free(src), free(data), free(g), free(missing), free(bad);
+}
+
+TEST(diag_grow_json_fields_of_the_wrong_type_name_the_field) {
+    /* util/json.h's rule: a field of the wrong type is an error naming the file and the field */
+    ModelConfig cfg = preset_find("tiny")->model;
+    cfg.n_experts = 16; /* MoE layers 1 and 3 */
+    const char *ok_source = "[0,1,2,3,4,5,6,7,0,1,2,3,4,5,6,7]";
+    char text[1024];
+    snprintf(text, sizeof text, "{\"experts_before\": 8, \"layers\": [{\"layer\": 1, \"source\": %s}]}", ok_source);
+    char *path = path_join(test_tmpdir(), "typed_grow.json");
+    write_text(path, text);
+    CHECK_MSG(diag_check_grow_json(path, &cfg) == 0, "%s", up_last_error());
+    struct {
+        const char *text, *expect;
+    } cases[] = {
+        {"{\"layers\": {\"layer\": 1}}", "field layers: is an object; expected an array"},
+        {"{\"experts_before\": \"8\", \"layers\": [{\"layer\": 1, \"source\": %s}]}", "field experts_before: is a string; expected an integer"},
+        {"{\"experts_before\": 7.5, \"layers\": [{\"layer\": 1, \"source\": %s}]}", "field experts_before: is 7.5; expected an integer"},
+        {"{\"layers\": [3]}", "field layers[0]: is a number; expected an object"},
+        {"{\"layers\": [{\"layer\": \"1\", \"source\": %s}]}", "field layers[0].layer: is a string; expected a number"},
+        {"{\"layers\": [{\"layer\": 1, \"source\": {\"0\": 1}}]}", "field layers[0].source: is an object; expected an array"},
+        {"{\"layers\": [{\"layer\": 1, \"source\": [0,1,2,\"3\",4,5,6,7,0,1,2,3,4,5,6,7]}]}", "field layers[0].source[3]: is a string; expected a number"},
+        {"{\"layers\": [{\"layer\": 1, \"source\": [0,1,2,null,4,5,6,7,0,1,2,3,4,5,6,7]}]}", "field layers[0].source[3]: is null; expected a number"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        snprintf(text, sizeof text, cases[i].text, ok_source);
+        write_text(path, text);
+        up_clear_error();
+        CHECK(diag_check_grow_json(path, &cfg) == -1);
+        char want[512];
+        snprintf(want, sizeof want, "%s: %s", path, cases[i].expect);
+        CHECK_MSG(strcmp(up_last_error(), want) == 0, "case %zu: '%s', expected '%s'", i, up_last_error(), want);
+    }
+    free(path);
+}
+
+TEST(diag_print_reads_its_result_by_the_json_rule) {
+    /* a well-formed result prints; a malformed one is an error naming the field, not a guess */
+    cJSON *d = cJSON_Parse("{\"layers\": [{\"layer\": 1, \"n_experts\": 4, \"groups\": [{\"source\": 0, \"members\": [0, 2],"
+                           " \"pairwise_cosine\": [0.5]}, {\"source\": 1, \"members\": [1]}], \"replica_cosine_mean\": null}]}");
+    char *out = path_join(test_tmpdir(), "print.txt");
+    FILE *f = fopen(out, "w");
+    CHECK(f && diag_print(d, f) == 0);
+    if (f) fclose(f);
+    char *text = NULL;
+    CHECK(read_file(out, &text, NULL) == 0);
+    CHECK(text && strstr(text, "probe: none") && strstr(text, "layer 1: 4 experts in 2 groups (1 with replicas)") &&
+          strstr(text, "replica cosine: n/a") && strstr(text, "  group 0: members 0 2; cos 0.5000\n"));
+    free(text);
+    cJSON_Delete(d);
+    d = cJSON_Parse("{\"layers\": [{\"layer\": \"one\", \"n_experts\": 4, \"groups\": []}]}");
+    f = fopen(out, "w");
+    up_clear_error();
+    CHECK(f && diag_print(d, f) == -1 && strstr(up_last_error(), "field layer: is a string; expected an integer"));
+    if (f) fclose(f);
+    cJSON_Delete(d);
+    free(out);
 }

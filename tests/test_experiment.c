@@ -214,6 +214,69 @@ TEST(plan_errors_name_the_file) {
     CHECK(load_plan_text(&p, "{\"cpt_schedule\": \"later\", \"sweeps\": {\"main\": {\"tau\": 0.5}}}") == -1);
 }
 
+/* plans by util/json.h's rule: a field of the wrong type is an error naming the file and the field */
+TEST(plan_fields_of_the_wrong_type_name_the_field) {
+    struct {
+        const char *plan, *expect;
+    } cases[] = {
+        {"{\"factor\": \"2\", \"sweeps\": {\"main\": {\"tau\": 0.5}}}", "field factor: is a string; expected an integer"},
+        {"{\"factor\": 2.5, \"sweeps\": {\"main\": {\"tau\": 0.5}}}", "field factor: is 2.5; expected an integer"},
+        {"{\"preset\": 3, \"sweeps\": {\"main\": {\"tau\": 0.5}}}", "field preset: is a number; expected a string"},
+        {"{\"cpt_schedule\": true, \"sweeps\": {\"main\": {\"tau\": 0.5}}}", "field cpt_schedule: is true; expected a string"},
+        {"{\"seeds\": [1, \"2\"], \"sweeps\": {\"main\": {\"tau\": 0.5}}}", "field seeds[1]: is a string; expected a number"},
+        {"{\"model\": 4, \"sweeps\": {\"main\": {\"tau\": 0.5}}}", "field model: is a number; expected an object"},
+        {"{\"sweeps\": [1]}", "field sweeps: is an array; expected an object"},
+        {"{\"sweeps\": {\"main\": 5}}", "field sweeps.main: is a number; expected an object"},
+        {"{\"sweeps\": {\"timing\": {\"tau\": [0.25, \"x\"]}}}", "field sweeps.timing.tau[1]: is a string; expected a number"},
+        {"{\"sweeps\": {\"alloc\": {\"tau\": 0.5, \"methods\": [\"grad2\", 3]}}}", "field sweeps.alloc.methods[1]: is a number; expected a string"},
+        {"{\"sweeps\": {\"cpt_budget\": {\"pretrain_steps\": \"8\", \"cpt\": [0.5]}}}",
+         "field sweeps.cpt_budget.pretrain_steps: is a string; expected an integer"},
+        {"{\"sweeps\": {\"init\": {\"tau\": 0.5, \"expert\": \"noise\"}}}", "field sweeps.init.expert: is a string; expected an array"},
+        {"{\"sweeps\": {\"activation\": {\"tau\": 0.5, \"experts\": [8], \"top_k\": \"1\"}}}",
+         "field sweeps.activation.top_k: is a string; expected an integer"},
+    };
+    char *path = path_join(test_tmpdir(), "plan.json");
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        Plan p;
+        up_clear_error();
+        CHECK(load_plan_text(&p, cases[i].plan) == -1);
+        char want[1200];
+        snprintf(want, sizeof want, "%s: %s", path, cases[i].expect);
+        CHECK_MSG(strcmp(up_last_error(), want) == 0, "case %zu: '%s', expected '%s'", i, up_last_error(), want);
+    }
+    /* null is absent: the defaults */
+    Plan p;
+    CHECK_MSG(load_plan_text(&p, "{\"name\": null, \"factor\": null, \"seeds\": null, \"sweeps\": {\"main\": {\"tau\": 0.5}}}") == 0, "%s",
+              up_last_error());
+    CHECK(!strcmp(p.name, "plan") && p.factor == 2 && p.seeds == 1);
+    plan_free(&p);
+    free(path);
+}
+
+/* one table of sweeps: the plan accepts exactly its names (and lists them), the report orders by it */
+TEST(plan_sweep_table_is_the_one_list) {
+    int seen_order[N_SWEEPS] = {0};
+    for (int i = 0; i < N_SWEEPS; i++) {
+        CHECK(SWEEPS[i].name && SWEEPS[i].description && SWEEPS[i].description[0]);
+        CHECK(sweep_find(SWEEPS[i].name) == &SWEEPS[i]);
+        CHECK(SWEEPS[i].report_order >= 0 && SWEEPS[i].report_order < N_SWEEPS);
+        if (SWEEPS[i].report_order >= 0 && SWEEPS[i].report_order < N_SWEEPS) seen_order[SWEEPS[i].report_order]++;
+    }
+    for (int k = 0; k < N_SWEEPS; k++) CHECK(seen_order[k] == 1); /* report_order is a permutation */
+    CHECK(sweep_find("nope") == NULL && sweep_find(NULL) == NULL);
+    /* what users see: the report's order ... */
+    const char *report[N_SWEEPS] = {"main", "timing", "cpt_budget", "alloc", "init", "activation", "iterative", "schedule", "premise"};
+    for (int i = 0; i < N_SWEEPS; i++) CHECK(sweep_find(report[i]) && sweep_find(report[i])->report_order == i);
+    /* ... and the plan's message, which lists the table */
+    Plan p;
+    CHECK(load_plan_text(&p, "{\"sweeps\": {\"mian\": {}}}") == -1);
+    CHECK_MSG(strstr(up_last_error(), "unknown sweep mian; expected main, timing, cpt_budget, alloc, init, activation, iterative, premise, schedule"),
+              "%s", up_last_error());
+    /* the premise sweep is known to the plan (no upcycled arm) */
+    CHECK_MSG(load_plan_text(&p, "{\"sweeps\": {\"premise\": {}}}") == 0, "%s", up_last_error());
+    plan_free(&p);
+}
+
 static const char *TINY_PLAN =
     "{\"name\": \"tiny-test\", \"model\": {\"vocab_size\": 40, \"hidden_size\": 32, \"num_hidden_layers\": 2,"
     " \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"head_dim\": 8, \"intermediate_size\": 48,"
@@ -277,5 +340,58 @@ TEST(experiment_end_to_end_and_resume) {
     cJSON_Delete(a), cJSON_Delete(b);
     free(orig), free(again), free(stage), free(sj), free(fin), free(stage_json);
     free(html), free(csv), free(results), free(out), free(data);
+    plan_free(&p);
+}
+
+/* the runner reads its stages' files by util/json.h's rule: a malformed field is an error naming
+ * the file (and the metrics line) and the field; a torn last metrics line is skipped */
+TEST(experiment_malformed_stage_files_name_file_and_field) {
+    static const char *plan =
+        "{\"name\": \"tiny-main\", \"model\": {\"vocab_size\": 40, \"hidden_size\": 32, \"num_hidden_layers\": 2,"
+        " \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"head_dim\": 8, \"intermediate_size\": 48,"
+        " \"num_experts\": 2, \"moe_intermediate_size\": 16},"
+        " \"train\": {\"batch_size\": 4, \"seq_len\": 16, \"eval_every\": 4, \"eval_batches\": 2, \"warmup_steps\": 2, \"lr\": 0.01},"
+        " \"factor\": 2, \"steps\": 8, \"seeds\": 1, \"final_eval_batches\": 2, \"sweeps\": {\"main\": {\"tau\": 0.5}}}";
+    Plan p;
+    CHECK(load_plan_text(&p, plan) == 0);
+    char *data = fixture_data_dir(), *out = path_join(test_tmpdir(), "exp");
+    ExperimentOptions eo = {.data_dir = data, .out_dir = out, .quiet = 1, .probe_batches = 0};
+    CHECK_MSG(experiment_run(&p, &eo) == 0, "%s", up_last_error());
+    char *stage = path_join(out, "stages/E2-k2-T8-s1"), *sj = path_join(stage, "stage.json"), *metrics = path_join(stage, "metrics.jsonl");
+    char *orig_sj = NULL, *orig_metrics = NULL;
+    CHECK(read_file(sj, &orig_sj, NULL) == 0 && read_file(metrics, &orig_metrics, NULL) == 0);
+    if (!orig_sj || !orig_metrics) goto done;
+    /* stage.json: "flops" a string */
+    cJSON *j = cJSON_Parse(orig_sj);
+    cJSON_ReplaceItemInObject(j, "flops", cJSON_CreateString("many"));
+    char *bad = cJSON_Print(j);
+    cJSON_Delete(j);
+    CHECK(atomic_write_file(sj, bad, strlen(bad)) == 0);
+    free(bad);
+    up_clear_error();
+    CHECK(experiment_run(&p, &eo) == -1);
+    char want[4096];
+    snprintf(want, sizeof want, "%s: field flops: is a string; expected a number or null", sj);
+    CHECK_MSG(strcmp(up_last_error(), want) == 0, "'%s', expected '%s'", up_last_error(), want);
+    CHECK(atomic_write_file(sj, orig_sj, strlen(orig_sj)) == 0);
+    /* a metrics line cut short by a crash is skipped */
+    char *text = xmalloc(strlen(orig_metrics) + 200);
+    sprintf(text, "%s{\"step\": 99, \"lo", orig_metrics);
+    CHECK(atomic_write_file(metrics, text, strlen(text)) == 0);
+    CHECK_MSG(experiment_run(&p, &eo) == 0, "%s", up_last_error());
+    /* a line with a wrong-typed field is an error naming its line */
+    int lines = 0;
+    for (const char *c = orig_metrics; *c; c++) lines += *c == '\n';
+    sprintf(text, "%s{\"step\": \"nine\", \"loss\": 1.0}\n", orig_metrics);
+    CHECK(atomic_write_file(metrics, text, strlen(text)) == 0);
+    up_clear_error();
+    CHECK(experiment_run(&p, &eo) == -1);
+    snprintf(want, sizeof want, "%s: line %d: field step: is a string; expected an integer", metrics, lines + 1);
+    CHECK_MSG(strcmp(up_last_error(), want) == 0, "'%s', expected '%s'", up_last_error(), want);
+    free(text);
+    CHECK(atomic_write_file(metrics, orig_metrics, strlen(orig_metrics)) == 0);
+    CHECK_MSG(experiment_run(&p, &eo) == 0, "%s", up_last_error());
+done:
+    free(orig_sj), free(orig_metrics), free(stage), free(sj), free(metrics), free(out), free(data);
     plan_free(&p);
 }

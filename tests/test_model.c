@@ -254,3 +254,48 @@ TEST(init_starts_new_stage_with_optimizer_state) {
     model_free(&m);
     free(a.losses), free(b.losses), free(data), free(out1), free(out2), free(init), free(final2);
 }
+
+/* config.json / --config files by util/json.h's rule: a wrong-typed field names file and field */
+TEST(config_fields_of_the_wrong_type_name_the_field) {
+    const char *base = "\"vocab_size\": 256, \"hidden_size\": 64, \"num_hidden_layers\": 2, \"num_attention_heads\": 4";
+    char *path = path_join(test_tmpdir(), "cfg.json");
+    char text[1024];
+    ModelConfig m;
+    TrainConfig t;
+    /* null is absent: the default stays */
+    snprintf(text, sizeof text, "{%s, \"head_dim\": null, \"norm_topk_prob\": null, \"mlp_only_layers\": null}", base);
+    CHECK(atomic_write_file(path, text, strlen(text)) == 0);
+    CHECK_MSG(model_config_load_json(&m, path) == 0, "%s", up_last_error());
+    CHECK(m.head_dim == 16 && m.first_k_dense == 0);
+    struct {
+        const char *fields, *expect;
+        int train; /* 1: a train config {"model": ..., "train": {fields}} */
+    } cases[] = {
+        {"\"norm_topk_prob\": 0", "field norm_topk_prob: is a number; expected true or false", 0},
+        {"\"num_experts\": true", "field num_experts: is true; expected an integer", 0},
+        {"\"num_key_value_heads\": 2.5", "field num_key_value_heads: is 2.5; expected an integer", 0},
+        {"\"rope_theta\": \"1e6\"", "field rope_theta: is a string; expected a number", 0},
+        {"\"mlp_only_layers\": 0", "field mlp_only_layers: is a number; expected an array", 0},
+        {"\"mlp_only_layers\": [\"0\"]", "field mlp_only_layers[0]: is a string; expected a number", 0},
+        {"\"lr\": \"fast\"", "field train.lr: is a string; expected a number", 1},
+        {"\"steps\": 1e10", "field train.steps: is 1e+10, out of range; expected an integer", 1},
+        {"\"schedule\": 3", "field train.schedule: is a number; expected a string", 1},
+        {"\"skip_nonfinite\": \"yes\"", "field train.skip_nonfinite: is a string; expected true or false", 1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        if (cases[i].train) snprintf(text, sizeof text, "{\"model\": {%s}, \"train\": {%s}}", base, cases[i].fields);
+        else snprintf(text, sizeof text, "{%s, %s}", base, cases[i].fields);
+        CHECK(atomic_write_file(path, text, strlen(text)) == 0);
+        model_config_defaults(&m), train_config_defaults(&t);
+        up_clear_error();
+        int rc = cases[i].train ? train_config_load_json(&m, &t, path) : model_config_load_json(&m, path);
+        char want[1200];
+        snprintf(want, sizeof want, "%s: %s", path, cases[i].expect);
+        CHECK_MSG(rc == -1 && strcmp(up_last_error(), want) == 0, "case %zu: '%s', expected '%s'", i, up_last_error(), want);
+    }
+    /* "model" and "train" must be objects */
+    snprintf(text, sizeof text, "{\"model\": [1], \"train\": {}}");
+    CHECK(atomic_write_file(path, text, strlen(text)) == 0);
+    CHECK(train_config_load_json(&m, &t, path) == -1 && strstr(up_last_error(), "field model: is an array; expected an object"));
+    free(path);
+}

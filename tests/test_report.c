@@ -9,6 +9,8 @@
 #include "test.h"
 #include "util.h"
 
+#define DASH_UTF8 "\xe2\x80\x94"
+
 static char *sample_path(void) {
     if (path_exists("tests/fixtures/results_sample.json")) return xstrdup("tests/fixtures/results_sample.json");
     char *dir = path_dirname(__FILE__); /* running from elsewhere: next to this source file */
@@ -440,4 +442,51 @@ TEST(report_tolerates_nulls) {
     char *csv = tmp("x.csv");
     CHECK(report_write_csv(in, csv) == 0);
     free(in), free(out), free(csv);
+}
+
+TEST(report_lists_fields_of_the_wrong_type) {
+    /* a wrong-typed field is util/json.h's error: the report still renders, shows the value as
+     * absent and lists the message (file and field) under "Problems"; a clean file lists none */
+    char *in = tmp("typed.json"), *out = tmp("typed.html"), *txt = tmp("typed.txt");
+    write_text(in, "{\"preset\":\"tiny\",\"machine\":7,\"runs\":["
+                   "{\"id\":\"main/upcycled/seed1\",\"sweep\":\"main\",\"arm\":\"upcycled\",\"seed\":\"one\",\"status\":\"done\","
+                   "\"growth_steps\":[\"20\"],\"curve\":[{\"step\":10,\"val_loss\":3.0},{\"step\":20,\"val_loss\":2.5}]}],"
+                   "\"comparisons\":[{\"sweep\":\"main\",\"label\":\"m\",\"fixed_E\":{\"mean\":2.0,\"std\":0.1,\"n\":2},"
+                   "\"efficiency\":\"high\"}]}");
+    up_clear_error();
+    CHECK_MSG(report_write_html(in, out) == 0, "%s", up_last_error());
+    check_html_file(out);
+    char *h = slurp(out);
+    CHECK(h && strstr(h, "<h2>Problems</h2>"));
+    char want[1024];
+    const char *fields[][2] = {{"machine", "a number; expected a string"},
+                               {"seed", "a string; expected a number"},
+                               {"growth_steps[0]", "a string; expected a number"},
+                               {"efficiency", "a string; expected an object"}};
+    for (int i = 0; i < 4; i++) {
+        snprintf(want, sizeof want, "%s: field %s: is %s", in, fields[i][0], fields[i][1]);
+        char *esc = html_escape(want);
+        CHECK_MSG(h && strstr(h, esc), "HTML lacks the problem '%s'", want);
+        free(esc);
+    }
+    CHECK(h && count_of(h, "field machine:") == 1); /* read twice (header, title), listed once */
+    CHECK(h && strstr(h, "<th>Machine</th><td>" DASH_UTF8 "</td>")); /* shown as absent */
+    CHECK(h && strstr(h, "2.0000 \xc2\xb1 0.1000 (2)"));             /* the rest of the file is shown */
+    free(h);
+    FILE *f = fopen(txt, "w");
+    CHECK(f && report_print_tables(in, f) == 0);
+    if (f) fclose(f);
+    char *t = slurp(txt);
+    snprintf(want, sizeof want, "- %s: field machine: is a number; expected a string\n", in);
+    CHECK(t && strstr(t, "Problems (fields of the wrong type, shown as absent):\n") && strstr(t, want));
+    free(t);
+    char *csv = tmp("typed.csv");
+    CHECK(report_write_csv(in, csv) == 0);
+    /* a results.json as the runner writes it has no problems */
+    char *sample = sample_path();
+    CHECK(report_write_html(sample, out) == 0);
+    h = slurp(out);
+    CHECK(h && strstr(h, "Problems") == NULL);
+    free(h);
+    free(in), free(out), free(txt), free(csv), free(sample);
 }

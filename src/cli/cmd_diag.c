@@ -34,7 +34,10 @@ int cmd_diag(int argc, char **argv) {
         free(text);
     } else {
         printf("checkpoint %s\n", ckpt);
-        diag_print(d, stdout);
+        if (diag_print(d, stdout)) {
+            cJSON_Delete(d);
+            return cli_fail();
+        }
     }
     cJSON_Delete(d);
     return 0;

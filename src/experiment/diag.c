@@ -43,6 +43,7 @@
 #include "model.h"
 #include "train.h"
 #include "util.h"
+#include "util/json.h"
 
 typedef struct {
     int source;
@@ -78,38 +79,42 @@ static int n_pairs(int n) { return n * (n - 1) / 2; }
 /* Parses and checks grow.json against the model's configuration; fills *out (n_out layers). */
 static int parse_grow_json(const char *path, const ModelConfig *c, LayerDiag **out, int *n_out) {
     *out = NULL, *n_out = 0;
-    char *text;
-    size_t bytes;
-    if (read_file(path, &text, &bytes)) return -1;
-    cJSON *j = cJSON_Parse(text);
-    free(text);
-    if (!j) return up_error("%s: not valid JSON; expected the grow.json written by `upcycle grow`", path);
-    const cJSON *layers = cJSON_GetObjectItemCaseSensitive(j, "layers");
-    int n = cJSON_IsArray(layers) ? cJSON_GetArraySize(layers) : -1;
+    cJSON *j = json_load_file(path, "the grow.json written by `upcycle grow`");
+    if (!j) return -1;
+    const cJSON *layers = NULL;
+    int E = c->n_experts, before = E;
+    if (json_opt_array(path, j, "layers", &layers) || json_opt_int(path, j, "experts_before", E, &before)) {
+        cJSON_Delete(j);
+        return -1;
+    }
+    int n = cJSON_GetArraySize(layers);
     if (n <= 0) {
         cJSON_Delete(j);
         return up_error("%s: no \"layers\" array; expected {\"layers\": [{\"layer\": L, \"source\": [...]}, ...]}", path);
     }
-    int E = c->n_experts;
-    const cJSON *before = cJSON_GetObjectItemCaseSensitive(j, "experts_before");
-    int bound = E;
-    if (cJSON_IsNumber(before) && before->valueint >= 1 && before->valueint <= E) bound = before->valueint;
+    int bound = before >= 1 && before <= E ? before : E; /* source experts: those before growth */
     LayerDiag *ld = xcalloc(n, sizeof *ld);
     int rc = 0, i = 0;
-    const cJSON *item;
-    cJSON_ArrayForEach(item, layers) {
-        const cJSON *jl = cJSON_GetObjectItemCaseSensitive(item, "layer");
-        const cJSON *js = cJSON_GetObjectItemCaseSensitive(item, "source");
-        if (!cJSON_IsNumber(jl) || !cJSON_IsArray(js)) {
+    for (; i < n; i++) {
+        char where[64], layer_name[80], source_name[80];
+        snprintf(where, sizeof where, "layers[%d]", i);
+        snprintf(layer_name, sizeof layer_name, "%s.layer", where);
+        snprintf(source_name, sizeof source_name, "%s.source", where);
+        const cJSON *item, *js;
+        double lv;
+        if ((rc = json_elem_object(path, layers, "layers", i, &item) || json_opt_number(path, item, layer_name, NAN, &lv) ||
+                  json_opt_array(path, item, source_name, &js)))
+            break;
+        if (isnan(lv) || !js) {
             rc = up_error("%s: layers[%d] lacks \"layer\" or \"source\"; expected {\"layer\": L, \"source\": [...]}", path, i);
             break;
         }
-        int l = jl->valueint;
-        if (jl->valuedouble != l || l < 0 || l >= c->n_layers) {
-            rc = up_error("%s: layers[%d].layer %g is out of range; expected 0..%d (the checkpoint's layers)", path, i,
-                          jl->valuedouble, c->n_layers - 1);
+        if (lv != floor(lv) || lv < 0 || lv >= c->n_layers) {
+            rc = up_error("%s: layers[%d].layer %g is out of range; expected 0..%d (the checkpoint's layers)", path, i, lv,
+                          c->n_layers - 1);
             break;
         }
+        int l = (int)lv;
         for (int k = 0; k < i; k++)
             if (ld[k].layer == l) rc = up_error("%s: layer %d is listed twice; expected one entry per MoE layer", path, l);
         if (rc) break;
@@ -126,11 +131,12 @@ static int parse_grow_json(const char *path, const ModelConfig *c, LayerDiag **o
         }
         int *src = xmalloc(sizeof(int) * E);
         for (int e = 0; e < E && !rc; e++) {
-            const cJSON *v = cJSON_GetArrayItem(js, e);
-            if (!cJSON_IsNumber(v) || v->valuedouble != (double)v->valueint || v->valueint < 0 || v->valueint >= bound)
+            double v;
+            if ((rc = json_elem_number(path, js, source_name, e, &v))) break;
+            if (v != floor(v) || v < 0 || v >= bound)
                 rc = up_error("%s: layer %d source[%d] = %g is out of range; expected an integer expert index in 0..%d", path, l,
-                              e, cJSON_IsNumber(v) ? v->valuedouble : NAN, bound - 1);
-            else src[e] = v->valueint;
+                              e, v, bound - 1);
+            else src[e] = (int)v;
         }
         if (!rc) {
             ld[i].layer = l;
@@ -147,7 +153,6 @@ static int parse_grow_json(const char *path, const ModelConfig *c, LayerDiag **o
         }
         free(src);
         if (rc) break;
-        i++;
     }
     cJSON_Delete(j);
     if (rc) {
@@ -211,10 +216,13 @@ static int source_parts(const char *source, const Model *src, const Model *m, in
     return 0;
 }
 
-static void add_mean(cJSON *o, const char *key, double sum, long long n) {
-    if (n > 0) cJSON_AddNumberToObject(o, key, sum / n);
+/* undefined or non-finite statistics are null, as cJSON prints them: readers get one form */
+static void add_number_or_null(cJSON *o, const char *key, double v) {
+    if (isfinite(v)) cJSON_AddNumberToObject(o, key, v);
     else cJSON_AddNullToObject(o, key);
 }
+
+static void add_mean(cJSON *o, const char *key, double sum, long long n) { add_number_or_null(o, key, n > 0 ? sum / n : NAN); }
 
 /* runs the probe: accumulates counts, entropy, pairwise intersections/unions; returns 0 or -1 */
 static int run_probe(Model *m, const char *ckpt, const char *data_dir, int probe_batches, LayerDiag *ld, int n_ld,
@@ -428,7 +436,7 @@ cJSON *diag_checkpoint(const char *ckpt, const char *grow_json, const char *sour
     cJSON_AddNumberToObject(root, "top_k", K);
     if (data_dir) {
         cJSON_AddNumberToObject(root, "probe_tokens", (double)probe_tokens);
-        cJSON_AddNumberToObject(root, "val_loss", val_loss);
+        add_number_or_null(root, "val_loss", val_loss); /* NaN when the checkpoint has diverged */
     }
     out = root;
 done:
@@ -439,77 +447,99 @@ done:
     return out;
 }
 
-static double num(const cJSON *o, const char *key, int *ok) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    *ok = cJSON_IsNumber(v);
-    return *ok ? v->valuedouble : 0;
+/* diag_print's reads of a diag_checkpoint result: every field by util/json.h's rule */
+#define ORIGIN "diagnostics"
+
+/* the members (or dead experts) as " 0 8" */
+static int print_ints(FILE *f, const cJSON *arr, const char *name) {
+    for (int i = 0; i < cJSON_GetArraySize(arr); i++) {
+        int v;
+        if (json_elem_int(ORIGIN, arr, name, i, &v)) return -1;
+        fprintf(f, " %d", v);
+    }
+    return 0;
 }
 
-void diag_print(const cJSON *diag, FILE *f) {
-    int ok;
-    const cJSON *layers = cJSON_GetObjectItemCaseSensitive(diag, "layers");
-    double probe = num(diag, "probe_tokens", &ok);
-    if (ok) {
-        int have_loss;
-        double loss = num(diag, "val_loss", &have_loss);
-        fprintf(f, "probe: %.0f val tokens, loss %.4f\n", probe, loss);
-    } else {
-        fprintf(f, "probe: none (no --data; routing statistics skipped)\n");
+static int print_layer(const cJSON *l, FILE *f) {
+    int layer, n_experts;
+    const cJSON *groups, *g;
+    double rc_mean, cs_mean, rcs_mean, entropy;
+    if (json_get_int(ORIGIN, l, "layer", &layer) || json_get_int(ORIGIN, l, "n_experts", &n_experts) ||
+        json_get_array(ORIGIN, l, "groups", &groups) || json_get_number_or_null(ORIGIN, l, "replica_cosine_mean", &rc_mean) ||
+        json_opt_number(ORIGIN, l, "cosine_to_source_mean", NAN, &cs_mean) ||
+        json_opt_number(ORIGIN, l, "replica_cosine_to_source_mean", NAN, &rcs_mean) ||
+        json_opt_number(ORIGIN, l, "routing_entropy", NAN, &entropy))
+        return -1;
+    int n_groups = cJSON_GetArraySize(groups), with_rep = 0;
+    for (int i = 0; i < n_groups; i++) {
+        const cJSON *members;
+        if (json_elem_object(ORIGIN, groups, "groups", i, &g) || json_get_array(ORIGIN, g, "members", &members)) return -1;
+        with_rep += cJSON_GetArraySize(members) > 1;
     }
-    const cJSON *l;
-    cJSON_ArrayForEach(l, layers) {
-        const cJSON *groups = cJSON_GetObjectItemCaseSensitive(l, "groups");
-        int n_groups = cJSON_GetArraySize(groups), with_rep = 0;
-        const cJSON *g;
-        cJSON_ArrayForEach(g, groups) with_rep += cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(g, "members")) > 1;
-        fprintf(f, "layer %d: %d experts in %d groups (%d with replicas)\n", (int)num(l, "layer", &ok),
-                (int)num(l, "n_experts", &ok), n_groups, with_rep);
-        double v = num(l, "replica_cosine_mean", &ok);
-        if (ok) fprintf(f, "  replica cosine (mean over pairs): %.6f\n", v);
-        else fprintf(f, "  replica cosine: n/a (no group has replicas)\n");
-        v = num(l, "cosine_to_source_mean", &ok);
-        if (ok) {
-            int rok;
-            double r = num(l, "replica_cosine_to_source_mean", &rok);
-            fprintf(f, "  cosine to source: %.6f (all members)", v);
-            if (rok) fprintf(f, ", %.6f (replicas only)", r);
-            fprintf(f, "\n");
-        }
-        v = num(l, "routing_entropy", &ok);
-        if (ok) {
-            int jok;
-            double jac = num(l, "jaccard_mean", &jok);
-            if (jok) {
-                int eok;
-                double empty = num(l, "jaccard_empty_pairs", &eok);
-                fprintf(f, "  token overlap of replicas (mean Jaccard): %.4f", jac);
-                if (eok && empty > 0) fprintf(f, " (%.0f pairs where neither member got a token count as 0)", empty);
-                fprintf(f, "\n");
-            }
-            fprintf(f, "  routing entropy: %.4f nats (uniform: %.4f)\n", v, log(num(l, "n_experts", &ok)));
-            const cJSON *load = cJSON_GetObjectItemCaseSensitive(l, "load");
-            fprintf(f, "  load: min %.0f, max %.0f, std %.1f, max/mean-1 %.3f\n", num(load, "min", &ok),
-                    num(load, "max", &ok), num(load, "std", &ok), num(load, "max_violation", &ok));
-            const cJSON *dead = cJSON_GetObjectItemCaseSensitive(l, "dead_experts"), *e;
-            fprintf(f, "  dead experts:");
-            if (!cJSON_GetArraySize(dead)) fprintf(f, " none");
-            cJSON_ArrayForEach(e, dead) fprintf(f, " %d", e->valueint);
-            fprintf(f, "\n");
-        }
-        cJSON_ArrayForEach(g, groups) {
-            const cJSON *members = cJSON_GetObjectItemCaseSensitive(g, "members"), *x;
-            if (cJSON_GetArraySize(members) < 2 && !cJSON_GetObjectItemCaseSensitive(g, "cosine_to_source")) continue;
-            fprintf(f, "  group %d: members", (int)num(g, "source", &ok));
-            cJSON_ArrayForEach(x, members) fprintf(f, " %d", x->valueint);
-            const char *keys[3] = {"pairwise_cosine", "cosine_to_source", "jaccard"};
-            const char *labels[3] = {"cos", "to source", "jaccard"};
-            for (int k = 0; k < 3; k++) {
-                const cJSON *arr = cJSON_GetObjectItemCaseSensitive(g, keys[k]);
-                if (!arr || !cJSON_GetArraySize(arr)) continue;
-                fprintf(f, "; %s", labels[k]);
-                cJSON_ArrayForEach(x, arr) fprintf(f, " %.4f", x->valuedouble);
-            }
-            fprintf(f, "\n");
-        }
+    fprintf(f, "layer %d: %d experts in %d groups (%d with replicas)\n", layer, n_experts, n_groups, with_rep);
+    if (!isnan(rc_mean)) fprintf(f, "  replica cosine (mean over pairs): %.6f\n", rc_mean);
+    else fprintf(f, "  replica cosine: n/a (no group has replicas)\n");
+    if (!isnan(cs_mean)) {
+        fprintf(f, "  cosine to source: %.6f (all members)", cs_mean);
+        if (!isnan(rcs_mean)) fprintf(f, ", %.6f (replicas only)", rcs_mean);
+        fprintf(f, "\n");
     }
+    if (!isnan(entropy)) {
+        double jac, empty, mn, mx, sd, viol;
+        const cJSON *load, *dead;
+        if (json_opt_number(ORIGIN, l, "jaccard_mean", NAN, &jac) || json_opt_number(ORIGIN, l, "jaccard_empty_pairs", NAN, &empty) ||
+            json_get_object(ORIGIN, l, "load", &load) || json_get_number(ORIGIN, load, "load.min", &mn) ||
+            json_get_number(ORIGIN, load, "load.max", &mx) || json_get_number(ORIGIN, load, "load.std", &sd) ||
+            json_get_number(ORIGIN, load, "load.max_violation", &viol) || json_get_array(ORIGIN, l, "dead_experts", &dead))
+            return -1;
+        if (!isnan(jac)) {
+            fprintf(f, "  token overlap of replicas (mean Jaccard): %.4f", jac);
+            if (empty > 0) fprintf(f, " (%.0f pairs where neither member got a token count as 0)", empty);
+            fprintf(f, "\n");
+        }
+        fprintf(f, "  routing entropy: %.4f nats (uniform: %.4f)\n", entropy, log(n_experts));
+        fprintf(f, "  load: min %.0f, max %.0f, std %.1f, max/mean-1 %.3f\n", mn, mx, sd, viol);
+        fprintf(f, "  dead experts:");
+        if (!cJSON_GetArraySize(dead)) fprintf(f, " none");
+        if (print_ints(f, dead, "dead_experts")) return -1;
+        fprintf(f, "\n");
+    }
+    for (int i = 0; i < n_groups; i++) {
+        const cJSON *members;
+        int source;
+        if (json_elem_object(ORIGIN, groups, "groups", i, &g) || json_get_array(ORIGIN, g, "members", &members) ||
+            json_get_int(ORIGIN, g, "source", &source))
+            return -1;
+        if (cJSON_GetArraySize(members) < 2 && !json_has(g, "cosine_to_source")) continue;
+        fprintf(f, "  group %d: members", source);
+        if (print_ints(f, members, "members")) return -1;
+        const char *keys[3] = {"pairwise_cosine", "cosine_to_source", "jaccard"};
+        const char *labels[3] = {"cos", "to source", "jaccard"};
+        for (int k = 0; k < 3; k++) {
+            const cJSON *arr;
+            if (json_opt_array(ORIGIN, g, keys[k], &arr)) return -1;
+            if (!cJSON_GetArraySize(arr)) continue;
+            fprintf(f, "; %s", labels[k]);
+            for (int x = 0; x < cJSON_GetArraySize(arr); x++) {
+                double v;
+                if (json_elem_number_or_null(ORIGIN, arr, keys[k], x, &v)) return -1;
+                fprintf(f, " %.4f", v);
+            }
+        }
+        fprintf(f, "\n");
+    }
+    return 0;
+}
+
+int diag_print(const cJSON *diag, FILE *f) {
+    double probe, loss = NAN;
+    const cJSON *layers, *l;
+    if (json_opt_number(ORIGIN, diag, "probe_tokens", NAN, &probe) || json_get_array(ORIGIN, diag, "layers", &layers) ||
+        (!isnan(probe) && json_get_number_or_null(ORIGIN, diag, "val_loss", &loss)))
+        return -1;
+    if (!isnan(probe)) fprintf(f, "probe: %.0f val tokens, loss %.4f\n", probe, loss);
+    else fprintf(f, "probe: none (no --data; routing statistics skipped)\n");
+    for (int i = 0; i < cJSON_GetArraySize(layers); i++)
+        if (json_elem_object(ORIGIN, layers, "layers", i, &l) || print_layer(l, f)) return -1;
+    return 0;
 }

@@ -24,14 +24,16 @@
  *     "dead_experts": [e, ...]                 // experts that receive no tokens on the probe
  *   }],
  *   "probe_tokens": N, "val_loss": x
- * } */
+ * }
+ * An undefined statistic (a mean over no pairs, the loss of a diverged checkpoint) is null. */
 cJSON *diag_checkpoint(const char *ckpt, const char *grow_json, const char *source, const char *data_dir,
                        int probe_batches);
 /* The grow.json checks of diag_checkpoint alone, against a model configuration (layer count,
  * which layers are MoE, expert count) instead of a loaded checkpoint: 0, or -1 with up_error.
  * Exported so that the parser can be fuzzed without a checkpoint (tests/fuzz/fuzz_grow_json.c). */
 int diag_check_grow_json(const char *path, const ModelConfig *cfg);
-/* one-paragraph-per-layer text summary of a diag_checkpoint result */
-void diag_print(const cJSON *diag, FILE *f);
+/* one-paragraph-per-layer text summary of a diag_checkpoint result; 0, or -1 with up_error
+ * ("diagnostics: field ...") when diag is not in the format above */
+int diag_print(const cJSON *diag, FILE *f);
 
 #endif

@@ -51,6 +51,18 @@ typedef struct {
     char origin[128];
 } Plan;
 
+/* The sweeps a plan may name ("sweeps": {"main": {...}, ...}), each once, with the line the
+ * report titles it with. The table is in the order plans list them (as plan errors name them);
+ * the report shows sweeps by report_order (0 first). plan.c holds it. */
+typedef struct {
+    const char *name;
+    const char *description;
+    int report_order;
+} SweepInfo;
+#define N_SWEEPS 9
+extern const SweepInfo SWEEPS[N_SWEEPS];
+const SweepInfo *sweep_find(const char *name); /* NULL when name is not a sweep */
+
 int plan_load_json(Plan *plan, const char *path);       /* --plan FILE */
 int plan_load_preset(Plan *plan, const char *name);     /* demo, paper-tiny, paper-full */
 const char *plan_preset_names(void);

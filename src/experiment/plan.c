@@ -8,6 +8,8 @@
 
 #include "experiment/experiment.h"
 #include "util.h"
+#include "util/json.h"
+#include "util/strbuf.h"
 
 /* ---- built-in presets (the same format as --plan FILE; see README) ---- */
 
@@ -44,6 +46,26 @@ static const char *PRESET_PAPER_FULL =
     " \"iterative\": {\"tau\": [0.25, 0.5]}}}";
 
 const char *plan_preset_names(void) { return "demo, paper-tiny, paper-full"; }
+
+/* ---- the sweeps ---- */
+
+const SweepInfo SWEEPS[N_SWEEPS] = {
+    {"main", "main comparison: Fixed-E vs Upcycled vs Fixed-mE at matched tokens", 0},
+    {"timing", "transition timing: when to grow (total steps fixed)", 1},
+    {"cpt_budget", "CPT budget: continued pre-training length (pre-training fixed)", 2},
+    {"alloc", "replica allocation: which experts to copy", 3},
+    {"init", "replica initialization heuristics", 4},
+    {"activation", "activation ratio: expert upcycling (MoE\xe2\x86\x92MoE) vs sparse upcycling (dense\xe2\x86\x92MoE)", 5},
+    {"iterative", "iterative growth (E\xe2\x86\x92" "2E\xe2\x86\x92" "4E) vs one jump", 6},
+    {"premise", "premise: Fixed-E vs Fixed-mE only (scale probes; no upcycled arm)", 8},
+    {"schedule", "schedule ablation: grow from the stable phase (no anneal before growth), continue at the peak, one decay at the end", 7},
+};
+
+const SweepInfo *sweep_find(const char *name) {
+    for (int i = 0; name && i < N_SWEEPS; i++)
+        if (!strcmp(name, SWEEPS[i].name)) return &SWEEPS[i];
+    return NULL;
+}
 
 /* ---- run construction ---- */
 
@@ -116,15 +138,24 @@ static void add_upcycled(Plan *p, const char *sweep, const char *arm, const char
     finish_run(r, sweep, arm, label, x, seed, E, m * E, top_k);
 }
 
-static int json_number_list(const cJSON *j, double *out, int max) {
-    if (cJSON_IsNumber(j)) {
-        out[0] = j->valuedouble;
-        return 1;
-    }
+/* A number or a list of numbers (the first max kept) in field `name` of s ("sweeps.timing.tau"):
+ * the count; 0 when the field is absent, null or of another type (the caller says what it
+ * expected); -1 with up_error for a list element that is not a number. */
+static int number_list(const char *origin, const cJSON *s, const char *name, double *out, int max) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(s, strrchr(name, '.') + 1); /* two types: look before reading */
+    if (cJSON_IsNumber(v)) return json_get_number(origin, s, name, &out[0]) ? -1 : 1;
+    if (!cJSON_IsArray(v)) return 0;
     int n = 0;
-    const cJSON *it;
-    cJSON_ArrayForEach(it, j) if (cJSON_IsNumber(it) && n < max) out[n++] = it->valuedouble;
+    for (int i = 0; i < cJSON_GetArraySize(v) && n < max; i++)
+        if (json_elem_number(origin, v, name, i, &out[n++])) return -1;
     return n;
+}
+
+/* sweeps.<name>: the sweep's object, NULL when the plan does not have it */
+static int sweep_of(const char *origin, const cJSON *sweeps, const char *name, const cJSON **s) {
+    char field[64];
+    snprintf(field, sizeof field, "sweeps.%s", name);
+    return json_opt_object(origin, sweeps, field, s);
 }
 
 static int tau_steps_of(double tau, int T, const char *origin, int *out) {
@@ -142,21 +173,22 @@ static int build_runs(Plan *p, const cJSON *sweeps, const char *origin) {
     uniform.factor = m, uniform.quiet = 1, uniform.check = 1;
     const cJSON *sw;
     cJSON_ArrayForEach(sw, sweeps) {
-        const char *name = sw->string;
-        static const char *known[] = {"main", "timing", "cpt_budget", "alloc", "init", "activation", "iterative", "premise", "schedule"};
-        int ok = 0;
-        for (int i = 0; i < 9; i++) ok |= !strcmp(name, known[i]);
-        if (!ok)
-            return up_error("%s: unknown sweep %s; expected main, timing, cpt_budget, alloc, init, activation, iterative, premise, schedule",
-                            origin, name);
+        if (sweep_find(sw->string)) continue;
+        Strbuf names = {0};
+        for (int i = 0; i < N_SWEEPS; i++) sb_printf(&names, "%s%s", i ? ", " : "", SWEEPS[i].name);
+        int rc = up_error("%s: unknown sweep %s; expected %s", origin, sw->string, names.s);
+        sb_free(&names);
+        return rc;
     }
     for (int si = 0; si < p->seeds; si++) {
         int seed = p->seed_ids[si];
         const cJSON *s;
         double taus[16];
         int n, tau = 0;
-        if ((s = cJSON_GetObjectItemCaseSensitive(sweeps, "main"))) {
-            n = json_number_list(cJSON_GetObjectItemCaseSensitive(s, "tau"), taus, 1);
+        if (sweep_of(origin, sweeps, "main", &s)) return -1;
+        if (s) {
+            n = number_list(origin, s, "sweeps.main.tau", taus, 1);
+            if (n < 0) return -1;
             if (n != 1 || tau_steps_of(taus[0], T, origin, &tau)) return n != 1 ? up_error("%s: sweeps.main.tau; expected a number", origin) : -1;
             add_fixed(p, "main", E, K, T, seed, E, m * E);
             add_fixed(p, "main", m * E, K, T, seed, E, m * E);
@@ -164,12 +196,13 @@ static int build_runs(Plan *p, const cJSON *sweeps, const char *origin) {
             snprintf(label, sizeof label, "uniform tau=%.2f", taus[0]);
             add_upcycled(p, "main", "upcycled", label, taus[0], seed, E, m, K, tau, T - tau, &uniform, "x-uniform");
         }
-        if ((s = cJSON_GetObjectItemCaseSensitive(sweeps, "premise"))) {
+        if (sweep_of(origin, sweeps, "premise", &s)) return -1;
+        if (s) {
             /* Fixed-E and Fixed-mE only (the scale probes): no upcycled arm is trained, so choosing a
              * configuration on these runs cannot look at the claim under test */
             double factors[8] = {m};
-            const cJSON *fj = cJSON_GetObjectItemCaseSensitive(s, "factors");
-            n = fj ? json_number_list(fj, factors, 8) : 1;
+            n = json_has(s, "factors") ? number_list(origin, s, "sweeps.premise.factors", factors, 8) : 1;
+            if (n < 0) return -1;
             if (n < 1) return up_error("%s: sweeps.premise.factors; expected a list of growth factors", origin);
             for (int i = 0; i < n; i++) {
                 if (!(factors[i] >= 2 && factors[i] <= 64) || factors[i] != floor(factors[i]))
@@ -179,11 +212,13 @@ static int build_runs(Plan *p, const cJSON *sweeps, const char *origin) {
                 add_fixed(p, "premise", mi * E, K, T, seed, E, mi * E);
             }
         }
-        if ((s = cJSON_GetObjectItemCaseSensitive(sweeps, "schedule"))) {
+        if (sweep_of(origin, sweeps, "schedule", &s)) return -1;
+        if (s) {
             /* the WSD branch point: grow the stable-phase E model (no anneal before growth) at tau,
              * continue at the peak rate without warmup, and decay once at the end over the same
              * steps as the fixed runs' decay, so the whole run has the fixed runs' schedule */
-            n = json_number_list(cJSON_GetObjectItemCaseSensitive(s, "tau"), taus, 1);
+            n = number_list(origin, s, "sweeps.schedule.tau", taus, 1);
+            if (n < 0) return -1;
             if (n != 1 || tau_steps_of(taus[0], T, origin, &tau)) return n != 1 ? up_error("%s: sweeps.schedule.tau; expected a number", origin) : -1;
             add_fixed(p, "schedule", E, K, T, seed, E, m * E);
             add_fixed(p, "schedule", m * E, K, T, seed, E, m * E);
@@ -201,8 +236,10 @@ static int build_runs(Plan *p, const cJSON *sweeps, const char *origin) {
             snprintf(label, sizeof label, "branch tau=%.2f", taus[0]);
             finish_run(r, "schedule", "upcycled", label, taus[0], seed, E, m * E, K);
         }
-        if ((s = cJSON_GetObjectItemCaseSensitive(sweeps, "timing"))) {
-            n = json_number_list(cJSON_GetObjectItemCaseSensitive(s, "tau"), taus, 16);
+        if (sweep_of(origin, sweeps, "timing", &s)) return -1;
+        if (s) {
+            n = number_list(origin, s, "sweeps.timing.tau", taus, 16);
+            if (n < 0) return -1;
             if (n < 1) return up_error("%s: sweeps.timing.tau; expected a list of fractions", origin);
             add_fixed(p, "timing", E, K, T, seed, E, m * E);
             add_fixed(p, "timing", m * E, K, T, seed, E, m * E);
@@ -213,12 +250,14 @@ static int build_runs(Plan *p, const cJSON *sweeps, const char *origin) {
                 add_upcycled(p, "timing", "upcycled", label, taus[i], seed, E, m, K, tau, T - tau, &uniform, "x-uniform");
             }
         }
-        if ((s = cJSON_GetObjectItemCaseSensitive(sweeps, "cpt_budget"))) {
-            const cJSON *pre = cJSON_GetObjectItemCaseSensitive(s, "pretrain_steps");
-            n = json_number_list(cJSON_GetObjectItemCaseSensitive(s, "cpt"), taus, 16);
-            if (!cJSON_IsNumber(pre) || pre->valueint < 1 || n < 1)
+        if (sweep_of(origin, sweeps, "cpt_budget", &s)) return -1;
+        if (s) {
+            int P = 0;
+            if (json_opt_int(origin, s, "sweeps.cpt_budget.pretrain_steps", 0, &P)) return -1;
+            n = number_list(origin, s, "sweeps.cpt_budget.cpt", taus, 16);
+            if (n < 0) return -1;
+            if (P < 1 || n < 1)
                 return up_error("%s: sweeps.cpt_budget; expected pretrain_steps (>= 1) and a cpt list of fractions", origin);
-            int P = pre->valueint;
             for (int i = 0; i < n; i++) {
                 double cpt_steps = round(taus[i] * P); /* in double: P + C must not overflow an int */
                 if (!(cpt_steps >= 1)) return up_error("%s: sweeps.cpt_budget.cpt %g gives no CPT steps; expected a larger fraction", origin, taus[i]);
@@ -233,33 +272,39 @@ static int build_runs(Plan *p, const cJSON *sweeps, const char *origin) {
                 add_upcycled(p, "cpt_budget", "upcycled", label, taus[i], seed, E, m, K, P, C, &uniform, "x-uniform");
             }
         }
-        if ((s = cJSON_GetObjectItemCaseSensitive(sweeps, "alloc"))) {
+        if (sweep_of(origin, sweeps, "alloc", &s)) return -1;
+        if (s) {
             /* at tau (a fraction of T), or after pretrain_steps with CPT a fraction of them (the
              * paper's allocation study at 25% CPT: total = pretrain_steps * (1 + cpt)) */
-            const cJSON *methods = cJSON_GetObjectItemCaseSensitive(s, "methods"), *pre = cJSON_GetObjectItemCaseSensitive(s, "pretrain_steps");
+            const cJSON *methods = NULL;
+            if (json_opt_array(origin, s, "sweeps.alloc.methods", &methods)) return -1;
             int Ta = T;
             double x;
-            if (pre) {
+            if (json_has(s, "pretrain_steps")) {
                 double c[1] = {0};
-                if (!cJSON_IsNumber(pre) || pre->valueint < 1 || json_number_list(cJSON_GetObjectItemCaseSensitive(s, "cpt"), c, 1) != 1 ||
-                    !(c[0] > 0 && c[0] <= 10) || !cJSON_IsArray(methods))
+                int pre = 0, nc;
+                if (json_opt_int(origin, s, "sweeps.alloc.pretrain_steps", 0, &pre) ||
+                    (nc = number_list(origin, s, "sweeps.alloc.cpt", c, 1)) < 0)
+                    return -1;
+                if (pre < 1 || nc != 1 || !(c[0] > 0 && c[0] <= 10) || !methods)
                     return up_error("%s: sweeps.alloc; expected pretrain_steps (>= 1), cpt (a fraction in (0, 10]) and a methods list", origin);
-                tau = pre->valueint;
+                tau = pre;
                 Ta = tau + (int)lround(c[0] * tau);
                 if (Ta == tau) return up_error("%s: sweeps.alloc.cpt %g gives no CPT steps; expected a larger fraction", origin, c[0]);
                 x = c[0];
             } else {
-                n = json_number_list(cJSON_GetObjectItemCaseSensitive(s, "tau"), taus, 1);
-                if (n != 1 || !cJSON_IsArray(methods) || tau_steps_of(taus[0], T, origin, &tau))
-                    return n != 1 || !cJSON_IsArray(methods) ? up_error("%s: sweeps.alloc; expected tau and a methods list", origin) : -1;
+                n = number_list(origin, s, "sweeps.alloc.tau", taus, 1);
+                if (n < 0) return -1;
+                if (n != 1 || !methods || tau_steps_of(taus[0], T, origin, &tau))
+                    return n != 1 || !methods ? up_error("%s: sweeps.alloc; expected tau and a methods list", origin) : -1;
                 x = taus[0];
             }
             taus[0] = x;
             add_fixed(p, "alloc", E, K, Ta, seed, E, m * E);
             add_fixed(p, "alloc", m * E, K, Ta, seed, E, m * E);
-            const cJSON *it;
-            cJSON_ArrayForEach(it, methods) {
-                const char *method = cJSON_IsString(it) ? it->valuestring : "";
+            for (int i = 0; i < cJSON_GetArraySize(methods); i++) {
+                const char *method;
+                if (json_elem_string(origin, methods, "sweeps.alloc.methods", i, &method)) return -1;
                 if (!strcmp(method, "random")) {
                     Run *r = new_run(p);
                     r->n_stages = 2;
@@ -279,17 +324,22 @@ static int build_runs(Plan *p, const cJSON *sweeps, const char *origin) {
                 add_upcycled(p, "alloc", "upcycled", method, taus[0], seed, E, m, K, tau, Ta - tau, &g, tag);
             }
         }
-        if ((s = cJSON_GetObjectItemCaseSensitive(sweeps, "init"))) {
-            n = json_number_list(cJSON_GetObjectItemCaseSensitive(s, "tau"), taus, 1);
+        if (sweep_of(origin, sweeps, "init", &s)) return -1;
+        if (s) {
+            n = number_list(origin, s, "sweeps.init.tau", taus, 1);
+            if (n < 0) return -1;
             if (n != 1 || tau_steps_of(taus[0], T, origin, &tau)) return n != 1 ? up_error("%s: sweeps.init.tau; expected a number", origin) : -1;
             add_fixed(p, "init", E, K, T, seed, E, m * E);
             add_fixed(p, "init", m * E, K, T, seed, E, m * E);
             add_upcycled(p, "init", "upcycled", "copy/copy", taus[0], seed, E, m, K, tau, T - tau, &uniform, "x-uniform");
             for (int level = 0; level < 2; level++) {
-                const cJSON *list = cJSON_GetObjectItemCaseSensitive(s, level ? "router" : "expert"), *it;
-                cJSON_ArrayForEach(it, list) {
+                const char *name = level ? "sweeps.init.router" : "sweeps.init.expert";
+                const cJSON *list;
+                if (json_opt_array(origin, s, name, &list)) return -1;
+                for (int i = 0; i < cJSON_GetArraySize(list); i++) {
                     GrowOptions g = uniform;
-                    const char *spec = cJSON_IsString(it) ? it->valuestring : "";
+                    const char *spec;
+                    if (json_elem_string(origin, list, name, i, &spec)) return -1;
                     if ((level ? router_init_parse(spec, &g.router_init) : expert_init_parse(spec, &g.expert_init)))
                         return up_error("%s: sweeps.init.%s '%s': %s", origin, level ? "router" : "expert", spec, up_last_error());
                     char label[96], tag[96];
@@ -301,12 +351,13 @@ static int build_runs(Plan *p, const cJSON *sweeps, const char *origin) {
                 }
             }
         }
-        if ((s = cJSON_GetObjectItemCaseSensitive(sweeps, "activation"))) {
-            n = json_number_list(cJSON_GetObjectItemCaseSensitive(s, "tau"), taus, 1);
+        if (sweep_of(origin, sweeps, "activation", &s)) return -1;
+        if (s) {
             double big[16];
-            int n_big = json_number_list(cJSON_GetObjectItemCaseSensitive(s, "experts"), big, 16);
-            const cJSON *k = cJSON_GetObjectItemCaseSensitive(s, "top_k");
-            int top_k = cJSON_IsNumber(k) ? k->valueint : K;
+            int top_k = K;
+            n = number_list(origin, s, "sweeps.activation.tau", taus, 1);
+            int n_big = n < 0 ? -1 : number_list(origin, s, "sweeps.activation.experts", big, 16);
+            if (n_big < 0 || json_opt_int(origin, s, "sweeps.activation.top_k", K, &top_k)) return -1;
             if (n != 1 || n_big < 1 || tau_steps_of(taus[0], T, origin, &tau))
                 return n != 1 || n_big < 1 ? up_error("%s: sweeps.activation; expected tau, experts list and top_k", origin) : -1;
             for (int i = 0; i < n_big; i++) {
@@ -333,8 +384,10 @@ static int build_runs(Plan *p, const cJSON *sweeps, const char *origin) {
                 finish_run(r, "activation", "sparse-upcycled", label, (double)top_k / Eb, seed, Es, Eb, top_k);
             }
         }
-        if ((s = cJSON_GetObjectItemCaseSensitive(sweeps, "iterative"))) {
-            n = json_number_list(cJSON_GetObjectItemCaseSensitive(s, "tau"), taus, 2);
+        if (sweep_of(origin, sweeps, "iterative", &s)) return -1;
+        if (s) {
+            n = number_list(origin, s, "sweeps.iterative.tau", taus, 2);
+            if (n < 0) return -1;
             int t1 = 0, t2 = 0;
             if (n != 2 || tau_steps_of(taus[0], T, origin, &t1) || tau_steps_of(taus[1], T, origin, &t2) || t2 <= t1)
                 return up_error("%s: sweeps.iterative.tau; expected two increasing fractions [tau1, tau2]", origin);
@@ -371,33 +424,36 @@ static int plan_from_json(Plan *p, const cJSON *j, const char *origin) {
         for (size_t i = 0; i < sizeof known / sizeof *known; i++) ok |= !strcmp(it->string, known[i]);
         if (!ok) return up_error("%s: unknown field %s; expected name, preset, model, train, factor, steps, seeds, cpt_schedule, sweeps", origin, it->string);
     }
-    const cJSON *name = cJSON_GetObjectItemCaseSensitive(j, "name"), *desc = cJSON_GetObjectItemCaseSensitive(j, "description");
-    snprintf(p->name, sizeof p->name, "%s", cJSON_IsString(name) ? name->valuestring : "plan");
-    snprintf(p->description, sizeof p->description, "%s", cJSON_IsString(desc) ? desc->valuestring : "");
-    const cJSON *preset = cJSON_GetObjectItemCaseSensitive(j, "preset");
-    const Preset *base = preset_find(cJSON_IsString(preset) ? preset->valuestring : "tiny");
-    if (!base) return up_error("%s: preset '%s'; expected one of tiny, small, dense, interleaved, fullmoe, large", origin, preset->valuestring);
+    const char *name, *desc, *preset, *sched;
+    const cJSON *model, *train, *sweeps;
+    if (json_opt_string(origin, j, "name", "plan", &name) || json_opt_string(origin, j, "description", "", &desc) ||
+        json_opt_string(origin, j, "preset", "tiny", &preset) || json_opt_object(origin, j, "model", &model) ||
+        json_opt_object(origin, j, "train", &train) || json_opt_int(origin, j, "factor", 2, &p->factor) ||
+        json_opt_int(origin, j, "final_eval_batches", 0, &p->final_eval_batches) || /* 0: the whole val split */
+        json_opt_string(origin, j, "cpt_schedule", "rewarm", &sched) || json_opt_object(origin, j, "sweeps", &sweeps))
+        return -1;
+    snprintf(p->name, sizeof p->name, "%s", name);
+    snprintf(p->description, sizeof p->description, "%s", desc);
+    const Preset *base = preset_find(preset);
+    if (!base) return up_error("%s: preset '%s'; expected one of tiny, small, dense, interleaved, fullmoe, large", origin, preset);
     p->model = base->model, p->train = base->train;
-    const cJSON *model = cJSON_GetObjectItemCaseSensitive(j, "model"), *train = cJSON_GetObjectItemCaseSensitive(j, "train");
     if (model && model_config_overlay_json(&p->model, model, origin)) return -1;
     if (train && train_config_overlay_json(&p->train, train, origin)) return -1;
-    const cJSON *f = cJSON_GetObjectItemCaseSensitive(j, "factor"), *T = cJSON_GetObjectItemCaseSensitive(j, "steps");
-    const cJSON *seeds = cJSON_GetObjectItemCaseSensitive(j, "seeds"), *fe = cJSON_GetObjectItemCaseSensitive(j, "final_eval_batches");
-    const cJSON *sched = cJSON_GetObjectItemCaseSensitive(j, "cpt_schedule"), *sweeps = cJSON_GetObjectItemCaseSensitive(j, "sweeps");
-    p->factor = cJSON_IsNumber(f) ? f->valueint : 2;
-    p->steps = cJSON_IsNumber(T) ? T->valueint : p->train.steps;
+    if (json_opt_int(origin, j, "steps", p->train.steps, &p->steps)) return -1;
     p->seeds = 1;
     p->seed_ids[0] = 1;
+    const cJSON *seeds = cJSON_GetObjectItemCaseSensitive(j, "seeds"); /* a count or a list: look before reading */
     if (cJSON_IsNumber(seeds)) {
-        p->seeds = seeds->valueint;
+        if (json_get_int(origin, j, "seeds", &p->seeds)) return -1;
         for (int i = 0; i < p->seeds && i < 100; i++) p->seed_ids[i] = i + 1;
     } else if (cJSON_IsArray(seeds)) {
         int list[100], n = 0;
-        const cJSON *it;
-        cJSON_ArrayForEach(it, seeds) {
-            if (!cJSON_IsNumber(it) || it->valuedouble != floor(it->valuedouble) || it->valuedouble < 1 || it->valuedouble > 1e9 || n == 100)
+        for (int i = 0; i < cJSON_GetArraySize(seeds); i++) {
+            double v;
+            if (json_elem_number(origin, seeds, "seeds", i, &v)) return -1;
+            if (v != floor(v) || v < 1 || v > 1e9 || n == 100)
                 return up_error("%s: field seeds; expected a count or a list of at most 100 distinct integers >= 1", origin);
-            list[n++] = (int)it->valuedouble;
+            list[n++] = (int)v;
         }
         if (n == 0) return up_error("%s: field seeds is an empty list; expected a count or a list of seeds", origin);
         for (int i = 0; i < n; i++)
@@ -405,22 +461,18 @@ static int plan_from_json(Plan *p, const cJSON *j, const char *origin) {
                 if (list[i] == list[k]) return up_error("%s: field seeds lists seed %d twice; expected distinct seeds", origin, list[i]);
         p->seeds = n;
         memcpy(p->seed_ids, list, sizeof(int) * n);
-    } else if (seeds) {
+    } else if (seeds && !cJSON_IsNull(seeds)) {
         return up_error("%s: field seeds; expected a count or a list of seeds", origin);
     }
-    p->final_eval_batches = cJSON_IsNumber(fe) ? fe->valueint : 0; /* 0: the whole val split */
-    p->rewarm = 1;
-    if (sched) {
-        if (cJSON_IsString(sched) && !strcmp(sched->valuestring, "rewarm")) p->rewarm = 1;
-        else if (cJSON_IsString(sched) && !strcmp(sched->valuestring, "continue")) p->rewarm = 0;
-        else return up_error("%s: field cpt_schedule; expected \"rewarm\" or \"continue\"", origin);
-    }
+    if (!strcmp(sched, "rewarm")) p->rewarm = 1;
+    else if (!strcmp(sched, "continue")) p->rewarm = 0;
+    else return up_error("%s: field cpt_schedule; expected \"rewarm\" or \"continue\"", origin);
     if (p->factor < 2 || p->factor > 64) return up_error("%s: field factor %d; expected 2..64", origin, p->factor);
     if (p->steps < 4) return up_error("%s: field steps %d; expected >= 4", origin, p->steps);
     if (p->seeds < 1 || p->seeds > 100) return up_error("%s: field seeds %d; expected 1..100", origin, p->seeds);
     if (p->final_eval_batches < 0) return up_error("%s: field final_eval_batches %d; expected 0 (the whole val split) or a count", origin, p->final_eval_batches);
     if (p->model.n_experts < 1) return up_error("%s: model num_experts %d; expected the small MoE's expert count (>= 1)", origin, p->model.n_experts);
-    if (!cJSON_IsObject(sweeps)) return up_error("%s: field sweeps is missing; expected an object such as {\"main\": {\"tau\": 0.5}}", origin);
+    if (!sweeps) return up_error("%s: field sweeps is missing; expected an object such as {\"main\": {\"tau\": 0.5}}", origin);
     p->sweeps_json = cJSON_PrintUnformatted(sweeps);
     snprintf(p->origin, sizeof p->origin, "%s", origin);
     int rc = build_runs(p, sweeps, origin);
@@ -429,11 +481,8 @@ static int plan_from_json(Plan *p, const cJSON *j, const char *origin) {
 }
 
 static int plan_from_text(Plan *p, const char *text, size_t n, const char *origin) {
-    cJSON *j = cJSON_ParseWithLength(text, n);
-    if (!j || !cJSON_IsObject(j)) {
-        cJSON_Delete(j);
-        return up_error("%s: not a valid JSON object; expected an experiment plan", origin);
-    }
+    cJSON *j = json_parse(text, n, origin, "an experiment plan");
+    if (!j) return -1;
     int rc = plan_from_json(p, j, origin);
     cJSON_Delete(j);
     return rc;
@@ -464,7 +513,8 @@ int plan_set_seed_list(Plan *p, const int *seeds, int n) {
         for (int k = 0; k < i; k++)
             if (seeds[k] == seeds[i]) return up_error("--seeds lists seed %d twice; expected distinct seeds", seeds[i]);
     }
-    cJSON *sweeps = cJSON_Parse(p->sweeps_json);
+    cJSON *sweeps = json_parse(p->sweeps_json, strlen(p->sweeps_json), p->origin, "the plan's sweeps"); /* printed by plan_from_json */
+    if (!sweeps) return -1;
     free(p->runs);
     p->runs = NULL, p->n_runs = p->capacity = 0;
     p->seeds = n;

@@ -2,9 +2,11 @@
  * person reads: a self-contained HTML report (tables laid out like the paper's, inline SVG
  * plots), a CSV with one row per run, and plain-text tables for the terminal.
  *
- * All three read the file with cJSON and tolerate missing optional fields (null values,
+ * All three read the file with util/json.h and tolerate missing optional fields (null values,
  * absent arrays, runs without curves): what is absent is shown as "—" or its plot is
- * skipped. Invalid JSON or a missing "runs" array is an error naming the file.
+ * skipped. A field of the wrong type is shown as absent too, and the HTML and the text
+ * tables list its error ("<file>: field <name>: ...; expected ...") under "Problems".
+ * Invalid JSON or a missing "runs" array is an error naming the file.
  * Each returns 0 or -1 with up_error("<file>: <what>; expected <what>") set; files are
  * written atomically (a crash leaves the old file or none). */
 #ifndef UPCYCLE_REPORT_H

@@ -23,6 +23,7 @@
 #include "model.h"
 #include "train.h"
 #include "util.h"
+#include "util/json.h"
 
 typedef struct {
     long long steps_total, steps_done; /* steps_done: of finished stages */
@@ -94,20 +95,6 @@ static int write_stage_json(const char *dir, const Stage *s, const TrainResult *
     free(text), free(path);
     cJSON_Delete(j);
     return rc;
-}
-
-static cJSON *read_json(const char *path) {
-    char *text;
-    size_t n;
-    if (read_file(path, &text, &n)) return NULL;
-    cJSON *j = cJSON_ParseWithLength(text, n);
-    free(text);
-    return j;
-}
-
-static double json_num(const cJSON *j, const char *key) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
-    return cJSON_IsNumber(v) ? v->valuedouble : NAN;
 }
 
 static void add_num_or_null(cJSON *j, const char *key, double v) {
@@ -196,8 +183,9 @@ static int run_stage(const Plan *p, const Run *r, int k, const ExperimentOptions
         if (rc) stop_other_ranks(); /* rank 0 failed: do not leave the others waiting */
         dist_wait_for_leader("the growth on rank 0");
         if (!rc) {
-            cJSON *j = read_json(grow_json);
-            before = json_num(j, "check_loss_before"), after = json_num(j, "check_loss_after");
+            cJSON *j = json_load_file(grow_json, "the grow.json written by `upcycle grow`");
+            rc = !j || json_opt_number(grow_json, j, "check_loss_before", NAN, &before) ||
+                 json_opt_number(grow_json, j, "check_loss_after", NAN, &after);
             cJSON_Delete(j);
         }
         free(grow_json);
@@ -234,27 +222,40 @@ typedef struct {
     double stage_sps[3], stage_flops[3];
 } RunResult;
 
-/* metrics.jsonl of one stage appended to the curve/load arrays, steps offset by `offset` */
-static void append_curve(const char *stage_path, int offset, double *flops_acc, double *seconds_acc, double flops_per_step,
-                         double sps, int tokens_per_step, cJSON *curve, cJSON *load_steps, cJSON *load_rows) {
+/* one line of metrics.jsonl (train.c writes them): the step, its loss (null on a skipped
+ * step), the validation loss at evaluation steps and the per-layer load imbalance */
+static int metrics_line(const char *origin, const cJSON *j, int *step, double *loss, double *val, const cJSON **imb) {
+    return json_get_int(origin, j, "step", step) || json_get_number_or_null(origin, j, "loss", loss) ||
+           json_opt_number(origin, j, "val_loss", NAN, val) || json_opt_array(origin, j, "load_imbalance", imb);
+}
+
+/* metrics.jsonl of one stage appended to the curve/load arrays, steps offset by `offset`;
+ * a line that is not JSON (cut short by a crash) is skipped, a malformed field is an error */
+static int append_curve(const char *stage_path, int offset, double *flops_acc, double *seconds_acc, double flops_per_step,
+                        double sps, int tokens_per_step, cJSON *curve, cJSON *load_steps, cJSON *load_rows) {
     char *path = path_join(stage_path, "metrics.jsonl"), *text;
     size_t n;
     if (read_file(path, &text, &n)) {
         free(path);
-        return;
+        return 0;
     }
-    free(path);
-    int last_step = 0;
-    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+    int last_step = 0, line_no = 0, rc = 0;
+    for (char *line = strtok(text, "\n"); line && !rc; line = strtok(NULL, "\n")) {
+        char origin[4200];
+        snprintf(origin, sizeof origin, "%s: line %d", path, ++line_no);
         cJSON *j = cJSON_Parse(line);
-        if (!j) continue;
-        int step = (int)json_num(j, "step");
-        if (step <= last_step) { /* duplicate lines after a resume: keep the first pass */
+        if (!cJSON_IsObject(j)) {
             cJSON_Delete(j);
             continue;
         }
+        int step;
+        double loss, val;
+        const cJSON *imb;
+        if ((rc = metrics_line(origin, j, &step, &loss, &val, &imb)) || step <= last_step) {
+            cJSON_Delete(j); /* duplicate lines after a resume: keep the first pass */
+            continue;
+        }
         last_step = step;
-        double val = json_num(j, "val_loss");
         int global = offset + step;
         if (!isnan(val) || step % 10 == 0) {
             cJSON *pt = cJSON_CreateObject();
@@ -262,37 +263,59 @@ static void append_curve(const char *stage_path, int offset, double *flops_acc, 
             cJSON_AddNumberToObject(pt, "tokens", (double)global * tokens_per_step);
             cJSON_AddNumberToObject(pt, "flops", *flops_acc + flops_per_step * step);
             cJSON_AddNumberToObject(pt, "seconds", *seconds_acc + sps * step);
-            cJSON_AddNumberToObject(pt, "loss", json_num(j, "loss"));
+            cJSON_AddNumberToObject(pt, "loss", loss);
             if (isnan(val)) cJSON_AddNullToObject(pt, "val_loss");
             else cJSON_AddNumberToObject(pt, "val_loss", val);
             cJSON_AddItemToArray(curve, pt);
         }
-        const cJSON *imb = cJSON_GetObjectItemCaseSensitive(j, "load_imbalance");
         if (step % 5 == 0 && cJSON_GetArraySize(imb) > 0) {
             cJSON_AddItemToArray(load_steps, cJSON_CreateNumber(global));
-            int layer = 0;
-            const cJSON *v;
-            cJSON_ArrayForEach(v, imb) {
+            for (int layer = 0; layer < cJSON_GetArraySize(imb) && !rc; layer++) {
+                double v;
+                if ((rc = json_elem_number(origin, imb, "load_imbalance", layer, &v))) break;
                 cJSON *row = cJSON_GetArrayItem(load_rows, layer);
                 if (!row) cJSON_AddItemToArray(load_rows, row = cJSON_CreateArray());
-                cJSON_AddItemToArray(row, cJSON_CreateNumber(v->valuedouble));
-                layer++;
+                cJSON_AddItemToArray(row, cJSON_CreateNumber(v));
             }
         }
         cJSON_Delete(j);
     }
-    free(text);
+    free(text), free(path);
     *flops_acc += flops_per_step * last_step;
     *seconds_acc += sps * last_step;
+    return rc;
+}
+
+/* one layer of a diag_checkpoint result as a results.json "diag" entry (diag.h has the format;
+ * the four statistics are null where undefined, routing ones absent without a probe) */
+static int diag_entry(const char *origin, const cJSON *layer, int step, cJSON *out) {
+    static const char *keys[] = {"replica_cosine_mean", "cosine_to_source_mean", "jaccard_mean", "routing_entropy"};
+    int l;
+    double v[4];
+    const cJSON *dead;
+    if (json_get_int(origin, layer, "layer", &l) || json_opt_array(origin, layer, "dead_experts", &dead)) return -1;
+    for (int k = 0; k < 4; k++)
+        if (json_opt_number(origin, layer, keys[k], NAN, &v[k])) return -1;
+    cJSON *e = cJSON_CreateObject();
+    cJSON_AddNumberToObject(e, "step", step);
+    cJSON_AddNumberToObject(e, "layer", l);
+    for (int k = 0; k < 4; k++) {
+        if (isnan(v[k])) cJSON_AddNullToObject(e, keys[k]);
+        else cJSON_AddNumberToObject(e, keys[k], v[k]);
+    }
+    cJSON_AddNumberToObject(e, "dead_experts", cJSON_GetArraySize(dead));
+    cJSON_AddItemToArray(out, e);
+    return 0;
 }
 
 /* diagnostics at the grown checkpoint, every periodic checkpoint and the final one */
-static void append_diag(const ExperimentOptions *opt, const char *stage_path, const char *prev_final, int offset, cJSON *out) {
+static int append_diag(const ExperimentOptions *opt, const char *stage_path, const char *prev_final, int offset, cJSON *out) {
     char *grown = path_join(stage_path, "grown"), *grow_json = path_join(grown, "grow.json");
     if (!path_exists(grow_json)) {
         free(grown), free(grow_json);
-        return;
+        return 0;
     }
+    int rc = 0;
     int steps[64], n = 0;
     steps[n++] = 0;
     DIR *d = opendir(stage_path);
@@ -309,7 +332,7 @@ static void append_diag(const ExperimentOptions *opt, const char *stage_path, co
             steps[j] = steps[j - 1], steps[j - 1] = t;
         }
     steps[n++] = -1; /* final */
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n && !rc; i++) {
         char name[32];
         char *ck;
         if (steps[i] == 0) ck = xstrdup(grown);
@@ -318,26 +341,38 @@ static void append_diag(const ExperimentOptions *opt, const char *stage_path, co
         cJSON *dj = diag_checkpoint(ck, grow_json, prev_final, opt->data_dir, opt->probe_batches);
         TrainerState st;
         int step = steps[i] >= 0 ? steps[i] : (trainer_state_load(ck, &st) == 0 ? st.step : 0);
-        const cJSON *layer;
-        cJSON_ArrayForEach(layer, cJSON_GetObjectItemCaseSensitive(dj, "layers")) {
-            cJSON *e = cJSON_CreateObject();
-            cJSON_AddNumberToObject(e, "step", offset + step);
-            cJSON_AddNumberToObject(e, "layer", json_num(layer, "layer"));
-            static const char *keys[] = {"replica_cosine_mean", "cosine_to_source_mean", "jaccard_mean", "routing_entropy"};
-            for (int k = 0; k < 4; k++) {
-                double v = json_num(layer, keys[k]);
-                if (isnan(v)) cJSON_AddNullToObject(e, keys[k]);
-                else cJSON_AddNumberToObject(e, keys[k], v);
-            }
-            cJSON_AddNumberToObject(e, "dead_experts", cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(layer, "dead_experts")));
-            cJSON_AddItemToArray(out, e);
-        }
+        char origin[600];
+        snprintf(origin, sizeof origin, "diagnostics of %s", ck);
+        const cJSON *layers = NULL, *layer;
+        if (dj) rc = json_get_array(origin, dj, "layers", &layers); /* a checkpoint it cannot read has no entry */
+        for (int l = 0; l < cJSON_GetArraySize(layers) && !rc; l++)
+            rc = json_elem_object(origin, layers, "layers", l, &layer) || diag_entry(origin, layer, offset + step, out);
         cJSON_Delete(dj);
         free(ck);
     }
     free(grown), free(grow_json);
+    return rc ? -1 : 0;
 }
 
+/* a stage.json as write_stage_json writes it (fields older versions lack are optional) */
+typedef struct {
+    double sps, flops, final_val, final_se, final_tokens, before, after;
+} StageJson;
+
+static int read_stage_json(const char *path, StageJson *sj) {
+    cJSON *j = json_load_file(path, "a stage.json written by `upcycle experiment`");
+    if (!j) return -1;
+    int rc = json_get_number_or_null(path, j, "seconds_per_step", &sj->sps) || json_get_number_or_null(path, j, "flops", &sj->flops) ||
+             json_get_number_or_null(path, j, "final_val_loss", &sj->final_val) ||
+             json_opt_number(path, j, "final_val_stderr", NAN, &sj->final_se) ||
+             json_opt_number(path, j, "final_val_tokens", NAN, &sj->final_tokens) ||
+             json_opt_number(path, j, "loss_before_growth", NAN, &sj->before) || json_opt_number(path, j, "loss_after_growth", NAN, &sj->after);
+    cJSON_Delete(j);
+    return rc ? -1 : 0;
+}
+
+/* one run's entry of results.json from its stages' files; a stage without stage.json makes a
+ * failed run; NULL with up_error when a file the run has is malformed */
 static cJSON *collect_run(const Plan *p, const Run *r, const ExperimentOptions *opt, RunResult *rr) {
     memset(rr, 0, sizeof *rr);
     rr->run = r;
@@ -353,21 +388,22 @@ static cJSON *collect_run(const Plan *p, const Run *r, const ExperimentOptions *
     cJSON *growth = cJSON_AddArrayToObject(j, "growth_steps"), *experts = cJSON_AddArrayToObject(j, "experts");
     cJSON *stages = cJSON_AddArrayToObject(j, "stages"), *curve = cJSON_CreateArray(), *diag = cJSON_CreateArray();
     cJSON *load = cJSON_CreateObject(), *load_steps = cJSON_CreateArray(), *load_rows = cJSON_CreateArray();
-    int ok = 1, offset = 0;
+    int ok = 1, offset = 0, rc = 0;
     double flops_acc = 0, seconds_acc = 0, final_val = NAN;
-    for (int k = 0; k < r->n_stages; k++) {
+    for (int k = 0; k < r->n_stages && !rc; k++) {
         const Stage *s = &r->stages[k];
         char *dir = stage_dir(opt, s), *path = path_join(dir, "stage.json");
-        cJSON *sj = read_json(path);
+        StageJson sj;
+        if (!path_exists(path)) ok = 0;
+        else rc = read_stage_json(path, &sj);
         free(path);
-        if (!sj) {
-            ok = 0;
+        if (!ok || rc) {
             free(dir);
             break;
         }
         if (k > 0) cJSON_AddItemToArray(growth, cJSON_CreateNumber(offset));
         cJSON_AddItemToArray(experts, cJSON_CreateNumber(s->experts));
-        double sps = json_num(sj, "seconds_per_step"), flops = json_num(sj, "flops");
+        double sps = sj.sps, flops = sj.flops;
         rr->stage_sps[k] = sps, rr->stage_flops[k] = flops;
         cJSON *st = cJSON_CreateObject();
         cJSON_AddNumberToObject(st, "steps", s->steps);
@@ -375,24 +411,27 @@ static cJSON *collect_run(const Plan *p, const Run *r, const ExperimentOptions *
         cJSON_AddNumberToObject(st, "seconds", sps * s->steps);
         cJSON_AddNumberToObject(st, "seconds_per_step", sps);
         cJSON_AddNumberToObject(st, "flops", flops);
-        cJSON_AddNumberToObject(st, "final_val_loss", json_num(sj, "final_val_loss"));
-        add_num_or_null(st, "final_val_stderr", json_num(sj, "final_val_stderr"));
-        add_num_or_null(st, "final_val_tokens", json_num(sj, "final_val_tokens"));
+        cJSON_AddNumberToObject(st, "final_val_loss", sj.final_val);
+        add_num_or_null(st, "final_val_stderr", sj.final_se);
+        add_num_or_null(st, "final_val_tokens", sj.final_tokens);
         cJSON_AddItemToArray(stages, st);
-        rr->final_se = json_num(sj, "final_val_stderr"), rr->final_tokens = json_num(sj, "final_val_tokens");
-        if (k == 1) rr->before = json_num(sj, "loss_before_growth"), rr->after = json_num(sj, "loss_after_growth");
-        final_val = json_num(sj, "final_val_loss");
-        append_curve(dir, offset, &flops_acc, &seconds_acc, flops / s->steps, sps,
-                     p->train.batch_size * p->train.seq_len, curve, load_steps, load_rows);
-        if (s->kind == STAGE_GROW && opt->probe_batches > 0) {
+        rr->final_se = sj.final_se, rr->final_tokens = sj.final_tokens;
+        if (k == 1) rr->before = sj.before, rr->after = sj.after;
+        final_val = sj.final_val;
+        rc = append_curve(dir, offset, &flops_acc, &seconds_acc, flops / s->steps, sps,
+                          p->train.batch_size * p->train.seq_len, curve, load_steps, load_rows);
+        if (!rc && s->kind == STAGE_GROW && opt->probe_batches > 0) {
             char *prev = stage_dir(opt, &r->stages[k - 1]), *prev_final = path_join(prev, "final");
-            append_diag(opt, dir, prev_final, offset, diag);
+            rc = append_diag(opt, dir, prev_final, offset, diag);
             free(prev), free(prev_final);
         }
         offset += s->steps;
         rr->seconds += sps * s->steps, rr->flops += flops;
-        cJSON_Delete(sj);
         free(dir);
+    }
+    if (rc) {
+        cJSON_Delete(j), cJSON_Delete(curve), cJSON_Delete(diag), cJSON_Delete(load), cJSON_Delete(load_steps), cJSON_Delete(load_rows);
+        return NULL;
     }
     rr->ok = ok, rr->final_val = final_val;
     cJSON_AddStringToObject(j, "status", ok ? "done" : "failed");
@@ -597,51 +636,75 @@ static cJSON *compare(const Plan *p, const RunResult *rr, int n, cJSON *notes, c
     return out;
 }
 
-/* mean over seeds of the main sweep's curves, per arm (points where every seed has a val loss) */
-static cJSON *frontier(cJSON *runs) {
+/* the runs collect_run wrote: whether one is in the main sweep with this arm */
+static int is_main_arm(const char *origin, const cJSON *r, const char *arm, int *yes) {
+    const char *sw, *a;
+    if (json_get_string(origin, r, "sweep", &sw) || json_get_string(origin, r, "arm", &a)) return -1;
+    *yes = !strcmp(sw, "main") && !strcmp(a, arm);
+    return 0;
+}
+
+/* a point of a curve collect_run wrote; val_loss is NAN where the step was not evaluated */
+static int curve_point(const char *origin, const cJSON *pt, double *step, double *val, double *flops, double *secs) {
+    return json_get_number(origin, pt, "step", step) || json_get_number_or_null(origin, pt, "val_loss", val) ||
+           json_get_number_or_null(origin, pt, "flops", flops) || json_get_number_or_null(origin, pt, "seconds", secs);
+}
+
+/* mean over seeds of the main sweep's curves, per arm (points where every seed has a val loss);
+ * origin names results.json in messages (a malformed run entry is a bug in collect_run) */
+static cJSON *frontier(const char *origin, const cJSON *runs) {
     cJSON *out = cJSON_CreateArray();
     const char *arms[3] = {"fixed-E", "upcycled", "fixed-mE"};
-    for (int a = 0; a < 3; a++) {
-        cJSON *flops = cJSON_CreateArray(), *secs = cJSON_CreateArray(), *vals = cJSON_CreateArray();
+    int rc = 0;
+    for (int a = 0; a < 3 && !rc; a++) {
         const cJSON *first = NULL, *r;
-        int n_seeds = 0;
+        int n_seeds = 0, yes = 0;
         cJSON_ArrayForEach(r, runs) {
-            const cJSON *sw = cJSON_GetObjectItemCaseSensitive(r, "sweep"), *arm = cJSON_GetObjectItemCaseSensitive(r, "arm");
-            if (strcmp(sw->valuestring, "main") || strcmp(arm->valuestring, arms[a])) continue;
+            if ((rc = is_main_arm(origin, r, arms[a], &yes))) break;
+            if (!yes) continue;
             if (!first) first = r;
             n_seeds++;
         }
-        if (!first) {
-            cJSON_Delete(flops), cJSON_Delete(secs), cJSON_Delete(vals);
-            continue;
-        }
-        const cJSON *pt;
-        cJSON_ArrayForEach(pt, cJSON_GetObjectItemCaseSensitive(first, "curve")) {
-            if (!cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(pt, "val_loss"))) continue;
-            int step = (int)json_num(pt, "step");
+        if (rc || !first) continue;
+        cJSON *flops = cJSON_CreateArray(), *secs = cJSON_CreateArray(), *vals = cJSON_CreateArray();
+        const cJSON *curve = NULL, *pt;
+        rc = json_get_array(origin, first, "curve", &curve);
+        for (int k = 0; k < cJSON_GetArraySize(curve) && !rc; k++) {
+            double step, val, f, sec;
+            if ((rc = json_elem_object(origin, curve, "curve", k, &pt) || curve_point(origin, pt, &step, &val, &f, &sec))) break;
+            if (isnan(val)) continue;
             double sum = 0;
             int count = 0;
             cJSON_ArrayForEach(r, runs) {
-                const cJSON *sw = cJSON_GetObjectItemCaseSensitive(r, "sweep"), *arm = cJSON_GetObjectItemCaseSensitive(r, "arm");
-                if (strcmp(sw->valuestring, "main") || strcmp(arm->valuestring, arms[a])) continue;
-                const cJSON *q;
-                cJSON_ArrayForEach(q, cJSON_GetObjectItemCaseSensitive(r, "curve")) if ((int)json_num(q, "step") == step &&
-                                                                                            !isnan(json_num(q, "val_loss"))) {
-                    sum += json_num(q, "val_loss"), count++;
-                    break;
+                const cJSON *qc = NULL, *q;
+                if ((rc = is_main_arm(origin, r, arms[a], &yes))) break;
+                if (!yes) continue;
+                if ((rc = json_get_array(origin, r, "curve", &qc))) break;
+                cJSON_ArrayForEach(q, qc) {
+                    double qs, qv, qf, qsec;
+                    if ((rc = curve_point(origin, q, &qs, &qv, &qf, &qsec))) break;
+                    if ((int)qs == (int)step && !isnan(qv)) {
+                        sum += qv, count++;
+                        break;
+                    }
                 }
+                if (rc) break;
             }
-            if (count != n_seeds) continue;
-            cJSON_AddItemToArray(flops, cJSON_CreateNumber(json_num(pt, "flops")));
-            cJSON_AddItemToArray(secs, cJSON_CreateNumber(json_num(pt, "seconds")));
+            if (rc || count != n_seeds) continue;
+            cJSON_AddItemToArray(flops, cJSON_CreateNumber(f));
+            cJSON_AddItemToArray(secs, cJSON_CreateNumber(sec));
             cJSON_AddItemToArray(vals, cJSON_CreateNumber(sum / count));
         }
-        cJSON *f = cJSON_CreateObject();
-        cJSON_AddStringToObject(f, "arm", arms[a]);
-        cJSON_AddItemToObject(f, "flops", flops);
-        cJSON_AddItemToObject(f, "seconds", secs);
-        cJSON_AddItemToObject(f, "val_loss", vals);
-        cJSON_AddItemToArray(out, f);
+        cJSON *fo = cJSON_CreateObject();
+        cJSON_AddStringToObject(fo, "arm", arms[a]);
+        cJSON_AddItemToObject(fo, "flops", flops);
+        cJSON_AddItemToObject(fo, "seconds", secs);
+        cJSON_AddItemToObject(fo, "val_loss", vals);
+        cJSON_AddItemToArray(out, fo);
+    }
+    if (rc) {
+        cJSON_Delete(out);
+        return NULL;
     }
     return out;
 }
@@ -674,7 +737,14 @@ static int write_results(const Plan *p, const ExperimentOptions *opt, const char
     cJSON_AddStringToObject(train, "cpt_schedule", p->rewarm ? "rewarm" : "continue");
     cJSON *runs = cJSON_AddArrayToObject(j, "runs"), *notes = cJSON_CreateArray();
     RunResult *rr = xcalloc(p->n_runs, sizeof(RunResult));
-    for (int i = 0; i < p->n_runs; i++) cJSON_AddItemToArray(runs, collect_run(p, &p->runs[i], opt, &rr[i]));
+    for (int i = 0; i < p->n_runs; i++) {
+        cJSON *run = collect_run(p, &p->runs[i], opt, &rr[i]);
+        if (!run) {
+            cJSON_Delete(j), cJSON_Delete(notes), free(rr);
+            return -1;
+        }
+        cJSON_AddItemToArray(runs, run);
+    }
     cJSON_AddItemToObject(j, "comparisons", compare(p, rr, p->n_runs, notes, opt));
     /* Spearman: loss right after growth vs final loss, over the init-heuristic runs (else all grown runs) */
     double x[1000], y[1000];
@@ -690,7 +760,12 @@ static int write_results(const Plan *p, const ExperimentOptions *opt, const char
     else cJSON_AddNumberToObject(sp, "rho", rho);
     cJSON_AddNumberToObject(sp, "n", n);
     cJSON_AddStringToObject(sp, "what", "val loss right after growth vs final val loss across grown runs");
-    cJSON_AddItemToObject(j, "frontier", frontier(runs));
+    cJSON *fr = frontier(path, runs);
+    if (!fr) {
+        cJSON_Delete(j), cJSON_Delete(notes), free(rr);
+        return -1;
+    }
+    cJSON_AddItemToObject(j, "frontier", fr);
     cJSON_AddItemToObject(j, "notes", notes);
     free(rr);
     char *text = cJSON_Print(j);
