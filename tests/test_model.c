@@ -299,3 +299,37 @@ TEST(config_fields_of_the_wrong_type_name_the_field) {
     CHECK(train_config_load_json(&m, &t, path) == -1 && strstr(up_last_error(), "field model: is an array; expected an object"));
     free(path);
 }
+
+/* trainer.json by the JSON rule: a missing or wrong-typed field names the file and the field */
+TEST(trainer_state_errors_name_file_and_field) {
+    const char *dir = test_tmpdir();
+    char *path = path_join(dir, "trainer.json");
+    static const struct {
+        const char *json, *field;
+    } cases[] = {
+        {"{\"data\": {\"epoch\": \"0\", \"cursor\": \"0\"}, \"rng_state\": [\"1\", \"2\", \"3\", \"4\"]}", "field step"},
+        {"{\"step\": -1, \"data\": {\"epoch\": \"0\", \"cursor\": \"0\"}, \"rng_state\": [\"1\", \"2\", \"3\", \"4\"]}", "field step"},
+        {"{\"step\": 3, \"data\": {\"epoch\": 0, \"cursor\": \"0\"}, \"rng_state\": [\"1\", \"2\", \"3\", \"4\"]}", "field data.epoch"},
+        {"{\"step\": 3, \"data\": {\"epoch\": \"0\", \"cursor\": \"-2\"}, \"rng_state\": [\"1\", \"2\", \"3\", \"4\"]}", "field data.cursor"},
+        {"{\"step\": 3, \"data\": {\"epoch\": \"0\", \"cursor\": \"0\"}, \"rng_state\": [\"1\", \"2\", \"3\"]}", "field rng_state"},
+        {"{\"step\": 3, \"data\": {\"epoch\": \"0\", \"cursor\": \"0\"}, \"rng_state\": [\"1\", \"2\", 3, \"4\"]}", "field rng_state[2]"},
+        {"{\"step\": 3, \"loss_mean\": {\"value\": \"nan\", \"steps\": 2}, \"data\": {\"epoch\": \"0\", \"cursor\": \"0\"}, "
+         "\"rng_state\": [\"1\", \"2\", \"3\", \"4\"]}", "field loss_mean.value"},
+        {"{\"step\": 3, \"skipped_steps\": true, \"data\": {\"epoch\": \"0\", \"cursor\": \"0\"}, "
+         "\"rng_state\": [\"1\", \"2\", \"3\", \"4\"]}", "field skipped_steps"},
+        {"[1, 2]", "not a JSON object"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        CHECK(atomic_write_file(path, cases[i].json, strlen(cases[i].json)) == 0);
+        TrainerState st;
+        up_clear_error();
+        CHECK_MSG(trainer_state_load(dir, &st) == -1, "case %zu loaded", i);
+        CHECK_MSG(strstr(up_last_error(), path) && strstr(up_last_error(), cases[i].field), "case %zu: %s", i, up_last_error());
+    }
+    const char *good = "{\"step\": 3, \"data\": {\"epoch\": \"7\", \"cursor\": \"18446744073709551615\"}, "
+                       "\"rng_state\": [\"1\", \"2\", \"3\", \"4\"]}";
+    CHECK(atomic_write_file(path, good, strlen(good)) == 0);
+    TrainerState st;
+    CHECK(trainer_state_load(dir, &st) == 0 && st.step == 3 && st.data_epoch == 7 && st.data_cursor == UINT64_MAX);
+    free(path);
+}

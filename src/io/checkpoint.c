@@ -1,5 +1,6 @@
 #include "checkpoint.h"
 
+#include <errno.h>
 #include <math.h>
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -9,6 +10,7 @@
 
 #include "io/safetensors.h"
 #include "util.h"
+#include "util/json.h"
 #include "util/dir_replace.h"
 
 /* One safetensors file of the source's tensors, one pass per kind: passes[k] tensors are named
@@ -293,57 +295,63 @@ int checkpoint_load_optimizer(const char *dir, Model *m) {
     return rc;
 }
 
-static int parse_u64(const cJSON *item, uint64_t *out, const char *path, const char *field) {
-    if (!cJSON_IsString(item)) return up_error("%s: field %s; expected a decimal string", path, field);
+/* a uint64 written as a decimal string (JSON numbers are doubles: exact only to 2^53) */
+static int parse_u64(const char *path, const char *field, const char *text, uint64_t *out) {
     char *end = NULL;
-    unsigned long long v = strtoull(item->valuestring, &end, 10);
-    if (!item->valuestring[0] || *end) return up_error("%s: field %s is \"%s\"; expected a decimal string", path, field, item->valuestring);
+    errno = 0;
+    unsigned long long v = strtoull(text, &end, 10);
+    if (!text[0] || *end || text[0] == '-' || errno)
+        return up_error("%s: field %s: is \"%s\"; expected a decimal string of an unsigned 64-bit integer", path, field, text);
     *out = v;
     return 0;
+}
+
+static int get_u64(const char *path, const cJSON *obj, const char *field, uint64_t *out) {
+    const char *text;
+    return json_get_string(path, obj, field, &text) || parse_u64(path, field, text, out);
+}
+
+static int get_count(const char *path, const cJSON *obj, const char *field, int required, int *out) {
+    if (required ? json_get_int(path, obj, field, out) : json_opt_int(path, obj, field, 0, out)) return -1;
+    return *out < 0 ? up_error("%s: field %s: is %d; expected a count >= 0", path, field, *out) : 0;
 }
 
 int trainer_state_load(const char *dir, TrainerState *s) {
     memset(s, 0, sizeof *s);
     char *path = path_join(dir, "trainer.json");
-    char *text;
-    size_t n;
-    int rc = read_file(path, &text, &n);
-    if (rc) {
-        free(path);
-        return -1;
+    cJSON *j = json_load_file(path, "the trainer state written with a checkpoint");
+    const cJSON *data = NULL, *rng = NULL, *lm = NULL;
+    double tokens = 0;
+    int rc = j ? 0 : -1;
+    if (!rc) rc = get_count(path, j, "step", 1, &s->step);
+    if (!rc) rc = get_count(path, j, "stage_start_step", 0, &s->stage_start_step);
+    if (!rc) rc = get_count(path, j, "skipped_steps", 0, &s->skipped_steps);
+    if (!rc) rc = json_opt_number(path, j, "tokens_seen", 0, &tokens);
+    if (!rc && (tokens < 0 || tokens != floor(tokens)))
+        rc = up_error("%s: field tokens_seen: is %g; expected a token count", path, tokens);
+    s->tokens_seen = (long long)tokens;
+    if (!rc) rc = json_opt_object(path, j, "loss_mean", &lm);
+    if (!rc && lm) { /* the spike guard's mean, exact: a resume takes the same skip decisions */
+        const char *value;
+        rc = json_get_string(path, lm, "loss_mean.value", &value) || get_count(path, lm, "loss_mean.steps", 1, &s->loss_mean_steps);
+        char *end = NULL;
+        if (!rc) s->loss_mean = strtod(value, &end);
+        if (!rc && (!value[0] || *end || !isfinite(s->loss_mean)))
+            rc = up_error("%s: field loss_mean.value: is \"%s\"; expected a finite hex float string", path, value);
     }
-    cJSON *j = cJSON_ParseWithLength(text, n);
-    free(text);
-    const cJSON *step = cJSON_GetObjectItemCaseSensitive(j, "step");
-    const cJSON *stage = cJSON_GetObjectItemCaseSensitive(j, "stage_start_step");
-    const cJSON *tokens = cJSON_GetObjectItemCaseSensitive(j, "tokens_seen");
-    const cJSON *data = cJSON_GetObjectItemCaseSensitive(j, "data");
-    const cJSON *rng = cJSON_GetObjectItemCaseSensitive(j, "rng_state");
-    if (!j || !cJSON_IsObject(j)) rc = up_error("%s: not a JSON object; expected trainer state", path);
-    else if (!cJSON_IsNumber(step) || step->valuedouble < 0) rc = up_error("%s: field step; expected a step count", path);
-    else if (!cJSON_IsObject(data)) rc = up_error("%s: field data; expected an object with epoch and cursor", path);
-    else if (!cJSON_IsArray(rng) || cJSON_GetArraySize(rng) != 4) rc = up_error("%s: field rng_state; expected 4 decimal strings", path);
-    if (!rc) {
-        s->step = (int)step->valuedouble;
-        s->stage_start_step = cJSON_IsNumber(stage) ? (int)stage->valuedouble : 0;
-        s->tokens_seen = cJSON_IsNumber(tokens) ? (long long)tokens->valuedouble : 0;
-        const cJSON *skipped = cJSON_GetObjectItemCaseSensitive(j, "skipped_steps");
-        s->skipped_steps = cJSON_IsNumber(skipped) && skipped->valuedouble >= 0 ? (int)skipped->valuedouble : 0;
-        const cJSON *lm = cJSON_GetObjectItemCaseSensitive(j, "loss_mean");
-        if (lm) {
-            const cJSON *v = cJSON_GetObjectItemCaseSensitive(lm, "value"), *n = cJSON_GetObjectItemCaseSensitive(lm, "steps");
-            char *end = NULL;
-            double mean = cJSON_IsString(v) ? strtod(v->valuestring, &end) : NAN;
-            if (!cJSON_IsNumber(n) || n->valuedouble < 0 || !end || *end || !isfinite(mean))
-                rc = up_error("%s: field loss_mean; expected {\"value\": hex float string, \"steps\": count}", path);
-            else
-                s->loss_mean = mean, s->loss_mean_steps = (int)n->valuedouble;
-        }
-        rc = parse_u64(cJSON_GetObjectItemCaseSensitive(data, "epoch"), &s->data_epoch, path, "data.epoch");
-        if (!rc) rc = parse_u64(cJSON_GetObjectItemCaseSensitive(data, "cursor"), &s->data_cursor, path, "data.cursor");
-        const cJSON *ddir = cJSON_GetObjectItemCaseSensitive(data, "dir");
-        if (cJSON_IsString(ddir)) snprintf(s->data_dir, sizeof s->data_dir, "%s", ddir->valuestring);
-        for (int i = 0; i < 4 && !rc; i++) rc = parse_u64(cJSON_GetArrayItem(rng, i), &s->rng_state[i], path, "rng_state");
+    if (!rc) rc = json_get_object(path, j, "data", &data);
+    if (!rc) rc = get_u64(path, data, "data.epoch", &s->data_epoch) || get_u64(path, data, "data.cursor", &s->data_cursor);
+    const char *ddir = "";
+    if (!rc) rc = json_opt_string(path, data, "data.dir", "", &ddir);
+    if (!rc) snprintf(s->data_dir, sizeof s->data_dir, "%s", ddir);
+    if (!rc) rc = json_get_array(path, j, "rng_state", &rng);
+    if (!rc && cJSON_GetArraySize(rng) != 4)
+        rc = up_error("%s: field rng_state: has %d entries; expected 4 decimal strings", path, cJSON_GetArraySize(rng));
+    for (int i = 0; i < 4 && !rc; i++) {
+        const char *text;
+        char field[32];
+        snprintf(field, sizeof field, "rng_state[%d]", i);
+        rc = json_elem_string(path, rng, "rng_state", i, &text) || parse_u64(path, field, text, &s->rng_state[i]);
     }
     cJSON_Delete(j);
     free(path);
@@ -353,7 +361,7 @@ int trainer_state_load(const char *dir, TrainerState *s) {
         if (path_exists(tc)) rc = train_config_load_bare_json(&s->train, tc);
         free(tc);
     }
-    return rc;
+    return rc ? -1 : 0;
 }
 
 int checkpoint_is_upcycle(const char *dir) {
@@ -361,10 +369,10 @@ int checkpoint_is_upcycle(const char *dir) {
     size_t n;
     int rc = read_file(path, &text, &n);
     free(path);
-    if (rc) return 0;
+    if (rc) return 0; /* a probe: what cannot be read is not ours (the caller's own read says why) */
     cJSON *j = cJSON_ParseWithLength(text, n);
     free(text);
-    int ours = cJSON_GetObjectItemCaseSensitive(j, "upcycle_qk_norm") != NULL;
+    int ours = json_has(j, "upcycle_qk_norm");
     cJSON_Delete(j);
     return ours;
 }
