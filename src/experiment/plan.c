@@ -158,12 +158,26 @@ static int sweep_of(const char *origin, const cJSON *sweeps, const char *name, c
     return json_opt_object(origin, sweeps, field, s);
 }
 
+/* the two fixed arms of a comparison: Fixed-E (small experts) and Fixed-mE (big) */
+static void add_fixed_pair(Plan *p, const char *sweep, int small, int big, int top_k, int steps, int seed) {
+    add_fixed(p, sweep, small, top_k, steps, seed, small, big);
+    add_fixed(p, sweep, big, top_k, steps, seed, small, big);
+}
+
 static int tau_steps_of(double tau, int T, const char *origin, int *out) {
     int s = (int)lround(tau * T);
     if (!(tau > 0 && tau < 1) || s < 1 || s >= T)
         return up_error("%s: tau %g; expected a fraction in (0, 1) that leaves steps on both sides of growth", origin, tau);
     *out = s;
     return 0;
+}
+
+/* a sweep's one tau (field name): *value the fraction, *steps the growth step */
+static int single_tau(const char *origin, const cJSON *s, const char *name, int T, double *value, int *steps) {
+    int n = number_list(origin, s, name, value, 1);
+    if (n < 0) return -1;
+    if (n != 1) return up_error("%s: %s; expected a number", origin, name);
+    return tau_steps_of(value[0], T, origin, steps);
 }
 
 static int build_runs(Plan *p, const cJSON *sweeps, const char *origin) {
@@ -187,11 +201,8 @@ static int build_runs(Plan *p, const cJSON *sweeps, const char *origin) {
         int n, tau = 0;
         if (sweep_of(origin, sweeps, "main", &s)) return -1;
         if (s) {
-            n = number_list(origin, s, "sweeps.main.tau", taus, 1);
-            if (n < 0) return -1;
-            if (n != 1 || tau_steps_of(taus[0], T, origin, &tau)) return n != 1 ? up_error("%s: sweeps.main.tau; expected a number", origin) : -1;
-            add_fixed(p, "main", E, K, T, seed, E, m * E);
-            add_fixed(p, "main", m * E, K, T, seed, E, m * E);
+            if (single_tau(origin, s, "sweeps.main.tau", T, taus, &tau)) return -1;
+            add_fixed_pair(p, "main", E, m * E, K, T, seed);
             char label[64];
             snprintf(label, sizeof label, "uniform tau=%.2f", taus[0]);
             add_upcycled(p, "main", "upcycled", label, taus[0], seed, E, m, K, tau, T - tau, &uniform, "x-uniform");
@@ -208,8 +219,7 @@ static int build_runs(Plan *p, const cJSON *sweeps, const char *origin) {
                 if (!(factors[i] >= 2 && factors[i] <= 64) || factors[i] != floor(factors[i]))
                     return up_error("%s: sweeps.premise.factors %g; expected integers in 2..64", origin, factors[i]);
                 int mi = (int)factors[i];
-                add_fixed(p, "premise", E, K, T, seed, E, mi * E);
-                add_fixed(p, "premise", mi * E, K, T, seed, E, mi * E);
+                add_fixed_pair(p, "premise", E, mi * E, K, T, seed);
             }
         }
         if (sweep_of(origin, sweeps, "schedule", &s)) return -1;
@@ -217,11 +227,8 @@ static int build_runs(Plan *p, const cJSON *sweeps, const char *origin) {
             /* the WSD branch point: grow the stable-phase E model (no anneal before growth) at tau,
              * continue at the peak rate without warmup, and decay once at the end over the same
              * steps as the fixed runs' decay, so the whole run has the fixed runs' schedule */
-            n = number_list(origin, s, "sweeps.schedule.tau", taus, 1);
-            if (n < 0) return -1;
-            if (n != 1 || tau_steps_of(taus[0], T, origin, &tau)) return n != 1 ? up_error("%s: sweeps.schedule.tau; expected a number", origin) : -1;
-            add_fixed(p, "schedule", E, K, T, seed, E, m * E);
-            add_fixed(p, "schedule", m * E, K, T, seed, E, m * E);
+            if (single_tau(origin, s, "sweeps.schedule.tau", T, taus, &tau)) return -1;
+            add_fixed_pair(p, "schedule", E, m * E, K, T, seed);
             int decay = (int)lround(p->train.decay_frac * T);
             if (decay > T - tau) return up_error("%s: sweeps.schedule.tau %g leaves %d CPT steps for a %d-step decay; expected a smaller tau", origin, taus[0], T - tau, decay);
             Run *r = new_run(p);
@@ -241,8 +248,7 @@ static int build_runs(Plan *p, const cJSON *sweeps, const char *origin) {
             n = number_list(origin, s, "sweeps.timing.tau", taus, 16);
             if (n < 0) return -1;
             if (n < 1) return up_error("%s: sweeps.timing.tau; expected a list of fractions", origin);
-            add_fixed(p, "timing", E, K, T, seed, E, m * E);
-            add_fixed(p, "timing", m * E, K, T, seed, E, m * E);
+            add_fixed_pair(p, "timing", E, m * E, K, T, seed);
             for (int i = 0; i < n; i++) {
                 if (tau_steps_of(taus[i], T, origin, &tau)) return -1;
                 char label[64];
@@ -265,8 +271,7 @@ static int build_runs(Plan *p, const cJSON *sweeps, const char *origin) {
                     return up_error("%s: sweeps.cpt_budget: pretrain_steps %d plus cpt %g of it exceeds %d steps; expected a smaller budget",
                                     origin, P, taus[i], INT_MAX);
                 int C = (int)cpt_steps;
-                add_fixed(p, "cpt_budget", E, K, P + C, seed, E, m * E);
-                add_fixed(p, "cpt_budget", m * E, K, P + C, seed, E, m * E);
+                add_fixed_pair(p, "cpt_budget", E, m * E, K, P + C, seed);
                 char label[64];
                 snprintf(label, sizeof label, "cpt=%.2f", taus[i]);
                 add_upcycled(p, "cpt_budget", "upcycled", label, taus[i], seed, E, m, K, P, C, &uniform, "x-uniform");
@@ -300,8 +305,7 @@ static int build_runs(Plan *p, const cJSON *sweeps, const char *origin) {
                 x = taus[0];
             }
             taus[0] = x;
-            add_fixed(p, "alloc", E, K, Ta, seed, E, m * E);
-            add_fixed(p, "alloc", m * E, K, Ta, seed, E, m * E);
+            add_fixed_pair(p, "alloc", E, m * E, K, Ta, seed);
             for (int i = 0; i < cJSON_GetArraySize(methods); i++) {
                 const char *method;
                 if (json_elem_string(origin, methods, "sweeps.alloc.methods", i, &method)) return -1;
@@ -326,11 +330,8 @@ static int build_runs(Plan *p, const cJSON *sweeps, const char *origin) {
         }
         if (sweep_of(origin, sweeps, "init", &s)) return -1;
         if (s) {
-            n = number_list(origin, s, "sweeps.init.tau", taus, 1);
-            if (n < 0) return -1;
-            if (n != 1 || tau_steps_of(taus[0], T, origin, &tau)) return n != 1 ? up_error("%s: sweeps.init.tau; expected a number", origin) : -1;
-            add_fixed(p, "init", E, K, T, seed, E, m * E);
-            add_fixed(p, "init", m * E, K, T, seed, E, m * E);
+            if (single_tau(origin, s, "sweeps.init.tau", T, taus, &tau)) return -1;
+            add_fixed_pair(p, "init", E, m * E, K, T, seed);
             add_upcycled(p, "init", "upcycled", "copy/copy", taus[0], seed, E, m, K, tau, T - tau, &uniform, "x-uniform");
             for (int level = 0; level < 2; level++) {
                 const char *name = level ? "sweeps.init.router" : "sweeps.init.expert";
@@ -366,8 +367,7 @@ static int build_runs(Plan *p, const cJSON *sweeps, const char *origin) {
                     return up_error("%s: sweeps.activation.experts %g; expected an integer expert count in 1..4096", origin, big[i]);
                 int Eb = (int)big[i], Es = Eb / m;
                 if (Eb % m || Es < top_k) return up_error("%s: sweeps.activation.experts %d; expected a multiple of the factor %d with E/m >= top_k", origin, Eb, m);
-                add_fixed(p, "activation", Es, top_k, T, seed, Es, Eb);
-                add_fixed(p, "activation", Eb, top_k, T, seed, Es, Eb);
+                add_fixed_pair(p, "activation", Es, Eb, top_k, T, seed);
                 char label[64];
                 snprintf(label, sizeof label, "ratio=%d/%d", top_k, Eb);
                 add_upcycled(p, "activation", "upcycled", label, (double)top_k / Eb, seed, Es, m, top_k, tau, T - tau, &uniform, "x-uniform");
@@ -391,8 +391,7 @@ static int build_runs(Plan *p, const cJSON *sweeps, const char *origin) {
             int t1 = 0, t2 = 0;
             if (n != 2 || tau_steps_of(taus[0], T, origin, &t1) || tau_steps_of(taus[1], T, origin, &t2) || t2 <= t1)
                 return up_error("%s: sweeps.iterative.tau; expected two increasing fractions [tau1, tau2]", origin);
-            add_fixed(p, "iterative", E, K, T, seed, E, m * m * E);
-            add_fixed(p, "iterative", m * m * E, K, T, seed, E, m * m * E);
+            add_fixed_pair(p, "iterative", E, m * m * E, K, T, seed);
             Run *r = new_run(p);
             r->n_stages = 3;
             stage_fresh(&r->stages[0], E, t1, seed, K);
