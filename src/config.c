@@ -175,6 +175,14 @@ int model_config_validate(const ModelConfig *c, const char *origin) {
     }
     if (n_moe < c->n_layers)
         REQUIRE(c->intermediate_size >= 1, "%s: intermediate_size %d; expected >= 1 for dense layers", origin, c->intermediate_size);
+    REQUIRE(c->family >= MODEL_FAMILY_QWEN3_MOE && c->family <= MODEL_FAMILY_MIXTRAL, "%s: family %d; expected a known model family", origin, c->family);
+    REQUIRE(c->clip_qkv >= 0, "%s: clip_qkv %g; expected >= 0 (0: off)", origin, c->clip_qkv);
+    REQUIRE(c->shared_expert_size >= 0, "%s: shared_expert_intermediate_size %d; expected >= 0", origin, c->shared_expert_size);
+    /* the engine's switches not implemented yet (the parameter table and the math) */
+    REQUIRE(!c->attention_bias, "%s: attention_bias (q/k/v biases); expected none: the engine does not train them yet", origin);
+    REQUIRE(!c->qk_norm_full, "%s: q/k norm over the whole projection (OLMoE); expected per-head q/k norm: the engine does not train it yet", origin);
+    REQUIRE(c->clip_qkv == 0, "%s: clip_qkv %g; expected none: the engine does not train it yet", origin, c->clip_qkv);
+    REQUIRE(!c->shared_expert_size, "%s: shared_expert_intermediate_size %d; expected 0: the engine does not train shared experts yet", origin, c->shared_expert_size);
     return 0;
 }
 

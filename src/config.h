@@ -27,7 +27,18 @@ typedef struct {
     float rms_norm_eps;
     int max_seq_len;           /* max_position_embeddings */
     float init_std;            /* initializer_range */
+    /* ---- Hugging Face families beyond Qwen3-MoE (0 everywhere: Qwen3-MoE as above) ---- */
+    int family;                /* MODEL_FAMILY_*: which model_type, names and config keys */
+    int attention_bias;        /* q/k/v projections have biases (Qwen2-MoE) */
+    int qk_norm_full;          /* with qk_norm: RMSNorm over the whole q and k projections,
+                                * weights (H*head_dim) and (KV*head_dim), not per head (OLMoE) */
+    float clip_qkv;            /* > 0: q, k, v clamped to [-clip_qkv, clip_qkv] after projection (OLMoE) */
+    int shared_expert_size;    /* > 0: every MoE layer adds a shared SwiGLU expert of this width,
+                                * scaled by sigmoid(x . shared_expert_gate) (Qwen2-MoE) */
 } ModelConfig;
+
+/* ModelConfig.family: the Hugging Face model_type a checkpoint reads and writes */
+enum { MODEL_FAMILY_QWEN3_MOE = 0, MODEL_FAMILY_QWEN2_MOE, MODEL_FAMILY_OLMOE, MODEL_FAMILY_MIXTRAL };
 
 typedef enum { SCHED_WSD = 0, SCHED_COSINE = 1, SCHED_CONSTANT = 2 } ScheduleKind;
 typedef enum { DECAY_LINEAR = 0, DECAY_1_SQRT = 1 } DecayShape;
