@@ -239,32 +239,44 @@ void train_config_print(const TrainConfig *t, FILE *f) {
 static cJSON *model_config_to_json(const ModelConfig *c) {
     cJSON *j = cJSON_CreateObject();
     cJSON *arch = cJSON_AddArrayToObject(j, "architectures");
-    cJSON_AddItemToArray(arch, cJSON_CreateString("Qwen3MoeForCausalLM"));
-    cJSON_AddStringToObject(j, "model_type", "qwen3_moe");
+    cJSON_AddItemToArray(arch, cJSON_CreateString(config_family_architecture(c->family)));
+    cJSON_AddStringToObject(j, "model_type", config_family_model_type(c->family));
     cJSON_AddNumberToObject(j, "vocab_size", c->vocab_size);
     cJSON_AddNumberToObject(j, "hidden_size", c->d_model);
     cJSON_AddNumberToObject(j, "num_hidden_layers", c->n_layers);
     cJSON_AddNumberToObject(j, "num_attention_heads", c->n_heads);
     cJSON_AddNumberToObject(j, "num_key_value_heads", c->n_kv_heads);
     cJSON_AddNumberToObject(j, "head_dim", c->head_dim);
-    cJSON_AddNumberToObject(j, "intermediate_size", c->intermediate_size);
-    cJSON_AddNumberToObject(j, "num_experts", c->n_experts);
+    /* OLMoE and Mixtral: every layer is MoE and intermediate_size is the experts' width */
+    int all_moe = c->family == MODEL_FAMILY_OLMOE || c->family == MODEL_FAMILY_MIXTRAL;
+    cJSON_AddNumberToObject(j, "intermediate_size", all_moe ? c->moe_intermediate_size : c->intermediate_size);
+    cJSON_AddNumberToObject(j, c->family == MODEL_FAMILY_MIXTRAL ? "num_local_experts" : "num_experts", c->n_experts);
     cJSON_AddNumberToObject(j, "num_experts_per_tok", c->top_k);
-    cJSON_AddNumberToObject(j, "moe_intermediate_size", c->moe_intermediate_size);
-    cJSON_AddNumberToObject(j, "decoder_sparse_step", c->decoder_sparse_step);
-    cJSON *mlp_only = cJSON_AddArrayToObject(j, "mlp_only_layers");
-    for (int l = 0; l < c->first_k_dense && l < c->n_layers; l++) cJSON_AddItemToArray(mlp_only, cJSON_CreateNumber(l));
-    cJSON_AddBoolToObject(j, "norm_topk_prob", c->norm_topk_prob);
+    if (!all_moe) {
+        cJSON_AddNumberToObject(j, "moe_intermediate_size", c->moe_intermediate_size);
+        cJSON_AddNumberToObject(j, "decoder_sparse_step", c->decoder_sparse_step);
+        cJSON *mlp_only = cJSON_AddArrayToObject(j, "mlp_only_layers");
+        for (int l = 0; l < c->first_k_dense && l < c->n_layers; l++) cJSON_AddItemToArray(mlp_only, cJSON_CreateNumber(l));
+    }
+    if (c->family != MODEL_FAMILY_MIXTRAL) cJSON_AddBoolToObject(j, "norm_topk_prob", c->norm_topk_prob);
+    if (c->family == MODEL_FAMILY_QWEN2_MOE) cJSON_AddNumberToObject(j, "shared_expert_intermediate_size", c->shared_expert_size);
+    if (c->family == MODEL_FAMILY_OLMOE) {
+        if (c->clip_qkv > 0) cJSON_AddNumberToObject(j, "clip_qkv", c->clip_qkv);
+        else cJSON_AddNullToObject(j, "clip_qkv");
+    }
     cJSON_AddNumberToObject(j, "rope_theta", c->rope_theta);
     cJSON_AddNumberToObject(j, "rms_norm_eps", c->rms_norm_eps);
     cJSON_AddNumberToObject(j, "max_position_embeddings", c->max_seq_len);
     cJSON_AddNumberToObject(j, "initializer_range", c->init_std);
     cJSON_AddBoolToObject(j, "tie_word_embeddings", c->tie_embeddings);
-    cJSON_AddBoolToObject(j, "attention_bias", 0);
+    if (c->family == MODEL_FAMILY_QWEN2_MOE) cJSON_AddBoolToObject(j, "qkv_bias", c->attention_bias); /* attention_bias: o_proj */
+    cJSON_AddBoolToObject(j, "attention_bias", c->family == MODEL_FAMILY_QWEN2_MOE ? 0 : c->attention_bias);
     cJSON_AddStringToObject(j, "hidden_act", "silu");
-    cJSON_AddStringToObject(j, "torch_dtype", "float32");
+    cJSON_AddStringToObject(j, "torch_dtype", c->weight_dtype == WEIGHT_BF16 ? "bfloat16" : c->weight_dtype == WEIGHT_F16 ? "float16" : "float32");
     cJSON_AddBoolToObject(j, "upcycle_qk_norm", c->qk_norm);
-    cJSON_AddStringToObject(j, "upcycle_balance_bias", "mlp.gate.e_score_correction_bias (selection only)");
+    cJSON_AddStringToObject(j, "upcycle_balance_bias", c->family == MODEL_FAMILY_QWEN3_MOE ? "mlp.gate.e_score_correction_bias (selection only)"
+                                                                                      : "balance_bias.safetensors (selection only)");
+    config_family_write_extra(c, j);
     return j;
 }
 
@@ -307,6 +319,9 @@ static int get_float(const cJSON *j, const char *key, float *out, const char *pa
 static int model_config_from_json(ModelConfig *c, const cJSON *j, const char *path) {
     model_config_defaults(c);
     c->head_dim = 0;
+    int family, hf_origin;
+    if (config_family_detect(j, path, &family, &hf_origin)) return -1;
+    if (hf_origin) config_family_defaults(c, family);
     /* fields a checkpoint must have */
     static const char *required[] = {"vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads"};
     for (size_t i = 0; i < sizeof required / sizeof *required; i++)
@@ -345,6 +360,7 @@ static int model_config_from_json(ModelConfig *c, const cJSON *j, const char *pa
             return up_error("%s: field mlp_only_layers[%d]; expected the prefix 0, 1, 2, ... (first-k dense layers)", path, i);
         c->first_k_dense = i + 1;
     }
+    if (config_family_read(c, j, path, family, hf_origin)) return -1;
     if (c->head_dim == 0 && c->n_heads > 0) c->head_dim = c->d_model / c->n_heads;
     return model_config_validate(c, path);
 }

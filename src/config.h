@@ -35,7 +35,16 @@ typedef struct {
     float clip_qkv;            /* > 0: q, k, v clamped to [-clip_qkv, clip_qkv] after projection (OLMoE) */
     int shared_expert_size;    /* > 0: every MoE layer adds a shared SwiGLU expert of this width,
                                 * scaled by sigmoid(x . shared_expert_gate) (Qwen2-MoE) */
+    /* ---- how checkpoints store the weights (no effect on the math) ---- */
+    int weight_dtype;          /* WEIGHT_F32 (default), WEIGHT_BF16, WEIGHT_F16: config.json
+                                * torch_dtype, the dtype model.safetensors is written in */
+    int packed_experts;        /* experts stored packed (transformers 5 gate_up_proj/down_proj):
+                                * found when loading, kept when saving */
+    char extra_keys[1024];     /* a JSON object of the source config's keys that do not change
+                                * the math (token ids, ...), written back as they were; "" if none */
 } ModelConfig;
+
+enum { WEIGHT_F32 = 0, WEIGHT_BF16, WEIGHT_F16 };
 
 /* ModelConfig.family: the Hugging Face model_type a checkpoint reads and writes */
 enum { MODEL_FAMILY_QWEN3_MOE = 0, MODEL_FAMILY_QWEN2_MOE, MODEL_FAMILY_OLMOE, MODEL_FAMILY_MIXTRAL };
@@ -88,6 +97,24 @@ void train_config_print(const TrainConfig *t, FILE *f);
 
 /* config.json (Hugging Face keys, model_type "qwen3_moe", plus our "upcycle_*" extras).
  * Reading checks types and ranges and names the file and key in its error. */
+
+/* Hugging Face families (src/config_family.c). A config.json whose model_type is qwen3_moe,
+ * qwen2_moe, olmoe or mixtral is read with that family's key names; without our upcycle_*
+ * keys (a Hugging Face checkpoint), keys it leaves out take transformers' defaults for the
+ * family, not ours. Every key is one the engine implements (with a value it implements:
+ * hidden_act silu, no RoPE scaling, no sliding window, no dropout, ...) or one known not to
+ * change the math (torch_dtype, use_cache, token ids, ...; ignored); any other key is refused
+ * with one line naming it. deepseek_v2/v3 and gpt_oss are refused in one line: `grow`
+ * copies them, the engine does not run them. An object without model_type (a --config or a
+ * plan's "model") has our keys and defaults. Writing uses the family's model_type,
+ * architecture and key names. */
+struct cJSON;
+int config_family_detect(const struct cJSON *j, const char *path, int *family, int *hf_origin);
+void config_family_defaults(ModelConfig *c, int family);
+int config_family_read(ModelConfig *c, const struct cJSON *j, const char *path, int family, int hf_origin);
+const char *config_family_model_type(int family);
+void config_family_write_extra(const ModelConfig *c, struct cJSON *j); /* extra_keys into j */
+const char *config_family_architecture(int family);
 int model_config_save_json(const ModelConfig *c, const char *path);
 int model_config_load_json(ModelConfig *c, const char *path);
 char *model_config_to_json_string(const ModelConfig *c);

@@ -271,6 +271,7 @@ static int run_create_model(Run *r) {
         if (failed && !rc) rc = up_error("rank %d: another rank could not load its weights (its message says why)", dist_rank());
     }
     if (rc) return -1;
+    if (opt->save_dtype) r->m.cfg.weight_dtype = opt->save_dtype - 1; /* how checkpoints store it; the math stays fp32 */
     r->st.train = r->tc;
     snprintf(r->st.data_dir, sizeof r->st.data_dir, "%s", opt->data_dir);
     return 0;

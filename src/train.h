@@ -21,7 +21,10 @@ typedef struct {
     const Backend *backend;  /* NULL: the CPU backend */
     int expert_parallel;     /* under mpirun: shard the experts over the ranks (else data parallel only) */
     int ep_size;             /* ranks per expert group (0: all ranks) */
+    int save_dtype;          /* dtype of the checkpoints' weights: 0 the model's own (config.json
+                              * torch_dtype), else SAVE_AS(WEIGHT_*) */
 } TrainOptions;
+#define SAVE_AS(weight_dtype) ((weight_dtype) + 1)
 
 typedef struct {
     int steps_run;

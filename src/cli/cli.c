@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "io/checkpoint.h"
 #include "dist/dist.h"
 #include "util.h"
 
@@ -128,5 +129,25 @@ int cli_backend(const char *command, const char *device, const Backend **be) {
     if (notice[0] && dist_rank() == 0) fprintf(stderr, "%s\n", notice);
     /* until make test-cuda has passed on a GPU, say so wherever the GPU is used */
     if ((*be)->experimental && dist_rank() == 0) fprintf(stderr, "%s\n", CLI_CUDA_NOTICE);
+    return 0;
+}
+
+int cli_save_format(const char *command, const char *save_dtype, const char *shard_size, int *dtype) {
+    *dtype = -1;
+    if (save_dtype) {
+        if (!strcmp(save_dtype, "fp32")) *dtype = WEIGHT_F32;
+        else if (!strcmp(save_dtype, "bf16")) *dtype = WEIGHT_BF16;
+        else if (!strcmp(save_dtype, "fp16")) *dtype = WEIGHT_F16;
+        else return cli_usage_error(command, "--save-dtype %s; expected fp32, bf16 or fp16", save_dtype);
+    }
+    if (shard_size) {
+        char *end = NULL;
+        errno = 0;
+        double v = strtod(shard_size, &end);
+        double unit = !strcmp(end, "") || !strcmp(end, "B") ? 1 : !strcmp(end, "KB") ? 1e3 : !strcmp(end, "MB") ? 1e6 : !strcmp(end, "GB") ? 1e9 : 0;
+        if (end == shard_size || errno || unit == 0 || !(v * unit >= 1024) || v * unit > 1e15)
+            return cli_usage_error(command, "--shard-size %s; expected bytes >= 1024, e.g. 5GB, 500MB or 1048576", shard_size);
+        checkpoint_set_shard_bytes((uint64_t)(v * unit));
+    }
     return 0;
 }

@@ -32,6 +32,12 @@ struct Backend;
 /* the --device help: CUDA has not yet run on a GPU */
 #define CLI_DEVICE_HELP "auto (default: the GPU when one is visible), cpu or cuda (experimental: the CUDA backend has not yet run on a GPU)"
 int cli_backend(const char *command, const char *device, const struct Backend **be);
+/* --save-dtype (NULL: keep the model's, *dtype -1; else fp32, bf16 or fp16 -> WEIGHT_*) and
+ * --shard-size (NULL: 5GB; "N", "NMB", "NGB": bytes per model.safetensors shard), set for the
+ * checkpoints this process writes */
+#define CLI_SAVE_DTYPE_HELP "dtype of the saved weights: fp32, bf16 or fp16 (default: the input's, as config.json torch_dtype says)"
+#define CLI_SHARD_SIZE_HELP "largest model.safetensors shard, e.g. 5GB (default, as Hugging Face), 500MB; larger models get shards and an index"
+int cli_save_format(const char *command, const char *save_dtype, const char *shard_size, int *dtype);
 /* --precision fp32|bf16: 0 and *precision (PRECISION_FP32 or PRECISION_BF16), or 2 after a
  * one-line usage error */
 int cli_precision(const char *command, const char *name, int *precision);

@@ -134,7 +134,12 @@ static int grow_on_ranks(const char *in, const char *out, const GrowOptions *o) 
         up_error("%s: not a checkpoint directory; expected a directory with config.json and safetensors", in);
         return cli_fail();
     }
-    if (!is_upcycle_checkpoint(in)) return dist_rank() == 0 ? cli_grow_hf(in, out, o) : 0; /* streamed by rank 0 */
+    /* A Hugging Face checkpoint is grown by the streaming copier (rank 0, bounded memory,
+     * every family), unless the growth needs the engine: gradient utilities, --check, init
+     * heuristics, --layers or --from-dense, for the families the engine trains (it loads them) */
+    int needs_engine = (o->alloc == ALLOC_UTILITY && o->utility != UTIL_WEIGHT_NORM) || o->check || o->from_dense ||
+                       strcmp(o->expert_init.name, "copy") || strcmp(o->router_init.name, "copy") || (o->layers && strcmp(o->layers, "all"));
+    if (!is_upcycle_checkpoint(in) && !needs_engine) return dist_rank() == 0 ? cli_grow_hf(in, out, o) : 0;
     GrowReport r;
     if (grow_checkpoint(in, out, o, &r)) return cli_fail();
     if (!r.written) return 0; /* a rank that helped score; rank 0 reports */

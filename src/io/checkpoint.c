@@ -8,6 +8,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "io/hf_ckpt.h"
+#include "io/hf_names.h"
 #include "io/safetensors.h"
 #include "util.h"
 #include "util/json.h"
@@ -43,10 +45,174 @@ static int write_tensors(const char *path, TensorSource *src, const CkptTensorKi
     return st_writer_commit(w);
 }
 
-static int write_weights(const char *path, TensorSource *src) {
-    static const CkptTensorKind passes[] = {CKPT_WEIGHTS};
-    static const char *const prefixes[] = {""};
-    return write_tensors(path, src, passes, prefixes, 1, NULL);
+/* ---- model.safetensors (or shards + index) in the family's names, layout and dtype ---- */
+
+static uint64_t g_shard_bytes = 5000000000ULL; /* as Hugging Face's save_pretrained: 5 GB */
+
+void checkpoint_set_shard_bytes(uint64_t bytes) { g_shard_bytes = bytes ? bytes : 5000000000ULL; }
+
+/* one output tensor: a table entry, or a layer's packed experts (parts: table entries, in order) */
+typedef struct {
+    char name[HF_NAME_MAX];
+    int ndim;
+    int64_t shape[3];
+    int n_parts;
+    int *parts;
+    uint64_t bytes;
+    int shard;
+} OutTensor;
+
+static int is_balance_bias(const ParamInfo *p) { return !p->trainable && strstr(p->name, "e_score_correction_bias") != NULL; }
+
+/* The tensors of model.safetensors, in table order. Qwen3-MoE keeps the balancing bias in it (the
+ * DeepSeek-V3 name); the other families have none, so theirs goes to balance_bias.safetensors. */
+static int plan_model_tensors(const ModelConfig *cfg, const TensorSource *src, int packed, size_t elt, OutTensor **out) {
+    OutTensor *t = xcalloc((size_t)src->n_tensors, sizeof *t);
+    int n = 0;
+    for (int i = 0; i < src->n_tensors; i++) {
+        const ParamInfo *p = &src->table[i];
+        if (is_balance_bias(p) && cfg->family != MODEL_FAMILY_QWEN3_MOE) continue;
+        HfPackedSpan span;
+        if (packed && p->expert >= 0 && hf_names_packed(cfg, p->name, &span)) {
+            int gate_up = strstr(span.name, "gate_up_proj") != NULL;
+            if (p->expert != 0 || strstr(p->name, "up_proj.weight")) continue; /* added with expert 0's gate/down */
+            OutTensor *o = &t[n++];
+            snprintf(o->name, sizeof o->name, "%s", span.name);
+            o->ndim = 3, o->shape[0] = cfg->n_experts;
+            o->shape[1] = gate_up ? 2 * p->shape[0] : p->shape[0], o->shape[2] = p->shape[1];
+            o->parts = xmalloc(sizeof(int) * 2 * (size_t)cfg->n_experts);
+            /* expert e's rows: gate then up (gate_up_proj), or down; the table holds a layer's
+             * gates, then its ups, then its downs, each by expert */
+            for (int e = 0; e < cfg->n_experts; e++) {
+                o->parts[o->n_parts++] = i + e;
+                if (gate_up) o->parts[o->n_parts++] = i + cfg->n_experts + e;
+            }
+        } else {
+            OutTensor *o = &t[n++];
+            hf_names_family(cfg->family, p->name, o->name, sizeof o->name);
+            o->ndim = p->ndim;
+            for (int d = 0; d < p->ndim; d++) o->shape[d] = p->shape[d];
+            o->parts = xmalloc(sizeof(int));
+            o->parts[o->n_parts++] = i;
+        }
+    }
+    for (int k = 0; k < n; k++) {
+        uint64_t numel = 1;
+        for (int d = 0; d < t[k].ndim; d++) numel *= (uint64_t)t[k].shape[d];
+        t[k].bytes = numel * elt;
+    }
+    *out = t;
+    return n;
+}
+
+static StDtype st_dtype_of(int weight_dtype) {
+    return weight_dtype == WEIGHT_BF16 ? ST_BF16 : weight_dtype == WEIGHT_F16 ? ST_F16 : ST_F32;
+}
+
+/* n floats into dtype, into buf (n * size bytes) */
+static void convert_out(const float *src, size_t n, StDtype dtype, unsigned char *buf) {
+    if (dtype == ST_F32) {
+        memcpy(buf, src, n * sizeof(float));
+        return;
+    }
+    uint16_t *h = (uint16_t *)buf;
+    for (size_t k = 0; k < n; k++) h[k] = dtype == ST_BF16 ? f32_to_bf16(src[k]) : f32_to_f16(src[k]);
+}
+
+/* table entry i, if it is a balancing bias kept beside the weights: appended to side */
+static int take_side(TensorSource *src, const ModelConfig *cfg, int i, float *side, size_t *at) {
+    const ParamInfo *p = &src->table[i];
+    if (!is_balance_bias(p) || cfg->family == MODEL_FAMILY_QWEN3_MOE) return 0;
+    const float *data = src->data(src, CKPT_WEIGHTS, i);
+    if (!data) return -1;
+    memcpy(side + *at, data, p->numel * sizeof(float));
+    *at += p->numel;
+    return 0;
+}
+
+static int write_model(const char *dir, const ModelConfig *cfg, TensorSource *src) {
+    StDtype dtype = st_dtype_of(cfg->weight_dtype);
+    size_t elt = st_dtype_size(dtype);
+    /* packed experts need every expert of a layer at once: a source that yields tensors in
+     * table order only (expert parallel) writes them per expert */
+    int packed = cfg->packed_experts && src->random_access;
+    OutTensor *t;
+    int n = plan_model_tensors(cfg, src, packed, elt, &t);
+    /* shards of at most g_shard_bytes each (a larger tensor alone in its shard), in order */
+    int n_shards = 1;
+    uint64_t in_shard = 0, total = 0;
+    for (int k = 0; k < n; k++) {
+        if (in_shard > 0 && in_shard + t[k].bytes > g_shard_bytes) n_shards++, in_shard = 0;
+        t[k].shard = n_shards - 1;
+        in_shard += t[k].bytes, total += t[k].bytes;
+    }
+    size_t max_part = 0;
+    for (int i = 0; i < src->n_tensors; i++) max_part = src->table[i].numel > max_part ? src->table[i].numel : max_part;
+    unsigned char *buf = dtype == ST_F32 ? NULL : xmalloc(max_part * elt);
+    int rc = 0, k = 0;
+    cJSON *index = n_shards > 1 ? cJSON_CreateObject() : NULL, *weight_map = NULL;
+    if (index) {
+        cJSON *meta = cJSON_AddObjectToObject(index, "metadata");
+        cJSON_AddNumberToObject(meta, "total_size", (double)total);
+        weight_map = cJSON_AddObjectToObject(index, "weight_map");
+    }
+    /* the balancing biases of a family that has none go to our own file beside (F32); they
+     * are taken from the source in table order with the rest, as a source may stream */
+    int n_side = 0;
+    size_t side_floats = 0;
+    for (int i = 0; i < src->n_tensors; i++)
+        if (is_balance_bias(&src->table[i]) && cfg->family != MODEL_FAMILY_QWEN3_MOE) n_side++, side_floats += src->table[i].numel;
+    float *side = n_side ? xmalloc(side_floats * sizeof(float)) : NULL;
+    int next_side = 0; /* table entries before it are taken */
+    size_t side_at = 0;
+    for (int s = 0; s < n_shards && !rc; s++) {
+        char file[64];
+        if (n_shards == 1) snprintf(file, sizeof file, "%s", HF_SINGLE_NAME);
+        else snprintf(file, sizeof file, "model-%05d-of-%05d.safetensors", s + 1, n_shards);
+        StWriter *w = st_writer_new();
+        int first = k;
+        for (; k < n && t[k].shard == s; k++) {
+            st_writer_add(w, t[k].name, dtype, t[k].ndim, t[k].shape);
+            if (weight_map) cJSON_AddStringToObject(weight_map, t[k].name, file);
+        }
+        st_writer_meta(w, "format", "pt");
+        char *path = path_join(dir, file);
+        rc = st_writer_open(w, path);
+        free(path);
+        for (int q = first; q < k && !rc; q++)
+            for (int part = 0; part < t[q].n_parts && !rc; part++) {
+                const ParamInfo *p = &src->table[t[q].parts[part]];
+                for (; side && next_side < t[q].parts[part] && !rc; next_side++)
+                    rc = take_side(src, cfg, next_side, side, &side_at);
+                next_side = next_side > t[q].parts[part] ? next_side : t[q].parts[part] + 1;
+                const float *data = rc ? NULL : src->data(src, CKPT_WEIGHTS, t[q].parts[part]);
+                if (!data) rc = -1;
+                else if (!buf) rc = st_writer_write(w, data, p->numel * sizeof(float));
+                else convert_out(data, p->numel, dtype, buf), rc = st_writer_write(w, buf, p->numel * elt);
+            }
+        if (rc) st_writer_abort(w);
+        else rc = st_writer_commit(w);
+    }
+    if (!rc && index) rc = hf_ckpt_write_json(dir, HF_INDEX_NAME, index);
+    cJSON_Delete(index);
+    for (; side && next_side < src->n_tensors && !rc; next_side++) rc = take_side(src, cfg, next_side, side, &side_at);
+    if (!rc && side) {
+        StWriter *w = st_writer_new();
+        for (int i = 0; i < src->n_tensors; i++)
+            if (is_balance_bias(&src->table[i])) st_writer_add(w, src->table[i].name, ST_F32, src->table[i].ndim, src->table[i].shape);
+        st_writer_meta(w, "format", "pt");
+        char *path = path_join(dir, BALANCE_BIAS_NAME);
+        rc = st_writer_open(w, path);
+        free(path);
+        if (!rc) rc = st_writer_write(w, side, side_floats * sizeof(float));
+        if (rc) st_writer_abort(w);
+        else rc = st_writer_commit(w);
+    }
+    free(side);
+    for (int q = 0; q < n; q++) free(t[q].parts);
+    free(t);
+    free(buf);
+    return rc;
 }
 
 static int write_optimizer(const char *path, TensorSource *src, int step) {
@@ -97,11 +263,7 @@ int checkpoint_write(const char *dir, const ModelConfig *cfg, TensorSource *src,
     char *path = path_join(d.tmp, "config.json");
     int rc = model_config_save_json(cfg, path);
     free(path);
-    if (!rc) {
-        path = path_join(d.tmp, "model.safetensors");
-        rc = write_weights(path, src);
-        free(path);
-    }
+    if (!rc) rc = write_model(d.tmp, cfg, src);
     if (!rc && with_optimizer) {
         path = path_join(d.tmp, "optimizer.safetensors");
         rc = write_optimizer(path, src, optimizer_step);
@@ -152,7 +314,7 @@ static const float *model_source_data(TensorSource *src, CkptTensorKind kind, in
 
 TensorSource *checkpoint_model_source(const Model *m) {
     ModelSource *s = xcalloc(1, sizeof *s);
-    s->src = (TensorSource){.table = m->params, .n_tensors = m->n_params, .data = model_source_data};
+    s->src = (TensorSource){.table = m->params, .n_tensors = m->n_params, .data = model_source_data, .random_access = 1};
     s->m = m;
     return &s->src;
 }
@@ -187,55 +349,101 @@ int checkpoint_load_config(const char *dir, ModelConfig *cfg) {
     return rc;
 }
 
-/* Reads every table entry with prefix from an open file into host (float32, shape-checked)
- * and rejects tensors the model does not have. */
-static int read_tensors(const StFile *f, const Model *m, float *host, const char *prefix, int trainable_only) {
-    char name[PARAM_NAME_MAX + 32];
-    int expected = 0;
-    for (int i = 0; i < m->n_params; i++) {
-        const ParamInfo *p = &m->params[i];
-        if (trainable_only && !p->trainable) continue;
-        snprintf(name, sizeof name, "%s%s", prefix, p->name);
-        if (st_read_f32(f, name, host + p->offset, p->ndim, p->shape)) return -1;
-        expected++;
+/* Where parameter p lives in the checkpoint: the family's tensor of its shape, or its span of
+ * a packed expert tensor. 0 and *t NULL when the checkpoint has neither; -1 on a bad shape. */
+static int find_param(const HfCkpt *ck, const ModelConfig *c, const ParamInfo *p, const StFile **f, const StTensor **t,
+                      uint64_t *first) {
+    char name[HF_NAME_MAX];
+    hf_names_family(c->family, p->name, name, sizeof name);
+    *first = 0;
+    *t = hf_ckpt_find(ck, name, f);
+    if (*t) {
+        int same = (*t)->ndim == p->ndim;
+        for (int d = 0; same && d < p->ndim; d++) same = (*t)->shape[d] == p->shape[d];
+        if (same) return 0;
+        char have[128], want[128];
+        st_format_shape(have, sizeof have, (*t)->ndim, (*t)->shape);
+        st_format_shape(want, sizeof want, p->ndim, p->shape);
+        return up_error("%s: tensor %s has shape %s; expected %s", (*f)->path, name, have, want);
     }
-    /* expert parallel: the file holds every rank's experts; each rank reads its own */
-    ParamInfo *full = NULL;
-    int n_full = m->ep_size > 1 ? model_full_table(&m->cfg, &full) : 0;
-    if (full) {
-        expected = 0;
-        for (int i = 0; i < n_full; i++) expected += !trainable_only || full[i].trainable;
+    HfPackedSpan span;
+    if (!hf_names_packed(c, p->name, &span) || !(*t = hf_ckpt_find(ck, span.name, f))) return 0;
+    /* [E, 2I, C] or [E, C, I]: E experts of 2 (gate, up) or 1 (down) projections */
+    uint64_t per_expert = strstr(span.name, "gate_up_proj") ? 2 * (uint64_t)p->numel : (uint64_t)p->numel;
+    if ((*t)->ndim != 3 || (*t)->shape[0] != c->n_experts || (uint64_t)st_numel(*t) != per_expert * (uint64_t)c->n_experts) {
+        char have[128];
+        st_format_shape(have, sizeof have, (*t)->ndim, (*t)->shape);
+        return up_error("%s: packed tensor %s has shape %s; expected [%d, ...] holding %d experts' %s", (*f)->path, span.name, have,
+                        c->n_experts, c->n_experts, strstr(span.name, "gate_up_proj") ? "gate and up rows" : "down rows");
     }
-    if (f->n_tensors != expected) {
-        const ParamInfo *names = full ? full : m->params; /* the names the file may hold */
-        int n_names = full ? n_full : m->n_params;
-        size_t pl = strlen(prefix);
-        for (int t = 0; t < f->n_tensors; t++) {
-            const char *tn = f->tensors[t].name;
-            int known = 0;
-            for (int i = 0; i < n_names && !known; i++) known = strncmp(tn, prefix, pl) == 0 && !strcmp(names[i].name, tn + pl);
-            if (!known) {
-                free(full);
-                return up_error("%s: unexpected tensor %s; expected only the tensors of the model in config.json", f->path, tn);
-            }
-        }
-    }
-    free(full);
+    *first = span.first;
     return 0;
 }
 
+/* marks tensor t of the checkpoint as read (used: one flag per tensor of each file) */
+static void mark_used(const HfCkpt *ck, const StFile *f, const StTensor *t, unsigned char **used) {
+    int file = (int)(f - ck->st);
+    used[file][t - f->tensors] = 1;
+}
+
 int checkpoint_load_weights(const char *dir, Model *m) {
-    char *path = path_join(dir, "model.safetensors");
-    StFile f;
-    int rc = st_open(&f, path);
-    free(path);
-    if (rc) return -1;
-    float *host = xmalloc(m->n_floats * sizeof(float));
-    rc = read_tensors(&f, m, host, "", 0);
-    if (!rc) m->be->upload(m->param_mem, host, m->n_floats * sizeof(float));
-    free(host);
-    st_close(&f);
-    return rc;
+    HfCkpt ck;
+    if (hf_ckpt_open(dir, &ck)) return -1;
+    unsigned char **used = xcalloc((size_t)ck.n_files, sizeof *used);
+    for (int f = 0; f < ck.n_files; f++) used[f] = xcalloc((size_t)ck.st[f].n_tensors + 1, 1);
+    /* the host buffers are the parameters themselves on a host backend; else one tensor's */
+    float *staging = m->be->runs_on_host ? NULL : xmalloc(model_max_numel(m->params, m->n_params) * sizeof(float));
+    /* the balancing biases of a family that has none, when we wrote them beside */
+    StFile side;
+    char *side_path = path_join(dir, BALANCE_BIAS_NAME);
+    int rc = 0, have_side = path_exists(side_path) && !(rc = st_open(&side, side_path));
+    for (int i = 0; i < m->n_params && !rc; i++) {
+        const ParamInfo *p = &m->params[i];
+        const StFile *f;
+        const StTensor *t;
+        uint64_t first;
+        if ((rc = find_param(&ck, &m->cfg, p, &f, &t, &first))) break;
+        float *dst = staging ? staging : m->param_mem + p->offset;
+        if (!t && !p->trainable && have_side && st_find(&side, p->name)) {
+            rc = st_read_f32(&side, p->name, dst, p->ndim, p->shape);
+        } else if (!t && !p->trainable) { /* the balancing bias: a family without one starts from zero */
+            memset(dst, 0, p->numel * sizeof(float));
+        } else if (!t) {
+            char name[HF_NAME_MAX];
+            hf_names_family(m->cfg.family, p->name, name, sizeof name);
+            rc = up_error("%s: tensor %s not found in %s; expected it for the model in config.json", dir, name,
+                          ck.sharded ? "any of the shards" : "model.safetensors");
+            break;
+        } else {
+            rc = st_read_f32_span(f, t, first, p->numel, dst);
+            mark_used(&ck, f, t, used);
+            if (p->expert >= 0 && (uint64_t)st_numel(t) != p->numel) m->cfg.packed_experts = 1; /* saved the same way */
+        }
+        if (!rc && staging) m->be->upload(m->param_mem + p->offset, staging, p->numel * sizeof(float));
+    }
+    /* expert parallel: the checkpoint holds every rank's experts; each rank reads its own */
+    ParamInfo *full = NULL;
+    int n_full = m->ep_size > 1 ? model_full_table(&m->cfg, &full) : 0;
+    for (int i = 0; i < n_full && !rc; i++) {
+        const StFile *f;
+        const StTensor *t;
+        uint64_t first;
+        rc = find_param(&ck, &m->cfg, &full[i], &f, &t, &first);
+        if (!rc && t) mark_used(&ck, f, t, used);
+    }
+    for (HfTensorRef r = HF_TENSOR_BEGIN; !rc && hf_ckpt_next(&ck, &r);) {
+        const StTensor *t = hf_ckpt_tensor(&ck, r);
+        if (!used[r.file][r.index] && !hf_names_is_derived(t->name))
+            rc = up_error("%s: unexpected tensor %s; expected only the tensors of the model in config.json", ck.st[r.file].path, t->name);
+    }
+    free(full);
+    free(staging);
+    if (have_side) st_close(&side);
+    free(side_path);
+    for (int f = 0; f < ck.n_files; f++) free(used[f]);
+    free(used);
+    hf_ckpt_close(&ck);
+    return rc ? -1 : 0;
 }
 
 int checkpoint_load_model(const char *dir, Model *m, int with_optimizer, int *has_optimizer) {

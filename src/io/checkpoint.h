@@ -36,7 +36,13 @@ typedef struct TensorSource {
     const ParamInfo *table;
     int n_tensors;
     const float *(*data)(struct TensorSource *src, CkptTensorKind kind, int i);
+    int random_access; /* 1: data may be asked in any order (packed experts need it); 0: table order only */
 } TensorSource;
+
+/* the balancing biases of a family whose checkpoints have none (all but Qwen3-MoE), beside the weights */
+#define BALANCE_BIAS_NAME "balance_bias.safetensors"
+/* model.safetensors is split into shards of at most this many bytes, with an index (0: 5 GB) */
+void checkpoint_set_shard_bytes(uint64_t bytes);
 
 /* Writes checkpoint DIR from a source: config.json, model.safetensors, with_optimizer:
  * optimizer.safetensors (metadata step = optimizer_step), state: trainer.json and

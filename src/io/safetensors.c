@@ -418,6 +418,18 @@ int st_read_f32(const StFile *f, const char *name, float *dst, int ndim, const i
     return 0;
 }
 
+int st_read_f32_span(const StFile *f, const StTensor *t, uint64_t first, uint64_t count, float *dst) {
+    if (t->dtype != ST_F32 && t->dtype != ST_BF16 && t->dtype != ST_F16)
+        return up_error("%s: tensor %s has dtype %s; expected F32, BF16 or F16", f->path, t->name, st_dtype_name(t->dtype));
+    if (first + count > (uint64_t)st_numel(t) || first + count < first)
+        return up_error("%s: tensor %s: elements [%llu, %llu) are past its %lld; expected a span inside it", f->path, t->name,
+                        (unsigned long long)first, (unsigned long long)(first + count), (long long)st_numel(t));
+    const unsigned char *src = (const unsigned char *)st_data(f, t) + first * st_dtype_size(t->dtype);
+    if (t->dtype == ST_F32) memcpy(dst, src, count * sizeof *dst);
+    else convert_16bit(src, dst, (int64_t)count, t->dtype == ST_BF16 ? bf16_to_f32 : f16_to_f32);
+    return 0;
+}
+
 /* ------------------------------------------------------------------ writer */
 
 typedef struct {

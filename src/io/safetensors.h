@@ -53,6 +53,9 @@ const char *st_meta(const StFile *f, const char *key); /* NULL if absent */
 /* Reads tensor `name` into dst as float32 (converting F32/BF16/F16), after checking it exists
  * and has exactly the expected shape. Errors: "<file>: tensor <name> ...; expected ...". */
 int st_read_f32(const StFile *f, const char *name, float *dst, int ndim, const int64_t *shape);
+/* Elements [first, first + count) of tensor t (row-major, flattened) into dst as float32: a
+ * slice of a packed tensor, such as one expert's rows. */
+int st_read_f32_span(const StFile *f, const StTensor *t, uint64_t first, uint64_t count, float *dst);
 
 /* Streaming writer: add every tensor, then open (writes the header), then write the data of
  * each tensor in add order, then commit (atomic rename) or abort. */
