@@ -24,7 +24,6 @@ typedef struct {
     int save_dtype;          /* dtype of the checkpoints' weights: 0 the model's own (config.json
                               * torch_dtype), else SAVE_AS(WEIGHT_*) */
 } TrainOptions;
-#define SAVE_AS(weight_dtype) ((weight_dtype) + 1)
 
 typedef struct {
     int steps_run;

@@ -219,6 +219,9 @@ int cmd_inspect(int argc, char **argv) {
     size_t total, active, embedding;
     model_param_counts(&m, &total, &active, &embedding);
     printf("checkpoint %s\n", ckpt);
+    printf("format: %s (%s), weights %s, experts %s\n", config_family_model_type(m.cfg.family), config_family_architecture(m.cfg.family),
+           m.cfg.weight_dtype == WEIGHT_BF16 ? "bf16" : m.cfg.weight_dtype == WEIGHT_F16 ? "fp16" : "fp32",
+           m.cfg.packed_experts ? "packed (gate_up_proj, down_proj)" : "per expert");
     model_config_print(c, stdout);
     printf("params: %zu total (%.3fM), %zu active per token (%.3fM), %zu embedding; %.1f MFLOP/token forward at T=256\n",
            total, total / 1e6, active, active / 1e6, embedding, model_flops_per_token(c, 256) / 1e6);

@@ -59,7 +59,7 @@ int cmd_grow(int argc, char **argv) {
     GrowOptions o;
     grow_options_defaults(&o);
     const char *in = NULL, *out = NULL, *alloc = "uniform", *utility = "grad2", *optim = "copy", *layers = "all";
-    const char *expert_init = "copy", *router_init = "copy", *seed_str = NULL;
+    const char *expert_init = "copy", *router_init = "copy", *seed_str = NULL, *save_dtype = NULL, *shard_size = NULL;
     int help_inits = 0, threads = 0;
     CliOption opts[] = {
         {"ckpt", OPT_STR, &in, "input checkpoint: an upcycle checkpoint or a Hugging Face MoE directory (required)"},
@@ -83,6 +83,8 @@ int cmd_grow(int argc, char **argv) {
         {"top-k", OPT_INT, &o.top_k, "with --from-dense: experts per token"},
         {"sparse-step", OPT_INT, &o.sparse_step, "with --from-dense: every Nth layer becomes MoE (default 1: all)"},
         {"force", OPT_FLAG, &o.force, "replace an existing output directory"},
+        {"save-dtype", OPT_STR, &save_dtype, CLI_SAVE_DTYPE_HELP " (streamed growth copies the input's bytes: its dtype)"},
+        {"shard-size", OPT_STR, &shard_size, CLI_SHARD_SIZE_HELP " (streamed growth keeps the input's shards)"},
         {"threads", OPT_INT, &threads, "threads (default: all cores)"},
         {"list-inits", OPT_FLAG, &help_inits, "list the expert and router init methods with their parameters"},
     };
@@ -117,6 +119,9 @@ int cmd_grow(int argc, char **argv) {
         o.seed = strtoull(seed_str, &end, 10);
         if (!*seed_str || *end) return cli_usage_error("grow", "--seed %s; expected a non-negative integer", seed_str);
     }
+    int weight_dtype;
+    if (cli_save_format("grow", save_dtype, shard_size, &weight_dtype)) return 2;
+    o.save_dtype = weight_dtype >= 0 ? SAVE_AS(weight_dtype) : 0;
     cli_set_threads(threads);
     /* Under mpirun every rank runs this (src/cli/main.c). With --alloc utility the ranks split
      * the utility batches and rank 0 alone writes and reports; otherwise rank 0 grows alone
@@ -139,7 +144,14 @@ static int grow_on_ranks(const char *in, const char *out, const GrowOptions *o) 
      * heuristics, --layers or --from-dense, for the families the engine trains (it loads them) */
     int needs_engine = (o->alloc == ALLOC_UTILITY && o->utility != UTIL_WEIGHT_NORM) || o->check || o->from_dense ||
                        strcmp(o->expert_init.name, "copy") || strcmp(o->router_init.name, "copy") || (o->layers && strcmp(o->layers, "all"));
-    if (!is_upcycle_checkpoint(in) && !needs_engine) return dist_rank() == 0 ? cli_grow_hf(in, out, o) : 0;
+    if (!is_upcycle_checkpoint(in) && !needs_engine) {
+        if (o->save_dtype) {
+            up_error("%s: --save-dtype with streamed growth, which copies the input's bytes unchanged; expected no --save-dtype "
+                     "(train --init OUT --save-dtype DTYPE converts while continuing pre-training)", in);
+            return cli_fail();
+        }
+        return dist_rank() == 0 ? cli_grow_hf(in, out, o) : 0;
+    }
     GrowReport r;
     if (grow_checkpoint(in, out, o, &r)) return cli_fail();
     if (!r.written) return 0; /* a rank that helped score; rank 0 reports */

@@ -322,6 +322,7 @@ int grow_checkpoint(const char *in_dir, const char *out_dir, const GrowOptions *
             rc = up_error("grow: target %d experts is below the checkpoint's %d; expected a target >= %d", target, sc->n_experts, sc->n_experts);
         dc.n_experts = target;
     }
+    if (opt->save_dtype) dc.weight_dtype = opt->save_dtype - 1;
     if (rc || model_config_validate(&dc, "grown config") || model_create(&dst, &dc, backend_cpu())) {
         model_free(&src);
         return -1;

@@ -36,6 +36,7 @@ typedef struct {
     const char *layers;       /* NULL/"all", or "1,3,..": layers where utility allocation and init
                                * heuristics apply; other MoE layers grow uniformly by exact copy */
     int force;
+    int save_dtype;           /* dtype of the grown checkpoint's weights: 0 the input's, else SAVE_AS(WEIGHT_*) */
     int all_ranks;            /* under mpirun every rank runs grow: they split the utility batches; rank 0 writes */
     int quiet;
     /* dense -> MoE sparse upcycling */
