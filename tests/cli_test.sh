@@ -849,5 +849,56 @@ else
   skip "train killed while removing an old checkpoint" "no strace"
 fi
 
+# ---------------------------------------------------------------- Hugging Face checkpoints in the engine
+# Tiny Qwen3-MoE (bf16, 2 shards + index), Mixtral (block_sparse_moe, 3 shards) and DeepSeek-V3
+# fixtures (tests/make_hf_fixtures.py, torch) and a data directory of their 32-token vocabulary.
+HF="$W/hf"
+if /usr/bin/python3 tests/make_hf_fixtures.py "$HF" qwen3_moe mixtral deepseek_v3 >/dev/null 2>&1; then
+  D32="$W/d32"
+  mkdir -p "$D32"
+  /usr/bin/python3 - "$D32" <<'EOF_PY'
+import random, struct, sys
+random.seed(1)
+for split, n in (("pretrain", 20000), ("cpt", 5000), ("val", 3000)):
+    toks = [random.randrange(32) for _ in range(n)]
+    with open(f"{sys.argv[1]}/{split}.bin", "wb") as f:
+        f.write(b"UPCYTOK\0" + struct.pack("<IIQII", 1, 2, n, 32, 0) + struct.pack(f"<{n}H", *toks))
+EOF_PY
+  for fam in qwen3_moe mixtral; do
+    run "$UP" inspect --ckpt "$HF/$fam"
+    i_rc=$RC i_out=$OUT
+    run "$UP" eval --ckpt "$HF/$fam" --data "$D32" "${THREADS[@]}"
+    e_rc=$RC e_out=$OUT
+    run "$UP" train --init "$HF/$fam" --data "$D32" --split cpt --steps 4 --batch-size 4 --seq-len 16 --quiet \
+      --out "$W/hf_cpt_$fam" "${THREADS[@]}"
+    t_rc=$RC
+    run "$UP" grow --ckpt "$HF/$fam" --out "$W/hf_grown_$fam" --factor 2 --alloc utility --utility saliency --data "$D32" --check "${THREADS[@]}"
+    g_rc=$RC g_out=$OUT
+    cfg="$W/hf_cpt_$fam/final/config.json"
+    if [ $i_rc -eq 0 ] && [ $e_rc -eq 0 ] && [ $t_rc -eq 0 ] && [ $g_rc -eq 0 ] && grep -q "format: $fam" <<<"$i_out" &&
+      grep -q 'val loss' <<<"$e_out" && grep -q "\"model_type\":.*\"$fam\"" "$cfg" && grep -q '"torch_dtype":.*"bfloat16"' "$cfg" &&
+      grep -q '^check (val loss' <<<"$g_out" && grep -q '"num_\(local_\)\?experts":.*8' "$W/hf_grown_$fam/config.json"; then
+      ok "Hugging Face $fam: inspect, eval, train --init (saved as $fam, bf16), grow --alloc utility --check"
+    else
+      fail "Hugging Face $fam" "exits inspect $i_rc eval $e_rc train $t_rc grow $g_rc; $(oneline "$ERR")"
+    fi
+  done
+  expect_fail "eval refuses a family the engine does not run" 1 "model_type deepseek_v3,does not train or evaluate" "" -- \
+    "$UP" eval --ckpt "$HF/deepseek_v3" --data "$D32"
+  run "$UP" inspect --ckpt "$HF/deepseek_v3"
+  if [ "$RC" -eq 0 ] && grep -q 'grown by copy' <<<"$OUT"; then ok "inspect describes a family the engine does not run"
+  else fail "inspect of deepseek_v3" "exit $RC, $(oneline "$OUT$ERR")"; fi
+  /usr/bin/python3 - "$HF/qwen3_moe/config.json" "$W/hf_badkey" <<'EOF_PY'
+import json, os, shutil, sys
+src = os.path.dirname(sys.argv[1]); shutil.copytree(src, sys.argv[2])
+c = json.load(open(sys.argv[1])); c["rope_scaling"] = {"type": "yarn", "factor": 4.0}
+json.dump(c, open(os.path.join(sys.argv[2], "config.json"), "w"))
+EOF_PY
+  expect_fail "a config.json key the engine does not implement is refused by name" 1 "config.json,rope_scaling" "" -- \
+    "$UP" eval --ckpt "$W/hf_badkey" --data "$D32"
+else
+  skip "Hugging Face checkpoints in the engine" "tests/make_hf_fixtures.py needs /usr/bin/python3 with torch"
+fi
+
 echo "cli: $PASS passed, $FAILED failed, $SKIPPED skipped"
 [ "$FAILED" -eq 0 ]

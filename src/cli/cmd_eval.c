@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "grow/hf.h"
 #include "data/shard.h"
 #include "data/tokenizer.h"
 #include "io/checkpoint.h"
@@ -214,7 +215,22 @@ int cmd_inspect(int argc, char **argv) {
     if (prc) return prc == 1 ? 0 : prc;
     if (!ckpt) return cli_usage_error("inspect", "--ckpt is required; expected --ckpt DIR");
     Model m;
-    if (load_model(ckpt, &m)) return cli_fail();
+    if (load_model(ckpt, &m)) {
+        /* a family the engine does not run (DeepSeek, GPT-OSS): what the streaming grower sees */
+        char engine_error[1024];
+        snprintf(engine_error, sizeof engine_error, "%s", up_last_error());
+        HfMoeInfo info;
+        if (!strstr(engine_error, "does not train or evaluate") || hf_inspect(ckpt, &info)) {
+            up_error("%s", engine_error);
+            return cli_fail();
+        }
+        printf("checkpoint %s\nformat: %s (grown by copy; the engine does not run it), %s, %s\n", ckpt, info.model_type, info.dtype,
+               info.sharded ? "sharded" : "one file");
+        printf("MoE layers: %d of %d, %d experts (%s) top-%d, %d tensors per expert, %.3f GB of tensors\n", info.n_moe_layers,
+               info.n_layers, info.n_experts, info.experts_key, info.n_experts_per_tok, info.n_expert_tensors, info.total_bytes / 1e9);
+        hf_info_free(&info);
+        return 0;
+    }
     const ModelConfig *c = &m.cfg;
     size_t total, active, embedding;
     model_param_counts(&m, &total, &active, &embedding);
