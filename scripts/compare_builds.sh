@@ -13,18 +13,15 @@ cd "$(dirname "$0")/.." || exit 1
 W=$(mktemp -d "${TMPDIR:-/tmp}/upcycle_compare.XXXXXX")
 trap 'rm -rf "$W"' EXIT
 export OMP_WAIT_POLICY=PASSIVE
+. tests/lib.sh # small_plan
 bad=0
 same() { if cmp -s "$2" "$3"; then echo "same: $1"; else echo "DIFFERENT: $1"; diff "$2" "$3" | head -n 20; bad=1; fi; }
 for v in old new; do
   bin=$OLD; [ $v = new ] && bin=$NEW
   "$bin" tokenize --input data/tinyshakespeare.txt --out "$W/$v-data" >/dev/null || bad=1
   "$bin" train --preset tiny --data "$W/$v-data" --out "$W/$v-train" --steps 20 --threads 1 --quiet >/dev/null 2>&1 || bad=1
-  cat >"$W/plan.json" <<'EOF_PLAN'
-{"name": "compare", "model": {"vocab_size": 256, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
- "num_key_value_heads": 2, "head_dim": 8, "intermediate_size": 48, "num_experts": 2, "moe_intermediate_size": 16},
- "train": {"batch_size": 4, "seq_len": 16, "eval_every": 4, "eval_batches": 2, "warmup_steps": 2},
- "factor": 2, "steps": 12, "seeds": 3, "final_eval_batches": 2, "sweeps": {"main": {"tau": 0.5}}}
-EOF_PLAN
+  small_plan "$W/plan.json" # tests/lib.sh: 2 -> 4 experts, main sweep; here with 3 seeds
+  sed -i 's/"seeds": 1,/"seeds": 3,/' "$W/plan.json"
   "$bin" experiment --plan "$W/plan.json" --data "$W/$v-data" --out "$W/$v-exp" --threads 1 >/dev/null 2>&1 || bad=1
   # timings and the machine description are not results
   python3 - "$W/$v-exp/results.json" >"$W/$v-results.txt" <<'EOF_PY'
