@@ -334,9 +334,11 @@ else fail "${NAMES[13]}" "exit $rc ($cg), groups line $groups, resume exit $rr (
 # ---- 15. expert parallel, and rank 0 cannot write the checkpoint (ulimit -f: EFBIG): rank 0 drains
 #          what the other rank sends (src/dist/dist_checkpoint.c), both learn the result and stop
 #          with one line, within the timeout; no final/ and no temporary directory is left
-#          (the limit is set inside each rank: mpirun's own shared memory needs larger files)
+#          (the limit is set inside each rank: mpirun's own shared memory needs larger files; and
+#          the ranks talk over TCP here, as the vader shared-memory transport cannot size its
+#          segments under the limit and may crash)
 FSIZE=(bash -c 'trap "" XFSZ; ulimit -f "$0" && exec "$@"')
-timeout 120 "${MPIRUN[@]}" 2 "${FSIZE[@]}" 256 "$UP" train "${LOUD[@]}" --steps 4 --expert-parallel --quiet --out "$W/epfull" \
+OMPI_MCA_btl=self,tcp timeout 120 "${MPIRUN[@]}" 2 "${FSIZE[@]}" 256 "$UP" train "${LOUD[@]}" --steps 4 --expert-parallel --quiet --out "$W/epfull" \
   >/dev/null 2>"$W/epfull_err"
 rc=$?
 left=$(find "$W/epfull" -maxdepth 1 \( -name 'final*' -o -name '*.tmp.*' \) 2>/dev/null | tr '\n' ' ')

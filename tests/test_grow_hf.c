@@ -867,7 +867,7 @@ TEST(test_hf_ckpt_reader) {
     CHECK(cJSON_IsObject(ck.config) && ck.n_files == 0 && ck.st == NULL && strmap_count(&ck.names) == 0);
     hf_ckpt_close(&ck);
     remove(weights);
-    expect_error(hf_ckpt_open(dir, &ck), "no weights", "no model.safetensors and no model.safetensors.index.json", NULL);
+    expect_error(hf_ckpt_open(dir, &ck), "no weights", "model.safetensors: missing, and no model.safetensors.index.json", NULL);
     free(weights);
 
     /* an index that does not match its shards */

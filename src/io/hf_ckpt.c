@@ -101,8 +101,8 @@ static int list_weight_files(HfCkpt *ck) {
         ck->files = xcalloc(1, sizeof *ck->files);
         ck->files[ck->n_files++] = xstrdup(HF_SINGLE_NAME);
     } else {
-        rc = up_error("%s: no %s and no %s; expected Hugging Face safetensors weights (a single file or shards with "
-                      "an index)", ck->dir, HF_SINGLE_NAME, HF_INDEX_NAME);
+        rc = up_error("%s: missing, and no %s beside it; expected Hugging Face safetensors weights (a single file or "
+                      "shards with an index)", single_path, HF_INDEX_NAME);
     }
 done:
     free(index_path);
