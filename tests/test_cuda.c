@@ -6,7 +6,9 @@
  *   cuda_op_*            each op on odd shapes (partial tiles, GQA, repeated tokens, an expert
  *                        without tokens), fp32: relative error <= 1e-4 (max|a-b| / max|ref|),
  *                        integer outputs (top-K, loads, permutation) identical
- *   cuda_parity_*        dense (tied), interleaved (aux + z losses), full MoE (no renorm):
+ *   cuda_parity_*        dense (tied), interleaved (aux + z losses), full MoE (no renorm),
+ *                        Qwen2-MoE-shaped (q/k/v biases, shared expert), OLMoE-shaped (q/k norm
+ *                        over the whole projection, clip_qkv):
  *                        logits, loss, every gradient (per-tensor L2, as tests/torch_ref.py),
  *                        routing and loads of the first batch identical, 20 AdamW steps' losses;
  *                        tolerance 1e-4
@@ -583,6 +585,20 @@ TEST(cuda_parity_full_moe) {
     ModelConfig mc;
     TrainConfig tc;
     const char *label = fixture_parity_case(2, &mc, &tc);
+    run_model_parity(label, mc, tc);
+}
+
+TEST(cuda_parity_qwen2_moe) {
+    ModelConfig mc;
+    TrainConfig tc;
+    const char *label = fixture_parity_case(3, &mc, &tc);
+    run_model_parity(label, mc, tc);
+}
+
+TEST(cuda_parity_olmoe) {
+    ModelConfig mc;
+    TrainConfig tc;
+    const char *label = fixture_parity_case(4, &mc, &tc);
     run_model_parity(label, mc, tc);
 }
 
