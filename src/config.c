@@ -343,6 +343,7 @@ static int model_config_from_json(ModelConfig *c, const cJSON *j, const char *pa
     rc |= get_float(j, "upcycle_clip_qkv", &c->clip_qkv, path);
     if (rc) return -1;
     if (c->n_kv_heads < 0) c->n_kv_heads = c->n_heads;
+    if (c->clip_qkv == 0) c->clip_qkv = 0; /* -0.0 is off too, and is written as absent */
     /* mlp_only_layers must be a prefix [0, k): the only pattern the engine trains */
     const cJSON *mlp_only;
     if (json_opt_array(path, j, "mlp_only_layers", &mlp_only)) return -1;
