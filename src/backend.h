@@ -64,6 +64,24 @@ typedef struct Backend {
     void (*attention_backward)(float *dq, float *dk, float *dv, const float *dout, const float *lse, const float *q,
                                const float *k, const float *v, int B, int T, int H, int KV, int head_dim);
 
+    /* ---- bias over rows: x (N,C) += bias (C), in place; backward dbias (C) += the column sums
+     *      of dout (N,C), each summed in row order (q/k/v biases, Qwen2-MoE) ---- */
+    void (*bias_add_forward)(float *x, const float *bias, int N, int C);
+    void (*bias_add_backward)(float *dbias, const float *dout, int N, int C);
+
+    /* ---- clamp, elementwise over n: out = min(max(inp, -limit), limit) (out may alias inp);
+     *      backward overwrites dinp = dout where -limit <= inp <= limit, else 0 (dinp may alias
+     *      dout; inp is the clamp's input, as torch.clamp's gradient) (clip_qkv, OLMoE) ---- */
+    void (*clamp_forward)(float *out, const float *inp, size_t n, float limit);
+    void (*clamp_backward)(float *dinp, const float *dout, const float *inp, size_t n, float limit);
+
+    /* ---- per-row sigmoid gate: out (N,C) += sigmoid(logit[t]) * y (N,C), logit (N) (the
+     *      shared expert's gate, Qwen2-MoE); backward overwrites dy (N,C) = sigmoid(logit) * dout
+     *      and dlogit (N) = sigmoid'(logit[t]) * (dout[t] . y[t]) ---- */
+    void (*sigmoid_gate_forward)(float *out, const float *y, const float *logit, int N, int C);
+    void (*sigmoid_gate_backward)(float *dy, float *dlogit, const float *dout, const float *y, const float *logit, int N,
+                                  int C);
+
     /* ---- SwiGLU: out = silu(gate) * up, elementwise over n; backward overwrites ---- */
     void (*swiglu_forward)(float *out, const float *gate, const float *up, size_t n);
     void (*swiglu_backward)(float *dgate, float *dup, const float *dout, const float *gate, const float *up, size_t n);

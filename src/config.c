@@ -176,13 +176,10 @@ int model_config_validate(const ModelConfig *c, const char *origin) {
     if (n_moe < c->n_layers)
         REQUIRE(c->intermediate_size >= 1, "%s: intermediate_size %d; expected >= 1 for dense layers", origin, c->intermediate_size);
     REQUIRE(c->family >= MODEL_FAMILY_QWEN3_MOE && c->family <= MODEL_FAMILY_MIXTRAL, "%s: family %d; expected a known model family", origin, c->family);
-    REQUIRE(c->clip_qkv >= 0, "%s: clip_qkv %g; expected >= 0 (0: off)", origin, c->clip_qkv);
+    REQUIRE(c->clip_qkv >= 0 && isfinite(c->clip_qkv), "%s: clip_qkv %g; expected a finite value >= 0 (0: off)", origin, c->clip_qkv);
     REQUIRE(c->shared_expert_size >= 0, "%s: shared_expert_intermediate_size %d; expected >= 0", origin, c->shared_expert_size);
-    /* the engine's switches not implemented yet (the parameter table and the math) */
-    REQUIRE(!c->attention_bias, "%s: attention_bias (q/k/v biases); expected none: the engine does not train them yet", origin);
-    REQUIRE(!c->qk_norm_full, "%s: q/k norm over the whole projection (OLMoE); expected per-head q/k norm: the engine does not train it yet", origin);
-    REQUIRE(c->clip_qkv == 0, "%s: clip_qkv %g; expected none: the engine does not train it yet", origin, c->clip_qkv);
-    REQUIRE(!c->shared_expert_size, "%s: shared_expert_intermediate_size %d; expected 0: the engine does not train shared experts yet", origin, c->shared_expert_size);
+    REQUIRE(!c->qk_norm_full || c->qk_norm,
+            "%s: q/k norm over the whole projection (OLMoE) without q/k norm; expected upcycle_qk_norm true with it", origin);
     return 0;
 }
 
@@ -216,6 +213,9 @@ void model_config_print(const ModelConfig *c, FILE *f) {
     fprintf(f, "       dense ffn %d; experts %d top-%d, expert ffn %d, norm_topk_prob %d; qk_norm %d, tied %d, rope_theta %g, eps %g\n",
             c->intermediate_size, c->n_experts, c->top_k, c->moe_intermediate_size, c->norm_topk_prob, c->qk_norm,
             c->tie_embeddings, c->rope_theta, c->rms_norm_eps);
+    if (c->attention_bias || c->shared_expert_size || c->qk_norm_full || c->clip_qkv > 0)
+        fprintf(f, "       q/k/v biases %d; shared expert ffn %d; qk_norm over the whole projection %d; clip_qkv %g\n",
+                c->attention_bias, c->shared_expert_size, c->qk_norm_full, c->clip_qkv);
 }
 
 static const char *schedule_name(ScheduleKind s) {
@@ -270,12 +270,20 @@ static cJSON *model_config_to_json(const ModelConfig *c) {
     cJSON_AddNumberToObject(j, "initializer_range", c->init_std);
     cJSON_AddBoolToObject(j, "tie_word_embeddings", c->tie_embeddings);
     if (c->family == MODEL_FAMILY_QWEN2_MOE) cJSON_AddBoolToObject(j, "qkv_bias", c->attention_bias); /* attention_bias: o_proj */
-    cJSON_AddBoolToObject(j, "attention_bias", c->family == MODEL_FAMILY_QWEN2_MOE ? 0 : c->attention_bias);
+    cJSON_AddBoolToObject(j, "attention_bias", 0); /* Hugging Face's: with an o_proj bias, which the engine has not */
     cJSON_AddStringToObject(j, "hidden_act", "silu");
     cJSON_AddStringToObject(j, "torch_dtype", c->weight_dtype == WEIGHT_BF16 ? "bfloat16" : c->weight_dtype == WEIGHT_F16 ? "float16" : "float32");
     cJSON_AddBoolToObject(j, "upcycle_qk_norm", c->qk_norm);
     cJSON_AddStringToObject(j, "upcycle_balance_bias", c->family == MODEL_FAMILY_QWEN3_MOE ? "mlp.gate.e_score_correction_bias (selection only)"
                                                                                       : "balance_bias.safetensors (selection only)");
+    /* the families' switches on a Qwen3-MoE model (whose keys cannot say them), only when set:
+     * a Qwen3-MoE config.json stays as it was; the other families write their own keys above */
+    if (c->family == MODEL_FAMILY_QWEN3_MOE) {
+        if (c->attention_bias) cJSON_AddBoolToObject(j, "upcycle_attention_bias", 1);
+        if (c->shared_expert_size) cJSON_AddNumberToObject(j, "upcycle_shared_expert_size", c->shared_expert_size);
+        if (c->qk_norm_full) cJSON_AddBoolToObject(j, "upcycle_qk_norm_full", 1);
+        if (c->clip_qkv != 0) cJSON_AddNumberToObject(j, "upcycle_clip_qkv", c->clip_qkv);
+    }
     config_family_write_extra(c, j);
     return j;
 }
@@ -347,8 +355,13 @@ static int model_config_from_json(ModelConfig *c, const cJSON *j, const char *pa
     rc |= get_float(j, "rms_norm_eps", &c->rms_norm_eps, path);
     rc |= get_int(j, "max_position_embeddings", &c->max_seq_len, path);
     rc |= get_float(j, "initializer_range", &c->init_std, path);
+    rc |= get_bool(j, "upcycle_attention_bias", &c->attention_bias, path);
+    rc |= get_int(j, "upcycle_shared_expert_size", &c->shared_expert_size, path);
+    rc |= get_bool(j, "upcycle_qk_norm_full", &c->qk_norm_full, path);
+    rc |= get_float(j, "upcycle_clip_qkv", &c->clip_qkv, path);
     if (rc) return -1;
     if (c->n_kv_heads < 0) c->n_kv_heads = c->n_heads;
+    if (c->clip_qkv == 0) c->clip_qkv = 0; /* -0.0 is off too, and is written as absent */
     /* mlp_only_layers must be a prefix [0, k): the only pattern the engine trains */
     const cJSON *mlp_only;
     if (json_opt_array(path, j, "mlp_only_layers", &mlp_only)) return -1;

@@ -29,12 +29,13 @@ typedef struct {
     float init_std;            /* initializer_range */
     /* ---- Hugging Face families beyond Qwen3-MoE (0 everywhere: Qwen3-MoE as above) ---- */
     int family;                /* MODEL_FAMILY_*: which model_type, names and config keys */
-    int attention_bias;        /* q/k/v projections have biases (Qwen2-MoE) */
+    int attention_bias;        /* q/k/v projections have biases, o_proj none (Qwen2-MoE) */
     int qk_norm_full;          /* with qk_norm: RMSNorm over the whole q and k projections,
                                 * weights (H*head_dim) and (KV*head_dim), not per head (OLMoE) */
-    float clip_qkv;            /* > 0: q, k, v clamped to [-clip_qkv, clip_qkv] after projection (OLMoE) */
-    int shared_expert_size;    /* > 0: every MoE layer adds a shared SwiGLU expert of this width,
-                                * scaled by sigmoid(x . shared_expert_gate) (Qwen2-MoE) */
+    float clip_qkv;            /* > 0: q, k, v clamped to [-clip_qkv, clip_qkv] after the projection
+                                * and the q/k norm, before RoPE (OLMoE) */
+    int shared_expert_size;    /* > 0: every MoE layer adds a shared SwiGLU expert of this width on
+                                * every token, scaled by sigmoid(x . shared_expert_gate) (Qwen2-MoE) */
     /* ---- how checkpoints store the weights (no effect on the math) ---- */
     int weight_dtype;          /* WEIGHT_F32 (default), WEIGHT_BF16, WEIGHT_F16: config.json
                                 * torch_dtype, the dtype model.safetensors is written in */
@@ -97,7 +98,9 @@ int model_config_n_moe_layers(const ModelConfig *c);
 void model_config_print(const ModelConfig *c, FILE *f);
 void train_config_print(const TrainConfig *t, FILE *f);
 
-/* config.json (Hugging Face keys, model_type "qwen3_moe", plus our "upcycle_*" extras).
+/* config.json (Hugging Face keys, model_type "qwen3_moe", plus our "upcycle_*" extras; on a
+ * Qwen3-MoE model the other families' switches as upcycle_attention_bias,
+ * upcycle_shared_expert_size, upcycle_qk_norm_full and upcycle_clip_qkv, written only when set).
  * Reading checks types and ranges and names the file and key in its error. */
 
 /* Hugging Face families (src/config_family.c). A config.json whose model_type is qwen3_moe,

@@ -235,8 +235,10 @@ int config_family_read(ModelConfig *c, const cJSON *j, const char *path, int fam
         else if (!strcmp(dtype, "float16")) c->weight_dtype = WEIGHT_F16;
         else return up_error("%s: field torch_dtype is \"%s\"; expected float32, bfloat16 or float16", path, dtype);
     }
-    int bias = family == MODEL_FAMILY_QWEN2_MOE ? 0 : c->attention_bias;
-    if (json_opt_bool(path, j, "attention_bias", bias, &bias)) return -1;
+    /* Hugging Face's attention_bias puts a bias on o_proj too, which the engine does not have;
+     * q/k/v biases alone are Qwen2-MoE's (qkv_bias), or our upcycle_attention_bias */
+    int bias = 0;
+    if (json_opt_bool(path, j, "attention_bias", 0, &bias)) return -1;
     if (family == MODEL_FAMILY_QWEN2_MOE) {
         /* Qwen2-MoE: q/k/v biases (qkv_bias where a config names it), attention_bias for o_proj */
         int qkv = hf_origin ? 1 : c->attention_bias;
@@ -244,7 +246,7 @@ int config_family_read(ModelConfig *c, const cJSON *j, const char *path, int fam
         if (bias) return up_error("%s: field attention_bias is true; expected false (an o_proj bias is not implemented)", path);
         c->attention_bias = qkv;
     } else if (bias) {
-        return up_error("%s: field attention_bias is true; expected false (attention biases are implemented for qwen2_moe only)", path);
+        return up_error("%s: field attention_bias is true; expected false (an o_proj bias is not implemented)", path);
     }
     switch (family) {
     case MODEL_FAMILY_QWEN2_MOE:

@@ -52,13 +52,17 @@ static void build_param_table(Model *m) {
         L->is_moe = layer_is_moe(c, l);
         const char *pre = "model.layers";
         L->input_norm = add_param(m, &cap, 1, 1, C, 0, "%s.%d.input_layernorm.weight", pre, l);
-        L->q_proj = add_param(m, &cap, 1, 2, c->n_heads * hd, C, "%s.%d.self_attn.q_proj.weight", pre, l);
-        L->k_proj = add_param(m, &cap, 1, 2, c->n_kv_heads * hd, C, "%s.%d.self_attn.k_proj.weight", pre, l);
-        L->v_proj = add_param(m, &cap, 1, 2, c->n_kv_heads * hd, C, "%s.%d.self_attn.v_proj.weight", pre, l);
-        L->o_proj = add_param(m, &cap, 1, 2, C, c->n_heads * hd, "%s.%d.self_attn.o_proj.weight", pre, l);
-        if (c->qk_norm) {
-            L->q_norm = add_param(m, &cap, 1, 1, hd, 0, "%s.%d.self_attn.q_norm.weight", pre, l);
-            L->k_norm = add_param(m, &cap, 1, 1, hd, 0, "%s.%d.self_attn.k_norm.weight", pre, l);
+        int q_width = c->n_heads * hd, kv_width = c->n_kv_heads * hd;
+        L->q_proj = add_param(m, &cap, 1, 2, q_width, C, "%s.%d.self_attn.q_proj.weight", pre, l);
+        if (c->attention_bias) L->q_bias = add_param(m, &cap, 1, 1, q_width, 0, "%s.%d.self_attn.q_proj.bias", pre, l);
+        L->k_proj = add_param(m, &cap, 1, 2, kv_width, C, "%s.%d.self_attn.k_proj.weight", pre, l);
+        if (c->attention_bias) L->k_bias = add_param(m, &cap, 1, 1, kv_width, 0, "%s.%d.self_attn.k_proj.bias", pre, l);
+        L->v_proj = add_param(m, &cap, 1, 2, kv_width, C, "%s.%d.self_attn.v_proj.weight", pre, l);
+        if (c->attention_bias) L->v_bias = add_param(m, &cap, 1, 1, kv_width, 0, "%s.%d.self_attn.v_proj.bias", pre, l);
+        L->o_proj = add_param(m, &cap, 1, 2, C, q_width, "%s.%d.self_attn.o_proj.weight", pre, l);
+        if (c->qk_norm) { /* per head (hd), or over the whole projection (OLMoE) */
+            L->q_norm = add_param(m, &cap, 1, 1, c->qk_norm_full ? q_width : hd, 0, "%s.%d.self_attn.q_norm.weight", pre, l);
+            L->k_norm = add_param(m, &cap, 1, 1, c->qk_norm_full ? kv_width : hd, 0, "%s.%d.self_attn.k_norm.weight", pre, l);
         }
         L->post_norm = add_param(m, &cap, 1, 1, C, 0, "%s.%d.post_attention_layernorm.weight", pre, l);
         if (!L->is_moe) {
@@ -70,6 +74,13 @@ static void build_param_table(Model *m) {
             int E = c->n_experts, F = c->moe_intermediate_size;
             L->router = add_param(m, &cap, 1, 2, E, C, "%s.%d.mlp.gate.weight", pre, l);
             L->expert_bias = add_param(m, &cap, 0, 1, E, 0, "%s.%d.mlp.gate.e_score_correction_bias", pre, l);
+            if (c->shared_expert_size > 0) { /* before the experts: they are the layer's tail (expert parallel) */
+                int S = c->shared_expert_size;
+                L->shared_gate = add_param(m, &cap, 1, 2, S, C, "%s.%d.mlp.shared_expert.gate_proj.weight", pre, l);
+                L->shared_up = add_param(m, &cap, 1, 2, S, C, "%s.%d.mlp.shared_expert.up_proj.weight", pre, l);
+                L->shared_down = add_param(m, &cap, 1, 2, C, S, "%s.%d.mlp.shared_expert.down_proj.weight", pre, l);
+                L->shared_expert_gate = add_param(m, &cap, 1, 2, 1, C, "%s.%d.mlp.shared_expert_gate.weight", pre, l);
+            }
             /* this rank's experts (all of them without expert parallelism), by global index */
             int first = m->first_expert, last = first + m->n_local_experts;
             for (int e = first; e < last; e++) {
@@ -179,7 +190,7 @@ float *model_param(const Model *m, int index) { return m->param_mem + m->params[
 float *model_grad(const Model *m, int index) { return m->grad_mem + m->params[index].offset; }
 
 /* N(0, std) matrices, with the residual-branch outputs (o_proj, down projections) scaled by
- * 1/sqrt(2 L) as in GPT-2; norms 1; balancing biases 0. */
+ * 1/sqrt(2 L) as in GPT-2; norms 1; q/k/v and balancing biases 0. */
 void model_init_weights(Model *m, uint64_t seed) {
     Rng rng;
     rng_seed(&rng, seed);
@@ -197,7 +208,8 @@ void model_init_weights(Model *m, uint64_t seed) {
         if (!p->trainable) {
             memset(w, 0, p->numel * sizeof(float));
         } else if (p->ndim == 1) {
-            for (size_t k = 0; k < p->numel; k++) w[k] = 1.0f;
+            float value = str_ends_with(p->name, ".bias") ? 0.0f : 1.0f; /* biases 0, norms 1 */
+            for (size_t k = 0; k < p->numel; k++) w[k] = value;
         } else {
             float std = m->cfg.init_std;
             if (strstr(p->name, "o_proj") || strstr(p->name, "down_proj")) std *= residual_scale;
@@ -233,7 +245,7 @@ static void layout_activations(Model *m, Arena *a) {
     const ModelConfig *c = &m->cfg;
     size_t N = (size_t)m->B * m->T, C = c->d_model, hd = c->head_dim, H = c->n_heads, KV = c->n_kv_heads;
     size_t E = c->n_experts, K = c->top_k, F = c->moe_intermediate_size, I = c->intermediate_size;
-    size_t max_ffn = 0;
+    size_t S = c->shared_expert_size, max_ffn = 0;
     for (int l = 0; l < c->n_layers; l++) {
         LayerActs *A = &m->acts[l];
         A->x_in = CARVE_F(a, N * C);
@@ -246,6 +258,11 @@ static void layout_activations(Model *m, Arena *a) {
         A->q = CARVE_F(a, N * H * hd);
         A->k = CARVE_F(a, N * KV * hd);
         A->v = CARVE_F(a, N * KV * hd);
+        if (c->clip_qkv > 0) { /* the clamp's inputs, for its backward */
+            A->q_unclipped = c->qk_norm ? CARVE_F(a, N * H * hd) : A->q_pre;
+            A->k_unclipped = c->qk_norm ? CARVE_F(a, N * KV * hd) : A->k_pre;
+            A->v_unclipped = CARVE_F(a, N * KV * hd);
+        }
         A->att_lse = CARVE_F(a, (size_t)m->B * H * m->T);
         A->att_out = CARVE_F(a, N * H * hd);
         A->x_mid = CARVE_F(a, N * C);
@@ -273,6 +290,14 @@ static void layout_activations(Model *m, Arena *a) {
                 A->eh = CARVE_F(a, N * K * F);
             }
             A->yg = CARVE_F(a, N * K * C);
+            if (S) {
+                A->sh_gate = CARVE_F(a, N * S);
+                A->sh_up = CARVE_F(a, N * S);
+                A->sh_h = CARVE_F(a, N * S);
+                A->sh_y = CARVE_F(a, N * C);
+                A->sh_logit = CARVE_F(a, N);
+                max_ffn = S > max_ffn ? S : max_ffn;
+            }
         }
     }
     m->x_final = CARVE_F(a, N * C);
@@ -300,6 +325,10 @@ static void layout_activations(Model *m, Arena *a) {
             m->d_eg = CARVE_F(a, N * K * F);
             m->d_eu = CARVE_F(a, N * K * F);
             m->d_eh = CARVE_F(a, N * K * F);
+        }
+        if (S) {
+            m->d_sh_y = CARVE_F(a, N * C);
+            m->d_sh_logit = CARVE_F(a, N);
         }
     }
 }
@@ -452,6 +481,131 @@ static void ep_backward(Model *m, int l) {
     ep_exchange(m, X, A->offsets, m->d_xg, grouped, C, 0, "the expert parallel backward combine");
 }
 
+/* ---- layer pieces shared by forward and backward ---- */
+
+/* SwiGLU MLP (dense FFN, shared expert): out (N,C) = (silu(x Wg^T) * (x Wu^T)) Wd^T for x (N,C),
+ * width F; gate, up, h (N,F) kept for the backward */
+static void swiglu_mlp_forward(Model *m, float *out, float *gate, float *up, float *h, const float *x, int wg, int wu,
+                               int wd, int N, int F) {
+    const Backend *be = m->be;
+    int C = m->cfg.d_model;
+    be->matmul_forward(gate, x, P(wg), N, C, F);
+    be->matmul_forward(up, x, P(wu), N, C, F);
+    be->swiglu_forward(h, gate, up, (size_t)N * F);
+    be->matmul_forward(out, h, P(wd), N, F, C);
+}
+
+/* dx (N,C) += d x from dout (N,C); weight gradients accumulate; scratch d_ffn_a/b/c */
+static void swiglu_mlp_backward(Model *m, float *dx, const float *dout, const float *gate, const float *up,
+                                const float *h, const float *x, int wg, int wu, int wd, int N, int F) {
+    const Backend *be = m->be;
+    int C = m->cfg.d_model;
+    size_t NF = (size_t)N * F;
+    be->zero(m->d_ffn_c, NF * sizeof(float));
+    be->matmul_backward(m->d_ffn_c, G(wd), dout, h, P(wd), N, F, C);
+    be->swiglu_backward(m->d_ffn_a, m->d_ffn_b, m->d_ffn_c, gate, up, NF);
+    be->matmul_backward(dx, G(wg), m->d_ffn_a, x, P(wg), N, C, F);
+    be->matmul_backward(dx, G(wu), m->d_ffn_b, x, P(wu), N, C, F);
+}
+
+/* q, k, v of layer l from ln1: projections (+ biases), q/k norm (per head or over the whole
+ * projection), clamp to +-clip_qkv, RoPE on q and k (HF order: OLMoE clamps after the norm) */
+static void qkv_forward(Model *m, int l) {
+    const Backend *be = m->be;
+    const ModelConfig *c = &m->cfg;
+    const LayerParams *L = &m->layers[l];
+    LayerActs *A = &m->acts[l];
+    int B = m->B, T = m->T, N = B * T, C = c->d_model, hd = c->head_dim, H = c->n_heads, KV = c->n_kv_heads;
+    int clip = c->clip_qkv > 0;
+    float *v_proj = clip ? A->v_unclipped : A->v;
+    be->matmul_forward(A->q_pre, A->ln1, P(L->q_proj), N, C, H * hd);
+    be->matmul_forward(A->k_pre, A->ln1, P(L->k_proj), N, C, KV * hd);
+    be->matmul_forward(v_proj, A->ln1, P(L->v_proj), N, C, KV * hd);
+    if (c->attention_bias) {
+        be->bias_add_forward(A->q_pre, P(L->q_bias), N, H * hd);
+        be->bias_add_forward(A->k_pre, P(L->k_bias), N, KV * hd);
+        be->bias_add_forward(v_proj, P(L->v_bias), N, KV * hd);
+    }
+    if (c->qk_norm) { /* rows of one head (hd), or of the whole projection */
+        int full = c->qk_norm_full;
+        be->rmsnorm_forward(clip ? A->q_unclipped : A->q, A->q_rstd, A->q_pre, P(L->q_norm), full ? N : N * H,
+                            full ? H * hd : hd, c->rms_norm_eps);
+        be->rmsnorm_forward(clip ? A->k_unclipped : A->k, A->k_rstd, A->k_pre, P(L->k_norm), full ? N : N * KV,
+                            full ? KV * hd : hd, c->rms_norm_eps);
+    } else if (!clip) {
+        be->copy(A->q, A->q_pre, sizeof(float) * N * H * hd);
+        be->copy(A->k, A->k_pre, sizeof(float) * N * KV * hd);
+    }
+    if (clip) {
+        be->clamp_forward(A->q, A->q_unclipped, (size_t)N * H * hd, c->clip_qkv);
+        be->clamp_forward(A->k, A->k_unclipped, (size_t)N * KV * hd, c->clip_qkv);
+        be->clamp_forward(A->v, A->v_unclipped, (size_t)N * KV * hd, c->clip_qkv);
+    }
+    be->rope_forward(A->q, B, T, H, hd, c->rope_theta);
+    be->rope_forward(A->k, B, T, KV, hd, c->rope_theta);
+}
+
+/* From d q, d k, d v (m->d_q, d_k, d_v, after attention_backward) to m->d_ln (overwrite) and
+ * the gradients of the projections, biases and q/k norms of layer l */
+static void qkv_backward(Model *m, int l) {
+    const Backend *be = m->be;
+    const ModelConfig *c = &m->cfg;
+    const LayerParams *L = &m->layers[l];
+    const LayerActs *A = &m->acts[l];
+    int B = m->B, T = m->T, N = B * T, C = c->d_model, hd = c->head_dim, H = c->n_heads, KV = c->n_kv_heads;
+    size_t nq = (size_t)N * H * hd, nkv = (size_t)N * KV * hd;
+    be->rope_backward(m->d_q, B, T, H, hd, c->rope_theta);
+    be->rope_backward(m->d_k, B, T, KV, hd, c->rope_theta);
+    if (c->clip_qkv > 0) { /* in place: zero where clamped */
+        be->clamp_backward(m->d_q, m->d_q, A->q_unclipped, nq, c->clip_qkv);
+        be->clamp_backward(m->d_k, m->d_k, A->k_unclipped, nkv, c->clip_qkv);
+        be->clamp_backward(m->d_v, m->d_v, A->v_unclipped, nkv, c->clip_qkv);
+    }
+    float *dq = m->d_q, *dk = m->d_k;
+    if (c->qk_norm) {
+        int full = c->qk_norm_full;
+        /* d_att is free again: it receives d q_pre; d_ffn_a (>= N*KV*hd) receives d k_pre */
+        be->zero(m->d_att, nq * sizeof(float));
+        be->rmsnorm_backward(m->d_att, G(L->q_norm), m->d_q, A->q_pre, P(L->q_norm), A->q_rstd, full ? N : N * H,
+                             full ? H * hd : hd);
+        be->zero(m->d_ffn_a, nkv * sizeof(float));
+        be->rmsnorm_backward(m->d_ffn_a, G(L->k_norm), m->d_k, A->k_pre, P(L->k_norm), A->k_rstd, full ? N : N * KV,
+                             full ? KV * hd : hd);
+        dq = m->d_att, dk = m->d_ffn_a;
+    }
+    if (c->attention_bias) {
+        be->bias_add_backward(G(L->q_bias), dq, N, H * hd);
+        be->bias_add_backward(G(L->k_bias), dk, N, KV * hd);
+        be->bias_add_backward(G(L->v_bias), m->d_v, N, KV * hd);
+    }
+    be->zero(m->d_ln, (size_t)N * C * sizeof(float));
+    be->matmul_backward(m->d_ln, G(L->q_proj), dq, A->ln1, P(L->q_proj), N, C, H * hd);
+    be->matmul_backward(m->d_ln, G(L->k_proj), dk, A->ln1, P(L->k_proj), N, C, KV * hd);
+    be->matmul_backward(m->d_ln, G(L->v_proj), m->d_v, A->ln1, P(L->v_proj), N, C, KV * hd);
+}
+
+/* Qwen2-MoE's shared expert: ffn_out (N,C) += sigmoid(ln2 . w_sg) * shared_expert(ln2) */
+static void shared_expert_forward(Model *m, int l) {
+    const LayerParams *L = &m->layers[l];
+    LayerActs *A = &m->acts[l];
+    int N = m->B * m->T, C = m->cfg.d_model;
+    swiglu_mlp_forward(m, A->sh_y, A->sh_gate, A->sh_up, A->sh_h, A->ln2, L->shared_gate, L->shared_up, L->shared_down,
+                       N, m->cfg.shared_expert_size);
+    m->be->matmul_forward(A->sh_logit, A->ln2, P(L->shared_expert_gate), N, C, 1);
+    m->be->sigmoid_gate_forward(A->ffn_out, A->sh_y, A->sh_logit, N, C);
+}
+
+/* m->d_ln += d ln2 of the shared expert and its gate, from d ffn_out (m->d_resid) */
+static void shared_expert_backward(Model *m, int l) {
+    const LayerParams *L = &m->layers[l];
+    const LayerActs *A = &m->acts[l];
+    int N = m->B * m->T, C = m->cfg.d_model;
+    m->be->sigmoid_gate_backward(m->d_sh_y, m->d_sh_logit, m->d_resid, A->sh_y, A->sh_logit, N, C);
+    m->be->matmul_backward(m->d_ln, G(L->shared_expert_gate), m->d_sh_logit, A->ln2, P(L->shared_expert_gate), N, C, 1);
+    swiglu_mlp_backward(m, m->d_ln, m->d_sh_y, A->sh_gate, A->sh_up, A->sh_h, A->ln2, L->shared_gate, L->shared_up,
+                        L->shared_down, N, m->cfg.shared_expert_size);
+}
+
 static void forward_body(Model *m, float aux_coef, float z_coef) {
     const Backend *be = m->be;
     const ModelConfig *c = &m->cfg;
@@ -465,28 +619,15 @@ static void forward_body(Model *m, float aux_coef, float z_coef) {
         float *out = l + 1 < c->n_layers ? m->acts[l + 1].x_in : m->x_final;
         /* attention block */
         be->rmsnorm_forward(A->ln1, A->ln1_rstd, A->x_in, P(L->input_norm), N, C, c->rms_norm_eps);
-        be->matmul_forward(A->q_pre, A->ln1, P(L->q_proj), N, C, H * hd);
-        be->matmul_forward(A->k_pre, A->ln1, P(L->k_proj), N, C, KV * hd);
-        be->matmul_forward(A->v, A->ln1, P(L->v_proj), N, C, KV * hd);
-        if (c->qk_norm) {
-            be->rmsnorm_forward(A->q, A->q_rstd, A->q_pre, P(L->q_norm), N * H, hd, c->rms_norm_eps);
-            be->rmsnorm_forward(A->k, A->k_rstd, A->k_pre, P(L->k_norm), N * KV, hd, c->rms_norm_eps);
-        } else {
-            be->copy(A->q, A->q_pre, sizeof(float) * N * H * hd);
-            be->copy(A->k, A->k_pre, sizeof(float) * N * KV * hd);
-        }
-        be->rope_forward(A->q, B, T, H, hd, c->rope_theta);
-        be->rope_forward(A->k, B, T, KV, hd, c->rope_theta);
+        qkv_forward(m, l);
         be->attention_forward(A->att_out, A->att_lse, A->q, A->k, A->v, B, T, H, KV, hd);
         be->matmul_forward(A->x_mid, A->att_out, P(L->o_proj), N, H * hd, C);
         be->add(A->x_mid, A->x_mid, A->x_in, (size_t)N * C);
         /* feed-forward block */
         be->rmsnorm_forward(A->ln2, A->ln2_rstd, A->x_mid, P(L->post_norm), N, C, c->rms_norm_eps);
         if (!L->is_moe) {
-            be->matmul_forward(A->ffn_gate, A->ln2, P(L->gate_proj), N, C, I);
-            be->matmul_forward(A->ffn_up, A->ln2, P(L->up_proj), N, C, I);
-            be->swiglu_forward(A->ffn_h, A->ffn_gate, A->ffn_up, (size_t)N * I);
-            be->matmul_forward(A->ffn_out, A->ffn_h, P(L->down_proj), N, I, C);
+            swiglu_mlp_forward(m, A->ffn_out, A->ffn_gate, A->ffn_up, A->ffn_h, A->ln2, L->gate_proj, L->up_proj,
+                               L->down_proj, N, I);
         } else {
             be->matmul_forward(A->router_logits, A->ln2, P(L->router), N, C, E);
             aux += be->router_forward(A->router_probs, A->topk, A->gates, A->loads, A->router_logits,
@@ -497,6 +638,7 @@ static void forward_body(Model *m, float aux_coef, float z_coef) {
             else be->experts_forward(A->yg, A->eg, A->eu, A->eh, A->xg, A->offsets, P(L->expert_gate), P(L->expert_up),
                                      P(L->expert_down), E, C, F);
             be->moe_combine_forward(A->ffn_out, A->yg, A->gates, A->position_of, N, K, C);
+            if (c->shared_expert_size > 0) shared_expert_forward(m, l);
         }
         be->add(out, A->x_mid, A->ffn_out, (size_t)N * C);
     }
@@ -566,13 +708,10 @@ void model_backward(Model *m, float aux_coef, float z_coef) {
         /* out = x_mid + ffn(ln2(x_mid)); d_resid holds d out */
         be->zero(m->d_ln, NC);
         if (!L->is_moe) {
-            size_t NI = (size_t)N * I;
-            be->zero(m->d_ffn_c, NI * sizeof(float));
-            be->matmul_backward(m->d_ffn_c, G(L->down_proj), m->d_resid, A->ffn_h, P(L->down_proj), N, I, C);
-            be->swiglu_backward(m->d_ffn_a, m->d_ffn_b, m->d_ffn_c, A->ffn_gate, A->ffn_up, NI);
-            be->matmul_backward(m->d_ln, G(L->gate_proj), m->d_ffn_a, A->ln2, P(L->gate_proj), N, C, I);
-            be->matmul_backward(m->d_ln, G(L->up_proj), m->d_ffn_b, A->ln2, P(L->up_proj), N, C, I);
+            swiglu_mlp_backward(m, m->d_ln, m->d_resid, A->ffn_gate, A->ffn_up, A->ffn_h, A->ln2, L->gate_proj,
+                                L->up_proj, L->down_proj, N, I);
         } else {
+            if (c->shared_expert_size > 0) shared_expert_backward(m, l);
             be->moe_combine_backward(m->d_yg, m->d_gates, m->d_resid, A->yg, A->gates, A->position_of, N, K, C);
             if (m->ep_size > 1) {
                 ep_backward(m, l);
@@ -594,21 +733,7 @@ void model_backward(Model *m, float aux_coef, float z_coef) {
         be->zero(m->d_att, (size_t)N * H * hd * sizeof(float));
         be->matmul_backward(m->d_att, G(L->o_proj), m->d_resid, A->att_out, P(L->o_proj), N, H * hd, C);
         be->attention_backward(m->d_q, m->d_k, m->d_v, m->d_att, A->att_lse, A->q, A->k, A->v, B, T, H, KV, hd);
-        be->rope_backward(m->d_q, B, T, H, hd, c->rope_theta);
-        be->rope_backward(m->d_k, B, T, KV, hd, c->rope_theta);
-        float *dq = m->d_q, *dk = m->d_k;
-        if (c->qk_norm) {
-            /* d_att is free again: it receives d q_pre; d_ffn_a (>= N*KV*hd) receives d k_pre */
-            be->zero(m->d_att, (size_t)N * H * hd * sizeof(float));
-            be->rmsnorm_backward(m->d_att, G(L->q_norm), m->d_q, A->q_pre, P(L->q_norm), A->q_rstd, N * H, hd);
-            be->zero(m->d_ffn_a, (size_t)N * KV * hd * sizeof(float));
-            be->rmsnorm_backward(m->d_ffn_a, G(L->k_norm), m->d_k, A->k_pre, P(L->k_norm), A->k_rstd, N * KV, hd);
-            dq = m->d_att, dk = m->d_ffn_a;
-        }
-        be->zero(m->d_ln, NC);
-        be->matmul_backward(m->d_ln, G(L->q_proj), dq, A->ln1, P(L->q_proj), N, C, H * hd);
-        be->matmul_backward(m->d_ln, G(L->k_proj), dk, A->ln1, P(L->k_proj), N, C, KV * hd);
-        be->matmul_backward(m->d_ln, G(L->v_proj), m->d_v, A->ln1, P(L->v_proj), N, C, KV * hd);
+        qkv_backward(m, l);
         be->rmsnorm_backward(m->d_resid, G(L->input_norm), m->d_ln, A->x_in, P(L->input_norm), A->ln1_rstd, N, C);
         /* expert parallel: the experts (the tail of the layer's range) went above */
         grad_ready(m, layer_begin(m, l), m->ep_size > 1 && L->is_moe ? m->params[L->expert_gate].offset : layer_begin(m, l + 1), 0);
@@ -705,6 +830,7 @@ int model_find_nonfinite_activation(const Model *m, char *out, size_t cap) {
         ACT(A->att_out, N * HD, "layer %d attention output", l);
         ACT(A->x_mid, N * C, "layer %d residual after attention", l);
         if (m->layers[l].is_moe) ACT(A->router_logits, N * c->n_experts, "layer %d router logits", l);
+        if (A->sh_y) ACT(A->sh_y, N * C, "layer %d shared expert output", l);
         ACT(A->ffn_out, N * C, "layer %d %s output", l, m->layers[l].is_moe ? "MoE" : "FFN");
     }
     ACT(m->lnf, N * C, "final RMSNorm");
@@ -739,7 +865,8 @@ double model_flops_per_token(const ModelConfig *c, int T) {
     for (int l = 0; l < c->n_layers; l++) {
         matmul_params += C * hd * (2 * H + 2 * KV);
         if (layer_is_moe(c, l))
-            matmul_params += C * c->n_experts + 3.0 * c->top_k * c->moe_intermediate_size * C;
+            matmul_params += C * c->n_experts + 3.0 * c->top_k * c->moe_intermediate_size * C +
+                             (c->shared_expert_size > 0 ? (3.0 * c->shared_expert_size + 1) * C : 0);
         else
             matmul_params += 3.0 * c->intermediate_size * C;
     }

@@ -33,16 +33,20 @@ typedef struct {
 typedef struct {
     int is_moe;
     int input_norm, q_proj, k_proj, v_proj, o_proj, q_norm, k_norm, post_norm;
+    int q_bias, k_bias, v_bias;                                 /* attention_bias */
     int gate_proj, up_proj, down_proj;                          /* dense FFN */
     int router, expert_bias, expert_gate, expert_up, expert_down; /* MoE: first expert of each block */
+    int shared_gate, shared_up, shared_down, shared_expert_gate; /* MoE with a shared expert */
 } LayerParams;
 
 typedef struct {
     float *x_in;                       /* (N,C) residual stream entering the layer */
     float *ln1, *ln1_rstd;             /* (N,C), (N) */
-    float *q_pre, *k_pre;              /* (N,H*hd), (N,KV*hd) projections before qk-norm */
-    float *q_rstd, *k_rstd;            /* (N*H), (N*KV) */
-    float *q, *k, *v;                  /* after qk-norm and RoPE */
+    float *q_pre, *k_pre;              /* (N,H*hd), (N,KV*hd) projections (+ biases) before qk-norm */
+    float *q_rstd, *k_rstd;            /* (N*H), (N*KV); (N) each with qk_norm_full */
+    float *q_unclipped, *k_unclipped, *v_unclipped; /* clip_qkv: the clamp's inputs (q/k: the qk-norm
+                                        * output, or q_pre/k_pre without qk-norm); NULL otherwise */
+    float *q, *k, *v;                  /* after qk-norm, clamp and RoPE */
     float *att_lse;                    /* (B,H,T) logsumexp of each attention row */
     float *att_out;                    /* (N,H*hd) */
     float *x_mid;                      /* (N,C) after the attention residual */
@@ -53,6 +57,8 @@ typedef struct {
     float *gates;                      /* (N,K) */
     int32_t *offsets, *token_of, *position_of; /* (E+1), (N*K), (N*K) */
     float *xg, *eg, *eu, *eh, *yg;     /* (N*K,C), (N*K,F) x3, (N*K,C) */
+    float *sh_gate, *sh_up, *sh_h;     /* shared expert: (N,S) x3 */
+    float *sh_y, *sh_logit;            /* shared expert output (N,C), its gate's logit (N) */
     float *ffn_out;                    /* (N,C) */
 } LayerActs;
 
@@ -88,6 +94,7 @@ typedef struct {
     /* backward scratch */
     float *d_resid, *d_ln, *d_q, *d_k, *d_v, *d_att, *d_ffn_a, *d_ffn_b, *d_ffn_c, *d_router, *d_gates;
     float *d_xg, *d_yg, *d_eg, *d_eu, *d_eh;
+    float *d_sh_y, *d_sh_logit;        /* shared expert: (N,C), (N) */
 
     /* data parallel (src/dist): the backward computes gradients of loss_scale x loss (1 / ranks,
      * so that summing the ranks' gradients gives the mean), and calls grad_ready, when set, as

@@ -61,9 +61,17 @@ const char *fixture_parity_case(int index, ModelConfig *mc, TrainConfig *tc) {
         mc->decoder_sparse_step = 2;
         tc->aux_loss_coef = 0.01f, tc->z_loss_coef = 0.001f;
         return "interleaved";
-    default:
+    case 2:
         mc->decoder_sparse_step = 1, mc->n_experts = 8, mc->top_k = 3, mc->norm_topk_prob = 0, mc->first_k_dense = 1;
         tc->decay_shape = DECAY_1_SQRT;
         return "fullmoe";
+    case 3: /* Qwen2-MoE: q/k/v biases, a gated shared expert, no q/k norm, no renormalization */
+        mc->decoder_sparse_step = 1, mc->n_experts = 8, mc->top_k = 2, mc->norm_topk_prob = 0, mc->qk_norm = 0;
+        mc->attention_bias = 1, mc->shared_expert_size = 20;
+        return "qwen2moe";
+    default: /* OLMoE: q/k norm over the whole projection, q/k/v clamped (tight: 15-45% of the values) */
+        mc->decoder_sparse_step = 1, mc->n_experts = 8, mc->top_k = 2, mc->norm_topk_prob = 0;
+        mc->qk_norm = 1, mc->qk_norm_full = 1, mc->clip_qkv = 0.8f, mc->n_kv_heads = 4;
+        return "olmoe";
     }
 }

@@ -11,10 +11,11 @@ void fixture_small_run(ModelConfig *mc, TrainConfig *tc);
 /* trains the small run into DIR/<name> and returns the path of its final checkpoint */
 char *fixture_trained_checkpoint(const char *name, const ModelConfig *mc, const TrainConfig *tc, const char *data_dir);
 
-/* The three parity configurations shared by the PyTorch and GPU parity tests (index 0..2):
- * dense with tied embeddings, interleaved with aux and z losses, full MoE with a first dense
- * layer and no renormalization. */
-#define FIXTURE_PARITY_CASES 3
+/* The parity configurations shared by the PyTorch and GPU parity tests (index 0..4): dense with
+ * tied embeddings, interleaved with aux and z losses, full MoE with a first dense layer and no
+ * renormalization, Qwen2-MoE-shaped (q/k/v biases, shared expert) and OLMoE-shaped (q/k norm
+ * over the whole projection, clip_qkv) full MoE without renormalization. */
+#define FIXTURE_PARITY_CASES 5
 #define FIXTURE_PARITY_STEPS 20
 const char *fixture_parity_case(int index, ModelConfig *mc, TrainConfig *tc);
 

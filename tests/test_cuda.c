@@ -6,7 +6,9 @@
  *   cuda_op_*            each op on odd shapes (partial tiles, GQA, repeated tokens, an expert
  *                        without tokens), fp32: relative error <= 1e-4 (max|a-b| / max|ref|),
  *                        integer outputs (top-K, loads, permutation) identical
- *   cuda_parity_*        dense (tied), interleaved (aux + z losses), full MoE (no renorm):
+ *   cuda_parity_*        dense (tied), interleaved (aux + z losses), full MoE (no renorm),
+ *                        Qwen2-MoE-shaped (q/k/v biases, shared expert), OLMoE-shaped (q/k norm
+ *                        over the whole projection, clip_qkv):
  *                        logits, loss, every gradient (per-tensor L2, as tests/torch_ref.py),
  *                        routing and loads of the first batch identical, 20 AdamW steps' losses;
  *                        tolerance 1e-4
@@ -194,6 +196,40 @@ TEST(cuda_op_elementwise) {
     c->balance_bias_update(bias, loads, 7, 1e-2f);
     g->balance_bias_update(dbias, dloads, 7, 1e-2f);
     CHECK_DEV(g, dbias, bias, 7, "balance_bias_update");
+    /* bias over rows, clamp, per-row sigmoid gate (the families' ops) on (N, C) = (n / 97, 97) */
+    {
+        int N = (int)(n / 97), C = 97;
+        size_t nc = (size_t)N * C;
+        float *bias_h = randv(&r, C, 1), *dbias_h = xcalloc(C, 4), *dbias_d = g->alloc(C * 4);
+        float *bias_dd = to_dev(g, bias_h, C * 4);
+        memcpy(ref, a, nc * 4);
+        g->copy(dout, da, nc * 4);
+        c->bias_add_forward(ref, bias_h, N, C);
+        g->bias_add_forward(dout, bias_dd, N, C);
+        CHECK_DEV(g, dout, ref, nc, "bias_add_forward");
+        c->bias_add_backward(dbias_h, b, N, C);
+        g->bias_add_backward(dbias_d, db, N, C);
+        CHECK_DEV(g, dbias_d, dbias_h, C, "bias_add_backward");
+        c->clamp_forward(ref, a, n, 0.6f);
+        g->clamp_forward(dout, da, n, 0.6f);
+        CHECK_DEV(g, dout, ref, n, "clamp_forward");
+        c->clamp_backward(ref, b, a, n, 0.6f);
+        g->clamp_backward(dout, db, da, n, 0.6f);
+        CHECK_DEV(g, dout, ref, n, "clamp_backward");
+        float *logit_h = randv(&r, N, 2), *logit_d = to_dev(g, logit_h, N * 4), *dlogit_h = xmalloc(N * 4);
+        float *dlogit_d = g->alloc(N * 4);
+        memcpy(ref, b, nc * 4);
+        g->copy(dout, db, nc * 4);
+        c->sigmoid_gate_forward(ref, a, logit_h, N, C);
+        g->sigmoid_gate_forward(dout, da, logit_d, N, C);
+        CHECK_DEV(g, dout, ref, nc, "sigmoid_gate_forward");
+        c->sigmoid_gate_backward(ref, dlogit_h, b, a, logit_h, N, C);
+        g->sigmoid_gate_backward(dout, dlogit_d, db, da, logit_d, N, C);
+        CHECK_DEV(g, dout, ref, nc, "sigmoid_gate_backward dy");
+        CHECK_DEV(g, dlogit_d, dlogit_h, N, "sigmoid_gate_backward dlogit");
+        free(bias_h), free(dbias_h), free(logit_h), free(dlogit_h);
+        g->free(dbias_d), g->free(bias_dd), g->free(logit_d), g->free(dlogit_d);
+    }
     /* copy, zero, round trip */
     g->copy(dout, da, n * 4);
     CHECK_DEV(g, dout, a, n, "copy");
@@ -549,6 +585,20 @@ TEST(cuda_parity_full_moe) {
     ModelConfig mc;
     TrainConfig tc;
     const char *label = fixture_parity_case(2, &mc, &tc);
+    run_model_parity(label, mc, tc);
+}
+
+TEST(cuda_parity_qwen2_moe) {
+    ModelConfig mc;
+    TrainConfig tc;
+    const char *label = fixture_parity_case(3, &mc, &tc);
+    run_model_parity(label, mc, tc);
+}
+
+TEST(cuda_parity_olmoe) {
+    ModelConfig mc;
+    TrainConfig tc;
+    const char *label = fixture_parity_case(4, &mc, &tc);
     run_model_parity(label, mc, tc);
 }
 

@@ -248,3 +248,42 @@ TEST(grow_from_dense_preserves_function) {
     CHECK(r.loss_after != r.loss_before);
     free(out2), free(out), free(dense), free(data);
 }
+
+/* A Qwen2-MoE-shaped checkpoint (q/k/v biases, a gated shared expert): the shared expert and
+ * the biases are ordinary tensors, copied unchanged. With top-1 routing, renormalized gates,
+ * zero balancing biases and no bias noise, a token picks its source expert or one of its exact
+ * replicas with gate 1, so growth preserves the function: the loss does not move. */
+TEST(grow_qwen2_moe_shared_expert_preserves_function) {
+    ModelConfig mc;
+    TrainConfig tc;
+    fixture_small_run(&mc, &tc);
+    mc.attention_bias = 1, mc.qk_norm = 0, mc.shared_expert_size = 24, mc.top_k = 1, mc.norm_topk_prob = 1;
+    tc.bias_update_rate = 0;
+    char *data = fixture_data_dir(), *src_dir = fixture_trained_checkpoint("src", &mc, &tc, data);
+    char *out = path_join(test_tmpdir(), "grown");
+    GrowOptions o;
+    grow_options_defaults(&o);
+    o.factor = 2, o.bias_noise = 0, o.quiet = 1, o.check = 1, o.data_dir = data;
+    GrowReport r;
+    CHECK_MSG(grow_checkpoint(src_dir, out, &o, &r) == 0, "%s", up_last_error());
+    CHECK(r.n_old == 4 && r.n_new == 8);
+    CHECK_MSG(fabs(r.loss_after - r.loss_before) <= 1e-6 * r.loss_before, "loss at growth %.9g vs source %.9g",
+              r.loss_after, r.loss_before);
+    Model a, b;
+    CHECK(load(src_dir, &a) == 0 && load(out, &b) == 0);
+    CHECK(b.cfg.n_experts == 8 && b.cfg.shared_expert_size == 24 && b.cfg.attention_bias);
+    const char *kept[] = {"model.layers.1.mlp.shared_expert.gate_proj.weight", "model.layers.1.mlp.shared_expert.up_proj.weight",
+                          "model.layers.1.mlp.shared_expert.down_proj.weight", "model.layers.1.mlp.shared_expert_gate.weight",
+                          "model.layers.1.self_attn.q_proj.bias", "model.layers.0.self_attn.v_proj.bias"};
+    for (size_t i = 0; i < sizeof kept / sizeof *kept; i++) {
+        int pa = model_find_param(&a, kept[i]), pb = model_find_param(&b, kept[i]);
+        CHECK_MSG(pa >= 0 && pb >= 0, "%s missing", kept[i]);
+        if (pa < 0 || pb < 0) continue;
+        size_t n = a.params[pa].numel;
+        CHECK_MSG(b.params[pb].numel == n && !memcmp(model_param(&a, pa), model_param(&b, pb), n * 4) &&
+                      !memcmp(a.adam_m + a.params[pa].offset, b.adam_m + b.params[pb].offset, n * 4),
+                  "%s (or its optimizer state) changed", kept[i]);
+    }
+    model_free(&a), model_free(&b);
+    free(out), free(src_dir), free(data);
+}

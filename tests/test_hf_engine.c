@@ -102,11 +102,20 @@ static void check_loaded(const char *dir, int mixtral) {
 }
 
 TEST(hf_engine_loads_families_by_their_names_and_dtypes) {
-    char *dir = fixtures("qwen3_moe mixtral");
+    char *dir = fixtures("qwen3_moe mixtral qwen2_moe olmoe");
     if (!dir) return;
     char *qwen = path_join(dir, "qwen3_moe"), *mixtral = path_join(dir, "mixtral");
+    char *qwen2 = path_join(dir, "qwen2_moe"), *olmoe = path_join(dir, "olmoe");
     check_loaded(qwen, 0);    /* BF16, 2 shards + index, a balancing bias */
     check_loaded(mixtral, 1); /* BF16, 3 shards, block_sparse_moe w1/w3/w2, no bias */
+    check_loaded(qwen2, 0);   /* F32, q/k/v biases, shared expert and its gate */
+    check_loaded(olmoe, 0);   /* F16, q/k norms over the whole projections */
+    ModelConfig q2, ol;
+    CHECK(checkpoint_load_config(qwen2, &q2) == 0 && q2.family == MODEL_FAMILY_QWEN2_MOE && q2.attention_bias == 1 &&
+          q2.shared_expert_size == 12 && q2.qk_norm == 0 && q2.norm_topk_prob == 0);
+    CHECK(checkpoint_load_config(olmoe, &ol) == 0 && ol.family == MODEL_FAMILY_OLMOE && ol.qk_norm == 1 && ol.qk_norm_full == 1 &&
+          ol.clip_qkv == 0 && ol.moe_intermediate_size == 8 && ol.weight_dtype == WEIGHT_F16);
+    free(qwen2), free(olmoe);
     ModelConfig c;
     CHECK(checkpoint_load_config(mixtral, &c) == 0);
     CHECK(c.family == MODEL_FAMILY_MIXTRAL && c.n_experts == 4 && c.moe_intermediate_size == 8 && c.norm_topk_prob == 1 &&

@@ -57,6 +57,24 @@ TEST(config_json_round_trip) {
     CHECK(model_config_save_json(&c, path) == 0);
     CHECK(model_config_load_json(&back, path) == 0);
     CHECK(memcmp(&c, &back, sizeof c) == 0);
+    /* the families' switches are absent when off ... */
+    char *text;
+    CHECK(read_file(path, &text, NULL) == 0);
+    CHECK(!strstr(text, "upcycle_attention_bias") && !strstr(text, "upcycle_shared_expert_size") &&
+          !strstr(text, "upcycle_qk_norm_full") && !strstr(text, "upcycle_clip_qkv"));
+    free(text);
+    /* ... and round-trip when set */
+    c.attention_bias = 1, c.shared_expert_size = 40, c.qk_norm = 1, c.qk_norm_full = 1, c.clip_qkv = 8.5f;
+    CHECK(model_config_save_json(&c, path) == 0);
+    CHECK(model_config_load_json(&back, path) == 0);
+    CHECK(memcmp(&c, &back, sizeof c) == 0);
+    c.clip_qkv = 0.3f; /* not exact in binary: survives the decimal text */
+    CHECK(model_config_save_json(&c, path) == 0);
+    CHECK(model_config_load_json(&back, path) == 0);
+    CHECK(memcmp(&c, &back, sizeof c) == 0);
+    /* q/k norm over the whole projection needs q/k norm */
+    back.qk_norm = 0;
+    CHECK(model_config_validate(&back, "z.json") == -1 && strstr(up_last_error(), "upcycle_qk_norm"));
     free(path);
 }
 
@@ -82,30 +100,34 @@ TEST(param_table_layout) {
     model_free(&m);
 }
 
-/* Whole model: d loss / d theta by central differences on a few entries of every tensor kind. */
-TEST(model_gradients_finite_differences) {
-    ModelConfig c;
-    model_config_defaults(&c);
-    c.vocab_size = 29, c.d_model = 16, c.n_layers = 2, c.n_heads = 4, c.n_kv_heads = 2, c.head_dim = 4;
-    c.intermediate_size = 24, c.n_experts = 4, c.top_k = 2, c.moe_intermediate_size = 12, c.init_std = 0.2f;
+/* Whole model: d loss / d theta by central differences on a few entries of every tensor kind.
+ * Returns the relative error; *skipped counts samples where the perturbation changed routing. */
+static double model_fd_error(const ModelConfig *c, int *skipped) {
     Model m;
-    CHECK(model_create(&m, &c, backend_cpu()) == 0);
+    CHECK(model_create(&m, c, backend_cpu()) == 0);
     model_init_weights(&m, 5);
+    Rng rng;
+    rng_seed(&rng, 3);
+    for (int i = 0; i < m.n_params; i++) /* q/k/v biases start at 0: make them matter */
+        if (str_ends_with(m.params[i].name, ".bias"))
+            for (size_t k = 0; k < m.params[i].numel; k++) model_param(&m, i)[k] = 0.2f * rng_normal(&rng);
     int B = 2, T = 6;
     model_set_batch(&m, B, T);
     int32_t tokens[2 * 7];
-    Rng rng;
     rng_seed(&rng, 3);
-    for (int i = 0; i < 14; i++) tokens[i] = (int32_t)rng_below(&rng, c.vocab_size);
+    for (int i = 0; i < 14; i++) tokens[i] = (int32_t)rng_below(&rng, c->vocab_size);
     model_zero_grad(&m);
     model_forward(&m, tokens, 0, 0);
-    int32_t topk_ref[2][2 * 6 * 2];
-    memcpy(topk_ref[0], m.acts[1].topk, sizeof topk_ref[0]);
+    /* the routing of every MoE layer at the unperturbed weights */
+    size_t nk = (size_t)B * T * c->top_k;
+    int32_t *topk_ref = xcalloc((size_t)c->n_layers * (nk ? nk : 1), sizeof(int32_t));
+    for (int l = 0; l < c->n_layers; l++)
+        if (m.layers[l].is_moe) memcpy(topk_ref + l * nk, m.acts[l].topk, nk * sizeof(int32_t));
     model_backward(&m, 0, 0);
     float *grad = xmalloc(m.n_floats * 4);
     memcpy(grad, m.grad_mem, m.n_floats * 4);
     double num2 = 0, diff2 = 0;
-    int skipped = 0;
+    *skipped = 0;
     for (int i = 0; i < m.n_params; i++) {
         if (!m.params[i].trainable) continue;
         for (int s = 0; s < 2; s++) {
@@ -116,11 +138,12 @@ TEST(model_gradients_finite_differences) {
             for (int d = 0; d < 2; d++) {
                 m.param_mem[j] = saved + (d ? -1e-2f : 1e-2f);
                 l[d] = model_forward(&m, tokens, 0, 0);
-                moved |= memcmp(topk_ref[0], m.acts[1].topk, sizeof topk_ref[0]) != 0;
+                for (int layer = 0; layer < c->n_layers; layer++)
+                    moved |= m.layers[layer].is_moe && memcmp(topk_ref + layer * nk, m.acts[layer].topk, nk * 4) != 0;
             }
             m.param_mem[j] = saved;
             if (moved) {
-                skipped++;
+                (*skipped)++;
                 continue;
             }
             double numeric = (l[0] - l[1]) / 2e-2;
@@ -128,11 +151,37 @@ TEST(model_gradients_finite_differences) {
             diff2 += (numeric - grad[j]) * (numeric - grad[j]);
         }
     }
-    double err = sqrt(diff2) / sqrt(num2);
+    free(grad), free(topk_ref);
+    model_free(&m);
+    return sqrt(diff2) / sqrt(num2);
+}
+
+static void fd_config(ModelConfig *c) {
+    model_config_defaults(c);
+    c->vocab_size = 29, c->d_model = 16, c->n_layers = 2, c->n_heads = 4, c->n_kv_heads = 2, c->head_dim = 4;
+    c->intermediate_size = 24, c->n_experts = 4, c->top_k = 2, c->moe_intermediate_size = 12, c->init_std = 0.2f;
+}
+
+TEST(model_gradients_finite_differences) {
+    ModelConfig c;
+    fd_config(&c);
+    int skipped;
+    double err = model_fd_error(&c, &skipped);
     CHECK_MSG(err < 2e-2, "whole-model gradient relative error %.3g (%d samples skipped)", err, skipped);
     CHECK(skipped < 10);
-    free(grad);
-    model_free(&m);
+}
+
+/* every family switch at once (the engine allows any combination): q/k/v biases, a shared
+ * expert, q/k norm over the whole projection, a clamp loose enough that finite differences
+ * rarely straddle it */
+TEST(model_gradients_finite_differences_family_switches) {
+    ModelConfig c;
+    fd_config(&c);
+    c.attention_bias = 1, c.shared_expert_size = 10, c.qk_norm_full = 1, c.clip_qkv = 2.5f, c.norm_topk_prob = 0;
+    int skipped;
+    double err = model_fd_error(&c, &skipped);
+    CHECK_MSG(err < 2e-2, "whole-model gradient relative error %.3g (%d samples skipped)", err, skipped);
+    CHECK(skipped < 10);
 }
 
 TEST(checkpoint_round_trip_exact) {
@@ -204,17 +253,14 @@ TEST(training_is_deterministic_and_learns) {
     free(a.losses), free(b.losses), free(data), free(out1), free(out2);
 }
 
-TEST(resume_is_bit_exact) {
-    ModelConfig mc;
-    TrainConfig tc;
-    fixture_small_run(&mc, &tc);
+static void check_resume_bit_exact(const ModelConfig *mc, const TrainConfig *tc) {
     char *data = fixture_data_dir(), *out1 = path_join(test_tmpdir(), "full"), *out2 = path_join(test_tmpdir(), "resumed");
     TrainOptions full = {.data_dir = data, .out_dir = out1, .quiet = 1};
     TrainResult a, b;
-    CHECK(train_run(&mc, &tc, &full, &a) == 0); /* 12 steps, checkpoint at 6 */
+    CHECK(train_run(mc, tc, &full, &a) == 0); /* 12 steps, checkpoint at 6 */
     char *ckpt = path_join(out1, "ckpt_000006");
     TrainOptions resumed = {.data_dir = data, .out_dir = out2, .resume = ckpt, .quiet = 1};
-    CHECK(train_run(&mc, &tc, &resumed, &b) == 0);
+    CHECK(train_run(mc, tc, &resumed, &b) == 0);
     CHECK(b.steps_run == 6);
     CHECK_MSG(memcmp(a.losses + 6, b.losses, 6 * sizeof(float)) == 0, "resumed losses differ: %.9g vs %.9g",
               a.losses[6], b.losses[0]);
@@ -226,6 +272,40 @@ TEST(resume_is_bit_exact) {
     CHECK(n1 == n2 && memcmp(d1, d2, n1) == 0);
     free(d1), free(d2), free(f1), free(f2);
     free(a.losses), free(b.losses), free(data), free(out1), free(out2), free(ckpt);
+}
+
+TEST(resume_is_bit_exact) {
+    ModelConfig mc;
+    TrainConfig tc;
+    fixture_small_run(&mc, &tc);
+    check_resume_bit_exact(&mc, &tc);
+}
+
+/* the families' tensors (q/k/v biases, shared expert and its gate, whole-projection q/k norms)
+ * and their optimizer state go through the checkpoint like every other */
+TEST(resume_is_bit_exact_family_switches) {
+    ModelConfig mc;
+    TrainConfig tc;
+    fixture_small_run(&mc, &tc);
+    mc.attention_bias = 1, mc.shared_expert_size = 24, mc.qk_norm_full = 1, mc.clip_qkv = 1.5f, mc.norm_topk_prob = 0;
+    check_resume_bit_exact(&mc, &tc);
+    /* the checkpoint holds them under their Hugging Face names, with optimizer state */
+    char *ckpt = path_join(test_tmpdir(), "full/final");
+    Model m;
+    CHECK(checkpoint_load_model(ckpt, &m, 1, NULL) == 0);
+    CHECK(m.cfg.shared_expert_size == 24 && m.cfg.attention_bias && m.cfg.qk_norm_full && m.cfg.clip_qkv == 1.5f);
+    const char *names[] = {"model.layers.0.self_attn.q_proj.bias", "model.layers.1.self_attn.v_proj.bias",
+                           "model.layers.1.mlp.shared_expert.down_proj.weight", "model.layers.1.mlp.shared_expert_gate.weight"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        int p = model_find_param(&m, names[i]);
+        CHECK_MSG(p >= 0 && m.params[p].trainable, "%s missing or not trainable", names[i]);
+        if (p >= 0) CHECK(m.adam_v[m.params[p].offset] > 0); /* AdamW has seen its gradient */
+    }
+    CHECK(model_find_param(&m, "model.layers.0.mlp.shared_expert_gate.weight") < 0); /* layer 0 is dense */
+    int qn = model_find_param(&m, "model.layers.0.self_attn.q_norm.weight");
+    CHECK(qn >= 0 && m.params[qn].numel == (size_t)mc.n_heads * mc.head_dim);
+    model_free(&m);
+    free(ckpt);
 }
 
 TEST(init_starts_new_stage_with_optimizer_state) {

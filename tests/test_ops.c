@@ -2,6 +2,7 @@
  * Each check defines a scalar loss L = sum(out * R) for a fixed random R, computes the
  * analytic gradient with the op's backward, and compares it with central differences on a
  * sample of entries: ||analytic - numeric|| / ||numeric|| must be below 1e-2 (float32). */
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -176,6 +177,98 @@ TEST(ops_swiglu_gradients) {
     CHECK_GRAD(c.g, c.n, dg, swi_loss, &c);
     CHECK_GRAD(c.u, c.n, du, swi_loss, &c);
     free(c.g), free(c.u), free(c.R), free(c.out), free(dg), free(du);
+}
+
+/* ---------------- bias over rows ---------------- */
+typedef struct { int N, C; float *x, *b, *out, *R; } BiasCtx;
+static double bias_loss(void *p) {
+    BiasCtx *c = p;
+    memcpy(c->out, c->x, sizeof(float) * c->N * c->C);
+    backend_cpu()->bias_add_forward(c->out, c->b, c->N, c->C);
+    return dot(c->out, c->R, (size_t)c->N * c->C);
+}
+TEST(ops_bias_add_gradients) {
+    rng_seed(&g_rng, 9);
+    BiasCtx c = {37, 13};
+    size_t n = (size_t)c.N * c.C;
+    c.x = rand_vec(n, 1), c.b = rand_vec(c.C, 1), c.R = rand_vec(n, 1), c.out = rand_vec(n, 0);
+    bias_loss(&c);
+    CHECK(c.out[5 * c.C + 7] == c.x[5 * c.C + 7] + c.b[7]);
+    float *db = xmalloc(sizeof(float) * c.C);
+    for (int i = 0; i < c.C; i++) db[i] = 0.5f; /* accumulates */
+    backend_cpu()->bias_add_backward(db, c.R, c.N, c.C);
+    double col = 0.5;
+    for (int t = 0; t < c.N; t++) col += c.R[(size_t)t * c.C + 4];
+    CHECK_CLOSE(db[4], col, 1e-5);
+    for (int i = 0; i < c.C; i++) db[i] -= 0.5f;
+    CHECK_GRAD(c.b, (size_t)c.C, db, bias_loss, &c);
+    /* the column sums do not depend on the thread count */
+    float *db1 = xcalloc(c.C, sizeof(float)), *db2 = xcalloc(c.C, sizeof(float));
+    int threads = omp_get_max_threads();
+    backend_cpu()->set_threads(1);
+    backend_cpu()->bias_add_backward(db1, c.R, c.N, c.C);
+    backend_cpu()->set_threads(3);
+    backend_cpu()->bias_add_backward(db2, c.R, c.N, c.C);
+    backend_cpu()->set_threads(threads);
+    CHECK(memcmp(db1, db2, sizeof(float) * c.C) == 0);
+    free(c.x), free(c.b), free(c.R), free(c.out), free(db), free(db1), free(db2);
+}
+
+/* ---------------- clamp ---------------- */
+typedef struct { size_t n; float limit; float *x, *out, *R; } ClampCtx;
+static double clamp_loss(void *p) {
+    ClampCtx *c = p;
+    backend_cpu()->clamp_forward(c->out, c->x, c->n, c->limit);
+    return dot(c->out, c->R, c->n);
+}
+TEST(ops_clamp_gradients) {
+    rng_seed(&g_rng, 10);
+    ClampCtx c = {200, 0.7f};
+    c.x = rand_vec(c.n, 1), c.out = rand_vec(c.n, 0), c.R = rand_vec(c.n, 1);
+    /* keep every entry 2e-2 away from the bounds, where the loss is not smooth (FD eps 1e-2) */
+    for (size_t i = 0; i < c.n; i++)
+        if (fabsf(fabsf(c.x[i]) - c.limit) < 2e-2f) c.x[i] *= 1.1f;
+    clamp_loss(&c);
+    size_t inside = 0;
+    for (size_t i = 0; i < c.n; i++) {
+        float want = c.x[i] > c.limit ? c.limit : c.x[i] < -c.limit ? -c.limit : c.x[i];
+        CHECK(c.out[i] == want);
+        inside += fabsf(c.x[i]) <= c.limit;
+    }
+    CHECK(inside > 20 && inside < c.n - 20); /* both pieces are exercised */
+    float *dx = xmalloc(sizeof(float) * c.n);
+    backend_cpu()->clamp_backward(dx, c.R, c.x, c.n, c.limit);
+    CHECK_GRAD(c.x, c.n, dx, clamp_loss, &c);
+    for (size_t i = 0; i < c.n; i++) CHECK(dx[i] == (fabsf(c.x[i]) <= c.limit ? c.R[i] : 0.0f));
+    /* in place (dinp == dout), and at the bound the gradient passes, as torch.clamp's */
+    float x[3] = {0.7f, -0.7f, 0.71f}, d[3] = {1, 2, 3};
+    backend_cpu()->clamp_backward(d, d, x, 3, 0.7f);
+    CHECK(d[0] == 1 && d[1] == 2 && d[2] == 0);
+    free(c.x), free(c.out), free(c.R), free(dx);
+}
+
+/* ---------------- per-row sigmoid gate ---------------- */
+typedef struct { int N, C; float *y, *logit, *base, *out, *R; } GateCtx;
+static double gate_loss(void *p) {
+    GateCtx *c = p;
+    memcpy(c->out, c->base, sizeof(float) * c->N * c->C);
+    backend_cpu()->sigmoid_gate_forward(c->out, c->y, c->logit, c->N, c->C);
+    return dot(c->out, c->R, (size_t)c->N * c->C);
+}
+TEST(ops_sigmoid_gate_gradients) {
+    rng_seed(&g_rng, 11);
+    GateCtx c = {9, 21};
+    size_t n = (size_t)c.N * c.C;
+    c.y = rand_vec(n, 1), c.logit = rand_vec(c.N, 2), c.base = rand_vec(n, 1), c.out = rand_vec(n, 0);
+    c.R = rand_vec(n, 1);
+    gate_loss(&c);
+    /* accumulates onto out: base + sigmoid(logit) * y */
+    CHECK_CLOSE(c.out[2 * c.C + 3], c.base[2 * c.C + 3] + c.y[2 * c.C + 3] / (1 + exp(-c.logit[2])), 1e-6);
+    float *dy = xmalloc(sizeof(float) * n), *dlogit = xmalloc(sizeof(float) * c.N);
+    backend_cpu()->sigmoid_gate_backward(dy, dlogit, c.R, c.y, c.logit, c.N, c.C);
+    CHECK_GRAD(c.y, n, dy, gate_loss, &c);
+    CHECK_GRAD(c.logit, (size_t)c.N, dlogit, gate_loss, &c);
+    free(c.y), free(c.logit), free(c.base), free(c.out), free(c.R), free(dy), free(dlogit);
 }
 
 /* ---------------- cross-entropy ---------------- */

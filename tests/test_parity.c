@@ -1,6 +1,8 @@
 /* Parity with the independent PyTorch reference (tests/torch_ref.py, Debian's python3-torch):
  * logits, loss, every parameter's gradient, and the losses of 20 AdamW steps (with clipping,
- * the WSD schedule and the balancing-bias update) for dense, interleaved and full-MoE configs. */
+ * the WSD schedule and the balancing-bias update) for dense, interleaved and full-MoE configs,
+ * and Qwen2-MoE- and OLMoE-shaped ones (q/k/v biases, shared expert; whole-projection q/k norm,
+ * clip_qkv). */
 #include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +57,14 @@ static void run_parity(const char *label, ModelConfig mc, TrainConfig tc) {
     Model m;
     CHECK(model_create(&m, &mc, backend_cpu()) == 0);
     model_init_weights(&m, 42);
+    /* q/k/v biases start at zero; random ones make the first forward depend on them */
+    Rng brng;
+    rng_seed(&brng, 7);
+    for (int i = 0; i < m.n_params; i++) {
+        if (!str_ends_with(m.params[i].name, ".bias")) continue;
+        float *b = model_param(&m, i);
+        for (size_t k = 0; k < m.params[i].numel; k++) b[k] = 0.1f * rng_normal(&brng);
+    }
     model_set_batch(&m, B, T);
     CHECK(checkpoint_save(dir, &m, NULL, 0) == 0); /* config.json + model.safetensors */
 
@@ -73,6 +83,19 @@ static void run_parity(const char *label, ModelConfig mc, TrainConfig tc) {
     float *logits = xmalloc(sizeof(float) * B * T * mc.vocab_size);
     m.be->download(logits, m.logits, sizeof(float) * B * T * mc.vocab_size);
     model_backward(&m, tc.aux_loss_coef, tc.z_loss_coef);
+    if (mc.clip_qkv > 0) { /* the clamp must bite: some q, k and v entries lie outside +-clip_qkv */
+        size_t nq = (size_t)B * T * mc.n_heads * mc.head_dim, nkv = (size_t)B * T * mc.n_kv_heads * mc.head_dim;
+        const LayerActs *A = &m.acts[0];
+        const float *in[3] = {A->q_unclipped, A->k_unclipped, A->v_unclipped};
+        size_t n[3] = {nq, nkv, nkv}, clamped[3] = {0, 0, 0};
+        for (int t = 0; t < 3; t++)
+            for (size_t i = 0; i < n[t]; i++) clamped[t] += fabsf(in[t][i]) > mc.clip_qkv;
+        printf("    [%s] layer 0 clamped: q %.1f%%, k %.1f%%, v %.1f%%\n", label, 100.0 * clamped[0] / nq,
+               100.0 * clamped[1] / nkv, 100.0 * clamped[2] / nkv);
+        fflush(stdout); /* before torch_ref's lines */
+        CHECK_MSG(clamped[0] && clamped[1] && clamped[2] && clamped[0] < nq, "%s: clip_qkv %g clamps q %zu, k %zu, v %zu",
+                  label, mc.clip_qkv, clamped[0], clamped[1], clamped[2]);
+    }
     path = path_join(dir, "ours.safetensors");
     CHECK(write_ours(path, &m, logits, (float)loss) == 0);
     free(path);
@@ -147,5 +170,19 @@ TEST(parity_torch_full_moe) {
     ModelConfig mc;
     TrainConfig tc;
     const char *label = fixture_parity_case(2, &mc, &tc);
+    run_parity(label, mc, tc);
+}
+
+TEST(parity_torch_qwen2_moe) {
+    ModelConfig mc;
+    TrainConfig tc;
+    const char *label = fixture_parity_case(3, &mc, &tc);
+    run_parity(label, mc, tc);
+}
+
+TEST(parity_torch_olmoe) {
+    ModelConfig mc;
+    TrainConfig tc;
+    const char *label = fixture_parity_case(4, &mc, &tc);
     run_parity(label, mc, tc);
 }

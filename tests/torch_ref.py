@@ -1,12 +1,17 @@
 #!/usr/bin/python3
-"""Independent PyTorch reference for the upcycle C trainer (Qwen3-MoE semantics).
+"""Independent PyTorch reference for the upcycle C trainer (Qwen3-MoE semantics, plus the
+Qwen2-MoE and OLMoE switches: q/k/v biases, a sigmoid-gated shared expert, q/k norm over the
+whole projection, clip_qkv; the order of operations of transformers' modeling_qwen2_moe.py and
+modeling_olmoe.py).
 
 Usage:
     /usr/bin/python3 tests/torch_ref.py DIR [--tol-logits X] [--tol-loss X]
                                             [--tol-grad X] [--tol-train X]
 
 DIR is written by the C trainer and must contain:
-    config.json         Hugging Face Qwen3-MoE config (+ "upcycle_qk_norm")
+    config.json         Hugging Face Qwen3-MoE config (+ "upcycle_qk_norm", and when set
+                        "upcycle_attention_bias", "upcycle_shared_expert_size",
+                        "upcycle_qk_norm_full", "upcycle_clip_qkv")
     model.safetensors   initial weights, HF names
     batch.safetensors   "tokens" int32 [S, B, T+1]; batch s = tokens[s]
     ours.safetensors    "logits" [B,T,V], "loss" [1] (batch 0, initial weights)
@@ -162,6 +167,10 @@ class Config:
             self.tie_word_embeddings = bool(d.get("tie_word_embeddings", False))
             self.qk_norm = bool(d.get("upcycle_qk_norm", False))
             self.intermediate_size = int(d.get("intermediate_size", 0) or 0)
+            self.attention_bias = bool(d.get("upcycle_attention_bias", False))
+            self.shared_expert_size = int(d.get("upcycle_shared_expert_size", 0) or 0)
+            self.qk_norm_full = bool(d.get("upcycle_qk_norm_full", False))
+            self.clip_qkv = float(d.get("upcycle_clip_qkv", 0) or 0)
         except (TypeError, ValueError) as e:
             raise Malformed(f"config.json: bad value: {e}")
         if min(self.vocab_size, self.hidden_size, self.num_hidden_layers,
@@ -171,6 +180,10 @@ class Config:
             raise Malformed("config.json: num_attention_heads not a multiple of num_key_value_heads")
         if self.head_dim % 2:
             raise Malformed("config.json: head_dim must be even for RoPE")
+        if self.qk_norm_full and not self.qk_norm:
+            raise Malformed("config.json: upcycle_qk_norm_full needs upcycle_qk_norm")
+        if self.shared_expert_size < 0 or self.clip_qkv < 0:
+            raise Malformed("config.json: upcycle_shared_expert_size and upcycle_clip_qkv must be >= 0")
         if self.num_experts > 0:
             if not (0 < self.num_experts_per_tok <= self.num_experts):
                 raise Malformed("config.json: need 0 < num_experts_per_tok <= num_experts")
@@ -200,18 +213,25 @@ def param_shapes(cfg):
     for i in range(cfg.num_hidden_layers):
         p = f"model.layers.{i}."
         s[p + "input_layernorm.weight"] = ((C,), True)
-        s[p + "self_attn.q_proj.weight"] = ((H * hd, C), True)
-        s[p + "self_attn.k_proj.weight"] = ((KV * hd, C), True)
-        s[p + "self_attn.v_proj.weight"] = ((KV * hd, C), True)
+        for proj, width in (("q", H * hd), ("k", KV * hd), ("v", KV * hd)):
+            s[p + f"self_attn.{proj}_proj.weight"] = ((width, C), True)
+            if cfg.attention_bias:  # Qwen2-MoE: q/k/v biases, none on o_proj
+                s[p + f"self_attn.{proj}_proj.bias"] = ((width,), True)
         s[p + "self_attn.o_proj.weight"] = ((C, H * hd), True)
-        if cfg.qk_norm:
-            s[p + "self_attn.q_norm.weight"] = ((hd,), True)
-            s[p + "self_attn.k_norm.weight"] = ((hd,), True)
+        if cfg.qk_norm:  # per head, or over the whole projection (OLMoE)
+            s[p + "self_attn.q_norm.weight"] = ((H * hd if cfg.qk_norm_full else hd,), True)
+            s[p + "self_attn.k_norm.weight"] = ((KV * hd if cfg.qk_norm_full else hd,), True)
         s[p + "post_attention_layernorm.weight"] = ((C,), True)
         if cfg.is_moe(i):
             E, Im = cfg.num_experts, cfg.moe_intermediate_size
             s[p + "mlp.gate.weight"] = ((E, C), True)
             s[bias_name(i)] = ((E,), False)  # balancing bias: updated by rule, not gradient
+            if cfg.shared_expert_size:
+                S = cfg.shared_expert_size
+                s[p + "mlp.shared_expert.gate_proj.weight"] = ((S, C), True)
+                s[p + "mlp.shared_expert.up_proj.weight"] = ((S, C), True)
+                s[p + "mlp.shared_expert.down_proj.weight"] = ((C, S), True)
+                s[p + "mlp.shared_expert_gate.weight"] = ((1, C), True)
             for e in range(E):
                 q = p + f"mlp.experts.{e}."
                 s[q + "gate_proj.weight"] = ((Im, C), True)
@@ -253,12 +273,23 @@ def attention(cfg, P, pre, x, cos, sin):
     """Causal GQA self-attention on normed input x [B,T,C]; returns o_proj output."""
     B, T, _ = x.shape
     H, KV, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-    q = (x @ P[pre + "q_proj.weight"].t()).view(B, T, H, hd)
-    k = (x @ P[pre + "k_proj.weight"].t()).view(B, T, KV, hd)
-    v = (x @ P[pre + "v_proj.weight"].t()).view(B, T, KV, hd)
-    if cfg.qk_norm:  # per-head RMSNorm over hd, before RoPE
+
+    def proj(name):
+        y = x @ P[pre + name + "_proj.weight"].t()                     # [B, T, width]
+        if cfg.attention_bias:
+            y = y + P[pre + name + "_proj.bias"]
+        return y
+
+    q, k, v = proj("q"), proj("k"), proj("v")
+    if cfg.qk_norm and cfg.qk_norm_full:  # OLMoE: RMSNorm over the whole projection
         q = rms_norm(q, P[pre + "q_norm.weight"], cfg.rms_norm_eps)
         k = rms_norm(k, P[pre + "k_norm.weight"], cfg.rms_norm_eps)
+    q, k, v = q.view(B, T, H, hd), k.view(B, T, KV, hd), v.view(B, T, KV, hd)
+    if cfg.qk_norm and not cfg.qk_norm_full:  # Qwen3: per-head RMSNorm over hd, before RoPE
+        q = rms_norm(q, P[pre + "q_norm.weight"], cfg.rms_norm_eps)
+        k = rms_norm(k, P[pre + "k_norm.weight"], cfg.rms_norm_eps)
+    if cfg.clip_qkv:  # OLMoE: after the q/k norm, before RoPE
+        q, k, v = (t.clamp(-cfg.clip_qkv, cfg.clip_qkv) for t in (q, k, v))
     c, s = cos[None, :, None, :], sin[None, :, None, :]
     q = q * c + rotate_half(q) * s
     k = k * c + rotate_half(k) * s
@@ -300,6 +331,10 @@ def moe(cfg, P, i, x):
         y = swiglu(x[rows], P[q + "gate_proj.weight"], P[q + "up_proj.weight"],
                    P[q + "down_proj.weight"])
         out = out.index_add(0, rows, w[:, None] * y)
+    if cfg.shared_expert_size:  # Qwen2-MoE: every token, scaled by sigmoid(x . w_sg)
+        shared = swiglu(x, P[pre + "shared_expert.gate_proj.weight"], P[pre + "shared_expert.up_proj.weight"],
+                        P[pre + "shared_expert.down_proj.weight"])
+        out = out + torch.sigmoid(x @ P[pre + "shared_expert_gate.weight"].t()) * shared
     return out, router_logits, probs, selected
 
 

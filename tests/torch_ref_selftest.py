@@ -6,7 +6,9 @@
 1. safetensors reader/writer: round trip (F32, F64, I32, BF16) and a hand-built file.
 2. layer-kind rule (decoder_sparse_step / mlp_only_layers).
 3. the attention and MoE blocks against slow, separately written loop versions
-   (RoPE as pairwise rotations, routing per token).
+   (RoPE as pairwise rotations, routing per token), also with the Qwen2-MoE switches
+   (q/k/v biases, sigmoid-gated shared expert) and the OLMoE ones (q/k norm over the whole
+   projection, clip_qkv after the norm).
 4. autograd vs central finite differences in float64 for random entries of every
    trainable tensor (embeddings, attention, q/k norms, layer norms, dense FFN,
    router, experts, final norm, lm_head) with the balance and z losses on, and a
@@ -123,11 +125,27 @@ def attention_loop(cfg, P, pre, x):
     H, KV, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
     half = hd // 2
 
-    def heads(w, n):
-        return (x @ P[pre + w].t()).view(B, T, n, hd)
-
     def norm(v, w):
         return v / torch.sqrt((v * v).mean() + cfg.rms_norm_eps) * w
+
+    def heads(name, n, norm_name=None):
+        """[b][t][head] -> vector: projection (+ bias), q/k norm (whole row or per head), clip"""
+        y = x @ P[pre + name + "_proj.weight"].t()
+        if cfg.attention_bias:
+            y = y + P[pre + name + "_proj.bias"]
+        out = [[None] * T for _ in range(B)]
+        for b in range(B):
+            for t in range(T):
+                row = y[b, t]
+                if norm_name and cfg.qk_norm and cfg.qk_norm_full:
+                    row = norm(row, P[pre + norm_name])
+                hs = [row[h * hd:(h + 1) * hd] for h in range(n)]
+                if norm_name and cfg.qk_norm and not cfg.qk_norm_full:
+                    hs = [norm(hv, P[pre + norm_name]) for hv in hs]
+                if cfg.clip_qkv:
+                    hs = [torch.clamp(hv, -cfg.clip_qkv, cfg.clip_qkv) for hv in hs]
+                out[b][t] = hs
+        return out
 
     def rot(v, pos):
         out = v.clone()
@@ -138,17 +156,17 @@ def attention_loop(cfg, P, pre, x):
             out[m + half] = v[m + half] * c + v[m] * s
         return out
 
-    q, k, v = heads("q_proj.weight", H), heads("k_proj.weight", KV), heads("v_proj.weight", KV)
+    q, k, v = heads("q", H, "q_norm.weight"), heads("k", KV, "k_norm.weight"), heads("v", KV)
     out = torch.zeros(B, T, H * hd, dtype=x.dtype)
     for b in range(B):
         for j in range(H):
             kvh = j // (H // KV)
-            ks = [rot(norm(k[b, t, kvh], P[pre + "k_norm.weight"]), t) for t in range(T)]
+            ks = [rot(k[b][t][kvh], t) for t in range(T)]
             for t in range(T):
-                qt = rot(norm(q[b, t, j], P[pre + "q_norm.weight"]), t)
+                qt = rot(q[b][t][j], t)
                 sc = torch.stack([qt.dot(ks[u]) for u in range(t + 1)]) / math.sqrt(hd)
                 p = torch.softmax(sc, 0)
-                out[b, t, j * hd:(j + 1) * hd] = sum(p[u] * v[b, u, kvh] for u in range(t + 1))
+                out[b, t, j * hd:(j + 1) * hd] = sum(p[u] * v[b][u][kvh] for u in range(t + 1))
     return out @ P[pre + "o_proj.weight"].t()
 
 
@@ -167,6 +185,11 @@ def moe_loop(cfg, P, i, x):
             q = pre + f"experts.{e}."
             hid = torch.nn.functional.silu(P[q + "gate_proj.weight"] @ x[n]) * (P[q + "up_proj.weight"] @ x[n])
             out[n] += wk * (P[q + "down_proj.weight"] @ hid)
+        if cfg.shared_expert_size:
+            q = pre + "shared_expert."
+            hid = torch.nn.functional.silu(P[q + "gate_proj.weight"] @ x[n]) * (P[q + "up_proj.weight"] @ x[n])
+            gate = 1.0 / (1.0 + math.exp(-(P[pre + "shared_expert_gate.weight"][0] @ x[n]).item()))
+            out[n] += gate * (P[q + "down_proj.weight"] @ hid)
     return out
 
 
@@ -196,6 +219,30 @@ def test_blocks():
     m2, _, _, _ = R.moe(cfg2, P, 1, xf)
     check((m2 - moe_loop(cfg2, P, 1, xf)).abs().max().item() < 1e-12,
           "MoE vs loop with norm_topk_prob=false")
+    # the Hugging Face families' switches
+    families = {
+        "Qwen2-MoE (q/k/v biases, no q/k norm, shared expert)":
+            dict(upcycle_attention_bias=True, upcycle_qk_norm=False, upcycle_shared_expert_size=10,
+                 norm_topk_prob=False),
+        "OLMoE (q/k norm over the projection, clip_qkv 0.6)":
+            dict(upcycle_qk_norm_full=True, upcycle_clip_qkv=0.6, norm_topk_prob=False),
+    }
+    for what, over in families.items():
+        cf = R.Config(tiny_config(**over))
+        Pf = random_params(cf, 3, torch.float64)
+        a = R.attention(cf, Pf, "model.layers.1.self_attn.", x, cos, sin)
+        b = attention_loop(cf, Pf, "model.layers.1.self_attn.", x)
+        check((a - b).abs().max().item() < 1e-12, f"attention vs loop, {what}: max diff {(a - b).abs().max().item():.2g}")
+        mf, _, _, _ = R.moe(cf, Pf, 1, xf)
+        mlf = moe_loop(cf, Pf, 1, xf)
+        check((mf - mlf).abs().max().item() < 1e-12, f"MoE vs loop, {what}: max diff {(mf - mlf).abs().max().item():.2g}")
+    # clip_qkv must bite in that config, or the check above is weak
+    cf = R.Config(tiny_config(**families["OLMoE (q/k norm over the projection, clip_qkv 0.6)"]))
+    Pf = random_params(cf, 3, torch.float64)
+    pre = "model.layers.1.self_attn."
+    qn = R.rms_norm(x @ Pf[pre + "q_proj.weight"].t(), Pf[pre + "q_norm.weight"], cf.rms_norm_eps)
+    frac = (qn.abs() > cf.clip_qkv).double().mean().item()
+    check(0 < frac < 1, f"clip_qkv 0.6 clamps part of the normed q ({100 * frac:.0f}%)")
 
 
 # ----------------------------------------------------------------------------- 4

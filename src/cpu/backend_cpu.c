@@ -343,9 +343,70 @@ static void cpu_attention_backward(float *dq, float *dk, float *dv, const float 
         }
 }
 
+/* ---- bias over rows, clamp ---- */
+
+static void cpu_bias_add_forward(float *x, const float *bias, int N, int C) {
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < N; t++) {
+        float *row = x + (size_t)t * C;
+        for (int c = 0; c < C; c++) row[c] += bias[c];
+    }
+}
+
+/* Threads own disjoint column ranges and sum their columns in row order: the result does not
+ * depend on the thread count. */
+static void cpu_bias_add_backward(float *dbias, const float *dout, int N, int C) {
+#pragma omp parallel
+    {
+        int n_threads = omp_get_num_threads(), id = omp_get_thread_num();
+        int c0 = (int)((long)C * id / n_threads), c1 = (int)((long)C * (id + 1) / n_threads);
+        for (int t = 0; t < N; t++) {
+            const float *d = dout + (size_t)t * C;
+            for (int c = c0; c < c1; c++) dbias[c] += d[c];
+        }
+    }
+}
+
+static void cpu_clamp_forward(float *out, const float *inp, size_t n, float limit) {
+#pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < n; i++) out[i] = inp[i] < -limit ? -limit : inp[i] > limit ? limit : inp[i];
+}
+
+static void cpu_clamp_backward(float *dinp, const float *dout, const float *inp, size_t n, float limit) {
+#pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < n; i++) dinp[i] = inp[i] >= -limit && inp[i] <= limit ? dout[i] : 0.0f;
+}
+
 /* ---- SwiGLU ---- */
 
 static inline float sigmoidf(float x) { return 1.0f / (1.0f + vexpf(-x)); }
+
+/* ---- per-row sigmoid gate (the shared expert's) ---- */
+
+static void cpu_sigmoid_gate_forward(float *out, const float *y, const float *logit, int N, int C) {
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < N; t++) {
+        float s = sigmoidf(logit[t]);
+        float *o = out + (size_t)t * C;
+        const float *yt = y + (size_t)t * C;
+        for (int c = 0; c < C; c++) o[c] += s * yt[c];
+    }
+}
+
+static void cpu_sigmoid_gate_backward(float *dy, float *dlogit, const float *dout, const float *y, const float *logit,
+                                      int N, int C) {
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < N; t++) {
+        float s = sigmoidf(logit[t]), dot = 0;
+        const float *d = dout + (size_t)t * C, *yt = y + (size_t)t * C;
+        float *dyt = dy + (size_t)t * C;
+        for (int c = 0; c < C; c++) {
+            dot += d[c] * yt[c];
+            dyt[c] = s * d[c];
+        }
+        dlogit[t] = s * (1.0f - s) * dot;
+    }
+}
 
 static void cpu_swiglu_forward(float *out, const float *gate, const float *up, size_t n) {
 #pragma omp parallel for simd schedule(static)
@@ -617,6 +678,12 @@ static const Backend g_cpu_backend = {
     .rope_backward = cpu_rope_backward,
     .attention_forward = cpu_attention_forward,
     .attention_backward = cpu_attention_backward,
+    .bias_add_forward = cpu_bias_add_forward,
+    .bias_add_backward = cpu_bias_add_backward,
+    .clamp_forward = cpu_clamp_forward,
+    .clamp_backward = cpu_clamp_backward,
+    .sigmoid_gate_forward = cpu_sigmoid_gate_forward,
+    .sigmoid_gate_backward = cpu_sigmoid_gate_backward,
     .swiglu_forward = cpu_swiglu_forward,
     .swiglu_backward = cpu_swiglu_backward,
     .router_forward = cpu_router_forward,

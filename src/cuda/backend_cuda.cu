@@ -2,7 +2,8 @@
  *
  * One translation unit; each op family lives in its own header with its kernels beside their
  * launchers (llm.c style):
- *   elementwise.cuh   memory, add/accumulate, sum of squares, SwiGLU, AdamW, balancing bias
+ *   elementwise.cuh   memory, add/accumulate, sum of squares, bias over rows, clamp, SwiGLU, the
+ *                     per-row sigmoid gate, AdamW, balancing bias
  *   embedding.cuh     embedding forward/backward (stable radix sort, no float atomics)
  *   matmul.cuh        dense linear layers via cuBLAS (fp32, or bf16 tensor cores)
  *   norm_rope.cuh     RMSNorm, RoPE
@@ -55,6 +56,12 @@ static const Backend g_cuda_backend = {
     .rope_backward = cuda_rope_backward,
     .attention_forward = cuda_attention_forward,
     .attention_backward = cuda_attention_backward,
+    .bias_add_forward = cuda_bias_add_forward,
+    .bias_add_backward = cuda_bias_add_backward,
+    .clamp_forward = cuda_clamp_forward,
+    .clamp_backward = cuda_clamp_backward,
+    .sigmoid_gate_forward = cuda_sigmoid_gate_forward,
+    .sigmoid_gate_backward = cuda_sigmoid_gate_backward,
     .swiglu_forward = cuda_swiglu_forward,
     .swiglu_backward = cuda_swiglu_backward,
     .router_forward = cuda_router_forward,

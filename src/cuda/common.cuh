@@ -158,3 +158,13 @@ __device__ void block_exclusive_scan(int n, F f, int *out, int *part) {
 }
 
 __device__ __forceinline__ float sigmoid_f(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+/* The second half of a column sum over row blocks (RMSNorm's dweight, a bias's gradient):
+ * acc[c] += sum over b of partial[b][c], in block order (deterministic), one thread per column */
+__global__ void column_partials_add_kernel(float *acc, const float *partial, int n_blocks, int C) {
+    int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    float a = acc[c];
+    for (int b = 0; b < n_blocks; b++) a += partial[(size_t)b * C + c];
+    acc[c] = a;
+}

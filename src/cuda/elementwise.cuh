@@ -1,4 +1,5 @@
-/* elementwise.cuh - memory ops, add/accumulate, sum of squares, SwiGLU, AdamW, balancing bias. */
+/* elementwise.cuh - memory ops, add/accumulate, sum of squares, bias over rows, clamp, SwiGLU,
+ * the per-row sigmoid gate, AdamW, balancing bias. */
 #pragma once
 
 #include "common.cuh"
@@ -107,6 +108,108 @@ static double cuda_sum_squares(const float *x, size_t n) {
     double host = 0;
     cuda_download(&host, result, sizeof host);
     return host;
+}
+
+/* ---- bias over rows: x (N,C) += bias; dbias += column sums (fixed row blocks, summed in order) ---- */
+
+__global__ void bias_add_forward_kernel(float *x, const float *bias, int N, int C) {
+    size_t n = (size_t)N * C;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        x[i] += bias[i % C];
+}
+
+#define BIAS_DW_ROWS 256 /* row block of the column sums */
+
+/* grid (ceil(C/256), n_blocks): partial[b][c] = sum of dout[t][c] over the rows t of block b */
+__global__ void bias_add_backward_partial_kernel(float *partial, const float *dout, int N, int C) {
+    int c = blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y;
+    if (c >= C) return;
+    int end = min(N, (b + 1) * BIAS_DW_ROWS);
+    float p = 0;
+    for (int t = b * BIAS_DW_ROWS; t < end; t++) p += dout[(size_t)t * C + c];
+    partial[(size_t)b * C + c] = p;
+}
+
+static void cuda_bias_add_forward(float *x, const float *bias, int N, int C) {
+    if (N <= 0 || C <= 0) return;
+    bias_add_forward_kernel<<<grid_for((size_t)N * C), 256, 0, g_stream>>>(x, bias, N, C);
+    KERNEL_CHECK();
+}
+
+static void cuda_bias_add_backward(float *dbias, const float *dout, int N, int C) {
+    if (N <= 0 || C <= 0) return;
+    int n_blocks = (int)cdiv(N, BIAS_DW_ROWS);
+    WsCarve ws = ws_begin(ws_align(sizeof(float) * (size_t)n_blocks * C));
+    float *partial = (float *)ws_take(&ws, sizeof(float) * (size_t)n_blocks * C);
+    dim3 grid(cdiv(C, 256), (unsigned)n_blocks);
+    bias_add_backward_partial_kernel<<<grid, 256, 0, g_stream>>>(partial, dout, N, C);
+    KERNEL_CHECK();
+    column_partials_add_kernel<<<cdiv(C, 256), 256, 0, g_stream>>>(dbias, partial, n_blocks, C);
+    KERNEL_CHECK();
+}
+
+/* ---- clamp to [-limit, limit]; the gradient passes where the input was inside ---- */
+
+__global__ void clamp_forward_kernel(float *out, const float *inp, size_t n, float limit) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float x = inp[i];
+        out[i] = x < -limit ? -limit : x > limit ? limit : x; /* NaN stays NaN */
+    }
+}
+
+__global__ void clamp_backward_kernel(float *dinp, const float *dout, const float *inp, size_t n, float limit) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float x = inp[i];
+        dinp[i] = x >= -limit && x <= limit ? dout[i] : 0.0f;
+    }
+}
+
+static void cuda_clamp_forward(float *out, const float *inp, size_t n, float limit) {
+    if (!n) return;
+    clamp_forward_kernel<<<grid_for(n), 256, 0, g_stream>>>(out, inp, n, limit);
+    KERNEL_CHECK();
+}
+
+static void cuda_clamp_backward(float *dinp, const float *dout, const float *inp, size_t n, float limit) {
+    if (!n) return;
+    clamp_backward_kernel<<<grid_for(n), 256, 0, g_stream>>>(dinp, dout, inp, n, limit);
+    KERNEL_CHECK();
+}
+
+/* ---- per-row sigmoid gate: out += sigmoid(logit[t]) y[t]; one warp per row in the backward ---- */
+
+__global__ void sigmoid_gate_forward_kernel(float *out, const float *y, const float *logit, int N, int C) {
+    size_t n = (size_t)N * C;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        out[i] += sigmoid_f(logit[i / C]) * y[i];
+}
+
+__global__ void sigmoid_gate_backward_kernel(float *dy, float *dlogit, const float *dout, const float *y,
+                                             const float *logit, int N, int C) {
+    int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (row >= N) return;
+    const float *d = dout + (size_t)row * C, *yt = y + (size_t)row * C;
+    float *dyt = dy + (size_t)row * C;
+    float s = sigmoid_f(logit[row]), dot = 0.0f;
+    for (int c = lane; c < C; c += 32) {
+        dot += d[c] * yt[c];
+        dyt[c] = s * d[c];
+    }
+    dot = warp_sum(dot);
+    if (lane == 0) dlogit[row] = s * (1.0f - s) * dot;
+}
+
+static void cuda_sigmoid_gate_forward(float *out, const float *y, const float *logit, int N, int C) {
+    if (N <= 0 || C <= 0) return;
+    sigmoid_gate_forward_kernel<<<grid_for((size_t)N * C), 256, 0, g_stream>>>(out, y, logit, N, C);
+    KERNEL_CHECK();
+}
+
+static void cuda_sigmoid_gate_backward(float *dy, float *dlogit, const float *dout, const float *y, const float *logit,
+                                       int N, int C) {
+    if (N <= 0) return;
+    sigmoid_gate_backward_kernel<<<cdiv(N, 8), 256, 0, g_stream>>>(dy, dlogit, dout, y, logit, N, C);
+    KERNEL_CHECK();
 }
 
 /* ---- SwiGLU ---- */

@@ -46,14 +46,6 @@ __global__ void rmsnorm_backward_dw_partial_kernel(float *partial, const float *
     partial[(size_t)b * C + c] = p;
 }
 
-__global__ void rmsnorm_backward_dw_final_kernel(float *dweight, const float *partial, int n_blocks, int C) {
-    int c = blockIdx.x * blockDim.x + threadIdx.x;
-    if (c >= C) return;
-    float acc = dweight[c];
-    for (int b = 0; b < n_blocks; b++) acc += partial[(size_t)b * C + c];
-    dweight[c] = acc;
-}
-
 static void cuda_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N, int C, float eps) {
     if (N <= 0) return;
     rmsnorm_forward_kernel<<<cdiv(N, 8), 256, 0, g_stream>>>(out, rstd, inp, weight, N, C, eps);
@@ -72,7 +64,7 @@ static void cuda_rmsnorm_backward(float *dinp, float *dweight, const float *dout
     dim3 grid(cdiv(C, 256), (unsigned)n_blocks);
     rmsnorm_backward_dw_partial_kernel<<<grid, 256, 0, g_stream>>>(partial, dout, inp, rstd, N, C);
     KERNEL_CHECK();
-    rmsnorm_backward_dw_final_kernel<<<cdiv(C, 256), 256, 0, g_stream>>>(dweight, partial, n_blocks, C);
+    column_partials_add_kernel<<<cdiv(C, 256), 256, 0, g_stream>>>(dweight, partial, n_blocks, C);
     KERNEL_CHECK();
 }
 
