@@ -69,6 +69,10 @@ const char *fixture_parity_case(int index, ModelConfig *mc, TrainConfig *tc) {
         mc->decoder_sparse_step = 1, mc->n_experts = 8, mc->top_k = 2, mc->norm_topk_prob = 0, mc->qk_norm = 0;
         mc->attention_bias = 1, mc->shared_expert_size = 20;
         return "qwen2moe";
+    case 5: /* Mixtral: every layer MoE, no q/k norm, top-K renormalized; written in Mixtral's names and keys */
+        mc->family = MODEL_FAMILY_MIXTRAL;
+        mc->decoder_sparse_step = 1, mc->n_experts = 4, mc->top_k = 2, mc->norm_topk_prob = 1, mc->qk_norm = 0;
+        return "mixtral";
     default: /* OLMoE: q/k norm over the whole projection, q/k/v clamped (tight: 15-45% of the values) */
         mc->decoder_sparse_step = 1, mc->n_experts = 8, mc->top_k = 2, mc->norm_topk_prob = 0;
         mc->qk_norm = 1, mc->qk_norm_full = 1, mc->clip_qkv = 0.8f, mc->n_kv_heads = 4;

@@ -15,7 +15,7 @@ char *fixture_trained_checkpoint(const char *name, const ModelConfig *mc, const 
  * tied embeddings, interleaved with aux and z losses, full MoE with a first dense layer and no
  * renormalization, Qwen2-MoE-shaped (q/k/v biases, shared expert) and OLMoE-shaped (q/k norm
  * over the whole projection, clip_qkv) full MoE without renormalization. */
-#define FIXTURE_PARITY_CASES 5
+#define FIXTURE_PARITY_CASES 6
 #define FIXTURE_PARITY_STEPS 20
 const char *fixture_parity_case(int index, ModelConfig *mc, TrainConfig *tc);
 

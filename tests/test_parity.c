@@ -1,8 +1,8 @@
 /* Parity with the independent PyTorch reference (tests/torch_ref.py, Debian's python3-torch):
  * logits, loss, every parameter's gradient, and the losses of 20 AdamW steps (with clipping,
  * the WSD schedule and the balancing-bias update) for dense, interleaved and full-MoE configs,
- * and Qwen2-MoE- and OLMoE-shaped ones (q/k/v biases, shared expert; whole-projection q/k norm,
- * clip_qkv). */
+ * and Qwen2-MoE-, OLMoE- and Mixtral-shaped ones (q/k/v biases, shared expert; whole-projection
+ * q/k norm, clip_qkv; Mixtral's names and keys, read by the reference on its own). */
 #include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>
@@ -177,6 +177,13 @@ TEST(parity_torch_qwen2_moe) {
     ModelConfig mc;
     TrainConfig tc;
     const char *label = fixture_parity_case(3, &mc, &tc);
+    run_parity(label, mc, tc);
+}
+
+TEST(parity_torch_mixtral) {
+    ModelConfig mc;
+    TrainConfig tc;
+    const char *label = fixture_parity_case(5, &mc, &tc);
     run_parity(label, mc, tc);
 }
 

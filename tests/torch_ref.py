@@ -149,6 +149,12 @@ class Config:
                 raise Malformed(f"config.json: missing key {k!r}")
             return d[k]
 
+        self.mixtral = d.get("model_type") == "mixtral"
+        if self.mixtral:  # every layer MoE; intermediate_size is the experts' width; top-K renormalized
+            d = dict(d)
+            d["num_experts"] = d.get("num_local_experts", 0)
+            d["moe_intermediate_size"] = d.get("intermediate_size", 0)
+            d["decoder_sparse_step"], d["mlp_only_layers"], d["norm_topk_prob"] = 1, [], True
         try:
             self.vocab_size = int(need("vocab_size"))
             self.hidden_size = int(need("hidden_size"))
@@ -199,6 +205,19 @@ class Config:
 
     def moe_layers(self):
         return [i for i in range(self.num_hidden_layers) if self.is_moe(i)]
+
+
+MIXTRAL_PROJ = {"w1": "gate_proj", "w3": "up_proj", "w2": "down_proj"}
+
+
+def mixtral_to_ours(name):
+    """model.layers.L.block_sparse_moe.{gate.weight, experts.E.wK.weight} -> the Qwen3-MoE names"""
+    parts = name.split(".")
+    if len(parts) > 3 and parts[3] == "block_sparse_moe":
+        parts[3] = "mlp"
+        if len(parts) == 8 and parts[4] == "experts":
+            parts[6] = MIXTRAL_PROJ.get(parts[6], parts[6])
+    return ".".join(parts)
 
 
 def bias_name(i):
@@ -454,6 +473,11 @@ def load_dir(d):
     shapes = param_shapes(cfg)
 
     model, _ = load_safetensors(os.path.join(d, "model.safetensors"))
+    if cfg.mixtral:  # Mixtral's names for the MoE block, and its balancing biases kept beside
+        model = {mixtral_to_ours(n): t for n, t in model.items()}
+        side = os.path.join(d, "balance_bias.safetensors")
+        if os.path.isfile(side):
+            model.update(load_safetensors(side)[0])
     for n, (shape, _) in shapes.items():
         if n not in model:
             raise Malformed(f"model.safetensors: missing tensor {n}")
