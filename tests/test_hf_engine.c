@@ -204,36 +204,32 @@ static char *packed_copy(const char *src, const Model *m) {
     const ModelConfig *c = &m->cfg;
     int E = c->n_experts, I = c->moe_intermediate_size, C = c->d_model;
     StWriter *w = st_writer_new();
-    for (int i = 0; i < m->n_params; i++) {
-        const ParamInfo *p = &m->params[i];
-        int l, e;
-        char proj[32];
-        if (sscanf(p->name, "model.layers.%d.mlp.experts.%d.%31[a-z_].weight", &l, &e, proj) == 3) {
-            if (e != 0 || !strcmp(proj, "up_proj")) continue;
-            char name[128];
-            int down = !strcmp(proj, "down_proj");
-            snprintf(name, sizeof name, "model.layers.%d.mlp.experts.%s", l, down ? "down_proj" : "gate_up_proj");
-            int64_t shape[3] = {E, down ? C : 2 * I, down ? I : C};
-            st_writer_add(w, name, ST_F32, 3, shape);
-        } else {
-            st_writer_add(w, p->name, ST_F32, p->ndim, p->shape);
-        }
-    }
     char *path = path_join(dst, "model.safetensors");
-    CHECK(st_writer_open(w, path) == 0);
-    for (int i = 0; i < m->n_params; i++) {
-        const ParamInfo *p = &m->params[i];
-        int l, e;
-        char proj[32];
-        if (sscanf(p->name, "model.layers.%d.mlp.experts.%d.%31[a-z_].weight", &l, &e, proj) == 3) {
-            if (e != 0 || !strcmp(proj, "up_proj")) continue;
+    /* pass 0 declares the tensors, pass 1 writes them, in the same order */
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1) CHECK(st_writer_open(w, path) == 0);
+        for (int i = 0; i < m->n_params; i++) {
+            const ParamInfo *p = &m->params[i];
+            int l, e;
+            char proj[32];
+            if (sscanf(p->name, "model.layers.%d.mlp.experts.%d.%31[a-z_].weight", &l, &e, proj) != 3) {
+                if (pass == 0) st_writer_add(w, p->name, ST_F32, p->ndim, p->shape);
+                else st_writer_write(w, m->param_mem + p->offset, p->numel * sizeof(float));
+                continue;
+            }
+            if (e != 0 || !strcmp(proj, "up_proj")) continue; /* a layer's packed tensor goes at its expert 0 */
             int down = !strcmp(proj, "down_proj");
-            for (int x = 0; x < E; x++) {
+            if (pass == 0) {
+                char name[128];
+                snprintf(name, sizeof name, "model.layers.%d.mlp.experts.%s", l, down ? "down_proj" : "gate_up_proj");
+                int64_t shape[3] = {E, down ? C : 2 * I, down ? I : C};
+                st_writer_add(w, name, ST_F32, 3, shape);
+                continue;
+            }
+            for (int x = 0; x < E; x++) { /* expert x: its gate rows, then its up rows */
                 st_writer_write(w, m->param_mem + m->params[i + x].offset, p->numel * sizeof(float));
                 if (!down) st_writer_write(w, m->param_mem + m->params[i + E + x].offset, p->numel * sizeof(float));
             }
-        } else {
-            st_writer_write(w, m->param_mem + p->offset, p->numel * sizeof(float));
         }
     }
     CHECK(st_writer_commit(w) == 0);
