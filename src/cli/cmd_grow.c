@@ -28,9 +28,10 @@ static int is_upcycle_checkpoint(const char *dir) {
     return checkpoint_is_upcycle(dir);
 }
 
-/* Hugging Face MoE checkpoints (Qwen2/3-MoE, OLMoE, Mixtral, DeepSeek-V2/V3): streamed
- * uniform growth; utility allocation and init heuristics need our engine's architecture. */
-static int cli_grow_hf(const char *in, const char *out, const GrowOptions *o) {
+/* Hugging Face MoE checkpoints (Qwen2/3-MoE, OLMoE, Mixtral, DeepSeek-V2/V3, GPT-OSS): streamed
+ * uniform growth, in either expert layout; utility allocation and init heuristics need our
+ * engine's architecture. */
+static int cli_grow_hf(const char *in, const char *out, const GrowOptions *o, int layout) {
     if (o->alloc != ALLOC_UNIFORM || (o->layers && strcmp(o->layers, "all")) || o->from_dense || o->check || strcmp(o->expert_init.name, "copy") ||
         strcmp(o->router_init.name, "copy")) {
         up_error("%s: not an upcycle checkpoint; expected only uniform growth with copy init for Hugging Face checkpoints "
@@ -42,7 +43,7 @@ static int cli_grow_hf(const char *in, const char *out, const GrowOptions *o) {
     int target = o->target_experts ? o->target_experts : o->factor * info.n_experts;
     GrowPlan plan;
     int rc = hf_plan_uniform(&info, target, &plan);
-    HfGrowOptions hopt = {.bias_noise = o->bias_noise, .seed = o->seed, .force = o->force};
+    HfGrowOptions hopt = {.bias_noise = o->bias_noise, .seed = o->seed, .force = o->force, .layout = layout};
     double t0 = now_seconds();
     if (!rc) rc = hf_grow(in, out, &plan, &hopt);
     if (!rc)
@@ -53,13 +54,13 @@ static int cli_grow_hf(const char *in, const char *out, const GrowOptions *o) {
     return rc ? cli_fail() : 0;
 }
 
-static int grow_on_ranks(const char *in, const char *out, const GrowOptions *o);
+static int grow_on_ranks(const char *in, const char *out, const GrowOptions *o, int layout);
 
 int cmd_grow(int argc, char **argv) {
     GrowOptions o;
     grow_options_defaults(&o);
     const char *in = NULL, *out = NULL, *alloc = "uniform", *utility = "grad2", *optim = "copy", *layers = "all";
-    const char *expert_init = "copy", *router_init = "copy", *seed_str = NULL;
+    const char *expert_init = "copy", *router_init = "copy", *seed_str = NULL, *layout_str = NULL;
     int help_inits = 0, threads = 0;
     CliOption opts[] = {
         {"ckpt", OPT_STR, &in, "input checkpoint: an upcycle checkpoint or a Hugging Face MoE directory (required)"},
@@ -82,6 +83,7 @@ int cmd_grow(int argc, char **argv) {
         {"from-dense", OPT_FLAG, &o.from_dense, "sparse upcycling: copy each dense FFN into --experts N experts, fresh router"},
         {"top-k", OPT_INT, &o.top_k, "with --from-dense: experts per token"},
         {"sparse-step", OPT_INT, &o.sparse_step, "with --from-dense: every Nth layer becomes MoE (default 1: all)"},
+        {"layout", OPT_STR, &layout_str, "Hugging Face experts: per-expert (experts.{e}.*) or packed (experts.gate_up_proj, down_proj); default: the input's"},
         {"force", OPT_FLAG, &o.force, "replace an existing output directory"},
         {"threads", OPT_INT, &threads, "threads (default: all cores)"},
         {"list-inits", OPT_FLAG, &help_inits, "list the expert and router init methods with their parameters"},
@@ -111,6 +113,12 @@ int cmd_grow(int argc, char **argv) {
     o.utility = (UtilityKind)v;
     if (parse_enum("grow", "optim-state", optim, optims, 4, &v)) return 2;
     o.optim_state = (OptimStateKind)v;
+    static const char *const layouts[] = {"per-expert", "packed"};
+    int layout = HF_GROW_LAYOUT_KEEP;
+    if (layout_str) {
+        if (parse_enum("grow", "layout", layout_str, layouts, 2, &v)) return 2;
+        layout = v == 0 ? HF_GROW_LAYOUT_PER_EXPERT : HF_GROW_LAYOUT_PACKED;
+    }
     if (expert_init_parse(expert_init, &o.expert_init) || router_init_parse(router_init, &o.router_init)) return cli_fail();
     if (seed_str) {
         char *end;
@@ -122,19 +130,24 @@ int cmd_grow(int argc, char **argv) {
      * the utility batches and rank 0 alone writes and reports; otherwise rank 0 grows alone
      * while the others wait. */
     o.all_ranks = dist_active() && o.alloc == ALLOC_UTILITY;
-    if (o.all_ranks) return grow_on_ranks(in, out, &o);
-    int rc = dist_rank() == 0 ? grow_on_ranks(in, out, &o) : 0;
+    if (o.all_ranks) return grow_on_ranks(in, out, &o, layout);
+    int rc = dist_rank() == 0 ? grow_on_ranks(in, out, &o, layout) : 0;
     if (!rc) dist_wait_for_leader("the growth on rank 0");
     return rc;
 }
 
 /* grow on this rank: all of it on rank 0, the utility scoring's share on the others */
-static int grow_on_ranks(const char *in, const char *out, const GrowOptions *o) {
+static int grow_on_ranks(const char *in, const char *out, const GrowOptions *o, int layout) {
     if (!is_dir(in)) {
         up_error("%s: not a checkpoint directory; expected a directory with config.json and safetensors", in);
         return cli_fail();
     }
-    if (!is_upcycle_checkpoint(in)) return dist_rank() == 0 ? cli_grow_hf(in, out, o) : 0; /* streamed by rank 0 */
+    if (!is_upcycle_checkpoint(in)) return dist_rank() == 0 ? cli_grow_hf(in, out, o, layout) : 0; /* streamed by rank 0 */
+    if (layout != HF_GROW_LAYOUT_KEEP) {
+        up_error("%s: --layout for an upcycle checkpoint; expected it only for Hugging Face checkpoints (ours keep "
+                 "one tensor per expert)", in);
+        return cli_fail();
+    }
     GrowReport r;
     if (grow_checkpoint(in, out, o, &r)) return cli_fail();
     if (!r.written) return 0; /* a rank that helped score; rank 0 reports */

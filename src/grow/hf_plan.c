@@ -22,18 +22,18 @@ int hf_inspect(const char *dir, HfMoeInfo *info) {
         if (mc.moe[i].bias.file >= 0) info->has_bias = 1;
     }
     info->n_experts = mc.n_experts;
-    info->experts_key = mc.fam->experts_key;
+    info->experts_key = mc.experts_key;
     info->n_experts_per_tok = mc.n_experts_per_tok;
-    info->moe_prefix = mc.fam->prefix;
+    info->moe_prefix = mc.prefix;
+    info->layout = mc.layout;
     info->n_group = mc.n_group;
     const HfMoeLayer *first = &mc.moe[0];
-    snprintf(info->dtype, sizeof info->dtype, "%s", st_dtype_name(hf_ckpt_tensor(ck, first->experts[0])->dtype));
+    const StTensor *t0 = hf_ckpt_tensor(ck, first->experts[0]);
+    int mxfp4 = t0->dtype == ST_U8 && str_ends_with(first->suffix[0], "_blocks"); /* GPT-OSS's 4-bit blocks */
+    snprintf(info->dtype, sizeof info->dtype, "%s", mxfp4 ? "MXFP4" : st_dtype_name(t0->dtype));
     info->hidden = (int)hf_ckpt_tensor(ck, first->router)->shape[1];
     info->n_expert_tensors = first->n_suffix;
-    for (int s = 0; s < first->n_suffix; s++) {
-        const StTensor *t = hf_ckpt_tensor(ck, first->experts[s]);
-        info->expert_bytes += (long long)(t->end - t->begin);
-    }
+    info->expert_bytes = (long long)hf_moe_expert_bytes(&mc, 0);
     info->total_bytes = (long long)hf_ckpt_tensor_bytes(ck);
     info->sharded = ck->sharded;
     info->n_files = ck->n_files;

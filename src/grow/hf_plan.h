@@ -21,12 +21,13 @@ typedef struct {
     const char *experts_key;  /* "num_experts", "num_local_experts" or "n_routed_experts" */
     int n_experts_per_tok;    /* top-K from the config (0 if absent) */
     int has_bias;             /* some MoE layer has gate.e_score_correction_bias */
-    char dtype[8];            /* dtype of the expert weights, e.g. "BF16" */
+    char dtype[8];            /* dtype of the expert weights, e.g. "BF16", "F8_E4M3", "MXFP4" (U8 blocks) */
     long long total_bytes;    /* tensor data bytes of the whole checkpoint */
-    const char *moe_prefix;   /* "mlp" or "block_sparse_moe" */
+    const char *moe_prefix;   /* the MoE block the checkpoint uses: "mlp" or "block_sparse_moe" */
+    int layout;               /* HF_LAYOUT_PER_EXPERT or HF_LAYOUT_PACKED */
     int hidden;               /* router columns C */
-    int n_expert_tensors;     /* tensors per expert (3 for gate/up/down) */
-    long long expert_bytes;   /* bytes of one expert's tensors (first MoE layer) */
+    int n_expert_tensors;     /* tensors per expert (3 for gate/up/down); packed: per MoE layer */
+    long long expert_bytes;   /* bytes of one expert's tensors (first MoE layer; packed: its share) */
     int n_group;              /* DeepSeek group-limited routing groups (0 if none): E' must divide */
     int sharded;              /* 1 = index + shards, 0 = model.safetensors */
     int n_files;
