@@ -1250,6 +1250,130 @@ TEST(test_hf_expert_proj) {
     free(dir);
 }
 
+/* ||W_e|| from hf_weight_norms against make_hf_fixtures.py's float64 sums (FP8 dequantized there
+ * by its own decoder); the plan is allocate_greedy's on those utilities, layer by layer. */
+TEST(test_hf_weight_norm_utility) {
+    const char *root = test_tmpdir();
+    const char *names[] = {"qwen2_moe", "qwen3_moe", "olmoe", "mixtral", "deepseek_v3", "qwen3_moe_packed",
+                           "mixtral_packed", "deepseek_v3_fp8", "gpt_oss"};
+    if (make_fixtures(root, "qwen2_moe qwen3_moe olmoe mixtral deepseek_v3 qwen3_moe_packed mixtral_packed "
+                            "deepseek_v3_fp8 gpt_oss gpt_oss_mxfp4") != 0)
+        return;
+    int layers_differ = 0;
+    for (size_t c = 0; c < sizeof names / sizeof *names; c++) {
+        char *in = path_join(root, names[c]);
+        char *json_path = xasprintf("%s.norms.json", in);
+        cJSON *want = load_json(json_path);
+        HfMoeInfo info;
+        if (!want || hf_inspect(in, &info) != 0) {
+            CHECK_MSG(0, "%s: %s", names[c], want ? up_last_error() : "no norms.json");
+            cJSON_Delete(want);
+            free(json_path);
+            free(in);
+            continue;
+        }
+        int E = info.n_experts, n = info.n_moe_layers;
+        double *u = xcalloc((size_t)n * E, sizeof *u);
+        CHECK_MSG(hf_weight_norms(in, u) == 0, "%s: %s", names[c], up_last_error());
+        const cJSON *layers = cJSON_GetObjectItem(want, "layers"), *norms = cJSON_GetObjectItem(want, "norms");
+        CHECK(cJSON_GetArraySize(layers) == n && cJSON_GetArraySize(norms) == n);
+        for (int m = 0; m < n && m < cJSON_GetArraySize(norms); m++) {
+            CHECK(cJSON_GetArrayItem(layers, m)->valueint == info.moe_layers[m]);
+            const cJSON *row = cJSON_GetArrayItem(norms, m);
+            for (int e = 0; e < E; e++) {
+                double w = cJSON_GetArrayItem(row, e)->valuedouble, got = u[m * E + e];
+                CHECK_MSG(fabs(got - w) <= 1e-9 * fabs(w), "%s layer %d expert %d: ||W|| %.17g; expected %.17g",
+                          names[c], info.moe_layers[m], e, got, w);
+            }
+        }
+        /* the plan: plan.c's greedy allocation of these utilities, per layer */
+        GrowPlan plan;
+        CHECK(hf_plan_utility(&info, 6, u, 0, &plan) == 0);
+        CHECK(plan.n_layers == n);
+        for (int m = 0; m < n && m < plan.n_layers; m++) {
+            LayerPlan ref = {info.moe_layers[m], E, 6, xcalloc(6, sizeof(int)), xcalloc((size_t)E, sizeof(int)), NULL};
+            CHECK(allocate_greedy(&ref, u + m * E, 0) == 0);
+            const LayerPlan *lp = &plan.layers[m];
+            CHECK(lp->layer == ref.layer && lp->n_old == E && lp->n_new == 6 && lp->utility);
+            CHECK(memcmp(lp->copies, ref.copies, (size_t)E * sizeof(int)) == 0 && memcmp(lp->source, ref.source, 6 * sizeof(int)) == 0);
+            CHECK(lp->utility && memcmp(lp->utility, u + m * E, (size_t)E * sizeof(double)) == 0);
+            if (m > 0) layers_differ |= memcmp(lp->copies, plan.layers[0].copies, (size_t)E * sizeof(int)) != 0;
+            free(ref.source);
+            free(ref.copies);
+        }
+        /* grown with it through the same writer */
+        char out[1024], label[160];
+        snprintf(out, sizeof out, "%s/%s-utility", root, names[c]);
+        snprintf(label, sizeof label, "%s weight-norm 4->6", names[c]);
+        HfGrowOptions opt = {0.5f, 3, 0};
+        if (hf_grow(in, out, &plan, &opt) != 0) CHECK_MSG(0, "%s: %s", label, up_last_error());
+        else verify_grow(in, out, &info, &plan, opt.bias_noise, label);
+        grow_plan_free(&plan);
+        /* a cap that makes the target unreachable */
+        expect_error(hf_plan_utility(&info, 12, u, 2, &plan), "max copies", "--max-copies 2", NULL);
+        CHECK(plan.layers == NULL);
+        free(u);
+        hf_info_free(&info);
+        cJSON_Delete(want);
+        free(json_path);
+        free(in);
+    }
+    CHECK_MSG(layers_differ, "every layer got the same copies; expected the fixtures to differ by layer");
+
+    char *mx = path_join(root, "gpt_oss_mxfp4");
+    double u[8];
+    expect_error(hf_weight_norms(mx, u), "MXFP4 weight norms", "MXFP4", "not dequantized");
+    free(mx);
+}
+
+/* grow.json records a utility growth like the engine's: per layer source, copies, utilities;
+ * an input's grow.json is not copied over it. */
+TEST(test_hf_grow_record) {
+    const char *root = test_tmpdir();
+    if (make_fixtures(root, "mixtral") != 0) return;
+    char *in = path_join(root, "mixtral");
+    HfMoeInfo info;
+    CHECK(hf_inspect(in, &info) == 0);
+    double u[8];
+    CHECK(hf_weight_norms(in, u) == 0);
+    GrowPlan plan;
+    CHECK(hf_plan_utility(&info, 6, u, 0, &plan) == 0);
+    char *stale = path_join(in, "grow.json");
+    CHECK(atomic_write_file(stale, "{\"stale\": true}\n", 16) == 0);
+    char out[1024];
+    snprintf(out, sizeof out, "%s/recorded", root);
+    HfGrowOptions opt = {0.25f, 5, 0, HF_GROW_LAYOUT_PACKED, 1, "weight-norm"};
+    CHECK_MSG(hf_grow(in, out, &plan, &opt) == 0, "%s", up_last_error());
+    char *path = path_join(out, "grow.json");
+    cJSON *j = load_json(path);
+    CHECK(j != NULL);
+    if (j) {
+        CHECK(!cJSON_GetObjectItem(j, "stale"));
+        CHECK(strcmp(cJSON_GetObjectItem(j, "alloc")->valuestring, "utility") == 0);
+        CHECK(strcmp(cJSON_GetObjectItem(j, "utility")->valuestring, "weight-norm") == 0);
+        CHECK(strcmp(cJSON_GetObjectItem(j, "layout")->valuestring, "packed") == 0);
+        CHECK(strcmp(cJSON_GetObjectItem(j, "model_type")->valuestring, "mixtral") == 0);
+        CHECK(cJSON_GetObjectItem(j, "experts_before")->valueint == 4 && cJSON_GetObjectItem(j, "experts_after")->valueint == 6);
+        const cJSON *layers = cJSON_GetObjectItem(j, "layers");
+        CHECK(cJSON_GetArraySize(layers) == plan.n_layers);
+        for (int m = 0; m < plan.n_layers && m < cJSON_GetArraySize(layers); m++) {
+            const cJSON *l = cJSON_GetArrayItem(layers, m);
+            CHECK(cJSON_GetObjectItem(l, "layer")->valueint == plan.layers[m].layer);
+            for (int k = 0; k < 6; k++)
+                CHECK(cJSON_GetArrayItem(cJSON_GetObjectItem(l, "source"), k)->valueint == plan.layers[m].source[k]);
+            for (int e = 0; e < 4; e++)
+                CHECK(cJSON_GetArrayItem(cJSON_GetObjectItem(l, "utility"), e)->valuedouble == u[m * 4 + e]);
+        }
+        cJSON_Delete(j);
+    }
+    remove(stale);
+    free(stale);
+    free(path);
+    grow_plan_free(&plan);
+    hf_info_free(&info);
+    free(in);
+}
+
 TEST(test_hf_layout_errors) {
     const char *root = test_tmpdir();
     if (make_fixtures(root, "bad_fp8_no_scale bad_packed_dim") != 0) return;

@@ -29,27 +29,42 @@ static int is_upcycle_checkpoint(const char *dir) {
 }
 
 /* Hugging Face MoE checkpoints (Qwen2/3-MoE, OLMoE, Mixtral, DeepSeek-V2/V3, GPT-OSS): streamed
- * uniform growth, in either expert layout; utility allocation and init heuristics need our
- * engine's architecture. */
+ * growth, uniform or by weight-norm utilities, in either expert layout; the gradient
+ * utilities and the init heuristics need our engine's architecture. */
 static int cli_grow_hf(const char *in, const char *out, const GrowOptions *o, int layout) {
-    if (o->alloc != ALLOC_UNIFORM || (o->layers && strcmp(o->layers, "all")) || o->from_dense || o->check || strcmp(o->expert_init.name, "copy") ||
-        strcmp(o->router_init.name, "copy")) {
-        up_error("%s: not an upcycle checkpoint; expected only uniform growth with copy init for Hugging Face checkpoints "
-                 "(--alloc utility, --check, --from-dense and init heuristics need an upcycle checkpoint)", in);
+    int utility = o->alloc == ALLOC_UTILITY;
+    if ((utility && o->utility != UTIL_WEIGHT_NORM) || (o->layers && strcmp(o->layers, "all")) || o->from_dense ||
+        o->check || strcmp(o->expert_init.name, "copy") || strcmp(o->router_init.name, "copy")) {
+        up_error("%s: not an upcycle checkpoint; expected uniform growth or --alloc utility --utility weight-norm, "
+                 "with copy init, for Hugging Face checkpoints (the gradient utilities, --layers, --check, "
+                 "--from-dense and init heuristics need an upcycle checkpoint)", in);
         return cli_fail();
     }
     HfMoeInfo info;
     if (hf_inspect(in, &info)) return cli_fail();
     int target = o->target_experts ? o->target_experts : o->factor * info.n_experts;
-    GrowPlan plan;
-    int rc = hf_plan_uniform(&info, target, &plan);
-    HfGrowOptions hopt = {.bias_noise = o->bias_noise, .seed = o->seed, .force = o->force, .layout = layout};
+    GrowPlan plan = {0};
+    double *norms = NULL;
+    int rc = 0;
+    if (utility) {
+        norms = xcalloc((size_t)info.n_moe_layers * info.n_experts, sizeof *norms);
+        rc = hf_weight_norms(in, norms);
+        if (!rc) rc = hf_plan_utility(&info, target, norms, o->max_copies, &plan);
+    } else {
+        rc = hf_plan_uniform(&info, target, &plan);
+    }
+    HfGrowOptions hopt = {.bias_noise = o->bias_noise, .seed = o->seed, .force = o->force, .layout = layout,
+                          .record = utility, .utility = "weight-norm"};
     double t0 = now_seconds();
     if (!rc) rc = hf_grow(in, out, &plan, &hopt);
-    if (!rc)
-        printf("grew %s (%s, %s, %d MoE layers): %d -> %d experts in %.1fs -> %s\n", in, hf_family_name(info.family),
-               info.dtype, info.n_moe_layers, info.n_experts, target, now_seconds() - t0, out);
-    grow_plan_free(&plan); /* hf_plan_uniform zeroes it first, so also after a failure */
+    if (!rc) {
+        if (utility) grow_plan_print_table(&plan, 1);
+        printf("grew %s (%s, %s, %d MoE layers): %d -> %d experts in %.1fs -> %s%s\n", in, hf_family_name(info.family),
+               info.dtype, info.n_moe_layers, info.n_experts, target, now_seconds() - t0, out,
+               utility ? " (see grow.json)" : "");
+    }
+    grow_plan_free(&plan); /* the planners zero it first, so also after a failure */
+    free(norms);
     hf_info_free(&info);
     return rc ? cli_fail() : 0;
 }
@@ -126,10 +141,10 @@ int cmd_grow(int argc, char **argv) {
         if (!*seed_str || *end) return cli_usage_error("grow", "--seed %s; expected a non-negative integer", seed_str);
     }
     cli_set_threads(threads);
-    /* Under mpirun every rank runs this (src/cli/main.c). With --alloc utility the ranks split
-     * the utility batches and rank 0 alone writes and reports; otherwise rank 0 grows alone
-     * while the others wait. */
-    o.all_ranks = dist_active() && o.alloc == ALLOC_UTILITY;
+    /* Under mpirun every rank runs this (src/cli/main.c). With --alloc utility on an upcycle
+     * checkpoint the ranks split the utility batches and rank 0 alone writes and reports;
+     * otherwise (Hugging Face checkpoints included) rank 0 grows alone while the others wait. */
+    o.all_ranks = dist_active() && o.alloc == ALLOC_UTILITY && is_upcycle_checkpoint(in);
     if (o.all_ranks) return grow_on_ranks(in, out, &o, layout);
     int rc = dist_rank() == 0 ? grow_on_ranks(in, out, &o, layout) : 0;
     if (!rc) dist_wait_for_leader("the growth on rank 0");

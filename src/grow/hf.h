@@ -33,6 +33,9 @@
  *     input shard, and a layer's replicas (or converted packed tensors) go into the shard
  *     holding that layer's router weight; the index's weight_map and metadata.total_size are
  *     rewritten (other keys kept);
+ *   - with opt->record, OUT/grow.json records the growth as the engine's grow does: "layers"
+ *     (per layer source, copies, utility), experts_before/after, alloc, utility, bias_noise,
+ *     seed, the output layout and model_type (an input's grow.json is then not copied);
  *   - other top-level regular files (tokenizer.json, generation_config.json, ...) are copied;
  *     skipped: *.safetensors other than the model's (e.g. our optimizer.safetensors), the index,
  *     subdirectories and weight files of other formats (*.bin, *.pt, *.pth, *.ckpt, *.gguf,
@@ -54,10 +57,13 @@ typedef struct {
     unsigned long long seed;
     int force;                  /* replace an existing out */
     int layout;                 /* HF_GROW_LAYOUT_*: the output's expert layout (KEEP: the input's) */
+    int record;                 /* also write OUT/grow.json (below) */
+    const char *utility;        /* for grow.json: what the plan's utilities are, e.g. "weight-norm" */
 } HfGrowOptions;
 
 /* The plan must cover every MoE layer exactly once, with n_old == E and the same n_new in
- * every layer (a Hugging Face config has one expert count); hf_plan_check says what else. */
+ * every layer (a Hugging Face config has one expert count); hf_plan_check says what else.
+ * Copies per expert may differ from layer to layer (hf_plan_utility). */
 int hf_grow(const char *in_dir, const char *out_dir, const GrowPlan *plan, const HfGrowOptions *opt);
 
 #endif

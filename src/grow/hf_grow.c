@@ -26,6 +26,7 @@
 #include "util/dir_replace.h"
 
 #define COPY_CHUNK ((size_t)8 << 20) /* bytes per write from the mmap */
+#define GROW_JSON_NAME "grow.json"
 
 enum { PIECE_BYTES, PIECE_BIAS };
 typedef struct {
@@ -388,22 +389,45 @@ static int write_index(const GrowState *gs, const char *tmp_dir) {
     return rc;
 }
 
-static int is_skipped_file(const char *name) {
+static int write_record(const GrowState *gs, const GrowPlan *plan, const HfGrowOptions *opt, const char *tmp_dir) {
+    const HfMoeCkpt *mc = gs->mc;
+    int utility = plan->n_layers > 0 && plan->layers[0].utility;
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddNumberToObject(j, "version", 1);
+    cJSON_AddStringToObject(j, "operator", "expert-upcycling");
+    cJSON_AddStringToObject(j, "checkpoint", "huggingface");
+    cJSON_AddStringToObject(j, "model_type", mc->fam->model_type);
+    cJSON_AddNumberToObject(j, "experts_before", mc->n_experts);
+    cJSON_AddNumberToObject(j, "experts_after", gs->n_new);
+    cJSON_AddStringToObject(j, "alloc", utility ? "utility" : "uniform");
+    if (utility && opt->utility) cJSON_AddStringToObject(j, "utility", opt->utility);
+    cJSON_AddStringToObject(j, "layout", hf_layout_name(gs->layout));
+    cJSON_AddNumberToObject(j, "bias_noise", opt->bias_noise);
+    cJSON_AddNumberToObject(j, "seed", (double)opt->seed);
+    cJSON_AddStringToObject(j, "expert_order", "originals keep indices 0..E-1; replicas appended in order of their source");
+    cJSON_AddItemToObject(j, "layers", grow_plan_layers_json(plan));
+    int rc = hf_ckpt_write_json(tmp_dir, GROW_JSON_NAME, j);
+    cJSON_Delete(j);
+    return rc;
+}
+
+/* grow.json is ours: an input's describes an earlier growth, so it is skipped when a new one is written */
+static int is_skipped_file(const char *name, int new_record) {
     static const char *skip_ext[] = {".safetensors", ".safetensors.index.json", ".bin", ".pt", ".pth",
                                      ".ckpt",        ".gguf",                   ".h5",  ".msgpack"};
-    if (strcmp(name, HF_CONFIG_NAME) == 0) return 1;
+    if (strcmp(name, HF_CONFIG_NAME) == 0 || (new_record && strcmp(name, GROW_JSON_NAME) == 0)) return 1;
     for (size_t i = 0; i < sizeof skip_ext / sizeof *skip_ext; i++)
         if (str_ends_with(name, skip_ext[i])) return 1;
     return 0;
 }
 
-static int copy_other_files(const HfCkpt *ck, const char *tmp_dir) {
+static int copy_other_files(const HfCkpt *ck, const char *tmp_dir, int new_record) {
     DIR *d = opendir(ck->dir);
     if (!d) return up_error("%s: cannot list (%s); expected a readable directory", ck->dir, strerror(errno));
     int rc = 0;
     struct dirent *de;
     while (rc == 0 && (de = readdir(d))) {
-        if (de->d_name[0] == '.' || is_skipped_file(de->d_name)) continue;
+        if (de->d_name[0] == '.' || is_skipped_file(de->d_name, new_record)) continue;
         char *src = path_join(ck->dir, de->d_name);
         struct stat st;
         if (stat(src, &st) == 0 && S_ISREG(st.st_mode)) { /* follows symlinks (Hugging Face cache snapshots) */
@@ -501,7 +525,8 @@ int hf_grow(const char *in_dir, const char *out_dir, const GrowPlan *plan, const
     }
     if (rc == 0) rc = write_config(&mc, gs.n_new, tmp);
     if (rc == 0 && ck->sharded) rc = write_index(&gs, tmp);
-    if (rc == 0) rc = copy_other_files(ck, tmp);
+    if (rc == 0 && opt->record) rc = write_record(&gs, plan, opt, tmp);
+    if (rc == 0) rc = copy_other_files(ck, tmp, opt->record);
     if (rc == 0 && !opt->force && path_exists(out))
         rc = up_error("%s: already exists (created while growing); expected a new output directory (or --force)", out);
     if (d.tmp) {
