@@ -79,12 +79,20 @@ static OutTensor *add_tensor(OutShard *sh, const char *name, int owned, StDtype 
 }
 
 static void add_piece(OutShard *sh, Piece p) {
+    OutTensor *t = &sh->tensors[sh->n_tensors - 1];
+    Piece *last = t->n_pieces ? &sh->pieces[sh->n_pieces - 1] : NULL;
+    if (last && p.kind == PIECE_BYTES && last->kind == PIECE_BYTES && last->ref.file == p.ref.file &&
+        last->ref.index == p.ref.index && last->off + last->len == p.off) { /* adjacent slices: one copy */
+        last->len += p.len;
+        sh->bytes += p.len;
+        return;
+    }
     if (sh->n_pieces == sh->cap_pieces) {
         sh->cap_pieces = sh->cap_pieces ? 2 * sh->cap_pieces : 1024;
         sh->pieces = xrealloc(sh->pieces, sh->cap_pieces * sizeof *sh->pieces);
     }
     sh->pieces[sh->n_pieces++] = p;
-    sh->tensors[sh->n_tensors - 1].n_pieces++;
+    t->n_pieces++;
     sh->bytes += p.len;
 }
 
