@@ -305,15 +305,20 @@ def make_mixtral(d, layout="per-expert"):
     write_json(os.path.join(d, "config.json"), cfg)
 
 
-def make_deepseek_v3(d, layout="per-expert"):
-    dt = torch.float32
-    cfg = base_config("deepseek_v3", "DeepseekV3ForCausalLM", "float32", 3)
+def deepseek_v3_config(dtype_name):
+    cfg = base_config("deepseek_v3", "DeepseekV3ForCausalLM", dtype_name, 3)
     cfg.update({"n_routed_experts": E, "n_shared_experts": 1, "moe_intermediate_size": I, "intermediate_size": 24,
                 "first_k_dense_replace": 1, "moe_layer_freq": 1, "n_group": 2, "topk_group": 1,
                 "topk_method": "noaux_tc", "scoring_func": "sigmoid", "routed_scaling_factor": 2.5,
                 "norm_topk_prob": True, "q_lora_rank": 12, "kv_lora_rank": 8, "qk_nope_head_dim": 4,
-                "qk_rope_head_dim": 4, "v_head_dim": 8, "num_nextn_predict_layers": 0,
-                "auto_map": {"AutoConfig": "configuration_deepseek.DeepseekV3Config"}})
+                "qk_rope_head_dim": 4, "v_head_dim": 8, "num_nextn_predict_layers": 0})
+    return cfg
+
+
+def make_deepseek_v3(d, layout="per-expert"):
+    dt = torch.float32
+    cfg = deepseek_v3_config("float32")
+    cfg["auto_map"] = {"AutoConfig": "configuration_deepseek.DeepseekV3Config"}
     ts = [("model.embed_tokens.weight", rnd(V, H))]
     for l in range(3):
         p = f"model.layers.{l}."
@@ -376,14 +381,9 @@ def fp8_weight(out, inp, dtype):
 
 def make_deepseek_v3_fp8(d, drop_scale=False):
     dt = torch.bfloat16
-    cfg = base_config("deepseek_v3", "DeepseekV3ForCausalLM", "bfloat16", 3)
-    cfg.update({"n_routed_experts": E, "n_shared_experts": 1, "moe_intermediate_size": I, "intermediate_size": 24,
-                "first_k_dense_replace": 1, "moe_layer_freq": 1, "n_group": 2, "topk_group": 1,
-                "topk_method": "noaux_tc", "scoring_func": "sigmoid", "routed_scaling_factor": 2.5,
-                "norm_topk_prob": True, "q_lora_rank": 12, "kv_lora_rank": 8, "qk_nope_head_dim": 4,
-                "qk_rope_head_dim": 4, "v_head_dim": 8, "num_nextn_predict_layers": 0,
-                "quantization_config": {"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8",
-                                        "weight_block_size": list(FP8_BLOCK)}})
+    cfg = deepseek_v3_config("bfloat16")
+    cfg["quantization_config"] = {"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8",
+                                  "weight_block_size": list(FP8_BLOCK)}
     ts = [("model.embed_tokens.weight", rnd(V, H, dtype=dt))]
     norms = {}
     for l in range(3):

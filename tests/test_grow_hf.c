@@ -958,6 +958,12 @@ TEST(test_hf_bench_checkpoint) {
 
 /* ------------------------------------------------------------------ layouts, FP8, GPT-OSS */
 
+static void grow_and_verify(const char *in, const char *out, const HfMoeInfo *info, const GrowPlan *plan,
+                            const HfGrowOptions *opt, const char *label) {
+    if (hf_grow(in, out, plan, opt) != 0) CHECK_MSG(0, "%s: %s", label, up_last_error());
+    else verify_grow(in, out, info, plan, opt->bias_noise, label);
+}
+
 typedef struct {
     const char *name, *twin; /* twin: the same values in the other layout, or NULL */
     int layout, n_expert_tensors, has_bias, n_files;
@@ -1017,15 +1023,13 @@ TEST(test_hf_grow_layouts) {
         HfGrowOptions opt = {0.5f, 42, 0};
         snprintf(out, sizeof out, "%s/%s-x2", root, lc->name);
         snprintf(label, sizeof label, "%s uniform 4->8", lc->name);
-        if (hf_grow(in, out, &plan, &opt) != 0) CHECK_MSG(0, "%s: %s", label, up_last_error());
-        else verify_grow(in, out, &info, &plan, opt.bias_noise, label);
+        grow_and_verify(in, out, &info, &plan, &opt, label);
         grow_plan_free(&plan);
         const int copies[4] = {1, 3, 1, 1};
         make_plan(&info, copies, &plan);
         snprintf(out, sizeof out, "%s/%s-6", root, lc->name);
         snprintf(label, sizeof label, "%s non-uniform 4->6", lc->name);
-        if (hf_grow(in, out, &plan, &opt) != 0) CHECK_MSG(0, "%s: %s", label, up_last_error());
-        else verify_grow(in, out, &info, &plan, opt.bias_noise, label);
+        grow_and_verify(in, out, &info, &plan, &opt, label);
         grow_plan_free(&plan);
         hf_info_free(&info);
         free(in);
@@ -1306,8 +1310,7 @@ TEST(test_hf_weight_norm_utility) {
         snprintf(out, sizeof out, "%s/%s-utility", root, names[c]);
         snprintf(label, sizeof label, "%s weight-norm 4->6", names[c]);
         HfGrowOptions opt = {0.5f, 3, 0};
-        if (hf_grow(in, out, &plan, &opt) != 0) CHECK_MSG(0, "%s: %s", label, up_last_error());
-        else verify_grow(in, out, &info, &plan, opt.bias_noise, label);
+        grow_and_verify(in, out, &info, &plan, &opt, label);
         grow_plan_free(&plan);
         /* a cap that makes the target unreachable */
         expect_error(hf_plan_utility(&info, 12, u, 2, &plan), "max copies", "--max-copies 2", NULL);
