@@ -48,6 +48,8 @@ typedef struct {
 enum { WEIGHT_F32 = 0, WEIGHT_BF16, WEIGHT_F16 };
 /* an option that overrides weight_dtype: 0 keeps the model's, SAVE_AS(WEIGHT_*) sets it */
 #define SAVE_AS(weight_dtype) ((weight_dtype) + 1)
+/* an option that overrides packed_experts: 0 keeps the model's */
+enum { SAVE_LAYOUT_KEEP = 0, SAVE_PER_EXPERT, SAVE_PACKED };
 
 /* ModelConfig.family: the Hugging Face model_type a checkpoint reads and writes */
 enum { MODEL_FAMILY_QWEN3_MOE = 0, MODEL_FAMILY_QWEN2_MOE, MODEL_FAMILY_OLMOE, MODEL_FAMILY_MIXTRAL };

@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -348,4 +349,28 @@ int copy_file(const char *src, const char *dst) {
 int str_ends_with(const char *s, const char *suffix) {
     size_t n = strlen(s), m = strlen(suffix);
     return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+static size_t page_size(void) {
+    static size_t page;
+    if (!page) page = (size_t)sysconf(_SC_PAGESIZE);
+    return page;
+}
+
+void map_prefault(const void *addr, size_t len) {
+#ifdef MADV_POPULATE_READ
+    uintptr_t a = (uintptr_t)addr & ~(uintptr_t)(page_size() - 1), b = (uintptr_t)addr + len;
+    if (len) madvise((void *)a, b - a, MADV_POPULATE_READ);
+#else
+    (void)addr;
+    (void)len;
+#endif
+}
+
+void map_release(const void *addr, size_t len) {
+    size_t page = page_size();
+    uintptr_t a = (uintptr_t)addr, b = a + len;
+    a = (a + page - 1) & ~(uintptr_t)(page - 1);
+    b &= ~(uintptr_t)(page - 1);
+    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
 }

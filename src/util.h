@@ -48,6 +48,14 @@ char *exe_dirname(void);                         /* malloc'd directory of the ru
  * Errors name the file: "<src>: cannot open (...)", "<dst>: write failed (...)". */
 int copy_file(const char *src, const char *dst);
 
+/* ---- mmapped files read once, front to back (checkpoints larger than memory) ---- */
+/* Maps [addr, addr + len) in with one call before it is read instead of a page fault per page
+ * (about 1.5x faster copies); a no-op where the kernel lacks MADV_POPULATE_READ (Linux < 5.14). */
+void map_prefault(const void *addr, size_t len);
+/* Drops the whole pages of a consumed range from the resident set: they are clean file pages and
+ * fault back in from the file (or the page cache) if read again. */
+void map_release(const void *addr, size_t len);
+
 /* ---- strings ---- */
 int str_ends_with(const char *s, const char *suffix);
 

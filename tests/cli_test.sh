@@ -620,6 +620,31 @@ else fail "grow --alloc utility --experts 12" "exit $RC: $(oneline "$ERR")"; fi
 run "$UP" train --init "$W/g_ok" --data "$DATA" --split cpt --out "$W/g_cpt" --steps 3 --batch-size 4 --seq-len 32 --eval-every 3 --eval-batches 2 "${THREADS[@]}"
 if [ "$RC" -eq 0 ] && [ -f "$W/g_cpt/final/model.safetensors" ]; then ok "train --init from a grown checkpoint (CPT)"; else fail "train --init grown" "exit $RC: $(oneline "$ERR")"; fi
 
+# ---- grow: Hugging Face checkpoints (tests/make_hf_fixtures.py needs torch) ----
+if /usr/bin/python3 -c 'import torch' >/dev/null 2>&1 &&
+  /usr/bin/python3 tests/make_hf_fixtures.py "$W/hf" qwen3_moe mixtral_packed gpt_oss gpt_oss_mxfp4 >/dev/null 2>&1; then
+  run "$UP" grow --ckpt "$W/hf/qwen3_moe" --out "$W/hf_util" --experts 6 --alloc utility --utility weight-norm --layout packed
+  if [ "$RC" -eq 0 ] && grep -q "copies per source expert (utility" "$CAP/out" && py "import json;d=json.load(open('$W/hf_util/grow.json'));c=json.load(open('$W/hf_util/config.json'));assert d['utility']=='weight-norm' and d['layout']=='packed' and c['num_experts']==6 and all(sum(l['copies'])==6 for l in d['layers'])" >/dev/null; then
+    ok "grow a Hugging Face checkpoint by weight norms into the packed layout (table, grow.json, config)"
+  else fail "grow --alloc utility --utility weight-norm --layout packed (Hugging Face)" "exit $RC: $(oneline "$ERR")"; fi
+  run "$UP" grow --ckpt "$W/hf/mixtral_packed" --out "$W/hf_mix" --factor 2 --layout per-expert
+  if [ "$RC" -eq 0 ] && [ ! -e "$W/hf_mix/grow.json" ] && grep -q '"model.layers.1.block_sparse_moe.experts.7.w3.weight"' "$W/hf_mix/model.safetensors.index.json"; then
+    ok "grow a packed Mixtral into per-expert block_sparse_moe tensors"
+  else fail "grow --layout per-expert (packed Mixtral)" "exit $RC: $(oneline "$ERR")"; fi
+  expect_fail "grow a Hugging Face checkpoint by gradients" nz "$W/hf/qwen3_moe,weight-norm" "$W/hf_grad" -- \
+    "$UP" grow --ckpt "$W/hf/qwen3_moe" --out "$W/hf_grad" --experts 6 --alloc utility --utility grad2
+  expect_fail "grow GPT-OSS into per-expert tensors" nz "gpt_oss,only packed" "$W/hf_oss" -- \
+    "$UP" grow --ckpt "$W/hf/gpt_oss" --out "$W/hf_oss" --factor 2 --layout per-expert
+  expect_fail "weight norms of MXFP4 experts" nz "MXFP4" "$W/hf_mx" -- \
+    "$UP" grow --ckpt "$W/hf/gpt_oss_mxfp4" --out "$W/hf_mx" --experts 6 --alloc utility --utility weight-norm
+  expect_fail "grow --layout with an unknown name" 2 "--layout stacked,per-expert" "$W/hf_bad" -- \
+    "$UP" grow --ckpt "$W/hf/qwen3_moe" --out "$W/hf_bad" --factor 2 --layout stacked
+  expect_fail "grow --layout of an upcycle checkpoint" nz "--layout,Hugging Face" "$W/g_layout" -- \
+    "$UP" grow --ckpt "$CK" --out "$W/g_layout" --factor 2 --layout packed
+else
+  skip "grow of Hugging Face checkpoints" "/usr/bin/python3 with torch is needed for tests/make_hf_fixtures.py"
+fi
+
 # ---- experiment and diag ----
 run "$UP" experiment --help
 if [ "$RC" -eq 0 ] && grep -q "usage:" "$CAP/out"; then ok "experiment --help"; else fail "experiment --help" "exit $RC"; fi

@@ -202,6 +202,8 @@ static void verify_grow(const char *in_dir, const char *out_dir, const HfMoeInfo
         return;
     }
     const char *prefix = info->moe_prefix;
+    const HfFamily *fam = hf_family_find(info->model_type);
+    const char *router_name = fam ? fam->router : "gate";
     int E = info->n_experts, n_new = plan->layers[0].n_new;
     int bad = 0;
     /* same files */
@@ -222,14 +224,21 @@ static void verify_grow(const char *in_dir, const char *out_dir, const HfMoeInfo
             }
             const unsigned char *a = ck_data(&in, f, t), *b = ck_data(&out, f, o);
             const LayerPlan *lp = NULL;
-            int is_router = 0, is_bias = 0;
+            int is_router = 0, is_bias = 0, is_rows = 0;
             for (int l = 0; l < plan->n_layers; l++) {
                 char name[256];
-                snprintf(name, sizeof name, "model.layers.%d.%s.gate.weight", plan->layers[l].layer, prefix);
+                snprintf(name, sizeof name, "model.layers.%d.%s.%s.weight", plan->layers[l].layer, prefix, router_name);
                 if (strcmp(name, t->name) == 0) is_router = 1, lp = &plan->layers[l];
                 snprintf(name, sizeof name, "model.layers.%d.%s.gate.e_score_correction_bias", plan->layers[l].layer,
                          prefix);
                 if (strcmp(name, t->name) == 0) is_bias = 1, lp = &plan->layers[l];
+                /* sliced along the expert axis: GPT-OSS's router bias, packed expert tensors */
+                snprintf(name, sizeof name, "model.layers.%d.%s.router.bias", plan->layers[l].layer, prefix);
+                if (strcmp(name, t->name) == 0) is_rows = 1, lp = &plan->layers[l];
+                snprintf(name, sizeof name, "model.layers.%d.%s.experts.", plan->layers[l].layer, prefix);
+                size_t hn = strlen(name);
+                if (strncmp(name, t->name, hn) == 0 && !(t->name[hn] >= '0' && t->name[hn] <= '9'))
+                    is_rows = 1, lp = &plan->layers[l];
             }
             CHECK_MSG(o->dtype == t->dtype, "%s: %s dtype changed", label, t->name);
             if (is_router) {
@@ -239,6 +248,16 @@ static void verify_grow(const char *in_dir, const char *out_dir, const HfMoeInfo
                 for (int j = 0; j < n_new && tbytes(o) == row * (size_t)n_new; j++)
                     if (memcmp(b + row * j, a + row * lp->source[j], row) != 0) {
                         CHECK_MSG(0, "%s: router %s row %d is not row %d", label, t->name, j, lp->source[j]);
+                        bad++;
+                    }
+            } else if (is_rows) {
+                int shape_ok = o->ndim == t->ndim && o->shape[0] == n_new;
+                for (int d = 1; d < t->ndim; d++) shape_ok &= o->shape[d] == t->shape[d];
+                CHECK_MSG(shape_ok, "%s: %s shape; expected [%d, ...] of its input's", label, t->name, n_new);
+                size_t slice = tbytes(t) / (size_t)E;
+                for (int j = 0; j < n_new && shape_ok; j++)
+                    if (memcmp(b + slice * j, a + slice * lp->source[j], slice) != 0) {
+                        CHECK_MSG(0, "%s: %s slice %d is not slice %d", label, t->name, j, lp->source[j]);
                         bad++;
                     }
             } else if (is_bias) {
@@ -280,7 +299,7 @@ static void verify_grow(const char *in_dir, const char *out_dir, const HfMoeInfo
     for (int l = 0; l < plan->n_layers; l++) {
         const LayerPlan *lp = &plan->layers[l];
         char name[256], head[128];
-        snprintf(name, sizeof name, "model.layers.%d.%s.gate.weight", lp->layer, prefix);
+        snprintf(name, sizeof name, "model.layers.%d.%s.%s.weight", lp->layer, prefix, router_name);
         int router_file = -1;
         CHECK_MSG(ck_find(&out, name, &router_file) != NULL, "%s: no router %s", label, name);
         snprintf(head, sizeof head, "model.layers.%d.%s.experts.0.", lp->layer, prefix);
@@ -396,6 +415,8 @@ static void verify_grow(const char *in_dir, const char *out_dir, const HfMoeInfo
     CHECK_MSG(hf_inspect(out_dir, &grown) == 0, "%s: grown checkpoint does not inspect: %s", label, up_last_error());
     CHECK(grown.n_experts == n_new);
     CHECK(grown.n_moe_layers == info->n_moe_layers);
+    CHECK_MSG(grown.layout == info->layout, "%s: grown layout %d; expected the input's %d", label, grown.layout,
+              info->layout);
     hf_info_free(&grown);
     (void)bad;
     ck_close(&in);
@@ -777,6 +798,11 @@ TEST(test_hf_family_names) {
         {"layers.3.mlp.gate.weight", "mlp", HF_TENSOR_OTHER, -1, -1, NULL},
         {"model.embed_tokens.weight", "mlp", HF_TENSOR_OTHER, -1, -1, NULL},
         {"model.layers.123456789012.mlp.gate.weight", "mlp", HF_TENSOR_OTHER, -1, -1, NULL}, /* no overflow */
+        /* packed experts (transformers 5): no expert index, no further dot */
+        {"model.layers.3.mlp.experts.gate_up_proj", "mlp", HF_TENSOR_PACKED, 3, -1, "gate_up_proj"},
+        {"model.layers.0.mlp.experts.down_proj_scale_inv", "mlp", HF_TENSOR_PACKED, 0, -1, "down_proj_scale_inv"},
+        {"model.layers.3.mlp.experts.gate_up_proj.weight", "mlp", HF_TENSOR_OTHER, -1, -1, NULL},
+        {"model.layers.3.mlp.router.weight", "mlp", HF_TENSOR_OTHER, -1, -1, NULL}, /* a router only for GPT-OSS */
     };
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
         long layer = -1, expert = -1;
@@ -789,6 +815,26 @@ TEST(test_hf_family_names) {
         CHECK_MSG(expert == cases[c].expert, "%s: expert %ld", cases[c].name, expert);
         CHECK_MSG(suffix && strcmp(suffix, cases[c].suffix) == 0, "%s: suffix %s", cases[c].name, suffix ? suffix : "NULL");
     }
+    /* GPT-OSS's router module: weight and bias; gate.* is nothing special there */
+    const HfFamily *oss = hf_family_find("gpt_oss");
+    CHECK(oss && strcmp(oss->router, "router") == 0 && !oss->proj[0] && oss->transposed &&
+          strcmp(oss->experts_key, "num_local_experts") == 0);
+    CHECK(strcmp(mixtral->packed_prefix, "mlp") == 0 && strcmp(mixtral->proj[HF_PROJ_UP], "w3") == 0 &&
+          strcmp(mixtral->proj[HF_PROJ_DOWN], "w2") == 0);
+    long rl = -1, re = -1;
+    const char *rs = NULL;
+    CHECK(hf_classify_name("model.layers.2.mlp.router.weight", "mlp", "router", &rl, &re, &rs) == HF_TENSOR_ROUTER && rl == 2);
+    CHECK(hf_classify_name("model.layers.2.mlp.router.bias", "mlp", "router", &rl, &re, &rs) == HF_TENSOR_ROUTER_BIAS);
+    CHECK(hf_classify_name("model.layers.2.mlp.router.scale", "mlp", "router", &rl, &re, &rs) == -1);
+    CHECK(hf_classify_name("model.layers.2.mlp.gate.e_score_correction_bias", "mlp", "router", &rl, &re, &rs) ==
+          HF_TENSOR_OTHER);
+    CHECK(hf_classify_name("model.layers.2.mlp.experts.gate_up_proj_bias", "mlp", "router", &rl, &re, &rs) ==
+              HF_TENSOR_PACKED && strcmp(rs, "gate_up_proj_bias") == 0);
+    char *packed_name = hf_moe_expert_name("mlp", 4, -1, "down_proj");
+    CHECK(strcmp(packed_name, "model.layers.4.mlp.experts.down_proj") == 0);
+    free(packed_name);
+    CHECK(strcmp(hf_layout_name(HF_LAYOUT_PACKED), "packed") == 0 && strcmp(hf_layout_name(HF_LAYOUT_PER_EXPERT), "per-expert") == 0);
+
     /* the replica names the grower writes classify back to what they name */
     char *name = hf_expert_name(mixtral, 5, 9, "w3.weight");
     CHECK(strcmp(name, "model.layers.5.block_sparse_moe.experts.9.w3.weight") == 0);
@@ -908,4 +954,442 @@ TEST(test_hf_bench_checkpoint) {
     verify_grow(in, out, &info, &plan, opt.bias_noise, "bench x2");
     grow_plan_free(&plan);
     hf_info_free(&info);
+}
+
+/* ------------------------------------------------------------------ layouts, FP8, GPT-OSS */
+
+static void grow_and_verify(const char *in, const char *out, const HfMoeInfo *info, const GrowPlan *plan,
+                            const HfGrowOptions *opt, const char *label) {
+    if (hf_grow(in, out, plan, opt) != 0) CHECK_MSG(0, "%s: %s", label, up_last_error());
+    else verify_grow(in, out, info, plan, opt->bias_noise, label);
+}
+
+typedef struct {
+    const char *name, *twin; /* twin: the same values in the other layout, or NULL */
+    int layout, n_expert_tensors, has_bias, n_files;
+    const char *dtype;
+} LayoutCase;
+
+static const LayoutCase LAYOUT_CASES[] = {
+    {"qwen2_moe_packed", "qwen2_moe", HF_LAYOUT_PACKED, 2, 0, 1, "F32"},
+    {"qwen3_moe_packed", "qwen3_moe", HF_LAYOUT_PACKED, 2, 1, 2, "BF16"},
+    {"olmoe_packed", "olmoe", HF_LAYOUT_PACKED, 2, 0, 1, "F16"},
+    {"mixtral_packed", "mixtral", HF_LAYOUT_PACKED, 2, 0, 3, "BF16"},
+    {"deepseek_v3_packed", "deepseek_v3", HF_LAYOUT_PACKED, 2, 1, 1, "F32"},
+    {"deepseek_v3_fp8", NULL, HF_LAYOUT_PER_EXPERT, 6, 1, 1, "F8_E4M3"},
+    {"gpt_oss", NULL, HF_LAYOUT_PACKED, 4, 0, 2, "BF16"},
+    {"gpt_oss_mxfp4", NULL, HF_LAYOUT_PACKED, 6, 0, 2, "MXFP4"},
+};
+#define LAYOUT_FIXTURES                                                                                        \
+    "qwen2_moe qwen3_moe olmoe mixtral deepseek_v3 qwen2_moe_packed qwen3_moe_packed olmoe_packed mixtral_packed " \
+    "deepseek_v3_packed deepseek_v3_fp8 gpt_oss gpt_oss_mxfp4"
+
+/* Every packed tensor, FP8 weight and scale, GPT-OSS router bias and MXFP4 block grows by
+ * slices along the expert axis (verify_grow); the packed twins report what their per-expert
+ * fixtures do. */
+TEST(test_hf_grow_layouts) {
+    const char *root = test_tmpdir();
+    if (make_fixtures(root, LAYOUT_FIXTURES) != 0) return;
+    for (size_t c = 0; c < sizeof LAYOUT_CASES / sizeof *LAYOUT_CASES; c++) {
+        const LayoutCase *lc = &LAYOUT_CASES[c];
+        char *in = path_join(root, lc->name);
+        HfMoeInfo info;
+        if (hf_inspect(in, &info) != 0) {
+            CHECK_MSG(0, "%s: hf_inspect: %s", lc->name, up_last_error());
+            free(in);
+            continue;
+        }
+        CHECK_MSG(info.layout == lc->layout && info.n_expert_tensors == lc->n_expert_tensors,
+                  "%s: layout %d, %d expert tensors", lc->name, info.layout, info.n_expert_tensors);
+        CHECK_MSG(strcmp(info.dtype, lc->dtype) == 0 && info.has_bias == lc->has_bias && info.n_files == lc->n_files,
+                  "%s: dtype %s, bias %d, %d files", lc->name, info.dtype, info.has_bias, info.n_files);
+        CHECK(info.n_experts == 4 && info.n_experts_per_tok == 2 && info.n_moe_layers == 2);
+        CHECK_MSG(info.total_bytes == sum_tensor_bytes(in), "%s: total_bytes %lld", lc->name, info.total_bytes);
+        if (lc->twin) {
+            char *twin = path_join(root, lc->twin);
+            HfMoeInfo t;
+            CHECK(hf_inspect(twin, &t) == 0);
+            CHECK_MSG(t.expert_bytes == info.expert_bytes && t.total_bytes == info.total_bytes && t.hidden == info.hidden &&
+                          strcmp(t.experts_key, info.experts_key) == 0 && t.family == info.family,
+                      "%s: expert bytes %lld vs %lld of %s", lc->name, info.expert_bytes, t.expert_bytes, lc->twin);
+            CHECK_MSG(strcmp(info.moe_prefix, "mlp") == 0, "%s: packed experts under %s; expected mlp", lc->name,
+                      info.moe_prefix);
+            hf_info_free(&t);
+            free(twin);
+        }
+        char out[1024], label[160];
+        GrowPlan plan;
+        CHECK(hf_plan_uniform(&info, 8, &plan) == 0);
+        HfGrowOptions opt = {0.5f, 42, 0};
+        snprintf(out, sizeof out, "%s/%s-x2", root, lc->name);
+        snprintf(label, sizeof label, "%s uniform 4->8", lc->name);
+        grow_and_verify(in, out, &info, &plan, &opt, label);
+        grow_plan_free(&plan);
+        const int copies[4] = {1, 3, 1, 1};
+        make_plan(&info, copies, &plan);
+        snprintf(out, sizeof out, "%s/%s-6", root, lc->name);
+        snprintf(label, sizeof label, "%s non-uniform 4->6", lc->name);
+        grow_and_verify(in, out, &info, &plan, &opt, label);
+        grow_plan_free(&plan);
+        hf_info_free(&info);
+        free(in);
+    }
+}
+
+/* Every tensor of a equals the tensor of that name in b (dtype, shape, bytes), and b has no
+ * others; which shard holds it may differ. */
+static void check_same_tensors(const char *a_dir, const char *b_dir, const char *label) {
+    Ck a, b;
+    if (ck_open(&a, a_dir) != 0 || ck_open(&b, b_dir) != 0) {
+        CHECK_MSG(0, "%s: %s", label, up_last_error());
+        return;
+    }
+    CHECK_MSG(ck_count(&a) == ck_count(&b), "%s: %d tensors vs %d", label, ck_count(&a), ck_count(&b));
+    int n_diff = 0;
+    for (int f = 0; f < a.n; f++)
+        for (int i = 0; i < a.st[f].n_tensors; i++) {
+            const StTensor *t = &a.st[f].tensors[i];
+            int g = -1;
+            const StTensor *u = ck_find(&b, t->name, &g);
+            if (!u || !same_layout(t, u) || memcmp(ck_data(&a, f, t), ck_data(&b, g, u), tbytes(t)) != 0) {
+                if (n_diff++ < 3) CHECK_MSG(0, "%s: tensor %s differs or is missing", label, t->name);
+            }
+        }
+    CHECK_MSG(n_diff == 0, "%s: %d tensors differ", label, n_diff);
+    char *ca = path_join(a_dir, "config.json"), *cb = path_join(b_dir, "config.json");
+    CHECK_MSG(files_equal(ca, cb), "%s: config.json differs", label);
+    free(ca);
+    free(cb);
+    ck_close(&a);
+    ck_close(&b);
+}
+
+/* --layout: growing a per-expert checkpoint into the packed layout gives what growing its
+ * packed twin gives, tensor for tensor, and the other way round (Mixtral's block renamed both
+ * ways); converted packed tensors sit in the router's shard. */
+TEST(test_hf_grow_convert_layout) {
+    const char *root = test_tmpdir();
+    if (make_fixtures(root, LAYOUT_FIXTURES) != 0) return;
+    for (size_t c = 0; c < sizeof LAYOUT_CASES / sizeof *LAYOUT_CASES; c++) {
+        const LayoutCase *lc = &LAYOUT_CASES[c];
+        if (!lc->twin) continue;
+        char *packed = path_join(root, lc->name), *per_expert = path_join(root, lc->twin);
+        HfMoeInfo info;
+        CHECK(hf_inspect(per_expert, &info) == 0);
+        const int copies[4] = {1, 3, 1, 1};
+        GrowPlan plan;
+        make_plan(&info, copies, &plan);
+        char a[1024], b[1024], label[160];
+        HfGrowOptions keep = {0.5f, 9, 0}, to_packed = {0.5f, 9, 0, HF_GROW_LAYOUT_PACKED},
+                      to_per_expert = {0.5f, 9, 0, HF_GROW_LAYOUT_PER_EXPERT};
+        snprintf(a, sizeof a, "%s/%s-to-packed", root, lc->twin);
+        snprintf(b, sizeof b, "%s/%s-kept", root, lc->name);
+        snprintf(label, sizeof label, "%s -> packed vs %s", lc->twin, lc->name);
+        CHECK_MSG(hf_grow(per_expert, a, &plan, &to_packed) == 0, "%s: %s", label, up_last_error());
+        CHECK_MSG(hf_grow(packed, b, &plan, &keep) == 0, "%s: %s", label, up_last_error());
+        check_same_tensors(a, b, label);
+        HfMoeInfo grown;
+        if (hf_inspect(a, &grown) == 0) { /* the index matches the shards: hf_ckpt_open checks it */
+            CHECK(grown.layout == HF_LAYOUT_PACKED && grown.n_experts == 6 && strcmp(grown.moe_prefix, "mlp") == 0);
+            hf_info_free(&grown);
+        } else CHECK_MSG(0, "%s: %s", label, up_last_error());
+        /* the packed tensors follow the router */
+        Ck ck;
+        if (ck_open(&ck, a) == 0) {
+            for (int l = 0; l < info.n_moe_layers; l++) {
+                char router[160], gate_up[160];
+                snprintf(router, sizeof router, "model.layers.%d.mlp.gate.weight", info.moe_layers[l]);
+                snprintf(gate_up, sizeof gate_up, "model.layers.%d.mlp.experts.gate_up_proj", info.moe_layers[l]);
+                int fr = -1, fg = -2;
+                CHECK(ck_find(&ck, router, &fr) && ck_find(&ck, gate_up, &fg) && fr == fg);
+            }
+            ck_close(&ck);
+        }
+        snprintf(a, sizeof a, "%s/%s-to-per-expert", root, lc->name);
+        snprintf(b, sizeof b, "%s/%s-kept", root, lc->twin);
+        snprintf(label, sizeof label, "%s -> per-expert vs %s", lc->name, lc->twin);
+        CHECK_MSG(hf_grow(packed, a, &plan, &to_per_expert) == 0, "%s: %s", label, up_last_error());
+        CHECK_MSG(hf_grow(per_expert, b, &plan, &keep) == 0, "%s: %s", label, up_last_error());
+        check_same_tensors(a, b, label);
+        /* asking for the layout a checkpoint has changes nothing */
+        snprintf(a, sizeof a, "%s/%s-same", root, lc->twin);
+        CHECK(hf_grow(per_expert, a, &plan, &to_per_expert) == 0);
+        check_same_tensors(a, b, "per-expert -> per-expert");
+        grow_plan_free(&plan);
+        hf_info_free(&info);
+        free(packed);
+        free(per_expert);
+    }
+
+    /* what cannot convert says why, and writes nothing */
+    char in[1024], out[1024];
+    HfMoeInfo info;
+    GrowPlan plan;
+    snprintf(out, sizeof out, "%s/no-conversion", root);
+    HfGrowOptions to_packed = {0, 1, 0, HF_GROW_LAYOUT_PACKED}, to_per_expert = {0, 1, 0, HF_GROW_LAYOUT_PER_EXPERT};
+    snprintf(in, sizeof in, "%s/deepseek_v3_fp8", root);
+    CHECK(hf_inspect(in, &info) == 0 && hf_plan_uniform(&info, 8, &plan) == 0);
+    expect_error(hf_grow(in, out, &plan, &to_packed), "FP8 to packed", "weight_scale_inv", "no packed counterpart");
+    grow_plan_free(&plan);
+    hf_info_free(&info);
+    snprintf(in, sizeof in, "%s/gpt_oss", root);
+    CHECK(hf_inspect(in, &info) == 0 && hf_plan_uniform(&info, 8, &plan) == 0);
+    expect_error(hf_grow(in, out, &plan, &to_per_expert), "GPT-OSS to per-expert", "gpt_oss", "only packed");
+    grow_plan_free(&plan);
+    hf_info_free(&info);
+    snprintf(in, sizeof in, "%s/gpt_oss_mxfp4", root);
+    CHECK(hf_inspect(in, &info) == 0 && hf_plan_uniform(&info, 8, &plan) == 0);
+    expect_error(hf_grow(in, out, &plan, &to_per_expert), "MXFP4 to per-expert", "only packed", NULL);
+    grow_plan_free(&plan);
+    hf_info_free(&info);
+    CHECK(!path_exists(out));
+}
+
+static float raw_value(const StTensor *t, const unsigned char *data, int64_t k) {
+    return st_element_f32(t->dtype, data + (size_t)k * st_dtype_size(t->dtype));
+}
+
+/* hf_expert_proj, the API the engine loads experts through: in both layouts expert e's gate,
+ * up and down are the same matrices (the packed twins hold the per-expert values); GPT-OSS's
+ * are read transposed and interleaved; FP8 values are code * block scale. */
+TEST(test_hf_expert_proj) {
+    const char *root = test_tmpdir();
+    if (make_fixtures(root, "qwen3_moe qwen3_moe_packed mixtral mixtral_packed gpt_oss gpt_oss_mxfp4 deepseek_v3_fp8") !=
+        0)
+        return;
+    const char *pairs[][2] = {{"qwen3_moe", "qwen3_moe_packed"}, {"mixtral", "mixtral_packed"}};
+    for (int c = 0; c < 2; c++) {
+        char *da = path_join(root, pairs[c][0]), *db = path_join(root, pairs[c][1]);
+        HfMoeCkpt a, b;
+        CHECK(hf_moe_open(da, &a) == 0 && hf_moe_open(db, &b) == 0);
+        CHECK(a.layout == HF_LAYOUT_PER_EXPERT && b.layout == HF_LAYOUT_PACKED && a.n_moe == b.n_moe);
+        int n_diff = 0;
+        for (int m = 0; m < a.n_moe && m < b.n_moe; m++)
+            for (int e = 0; e < 4; e++)
+                for (int k = 0; k < 3; k++) {
+                    HfProj pa, pb;
+                    if (hf_expert_proj(&a, m, e, k, &pa) != 0 || hf_expert_proj(&b, m, e, k, &pb) != 0) {
+                        CHECK_MSG(0, "%s: %s", pairs[c][0], up_last_error());
+                        continue;
+                    }
+                    int64_t out = k == HF_PROJ_DOWN ? 16 : 8, in = k == HF_PROJ_DOWN ? 8 : 16;
+                    CHECK(pa.out == out && pa.in == in && pb.out == out && pb.in == in);
+                    CHECK(hf_proj_contiguous(&pa) && pa.offset == 0 && hf_proj_contiguous(&pb));
+                    int64_t want = k == HF_PROJ_DOWN ? e * 16 * 8 : e * 16 * 16 + (k == HF_PROJ_UP) * 8 * 16;
+                    CHECK_MSG(pb.offset == want, "packed offset %lld; expected %lld", (long long)pb.offset, (long long)want);
+                    CHECK(pa.scale.file < 0 && pb.scale.file < 0);
+                    for (int64_t o = 0; o < out; o++)
+                        for (int64_t i = 0; i < in; i++)
+                            n_diff += hf_proj_value(&a, &pa, o, i) != hf_proj_value(&b, &pb, o, i);
+                }
+        CHECK_MSG(n_diff == 0, "%s: %d values differ between the layouts", pairs[c][0], n_diff);
+        hf_moe_close(&a);
+        hf_moe_close(&b);
+        free(da);
+        free(db);
+    }
+
+    /* GPT-OSS: gate[o][i] = gate_up_proj[e][i][2o], up = [..][2o + 1], down[o][i] = down_proj[e][i][o] */
+    char *dir = path_join(root, "gpt_oss");
+    HfMoeCkpt mc;
+    if (hf_moe_open(dir, &mc) == 0) {
+        CHECK(mc.layout == HF_LAYOUT_PACKED && mc.moe[0].router_bias.file >= 0 && mc.moe[0].bias.file < 0);
+        int n_diff = 0;
+        for (int m = 0; m < mc.n_moe; m++) {
+            HfTensorRef gu = hf_moe_expert_tensor(&mc, m, 0, "gate_up_proj"), dn = hf_moe_expert_tensor(&mc, m, 0, "down_proj");
+            const StTensor *tg = hf_ckpt_tensor(&mc.ck, gu), *td = hf_ckpt_tensor(&mc.ck, dn);
+            const unsigned char *g = st_data(hf_ckpt_file(&mc.ck, gu), tg), *d = st_data(hf_ckpt_file(&mc.ck, dn), td);
+            int64_t H = 32, I = 64;
+            CHECK(tg->shape[1] == H && tg->shape[2] == 2 * I && td->shape[1] == I && td->shape[2] == H);
+            for (int e = 0; e < 4; e++) {
+                HfProj p[3];
+                for (int k = 0; k < 3; k++) CHECK(hf_expert_proj(&mc, m, e, k, &p[k]) == 0);
+                CHECK(p[0].out == I && p[0].in == H && p[2].out == H && p[2].in == I && !hf_proj_contiguous(&p[0]));
+                for (int64_t o = 0; o < I; o++)
+                    for (int64_t i = 0; i < H; i++) {
+                        n_diff += hf_proj_value(&mc, &p[0], o, i) != raw_value(tg, g, (e * H + i) * 2 * I + 2 * o);
+                        n_diff += hf_proj_value(&mc, &p[1], o, i) != raw_value(tg, g, (e * H + i) * 2 * I + 2 * o + 1);
+                        n_diff += hf_proj_value(&mc, &p[2], i, o) != raw_value(td, d, (e * I + o) * H + i);
+                    }
+            }
+        }
+        CHECK_MSG(n_diff == 0, "gpt_oss: %d projection values are not where transformers reads them", n_diff);
+        hf_moe_close(&mc);
+    } else CHECK_MSG(0, "gpt_oss: %s", up_last_error());
+    free(dir);
+
+    /* FP8: W[o][i] = code * scale_inv[o / 4][i / 6] (weight_block_size [4, 6]) */
+    dir = path_join(root, "deepseek_v3_fp8");
+    if (hf_moe_open(dir, &mc) == 0) {
+        CHECK(mc.fp8_block[0] == 4 && mc.fp8_block[1] == 6);
+        int n_diff = 0;
+        for (int m = 0; m < mc.n_moe; m++)
+            for (int e = 0; e < 4; e++)
+                for (int k = 0; k < 3; k++) {
+                    HfProj p;
+                    CHECK(hf_expert_proj(&mc, m, e, k, &p) == 0 && p.scale.file >= 0);
+                    const StTensor *w = hf_ckpt_tensor(&mc.ck, p.weight), *sc = hf_ckpt_tensor(&mc.ck, p.scale);
+                    CHECK(w->dtype == (m == 0 ? ST_F8_E4M3 : ST_F8_E5M2) && sc->dtype == ST_F32);
+                    CHECK(sc->shape[0] == (p.out + 3) / 4 && sc->shape[1] == (p.in + 5) / 6);
+                    const unsigned char *wd = st_data(hf_ckpt_file(&mc.ck, p.weight), w);
+                    const unsigned char *sd = st_data(hf_ckpt_file(&mc.ck, p.scale), sc);
+                    for (int64_t o = 0; o < p.out; o++)
+                        for (int64_t i = 0; i < p.in; i++) {
+                            float want = raw_value(w, wd, o * p.in + i) * raw_value(sc, sd, (o / 4) * sc->shape[1] + i / 6);
+                            n_diff += hf_proj_value(&mc, &p, o, i) != want;
+                        }
+                }
+        CHECK_MSG(n_diff == 0, "deepseek_v3_fp8: %d dequantized values differ", n_diff);
+        hf_moe_close(&mc);
+    } else CHECK_MSG(0, "deepseek_v3_fp8: %s", up_last_error());
+    free(dir);
+
+    /* MXFP4 is refused in one line */
+    dir = path_join(root, "gpt_oss_mxfp4");
+    if (hf_moe_open(dir, &mc) == 0) {
+        HfProj p;
+        expect_error(hf_expert_proj(&mc, 0, 0, HF_PROJ_GATE, &p), "MXFP4 projection", "MXFP4", "gate_up_proj_blocks");
+        hf_moe_close(&mc);
+    }
+    free(dir);
+}
+
+/* ||W_e|| from hf_weight_norms against make_hf_fixtures.py's float64 sums (FP8 dequantized there
+ * by its own decoder); the plan is allocate_greedy's on those utilities, layer by layer. */
+TEST(test_hf_weight_norm_utility) {
+    const char *root = test_tmpdir();
+    const char *names[] = {"qwen2_moe", "qwen3_moe", "olmoe", "mixtral", "deepseek_v3", "qwen3_moe_packed",
+                           "mixtral_packed", "deepseek_v3_fp8", "gpt_oss"};
+    if (make_fixtures(root, "qwen2_moe qwen3_moe olmoe mixtral deepseek_v3 qwen3_moe_packed mixtral_packed "
+                            "deepseek_v3_fp8 gpt_oss gpt_oss_mxfp4") != 0)
+        return;
+    int layers_differ = 0;
+    for (size_t c = 0; c < sizeof names / sizeof *names; c++) {
+        char *in = path_join(root, names[c]);
+        char *json_path = xasprintf("%s.norms.json", in);
+        cJSON *want = load_json(json_path);
+        HfMoeInfo info;
+        if (!want || hf_inspect(in, &info) != 0) {
+            CHECK_MSG(0, "%s: %s", names[c], want ? up_last_error() : "no norms.json");
+            cJSON_Delete(want);
+            free(json_path);
+            free(in);
+            continue;
+        }
+        int E = info.n_experts, n = info.n_moe_layers;
+        double *u = xcalloc((size_t)n * E, sizeof *u);
+        CHECK_MSG(hf_weight_norms(in, u) == 0, "%s: %s", names[c], up_last_error());
+        const cJSON *layers = cJSON_GetObjectItem(want, "layers"), *norms = cJSON_GetObjectItem(want, "norms");
+        CHECK(cJSON_GetArraySize(layers) == n && cJSON_GetArraySize(norms) == n);
+        for (int m = 0; m < n && m < cJSON_GetArraySize(norms); m++) {
+            CHECK(cJSON_GetArrayItem(layers, m)->valueint == info.moe_layers[m]);
+            const cJSON *row = cJSON_GetArrayItem(norms, m);
+            for (int e = 0; e < E; e++) {
+                double w = cJSON_GetArrayItem(row, e)->valuedouble, got = u[m * E + e];
+                CHECK_MSG(fabs(got - w) <= 1e-9 * fabs(w), "%s layer %d expert %d: ||W|| %.17g; expected %.17g",
+                          names[c], info.moe_layers[m], e, got, w);
+            }
+        }
+        /* the plan: plan.c's greedy allocation of these utilities, per layer */
+        GrowPlan plan;
+        CHECK(hf_plan_utility(&info, 6, u, 0, &plan) == 0);
+        CHECK(plan.n_layers == n);
+        for (int m = 0; m < n && m < plan.n_layers; m++) {
+            LayerPlan ref = {info.moe_layers[m], E, 6, xcalloc(6, sizeof(int)), xcalloc((size_t)E, sizeof(int)), NULL};
+            CHECK(allocate_greedy(&ref, u + m * E, 0) == 0);
+            const LayerPlan *lp = &plan.layers[m];
+            CHECK(lp->layer == ref.layer && lp->n_old == E && lp->n_new == 6 && lp->utility);
+            CHECK(memcmp(lp->copies, ref.copies, (size_t)E * sizeof(int)) == 0 && memcmp(lp->source, ref.source, 6 * sizeof(int)) == 0);
+            CHECK(lp->utility && memcmp(lp->utility, u + m * E, (size_t)E * sizeof(double)) == 0);
+            if (m > 0) layers_differ |= memcmp(lp->copies, plan.layers[0].copies, (size_t)E * sizeof(int)) != 0;
+            free(ref.source);
+            free(ref.copies);
+        }
+        /* grown with it through the same writer */
+        char out[1024], label[160];
+        snprintf(out, sizeof out, "%s/%s-utility", root, names[c]);
+        snprintf(label, sizeof label, "%s weight-norm 4->6", names[c]);
+        HfGrowOptions opt = {0.5f, 3, 0};
+        grow_and_verify(in, out, &info, &plan, &opt, label);
+        grow_plan_free(&plan);
+        /* a cap that makes the target unreachable */
+        expect_error(hf_plan_utility(&info, 12, u, 2, &plan), "max copies", "--max-copies 2", NULL);
+        CHECK(plan.layers == NULL);
+        free(u);
+        hf_info_free(&info);
+        cJSON_Delete(want);
+        free(json_path);
+        free(in);
+    }
+    CHECK_MSG(layers_differ, "every layer got the same copies; expected the fixtures to differ by layer");
+
+    char *mx = path_join(root, "gpt_oss_mxfp4");
+    double u[8];
+    expect_error(hf_weight_norms(mx, u), "MXFP4 weight norms", "MXFP4", "not dequantized");
+    free(mx);
+}
+
+/* grow.json records a utility growth like the engine's: per layer source, copies, utilities;
+ * an input's grow.json is not copied over it. */
+TEST(test_hf_grow_record) {
+    const char *root = test_tmpdir();
+    if (make_fixtures(root, "mixtral") != 0) return;
+    char *in = path_join(root, "mixtral");
+    HfMoeInfo info;
+    CHECK(hf_inspect(in, &info) == 0);
+    double u[8];
+    CHECK(hf_weight_norms(in, u) == 0);
+    GrowPlan plan;
+    CHECK(hf_plan_utility(&info, 6, u, 0, &plan) == 0);
+    char *stale = path_join(in, "grow.json");
+    CHECK(atomic_write_file(stale, "{\"stale\": true}\n", 16) == 0);
+    char out[1024];
+    snprintf(out, sizeof out, "%s/recorded", root);
+    HfGrowOptions opt = {0.25f, 5, 0, HF_GROW_LAYOUT_PACKED, 1, "weight-norm"};
+    CHECK_MSG(hf_grow(in, out, &plan, &opt) == 0, "%s", up_last_error());
+    char *path = path_join(out, "grow.json");
+    cJSON *j = load_json(path);
+    CHECK(j != NULL);
+    if (j) {
+        CHECK(!cJSON_GetObjectItem(j, "stale"));
+        CHECK(strcmp(cJSON_GetObjectItem(j, "alloc")->valuestring, "utility") == 0);
+        CHECK(strcmp(cJSON_GetObjectItem(j, "utility")->valuestring, "weight-norm") == 0);
+        CHECK(strcmp(cJSON_GetObjectItem(j, "layout")->valuestring, "packed") == 0);
+        CHECK(strcmp(cJSON_GetObjectItem(j, "model_type")->valuestring, "mixtral") == 0);
+        CHECK(cJSON_GetObjectItem(j, "experts_before")->valueint == 4 && cJSON_GetObjectItem(j, "experts_after")->valueint == 6);
+        const cJSON *layers = cJSON_GetObjectItem(j, "layers");
+        CHECK(cJSON_GetArraySize(layers) == plan.n_layers);
+        for (int m = 0; m < plan.n_layers && m < cJSON_GetArraySize(layers); m++) {
+            const cJSON *l = cJSON_GetArrayItem(layers, m);
+            CHECK(cJSON_GetObjectItem(l, "layer")->valueint == plan.layers[m].layer);
+            for (int k = 0; k < 6; k++)
+                CHECK(cJSON_GetArrayItem(cJSON_GetObjectItem(l, "source"), k)->valueint == plan.layers[m].source[k]);
+            for (int e = 0; e < 4; e++)
+                CHECK(cJSON_GetArrayItem(cJSON_GetObjectItem(l, "utility"), e)->valuedouble == u[m * 4 + e]);
+        }
+        cJSON_Delete(j);
+    }
+    remove(stale);
+    free(stale);
+    free(path);
+    grow_plan_free(&plan);
+    hf_info_free(&info);
+    free(in);
+}
+
+TEST(test_hf_layout_errors) {
+    const char *root = test_tmpdir();
+    if (make_fixtures(root, "bad_fp8_no_scale bad_packed_dim") != 0) return;
+    HfMoeInfo info;
+    char in[1024];
+    snprintf(in, sizeof in, "%s/bad_fp8_no_scale", root);
+    expect_error(hf_inspect(in, &info), "FP8 without scales", "model.layers.1.mlp.experts.0.gate_proj.weight_scale_inv",
+                 "F8_E4M3");
+    snprintf(in, sizeof in, "%s/bad_packed_dim", root);
+    expect_error(hf_inspect(in, &info), "packed first dim", "model.layers.0.mlp.experts.gate_up_proj", "[16, 4, 16]");
+    GrowPlan plan = {0};
+    char out[1024];
+    snprintf(out, sizeof out, "%s/out", root);
+    expect_error(hf_grow(in, out, &plan, NULL), "grow packed first dim", "expected [4, ...]", NULL);
+    CHECK(!path_exists(out));
 }

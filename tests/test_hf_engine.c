@@ -304,3 +304,31 @@ TEST(hf_engine_config_key_policy) {
     }
     free(text), free(path), free(dir);
 }
+
+/* transformers 5's packed twins of the fixtures (same values; Mixtral's block moved to mlp):
+ * each loads to exactly the per-expert model, and is saved packed again in those names */
+TEST(hf_engine_packed_twins_of_every_family) {
+    char *dir = fixtures("qwen3_moe qwen3_moe_packed qwen2_moe qwen2_moe_packed olmoe olmoe_packed mixtral mixtral_packed");
+    if (!dir) return;
+    static const char *const families[] = {"qwen3_moe", "qwen2_moe", "olmoe", "mixtral"};
+    for (int i = 0; i < 4; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "%s_packed", families[i]);
+        char *per = path_join(dir, families[i]), *pk = path_join(dir, name), *out = path_join(test_tmpdir(), name);
+        Model a, b;
+        up_clear_error();
+        if (checkpoint_load_model(per, &a, 0, NULL) || checkpoint_load_model(pk, &b, 0, NULL)) {
+            CHECK_MSG(0, "%s: %s", families[i], up_last_error());
+            free(per), free(pk), free(out);
+            continue;
+        }
+        CHECK_MSG(b.cfg.packed_experts && !a.cfg.packed_experts, "%s: layout not recognized", families[i]);
+        CHECK_MSG(a.n_floats == b.n_floats && memcmp(a.param_mem, b.param_mem, a.n_floats * sizeof(float)) == 0,
+                  "%s: the packed twin loads other values", families[i]);
+        CHECK(checkpoint_save(out, &b, NULL, 0) == 0);
+        check_same_tensors(pk, out); /* the twin's names, dtype and bytes */
+        model_free(&a), model_free(&b);
+        free(per), free(pk), free(out);
+    }
+    free(dir);
+}

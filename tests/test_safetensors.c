@@ -379,6 +379,80 @@ TEST(f16_special_values) {
     CHECK(f32_to_f16(float_of(0xffc00000)) & 0x8000);
 }
 
+/* FP8 by its definition: E4M3 ("fn": bias 7, no infinities, S.1111.111 is NaN), E5M2 (bias 15,
+ * IEEE-like); every code against sign * (1 + m/2^M) * 2^(e - bias), subnormals m/2^M * 2^(1 - bias). */
+static double fp8_reference(unsigned b, int e_bits, int m_bits) {
+    int bias = (1 << (e_bits - 1)) - 1, e = (int)(b >> m_bits) & ((1 << e_bits) - 1), m = (int)b & ((1 << m_bits) - 1);
+    double sign = b & 0x80 ? -1.0 : 1.0, frac = (double)m / (1 << m_bits);
+    if (e_bits == 4 && e == 15 && m == 7) return NAN;
+    if (e_bits == 5 && e == 31) return m ? NAN : sign * INFINITY;
+    return sign * (e == 0 ? ldexp(frac, 1 - bias) : ldexp(1.0 + frac, e - bias));
+}
+
+TEST(fp8_conversions) {
+    int mismatches = 0;
+    for (unsigned b = 0; b < 256; b++) {
+        double want4 = fp8_reference(b, 4, 3), want5 = fp8_reference(b, 5, 2);
+        float got4 = f8e4m3_to_f32((uint8_t)b), got5 = f8e5m2_to_f32((uint8_t)b);
+        mismatches += isnan(want4) ? !isnan(got4) : (double)got4 != want4;
+        mismatches += isnan(want5) ? !isnan(got5) : (double)got5 != want5;
+        unsigned char byte = (unsigned char)b;
+        float via4 = st_element_f32(ST_F8_E4M3, &byte), via5 = st_element_f32(ST_F8_E5M2, &byte);
+        mismatches += !(via4 == got4 || (isnan(via4) && isnan(got4))) + !(via5 == got5 || (isnan(via5) && isnan(got5)));
+    }
+    CHECK_MSG(mismatches == 0, "%d FP8 codes decode wrongly", mismatches);
+    CHECK(f8e4m3_to_f32(0x38) == 1.0f && f8e4m3_to_f32(0x7e) == 448.0f && f8e4m3_to_f32(0x01) == 0x1p-9f);
+    CHECK(f8e4m3_to_f32(0xfe) == -448.0f && isnan(f8e4m3_to_f32(0x7f)) && isnan(f8e4m3_to_f32(0xff)));
+    CHECK(f8e5m2_to_f32(0x3c) == 1.0f && f8e5m2_to_f32(0x7b) == 57344.0f && isinf(f8e5m2_to_f32(0x7c)));
+    /* the other float dtypes through st_element_f32; integers are not floats */
+    float f = 2.5f;
+    uint16_t bf = f32_to_bf16(-3.0f), h = f32_to_f16(0.5f);
+    CHECK(st_element_f32(ST_F32, &f) == 2.5f && st_element_f32(ST_BF16, &bf) == -3.0f && st_element_f32(ST_F16, &h) == 0.5f);
+    int32_t i = 7;
+    CHECK(isnan(st_element_f32(ST_I32, &i)) && !st_dtype_is_float(ST_I32) && !st_dtype_is_float(ST_U8));
+    CHECK(st_dtype_is_float(ST_F8_E4M3) && st_dtype_is_float(ST_F8_E5M2) && st_dtype_is_float(ST_BF16));
+}
+
+/* FP8 tensors open (element size 1), round-trip through the writer byte for byte, and are not
+ * read as float32 without their scales. */
+TEST(safetensors_fp8_tensors) {
+    char *path = tmp_path("fp8.safetensors");
+    StDtype d;
+    CHECK(st_dtype_from_name("F8_E4M3", &d) == 0 && d == ST_F8_E4M3 && st_dtype_size(d) == 1);
+    CHECK(st_dtype_from_name("F8_E5M2", &d) == 0 && d == ST_F8_E5M2 && st_dtype_size(d) == 1);
+    CHECK(strcmp(st_dtype_name(ST_F8_E4M3), "F8_E4M3") == 0 && strcmp(st_dtype_name(ST_F8_E5M2), "F8_E5M2") == 0);
+    const char *header = "{\"w\":{\"dtype\":\"F8_E4M3\",\"shape\":[2,3],\"data_offsets\":[0,6]},"
+                         "\"v\":{\"dtype\":\"F8_E5M2\",\"shape\":[2],\"data_offsets\":[6,8]}}";
+    unsigned char data[8] = {0x38, 0x7e, 0x01, 0x80, 0xb8, 0x40, 0x3c, 0x7b};
+    write_raw(path, strlen(header), header, data, sizeof data);
+    StFile f;
+    CHECK_MSG(st_open(&f, path) == 0, "%s", up_last_error());
+    if (f.map) {
+        const StTensor *w = st_find(&f, "w"), *v = st_find(&f, "v");
+        CHECK(w && w->dtype == ST_F8_E4M3 && st_numel(w) == 6 && w->end - w->begin == 6);
+        CHECK(v && v->dtype == ST_F8_E5M2 && memcmp(st_data(&f, v), data + 6, 2) == 0);
+        float out[6];
+        int64_t shape[2] = {2, 3};
+        CHECK(st_read_f32(&f, "w", out, 2, shape) != 0 && strstr(up_last_error(), "F8_E4M3"));
+        char *copy = tmp_path("fp8-copy.safetensors");
+        StWriter *wr = st_writer_new();
+        st_writer_add(wr, "w", ST_F8_E4M3, 2, w->shape);
+        st_writer_add(wr, "v", ST_F8_E5M2, 1, v->shape);
+        CHECK(st_writer_open(wr, copy) == 0 && st_writer_write(wr, st_data(&f, w), 6) == 0 &&
+              st_writer_write(wr, st_data(&f, v), 2) == 0 && st_writer_commit(wr) == 0);
+        StFile g;
+        CHECK_MSG(st_open(&g, copy) == 0, "%s", up_last_error());
+        if (g.map) {
+            const StTensor *gw = st_find(&g, "w");
+            CHECK(gw && gw->dtype == ST_F8_E4M3 && memcmp(st_data(&g, gw), data, 6) == 0);
+            st_close(&g);
+        }
+        free(copy);
+        st_close(&f);
+    }
+    free(path);
+}
+
 TEST(f16_sweep) {
     for (uint32_t h = 0; h < 65536; h++) {
         float f = f16_to_f32((uint16_t)h);
@@ -464,6 +538,9 @@ static const BadHeader BAD_HEADERS[] = {
     {"\"text\"", 0, "not an object"},
     {"{} trailing", 0, "trailing"},
     {"{\"w\": {\"dtype\": \"F33\", \"shape\": [2], \"data_offsets\": [0, 8]}}", 8, "tensor w has unknown dtype \"F33\""},
+    {"{\"w\": {\"dtype\": \"F8_E3M4\", \"shape\": [2], \"data_offsets\": [0, 2]}}", 2,
+     "unknown dtype \"F8_E3M4\"; expected one of F32, F16, BF16, F64, I64, I32, I16, I8, U8, BOOL, U16, U32, U64, F8_E4M3, "
+     "F8_E5M2"},
     {"{\"w\": {\"dtype\": 4, \"shape\": [2], \"data_offsets\": [0, 8]}}", 8, "tensor w has no dtype"},
     {"{\"w\": {\"shape\": [2], \"data_offsets\": [0, 8]}}", 8, "tensor w has no dtype"},
     {"{\"w\": {\"dtype\": \"F32\", \"shape\": [3], \"data_offsets\": [0, 8]}}", 8, "tensor w spans 8 bytes; expected 12"},

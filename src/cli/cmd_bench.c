@@ -177,24 +177,47 @@ static int bench_train_cmd(int argc, char **argv) {
 
 /* grow throughput next to `cp` of the same bytes, in the same run */
 static int bench_grow_cmd(int argc, char **argv) {
-    const char *dir = NULL;
+    const char *dir = NULL, *layout = "per-expert";
     float gigabytes = 2.0f;
     int keep = 0;
     CliOption opts[] = {
         {"dir", OPT_STR, &dir, "scratch directory (default: a new directory under $TMPDIR or /tmp)"},
         {"gb", OPT_FLOAT, &gigabytes, "size of the generated bf16 checkpoint in GB (default 2)"},
+        {"layout", OPT_STR, &layout, "experts of the generated checkpoint: per-expert (default) or packed (transformers 5's gate_up_proj/down_proj, converted before timing)"},
         {"keep", OPT_FLAG, &keep, "keep the generated files"},
     };
-    int prc = cli_parse("bench grow", "[--gb G] [--dir DIR]", argc, argv, opts, 3);
+    int prc = cli_parse("bench grow", "[--gb G] [--dir DIR] [--layout per-expert|packed]", argc, argv, opts, 4);
     if (prc) return prc == 1 ? 0 : prc;
     if (gigabytes <= 0 || gigabytes > 1000) return cli_usage_error("bench grow", "--gb %g; expected 0 < G <= 1000", gigabytes);
+    int packed = !strcmp(layout, "packed");
+    if (!packed && strcmp(layout, "per-expert"))
+        return cli_usage_error("bench grow", "--layout %s; expected per-expert or packed", layout);
     char scratch[1024];
     if (dir) snprintf(scratch, sizeof scratch, "%s", dir);
     else snprintf(scratch, sizeof scratch, "%s/upcycle-bench-grow-%ld", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", (long)getpid());
     if (mkdir_p(scratch)) return cli_fail();
     char *in = path_join(scratch, "in"), *copy = path_join(scratch, "copy"), *out = path_join(scratch, "grown");
     remove_tree(in), remove_tree(copy), remove_tree(out);
-    int rc = hf_bench_make_checkpoint(in, gigabytes);
+    int rc;
+    if (!packed) {
+        rc = hf_bench_make_checkpoint(in, gigabytes);
+    } else { /* the same checkpoint, its experts packed by a 1x growth into that layout */
+        char *generated = path_join(scratch, "generated");
+        remove_tree(generated);
+        rc = hf_bench_make_checkpoint(generated, gigabytes);
+        HfMoeInfo gen;
+        GrowPlan same;
+        HfGrowOptions to_packed = {.bias_noise = 0.0f, .seed = 1, .layout = HF_GROW_LAYOUT_PACKED};
+        if (!rc) rc = hf_inspect(generated, &gen);
+        if (!rc) {
+            rc = hf_plan_uniform(&gen, gen.n_experts, &same);
+            if (!rc) rc = hf_grow(generated, in, &same, &to_packed);
+            grow_plan_free(&same);
+            hf_info_free(&gen);
+        }
+        remove_tree(generated);
+        free(generated);
+    }
     HfMoeInfo info;
     if (!rc) rc = hf_inspect(in, &info);
     if (rc) {
@@ -220,8 +243,8 @@ static int bench_grow_cmd(int argc, char **argv) {
         if (hf_inspect(out, &grown) == 0) out_gb = grown.total_bytes / 1e9, hf_info_free(&grown);
         struct rusage ru;
         getrusage(RUSAGE_SELF, &ru);
-        printf("checkpoint: %.2f GB bf16, %d MoE layers x %d experts -> %d experts (%.2f GB written)\n", in_gb,
-               info.n_moe_layers, info.n_experts, 2 * info.n_experts, out_gb);
+        printf("checkpoint: %.2f GB bf16, %d MoE layers x %d %s experts -> %d experts (%.2f GB written)\n", in_gb,
+               info.n_moe_layers, info.n_experts, hf_layout_name(info.layout), 2 * info.n_experts, out_gb);
         printf("cp -r (read %.2f GB, write %.2f GB): %.2f s = %.2f GB/s written%s\n", in_gb, in_gb, t_cp, in_gb / t_cp,
                cp_rc ? " (cp failed)" : "");
         printf("grow 2x (read %.2f GB, write %.2f GB): %.2f s = %.2f GB/s written\n", in_gb, out_gb, t_grow, out_gb / t_grow);

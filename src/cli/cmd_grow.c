@@ -28,38 +28,55 @@ static int is_upcycle_checkpoint(const char *dir) {
     return checkpoint_is_upcycle(dir);
 }
 
-/* Hugging Face MoE checkpoints (Qwen2/3-MoE, OLMoE, Mixtral, DeepSeek-V2/V3): streamed
- * uniform growth; utility allocation and init heuristics need our engine's architecture. */
-static int cli_grow_hf(const char *in, const char *out, const GrowOptions *o) {
-    if (o->alloc != ALLOC_UNIFORM || (o->layers && strcmp(o->layers, "all")) || o->from_dense || o->check || strcmp(o->expert_init.name, "copy") ||
-        strcmp(o->router_init.name, "copy")) {
-        up_error("%s: not an upcycle checkpoint; expected only uniform growth with copy init for Hugging Face checkpoints "
-                 "(--alloc utility, --check, --from-dense and init heuristics need an upcycle checkpoint)", in);
+/* Hugging Face MoE checkpoints (Qwen2/3-MoE, OLMoE, Mixtral, DeepSeek-V2/V3, GPT-OSS): streamed
+ * growth, uniform or by weight-norm utilities, in either expert layout; the gradient
+ * utilities and the init heuristics need our engine's architecture. */
+static int cli_grow_hf(const char *in, const char *out, const GrowOptions *o, int layout) {
+    int utility = o->alloc == ALLOC_UTILITY;
+    if ((utility && o->utility != UTIL_WEIGHT_NORM) || (o->layers && strcmp(o->layers, "all")) || o->from_dense ||
+        o->check || strcmp(o->expert_init.name, "copy") || strcmp(o->router_init.name, "copy")) {
+        up_error("%s: not an upcycle checkpoint; expected uniform growth or --alloc utility --utility weight-norm, "
+                 "with copy init, for Hugging Face checkpoints (the gradient utilities, --layers, --check, "
+                 "--from-dense and init heuristics need an upcycle checkpoint)", in);
         return cli_fail();
     }
     HfMoeInfo info;
     if (hf_inspect(in, &info)) return cli_fail();
     int target = o->target_experts ? o->target_experts : o->factor * info.n_experts;
-    GrowPlan plan;
-    int rc = hf_plan_uniform(&info, target, &plan);
-    HfGrowOptions hopt = {.bias_noise = o->bias_noise, .seed = o->seed, .force = o->force};
+    GrowPlan plan = {0};
+    double *norms = NULL;
+    int rc = 0;
+    if (utility) {
+        norms = xcalloc((size_t)info.n_moe_layers * info.n_experts, sizeof *norms);
+        rc = hf_weight_norms(in, norms);
+        if (!rc) rc = hf_plan_utility(&info, target, norms, o->max_copies, &plan);
+    } else {
+        rc = hf_plan_uniform(&info, target, &plan);
+    }
+    HfGrowOptions hopt = {.bias_noise = o->bias_noise, .seed = o->seed, .force = o->force, .layout = layout,
+                          .record = utility, .utility = "weight-norm"};
     double t0 = now_seconds();
     if (!rc) rc = hf_grow(in, out, &plan, &hopt);
-    if (!rc)
-        printf("grew %s (%s, %s, %d MoE layers): %d -> %d experts in %.1fs -> %s\n", in, hf_family_name(info.family),
-               info.dtype, info.n_moe_layers, info.n_experts, target, now_seconds() - t0, out);
-    grow_plan_free(&plan); /* hf_plan_uniform zeroes it first, so also after a failure */
+    if (!rc) {
+        if (utility) grow_plan_print_table(&plan, 1);
+        printf("grew %s (%s, %s, %d MoE layers): %d -> %d experts in %.1fs -> %s%s\n", in, hf_family_name(info.family),
+               info.dtype, info.n_moe_layers, info.n_experts, target, now_seconds() - t0, out,
+               utility ? " (see grow.json)" : "");
+    }
+    grow_plan_free(&plan); /* the planners zero it first, so also after a failure */
+    free(norms);
     hf_info_free(&info);
     return rc ? cli_fail() : 0;
 }
 
-static int grow_on_ranks(const char *in, const char *out, const GrowOptions *o);
+static int grow_on_ranks(const char *in, const char *out, const GrowOptions *o, int layout);
 
 int cmd_grow(int argc, char **argv) {
     GrowOptions o;
     grow_options_defaults(&o);
     const char *in = NULL, *out = NULL, *alloc = "uniform", *utility = "grad2", *optim = "copy", *layers = "all";
-    const char *expert_init = "copy", *router_init = "copy", *seed_str = NULL, *save_dtype = NULL, *shard_size = NULL;
+    const char *expert_init = "copy", *router_init = "copy", *seed_str = NULL, *layout_str = NULL, *save_dtype = NULL,
+               *shard_size = NULL;
     int help_inits = 0, threads = 0;
     CliOption opts[] = {
         {"ckpt", OPT_STR, &in, "input checkpoint: an upcycle checkpoint or a Hugging Face MoE directory (required)"},
@@ -82,6 +99,7 @@ int cmd_grow(int argc, char **argv) {
         {"from-dense", OPT_FLAG, &o.from_dense, "sparse upcycling: copy each dense FFN into --experts N experts, fresh router"},
         {"top-k", OPT_INT, &o.top_k, "with --from-dense: experts per token"},
         {"sparse-step", OPT_INT, &o.sparse_step, "with --from-dense: every Nth layer becomes MoE (default 1: all)"},
+        {"layout", OPT_STR, &layout_str, "Hugging Face experts: per-expert (experts.{e}.*) or packed (experts.gate_up_proj, down_proj); default: the input's"},
         {"force", OPT_FLAG, &o.force, "replace an existing output directory"},
         {"save-dtype", OPT_STR, &save_dtype, CLI_SAVE_DTYPE_HELP " (streamed growth copies the input's bytes: its dtype)"},
         {"shard-size", OPT_STR, &shard_size, CLI_SHARD_SIZE_HELP " (streamed growth keeps the input's shards)"},
@@ -113,6 +131,12 @@ int cmd_grow(int argc, char **argv) {
     o.utility = (UtilityKind)v;
     if (parse_enum("grow", "optim-state", optim, optims, 4, &v)) return 2;
     o.optim_state = (OptimStateKind)v;
+    static const char *const layouts[] = {"per-expert", "packed"};
+    int layout = HF_GROW_LAYOUT_KEEP;
+    if (layout_str) {
+        if (parse_enum("grow", "layout", layout_str, layouts, 2, &v)) return 2;
+        layout = v == 0 ? HF_GROW_LAYOUT_PER_EXPERT : HF_GROW_LAYOUT_PACKED;
+    }
     if (expert_init_parse(expert_init, &o.expert_init) || router_init_parse(router_init, &o.router_init)) return cli_fail();
     if (seed_str) {
         char *end;
@@ -123,18 +147,18 @@ int cmd_grow(int argc, char **argv) {
     if (cli_save_format("grow", save_dtype, shard_size, &weight_dtype)) return 2;
     o.save_dtype = weight_dtype >= 0 ? SAVE_AS(weight_dtype) : 0;
     cli_set_threads(threads);
-    /* Under mpirun every rank runs this (src/cli/main.c). With --alloc utility the ranks split
-     * the utility batches and rank 0 alone writes and reports; otherwise rank 0 grows alone
-     * while the others wait. */
-    o.all_ranks = dist_active() && o.alloc == ALLOC_UTILITY;
-    if (o.all_ranks) return grow_on_ranks(in, out, &o);
-    int rc = dist_rank() == 0 ? grow_on_ranks(in, out, &o) : 0;
+    /* Under mpirun every rank runs this (src/cli/main.c). With --alloc utility on an upcycle
+     * checkpoint the ranks split the utility batches and rank 0 alone writes and reports;
+     * otherwise (Hugging Face checkpoints included) rank 0 grows alone while the others wait. */
+    o.all_ranks = dist_active() && o.alloc == ALLOC_UTILITY && is_upcycle_checkpoint(in);
+    if (o.all_ranks) return grow_on_ranks(in, out, &o, layout);
+    int rc = dist_rank() == 0 ? grow_on_ranks(in, out, &o, layout) : 0;
     if (!rc) dist_wait_for_leader("the growth on rank 0");
     return rc;
 }
 
 /* grow on this rank: all of it on rank 0, the utility scoring's share on the others */
-static int grow_on_ranks(const char *in, const char *out, const GrowOptions *o) {
+static int grow_on_ranks(const char *in, const char *out, const GrowOptions *o, int layout) {
     if (!is_dir(in)) {
         up_error("%s: not a checkpoint directory; expected a directory with config.json and safetensors", in);
         return cli_fail();
@@ -144,14 +168,18 @@ static int grow_on_ranks(const char *in, const char *out, const GrowOptions *o) 
      * heuristics, --layers or --from-dense, for the families the engine trains (it loads them) */
     int needs_engine = (o->alloc == ALLOC_UTILITY && o->utility != UTIL_WEIGHT_NORM) || o->check || o->from_dense ||
                        strcmp(o->expert_init.name, "copy") || strcmp(o->router_init.name, "copy") || (o->layers && strcmp(o->layers, "all"));
-    if (!is_upcycle_checkpoint(in) && !needs_engine) {
+    int ours = is_upcycle_checkpoint(in);
+    if (!ours && !needs_engine) {
         if (o->save_dtype) {
             up_error("%s: --save-dtype with streamed growth, which copies the input's bytes unchanged; expected no --save-dtype "
                      "(train --init OUT --save-dtype DTYPE converts while continuing pre-training)", in);
             return cli_fail();
         }
-        return dist_rank() == 0 ? cli_grow_hf(in, out, o) : 0;
+        return dist_rank() == 0 ? cli_grow_hf(in, out, o, layout) : 0;
     }
+    GrowOptions engine = *o; /* the engine writes either layout too */
+    if (layout != HF_GROW_LAYOUT_KEEP) engine.save_layout = layout == HF_GROW_LAYOUT_PACKED ? SAVE_PACKED : SAVE_PER_EXPERT;
+    o = &engine;
     GrowReport r;
     if (grow_checkpoint(in, out, o, &r)) return cli_fail();
     if (!r.written) return 0; /* a rank that helped score; rank 0 reports */

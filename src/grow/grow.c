@@ -243,32 +243,8 @@ static cJSON *plan_to_json(const GrowPlan *plan, const GrowOptions *opt, const M
     cJSON_AddNumberToObject(j, "bias_noise", opt->bias_noise);
     cJSON_AddNumberToObject(j, "seed", (double)opt->seed);
     cJSON_AddStringToObject(j, "expert_order", "originals keep indices 0..E-1; replicas appended in order of their source");
-    cJSON *layers = cJSON_AddArrayToObject(j, "layers");
-    for (int i = 0; i < plan->n_layers; i++) {
-        const LayerPlan *lp = &plan->layers[i];
-        cJSON *l = cJSON_CreateObject();
-        cJSON_AddNumberToObject(l, "layer", lp->layer);
-        cJSON_AddItemToObject(l, "source", cJSON_CreateIntArray(lp->source, lp->n_new));
-        cJSON_AddItemToObject(l, "copies", cJSON_CreateIntArray(lp->copies, lp->n_old));
-        if (lp->utility) cJSON_AddItemToObject(l, "utility", cJSON_CreateDoubleArray(lp->utility, lp->n_old));
-        cJSON_AddItemToArray(layers, l);
-    }
+    cJSON_AddItemToObject(j, "layers", grow_plan_layers_json(plan));
     return j;
-}
-
-static void print_plan_table(const GrowPlan *plan, int utility) {
-    printf("layer | experts | copies per source expert%s\n", utility ? " (utility min / max)" : "");
-    for (int i = 0; i < plan->n_layers; i++) {
-        const LayerPlan *lp = &plan->layers[i];
-        printf("%5d | %3d->%-3d |", lp->layer, lp->n_old, lp->n_new);
-        for (int e = 0; e < lp->n_old; e++) printf(" %d", lp->copies[e]);
-        if (lp->utility) {
-            double lo = INFINITY, hi = -INFINITY;
-            for (int e = 0; e < lp->n_old; e++) lo = fmin(lo, lp->utility[e]), hi = fmax(hi, lp->utility[e]);
-            printf("  (%.3g / %.3g)", lo, hi);
-        }
-        printf("\n");
-    }
 }
 
 /* --layers: NULL or "all" selects every layer; else a comma list of MoE layer indices */
@@ -323,6 +299,7 @@ int grow_checkpoint(const char *in_dir, const char *out_dir, const GrowOptions *
         dc.n_experts = target;
     }
     if (opt->save_dtype) dc.weight_dtype = opt->save_dtype - 1;
+    if (opt->save_layout) dc.packed_experts = opt->save_layout == SAVE_PACKED;
     if (rc || model_config_validate(&dc, "grown config") || model_create(&dst, &dc, backend_cpu())) {
         model_free(&src);
         return -1;
@@ -425,7 +402,7 @@ int grow_checkpoint(const char *in_dir, const char *out_dir, const GrowOptions *
             if (isnan(report->loss_before) || isnan(report->loss_after)) rc = -1;
         }
     }
-    if (!rc && !opt->quiet) print_plan_table(&plan, opt->alloc == ALLOC_UTILITY && !opt->from_dense);
+    if (!rc && !opt->quiet) grow_plan_print_table(&plan, opt->alloc == ALLOC_UTILITY && !opt->from_dense);
     if (!rc) {
         TrainerState st, *stp = NULL;
         if (trainer_state_load(in_dir, &st) == 0) stp = &st;

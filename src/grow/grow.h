@@ -37,6 +37,7 @@ typedef struct {
                                * heuristics apply; other MoE layers grow uniformly by exact copy */
     int force;
     int save_dtype;           /* dtype of the grown checkpoint's weights: 0 the input's, else SAVE_AS(WEIGHT_*) */
+    int save_layout;          /* SAVE_LAYOUT_KEEP (the input's), SAVE_PER_EXPERT or SAVE_PACKED experts */
     int all_ranks;            /* under mpirun every rank runs grow: they split the utility batches; rank 0 writes */
     int quiet;
     /* dense -> MoE sparse upcycling */

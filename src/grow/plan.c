@@ -1,6 +1,8 @@
 #include "grow/plan.h"
 
+#include <cjson/cJSON.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,6 +23,35 @@ void grow_plan_free(GrowPlan *plan) {
     }
     free(plan->layers);
     memset(plan, 0, sizeof *plan);
+}
+
+void grow_plan_print_table(const GrowPlan *plan, int utility) {
+    printf("layer | experts | copies per source expert%s\n", utility ? " (utility min / max)" : "");
+    for (int i = 0; i < plan->n_layers; i++) {
+        const LayerPlan *lp = &plan->layers[i];
+        printf("%5d | %3d->%-3d |", lp->layer, lp->n_old, lp->n_new);
+        for (int e = 0; e < lp->n_old; e++) printf(" %d", lp->copies[e]);
+        if (lp->utility) {
+            double lo = INFINITY, hi = -INFINITY;
+            for (int e = 0; e < lp->n_old; e++) lo = fmin(lo, lp->utility[e]), hi = fmax(hi, lp->utility[e]);
+            printf("  (%.3g / %.3g)", lo, hi);
+        }
+        printf("\n");
+    }
+}
+
+cJSON *grow_plan_layers_json(const GrowPlan *plan) {
+    cJSON *layers = cJSON_CreateArray();
+    for (int i = 0; i < plan->n_layers; i++) {
+        const LayerPlan *lp = &plan->layers[i];
+        cJSON *l = cJSON_CreateObject();
+        cJSON_AddNumberToObject(l, "layer", lp->layer);
+        cJSON_AddItemToObject(l, "source", cJSON_CreateIntArray(lp->source, lp->n_new));
+        cJSON_AddItemToObject(l, "copies", cJSON_CreateIntArray(lp->copies, lp->n_old));
+        if (lp->utility) cJSON_AddItemToObject(l, "utility", cJSON_CreateDoubleArray(lp->utility, lp->n_old));
+        cJSON_AddItemToArray(layers, l);
+    }
+    return layers;
 }
 
 int allocate_uniform(LayerPlan *lp) {

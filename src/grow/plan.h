@@ -26,6 +26,13 @@ typedef struct {
 void layer_plan_fill_sources(LayerPlan *lp);
 void grow_plan_free(GrowPlan *plan);
 
+/* The per-layer table `upcycle grow` prints: "layer | experts | copies per source expert", with
+ * each layer's utility min / max when `utility` (and the layer has utilities). */
+void grow_plan_print_table(const GrowPlan *plan, int utility);
+/* grow.json's "layers" array: per layer {"layer", "source" (n_new), "copies" (n_old), "utility"
+ * (n_old, when the plan has utilities)}; the caller owns it. */
+struct cJSON *grow_plan_layers_json(const GrowPlan *plan);
+
 #endif
 
 #ifndef UPCYCLE_GROW_PLAN_FUNCS

@@ -60,13 +60,14 @@ typedef struct {
     int *parts;
     uint64_t bytes;
     int shard;
+    StDtype dtype;
 } OutTensor;
 
 static int is_balance_bias(const ParamInfo *p) { return !p->trainable && strstr(p->name, "e_score_correction_bias") != NULL; }
 
 /* The tensors of model.safetensors, in table order. Qwen3-MoE keeps the balancing bias in it (the
  * DeepSeek-V3 name); the other families have none, so theirs goes to balance_bias.safetensors. */
-static int plan_model_tensors(const ModelConfig *cfg, const TensorSource *src, int packed, size_t elt, OutTensor **out) {
+static int plan_model_tensors(const ModelConfig *cfg, const TensorSource *src, int packed, StDtype dtype, OutTensor **out) {
     OutTensor *t = xcalloc((size_t)src->n_tensors, sizeof *t);
     int n = 0;
     for (int i = 0; i < src->n_tensors; i++) {
@@ -89,7 +90,7 @@ static int plan_model_tensors(const ModelConfig *cfg, const TensorSource *src, i
             }
         } else {
             OutTensor *o = &t[n++];
-            hf_names_family(cfg->family, p->name, o->name, sizeof o->name);
+            hf_names_family(cfg->family, packed, p->name, o->name, sizeof o->name);
             o->ndim = p->ndim;
             for (int d = 0; d < p->ndim; d++) o->shape[d] = p->shape[d];
             o->parts = xmalloc(sizeof(int));
@@ -99,7 +100,9 @@ static int plan_model_tensors(const ModelConfig *cfg, const TensorSource *src, i
     for (int k = 0; k < n; k++) {
         uint64_t numel = 1;
         for (int d = 0; d < t[k].ndim; d++) numel *= (uint64_t)t[k].shape[d];
-        t[k].bytes = numel * elt;
+        /* the balancing bias stays F32 (as DeepSeek-V3 keeps it): steps of u = 1e-3 vanish in bf16 */
+        t[k].dtype = is_balance_bias(&src->table[t[k].parts[0]]) ? ST_F32 : dtype;
+        t[k].bytes = numel * st_dtype_size(t[k].dtype);
     }
     *out = t;
     return n;
@@ -137,7 +140,7 @@ static int write_model(const char *dir, const ModelConfig *cfg, TensorSource *sr
      * table order only (expert parallel) writes them per expert */
     int packed = cfg->packed_experts && src->random_access;
     OutTensor *t;
-    int n = plan_model_tensors(cfg, src, packed, elt, &t);
+    int n = plan_model_tensors(cfg, src, packed, dtype, &t);
     /* shards of at most g_shard_bytes each (a larger tensor alone in its shard), in order */
     int n_shards = 1;
     uint64_t in_shard = 0, total = 0;
@@ -172,7 +175,7 @@ static int write_model(const char *dir, const ModelConfig *cfg, TensorSource *sr
         StWriter *w = st_writer_new();
         int first = k;
         for (; k < n && t[k].shard == s; k++) {
-            st_writer_add(w, t[k].name, dtype, t[k].ndim, t[k].shape);
+            st_writer_add(w, t[k].name, t[k].dtype, t[k].ndim, t[k].shape);
             if (weight_map) cJSON_AddStringToObject(weight_map, t[k].name, file);
         }
         st_writer_meta(w, "format", "pt");
@@ -187,8 +190,8 @@ static int write_model(const char *dir, const ModelConfig *cfg, TensorSource *sr
                 next_side = next_side > t[q].parts[part] ? next_side : t[q].parts[part] + 1;
                 const float *data = rc ? NULL : src->data(src, CKPT_WEIGHTS, t[q].parts[part]);
                 if (!data) rc = -1;
-                else if (!buf) rc = st_writer_write(w, data, p->numel * sizeof(float));
-                else convert_out(data, p->numel, dtype, buf), rc = st_writer_write(w, buf, p->numel * elt);
+                else if (t[q].dtype == ST_F32) rc = st_writer_write(w, data, p->numel * sizeof(float));
+                else convert_out(data, p->numel, t[q].dtype, buf), rc = st_writer_write(w, buf, p->numel * elt);
             }
         if (rc) st_writer_abort(w);
         else rc = st_writer_commit(w);
@@ -354,9 +357,10 @@ int checkpoint_load_config(const char *dir, ModelConfig *cfg) {
 static int find_param(const HfCkpt *ck, const ModelConfig *c, const ParamInfo *p, const StFile **f, const StTensor **t,
                       uint64_t *first) {
     char name[HF_NAME_MAX];
-    hf_names_family(c->family, p->name, name, sizeof name);
+    hf_names_family(c->family, 0, p->name, name, sizeof name);
     *first = 0;
     *t = hf_ckpt_find(ck, name, f);
+    if (!*t) *t = hf_ckpt_find(ck, p->name, f); /* e.g. a packed Mixtral's router: mlp.gate.weight */
     if (*t) {
         int same = (*t)->ndim == p->ndim;
         for (int d = 0; same && d < p->ndim; d++) same = (*t)->shape[d] == p->shape[d];
@@ -410,7 +414,7 @@ int checkpoint_load_weights(const char *dir, Model *m) {
             memset(dst, 0, p->numel * sizeof(float));
         } else if (!t) {
             char name[HF_NAME_MAX];
-            hf_names_family(m->cfg.family, p->name, name, sizeof name);
+            hf_names_family(m->cfg.family, 0, p->name, name, sizeof name);
             rc = up_error("%s: tensor %s not found in %s; expected it for the model in config.json", dir, name,
                           ck.sharded ? "any of the shards" : "model.safetensors");
             break;

@@ -11,10 +11,10 @@ static int split_mlp(const char *ours, int *layer, const char **rest) {
     return 1;
 }
 
-void hf_names_family(int family, const char *ours, char *out, size_t n) {
+void hf_names_family(int family, int packed, const char *ours, char *out, size_t n) {
     int layer, expert, k = 0;
     const char *rest;
-    if (family != MODEL_FAMILY_MIXTRAL || !split_mlp(ours, &layer, &rest)) {
+    if (family != MODEL_FAMILY_MIXTRAL || packed || !split_mlp(ours, &layer, &rest)) {
         snprintf(out, n, "%s", ours);
         return;
     }
@@ -33,7 +33,7 @@ int hf_names_packed(const ModelConfig *c, const char *ours, HfPackedSpan *span) 
     char proj[32];
     if (!split_mlp(ours, &layer, &rest) || sscanf(rest, "experts.%d.%31[a-z_].weight%n", &expert, proj, &k) != 2 || !k || rest[k])
         return 0;
-    const char *block = c->family == MODEL_FAMILY_MIXTRAL ? "block_sparse_moe" : "mlp";
+    const char *block = "mlp"; /* transformers 5 moves Mixtral's block_sparse_moe to mlp too */
     uint64_t I = (uint64_t)c->moe_intermediate_size, C = (uint64_t)c->d_model, e = (uint64_t)expert;
     if (!strcmp(proj, "down_proj")) {
         snprintf(span->name, sizeof span->name, "model.layers.%d.%s.experts.down_proj", layer, block);

@@ -17,8 +17,9 @@
 
 #define HF_NAME_MAX 160
 
-/* family's per-expert name for our parameter name ours (unchanged where the names agree) */
-void hf_names_family(int family, const char *ours, char *out, size_t n);
+/* family's name for our parameter name ours (unchanged where the names agree), in the
+ * per-expert layout, or with packed experts (Mixtral's block is then mlp too) */
+void hf_names_family(int family, int packed, const char *ours, char *out, size_t n);
 
 typedef struct {
     char name[HF_NAME_MAX]; /* the packed tensor */

@@ -32,7 +32,7 @@ static const struct {
     [ST_F32] = {"F32", 4}, [ST_F16] = {"F16", 2}, [ST_BF16] = {"BF16", 2}, [ST_F64] = {"F64", 8},
     [ST_I64] = {"I64", 8}, [ST_I32] = {"I32", 4}, [ST_I16] = {"I16", 2},   [ST_I8] = {"I8", 1},
     [ST_U8] = {"U8", 1},   [ST_BOOL] = {"BOOL", 1}, [ST_U16] = {"U16", 2}, [ST_U32] = {"U32", 4},
-    [ST_U64] = {"U64", 8},
+    [ST_U64] = {"U64", 8}, [ST_F8_E4M3] = {"F8_E4M3", 1}, [ST_F8_E5M2] = {"F8_E5M2", 1},
 };
 #define N_DTYPES ((int)(sizeof DTYPES / sizeof DTYPES[0]))
 
@@ -93,6 +93,37 @@ float f16_to_f32(uint16_t h) {
     /* zero or subnormal: mantissa * 2^-24 is exact in float32 */
     float magnitude = (float)mantissa * 0x1p-24f;
     return sign ? -magnitude : magnitude;
+}
+
+float f8e4m3_to_f32(uint8_t b) {
+    int exponent = (b >> 3) & 0xf, mantissa = b & 7;
+    float magnitude;
+    if (exponent == 0xf && mantissa == 7) magnitude = NAN;
+    else if (exponent == 0) magnitude = (float)mantissa * 0x1p-9f; /* subnormal: mantissa/8 * 2^-6 */
+    else magnitude = ldexpf(1.0f + (float)mantissa / 8.0f, exponent - 7);
+    return b & 0x80 ? -magnitude : magnitude;
+}
+
+float f8e5m2_to_f32(uint8_t b) { return f16_to_f32((uint16_t)((uint16_t)b << 8)); }
+
+int st_dtype_is_float(StDtype d) {
+    return d == ST_F32 || d == ST_F16 || d == ST_BF16 || d == ST_F8_E4M3 || d == ST_F8_E5M2;
+}
+
+float st_element_f32(StDtype d, const void *p) {
+    uint16_t h;
+    switch (d) {
+    case ST_F32: {
+        float f;
+        memcpy(&f, p, sizeof f);
+        return f;
+    }
+    case ST_F16: memcpy(&h, p, sizeof h); return f16_to_f32(h);
+    case ST_BF16: memcpy(&h, p, sizeof h); return bf16_to_f32(h);
+    case ST_F8_E4M3: return f8e4m3_to_f32(*(const uint8_t *)p);
+    case ST_F8_E5M2: return f8e5m2_to_f32(*(const uint8_t *)p);
+    default: return NAN;
+    }
 }
 
 /* Shifts right by `shift` (1..31) rounding to nearest, ties to even. */
@@ -217,9 +248,13 @@ static int parse_dtype(const StFile *f, const char *name, const cJSON *entry, St
     const cJSON *dtype = cJSON_GetObjectItemCaseSensitive(entry, "dtype");
     if (!cJSON_IsString(dtype))
         return up_error("%s: tensor %s has no dtype string; expected \"dtype\": \"F32\" or similar", f->path, name);
-    if (st_dtype_from_name(dtype->valuestring, out) != 0)
-        return up_error("%s: tensor %s has unknown dtype \"%.32s\"; expected one of F32, F16, BF16, F64, I64, I32, "
-                        "I16, I8, U8, BOOL, U16, U32, U64", f->path, name, dtype->valuestring);
+    if (st_dtype_from_name(dtype->valuestring, out) != 0) {
+        char known[256] = "";
+        for (int i = 0; i < N_DTYPES; i++)
+            snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", i ? ", " : "", DTYPES[i].name);
+        return up_error("%s: tensor %s has unknown dtype \"%.32s\"; expected one of %s", f->path, name,
+                        dtype->valuestring, known);
+    }
     return 0;
 }
 

@@ -12,7 +12,12 @@
 
 #include "util.h"
 
-typedef enum { ST_F32, ST_F16, ST_BF16, ST_F64, ST_I64, ST_I32, ST_I16, ST_I8, ST_U8, ST_BOOL, ST_U16, ST_U32, ST_U64 } StDtype;
+/* F8_E4M3 (the "fn" variant: no infinities, 0x7f/0xff are NaN) and F8_E5M2 are the FP8 formats of
+ * quantized checkpoints (DeepSeek-V3: F8_E4M3 weights with F32 block scales). */
+typedef enum {
+    ST_F32, ST_F16, ST_BF16, ST_F64, ST_I64, ST_I32, ST_I16, ST_I8, ST_U8, ST_BOOL, ST_U16, ST_U32, ST_U64,
+    ST_F8_E4M3, ST_F8_E5M2,
+} StDtype;
 
 #define ST_MAX_DIMS 8
 
@@ -43,7 +48,7 @@ int64_t st_numel(const StTensor *t);
 void st_format_shape(char *buf, size_t cap, int ndim, const int64_t *shape);
 
 /* Validation on open: file at least 8 bytes, header length within the file, header is a JSON
- * object, every entry has a known dtype, a shape of non-negative ints, offsets within the data
+ * object, every entry has a known dtype (an unknown one is named, with the list of known ones), a shape of non-negative ints, offsets within the data
  * buffer whose length equals numel * dtype size, and no two tensors overlap. */
 int st_open(StFile *f, const char *path);
 void st_close(StFile *f);
@@ -73,5 +78,11 @@ float bf16_to_f32(uint16_t h);
 uint16_t f32_to_bf16(float f); /* round to nearest even */
 float f16_to_f32(uint16_t h);
 uint16_t f32_to_f16(float f);
+float f8e4m3_to_f32(uint8_t b); /* exact; 0x7f and 0xff are NaN */
+float f8e5m2_to_f32(uint8_t b); /* exact: the top byte of an F16 */
+/* 1 for the floating-point dtypes st_element_f32 converts: F32, F16, BF16, F8_E4M3, F8_E5M2 */
+int st_dtype_is_float(StDtype d);
+/* The element at p (of a float dtype, see st_dtype_is_float) as float32; NAN for other dtypes. */
+float st_element_f32(StDtype d, const void *p);
 
 #endif
