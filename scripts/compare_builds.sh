@@ -28,11 +28,11 @@ for v in old new; do
 import json, sys
 # measured wall-clock figures (and what is computed from them: the measured saving) differ run to run
 SKIP = {"seconds", "tokens_per_second", "step_seconds", "machine", "wall_seconds", "elapsed_seconds", "generated", "date",
-        "t_E", "t_mE", "saving_pct"}
+        "t_E", "t_mE", "saving_pct", "data"}  # data: the directory, a different one per build
 def walk(x, path=""):
     if isinstance(x, dict):
         for k in sorted(x):
-            if k in SKIP or k.endswith("_seconds") or k.endswith("_per_second"): continue
+            if k in SKIP or "seconds" in k or k.endswith("_per_second"): continue
             walk(x[k], f"{path}.{k}")
     elif isinstance(x, list):
         for i, v in enumerate(x): walk(v, f"{path}[{i}]")
