@@ -272,6 +272,7 @@ static int run_create_model(Run *r) {
     }
     if (rc) return -1;
     if (opt->save_dtype) r->m.cfg.weight_dtype = opt->save_dtype - 1; /* how checkpoints store it; the math stays fp32 */
+    if (opt->save_layout) r->m.cfg.packed_experts = opt->save_layout == SAVE_PACKED;
     r->st.train = r->tc;
     snprintf(r->st.data_dir, sizeof r->st.data_dir, "%s", opt->data_dir);
     return 0;

@@ -23,6 +23,7 @@ typedef struct {
     int ep_size;             /* ranks per expert group (0: all ranks) */
     int save_dtype;          /* dtype of the checkpoints' weights: 0 the model's own (config.json
                               * torch_dtype), else SAVE_AS(WEIGHT_*) */
+    int save_layout;         /* experts in the checkpoints: SAVE_LAYOUT_KEEP (the model's), SAVE_PER_EXPERT, SAVE_PACKED */
 } TrainOptions;
 
 typedef struct {

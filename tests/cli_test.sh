@@ -908,6 +908,13 @@ EOF_PY
       fail "Hugging Face $fam" "exits inspect $i_rc eval $e_rc train $t_rc grow $g_rc; $(oneline "$ERR")"
     fi
   done
+  run "$UP" train --init "$HF/mixtral" --data "$D32" --split cpt --steps 2 --batch-size 4 --seq-len 16 --quiet --layout packed \
+    --out "$W/hf_packed" "${THREADS[@]}"
+  t_rc=$RC
+  run "$UP" inspect --ckpt "$W/hf_packed/final"
+  if [ $t_rc -eq 0 ] && grep -q 'experts packed' <<<"$OUT" && grep -q 'mlp.experts.gate_up_proj' "$W/hf_packed/final/model.safetensors"; then
+    ok "train --layout packed writes a Mixtral's experts as transformers 5 packs them"
+  else fail "train --layout packed" "train exit $t_rc, inspect: $(oneline "$OUT$ERR")"; fi
   expect_fail "eval refuses a family the engine does not run" 1 "model_type deepseek_v3,does not train or evaluate" "" -- \
     "$UP" eval --ckpt "$HF/deepseek_v3" --data "$D32"
   run "$UP" inspect --ckpt "$HF/deepseek_v3"

@@ -26,7 +26,7 @@ int cmd_train(int argc, char **argv) {
     float lr = -1, min_lr = -1, decay_frac = -1, bias_rate = -1, aux = -1, zloss = -1, wd = -1, clip = -1;
     unsigned long long seed = 0;
     int seed_set = 0;
-    const char *seed_str = NULL, *save_dtype = NULL, *shard_size = NULL;
+    const char *seed_str = NULL, *save_dtype = NULL, *shard_size = NULL, *layout = NULL;
     CliOption opts[] = {
         {"preset", OPT_STR, &preset, "model + training preset: tiny (default), small, dense, interleaved, fullmoe, large"},
         {"config", OPT_STR, &config, "JSON file {\"model\": {HF config keys}, \"train\": {...}} instead of a preset"},
@@ -60,6 +60,7 @@ int cmd_train(int argc, char **argv) {
         {"keep", OPT_INT, &keep, "periodic checkpoints to keep (default 2)"},
         {"save-dtype", OPT_STR, &save_dtype, CLI_SAVE_DTYPE_HELP},
         {"shard-size", OPT_STR, &shard_size, CLI_SHARD_SIZE_HELP},
+        {"layout", OPT_STR, &layout, "experts in the saved checkpoints: per-expert (experts.{e}.*) or packed (transformers 5's experts.gate_up_proj, down_proj); default: the input's"},
         {"log-every", OPT_INT, &log_every, "progress line every N steps"},
         {"threads", OPT_INT, &threads, "OpenMP/OpenBLAS threads (default: all cores)"},
         {"device", OPT_STR, &device, CLI_DEVICE_HELP},
@@ -138,8 +139,11 @@ int cmd_train(int argc, char **argv) {
         else return cli_usage_error("train", "--decay-shape %s; expected linear or 1-sqrt", decay_shape);
     }
     if (final_eval_batches < 0) return cli_usage_error("train", "--final-eval-batches %d; expected 0 (the whole split) or a count", final_eval_batches);
-    int weight_dtype;
+    int weight_dtype, save_layout = SAVE_LAYOUT_KEEP;
     if (cli_save_format("train", save_dtype, shard_size, &weight_dtype)) return 2;
+    if (layout && strcmp(layout, "per-expert") && strcmp(layout, "packed"))
+        return cli_usage_error("train", "--layout %s; expected per-expert or packed", layout);
+    if (layout) save_layout = strcmp(layout, "packed") ? SAVE_PER_EXPERT : SAVE_PACKED;
     const Backend *be;
     int brc = cli_backend("train", device, &be);
     if (brc) return brc;
@@ -158,7 +162,8 @@ int cmd_train(int argc, char **argv) {
     cli_set_threads(threads);
     TrainOptions opt = {.data_dir = data, .split = split, .out_dir = out, .resume = resume, .init = init,
                         .quiet = quiet, .keep_checkpoints = keep, .backend = be, .final_eval_batches = final_eval_batches,
-                        .expert_parallel = expert_parallel, .ep_size = ep_size, .save_dtype = weight_dtype >= 0 ? SAVE_AS(weight_dtype) : 0};
+                        .expert_parallel = expert_parallel, .ep_size = ep_size, .save_dtype = weight_dtype >= 0 ? SAVE_AS(weight_dtype) : 0,
+                        .save_layout = save_layout};
     TrainResult res;
     int rc = train_run(&mc, &tc, &opt, &res);
     if (!rc && dist_rank() == 0)
