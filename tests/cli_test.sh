@@ -105,7 +105,7 @@ else
 fi
 
 # ---------------------------------------------------------------- top level and --help
-for c in tokenize train eval sample inspect bench "bench gemm" "bench train"; do
+for c in tokenize train eval sample inspect bench "bench gemm" "bench train" encode decode; do
   # shellcheck disable=SC2086
   run "$UP" $c --help
   if [ "$RC" -eq 0 ] && printf '%s\n' "$OUT" | grep -q '^usage: upcycle' && [ -z "$ERR" ]; then
@@ -130,7 +130,7 @@ else
 fi
 
 expect_fail "unknown command" 2 "frobnicate" "" -- "$UP" frobnicate --x 1
-for c in tokenize train eval sample inspect "bench gemm" "bench train"; do
+for c in tokenize train eval sample inspect "bench gemm" "bench train" encode decode; do
   # shellcheck disable=SC2086
   expect_fail "$c: unknown option" 2 "--no-such-option" "" -- "$UP" $c --no-such-option 3
 done
@@ -873,6 +873,38 @@ if command -v strace >/dev/null 2>&1; then
 else
   skip "train killed while removing an old checkpoint" "no strace"
 fi
+
+# ---------------------------------------------------------------- encode / decode
+# ids as one JSON array and back: decode(encode(x)) == x for the byte tokenizer and a BPE data
+# directory, on text with multi-byte UTF-8; out-of-range ids, non-arrays and hf: refused in one line
+printf 'Wherefore art thou, R\xc3\xb6meo? \xe6\x97\xa5\xe6\x9c\xac\n\tend\n' >"$W/enc.txt"
+rt=()
+for t in byte "$BPE"; do
+  run "$UP" encode --tokenizer "$t" --input "$W/enc.txt"
+  e_rc=$RC
+  cp "$CAP/out" "$W/enc.json"
+  run "$UP" decode --tokenizer "$t" --input "$W/enc.json"
+  n_ids=$(py "import json; ids = json.load(open('$W/enc.json')); assert all(isinstance(i, int) for i in ids); print(len(ids))")
+  if [ $e_rc -eq 0 ] && [ "$RC" -eq 0 ] && cmp -s "$W/enc.txt" "$CAP/out" && [ "$n_ids" -gt 0 ] 2>/dev/null; then
+    rt+=("$(basename "$t"): $n_ids ids")
+  else
+    fail "encode/decode round trip ($t)" "exits $e_rc/$RC, ids '$n_ids', $(oneline "$ERR")"
+  fi
+done
+[ ${#rt[@]} -eq 2 ] && ok "encode | decode gives the text back (${rt[*]})"
+n_byte=$(wc -c <"$W/enc.txt")
+run "$UP" encode --input "$W/enc.txt"
+printf '%s' "$OUT" >"$W/enc_byte.json"
+if [ "$RC" -eq 0 ] && [ "$(py "import json; print(len(json.load(open('$W/enc_byte.json'))))")" -eq "$n_byte" ]; then
+  ok "encode --tokenizer byte: one id per byte ($n_byte)"
+else fail "encode --tokenizer byte" "exit $RC, $(oneline "$OUT")"; fi
+printf '[72, 256]' >"$W/bad_ids.json"
+expect_fail "decode: an id outside the vocabulary" 1 "bad_ids.json,ids[1],[0, 256)" "" -- "$UP" decode --input "$W/bad_ids.json"
+printf '{"ids": [1]}' >"$W/not_array.json"
+expect_fail "decode: not a JSON array" 1 "not_array.json,not a JSON array" "" -- "$UP" decode --input "$W/not_array.json"
+expect_fail "encode: hf: tokenizers are not there yet" 1 "tokenizer.json,not supported yet" "" -- \
+  "$UP" encode --tokenizer hf:"$W/tokenizer.json" --input "$W/enc.txt"
+expect_fail "encode: --input missing" 2 "--input" "" -- "$UP" encode
 
 # ---------------------------------------------------------------- Hugging Face checkpoints in the engine
 # Tiny Qwen3-MoE (bf16, 2 shards + index), Mixtral (block_sparse_moe, 3 shards) and DeepSeek-V3

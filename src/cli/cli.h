@@ -51,5 +51,7 @@ int cmd_bench(int argc, char **argv);
 int cmd_grow(int argc, char **argv);
 int cmd_experiment(int argc, char **argv);
 int cmd_diag(int argc, char **argv);
+int cmd_encode(int argc, char **argv);
+int cmd_decode(int argc, char **argv);
 
 #endif

@@ -18,6 +18,8 @@ typedef struct {
 
 static const Command g_commands[] = {
     {"tokenize", cmd_tokenize, 0, "turn a text file into token shards (byte or BPE) for pretrain/cpt/val"},
+    {"encode", cmd_encode, 0, "print a text file's token ids as one JSON array (byte or a data directory's BPE)"},
+    {"decode", cmd_decode, 0, "turn a JSON array of token ids back into text"},
     {"train", cmd_train, 1, "train a model from a preset or config, or resume / continue a checkpoint"},
     {"grow", cmd_grow, 1, "grow a trained MoE's experts (E -> m*E): uniform or utility-based, init heuristics"},
     {"diag", cmd_diag, 0, "replica diagnostics of a grown checkpoint: weight cosines, token overlap, load"},
