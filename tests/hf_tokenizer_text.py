@@ -2,7 +2,7 @@
 # encodes on both sides: whitespace runs, digits, CJK, emoji, combining marks, many scripts,
 # contractions, and every added token of the tokenizer.json given, in context.
 # usage: python3 hf_tokenizer_text.py TOKENIZER_JSON OUT_FILE [BYTES]
-import json, random, sys
+import json, random, sys, unicodedata
 
 tok = json.load(open(sys.argv[1], encoding="utf-8"))
 specials = [t["content"] for t in tok.get("added_tokens", [])]
@@ -36,13 +36,21 @@ def special():
     if k == 2: return s + s
     return s
 
+def assigned_char():
+    # Code points assigned by Unicode 14 (Python's and PCRE2 10.42's tables): Node's newer
+    # tables class later additions as letters or symbols, which splits them differently.
+    while True:
+        c = chr(rng.choice([rng.randrange(0x20, 0x7F), rng.randrange(0xA0, 0x2FFF), rng.randrange(0x1F300, 0x1FAFF)]))
+        if unicodedata.category(c) != "Cn":
+            return c
+
 parts = []
 size = 0
 pickers = [lambda: rng.choice(words), lambda: rng.choice(spaces) * rng.randrange(1, 40), number,
            lambda: rng.choice(emoji), lambda: rng.choice(marks), lambda: rng.choice(punct) * rng.randrange(1, 4),
            lambda: rng.choice(words) + rng.choice(contractions), special, lambda: " " + rng.choice(words),
            lambda: "".join(chr(rng.randrange(0x4E00, 0x9FFF)) for _ in range(rng.randrange(1, 12))),
-           lambda: chr(rng.choice([rng.randrange(0x20, 0x7F), rng.randrange(0xA0, 0x2FFF), rng.randrange(0x1F300, 0x1FAFF)]))]
+           lambda: assigned_char()]
 while size < target:
     p = rng.choice(pickers)()
     parts.append(p)
