@@ -92,9 +92,13 @@ int cmd_decode(int argc, char **argv) {
     }
     int count = j ? cJSON_GetArraySize(j) : 0, vocab = tokenizer_vocab_size(tok);
     if (!rc) ids = xmalloc(sizeof *ids * (size_t)(count ? count : 1));
-    for (int i = 0; i < count && !rc; i++) {
-        int id;
-        rc = json_elem_int(origin, j, "ids", i, &id);
+    const cJSON *elem = j ? j->child : NULL; /* walked in order: cJSON_GetArrayItem is linear */
+    for (int i = 0; i < count && !rc; i++, elem = elem->next) {
+        int id = 0;
+        if (cJSON_IsNumber(elem) && elem->valuedouble >= -2147483648.0 && elem->valuedouble <= 2147483647.0 &&
+            elem->valuedouble == (double)(int)elem->valuedouble)
+            id = (int)elem->valuedouble;
+        else rc = json_elem_int(origin, j, "ids", i, &id); /* not a whole number: its message */
         if (!rc && (id < 0 || id >= vocab))
             rc = up_error("%s: field ids[%d] is %d; expected a token id in [0, %d)", origin, i, id, vocab);
         if (!rc) ids[i] = (uint32_t)id;
