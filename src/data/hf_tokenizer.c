@@ -569,25 +569,86 @@ static void split_digits(const PreStep *step, const char *s, size_t n, Pieces *o
     }
 }
 
+/* A candidate merge of the symbols at left and next[left], ordered by (rank, left): the
+ * lowest rank first, the leftmost of equal ranks, as the tokenizers library merges. */
+typedef struct {
+    uint32_t rank, left, left_id, right_id, merged;
+} Candidate;
+
+typedef struct {
+    Candidate *items;
+    size_t n, cap;
+    uint32_t *id;     /* (n_symbols) symbol ids; a merged-away symbol keeps its slot */
+    int64_t *next, *prev; /* (n_symbols) neighbours, -1 at the ends */
+    size_t n_symbols_cap;
+} BpeScratch;
+
+static int candidate_before(const Candidate *a, const Candidate *b) {
+    return a->rank != b->rank ? a->rank < b->rank : a->left < b->left;
+}
+
+static void heap_push(BpeScratch *h, Candidate c) {
+    if (h->n == h->cap) {
+        h->cap = h->cap ? h->cap * 2 : 64;
+        h->items = xrealloc(h->items, h->cap * sizeof *h->items);
+    }
+    size_t i = h->n++;
+    while (i > 0 && candidate_before(&c, &h->items[(i - 1) / 2])) {
+        h->items[i] = h->items[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    h->items[i] = c;
+}
+
+static Candidate heap_pop(BpeScratch *h) {
+    Candidate top = h->items[0], last = h->items[--h->n];
+    size_t i = 0;
+    for (;;) {
+        size_t child = 2 * i + 1;
+        if (child >= h->n) break;
+        if (child + 1 < h->n && candidate_before(&h->items[child + 1], &h->items[child])) child++;
+        if (!candidate_before(&h->items[child], &last)) break;
+        h->items[i] = h->items[child];
+        i = child;
+    }
+    if (h->n) h->items[i] = last;
+    return top;
+}
+
+static void consider_pair(const HfTokenizer *tok, BpeScratch *h, int64_t left) {
+    if (left < 0 || h->next[left] < 0) return;
+    uint32_t l = h->id[left], r = h->id[h->next[left]];
+    const uint64_t *v = merge_map_get(&tok->merges, (uint64_t)l << 32 | r);
+    if (v) heap_push(h, (Candidate){(uint32_t)(*v >> 32), (uint32_t)left, l, r, (uint32_t)*v});
+}
+
+static void bpe_scratch_free(BpeScratch *h) {
+    free(h->items);
+    free(h->id);
+    free(h->next);
+    free(h->prev);
+    memset(h, 0, sizeof *h);
+}
+
 /* BPE on one piece (bytes): the byte-level symbols, then the lowest-ranked adjacent pair is
- * merged (leftmost first) until no pair has a merge. */
-static int bpe_piece(const HfTokenizer *tok, const unsigned char *bytes, size_t n, Strbuf *scratch, uint32_t **symbols,
-                     size_t *symbols_cap, Ids *out) {
-    scratch->len = 0;
-    for (size_t i = 0; i < n; i++) sb_put(scratch, tok->byte_char[bytes[i]]);
+ * merged (leftmost first) until no pair has a merge; O(n log n) in the piece's length. */
+static int bpe_piece(const HfTokenizer *tok, const unsigned char *bytes, size_t n, Strbuf *scratch, BpeScratch *h,
+                     Ids *out) {
     if (tok->ignore_merges) {
+        scratch->len = 0;
+        for (size_t i = 0; i < n; i++) sb_put(scratch, tok->byte_char[bytes[i]]);
         int id = vocab_id(tok, scratch->s);
         if (id >= 0) {
             ids_push(out, (uint32_t)id);
             return 0;
         }
     }
-    if (*symbols_cap < n) {
-        *symbols_cap = n * 2;
-        *symbols = xrealloc(*symbols, *symbols_cap * sizeof **symbols);
+    if (h->n_symbols_cap < n) {
+        h->n_symbols_cap = n * 2;
+        h->id = xrealloc(h->id, h->n_symbols_cap * sizeof *h->id);
+        h->next = xrealloc(h->next, h->n_symbols_cap * sizeof *h->next);
+        h->prev = xrealloc(h->prev, h->n_symbols_cap * sizeof *h->prev);
     }
-    uint32_t *sym = *symbols;
-    size_t m = 0;
     for (size_t i = 0; i < n; i++) {
         int id = vocab_id(tok, tok->byte_char[bytes[i]]);
         if (id < 0 && tok->byte_fallback) {
@@ -599,21 +660,25 @@ static int bpe_piece(const HfTokenizer *tok, const unsigned char *bytes, size_t 
         if (id < 0)
             return up_error("%s: byte 0x%02x has no token in model.vocab and there is no unk_token; expected a "
                             "byte-level vocabulary", tok->json_path, bytes[i]);
-        sym[m++] = (uint32_t)id;
+        h->id[i] = (uint32_t)id;
+        h->prev[i] = (int64_t)i - 1;
+        h->next[i] = i + 1 < n ? (int64_t)i + 1 : -1;
     }
-    for (;;) {
-        uint64_t best = UINT64_MAX;
-        size_t best_at = 0;
-        for (size_t i = 0; i + 1 < m; i++) {
-            const uint64_t *v = merge_map_get(&tok->merges, (uint64_t)sym[i] << 32 | sym[i + 1]);
-            if (v && *v < best) best = *v, best_at = i;
-        }
-        if (best == UINT64_MAX) break;
-        sym[best_at] = (uint32_t)best;
-        memmove(sym + best_at + 1, sym + best_at + 2, (m - best_at - 2) * sizeof *sym);
-        m--;
+    h->n = 0;
+    for (size_t i = 0; i + 1 < n; i++) consider_pair(tok, h, (int64_t)i);
+    while (h->n) {
+        Candidate c = heap_pop(h);
+        int64_t right = h->next[c.left];
+        /* stale: one side was merged away or changed since the candidate was pushed */
+        if (h->prev[c.left] == -2 || right < 0 || h->id[c.left] != c.left_id || h->id[right] != c.right_id) continue;
+        h->id[c.left] = c.merged;
+        h->next[c.left] = h->next[right];
+        if (h->next[right] >= 0) h->prev[h->next[right]] = c.left;
+        h->prev[right] = -2; /* gone */
+        consider_pair(tok, h, h->prev[c.left]);
+        consider_pair(tok, h, c.left);
     }
-    for (size_t i = 0; i < m; i++) ids_push(out, sym[i]);
+    for (int64_t i = 0; i >= 0; i = h->next[i]) ids_push(out, h->id[i]);
     return 0;
 }
 
@@ -656,14 +721,13 @@ static int encode_segment(const HfTokenizer *tok, const char *text, size_t n, pc
         memset(&next, 0, sizeof next);
     }
     Strbuf scratch = {0};
-    uint32_t *symbols = NULL;
-    size_t symbols_cap = 0;
+    BpeScratch heap = {0};
     int rc = 0;
     for (size_t i = 0; !rc && i < current.n; i++)
         rc = bpe_piece(tok, (const unsigned char *)current.arena.s + current.start[i], current.length[i], &scratch,
-                       &symbols, &symbols_cap, out);
+                       &heap, out);
     sb_free(&scratch);
-    free(symbols);
+    bpe_scratch_free(&heap);
     pieces_free(&current);
     return rc;
 }
