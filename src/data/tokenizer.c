@@ -870,7 +870,8 @@ static int check_merges(const cJSON *root, const char *path, int is_bpe, int voc
     return 0;
 }
 
-int tokenizer_load(Tokenizer **out, const char *path) {
+/* allow_hf: a Hugging Face tokenizer.json (a "model" object, no "type") is read as one */
+static int load_json(Tokenizer **out, const char *path, int allow_hf) {
     *out = NULL;
     char *data;
     size_t n_bytes;
@@ -886,7 +887,7 @@ int tokenizer_load(Tokenizer **out, const char *path) {
         cJSON_Delete(root);
         return up_error("%s: not a JSON object; expected a tokenizer.json written by `upcycle tokenize`", path);
     }
-    if (cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(root, "model")) && !cJSON_HasObjectItem(root, "type")) {
+    if (allow_hf && cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(root, "model")) && !cJSON_HasObjectItem(root, "type")) {
         cJSON_Delete(root); /* a Hugging Face tokenizer.json (copied there by tokenize --tokenizer hf:PATH) */
         return tokenizer_load_hf(out, path);
     }
@@ -906,10 +907,12 @@ int tokenizer_load(Tokenizer **out, const char *path) {
     return 0;
 }
 
+int tokenizer_load(Tokenizer **out, const char *path) { return load_json(out, path, 0); }
+
 int tokenizer_load_dir(Tokenizer **out, const char *data_dir) {
     char *path = path_join(data_dir, "tokenizer.json");
     int rc = 0;
-    if (path_exists(path)) rc = tokenizer_load(out, path);
+    if (path_exists(path)) rc = load_json(out, path, 1);
     else *out = tokenizer_byte();
     free(path);
     return rc;

@@ -19,8 +19,9 @@ int tokenizer_save(const Tokenizer *tok, const char *path);  /* atomic; JSON */
 int tokenizer_load(Tokenizer **out, const char *path);       /* validates; errors name the file and field */
 int tokenizer_load_dir(Tokenizer **out, const char *data_dir); /* DIR/tokenizer.json or byte tokenizer */
 /* A Hugging Face byte-level BPE tokenizer.json (data/hf_tokenizer.h says what is implemented):
- * path is the file or a directory holding it. tokenizer_load and tokenizer_load_dir read one
- * too (a tokenizer.json with a "model" object and no "type"); tokenizer_save copies the file. */
+ * path is the file or a directory holding it. tokenizer_load_dir reads one too (a data
+ * directory's tokenizer.json with a "model" object and no "type"; tokenizer_load reads only
+ * ours); tokenizer_save copies the file. */
 int tokenizer_load_hf(Tokenizer **out, const char *path);
 int tokenizer_is_hf(const Tokenizer *tok);
 const char *tokenizer_hf_json_path(const Tokenizer *tok); /* NULL unless tokenizer_is_hf */
