@@ -226,3 +226,28 @@ TEST(hf_tokenizer_refuses_what_is_not_implemented) {
     cJSON_AddStringToObject(pattern, "Regex", "(unclosed");
     check_refused("split", "pattern", pattern, "PCRE2 cannot compile");
 }
+
+TEST(hf_tokenizer_split_string_removed_and_invert) {
+    cJSON *root = fixture(0);
+    cJSON *split = cJSON_GetArrayItem(cJSON_GetObjectItem(cJSON_GetObjectItem(root, "pre_tokenizer"), "pretokenizers"), 0);
+    cJSON *pattern = cJSON_CreateObject();
+    cJSON_AddStringToObject(pattern, "String", " ");
+    cJSON_ReplaceItemInObject(split, "pattern", pattern);
+    cJSON_ReplaceItemInObject(split, "behavior", cJSON_CreateString("Removed"));
+    Tokenizer *tok = NULL;
+    CHECK_MSG(load_json(root, &tok) == 0, "%s", up_last_error());
+    if (!tok) return;
+    CHECK(encodes_to(tok, "hello  hello", (uint32_t[]){259, 259}, 2)); /* the spaces are removed */
+    tokenizer_free(tok);
+    root = fixture(0);
+    split = cJSON_GetArrayItem(cJSON_GetObjectItem(cJSON_GetObjectItem(root, "pre_tokenizer"), "pretokenizers"), 0);
+    pattern = cJSON_CreateObject();
+    cJSON_AddStringToObject(pattern, "Regex", "\\p{L}+");
+    cJSON_ReplaceItemInObject(split, "pattern", pattern);
+    cJSON_ReplaceItemInObject(split, "behavior", cJSON_CreateString("Removed"));
+    cJSON_ReplaceItemInObject(split, "invert", cJSON_CreateTrue());
+    CHECK_MSG(load_json(root, &tok) == 0, "%s", up_last_error());
+    if (!tok) return;
+    CHECK(encodes_to(tok, "hello, 12 hello!", (uint32_t[]){259, 259}, 2)); /* only the matches are kept */
+    tokenizer_free(tok);
+}

@@ -151,7 +151,7 @@ int hf_tokenizer_token_id(const HfTokenizer *tok, const char *text) {
 static int compile_regex(const char *file, const char *field, const char *pattern, int literal, pcre2_code **out) {
     int code;
     PCRE2_SIZE at;
-    uint32_t options = PCRE2_UTF | PCRE2_UCP | (literal ? PCRE2_LITERAL : 0);
+    uint32_t options = PCRE2_UTF | (literal ? PCRE2_LITERAL : PCRE2_UCP); /* LITERAL admits no UCP */
     *out = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, options, &code, &at, NULL);
     if (!*out) {
         PCRE2_UCHAR message[256];
