@@ -181,7 +181,7 @@ static int load_normalizer(HfTokenizer *tok, const char *file, const cJSON *node
     else if (!strcmp(type, "NFKC")) opts = UTF8PROC_COMPOSE | UTF8PROC_COMPAT;
     else if (!strcmp(type, "NFKD")) opts = UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT;
     else if (!strcmp(type, "Sequence")) {
-        const cJSON *list;
+        const cJSON *list = NULL;
         char *list_field = xasprintf("%s.normalizers", field);
         rc = json_get_array(file, node, list_field, &list);
         int i = 0;
@@ -220,7 +220,7 @@ static int load_pre_tokenizer(HfTokenizer *tok, const char *file, const cJSON *n
     if (rc) return -1;
     PreStep step = {0};
     if (!strcmp(type, "Sequence")) {
-        const cJSON *list;
+        const cJSON *list = NULL;
         char *list_field = xasprintf("%s.pretokenizers", field);
         rc = json_get_array(file, node, list_field, &list);
         int i = 0;
@@ -233,7 +233,7 @@ static int load_pre_tokenizer(HfTokenizer *tok, const char *file, const cJSON *n
         return rc;
     }
     if (!strcmp(type, "Split")) {
-        const cJSON *pattern;
+        const cJSON *pattern = NULL;
         const char *behavior, *regex = NULL, *literal = NULL;
         char *pf = xasprintf("%s.pattern", field), *bf = xasprintf("%s.behavior", field);
         char *rf = xasprintf("%s.pattern.Regex", field), *sf = xasprintf("%s.pattern.String", field);
@@ -402,7 +402,7 @@ static int added_longer_first(const void *a, const void *b) {
 }
 
 static int load_added_tokens(HfTokenizer *tok, const char *file, const cJSON *root) {
-    const cJSON *list;
+    const cJSON *list = NULL;
     if (json_opt_array(file, root, "added_tokens", &list)) return -1;
     int n = list ? cJSON_GetArraySize(list) : 0;
     tok->added = xcalloc((size_t)(n ? n : 1), sizeof *tok->added);
