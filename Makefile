@@ -32,6 +32,21 @@ else
   CJSON_STATUS := cJSON ✗ (run: scripts/deps.sh)
   MISSING += cjson
 endif
+# Hugging Face tokenizers: PCRE2 (the pre-tokenizers' regexes) and utf8proc (normalizers)
+ifneq ($(wildcard /usr/include/pcre2.h),)
+  LDLIBS += -lpcre2-8
+  PCRE2_STATUS := PCRE2 ✓
+else
+  PCRE2_STATUS := PCRE2 ✗ (run: scripts/deps.sh)
+  MISSING += pcre2
+endif
+ifneq ($(wildcard /usr/include/utf8proc.h),)
+  LDLIBS += -lutf8proc
+  UTF8PROC_STATUS := utf8proc ✓
+else
+  UTF8PROC_STATUS := utf8proc ✗ (run: scripts/deps.sh)
+  MISSING += utf8proc
+endif
 
 # CUDA: nvcc on PATH (or NVCC=...) unless CUDA=0. Only the main build (build/, ./upcycle,
 # build/test_runner) gets the backend: CUDA_DEFS and CUDA_LDLIBS stay out of CFLAGS and LDLIBS,
@@ -110,7 +125,7 @@ all: features upcycle $(CUDA_PLUGIN)
 $(CUDA_USERS:%.c=build/%.o): build/cuda-setting
 
 features:
-	@echo "upcycle build: $(BLAS_STATUS), $(CJSON_STATUS), OpenMP ✓, $(MPI_STATUS), $(CUDA_STATUS)"
+	@echo "upcycle build: $(BLAS_STATUS), $(CJSON_STATUS), $(PCRE2_STATUS), $(UTF8PROC_STATUS), OpenMP ✓, $(MPI_STATUS), $(CUDA_STATUS)"
 ifneq ($(MISSING),)
 	@echo "missing: $(MISSING); install with: scripts/deps.sh  (or: make demo / make test, which install them)"
 	@false

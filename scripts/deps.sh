@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages upcycle needs, only those that are missing.
-#   scripts/deps.sh build   - what `make` needs (compiler, OpenBLAS, cJSON, OpenMPI)
+#   scripts/deps.sh build   - what `make` needs (compiler, OpenBLAS, cJSON, PCRE2, utf8proc, OpenMPI)
 #   scripts/deps.sh test    - build + python3-torch for the PyTorch reference tests
 #   scripts/deps.sh hardening - build + clang and its libFuzzer runtime, valgrind (make fuzz, test-valgrind)
 set -euo pipefail
-want=(gcc make libc6-dev libopenblas-openmp-dev libcjson-dev openmpi-bin libopenmpi-dev)
+want=(gcc make libc6-dev libopenblas-openmp-dev libcjson-dev libpcre2-dev libutf8proc-dev openmpi-bin libopenmpi-dev)
 if [ "${1:-build}" = test ]; then want+=(python3 python3-torch python3-numpy); fi
 if [ "${1:-build}" = hardening ]; then want+=(clang libclang-rt-14-dev valgrind); fi
 missing=()

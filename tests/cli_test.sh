@@ -909,9 +909,58 @@ printf '[72, 256]' >"$W/bad_ids.json"
 expect_fail "decode: an id outside the vocabulary" 1 "bad_ids.json,ids[1],[0, 256)" "" -- "$UP" decode --input "$W/bad_ids.json"
 printf '{"ids": [1]}' >"$W/not_array.json"
 expect_fail "decode: not a JSON array" 1 "not_array.json,not a JSON array" "" -- "$UP" decode --input "$W/not_array.json"
-expect_fail "encode: hf: tokenizers are not there yet" 1 "tokenizer.json,not supported yet" "" -- \
+expect_fail "encode: hf: a missing tokenizer.json" 1 "tokenizer.json" "" -- \
   "$UP" encode --tokenizer hf:"$W/tokenizer.json" --input "$W/enc.txt"
 expect_fail "encode: --input missing" 2 "--input" "" -- "$UP" encode
+
+# ---------------------------------------------------------------- Hugging Face tokenizer.json
+# A small byte-level BPE in Qwen's layout (tests/make_hf_tokenizer.py; <|endoftext|> is id 70000):
+# encode | decode through hf:DIR, tokenize into 4-byte shards with the end-of-text token after
+# every document and a copy of tokenizer.json that encode reads back; WordPiece refused in one
+# line. Parity with tokenizers.js on real tokenizers: tests/hf_tokenizer_test.sh.
+HFT="$W/hf_tok"
+python3 tests/make_hf_tokenizer.py "$HFT"
+python3 tests/make_hf_tokenizer.py "$W/hf_wordpiece" --wordpiece
+run "$UP" encode --tokenizer "hf:$HFT" --input "$W/enc.txt"
+e_rc=$RC
+cp "$CAP/out" "$W/enc_hf.json"
+run "$UP" decode --tokenizer "hf:$HFT" --input "$W/enc_hf.json"
+if [ $e_rc -eq 0 ] && [ "$RC" -eq 0 ] && cmp -s "$W/enc.txt" "$CAP/out"; then
+  ok "encode | decode --tokenizer hf:DIR gives the text back ($(py "import json; print(len(json.load(open('$W/enc_hf.json'))))") ids)"
+else fail "encode/decode round trip (hf:)" "exits $e_rc/$RC, $(oneline "$ERR")"; fi
+printf 'the other <|endoftext|>' >"$W/hf_special.txt"
+run "$UP" encode --tokenizer "hf:$HFT/tokenizer.json" --input "$W/hf_special.txt"
+[ "$RC" -eq 0 ] && [ "$(printf '%s' "$OUT" | tr -d ' ')" = "[257,32,111,257,114,32,70000]" ] &&
+  ok "encode hf: merges by rank, the special token in the text is one id" || fail "encode hf: ids" "exit $RC, $(oneline "$OUT$ERR")"
+mkdir -p "$W/hf_docs"
+for i in 1 2 3 4 5; do head -c $((i * 400)) "$W/corpus.txt" | tail -c 300 >"$W/hf_docs/d$i.txt"; done
+run "$UP" tokenize --input "$W/hf_docs" --out "$W/t_hf" --tokenizer "hf:$HFT"
+check=$(py "
+import json, struct
+meta = json.load(open('$W/t_hf/meta.json'))
+assert meta['tokenizer'] == 'hf' and meta['vocab_size'] == 70002, meta
+assert meta['end_of_document'] == {'kind': 'id', 'id': 70000, 'text': '<|endoftext|>'}, meta['end_of_document']
+for split in ('pretrain', 'cpt', 'val'):
+    data = open('$W/t_hf/%s.bin' % split, 'rb').read()
+    width, count, vocab = struct.unpack('<IQI', data[12:28])
+    ids = struct.unpack('<%dI' % count, data[32:])
+    docs = meta['splits'][split]['documents']
+    assert width == 4 and vocab == 70002 and ids.count(70000) == docs and ids[-1] == 70000, (split, width, docs)
+print('ok')")
+if [ "$RC" -eq 0 ] && [ "$check" = ok ] && cmp -s "$HFT/tokenizer.json" "$W/t_hf/tokenizer.json"; then
+  ok "tokenize --tokenizer hf:DIR: 4-byte shards, <|endoftext|> after each document, tokenizer.json copied"
+else fail "tokenize --tokenizer hf:DIR" "exit $RC, $(oneline "$check$ERR")"; fi
+run "$UP" encode --tokenizer "$W/t_hf" --input "$W/enc.txt"
+[ "$RC" -eq 0 ] && cmp -s "$CAP/out" "$W/enc_hf.json" && ok "encode with the data directory's copy: the same ids as hf:DIR" ||
+  fail "encode --tokenizer DATA_DIR (hf)" "exit $RC, $(oneline "$ERR")"
+run "$UP" tokenize --input "$W/hf_docs" --out "$W/t_hf_eos" --tokenizer "hf:$HFT" --eos-token '<|im_end|>'
+[ "$RC" -eq 0 ] && [ "$(py "import json; print(json.load(open('$W/t_hf_eos/meta.json'))['end_of_document']['id'])")" = 70001 ] &&
+  ok "tokenize --eos-token chooses the token that ends documents" || fail "tokenize --eos-token" "exit $RC, $(oneline "$ERR")"
+expect_fail "tokenize: --eos-token not in the vocabulary" 1 "--eos-token <|nope|>,not a token" "" -- \
+  "$UP" tokenize --input "$W/hf_docs" --out "$W/t_hf_bad" --tokenizer "hf:$HFT" --eos-token '<|nope|>'
+[ ! -e "$W/t_hf_bad" ] && ok "tokenize: a refused --eos-token leaves no directory" || fail "tokenize --eos-token refused" "$W/t_hf_bad exists"
+expect_fail "encode: a WordPiece tokenizer.json is refused" 1 'field model.type is "WordPiece"; expected BPE' "" -- \
+  "$UP" encode --tokenizer "hf:$W/hf_wordpiece" --input "$W/enc.txt"
 
 # ---------------------------------------------------------------- Hugging Face checkpoints in the engine
 # Tiny Qwen3-MoE (bf16, 2 shards + index), Mixtral (block_sparse_moe, 3 shards) and DeepSeek-V3

@@ -9,15 +9,13 @@
 #include "util.h"
 #include "util/json.h"
 
-#define TOKENIZER_HELP "byte (default), or a data directory from `upcycle tokenize` (its tokenizer.json, else bytes)"
+#define TOKENIZER_HELP                                                                                         \
+    "byte (default), a data directory from `upcycle tokenize` (its tokenizer.json, else bytes), or hf:PATH (a Hugging " \
+    "Face byte-level BPE tokenizer.json or its directory)"
 
-/* --tokenizer: "byte" or a data directory; hf:PATH is not there yet and says so */
+/* --tokenizer: "byte", a data directory, or hf:PATH */
 static int open_tokenizer(const char *command, const char *spec, Tokenizer **tok) {
-    if (!strncmp(spec, "hf:", 3)) {
-        up_error("%s: Hugging Face tokenizer.json files are not supported yet; expected --tokenizer byte or a data directory",
-                 spec + 3);
-        return cli_fail();
-    }
+    if (!strncmp(spec, "hf:", 3)) return tokenizer_load_hf(tok, spec + 3) ? cli_fail() : 0;
     if (!strcmp(spec, "byte")) {
         *tok = tokenizer_byte();
         return 0;
@@ -49,7 +47,7 @@ int cmd_encode(int argc, char **argv) {
         {"tokenizer", OPT_STR, &spec, TOKENIZER_HELP},
         {"input", OPT_STR, &input, "text file to encode, or - for standard input (required)"},
     };
-    int prc = cli_parse("encode", "--input FILE [--tokenizer byte|DATA_DIR]", argc, argv, opts, 2);
+    int prc = cli_parse("encode", "--input FILE [--tokenizer byte|DATA_DIR|hf:PATH]", argc, argv, opts, 2);
     if (prc) return prc == 1 ? 0 : prc;
     if (!input) return cli_usage_error("encode", "--input is required; expected --input FILE (or - for standard input)");
     Tokenizer *tok;
@@ -77,7 +75,7 @@ int cmd_decode(int argc, char **argv) {
         {"tokenizer", OPT_STR, &spec, TOKENIZER_HELP},
         {"input", OPT_STR, &input, "a JSON array of token ids (as encode prints), or - for standard input (default)"},
     };
-    int prc = cli_parse("decode", "[--input FILE] [--tokenizer byte|DATA_DIR]", argc, argv, opts, 2);
+    int prc = cli_parse("decode", "[--input FILE] [--tokenizer byte|DATA_DIR|hf:PATH]", argc, argv, opts, 2);
     if (prc) return prc == 1 ? 0 : prc;
     Tokenizer *tok;
     int rc = open_tokenizer("decode", spec, &tok);
@@ -94,9 +92,13 @@ int cmd_decode(int argc, char **argv) {
     }
     int count = j ? cJSON_GetArraySize(j) : 0, vocab = tokenizer_vocab_size(tok);
     if (!rc) ids = xmalloc(sizeof *ids * (size_t)(count ? count : 1));
-    for (int i = 0; i < count && !rc; i++) {
-        int id;
-        rc = json_elem_int(origin, j, "ids", i, &id);
+    const cJSON *elem = j ? j->child : NULL; /* walked in order: cJSON_GetArrayItem is linear */
+    for (int i = 0; i < count && !rc; i++, elem = elem->next) {
+        int id = 0;
+        if (cJSON_IsNumber(elem) && elem->valuedouble >= -2147483648.0 && elem->valuedouble <= 2147483647.0 &&
+            elem->valuedouble == (double)(int)elem->valuedouble)
+            id = (int)elem->valuedouble;
+        else rc = json_elem_int(origin, j, "ids", i, &id); /* not a whole number: its message */
         if (!rc && (id < 0 || id >= vocab))
             rc = up_error("%s: field ids[%d] is %d; expected a token id in [0, %d)", origin, i, id, vocab);
         if (!rc) ids[i] = (uint32_t)id;

@@ -125,10 +125,10 @@ static unsigned char *join_segments(const SegmentList *l, size_t *n_bytes) {
     return text;
 }
 
-static int encode_split(const Tokenizer *tok, const SegmentList *l, const char *eod_text, uint32_t **ids, size_t *n_ids) {
+/* eod: the id that ends each document, or -1 to end it with eod_text's encoding */
+static int encode_split(const Tokenizer *tok, const SegmentList *l, int eod, const char *eod_text, uint32_t **ids, size_t *n_ids) {
     size_t n = 0, cap = 1024;
     uint32_t *out = xmalloc(cap * sizeof *out);
-    int eod = tokenizer_eod_id(tok);
     uint32_t *eod_ids = NULL;
     size_t n_eod = 0;
     if (eod >= 0) eod_ids = xmalloc(sizeof *eod_ids), eod_ids[0] = (uint32_t)eod, n_eod = 1;
@@ -153,14 +153,19 @@ static int encode_split(const Tokenizer *tok, const SegmentList *l, const char *
 }
 
 static int write_meta(const char *path, const CliStrList *inputs, const char *kind, int vocab, int by_document, uint64_t split_seed,
-                      const Tokenizer *tok, const char *eod_text, int marks, const SegmentList lists[3], const size_t counts[3],
+                      const Tokenizer *tok, int eod_id, const char *eod_text, int marks, const SegmentList lists[3], const size_t counts[3],
                       const double fractions[3]) {
     cJSON *j = cJSON_CreateObject();
     cJSON_AddNumberToObject(j, "version", 2);
     cJSON_AddStringToObject(j, "source", inputs->items[0]);
     cJSON *in = cJSON_AddArrayToObject(j, "inputs");
     for (int i = 0; i < inputs->n; i++) cJSON_AddItemToArray(in, cJSON_CreateString(inputs->items[i]));
-    cJSON_AddStringToObject(j, "tokenizer", kind);
+    if (tokenizer_is_hf(tok)) {
+        cJSON_AddStringToObject(j, "tokenizer", "hf");
+        cJSON_AddStringToObject(j, "hf_tokenizer", tokenizer_hf_json_path(tok)); /* copied to tokenizer.json */
+    } else {
+        cJSON_AddStringToObject(j, "tokenizer", kind);
+    }
     cJSON_AddNumberToObject(j, "vocab_size", vocab);
     cJSON_AddStringToObject(j, "split_by", by_document ? "document" : "contiguous");
     if (by_document) {
@@ -171,7 +176,11 @@ static int write_meta(const char *path, const CliStrList *inputs, const char *ki
     else cJSON_AddNullToObject(j, "split_seed");
     cJSON *eod = cJSON_AddObjectToObject(j, "end_of_document");
     if (!marks) cJSON_AddStringToObject(eod, "kind", "none (a single document)");
-    else if (tokenizer_eod_id(tok) >= 0) cJSON_AddStringToObject(eod, "kind", "id"), cJSON_AddNumberToObject(eod, "id", tokenizer_eod_id(tok));
+    else if (eod_id >= 0) {
+        cJSON_AddStringToObject(eod, "kind", "id");
+        cJSON_AddNumberToObject(eod, "id", eod_id);
+        if (tokenizer_is_hf(tok)) cJSON_AddStringToObject(eod, "text", eod_text); /* the token's text */
+    }
     else cJSON_AddStringToObject(eod, "kind", "text"), cJSON_AddStringToObject(eod, "text", eod_text);
     cJSON *splits = cJSON_AddObjectToObject(j, "splits");
     for (int i = 0; i < 3; i++) {
@@ -190,7 +199,7 @@ static int write_meta(const char *path, const CliStrList *inputs, const char *ki
 
 int cmd_tokenize(int argc, char **argv) {
     const char *out = NULL, *kind = "byte", *split = "pretrain=0.8,cpt=0.1,val=0.1", *split_by = NULL;
-    const char *doc_sep_arg = NULL, *jsonl_field = "text", *eod_arg = "\\n\\n";
+    const char *doc_sep_arg = NULL, *jsonl_field = "text", *eod_arg = "\\n\\n", *eos_token = NULL;
     static CliStrList inputs;
     inputs.n = 0;
     unsigned long long split_seed = 1;
@@ -199,7 +208,8 @@ int cmd_tokenize(int argc, char **argv) {
         {"input", OPT_STRS, &inputs, "a text file, a directory (every regular file one document, recursively, in sorted path order) "
                                      "or a .jsonl file (one document per line); may be given several times (required)"},
         {"out", OPT_STR, &out, "output data directory (required; refused if it exists, unless --force)"},
-        {"tokenizer", OPT_STR, &kind, "byte (vocab 256, default) or bpe (byte-level BPE trained on the pretrain part)"},
+        {"tokenizer", OPT_STR, &kind, "byte (vocab 256, default), bpe (byte-level BPE trained on the pretrain part) or hf:PATH (a Hugging "
+                                      "Face byte-level BPE tokenizer.json or its directory; copied into the data directory)"},
         {"vocab", OPT_INT, &vocab, "BPE vocabulary size, 257..65536, the end-of-document id included (default 2048)"},
         {"split", OPT_STR, &split, "disjoint fractions (default pretrain=0.8,cpt=0.1,val=0.1)"},
         {"split-by", OPT_STR, &split_by, "document (each whole document to one split by a seeded shuffle; the default with several "
@@ -208,13 +218,16 @@ int cmd_tokenize(int argc, char **argv) {
         {"doc-sep", OPT_STR, &doc_sep_arg, "cut text files into documents at every occurrence of this string (\\n, \\t escapes)"},
         {"jsonl-field", OPT_STR, &jsonl_field, "the field of a .jsonl record that holds the document (default text)"},
         {"eod-text", OPT_STR, &eod_arg, "byte tokenizer: the text that ends every document (default \\n\\n); BPE reserves an id"},
+        {"eos-token", OPT_STR, &eos_token, "hf:PATH: the token that ends every document (default: <|endoftext|> if the file has it, "
+                                           "else tokenizer_config.json's eos_token)"},
         {"force", OPT_FLAG, &force, "replace an existing output directory"},
     };
     int prc = cli_parse("tokenize", "--input PATH [--input PATH ...] --out DIR [options]", argc, argv, opts, sizeof opts / sizeof *opts);
     if (prc) return prc == 1 ? 0 : prc;
     if (!inputs.n || !out) return cli_usage_error("tokenize", "--input and --out are required; expected --input PATH --out DIR");
-    int is_bpe = !strcmp(kind, "bpe");
-    if (!is_bpe && strcmp(kind, "byte")) return cli_usage_error("tokenize", "--tokenizer %s; expected byte or bpe", kind);
+    int is_bpe = !strcmp(kind, "bpe"), is_hf = !strncmp(kind, "hf:", 3);
+    if (!is_bpe && !is_hf && strcmp(kind, "byte")) return cli_usage_error("tokenize", "--tokenizer %s; expected byte, bpe or hf:PATH", kind);
+    if (eos_token && !is_hf) return cli_usage_error("tokenize", "--eos-token with --tokenizer %s; expected --tokenizer hf:PATH", kind);
     if (is_bpe && (vocab < 257 || vocab > 65536)) return cli_usage_error("tokenize", "--vocab %d; expected 257..65536", vocab);
     if (split_by && strcmp(split_by, "document") && strcmp(split_by, "contiguous"))
         return cli_usage_error("tokenize", "--split-by %s; expected document or contiguous", split_by);
@@ -259,7 +272,23 @@ int cmd_tokenize(int argc, char **argv) {
     /* BPE is trained on the pretrain part only */
     Tokenizer *tok = NULL;
     double t0 = now_seconds();
-    if (!rc && is_bpe) {
+    int eod_id = -1; /* the id that ends each document (BPE: reserved; hf: the end-of-text token) */
+    if (!rc && is_hf) {
+        rc = tokenizer_load_hf(&tok, kind + 3);
+        if (!rc) eod_id = eos_token ? tokenizer_token_id(tok, eos_token) : tokenizer_eod_id(tok);
+        if (!rc && eos_token && eod_id < 0)
+            rc = up_error("%s: --eos-token %s is not a token of this tokenizer; expected an added token such as <|endoftext|>",
+                          tokenizer_hf_json_path(tok), eos_token);
+        else if (!rc && marks && eod_id < 0)
+            rc = up_error("%s: no <|endoftext|> token and no eos_token in tokenizer_config.json; expected --eos-token TEXT to end "
+                          "each of the %zu documents", tokenizer_hf_json_path(tok), corpus.n_docs);
+        if (!rc && eod_id >= 0) {
+            char *text;
+            uint32_t id = (uint32_t)eod_id;
+            rc = tokenizer_decode(tok, &id, 1, &text, NULL);
+            if (!rc) free(eod_text), eod_text = text; /* meta.json names the token */
+        }
+    } else if (!rc && is_bpe) {
         size_t n_train;
         unsigned char *train = join_segments(&lists[0], &n_train);
         rc = tokenizer_train_bpe(&tok, train, n_train, vocab, marks);
@@ -267,6 +296,7 @@ int cmd_tokenize(int argc, char **argv) {
     } else if (!rc) {
         tok = tokenizer_byte();
     }
+    if (!rc && is_bpe) eod_id = tokenizer_eod_id(tok);
     /* build everything in OUT.tmp.<pid>, then swap it into place: no half-written data
      * directory, and with --force the old one stays until the new one is complete */
     DirReplace d = {0};
@@ -276,7 +306,12 @@ int cmd_tokenize(int argc, char **argv) {
     for (int s = 0; s < 3 && !rc; s++) {
         uint32_t *ids = NULL;
         size_t n_ids = 0;
-        rc = encode_split(tok, &lists[s], eod_text, &ids, &n_ids);
+        rc = encode_split(tok, &lists[s], eod_id, eod_text, &ids, &n_ids);
+        if (rc) {
+            char why[512];
+            snprintf(why, sizeof why, "%s", up_last_error());
+            rc = up_error("the %s split: %s", SPLIT_NAMES[s], why);
+        }
         if (!rc) {
             char name[32];
             snprintf(name, sizeof name, "%s.bin", SPLIT_NAMES[s]);
@@ -287,14 +322,23 @@ int cmd_tokenize(int argc, char **argv) {
         }
         free(ids);
     }
-    if (!rc && is_bpe) {
+    if (!rc && (is_bpe || is_hf)) {
         char *path = path_join(tmp, "tokenizer.json");
         rc = tokenizer_save(tok, path);
         free(path);
     }
+    if (!rc && is_hf) { /* beside it, so that the eos_token default reads the same there */
+        char *dir = path_dirname(tokenizer_hf_json_path(tok)), *config = path_join(dir, "tokenizer_config.json");
+        if (path_exists(config)) {
+            char *copy = path_join(tmp, "tokenizer_config.json");
+            rc = copy_file(config, copy);
+            free(copy);
+        }
+        free(dir), free(config);
+    }
     if (!rc) {
         char *path = path_join(tmp, "meta.json");
-        rc = write_meta(path, &inputs, kind, tokenizer_vocab_size(tok), by_document, split_seed, tok, eod_text, marks, lists, counts,
+        rc = write_meta(path, &inputs, kind, tokenizer_vocab_size(tok), by_document, split_seed, tok, eod_id, eod_text, marks, lists, counts,
                         fractions);
         free(path);
     }

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "data/hf_tokenizer.h"
 #include "util.h"
 
 #define BYTE_VOCAB 256
@@ -226,6 +227,7 @@ struct Tokenizer {
     uint32_t *token_offset;     /* vocab_size + 1 offsets into token_bytes */
     unsigned char *token_bytes; /* the bytes every id decodes to, back to back */
     PairMap merge_rank;         /* (left, right) -> merge index */
+    HfTokenizer *hf;            /* a Hugging Face tokenizer.json: every call goes to it */
 };
 
 /* Builds a tokenizer from merges that are already known to be valid (ids in range, each pair
@@ -282,6 +284,7 @@ Tokenizer *tokenizer_byte(void) { return tokenizer_from_merges(NULL, 0, 0, 0); }
 
 void tokenizer_free(Tokenizer *tok) {
     if (!tok) return;
+    hf_tokenizer_free(tok->hf);
     free(tok->merges);
     free(tok->token_offset);
     free(tok->token_bytes);
@@ -289,9 +292,26 @@ void tokenizer_free(Tokenizer *tok) {
     free(tok);
 }
 
-int tokenizer_vocab_size(const Tokenizer *tok) { return tok->vocab_size; }
-int tokenizer_is_bpe(const Tokenizer *tok) { return tok->is_bpe; }
-int tokenizer_eod_id(const Tokenizer *tok) { return tok->eod_id; }
+int tokenizer_vocab_size(const Tokenizer *tok) { return tok->hf ? hf_tokenizer_vocab_size(tok->hf) : tok->vocab_size; }
+int tokenizer_is_bpe(const Tokenizer *tok) { return tok->hf || tok->is_bpe; }
+int tokenizer_eod_id(const Tokenizer *tok) { return tok->hf ? hf_tokenizer_eos_id(tok->hf) : tok->eod_id; }
+int tokenizer_is_hf(const Tokenizer *tok) { return tok->hf != NULL; }
+const char *tokenizer_hf_json_path(const Tokenizer *tok) { return tok->hf ? hf_tokenizer_json_path(tok->hf) : NULL; }
+int tokenizer_token_id(const Tokenizer *tok, const char *text) {
+    return tok->hf ? hf_tokenizer_token_id(tok->hf, text) : tok->eod_id >= 0 && !strcmp(text, EOD_TEXT) ? tok->eod_id : -1;
+}
+
+int tokenizer_load_hf(Tokenizer **out, const char *path) {
+    *out = NULL;
+    HfTokenizer *hf;
+    if (hf_tokenizer_load(&hf, path)) return -1;
+    Tokenizer *tok = xcalloc(1, sizeof *tok);
+    tok->hf = hf;
+    tok->is_bpe = 1;
+    tok->eod_id = -1;
+    *out = tok;
+    return 0;
+}
 
 /* ---------------------------------------------------------------------------------------- */
 /* training                                                                                 */
@@ -697,6 +717,7 @@ static void encode_bpe(const Tokenizer *tok, const unsigned char *text, size_t n
 
 int tokenizer_encode(const Tokenizer *tok, const unsigned char *text, size_t n_bytes, uint32_t **ids,
                      size_t *n_ids) {
+    if (tok->hf) return hf_tokenizer_encode(tok->hf, text, n_bytes, ids, n_ids);
     IdBuffer result = {0};
     if (tok->is_bpe) {
         encode_bpe(tok, text, n_bytes, &result);
@@ -712,6 +733,7 @@ int tokenizer_encode(const Tokenizer *tok, const unsigned char *text, size_t n_b
 }
 
 int tokenizer_decode(const Tokenizer *tok, const uint32_t *ids, size_t n_ids, char **text, size_t *n_bytes) {
+    if (tok->hf) return hf_tokenizer_decode(tok->hf, ids, n_ids, text, n_bytes);
     *text = NULL;
     if (n_bytes) *n_bytes = 0;
     size_t total = 0;
@@ -739,6 +761,7 @@ int tokenizer_decode(const Tokenizer *tok, const uint32_t *ids, size_t n_ids, ch
 /* ---------------------------------------------------------------------------------------- */
 
 int tokenizer_save(const Tokenizer *tok, const char *path) {
+    if (tok->hf) return copy_file(hf_tokenizer_json_path(tok->hf), path);
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "type", tok->is_bpe ? "bpe" : "byte");
     cJSON_AddNumberToObject(root, "version", TOKENIZER_VERSION);
@@ -847,7 +870,8 @@ static int check_merges(const cJSON *root, const char *path, int is_bpe, int voc
     return 0;
 }
 
-int tokenizer_load(Tokenizer **out, const char *path) {
+/* allow_hf: a Hugging Face tokenizer.json (a "model" object, no "type") is read as one */
+static int load_json(Tokenizer **out, const char *path, int allow_hf) {
     *out = NULL;
     char *data;
     size_t n_bytes;
@@ -862,6 +886,10 @@ int tokenizer_load(Tokenizer **out, const char *path) {
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
         return up_error("%s: not a JSON object; expected a tokenizer.json written by `upcycle tokenize`", path);
+    }
+    if (allow_hf && cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(root, "model")) && !cJSON_HasObjectItem(root, "type")) {
+        cJSON_Delete(root); /* a Hugging Face tokenizer.json (copied there by tokenize --tokenizer hf:PATH) */
+        return tokenizer_load_hf(out, path);
     }
     int is_bpe = 0, vocab_size = 0;
     uint32_t *merges = NULL;
@@ -879,10 +907,12 @@ int tokenizer_load(Tokenizer **out, const char *path) {
     return 0;
 }
 
+int tokenizer_load(Tokenizer **out, const char *path) { return load_json(out, path, 0); }
+
 int tokenizer_load_dir(Tokenizer **out, const char *data_dir) {
     char *path = path_join(data_dir, "tokenizer.json");
     int rc = 0;
-    if (path_exists(path)) rc = tokenizer_load(out, path);
+    if (path_exists(path)) rc = load_json(out, path, 1);
     else *out = tokenizer_byte();
     free(path);
     return rc;
