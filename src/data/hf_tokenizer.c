@@ -168,6 +168,24 @@ static int refuse_type(const char *file, const char *field, const char *type, co
                     field, type, expected);
 }
 
+typedef int (*LoadStep)(HfTokenizer *tok, const char *file, const cJSON *node, const char *field);
+
+/* a Sequence's steps (normalizers or pre-tokenizers): each element of node[key], in order,
+ * named "<field>.<key>[i]" in messages */
+static int load_sequence(HfTokenizer *tok, const char *file, const cJSON *node, const char *field, const char *key,
+                         LoadStep load) {
+    const cJSON *list = NULL;
+    char *list_field = xasprintf("%s.%s", field, key);
+    int rc = json_get_array(file, node, list_field, &list), i = 0;
+    for (const cJSON *child = list ? list->child : NULL; !rc && child; child = child->next, i++) {
+        char *child_field = xasprintf("%s[%d]", list_field, i);
+        rc = load(tok, file, child, child_field);
+        free(child_field);
+    }
+    free(list_field);
+    return rc;
+}
+
 static int load_normalizer(HfTokenizer *tok, const char *file, const cJSON *node, const char *field) {
     if (!node || cJSON_IsNull(node)) return 0;
     const char *type;
@@ -180,19 +198,8 @@ static int load_normalizer(HfTokenizer *tok, const char *file, const cJSON *node
     else if (!strcmp(type, "NFD")) opts = UTF8PROC_DECOMPOSE;
     else if (!strcmp(type, "NFKC")) opts = UTF8PROC_COMPOSE | UTF8PROC_COMPAT;
     else if (!strcmp(type, "NFKD")) opts = UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT;
-    else if (!strcmp(type, "Sequence")) {
-        const cJSON *list = NULL;
-        char *list_field = xasprintf("%s.normalizers", field);
-        rc = json_get_array(file, node, list_field, &list);
-        int i = 0;
-        for (const cJSON *child = list ? list->child : NULL; !rc && child; child = child->next, i++) {
-            char *child_field = xasprintf("%s[%d]", list_field, i);
-            rc = load_normalizer(tok, file, child, child_field);
-            free(child_field);
-        }
-        free(list_field);
-        return rc;
-    } else {
+    else if (!strcmp(type, "Sequence")) return load_sequence(tok, file, node, field, "normalizers", load_normalizer);
+    else {
         char *what = xasprintf("%s.type", field);
         rc = refuse_type(file, what, type, "NFC, NFD, NFKC, NFKD, Sequence or null");
         free(what);
@@ -219,19 +226,7 @@ static int load_pre_tokenizer(HfTokenizer *tok, const char *file, const cJSON *n
     free(f);
     if (rc) return -1;
     PreStep step = {0};
-    if (!strcmp(type, "Sequence")) {
-        const cJSON *list = NULL;
-        char *list_field = xasprintf("%s.pretokenizers", field);
-        rc = json_get_array(file, node, list_field, &list);
-        int i = 0;
-        for (const cJSON *child = list ? list->child : NULL; !rc && child; child = child->next, i++) {
-            char *child_field = xasprintf("%s[%d]", list_field, i);
-            rc = load_pre_tokenizer(tok, file, child, child_field);
-            free(child_field);
-        }
-        free(list_field);
-        return rc;
-    }
+    if (!strcmp(type, "Sequence")) return load_sequence(tok, file, node, field, "pretokenizers", load_pre_tokenizer);
     if (!strcmp(type, "Split")) {
         const cJSON *pattern = NULL;
         const char *behavior, *regex = NULL, *literal = NULL;
