@@ -149,9 +149,7 @@ static int write_model(const char *dir, const ModelConfig *cfg, TensorSource *sr
         t[k].shard = n_shards - 1;
         in_shard += t[k].bytes, total += t[k].bytes;
     }
-    size_t max_part = 0;
-    for (int i = 0; i < src->n_tensors; i++) max_part = src->table[i].numel > max_part ? src->table[i].numel : max_part;
-    unsigned char *buf = dtype == ST_F32 ? NULL : xmalloc(max_part * elt);
+    unsigned char *buf = dtype == ST_F32 ? NULL : xmalloc(model_max_numel(src->table, src->n_tensors) * elt);
     int rc = 0, k = 0;
     cJSON *index = n_shards > 1 ? cJSON_CreateObject() : NULL, *weight_map = NULL;
     if (index) {
