@@ -374,3 +374,26 @@ void map_release(const void *addr, size_t len) {
     b &= ~(uintptr_t)(page - 1);
     if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
 }
+
+void cpu_description(char *out, size_t cap) {
+    char model[256] = "unknown CPU", line[512];
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "model name", 10) && strchr(line, ':')) {
+            const char *v = strchr(line, ':') + 1;
+            while (*v == ' ' || *v == '\t') v++;
+            snprintf(model, sizeof model, "%.*s", (int)strcspn(v, "\n"), v);
+            break;
+        }
+    if (f) fclose(f);
+    const char *isa = "no AVX2";
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16")) isa = "AVX-512 with BF16";
+    else if (__builtin_cpu_supports("avx512f")) isa = "AVX-512";
+    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) isa = "AVX2, FMA";
+#else
+    isa = "not x86-64";
+#endif
+    snprintf(out, cap, "%s (%s)", model, isa);
+}

@@ -71,6 +71,9 @@ uint64_t rng_below(Rng *rng, uint64_t n); /* uniform integer in [0, n) */
 
 /* ---- time ---- */
 double now_seconds(void);
+/* "AMD EPYC 7B13 (AVX2, FMA)": /proc/cpuinfo's model name and the widest vector ISA the
+ * kernels use here (AVX-512 BF16, AVX-512, AVX2 with FMA, or none of them) */
+void cpu_description(char *out, size_t cap);
 /* "1h02m", "3m05s", "42s" (rounded to the second) */
 void format_duration(double seconds, char *buf, size_t n);
 

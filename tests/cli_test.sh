@@ -959,6 +959,29 @@ run "$UP" tokenize --input "$W/hf_docs" --out "$W/t_hf_eos" --tokenizer "hf:$HFT
 expect_fail "tokenize: --eos-token not in the vocabulary" 1 "--eos-token <|nope|>,not a token" "" -- \
   "$UP" tokenize --input "$W/hf_docs" --out "$W/t_hf_bad" --tokenizer "hf:$HFT" --eos-token '<|nope|>'
 [ ! -e "$W/t_hf_bad" ] && ok "tokenize: a refused --eos-token leaves no directory" || fail "tokenize --eos-token refused" "$W/t_hf_bad exists"
+# A contiguous cut never splits a UTF-8 character: the three splits decode back to the whole text
+py "open('$W/utf8.txt', 'w', encoding='utf-8').write(''.join('é日本語 the ' + str(i) + '\n' for i in range(400)))"
+run "$UP" tokenize --input "$W/utf8.txt" --out "$W/t_hf_utf8" --tokenizer "hf:$HFT" --split-by contiguous
+joined=""
+if [ "$RC" -eq 0 ]; then
+  for split in pretrain cpt val; do
+    py "import json, struct; d = open('$W/t_hf_utf8/$split.bin', 'rb').read(); n = struct.unpack('<Q', d[16:24])[0]
+json.dump(list(struct.unpack('<%dI' % n, d[32:])), open('$W/utf8_$split.json', 'w'))"
+    "$UP" decode --tokenizer "$W/t_hf_utf8" --input "$W/utf8_$split.json" >>"$W/utf8_joined.txt"
+  done
+fi
+[ "$RC" -eq 0 ] && cmp -s "$W/utf8.txt" "$W/utf8_joined.txt" && ok "tokenize hf: contiguous cuts fall on character boundaries; the splits decode to the text" ||
+  fail "tokenize hf: contiguous cut in UTF-8" "exit $RC, $(oneline "$ERR")"
+# documents are encoded on OpenMP threads: any thread count writes the same bytes
+for t in 1 2; do OMP_NUM_THREADS=$t run "$UP" tokenize --input "$W/hf_docs" --input "$W/utf8.txt" --out "$W/t_hf_threads$t" --tokenizer "hf:$HFT"; done
+[ "$RC" -eq 0 ] && diff -r "$W/t_hf_threads1" "$W/t_hf_threads2" >/dev/null && ok "tokenize hf: 1 and 2 threads write identical shards" ||
+  fail "tokenize hf: thread count changes the shards" "exit $RC, $(oneline "$ERR")"
+# a document that is not UTF-8 is refused in one line naming its file, and nothing is written
+cp -r "$W/hf_docs" "$W/hf_docs_bad"
+printf 'fine text, then \xff\xfe bytes' >"$W/hf_docs_bad/d3.txt"
+expect_fail "tokenize hf: a document of invalid UTF-8" 1 "hf_docs_bad/d3.txt,invalid UTF-8 at byte 16" "" -- \
+  "$UP" tokenize --input "$W/hf_docs_bad" --out "$W/t_hf_badutf8" --tokenizer "hf:$HFT"
+[ ! -e "$W/t_hf_badutf8" ] && ok "tokenize hf: the refused corpus leaves no directory" || fail "tokenize hf: invalid UTF-8" "$W/t_hf_badutf8 exists"
 expect_fail "encode: a WordPiece tokenizer.json is refused" 1 'field model.type is "WordPiece"; expected BPE' "" -- \
   "$UP" encode --tokenizer "hf:$W/hf_wordpiece" --input "$W/enc.txt"
 

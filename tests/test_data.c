@@ -2,6 +2,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "data/corpus.h"
 #include "data/shard.h"
@@ -578,6 +579,15 @@ static void write_text(const char *dir, const char *name, const char *text) {
     free(path);
 }
 
+static int doc_is(const Corpus *c, size_t d, const char *want) {
+    CorpusReader r;
+    corpus_reader_init(&r);
+    const char *text;
+    int same = d < c->n_docs && corpus_text(c, d, &r, &text) == 0 && c->docs[d].n_bytes == strlen(want) && !strcmp(text, want);
+    corpus_reader_free(&r);
+    return same;
+}
+
 TEST(corpus_directory_jsonl_and_separator) {
     char *dir = tmp_path("corpus_docs"), *sub = path_join(dir, "a");
     remove_tree(dir);
@@ -592,8 +602,8 @@ TEST(corpus_directory_jsonl_and_separator) {
     /* sorted paths: a/c.txt, a/d.txt (empty), b.txt, x.jsonl */
     CHECK(c.n_docs == 4);
     if (c.n_docs == 4) {
-        CHECK(!strcmp(c.docs[0].text, "first document") && !strcmp(c.docs[1].text, "second document"));
-        CHECK(!strcmp(c.docs[2].text, "third") && !strcmp(c.docs[3].text, "fourth\nline"));
+        CHECK(doc_is(&c, 0, "first document") && doc_is(&c, 1, "second document"));
+        CHECK(doc_is(&c, 2, "third") && doc_is(&c, 3, "fourth\nline"));
     }
     CHECK(c.n_bytes == strlen("first document") + strlen("second document") + 5 + 11);
     corpus_free(&c);
@@ -601,7 +611,7 @@ TEST(corpus_directory_jsonl_and_separator) {
     write_text(dir, "sep.txt", "one<sep>two<sep><sep>three");
     char *sep_file = path_join(dir, "sep.txt");
     opt.doc_sep = "<sep>";
-    CHECK(corpus_add_path(&c, sep_file, &opt) == 0 && c.n_docs == 3 && !strcmp(c.docs[2].text, "three"));
+    CHECK(corpus_add_path(&c, sep_file, &opt) == 0 && c.n_docs == 3 && doc_is(&c, 0, "one") && doc_is(&c, 2, "three"));
     corpus_free(&c);
     /* bad JSONL: the file, the line and the field */
     write_text(dir, "bad.jsonl", "{\"text\": \"ok\"}\n{\"body\": \"no text\"}\n");
@@ -616,25 +626,66 @@ TEST(corpus_directory_jsonl_and_separator) {
     char *missing = path_join(dir, "missing.txt");
     CHECK(corpus_add_path(&c, missing, &opt) == -1 && error_mentions("missing.txt"));
     corpus_free(&c);
+    /* a file that changed after indexing is an error naming it, not a silent other text */
+    write_text(dir, "grow.txt", "0123456789");
+    char *grow = path_join(dir, "grow.txt");
+    CHECK(corpus_add_path(&c, grow, &(CorpusOptions){0}) == 0 && c.n_docs == 1);
+    write_text(dir, "grow.txt", "01234");
+    CorpusReader r;
+    corpus_reader_init(&r);
+    const char *text;
+    CHECK(corpus_text(&c, 0, &r, &text) == -1 && error_mentions("grow.txt") && error_mentions("unchanged"));
+    corpus_reader_free(&r);
+    corpus_free(&c);
     remove_tree(dir);
-    free(dir), free(sub), free(sep_file), free(bad), free(body), free(missing);
+    free(dir), free(sub), free(sep_file), free(bad), free(body), free(missing), free(grow);
 }
+
+/* --doc-sep on a file read in 1 MiB pieces: separators that straddle a piece boundary, at
+ * its start and end, adjacent ones (an empty document, dropped), against an in-memory split */
+TEST(corpus_separator_streamed_across_reads) {
+    char *path = tmp_path("corpus_sep_big.txt");
+    const char *sep = "<|sep|>";
+    size_t k = strlen(sep), n = (3u << 20) + 77;
+    char *text = xmalloc(n + 1);
+    Rng rng;
+    rng_seed(&rng, 7);
+    for (size_t i = 0; i < n; i++) text[i] = (char)('a' + rng_below(&rng, 26));
+    size_t at[] = {0, 1000, (1u << 20) - 3, (1u << 20) + 4, (2u << 20) - k, (2u << 20) - k + k, (3u << 20) - 1, n - k};
+    for (size_t i = 0; i < sizeof at / sizeof *at; i++) memcpy(text + at[i], sep, k);
+    text[n] = 0;
+    CHECK(atomic_write_file(path, text, n) == 0);
+    Corpus c = {0};
+    CHECK_MSG(corpus_add_path(&c, path, &(CorpusOptions){.doc_sep = sep}) == 0, "%s", up_last_error());
+    /* the expected documents: memmem over the whole text */
+    size_t expect = 0, ok = 1;
+    CorpusReader r;
+    corpus_reader_init(&r);
+    for (const char *p = text, *end = text + n;;) {
+        const char *hit = memmem(p, (size_t)(end - p), sep, k);
+        size_t len = (size_t)((hit ? hit : end) - p);
+        if (len) {
+            const char *doc;
+            ok &= expect < c.n_docs && c.docs[expect].n_bytes == len && corpus_text(&c, expect, &r, &doc) == 0 && !memcmp(doc, p, len);
+            expect++;
+        }
+        if (!hit) break;
+        p = hit + k;
+    }
+    CHECK_MSG(ok && c.n_docs == expect && expect == 5, "ok %zu, %zu documents, expected %zu", ok, c.n_docs, expect);
+    corpus_reader_free(&r);
+    corpus_free(&c);
+    unlink(path);
+    free(path), free(text);
+}
+
+
 
 static void corpus_of_sizes(Corpus *c, const size_t *sizes, size_t n) {
     memset(c, 0, sizeof *c);
-    char *text = xmalloc(sizes[0] + 1);
-    for (size_t i = 0; i < n; i++) {
-        text = xrealloc(text, sizes[i] + 1);
-        memset(text, 'a' + (int)(i % 26), sizes[i]);
-        c->docs = xrealloc(c->docs, (i + 1) * sizeof *c->docs);
-        c->docs[i].text = xmalloc(sizes[i] + 1);
-        memcpy(c->docs[i].text, text, sizes[i]);
-        c->docs[i].text[sizes[i]] = 0;
-        c->docs[i].n_bytes = sizes[i];
-        c->n_bytes += sizes[i];
-    }
+    c->docs = xcalloc(n, sizeof *c->docs);
+    for (size_t i = 0; i < n; i++) c->docs[i].n_bytes = sizes[i], c->n_bytes += sizes[i];
     c->n_docs = c->capacity = n;
-    free(text);
 }
 
 TEST(document_split_whole_disjoint_seeded) {

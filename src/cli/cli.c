@@ -151,3 +151,18 @@ int cli_save_format(const char *command, const char *save_dtype, const char *sha
     }
     return 0;
 }
+
+int cli_repo_file(const char *rel, const char *env, char *out, unsigned long cap) {
+    const char *value = getenv(env);
+    if (value && *value) {
+        snprintf(out, cap, "%s", value);
+    } else {
+        char *dir = exe_dirname();
+        if (!dir) return up_error("cannot find the running binary; expected %s=PATH/%s", env, rel);
+        snprintf(out, cap, "%s/%s", dir, rel);
+        if (!path_exists(out)) snprintf(out, cap, "%s/../%s", dir, rel);
+        free(dir);
+    }
+    if (!path_exists(out)) return up_error("%s: not found; expected the repository's %s (or %s=PATH)", out, rel, env);
+    return 0;
+}

@@ -25,6 +25,10 @@ int cli_parse(const char *command, const char *synopsis, int argc, char **argv, 
 int cli_fail(void);
 int cli_usage_error(const char *command, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void cli_set_threads(int threads);
+/* out = $ENV when set, else REL (a repository file such as tests/torch_bench.py) beside the
+ * binary or one level up (./upcycle, build-san/upcycle); an error naming both when missing */
+int cli_repo_file(const char *rel, const char *env, char *out, unsigned long cap);
+int bench_tokenize_cmd(int argc, char **argv); /* cmd_bench_tokenize.c */
 /* --device auto|cpu|cuda: 0 and *be, printing the CPU-fallback notice on stderr, or the exit
  * status after printing the error (2: unknown name, 1: no CUDA device for --device cuda) */
 struct Backend;

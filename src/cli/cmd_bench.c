@@ -34,29 +34,11 @@ static int bench_gemm(int argc, char **argv) {
     return 0;
 }
 
-/* tests/torch_bench.py beside the binary or one level up (the repository layout: ./upcycle,
- * build-san/upcycle), or $UPCYCLE_TORCH_BENCH */
-static int torch_bench_script(char *out, size_t cap) {
-    const char *env = getenv("UPCYCLE_TORCH_BENCH");
-    if (env && *env) {
-        snprintf(out, cap, "%s", env);
-    } else {
-        char *dir = exe_dirname();
-        if (!dir) return up_error("cannot find the running binary; expected UPCYCLE_TORCH_BENCH=PATH/tests/torch_bench.py");
-        snprintf(out, cap, "%s/tests/torch_bench.py", dir);
-        if (!path_exists(out)) snprintf(out, cap, "%s/../tests/torch_bench.py", dir);
-        free(dir);
-    }
-    if (!path_exists(out))
-        return up_error("%s: not found; expected the repository's tests/torch_bench.py (or UPCYCLE_TORCH_BENCH=PATH)", out);
-    return 0;
-}
-
 /* Runs the PyTorch baseline on the same config/batch/threads; tokens/s into *tps. */
 static int torch_bench_run(const ModelConfig *mc, const TrainConfig *tc, int steps, int threads, double *tps,
                            double *rss_mb, char *version, size_t version_cap) {
     char script[4096];
-    if (torch_bench_script(script, sizeof script)) return -1;
+    if (cli_repo_file("tests/torch_bench.py", "UPCYCLE_TORCH_BENCH", script, sizeof script)) return -1;
     const char *tmp = getenv("TMPDIR");
     char tdir[4096];
     snprintf(tdir, sizeof tdir, "%s/upcycle-bench-torch-XXXXXX", tmp && *tmp ? tmp : "/tmp");
@@ -261,9 +243,11 @@ int cmd_bench(int argc, char **argv) {
     if (argc >= 1 && !strcmp(argv[0], "grow")) return bench_grow_cmd(argc - 1, argv + 1);
     if (argc >= 1 && !strcmp(argv[0], "gemm")) return bench_gemm(argc - 1, argv + 1);
     if (argc >= 1 && !strcmp(argv[0], "train")) return bench_train_cmd(argc - 1, argv + 1);
+    if (argc >= 1 && !strcmp(argv[0], "tokenize")) return bench_tokenize_cmd(argc - 1, argv + 1);
     if (argc >= 1 && (!strcmp(argv[0], "--help") || !strcmp(argv[0], "-h"))) {
-        printf("usage: upcycle bench gemm [--size N] | bench train [--preset P] [--steps N] | bench grow [--gb G]\n");
+        printf("usage: upcycle bench gemm [--size N] | bench train [--preset P] [--steps N] | bench grow [--gb G] | "
+               "bench tokenize --tokenizer hf:PATH --input PATH\n");
         return 0;
     }
-    return cli_usage_error("bench", "missing or unknown benchmark; expected gemm, train or grow");
+    return cli_usage_error("bench", "missing or unknown benchmark; expected gemm, train, grow or tokenize");
 }

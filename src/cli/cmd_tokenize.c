@@ -7,6 +7,7 @@
 
 #include "cli.h"
 #include "data/corpus.h"
+#include "data/corpus_encode.h"
 #include "data/shard.h"
 #include "data/tokenizer.h"
 #include "util.h"
@@ -61,95 +62,102 @@ static char *unescape(const char *s) {
     return out;
 }
 
-/* A piece of a split's text; eod_after: a document ends here */
-typedef struct {
-    const char *text;
-    size_t n_bytes;
-    int eod_after;
-} Segment;
-
 typedef struct {
     Segment *items;
     size_t n, capacity, n_docs, n_bytes;
 } SegmentList;
 
-static void segment_add(SegmentList *l, const char *text, size_t n, int eod_after) {
+static void segment_add(SegmentList *l, size_t doc, uint64_t offset, uint64_t n, int eod_after) {
     if (n == 0 && !eod_after) return;
     if (l->n == l->capacity) l->items = xrealloc(l->items, (l->capacity = l->capacity ? 2 * l->capacity : 256) * sizeof *l->items);
-    l->items[l->n++] = (Segment){text, n, eod_after};
+    l->items[l->n++] = (Segment){doc, offset, n, eod_after};
     l->n_bytes += n;
     l->n_docs += eod_after;
 }
 
+/* a cut inside a document moves back to the start of the UTF-8 character it falls in */
+static int char_boundary(const Corpus *c, size_t d, uint64_t *cut, CorpusReader *r) {
+    const char *text;
+    if (corpus_text(c, d, r, &text)) return -1;
+    while (*cut > 0 && *cut < c->docs[d].n_bytes && ((unsigned char)text[*cut] & 0xC0) == 0x80) (*cut)--;
+    return 0;
+}
+
 /* contiguous: the documents in input order as one stream, cut at byte fractions (a document may
  * straddle a cut); a single document is cut exactly as before documents existed (no end mark) */
-static void split_contiguous(const Corpus *c, const double fractions[3], SegmentList lists[3]) {
-    size_t cuts[2] = {(size_t)(c->n_bytes * fractions[0]), (size_t)(c->n_bytes * (fractions[0] + fractions[1]))};
+static int split_contiguous(const Corpus *c, const double fractions[3], SegmentList lists[3]) {
+    uint64_t cuts[2] = {(uint64_t)(c->n_bytes * fractions[0]), (uint64_t)(c->n_bytes * (fractions[0] + fractions[1]))};
     int marks = c->n_docs > 1;
-    size_t at = 0;
+    uint64_t at = 0;
     int s = 0;
+    CorpusReader r;
+    corpus_reader_init(&r);
     for (size_t d = 0; d < c->n_docs; d++) {
-        const Document *doc = &c->docs[d];
-        size_t off = 0;
-        while (s < 2 && cuts[s] < at + doc->n_bytes) {
-            size_t piece = cuts[s] > at + off ? cuts[s] - at - off : 0;
-            segment_add(&lists[s], doc->text + off, piece, 0);
-            off += piece;
+        uint64_t n = c->docs[d].n_bytes, off = 0;
+        while (s < 2 && cuts[s] < at + n) {
+            uint64_t cut = cuts[s] > at + off ? cuts[s] - at : off;
+            if (char_boundary(c, d, &cut, &r)) {
+                corpus_reader_free(&r);
+                return -1;
+            }
+            if (cut < off) cut = off;
+            segment_add(&lists[s], d, off, cut - off, 0);
+            off = cut;
             s++;
         }
-        segment_add(&lists[s], doc->text + off, doc->n_bytes - off, marks);
-        at += doc->n_bytes;
+        segment_add(&lists[s], d, off, n - off, marks);
+        at += n;
     }
+    corpus_reader_free(&r);
+    return 0;
 }
 
 static void split_by_document(const Corpus *c, const double fractions[3], uint64_t seed, SegmentList lists[3]) {
     size_t *order = xmalloc(c->n_docs * sizeof *order);
     int *split = xmalloc(c->n_docs * sizeof *split);
     corpus_split_documents(c, fractions, seed, order, split);
-    for (size_t i = 0; i < c->n_docs; i++) {
-        const Document *doc = &c->docs[order[i]];
-        segment_add(&lists[split[order[i]]], doc->text, doc->n_bytes, 1);
-    }
+    for (size_t i = 0; i < c->n_docs; i++) segment_add(&lists[split[order[i]]], order[i], 0, c->docs[order[i]].n_bytes, 1);
     free(order), free(split);
 }
 
 /* the pretrain part's bytes, for BPE training (documents joined by a blank line) */
-static unsigned char *join_segments(const SegmentList *l, size_t *n_bytes) {
+static int join_segments(const Corpus *c, const SegmentList *l, unsigned char **out, size_t *n_bytes) {
     unsigned char *text = xmalloc(l->n_bytes + 2 * l->n + 1), *at = text;
+    CorpusReader r;
+    corpus_reader_init(&r);
     for (size_t i = 0; i < l->n; i++) {
-        memcpy(at, l->items[i].text, l->items[i].n_bytes);
+        const char *doc;
+        if (corpus_text(c, l->items[i].doc, &r, &doc)) {
+            corpus_reader_free(&r), free(text);
+            return -1;
+        }
+        memcpy(at, doc + l->items[i].offset, (size_t)l->items[i].n_bytes);
         at += l->items[i].n_bytes;
         if (l->items[i].eod_after && i + 1 < l->n) *at++ = '\n', *at++ = '\n';
     }
-    *n_bytes = (size_t)(at - text);
-    return text;
+    corpus_reader_free(&r);
+    *out = text, *n_bytes = (size_t)(at - text);
+    return 0;
 }
 
-/* eod: the id that ends each document, or -1 to end it with eod_text's encoding */
-static int encode_split(const Tokenizer *tok, const SegmentList *l, int eod, const char *eod_text, uint32_t **ids, size_t *n_ids) {
-    size_t n = 0, cap = 1024;
-    uint32_t *out = xmalloc(cap * sizeof *out);
+static int to_shard(void *ctx, const uint32_t *ids, size_t n_ids) { return shard_writer_append(ctx, ids, n_ids); }
+
+/* eod: the id that ends each document, or -1 to end it with eod_text's encoding; the split's
+ * ids stream into path */
+static int encode_split(const Corpus *c, const Tokenizer *tok, const SegmentList *l, int eod, const char *eod_text, const char *path,
+                        size_t *n_ids) {
     uint32_t *eod_ids = NULL;
     size_t n_eod = 0;
     if (eod >= 0) eod_ids = xmalloc(sizeof *eod_ids), eod_ids[0] = (uint32_t)eod, n_eod = 1;
-    else tokenizer_encode(tok, (const unsigned char *)eod_text, strlen(eod_text), &eod_ids, &n_eod);
-    for (size_t i = 0; i < l->n; i++) {
-        uint32_t *piece;
-        size_t n_piece;
-        if (tokenizer_encode(tok, (const unsigned char *)l->items[i].text, l->items[i].n_bytes, &piece, &n_piece)) {
-            free(out), free(eod_ids);
-            return -1;
-        }
-        size_t need = n + n_piece + n_eod;
-        if (need > cap) out = xrealloc(out, (cap = need > 2 * cap ? need : 2 * cap) * sizeof *out);
-        memcpy(out + n, piece, n_piece * sizeof *out);
-        n += n_piece;
-        free(piece);
-        if (l->items[i].eod_after) memcpy(out + n, eod_ids, n_eod * sizeof *out), n += n_eod;
-    }
+    else if (tokenizer_encode(tok, (const unsigned char *)eod_text, strlen(eod_text), &eod_ids, &n_eod)) return -1;
+    ShardWriter w;
+    int rc = shard_writer_open(&w, path, tokenizer_vocab_size(tok));
+    if (!rc) rc = corpus_encode(c, tok, l->items, l->n, eod_ids, n_eod, 0, to_shard, &w);
+    *n_ids = (size_t)w.n_tokens;
+    if (!rc) rc = shard_writer_commit(&w);
+    else shard_writer_abort(&w);
     free(eod_ids);
-    *ids = out, *n_ids = n;
-    return 0;
+    return rc;
 }
 
 static int write_meta(const char *path, const CliStrList *inputs, const char *kind, int vocab, int by_document, uint64_t split_seed,
@@ -265,7 +273,7 @@ int cmd_tokenize(int argc, char **argv) {
     }
     SegmentList lists[3] = {0};
     if (by_document) split_by_document(&corpus, fractions, split_seed, lists);
-    else split_contiguous(&corpus, fractions, lists);
+    else rc = split_contiguous(&corpus, fractions, lists);
     for (int s = 0; s < 3 && !rc; s++)
         if (lists[s].n_bytes == 0) rc = up_error("%s: the %s split is empty; expected larger fractions or more text", inputs.items[0], SPLIT_NAMES[s]);
 
@@ -290,9 +298,12 @@ int cmd_tokenize(int argc, char **argv) {
         }
     } else if (!rc && is_bpe) {
         size_t n_train;
-        unsigned char *train = join_segments(&lists[0], &n_train);
-        rc = tokenizer_train_bpe(&tok, train, n_train, vocab, marks);
-        free(train);
+        unsigned char *train;
+        rc = join_segments(&corpus, &lists[0], &train, &n_train);
+        if (!rc) {
+            rc = tokenizer_train_bpe(&tok, train, n_train, vocab, marks);
+            free(train);
+        }
     } else if (!rc) {
         tok = tokenizer_byte();
     }
@@ -304,23 +315,16 @@ int cmd_tokenize(int argc, char **argv) {
     const char *tmp = d.tmp;
     size_t counts[3] = {0};
     for (int s = 0; s < 3 && !rc; s++) {
-        uint32_t *ids = NULL;
-        size_t n_ids = 0;
-        rc = encode_split(tok, &lists[s], eod_id, eod_text, &ids, &n_ids);
+        char name[32];
+        snprintf(name, sizeof name, "%s.bin", SPLIT_NAMES[s]);
+        char *path = path_join(tmp, name);
+        rc = encode_split(&corpus, tok, &lists[s], eod_id, eod_text, path, &counts[s]);
+        free(path);
         if (rc) {
-            char why[512];
+            char why[768];
             snprintf(why, sizeof why, "%s", up_last_error());
             rc = up_error("the %s split: %s", SPLIT_NAMES[s], why);
         }
-        if (!rc) {
-            char name[32];
-            snprintf(name, sizeof name, "%s.bin", SPLIT_NAMES[s]);
-            char *path = path_join(tmp, name);
-            rc = shard_write(path, ids, n_ids, tokenizer_vocab_size(tok));
-            free(path);
-            counts[s] = n_ids;
-        }
-        free(ids);
     }
     if (!rc && (is_bpe || is_hf)) {
         char *path = path_join(tmp, "tokenizer.json");

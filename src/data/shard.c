@@ -46,28 +46,67 @@ static int write_tokens(FILE *f, const uint32_t *tokens, size_t n_tokens, int wi
     return 0;
 }
 
-int shard_write(const char *path, const uint32_t *tokens, size_t n_tokens, int vocab_size) {
+int shard_writer_open(ShardWriter *w, const char *path, int vocab_size) {
+    memset(w, 0, sizeof *w);
     if (vocab_size <= 0) return up_error("%s: vocab size %d; expected a vocab size > 0", path, vocab_size);
-    /* check before creating anything, so a bad token leaves no file behind */
-    for (size_t i = 0; i < n_tokens; i++)
-        if (tokens[i] >= (uint32_t)vocab_size)
-            return up_error("%s: token %u at index %zu is not below the vocab size %d; expected every token < %d", path,
-                            tokens[i], i, vocab_size, vocab_size);
-    int width = shard_width(vocab_size);
+    w->width = shard_width(vocab_size);
+    w->vocab_size = vocab_size;
     unsigned char header[SHARD_HEADER_BYTES] = {0};
     memcpy(header, SHARD_MAGIC, sizeof SHARD_MAGIC); /* 7 letters and the NUL: 8 bytes */
     put_u32(header + 8, SHARD_VERSION);
-    put_u32(header + 12, (uint32_t)width);
-    put_u64(header + 16, (uint64_t)n_tokens);
-    put_u32(header + 24, (uint32_t)vocab_size);
-    AtomicFile af;
-    if (atomic_open(&af, path)) return -1;
-    if (fwrite(header, 1, sizeof header, af.f) != sizeof header || write_tokens(af.f, tokens, n_tokens, width)) {
+    put_u32(header + 12, (uint32_t)w->width);
+    put_u32(header + 24, (uint32_t)vocab_size); /* the count (offset 16) is written by commit */
+    if (atomic_open(&w->af, path)) return -1;
+    if (fwrite(header, 1, sizeof header, w->af.f) != sizeof header) {
         int e = errno;
-        atomic_abort(&af);
+        shard_writer_abort(w);
         return up_error("%s: write failed (%s); expected enough disk space", path, strerror(e));
     }
-    return atomic_commit(&af);
+    w->open = 1;
+    return 0;
+}
+
+int shard_writer_append(ShardWriter *w, const uint32_t *tokens, size_t n_tokens) {
+    const char *path = w->af.path;
+    for (size_t i = 0; i < n_tokens; i++)
+        if (tokens[i] >= (uint32_t)w->vocab_size) {
+            up_error("%s: token %u at index %llu is not below the vocab size %d; expected every token < %d", path, tokens[i],
+                     (unsigned long long)(w->n_tokens + i), w->vocab_size, w->vocab_size);
+            shard_writer_abort(w);
+            return -1;
+        }
+    if (write_tokens(w->af.f, tokens, n_tokens, w->width)) {
+        int e = errno;
+        up_error("%s: write failed (%s); expected enough disk space", path, strerror(e));
+        shard_writer_abort(w);
+        return -1;
+    }
+    w->n_tokens += n_tokens;
+    return 0;
+}
+
+int shard_writer_commit(ShardWriter *w) {
+    unsigned char count[8];
+    put_u64(count, w->n_tokens);
+    if (fseek(w->af.f, 16, SEEK_SET) != 0 || fwrite(count, 1, sizeof count, w->af.f) != sizeof count) {
+        int e = errno;
+        up_error("%s: write failed (%s); expected enough disk space", w->af.path, strerror(e));
+        shard_writer_abort(w);
+        return -1;
+    }
+    w->open = 0;
+    return atomic_commit(&w->af);
+}
+
+void shard_writer_abort(ShardWriter *w) {
+    if (w->open || w->af.f) atomic_abort(&w->af);
+    w->open = 0;
+}
+
+int shard_write(const char *path, const uint32_t *tokens, size_t n_tokens, int vocab_size) {
+    ShardWriter w;
+    if (shard_writer_open(&w, path, vocab_size) || shard_writer_append(&w, tokens, n_tokens)) return -1;
+    return shard_writer_commit(&w);
 }
 
 /* ---- reading ---- */

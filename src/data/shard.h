@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util.h"
+
 #define SHARD_MAGIC "UPCYTOK"
 #define SHARD_VERSION 1
 #define SHARD_HEADER_BYTES 32
@@ -32,6 +34,18 @@ typedef struct {
 
 /* Writes atomically; uses uint16 when vocab_size <= 65536, else uint32. */
 int shard_write(const char *path, const uint32_t *tokens, size_t n_tokens, int vocab_size);
+/* The same, streamed: open, append any number of times, commit (or abort). A failed call
+ * aborts the writer (no file left behind); errors name the file, and a token >= vocab_size
+ * its index. */
+typedef struct {
+    AtomicFile af;
+    int width, vocab_size, open;
+    uint64_t n_tokens;
+} ShardWriter;
+int shard_writer_open(ShardWriter *w, const char *path, int vocab_size);
+int shard_writer_append(ShardWriter *w, const uint32_t *tokens, size_t n_tokens);
+int shard_writer_commit(ShardWriter *w);
+void shard_writer_abort(ShardWriter *w);
 /* mmaps and validates: magic, version, width, token count against file size, a vocab size,
  * and every token < vocab size. Errors name the file and what was expected. */
 int shard_open(Shard *s, const char *path);
