@@ -144,6 +144,36 @@ TEST(hf_tokenizer_added_tokens) {
     tokenizer_free(tok);
 }
 
+static void add_token(cJSON *root, int id, const char *content, int normalized) {
+    cJSON *t = cJSON_CreateObject();
+    cJSON_AddNumberToObject(t, "id", id);
+    cJSON_AddStringToObject(t, "content", content);
+    cJSON_AddBoolToObject(t, "normalized", normalized);
+    cJSON_AddItemToArray(cJSON_GetObjectItem(root, "added_tokens"), t);
+}
+
+/* As the Rust library: tokens with normalized false are matched in the raw text first; the
+ * text between them is normalized, and tokens with normalized true are matched in that, as
+ * their own normalized form. */
+TEST(hf_tokenizer_normalized_added_tokens_match_after_normalization) {
+    cJSON *root = fixture(0);
+    add_token(root, 265, "e\xcc\x81", 1); /* e + combining acute: NFC makes it U+00E9 */
+    add_token(root, 266, "xy", 0);
+    add_token(root, 267, "wx", 1);
+    Tokenizer *tok = NULL;
+    CHECK_MSG(load_json(root, &tok) == 0, "%s", up_last_error());
+    if (!tok) return;
+    CHECK(encodes_to(tok, "caf\xc3\xa9", (uint32_t[]){99, 97, 102, 265}, 4));  /* precomposed é in the text */
+    CHECK(encodes_to(tok, "cafe\xcc\x81", (uint32_t[]){99, 97, 102, 265}, 4)); /* decomposed: normalized first */
+    CHECK(encodes_to(tok, "wxy", (uint32_t[]){119, 266}, 2)); /* the raw pass takes xy before wx is looked for */
+    CHECK(encodes_to(tok, "wxz", (uint32_t[]){267, 122}, 2));
+    uint32_t id = 265;
+    char *text;
+    CHECK(tokenizer_decode(tok, &id, 1, &text, NULL) == 0 && !strcmp(text, "e\xcc\x81")); /* decodes to its content */
+    free(text);
+    tokenizer_free(tok);
+}
+
 TEST(hf_tokenizer_nfc_and_ignore_merges) {
     Tokenizer *tok = NULL;
     CHECK_MSG(load_json(fixture(0), &tok) == 0, "%s", up_last_error());

@@ -1,7 +1,8 @@
 /* hf_tokenizer.c - Hugging Face tokenizer.json (byte-level BPE): loading and validating each
  * component, then encoding as the `tokenizers` library does:
  *
- *   raw text -> split around added tokens -> normalizer -> pre-tokenizer steps (pieces)
+ *   raw text -> split around added tokens (normalized: false) -> normalizer
+ *            -> split around added tokens (normalized: true) -> pre-tokenizer steps (pieces)
  *            -> byte-level mapping -> BPE merges by rank inside each piece -> ids
  *
  * and decoding ids back through the byte-level map. Anything the file asks for that is not
@@ -80,9 +81,10 @@ typedef struct {
 
 typedef struct {
     char *content;
-    size_t length;
+    char *match;   /* what is matched: content, or for a normalized token its normalized content */
+    size_t length; /* of match */
     uint32_t id;
-    int lstrip, rstrip, single_word;
+    int lstrip, rstrip, single_word, normalized;
 } AddedToken;
 
 struct HfTokenizer {
@@ -99,7 +101,7 @@ struct HfTokenizer {
     int unk_id;        /* -1: none */
     AddedToken *added; /* sorted longest first */
     int n_added;
-    unsigned char added_first_byte[256];
+    unsigned char added_first_byte[2][256]; /* [normalized]: some token of that pass starts with the byte */
     int eos_id;
     char byte_char[256][3]; /* the byte-level map: byte -> its character, UTF-8, NUL-terminated */
     int char_byte[512];     /* code point -> byte, or -1 */
@@ -127,7 +129,10 @@ void hf_tokenizer_free(HfTokenizer *tok) {
     free(tok->merges.values);
     for (int i = 0; i < tok->n_steps; i++) pcre2_code_free(tok->steps[i].regex);
     free(tok->steps);
-    for (int i = 0; i < tok->n_added; i++) free(tok->added[i].content);
+    for (int i = 0; i < tok->n_added; i++) {
+        if (tok->added[i].match != tok->added[i].content) free(tok->added[i].match);
+        free(tok->added[i].content);
+    }
     free(tok->added);
     free(tok->json_path);
     free(tok);
@@ -419,12 +424,25 @@ static int load_added_tokens(HfTokenizer *tok, const char *file, const cJSON *ro
             return up_error("%s: field added_tokens[%d]: %s; expected a non-empty content and an id in [0, 2^30]",
                             file, i, content[0] ? "id out of range" : "empty content");
         t->content = xstrdup(content);
-        t->length = strlen(content);
-        t->id = (uint32_t)id;
+        t->normalized = normalized;
+        t->match = t->content;
         tok->n_added = i + 1;
+        if (normalized && tok->utf8proc_options) { /* matched in the normalized text, as its normalized form */
+            utf8proc_uint8_t *form = NULL;
+            utf8proc_ssize_t len = utf8proc_map((const utf8proc_uint8_t *)content, 0, &form,
+                                                (utf8proc_option_t)(tok->utf8proc_options | UTF8PROC_NULLTERM));
+            if (len <= 0) {
+                free(form);
+                return up_error("%s: field added_tokens[%d].content: not normalizable (%s); expected UTF-8 text", file, i,
+                                len < 0 ? utf8proc_errmsg(len) : "empty after normalization");
+            }
+            t->match = (char *)form;
+        }
+        t->length = strlen(t->match);
+        t->id = (uint32_t)id;
         ensure_id(tok, id);
         tok->id_text[id] = t->content;
-        tok->added_first_byte[(unsigned char)content[0]] = 1;
+        tok->added_first_byte[normalized][(unsigned char)t->match[0]] = 1;
     }
     qsort(tok->added, (size_t)tok->n_added, sizeof *tok->added, added_longer_first);
     return 0;
@@ -677,20 +695,11 @@ static int bpe_piece(const HfTokenizer *tok, const unsigned char *bytes, size_t 
     return 0;
 }
 
-/* text between added tokens: normalize, pre-tokenize, BPE */
-static int encode_segment(const HfTokenizer *tok, const char *text, size_t n, pcre2_match_data *md, Ids *out) {
+/* normalized text between added tokens: pre-tokenize, BPE */
+static int encode_pieces(const HfTokenizer *tok, const char *text, size_t n, pcre2_match_data *md, Ids *out) {
     if (!n) return 0;
-    utf8proc_uint8_t *normalized = NULL;
-    if (tok->utf8proc_options) {
-        utf8proc_ssize_t len = utf8proc_map((const utf8proc_uint8_t *)text, (utf8proc_ssize_t)n, &normalized,
-                                            (utf8proc_option_t)tok->utf8proc_options);
-        if (len < 0) return up_error("input: Unicode normalization failed (%s); expected UTF-8 text", utf8proc_errmsg(len));
-        text = (const char *)normalized;
-        n = (size_t)len;
-    }
     Pieces current = {0}, next = {0};
     pieces_add(&current, text, n, 0);
-    free(normalized);
     for (int s = 0; s < tok->n_steps; s++) {
         const PreStep *step = &tok->steps[s];
         for (size_t i = 0; i < current.n; i++) {
@@ -727,6 +736,33 @@ static int encode_segment(const HfTokenizer *tok, const char *text, size_t n, pc
     return rc;
 }
 
+static int next_added(const HfTokenizer *tok, int normalized, const char *text, size_t n, size_t from, size_t *start, size_t *end);
+
+/* raw text between the tokens matched before normalization: normalize, then the normalized
+ * tokens (matched in the normalized text), and the pieces between them */
+static int encode_segment(const HfTokenizer *tok, const char *text, size_t n, pcre2_match_data *md, Ids *out) {
+    if (!n) return 0;
+    utf8proc_uint8_t *normalized = NULL;
+    if (tok->utf8proc_options) {
+        utf8proc_ssize_t len = utf8proc_map((const utf8proc_uint8_t *)text, (utf8proc_ssize_t)n, &normalized,
+                                            (utf8proc_option_t)tok->utf8proc_options);
+        if (len < 0) return up_error("input: Unicode normalization failed (%s); expected UTF-8 text", utf8proc_errmsg(len));
+        text = (const char *)normalized;
+        n = (size_t)len;
+    }
+    size_t pos = 0, start, end;
+    int rc = 0;
+    while (!rc && pos < n) {
+        int t = next_added(tok, 1, text, n, pos, &start, &end);
+        if (t < 0) start = end = n;
+        rc = encode_pieces(tok, text + pos, start - pos, md, out);
+        if (t >= 0) ids_push(out, tok->added[t].id);
+        pos = end;
+    }
+    free(normalized);
+    return rc;
+}
+
 /* the code point that starts at s[i] (valid UTF-8), and its start before i */
 static int32_t char_at(const char *s, size_t n, size_t i) {
     utf8proc_int32_t cp = -1;
@@ -752,14 +788,15 @@ static int is_word(int32_t cp) {
     return (c >= UTF8PROC_CATEGORY_LU && c <= UTF8PROC_CATEGORY_LO) || (c >= UTF8PROC_CATEGORY_ND && c <= UTF8PROC_CATEGORY_NO);
 }
 
-/* The first added token in text[from..n) (leftmost, then longest): its extent with lstrip and
- * rstrip whitespace included. Returns the token's index, or -1. */
-static int next_added(const HfTokenizer *tok, const char *text, size_t n, size_t from, size_t *start, size_t *end) {
+/* The first added token of one pass (normalized: 0, the tokens matched in the raw text; 1, those
+ * matched in the normalized text) in text[from..n) (leftmost, then longest): its extent with
+ * lstrip and rstrip whitespace included. Returns the token's index, or -1. */
+static int next_added(const HfTokenizer *tok, int normalized, const char *text, size_t n, size_t from, size_t *start, size_t *end) {
     for (size_t i = from; i < n; i++) {
-        if (!tok->added_first_byte[(unsigned char)text[i]]) continue;
+        if (!tok->added_first_byte[normalized][(unsigned char)text[i]]) continue;
         for (int t = 0; t < tok->n_added; t++) {
             const AddedToken *a = &tok->added[t];
-            if (a->length > n - i || memcmp(text + i, a->content, a->length)) continue;
+            if (a->normalized != normalized || a->length > n - i || memcmp(text + i, a->match, a->length)) continue;
             size_t s = i, e = i + a->length;
             if (a->single_word && ((s > 0 && is_word(char_at(text, n, char_start_before(text, s)))) ||
                                    (e < n && is_word(char_at(text, n, e)))))
@@ -797,7 +834,7 @@ int hf_tokenizer_encode(const HfTokenizer *tok, const unsigned char *text, size_
     size_t pos = 0, start, end;
     int rc = 0;
     while (!rc && pos < n_bytes) {
-        int t = next_added(tok, s, n_bytes, pos, &start, &end);
+        int t = next_added(tok, 0, s, n_bytes, pos, &start, &end);
         if (t < 0) start = end = n_bytes;
         rc = encode_segment(tok, s + pos, start - pos, md, &out);
         if (t >= 0) ids_push(&out, tok->added[t].id);

@@ -10,8 +10,10 @@
  *     pattern), Digits (individual_digits), Sequence of those; a ByteLevel step is required;
  *   - model: BPE (merges as "a b" or ["a","b"], ignore_merges, byte_fallback; no dropout, no
  *     continuing_subword_prefix or end_of_word_suffix);
- *   - added_tokens: matched in the raw text before normalization, leftmost then longest,
- *     with lstrip, rstrip and single_word (normalized tokens are matched in the raw text too);
+ *   - added_tokens: those with normalized false matched in the raw text, leftmost then
+ *     longest, with lstrip, rstrip and single_word; the text between them is normalized, and
+ *     those with normalized true are matched in it as their normalized form (as the Rust
+ *     library does);
  *   - decoder: ByteLevel (or null).
  * Input must be valid UTF-8: invalid bytes are refused with one line naming the offset. */
 #ifndef UPCYCLE_HF_TOKENIZER_H
