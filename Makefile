@@ -9,7 +9,7 @@ CC      ?= cc
 MULTIARCH := $(shell $(CC) -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
 OPT     := -O3 $(if $(PORTABLE),,-march=native)
 CFLAGS  ?= $(OPT) -g
-CFLAGS  += -std=c11 -fopenmp -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Wno-format-truncation -D_GNU_SOURCE -Isrc
+CFLAGS  += -std=c11 -fopenmp -fno-trapping-math -fno-math-errno -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Wno-format-truncation -D_GNU_SOURCE -Isrc
 LDLIBS  := -fopenmp -lm
 
 # ---- feature detection ----
@@ -123,6 +123,10 @@ CUDA_USERS := $(shell grep -lE 'UPCYCLE_(CUDA|MPI)' $(LIB_SRC) $(CLI_SRC) $(TEST
 all: features upcycle $(CUDA_PLUGIN)
 
 $(CUDA_USERS:%.c=build/%.o): build/cuda-setting
+
+# every object rebuilds when the compiler flags change (build/cflags holds the last ones)
+$(shell [ "$$(cat build/cflags 2>/dev/null)" = "$(CC) $(CFLAGS)" ] || echo "$(CC) $(CFLAGS)" >build/cflags)
+$(LIB_OBJ) $(CLI_OBJ) $(TEST_OBJ): build/cflags
 
 features:
 	@echo "upcycle build: $(BLAS_STATUS), $(CJSON_STATUS), $(PCRE2_STATUS), $(UTF8PROC_STATUS), OpenMP ✓, $(MPI_STATUS), $(CUDA_STATUS)"

@@ -6,6 +6,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "backend_profile.h"
 #include "cpu/gemm_bf16.h"
 #include "model.h"
 #include "util.h"
@@ -43,9 +44,10 @@ static double rss_now_bytes(void) {
     return (double)resident * sysconf(_SC_PAGESIZE);
 }
 
-int bench_train(const Backend *be, const ModelConfig *mc, const TrainConfig *tc, int warmup, int steps, TrainBench *out) {
+int bench_train(const Backend *be, const ModelConfig *mc, const TrainConfig *tc, int warmup, int steps, int profile, TrainBench *out) {
     Model m;
     if (!be) be = backend_cpu();
+    if (profile) be = backend_profiled(be);
     out->rss_before_bytes = rss_now_bytes();
     if ((be->set_precision && be->set_precision(tc->precision)) || model_create(&m, mc, be)) return -1;
     model_init_weights(&m, tc->seed);
@@ -56,7 +58,10 @@ int bench_train(const Backend *be, const ModelConfig *mc, const TrainConfig *tc,
     rng_seed(&rng, 7);
     double t0 = 0;
     for (int s = 0; s < warmup + steps; s++) {
-        if (s == warmup) t0 = now_seconds();
+        if (s == warmup) {
+            backend_profile_reset();
+            t0 = now_seconds();
+        }
         for (size_t i = 0; i < n; i++) tokens[i] = (int32_t)rng_below(&rng, mc->vocab_size);
         model_zero_grad(&m);
         model_forward(&m, tokens, tc->aux_loss_coef, tc->z_loss_coef);

@@ -21,8 +21,9 @@ typedef struct {
 } TrainBench;
 
 /* Times `steps` full training steps (forward, backward, AdamW) after `warmup` untimed ones,
- * on backend be (NULL: the CPU) at tc->precision. */
-int bench_train(const Backend *be, const ModelConfig *mc, const TrainConfig *tc, int warmup, int steps, TrainBench *out);
+ * on backend be (NULL: the CPU) at tc->precision. profile: through backend_profiled, its
+ * accounts holding the timed steps (backend_profile_print). */
+int bench_train(const Backend *be, const ModelConfig *mc, const TrainConfig *tc, int warmup, int steps, int profile, TrainBench *out);
 
 /* Writes a synthetic BF16 qwen3_moe checkpoint of about `gigabytes` (4 layers, 32 experts,
  * hidden 1024, expert width chosen to reach the size, F32 balancing biases), sharded into

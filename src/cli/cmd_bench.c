@@ -9,6 +9,7 @@
 #include "grow/hf.h"
 #include "util.h"
 
+#include "backend_profile.h"
 #include "bench.h"
 #include "cli.h"
 #include "config.h"
@@ -79,7 +80,7 @@ static int torch_bench_run(const ModelConfig *mc, const TrainConfig *tc, int ste
 
 static int bench_train_cmd(int argc, char **argv) {
     const char *presets = "small", *device = "auto", *precision = "fp32";
-    int steps = 5, threads = 0, batch = 0, seq = 0, compare = 0, memory = 0;
+    int steps = 5, threads = 0, batch = 0, seq = 0, compare = 0, memory = 0, profile = 0;
     CliOption opts[] = {
         {"preset", OPT_STR, &presets, "preset(s) to time, comma-separated (default small)"},
         {"steps", OPT_INT, &steps, "timed steps (default 5, after 1 warm-up step)"},
@@ -90,6 +91,7 @@ static int bench_train_cmd(int argc, char **argv) {
         {"precision", OPT_STR, &precision, "fp32 (default) or bf16 (GEMM operands in bf16: tensor cores, or AVX-512 BF16 on the CPU)"},
         {"compare-torch", OPT_FLAG, &compare, "also time the PyTorch reference (tests/torch_bench.py) and print the ratio"},
         {"report-memory", OPT_FLAG, &memory, "print peak RSS against the analytic bytes (params, grads, Adam, activations)"},
+        {"profile", OPT_FLAG, &profile, "time every backend op of the timed steps: ms/step, share, GFLOP/s, % of sgemm, GB/s (CPU)"},
     };
     int prc = cli_parse("bench train", "[--preset P[,P...]] [--steps N] [--compare-torch] [--report-memory]", argc, argv,
                         opts, sizeof opts / sizeof *opts);
@@ -114,6 +116,11 @@ static int bench_train_cmd(int argc, char **argv) {
     cli_set_threads(threads);
     int on_cpu = be->runs_on_host;
     if (compare && !on_cpu) return cli_usage_error("bench train", "--compare-torch times the CPU; expected --device cpu");
+    if (profile && !on_cpu) return cli_usage_error("bench train", "--profile times host ops; expected --device cpu");
+    char cpu[256];
+    cpu_description(cpu, sizeof cpu);
+    double peak = on_cpu ? bench_sgemm_gflops(1024, 1.0) : 0;
+    if (on_cpu) printf("machine: %s, %d cores; sgemm 1024^3 %.1f GFLOP/s\n", cpu, omp_get_num_procs(), peak);
     int n_threads = on_cpu ? omp_get_max_threads() : 1;
     TrainBench r[16];
     double torch_tps[16] = {0}, torch_rss[16] = {0};
@@ -124,9 +131,10 @@ static int bench_train_cmd(int argc, char **argv) {
         if (batch > 0) tc.batch_size = batch;
         if (seq > 0) tc.seq_len = seq;
         tc.precision = prec;
-        if (bench_train(be, &chosen[i]->model, &tc, 1, steps, &r[i])) return cli_fail();
+        if (bench_train(be, &chosen[i]->model, &tc, 1, steps, profile, &r[i])) return cli_fail();
         printf("preset %s: batch %d x %d tokens, %.3f s/step, %.0f tokens/s (%s, %s, %d threads)\n", chosen[i]->name,
                tc.batch_size, tc.seq_len, r[i].seconds_per_step, r[i].tokens_per_second, be->name, precision, n_threads);
+        if (profile) backend_profile_print(stdout, steps, r[i].seconds_per_step, peak);
         if (memory) {
             double analytic = r[i].param_state_bytes + r[i].activation_bytes;
             printf("  memory: params+grads+Adam %.1f MB + activations %.1f MB = %.1f MB analytic; peak RSS %.1f MB "
@@ -145,7 +153,6 @@ static int bench_train_cmd(int argc, char **argv) {
         }
     }
     if (on_cpu) {
-        double peak = bench_sgemm_gflops(1024, 1.0);
         for (int i = 0; i < n_presets; i++)
             printf("preset %s: model FLOPs %.2f GFLOP/step -> %.1f GFLOP/s = %.1f%% of measured sgemm peak %.1f GFLOP/s\n",
                    chosen[i]->name, r[i].flops_per_step / 1e9, r[i].model_gflops, 100.0 * r[i].model_gflops / peak, peak);
