@@ -25,7 +25,8 @@ Checks (one output line each, "ok <check> (worst rel err X)" or "FAIL <check> (.
     loss    |L_torch - L_ours| / |L_torch|                           <= tol-loss   (1e-4)
     grads   per tensor ||g_torch - g_ours|| / max(||g_torch||, 1e-8) <= tol-grad   (1e-4)
     train   per step |L_torch - L_ours| / |L_torch| over S AdamW steps <= tol-train (1e-4)
-    loads   (only if ours_steps.json has "loads") per-step expert loads, exact match
+    loads   (only if ours_steps.json has "loads") per-step expert loads, exact except for
+            swaps at near ties (TIE_TOL)
 The last line is "parity: N passed, M failed".
 Exit status: 0 all passed, 1 some check failed, 2 DIR malformed (message on stderr).
 
@@ -328,6 +329,11 @@ def swiglu(x, wg, wu, wd):
     return (F.silu(x @ wg.t()) * (x @ wu.t())) @ wd.t()
 
 
+# A routing decision whose margin is below this is a near tie: float32 reassociation (a vector
+# width, a blocked sum) may decide it either way, in our trainer or here.
+TIE_TOL = 1e-4
+
+
 def moe(cfg, P, i, x):
     """Top-K routed SwiGLU experts. x [N,C]. Returns (out [N,C], router_logits, probs, selected)."""
     pre = f"model.layers.{i}.mlp."
@@ -335,7 +341,13 @@ def moe(cfg, P, i, x):
     router_logits = x @ P[pre + "gate.weight"].t()                     # [N, E]
     probs = torch.softmax(router_logits, dim=-1)
     bias = P[bias_name(i)].detach()
-    selected = torch.topk(probs.detach() + bias, K, dim=-1).indices    # bias: selection only
+    scores = probs.detach() + bias
+    selected = torch.topk(scores, K, dim=-1).indices                   # bias: selection only
+    if K < E:  # tokens whose K-th and (K+1)-th scores are within TIE_TOL: float32 noise may swap them
+        top = torch.topk(scores, K + 1, dim=-1).values
+        moe.near_ties = int((top[:, K - 1] - top[:, K] < TIE_TOL).sum())
+    else:
+        moe.near_ties = 0
     weights = probs.gather(-1, selected)                               # [N, K]
     if cfg.norm_topk_prob:
         weights = weights / weights.sum(-1, keepdim=True)
@@ -370,7 +382,7 @@ def forward(cfg, P, tokens, targets, aux_loss_coef=0.0, z_loss_coef=0.0):
     cos, sin = rope_cos_sin(cfg, T, dtype)
     h = P["model.embed_tokens.weight"][tokens]                         # [B, T, C]
     aux = torch.zeros((), dtype=dtype)
-    loads, selected = {}, {}
+    loads, selected, near_ties = {}, {}, {}
     for i in range(cfg.num_hidden_layers):
         p = f"model.layers.{i}."
         x = rms_norm(h, P[p + "input_layernorm.weight"], eps)
@@ -382,6 +394,7 @@ def forward(cfg, P, tokens, targets, aux_loss_coef=0.0, z_loss_coef=0.0):
             h = h + y.view(B, T, -1)
             counts = torch.bincount(sel.reshape(-1), minlength=E)      # (token, slot) selections
             loads[i], selected[i] = counts, sel
+            near_ties[i] = moe.near_ties
             if aux_loss_coef:  # Switch balance loss; f_e carries no gradient
                 f = counts.to(dtype) / (N * K)
                 aux = aux + aux_loss_coef * E * (f * probs.mean(0)).sum()
@@ -398,6 +411,7 @@ def forward(cfg, P, tokens, targets, aux_loss_coef=0.0, z_loss_coef=0.0):
     o.loss = o.ce + aux
     o.loads = loads          # {moe layer: [E] int64 counts}
     o.selected = selected    # {moe layer: [N, K] expert indices}
+    o.near_ties = near_ties  # {moe layer: tokens whose K-th and (K+1)-th scores are within TIE_TOL}
     return o
 
 
@@ -417,7 +431,7 @@ def train(cfg, init, tokens, lrs, hp, dtype=torch.float32):
          {"params": no_decay, "weight_decay": 0.0}],
         lr=lrs[0], betas=(hp["beta1"], hp["beta2"]), eps=hp["eps"])
     N = tokens.shape[1] * (tokens.shape[2] - 1)
-    losses, step_loads = [], []
+    losses, step_loads, step_ties = [], [], []
     for s, lr in enumerate(lrs):
         for g in opt.param_groups:
             g["lr"] = lr
@@ -433,6 +447,7 @@ def train(cfg, init, tokens, lrs, hp, dtype=torch.float32):
                 P[n].grad = torch.zeros_like(P[n])
         losses.append(out.loss.item())
         step_loads.append({i: c.tolist() for i, c in out.loads.items()})
+        step_ties.append(dict(out.near_ties))
         if hp["grad_clip"] > 0:
             torch.nn.utils.clip_grad_norm_([P[n] for n in trainable], hp["grad_clip"])
         opt.step()
@@ -441,6 +456,7 @@ def train(cfg, init, tokens, lrs, hp, dtype=torch.float32):
             for i, counts in out.loads.items():
                 b = P[bias_name(i)]
                 b += hp["bias_update_rate"] * torch.sign(mean - counts.to(dtype))
+    train.near_ties = step_ties  # per step {moe layer: near ties}
     return losses, step_loads
 
 
@@ -608,14 +624,24 @@ def run_checks(d, tol):
         for s, (a, b) in enumerate(zip(losses, our_losses)):
             print(f"  step {s}: torch {a:.7g} ours {b:.7g}")
 
-    # optional: exact expert loads per step
+    # optional: expert loads per step, exact except where the reference has near ties: a swap at
+    # a token whose K-th and (K+1)-th scores are within TIE_TOL moves 2 counts; more than twice
+    # the near ties of a step and layer fails
     if our_loads is not None:
         ref = np.array([[sl[i] for i in cfg.moe_layers()] for sl in step_loads], dtype=np.float64)
         ref = ref.reshape(our_loads.shape)
         diff = np.abs(ref - our_loads)
-        nbad = int((diff > 0).sum())
-        report("loads", float(diff.sum() / max(ref.sum(), 1)), 0.0,
-               f"; {nbad} counts differ, first at step {int(np.argwhere(diff > 0)[0][0])}" if nbad else "")
+        ties = np.array([[st[i] for i in cfg.moe_layers()] for st in train.near_ties], dtype=np.float64)
+        ties = ties.reshape(our_loads.shape[:2])
+        moved = diff.sum(-1)
+        bad = moved > 2 * ties
+        nbad = int(bad.sum())
+        where = f"; {nbad} (step, layer) pairs differ beyond their near ties, first at step {int(np.argwhere(bad)[0][0])}" if nbad else ""
+        swaps = int(np.minimum(moved, 2 * ties).sum() // 2)
+        note = f" ({swaps} swap(s) at near ties, margin < {TIE_TOL:g})" if swaps else ""
+        report("loads", float(nbad), 0.0, where + note)
+        if note and not nbad:
+            print(f"  loads:{note}")
 
     npass = sum(results)
     print(f"parity: {npass} passed, {len(results) - npass} failed")

@@ -97,16 +97,34 @@ static void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, co
     else cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
 }
 
+/* C = op(A) op(B) + beta C with the M rows of C split over the threads, one single-threaded
+ * product each: every element is the same sum as in one product, and at the sizes of the
+ * presets this beats one product on all OpenBLAS threads (tiny's projections: 45-54% -> 75-90%
+ * of sgemm, docs/perf.md) */
+static void gemm_rows(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, const float *A, int lda, const float *B,
+                      int ldb, float beta, float *C, int ldc) {
+    int parts = omp_get_max_threads();
+    if (parts < 2 || M < 64 * parts) {
+        gemm(ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+#pragma omp parallel for schedule(static) num_threads(parts)
+    for (int p = 0; p < parts; p++) {
+        int r0 = (int)((long)M * p / parts), r1 = (int)((long)M * (p + 1) / parts);
+        const float *a = ta == CblasTrans ? A + r0 : A + (size_t)r0 * lda;
+        gemm(ta, tb, r1 - r0, N, K, a, lda, B, ldb, beta, C + (size_t)r0 * ldc, ldc);
+    }
+}
+
 static void cpu_matmul_forward(float *out, const float *inp, const float *weight, int N, int n_in, int n_out) {
     if (N == 0) return;
-    gemm(CblasNoTrans, CblasTrans, N, n_out, n_in, inp, n_in, weight, n_in, 0.0f, out, n_out);
+    gemm_rows(CblasNoTrans, CblasTrans, N, n_out, n_in, inp, n_in, weight, n_in, 0.0f, out, n_out);
 }
 
 static void cpu_matmul_backward(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight,
                                 int N, int n_in, int n_out) {
     if (N == 0) return;
-    /* on 2 threads the two products (the same FLOPs) run side by side, one thread each: at
-     * these sizes that beats two products one after the other on 2 OpenBLAS threads each */
+    /* on 2 threads the two products (the same FLOPs) run side by side, one thread each */
     if (dinp && dweight && omp_get_max_threads() == 2) {
 #pragma omp parallel sections num_threads(2)
         {
@@ -117,9 +135,8 @@ static void cpu_matmul_backward(float *dinp, float *dweight, const float *dout, 
         }
         return;
     }
-    if (dinp) gemm(CblasNoTrans, CblasNoTrans, N, n_in, n_out, dout, n_out, weight, n_in, 1.0f, dinp, n_in);
-    if (dweight)
-        gemm(CblasTrans, CblasNoTrans, n_out, n_in, N, dout, n_out, inp, n_in, 1.0f, dweight, n_in);
+    if (dinp) gemm_rows(CblasNoTrans, CblasNoTrans, N, n_in, n_out, dout, n_out, weight, n_in, 1.0f, dinp, n_in);
+    if (dweight) gemm_rows(CblasTrans, CblasNoTrans, n_out, n_in, N, dout, n_out, inp, n_in, 1.0f, dweight, n_in);
 }
 
 /* ---- RMSNorm ---- */
