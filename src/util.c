@@ -397,3 +397,14 @@ void cpu_description(char *out, size_t cap) {
 #endif
     snprintf(out, cap, "%s (%s)", model, isa);
 }
+
+char *make_scratch_dir(const char *prefix) {
+    const char *tmp = getenv("TMPDIR");
+    char *dir = xasprintf("%s/%s-XXXXXX", tmp && *tmp ? tmp : "/tmp", prefix);
+    if (!mkdtemp(dir)) {
+        up_error("%s: cannot create a scratch directory (%s); expected a writable TMPDIR", dir, strerror(errno));
+        free(dir);
+        return NULL;
+    }
+    return dir;
+}

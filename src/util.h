@@ -42,7 +42,9 @@ int is_dir(const char *path);
 int mkdir_p(const char *path);
 int remove_tree(const char *path);
 char *path_join(const char *a, const char *b); /* malloc'd "a/b" */
-char *path_dirname(const char *path);           /* malloc'd parent directory ("." if none) */
+char *path_dirname(const char *path);
+/* a new directory $TMPDIR/<prefix>-XXXXXX (or /tmp/...): malloc'd path, or NULL with up_error */
+char *make_scratch_dir(const char *prefix);           /* malloc'd parent directory ("." if none) */
 char *exe_dirname(void);                         /* malloc'd directory of the running binary, or NULL */
 /* Copies the bytes of src into dst (created or truncated, mode 0644) and fsyncs dst.
  * Errors name the file: "<src>: cannot open (...)", "<dst>: write failed (...)". */

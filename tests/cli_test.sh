@@ -105,7 +105,7 @@ else
 fi
 
 # ---------------------------------------------------------------- top level and --help
-for c in tokenize train eval sample inspect bench "bench gemm" "bench train" encode decode; do
+for c in tokenize train eval sample inspect bench "bench gemm" "bench train" "bench tokenize" encode decode; do
   # shellcheck disable=SC2086
   run "$UP" $c --help
   if [ "$RC" -eq 0 ] && printf '%s\n' "$OUT" | grep -q '^usage: upcycle' && [ -z "$ERR" ]; then
@@ -130,7 +130,7 @@ else
 fi
 
 expect_fail "unknown command" 2 "frobnicate" "" -- "$UP" frobnicate --x 1
-for c in tokenize train eval sample inspect "bench gemm" "bench train" encode decode; do
+for c in tokenize train eval sample inspect "bench gemm" "bench train" "bench tokenize" encode decode; do
   # shellcheck disable=SC2086
   expect_fail "$c: unknown option" 2 "--no-such-option" "" -- "$UP" $c --no-such-option 3
 done
@@ -146,6 +146,16 @@ mems=$(printf '%s\n' "$OUT" | grep -cE 'analytic; peak RSS [0-9.]+ MB \([0-9.]+x
 if [ "$RC" -eq 0 ] && [ "$ratios" -eq 2 ] && [ "$mems" -eq 2 ] && [[ "$OUT" == *"% of measured sgemm peak"* ]]; then
   ok "bench train --compare-torch --report-memory: PyTorch ratio and memory for both presets"
 else fail "bench train --compare-torch --report-memory" "exit $RC, $ratios ratio lines, $mems memory lines, stderr: $(oneline "$ERR")"; fi
+# --profile: one row per op of the step, the shares and the time outside the ops summing to 100%,
+# and the machine line naming the CPU and its ISA
+run "$UP" bench train --preset tiny --steps 1 --batch-size 2 --seq-len 16 --profile --device cpu "${THREADS[@]}"
+share=$(printf '%s\n' "$OUT" | awk '$1 ~ /^[a-z_]+$/ && $4 ~ /%$/ { s += $4 } $1 == "outside" { s += $5 } END { printf "%.1f", s }')
+rows=$(printf '%s\n' "$OUT" | grep -cE '^  (matmul_forward|matmul_backward|attention_forward|experts_backward|adamw_update) ')
+if [ "$RC" -eq 0 ] && [ "$rows" -eq 5 ] && py "import sys; sys.exit(0 if abs($share - 100) < 1.5 else 1)" &&
+   printf '%s\n' "$OUT" | grep -qE '^machine: .*\((AVX-512|AVX2|no AVX2|not x86-64)'; then
+  ok "bench train --profile: per-op rows, shares sum to $share%, CPU and ISA named"
+else fail "bench train --profile" "exit $RC, $rows op rows, shares $share%, $(oneline "$OUT$ERR")"; fi
+expect_fail "bench tokenize: no hf: tokenizer" 2 "--tokenizer hf:PATH" "" -- "$UP" bench tokenize --input "$W/corpus.txt"
 expect_fail "train: option missing its value" 2 "--steps" "$W/o_noval" -- "$UP" train --data "$DATA" --out "$W/o_noval" --steps
 expect_fail "train: non-integer --steps" 2 "--steps,six" "$W/o_six" -- "$UP" train --data "$DATA" --out "$W/o_six" --steps six
 

@@ -40,10 +40,8 @@ static int torch_bench_run(const ModelConfig *mc, const TrainConfig *tc, int ste
                            double *rss_mb, char *version, size_t version_cap) {
     char script[4096];
     if (cli_repo_file("tests/torch_bench.py", "UPCYCLE_TORCH_BENCH", script, sizeof script)) return -1;
-    const char *tmp = getenv("TMPDIR");
-    char tdir[4096];
-    snprintf(tdir, sizeof tdir, "%s/upcycle-bench-torch-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(tdir)) return up_error("%s: cannot create a scratch directory; expected a writable TMPDIR", tdir);
+    char *tdir = make_scratch_dir("upcycle-bench-torch");
+    if (!tdir) return -1;
     char *cfg = path_join(tdir, "config.json");
     int rc = model_config_save_json(mc, cfg);
     char cmd[12288];
@@ -74,7 +72,7 @@ static int torch_bench_run(const ModelConfig *mc, const TrainConfig *tc, int ste
         }
     }
     remove_tree(tdir);
-    free(cfg);
+    free(cfg), free(tdir);
     return rc;
 }
 

@@ -67,10 +67,8 @@ typedef struct {
 static int run_reference(const Corpus *c, const char *modules, const char *tok_dir, Reference *ref) {
     char script[4096];
     if (cli_repo_file("tests/hf_tokenizer_ref.mjs", "UPCYCLE_HF_TOKENIZER_REF", script, sizeof script)) return -1;
-    const char *tmp = getenv("TMPDIR");
-    char dir[4096];
-    snprintf(dir, sizeof dir, "%s/upcycle-bench-tokenize-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(dir)) return up_error("%s: cannot create a scratch directory; expected a writable TMPDIR", dir);
+    char *dir = make_scratch_dir("upcycle-bench-tokenize");
+    if (!dir) return -1;
     char *docs = path_join(dir, "documents.jsonl");
     int rc = write_documents(c, docs);
     char cmd[16384], line[4096] = "", last[4096] = "";
@@ -96,7 +94,7 @@ static int run_reference(const Corpus *c, const char *modules, const char *tok_d
     if (!rc) ref->hash = cJSON_IsNumber(h) ? (uint32_t)h->valuedouble : 0;
     cJSON_Delete(j);
     remove_tree(dir);
-    free(docs);
+    free(docs), free(dir);
     return rc;
 }
 
