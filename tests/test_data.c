@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "data/corpus.h"
+#include "data/corpus_encode.h"
 #include "data/shard.h"
 #include "data/tokenizer.h"
 #include "test.h"
@@ -799,4 +800,80 @@ TEST(loader_check_vocab_names_the_shard) {
               "message: %s", up_last_error());
     loader_close(&ld);
     free(path);
+}
+
+typedef struct {
+    uint32_t *ids;
+    size_t n, cap;
+} Collected;
+
+static int collect(void *ctx, const uint32_t *ids, size_t n) {
+    Collected *c = ctx;
+    if (c->n + n > c->cap) c->ids = xrealloc(c->ids, (c->cap = 2 * (c->n + n)) * sizeof *c->ids);
+    memcpy(c->ids + c->n, ids, n * sizeof *ids);
+    c->n += n;
+    return 0;
+}
+
+/* corpus_encode: the ids of each segment in segment order, the end-of-document ids after the
+ * segments that end a document, the same on 1 and 3 threads as one tokenizer_encode per segment;
+ * a segment that fails names its file */
+TEST(corpus_encode_in_order_on_any_thread_count) {
+    char *dir = tmp_path("encode_docs");
+    CHECK(mkdir_p(dir) == 0);
+    Rng rng;
+    rng_seed(&rng, 3);
+    for (int i = 0; i < 40; i++) {
+        char name[32], text[600];
+        size_t n = 1 + rng_below(&rng, sizeof text - 1);
+        for (size_t j = 0; j < n; j++) text[j] = (char)('a' + rng_below(&rng, 26));
+        text[n] = 0;
+        snprintf(name, sizeof name, "d%02d.txt", i);
+        write_text(dir, name, text);
+    }
+    Corpus c = {0};
+    CHECK_MSG(corpus_add_path(&c, dir, &(CorpusOptions){0}) == 0 && c.n_docs == 40, "%s", up_last_error());
+    Segment segs[60];
+    size_t n_segs = 0;
+    for (size_t d = 0; d < c.n_docs; d++) {
+        uint64_t half = c.docs[d].n_bytes / 2;
+        if (d % 3 == 0 && half) { /* a document cut in two, as a contiguous split does */
+            segs[n_segs++] = (Segment){d, 0, half, 0};
+            segs[n_segs++] = (Segment){d, half, c.docs[d].n_bytes - half, 1};
+        } else {
+            segs[n_segs++] = (Segment){d, 0, c.docs[d].n_bytes, 1};
+        }
+    }
+    Tokenizer *tok = tokenizer_byte();
+    uint32_t eod[2] = {10, 10};
+    Collected want = {0};
+    CorpusReader r;
+    corpus_reader_init(&r);
+    for (size_t i = 0; i < n_segs; i++) {
+        const char *text;
+        uint32_t *ids;
+        size_t n;
+        CHECK(corpus_text(&c, segs[i].doc, &r, &text) == 0);
+        CHECK(tokenizer_encode(tok, (const unsigned char *)text + segs[i].offset, (size_t)segs[i].n_bytes, &ids, &n) == 0);
+        collect(&want, ids, n);
+        if (segs[i].eod_after) collect(&want, eod, 2);
+        free(ids);
+    }
+    corpus_reader_free(&r);
+    for (int threads = 1; threads <= 3; threads += 2) {
+        Collected got = {0};
+        CHECK_MSG(corpus_encode(&c, tok, segs, n_segs, eod, 2, threads, collect, &got) == 0, "%s", up_last_error());
+        CHECK_MSG(got.n == want.n && !memcmp(got.ids, want.ids, want.n * sizeof *want.ids), "%d threads: %zu ids, expected %zu", threads,
+                  got.n, want.n);
+        free(got.ids);
+    }
+    /* a document that shrank after indexing: the error names its file */
+    write_text(dir, "d07.txt", "x");
+    Collected got = {0};
+    CHECK(corpus_encode(&c, tok, segs, n_segs, eod, 2, 2, collect, &got) == -1 && error_mentions("d07.txt"));
+    free(got.ids), free(want.ids);
+    tokenizer_free(tok);
+    corpus_free(&c);
+    remove_tree(dir);
+    free(dir);
 }
