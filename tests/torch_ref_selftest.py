@@ -397,6 +397,19 @@ def test_fake_dir(tmp):
     check(rc == 1 and "FAIL train" in out, "torch_ref.py FAILS when step 2's loss is off by 1e-3")
     open(sp, "w").write(good)
 
+    # one (token, expert) selection moved between two experts at a step: fails unless the
+    # reference has near ties there (this fake DIR's routing has clear margins)
+    steps = json.load(open(sp))
+    loads = steps["loads"][1][0]
+    a, b = max(range(len(loads)), key=lambda e: loads[e]), min(range(len(loads)), key=lambda e: loads[e])
+    loads[a] -= 1
+    loads[b] += 1
+    json.dump(steps, open(sp, "w"))
+    rc, out, _ = run_ref(d)
+    check(rc == 1 and "FAIL loads" in out and "beyond their near ties" in out,
+          "torch_ref.py FAILS when step 1's loads swap one selection away from a near tie")
+    open(sp, "w").write(good)
+
     # malformed: missing file, wrong grad shape
     os.rename(os.path.join(d, "batch.safetensors"), os.path.join(d, "b.bak"))
     rc, out, err = run_ref(d)
