@@ -27,6 +27,9 @@ static int bench_gemm(int argc, char **argv) {
     if (prc) return prc == 1 ? 0 : prc;
     if (size < 16 || size > 16384) return cli_usage_error("bench gemm", "--size %d; expected 16..16384", size);
     cli_set_threads(threads);
+    char cpu[256];
+    cpu_description(cpu, sizeof cpu);
+    printf("machine: %s, %d cores, %d threads\n", cpu, omp_get_num_procs(), omp_get_max_threads());
     double sg = bench_sgemm_gflops(size, seconds), bf = bench_bf16_gemm_gflops(size, seconds);
     printf("sgemm %dx%dx%d: %.1f GFLOP/s\n", size, size, size, sg);
     if (bf > 0) printf("bf16 GEMM (AVX-512 BF16, fp32 accumulation, --precision bf16) %dx%dx%d: %.1f GFLOP/s = %.2fx sgemm\n",
