@@ -103,6 +103,46 @@ TEST(ops_matmul_gradients) {
     free(c.x), free(c.w), free(c.R), free(c.out), free(dx), free(dw);
 }
 
+/* matmul at sizes where the CPU backend splits rows over threads (N >= 64 per thread) or runs
+ * the two backward products side by side: 1, 2 and 3 threads, with and without dinp, against
+ * a double-precision product */
+TEST(ops_matmul_split_over_threads_matches_a_double_reference) {
+    rng_seed(&g_rng, 12);
+    const int N = 300, I = 40, O = 70;
+    float *x = rand_vec((size_t)N * I, 1), *w = rand_vec((size_t)O * I, 1), *g = rand_vec((size_t)N * O, 1);
+    float *out = xmalloc((size_t)N * O * 4), *dx = xmalloc((size_t)N * I * 4), *dw = xmalloc((size_t)O * I * 4);
+    int saved = omp_get_max_threads();
+    for (int threads = 1; threads <= 3; threads++)
+        for (int with_dx = 0; with_dx < 2; with_dx++) {
+            omp_set_num_threads(threads);
+            memset(dx, 0, (size_t)N * I * 4), memset(dw, 0, (size_t)O * I * 4);
+            backend_cpu()->matmul_forward(out, x, w, N, I, O);
+            backend_cpu()->matmul_backward(with_dx ? dx : NULL, dw, g, x, w, N, I, O);
+            double worst = 0;
+            for (int n = 0; n < N; n++)
+                for (int o = 0; o < O; o++) {
+                    double s = 0;
+                    for (int i = 0; i < I; i++) s += (double)x[(size_t)n * I + i] * w[(size_t)o * I + i];
+                    worst = fmax(worst, fabs(s - out[(size_t)n * O + o]));
+                }
+            for (int o = 0; o < O; o++)
+                for (int i = 0; i < I; i++) {
+                    double s = 0;
+                    for (int n = 0; n < N; n++) s += (double)g[(size_t)n * O + o] * x[(size_t)n * I + i];
+                    worst = fmax(worst, fabs(s - dw[(size_t)o * I + i]) / 10); /* a sum of 300 products */
+                }
+            for (int n = 0; with_dx && n < N; n++)
+                for (int i = 0; i < I; i++) {
+                    double s = 0;
+                    for (int o = 0; o < O; o++) s += (double)g[(size_t)n * O + o] * w[(size_t)o * I + i];
+                    worst = fmax(worst, fabs(s - dx[(size_t)n * I + i]));
+                }
+            CHECK_MSG(worst < 1e-4, "%d threads, dinp %s: max |diff| %.2e", threads, with_dx ? "on" : "off", worst);
+        }
+    omp_set_num_threads(saved);
+    free(x), free(w), free(g), free(out), free(dx), free(dw);
+}
+
 /* ---------------- RoPE ---------------- */
 typedef struct { int B, T, H, hd; float *x, *tmp, *R; } RopeCtx;
 static double rope_loss(void *p) {
