@@ -108,7 +108,7 @@ TEST(ops_matmul_gradients) {
  * a double-precision product */
 TEST(ops_matmul_split_over_threads_matches_a_double_reference) {
     rng_seed(&g_rng, 12);
-    const int N = 300, I = 40, O = 70;
+    const int N = 300, I = 40, O = 200; /* n_out >= 64 x 3: the weight-gradient product splits too */
     float *x = rand_vec((size_t)N * I, 1), *w = rand_vec((size_t)O * I, 1), *g = rand_vec((size_t)N * O, 1);
     float *out = xmalloc((size_t)N * O * 4), *dx = xmalloc((size_t)N * I * 4), *dw = xmalloc((size_t)O * I * 4);
     int saved = omp_get_max_threads();
