@@ -269,12 +269,13 @@ static inline float vexpf(float x) {
 
 /* Attention keeps no T x T matrix between forward and backward: the forward saves each row's
  * logsumexp (B*H*T floats) and the backward recomputes the probabilities
- * P = exp(s Q K^T - lse) one (batch, head) at a time in a per-thread T x T scratch. Activation
- * memory drops from B*H*T^2 to B*H*T floats per layer for one extra T x T x hd GEMM. */
+ * P = exp(s Q K^T - lse) in a per-thread scratch. Activation memory is B*H*T floats per layer
+ * instead of B*H*T^2, for one extra product. */
+enum { SCRATCH_P, SCRATCH_DP, SCRATCH_Q, SCRATCH_DO, SCRATCH_OUT, N_SCRATCH };
 static float *attention_scratch(int slot, size_t floats) {
     /* per thread and slot, grown on demand and kept: no allocation in the step loop */
-    static __thread float *buf[2];
-    static __thread size_t cap[2];
+    static __thread float *buf[N_SCRATCH];
+    static __thread size_t cap[N_SCRATCH];
     if (cap[slot] < floats) {
         free(buf[slot]);
         buf[slot] = xmalloc(sizeof(float) * floats);
@@ -283,65 +284,83 @@ static float *attention_scratch(int slot, size_t floats) {
     return buf[slot];
 }
 
-/* Causal blocks: queries in blocks of ATTENTION_BLOCK rows; block [i0, i0 + rows) sees keys
- * [0, i0 + rows) only, so the GEMMs skip the masked upper triangle beyond the diagonal blocks
- * (at T = 256, 62.5% of the full products' FLOPs). */
+/* The work is one (batch, kv head) at a time, in causal blocks of ATTENTION_BLOCK query rows:
+ * block [i0, i0 + rows) sees keys [0, i0 + rows) only, so the products skip the masked triangle
+ * beyond the diagonal blocks (at T = 256, 62.5% of the full products' FLOPs). The query rows of
+ * the `group` heads that share the kv head are stacked (group * rows, hd), so each product is
+ * one call `group` times taller (OpenBLAS packs K and V once for all of them). */
 #define ATTENTION_BLOCK 64
+
+/* rows [i0, i0 + rows) of the heads g*group .. g*group+group-1 of x (B,T,H,hd), batch b, to or
+ * from the stack (group * rows, hd) */
+static void stack_heads(float *stack, const float *x, int b, int T, int H, int hd, int g, int group, int i0, int rows) {
+    for (int hh = 0; hh < group; hh++)
+        for (int r = 0; r < rows; r++)
+            memcpy(stack + ((size_t)hh * rows + r) * hd, x + (((size_t)b * T + i0 + r) * H + g * group + hh) * hd, sizeof(float) * hd);
+}
+
+static void unstack_heads(float *x, const float *stack, int b, int T, int H, int hd, int g, int group, int i0, int rows) {
+    for (int hh = 0; hh < group; hh++)
+        for (int r = 0; r < rows; r++)
+            memcpy(x + (((size_t)b * T + i0 + r) * H + g * group + hh) * hd, stack + ((size_t)hh * rows + r) * hd, sizeof(float) * hd);
+}
 
 static void cpu_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T,
                                   int H, int KV, int hd) {
     float scale = 1.0f / sqrtf((float)hd);
-    int group = H / KV;
-    int q_stride = H * hd, kv_stride = KV * hd;
+    int group = H / KV, kv_stride = KV * hd;
 #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++)
-        for (int h = 0; h < H; h++) {
-            const float *Q = q + (size_t)b * T * q_stride + h * hd;
-            const float *K = k + (size_t)b * T * kv_stride + (h / group) * hd;
-            const float *V = v + (size_t)b * T * kv_stride + (h / group) * hd;
-            float *P = attention_scratch(0, (size_t)T * T);
-            float *L = lse + ((size_t)b * H + h) * T;
-            float *O = out + (size_t)b * T * q_stride + h * hd;
+        for (int g = 0; g < KV; g++) {
+            const float *K = k + (size_t)b * T * kv_stride + g * hd;
+            const float *V = v + (size_t)b * T * kv_stride + g * hd;
+            size_t tall = (size_t)group * ATTENTION_BLOCK;
+            float *S = attention_scratch(SCRATCH_P, tall * T), *Qs = attention_scratch(SCRATCH_Q, tall * hd);
+            float *Os = attention_scratch(SCRATCH_OUT, tall * hd);
             for (int i0 = 0; i0 < T; i0 += ATTENTION_BLOCK) {
-                int rows = T - i0 < ATTENTION_BLOCK ? T - i0 : ATTENTION_BLOCK, cols = i0 + rows;
-                float *Pb = P + (size_t)i0 * T;
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, cols, hd, scale, Q + (size_t)i0 * q_stride, q_stride, K,
-                            kv_stride, 0.0f, Pb, T);
-                for (int r = 0; r < rows; r++) {
-                    int i = i0 + r;
-                    float *row = Pb + (size_t)r * T;
-                    float mx = -INFINITY;
+                int rows = T - i0 < ATTENTION_BLOCK ? T - i0 : ATTENTION_BLOCK, cols = i0 + rows, m = group * rows;
+                stack_heads(Qs, q, b, T, H, hd, g, group, i0, rows);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, cols, hd, scale, Qs, hd, K, kv_stride, 0.0f, S, T);
+                for (int hh = 0; hh < group; hh++) {
+                    float *L = lse + ((size_t)b * H + g * group + hh) * T;
+                    for (int r = 0; r < rows; r++) {
+                        int i = i0 + r;
+                        float *row = S + ((size_t)hh * rows + r) * T;
+                        float mx = -INFINITY;
 #pragma omp simd reduction(max : mx)
-                    for (int j = 0; j <= i; j++) mx = row[j] > mx ? row[j] : mx;
-                    float sum = 0;
+                        for (int j = 0; j <= i; j++) mx = row[j] > mx ? row[j] : mx;
+                        float sum = 0;
 #pragma omp simd reduction(+ : sum)
-                    for (int j = 0; j <= i; j++) sum += (row[j] = vexpf(row[j] - mx));
-                    float inv = 1.0f / sum;
+                        for (int j = 0; j <= i; j++) sum += (row[j] = vexpf(row[j] - mx));
+                        float inv = 1.0f / sum;
 #pragma omp simd
-                    for (int j = 0; j <= i; j++) row[j] *= inv;
-                    for (int j = i + 1; j < cols; j++) row[j] = 0;
-                    L[i] = mx + logf(sum);
+                        for (int j = 0; j <= i; j++) row[j] *= inv;
+                        for (int j = i + 1; j < cols; j++) row[j] = 0;
+                        L[i] = mx + logf(sum);
+                    }
                 }
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, cols, 1.0f, Pb, T, V, kv_stride, 0.0f,
-                            O + (size_t)i0 * q_stride, q_stride);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, cols, 1.0f, S, T, V, kv_stride, 0.0f, Os, hd);
+                unstack_heads(out, Os, b, T, H, hd, g, group, i0, rows);
             }
         }
 }
 
-/* Per (batch, kv head) so the q heads sharing a kv head accumulate dk, dv without races, and
- * per causal block of query rows [i0, i0 + rows) against keys [0, i0 + rows):
+/* Per (batch, kv head), so the q heads sharing a kv head accumulate dk, dv without races, and
+ * per causal block, the group's heads stacked as in the forward:
  * P = exp(s Q K^T - lse) (recomputed); dP = dO V^T; dV += P^T dO; dS = P * (dP - rowsum(P*dP));
  * dQ = s dS K; dK += s dS^T Q. */
 static void cpu_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *lse,
                                    const float *q, const float *k, const float *v, int B, int T, int H, int KV,
                                    int hd) {
     float scale = 1.0f / sqrtf((float)hd);
-    int group = H / KV;
-    int q_stride = H * hd, kv_stride = KV * hd;
+    int group = H / KV, kv_stride = KV * hd;
 #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++)
         for (int g = 0; g < KV; g++) {
-            float *P = attention_scratch(0, (size_t)T * T), *dP = attention_scratch(1, (size_t)T * T);
+            size_t tall = (size_t)group * ATTENTION_BLOCK;
+            float *P = attention_scratch(SCRATCH_P, tall * T), *dP = attention_scratch(SCRATCH_DP, tall * T);
+            float *Qs = attention_scratch(SCRATCH_Q, tall * hd), *dOs = attention_scratch(SCRATCH_DO, tall * hd);
+            float *dQs = attention_scratch(SCRATCH_OUT, tall * hd);
             const float *K = k + (size_t)b * T * kv_stride + g * hd;
             const float *V = v + (size_t)b * T * kv_stride + g * hd;
             float *dK = dk + (size_t)b * T * kv_stride + g * hd;
@@ -350,31 +369,28 @@ static void cpu_attention_backward(float *dq, float *dk, float *dv, const float 
                 memset(dK + (size_t)t * kv_stride, 0, sizeof(float) * hd);
                 memset(dV + (size_t)t * kv_stride, 0, sizeof(float) * hd);
             }
-            for (int h = g * group; h < (g + 1) * group; h++)
-                for (int i0 = 0; i0 < T; i0 += ATTENTION_BLOCK) {
-                    int rows = T - i0 < ATTENTION_BLOCK ? T - i0 : ATTENTION_BLOCK, cols = i0 + rows;
-                    const float *Q = q + (size_t)b * T * q_stride + h * hd + (size_t)i0 * q_stride;
-                    const float *dO = dout + (size_t)b * T * q_stride + h * hd + (size_t)i0 * q_stride;
-                    const float *L = lse + ((size_t)b * H + h) * T + i0;
-                    float *dQ = dq + (size_t)b * T * q_stride + h * hd + (size_t)i0 * q_stride;
-                    float *Pb = P + (size_t)i0 * T, *dPb = dP + (size_t)i0 * T;
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, cols, hd, scale, Q, q_stride, K, kv_stride, 0.0f,
-                                Pb, T);
+            for (int i0 = 0; i0 < T; i0 += ATTENTION_BLOCK) {
+                int rows = T - i0 < ATTENTION_BLOCK ? T - i0 : ATTENTION_BLOCK, cols = i0 + rows, m = group * rows;
+                stack_heads(Qs, q, b, T, H, hd, g, group, i0, rows);
+                stack_heads(dOs, dout, b, T, H, hd, g, group, i0, rows);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, cols, hd, scale, Qs, hd, K, kv_stride, 0.0f, P, T);
+                for (int hh = 0; hh < group; hh++) {
+                    const float *L = lse + ((size_t)b * H + g * group + hh) * T;
                     for (int r = 0; r < rows; r++) {
                         int i = i0 + r;
-                        float *row = Pb + (size_t)r * T, l = L[r];
+                        float *row = P + ((size_t)hh * rows + r) * T, l = L[i];
 #pragma omp simd
                         for (int j = 0; j <= i; j++) row[j] = vexpf(row[j] - l);
                         for (int j = i + 1; j < cols; j++) row[j] = 0;
                     }
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, cols, hd, 1.0f, dO, q_stride, V, kv_stride, 0.0f,
-                                dPb, T);
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cols, hd, rows, 1.0f, Pb, T, dO, q_stride, 1.0f, dV,
-                                kv_stride);
+                }
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, cols, hd, 1.0f, dOs, hd, V, kv_stride, 0.0f, dP, T);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cols, hd, m, 1.0f, P, T, dOs, hd, 1.0f, dV, kv_stride);
+                for (int hh = 0; hh < group; hh++)
                     for (int r = 0; r < rows; r++) {
                         int i = i0 + r;
-                        const float *p = Pb + (size_t)r * T;
-                        float *d = dPb + (size_t)r * T;
+                        const float *p = P + ((size_t)hh * rows + r) * T;
+                        float *d = dP + ((size_t)hh * rows + r) * T;
                         float dot = 0;
 #pragma omp simd reduction(+ : dot)
                         for (int j = 0; j <= i; j++) dot += p[j] * d[j];
@@ -382,11 +398,10 @@ static void cpu_attention_backward(float *dq, float *dk, float *dv, const float 
                         for (int j = 0; j <= i; j++) d[j] = p[j] * (d[j] - dot);
                         for (int j = i + 1; j < cols; j++) d[j] = 0;
                     }
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, cols, scale, dPb, T, K, kv_stride, 0.0f, dQ,
-                                q_stride);
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cols, hd, rows, scale, dPb, T, Q, q_stride, 1.0f, dK,
-                                kv_stride);
-                }
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, cols, scale, dP, T, K, kv_stride, 0.0f, dQs, hd);
+                unstack_heads(dq, dQs, b, T, H, hd, g, group, i0, rows);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cols, hd, m, scale, dP, T, Qs, hd, 1.0f, dK, kv_stride);
+            }
         }
 }
 
