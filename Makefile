@@ -25,28 +25,21 @@ else
   BLAS_STATUS := OpenBLAS ✗ (run: scripts/deps.sh)
   MISSING += openblas
 endif
-ifneq ($(wildcard /usr/include/cjson/cJSON.h),)
-  LDLIBS += -lcjson
-  CJSON_STATUS := cJSON ✓
+# a library found by its header: $(call header_lib,NAME,HEADER,LDFLAG,VAR,PACKAGE) links LDFLAG
+# when /usr/include/HEADER exists and sets VAR_STATUS; else adds PACKAGE to MISSING
+define header_lib
+ifneq ($$(wildcard /usr/include/$(2)),)
+  LDLIBS += $(3)
+  $(4)_STATUS := $(1) ✓
 else
-  CJSON_STATUS := cJSON ✗ (run: scripts/deps.sh)
-  MISSING += cjson
+  $(4)_STATUS := $(1) ✗ (run: scripts/deps.sh)
+  MISSING += $(5)
 endif
+endef
+$(eval $(call header_lib,cJSON,cjson/cJSON.h,-lcjson,CJSON,cjson))
 # Hugging Face tokenizers: PCRE2 (the pre-tokenizers' regexes) and utf8proc (normalizers)
-ifneq ($(wildcard /usr/include/pcre2.h),)
-  LDLIBS += -lpcre2-8
-  PCRE2_STATUS := PCRE2 ✓
-else
-  PCRE2_STATUS := PCRE2 ✗ (run: scripts/deps.sh)
-  MISSING += pcre2
-endif
-ifneq ($(wildcard /usr/include/utf8proc.h),)
-  LDLIBS += -lutf8proc
-  UTF8PROC_STATUS := utf8proc ✓
-else
-  UTF8PROC_STATUS := utf8proc ✗ (run: scripts/deps.sh)
-  MISSING += utf8proc
-endif
+$(eval $(call header_lib,PCRE2,pcre2.h,-lpcre2-8,PCRE2,pcre2))
+$(eval $(call header_lib,utf8proc,utf8proc.h,-lutf8proc,UTF8PROC,utf8proc))
 
 # CUDA: nvcc on PATH (or NVCC=...) unless CUDA=0. Only the main build (build/, ./upcycle,
 # build/test_runner) gets the backend: CUDA_DEFS and CUDA_LDLIBS stay out of CFLAGS and LDLIBS,

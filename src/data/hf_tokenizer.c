@@ -173,6 +173,21 @@ static int refuse_type(const char *file, const char *field, const char *type, co
                     field, type, expected);
 }
 
+/* a component's "type" string, named "<field>.type" in errors; and its refusal */
+static int component_type(const char *file, const cJSON *node, const char *field, const char **type) {
+    char *type_field = xasprintf("%s.type", field);
+    int rc = json_get_string(file, node, type_field, type);
+    free(type_field);
+    return rc;
+}
+
+static int refuse_component(const char *file, const char *field, const char *type, const char *expected) {
+    char *type_field = xasprintf("%s.type", field);
+    int rc = refuse_type(file, type_field, type, expected);
+    free(type_field);
+    return rc;
+}
+
 typedef int (*LoadStep)(HfTokenizer *tok, const char *file, const cJSON *node, const char *field);
 
 /* a Sequence's steps (normalizers or pre-tokenizers): each element of node[key], in order,
@@ -194,22 +209,14 @@ static int load_sequence(HfTokenizer *tok, const char *file, const cJSON *node, 
 static int load_normalizer(HfTokenizer *tok, const char *file, const cJSON *node, const char *field) {
     if (!node || cJSON_IsNull(node)) return 0;
     const char *type;
-    char *type_field = xasprintf("%s.type", field);
-    int rc = json_get_string(file, node, type_field, &type);
-    free(type_field);
-    if (rc) return -1;
+    if (component_type(file, node, field, &type)) return -1;
     int opts = 0;
     if (!strcmp(type, "NFC")) opts = UTF8PROC_COMPOSE;
     else if (!strcmp(type, "NFD")) opts = UTF8PROC_DECOMPOSE;
     else if (!strcmp(type, "NFKC")) opts = UTF8PROC_COMPOSE | UTF8PROC_COMPAT;
     else if (!strcmp(type, "NFKD")) opts = UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT;
     else if (!strcmp(type, "Sequence")) return load_sequence(tok, file, node, field, "normalizers", load_normalizer);
-    else {
-        char *what = xasprintf("%s.type", field);
-        rc = refuse_type(file, what, type, "NFC, NFD, NFKC, NFKD, Sequence or null");
-        free(what);
-        return rc;
-    }
+    else return refuse_component(file, field, type, "NFC, NFD, NFKC, NFKD, Sequence or null");
     if (tok->utf8proc_options)
         return up_error("%s: field %s: a second Unicode normalization in the sequence; expected at most one", file,
                         field);
@@ -226,10 +233,8 @@ static int add_step(HfTokenizer *tok, PreStep step) {
 static int load_pre_tokenizer(HfTokenizer *tok, const char *file, const cJSON *node, const char *field) {
     if (!node || cJSON_IsNull(node)) return 0;
     const char *type;
-    char *f = xasprintf("%s.type", field);
-    int rc = json_get_string(file, node, f, &type);
-    free(f);
-    if (rc) return -1;
+    if (component_type(file, node, field, &type)) return -1;
+    int rc = 0;
     PreStep step = {0};
     if (!strcmp(type, "Sequence")) return load_sequence(tok, file, node, field, "pretokenizers", load_pre_tokenizer);
     if (!strcmp(type, "Split")) {
@@ -275,10 +280,7 @@ static int load_pre_tokenizer(HfTokenizer *tok, const char *file, const cJSON *n
         step.kind = PRE_DIGITS;
         return add_step(tok, step);
     }
-    f = xasprintf("%s.type", field);
-    rc = refuse_type(file, f, type, "Split, ByteLevel, Digits or Sequence");
-    free(f);
-    return rc;
+    return refuse_component(file, field, type, "Split, ByteLevel, Digits or Sequence");
 }
 
 static int check_decoder(const char *file, const cJSON *node) {
