@@ -34,6 +34,12 @@ double bench_sgemm_gflops(int n, double seconds) { return bench_gemm_gflops(n, s
 
 double bench_bf16_gemm_gflops(int n, double seconds) { return gemm_bf16_supported() ? bench_gemm_gflops(n, seconds, 1) : 0; }
 
+double peak_rss_bytes(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss * 1024.0; /* KiB on Linux */
+}
+
 static double rss_now_bytes(void) {
     long pages = 0, resident = 0;
     FILE *f = fopen("/proc/self/statm", "r");
@@ -76,9 +82,7 @@ int bench_train(const Backend *be, const ModelConfig *mc, const TrainConfig *tc,
     out->model_gflops = out->flops_per_step / out->seconds_per_step / 1e9;
     out->param_state_bytes = 4.0 * sizeof(float) * m.n_floats;
     out->activation_bytes = (double)m.act_bytes;
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    out->rss_peak_bytes = ru.ru_maxrss * 1024.0;
+    out->rss_peak_bytes = peak_rss_bytes();
     free(tokens);
     model_free(&m);
     return 0;

@@ -6,6 +6,9 @@
 #include "backend.h"
 #include "config.h"
 
+/* this process's peak resident set so far (getrusage), in bytes */
+double peak_rss_bytes(void);
+
 /* Best GFLOP/s of an n x n x n sgemm over repeated calls lasting at least `seconds`. */
 double bench_sgemm_gflops(int n, double seconds);
 /* the same product with the CPU backend's bf16 GEMM (0 where the CPU has no AVX-512 BF16) */

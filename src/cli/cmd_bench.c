@@ -3,7 +3,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include "grow/hf.h"
@@ -231,15 +230,13 @@ static int bench_grow_cmd(int argc, char **argv) {
         HfMoeInfo grown;
         double out_gb = 0;
         if (hf_inspect(out, &grown) == 0) out_gb = grown.total_bytes / 1e9, hf_info_free(&grown);
-        struct rusage ru;
-        getrusage(RUSAGE_SELF, &ru);
         printf("checkpoint: %.2f GB bf16, %d MoE layers x %d %s experts -> %d experts (%.2f GB written)\n", in_gb,
                info.n_moe_layers, info.n_experts, hf_layout_name(info.layout), 2 * info.n_experts, out_gb);
         printf("cp -r (read %.2f GB, write %.2f GB): %.2f s = %.2f GB/s written%s\n", in_gb, in_gb, t_cp, in_gb / t_cp,
                cp_rc ? " (cp failed)" : "");
         printf("grow 2x (read %.2f GB, write %.2f GB): %.2f s = %.2f GB/s written\n", in_gb, out_gb, t_grow, out_gb / t_grow);
         printf("grow / cp throughput (bytes written per second): %.2fx; peak RSS %.0f MB (checkpoint %.0f MB)\n",
-               (out_gb / t_grow) / (in_gb / t_cp), ru.ru_maxrss / 1024.0, in_gb * 1e3);
+               (out_gb / t_grow) / (in_gb / t_cp), peak_rss_bytes() / (1 << 20), in_gb * 1e3);
     }
     hf_info_free(&info);
     if (!keep) remove_tree(in), remove_tree(copy), remove_tree(out), (dir ? 0 : rmdir(scratch));

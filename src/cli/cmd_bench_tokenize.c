@@ -6,9 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
+#include "bench.h"
 #include "cli.h"
 #include "data/corpus.h"
 #include "data/corpus_encode.h"
@@ -98,12 +98,6 @@ static int run_reference(const Corpus *c, const char *modules, const char *tok_d
     return rc;
 }
 
-static double peak_rss_mb(void) {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_maxrss / 1024.0;
-}
-
 int bench_tokenize_cmd(int argc, char **argv) {
     const char *kind = NULL, *jsonl_field = "text", *doc_sep = NULL, *modules_arg = NULL;
     static CliStrList inputs;
@@ -189,7 +183,7 @@ int bench_tokenize_cmd(int argc, char **argv) {
         free(tok_dir);
     }
     if (!same_threads) rc = up_error("%d threads gave other ids than 1 thread; expected the same ids on any thread count", threads);
-    printf("peak resident memory: %.0f MB for %.1f MB of text\n", peak_rss_mb(), mb);
+    printf("peak resident memory: %.0f MB for %.1f MB of text\n", peak_rss_bytes() / (1 << 20), mb);
     free(segs), corpus_free(&corpus), tokenizer_free(tok);
     return rc ? cli_fail() : 0;
 }
