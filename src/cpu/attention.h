@@ -1,0 +1,15 @@
+/* attention.h - causal softmax attention with grouped-query heads on the CPU (forward, backward).
+ *
+ * The CPU backend's attention_forward / attention_backward (backend.h has the contract):
+ * q, out, dq, dout are (B, T, H, hd); k, v, dk, dv are (B, T, KV, hd), query head h reading kv
+ * head h / (H / KV); lse is (B, H, T), each query row's logsumexp of its scaled scores, written
+ * by the forward and read by the backward, which recomputes the probabilities from it. */
+#ifndef UPCYCLE_CPU_ATTENTION_H
+#define UPCYCLE_CPU_ATTENTION_H
+
+void cpu_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T, int H,
+                           int KV, int hd);
+void cpu_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *lse, const float *q,
+                            const float *k, const float *v, int B, int T, int H, int KV, int hd);
+
+#endif
