@@ -79,17 +79,21 @@ static inline __attribute__((always_inline)) void tile_mr(const int mr, int dept
             acc1[r] = v_fma(x, b1, acc1[r]);
         }
     }
+    /* three plain loops (not one with branches inside), so that each unrolls over the registers */
     vfloat va = v_set1(alpha);
-    for (int r = 0; r < mr; r++) {
-        float *cr = c + r * ldc;
-        if (nc == NR && accumulate) {
-            v_store(cr, v_fma(va, acc0[r], v_load(cr)));
-            v_store(cr + VW, v_fma(va, acc1[r], v_load(cr + VW)));
-        } else if (nc == NR) {
-            v_store(cr, v_mul(va, acc0[r]));
-            v_store(cr + VW, v_mul(va, acc1[r]));
-        } else {
-            float t[NR];
+    if (nc == NR && accumulate) {
+        for (int r = 0; r < mr; r++) {
+            v_store(c + r * ldc, v_fma(va, acc0[r], v_load(c + r * ldc)));
+            v_store(c + r * ldc + VW, v_fma(va, acc1[r], v_load(c + r * ldc + VW)));
+        }
+    } else if (nc == NR) {
+        for (int r = 0; r < mr; r++) {
+            v_store(c + r * ldc, v_mul(va, acc0[r]));
+            v_store(c + r * ldc + VW, v_mul(va, acc1[r]));
+        }
+    } else {
+        for (int r = 0; r < mr; r++) {
+            float t[NR], *cr = c + r * ldc;
             v_store(t, acc0[r]);
             v_store(t + VW, acc1[r]);
             for (int n = 0; n < nc; n++) cr[n] = accumulate ? cr[n] + alpha * t[n] : alpha * t[n];
