@@ -1,8 +1,8 @@
 /* simd.h - the CPU kernels' vector width, and the vectorizable exp, in one place.
  *
- * vfloat is one machine vector of VW floats: 16 with AVX-512, 8 with AVX2 + FMA, and a plain
- * float (VW = 1) elsewhere, so a kernel written with these macros is one source for every
- * x86-64 level and still builds on any C11 compiler. -march decides which one a build gets.
+ * vfloat is one machine vector of VW floats: 16 with AVX-512, 8 with AVX2 + FMA, 4 with SSE2
+ * (any x86-64, the portable build), and a plain float (VW = 1) elsewhere, so a kernel written
+ * with these macros is one source for every x86-64 level and still builds on any C11 compiler. -march decides which one a build gets.
  * The loops that the compiler vectorizes by itself (elementwise ops, `omp simd`) need none of
  * this; it is for register-tiled kernels that must keep accumulators in named registers. */
 #ifndef UPCYCLE_CPU_SIMD_H
@@ -57,6 +57,31 @@ static inline float v_hmax(__m256 x) {
     return _mm_cvtss_f32(_mm_max_ss(s, _mm_movehdup_ps(s)));
 }
 #define v_pow2i(n) _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23))
+#elif defined(__SSE2__) /* every x86-64: the portable build (make PORTABLE=1) */
+#include <emmintrin.h>
+#define VW 4
+typedef __m128 vfloat;
+#define v_zero() _mm_setzero_ps()
+#define v_load(p) _mm_loadu_ps(p)
+#define v_store(p, x) _mm_storeu_ps(p, x)
+#define v_set1(s) _mm_set1_ps(s)
+#define v_fma(a, b, c) _mm_add_ps(_mm_mul_ps(a, b), c) /* no FMA: two roundings */
+#define v_mul(a, b) _mm_mul_ps(a, b)
+#define v_add(a, b) _mm_add_ps(a, b)
+#define v_sub(a, b) _mm_sub_ps(a, b)
+#define v_min(a, b) _mm_min_ps(a, b)
+#define v_max(a, b) _mm_max_ps(a, b)
+#define v_and(a, b) _mm_and_ps(a, b)
+#define v_or(a, b) _mm_or_ps(a, b)
+static inline float v_hsum(__m128 s) {
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)));
+}
+static inline float v_hmax(__m128 s) {
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_max_ss(s, _mm_shuffle_ps(s, s, 1)));
+}
+#define v_pow2i(n) _mm_castsi128_ps(_mm_slli_epi32(_mm_add_epi32(_mm_cvtps_epi32(n), _mm_set1_epi32(127)), 23))
 #else
 #define VW 1
 typedef float vfloat;
