@@ -153,7 +153,8 @@ best_torch=$(printf '%s\n' "$OUT" | sed -n 's/^preset tiny: round [0-9] of 2: .*
 rounds=$(printf '%s\n' "$OUT" | grep -c '^preset tiny: round [12] of 2: ')
 if [ "$RC" -eq 0 ] && [ "$rounds" -eq 2 ] && [ -n "$best_ours" ] && [ -n "$best_torch" ] &&
    printf '%s\n' "$OUT" | grep -q "^preset tiny: batch 2 x 16 tokens, .* $best_ours tokens/s (.*; the best round)" &&
-   printf '%s\n' "$OUT" | grep -q "the best round): $best_torch tokens/s"; then
+   printf '%s\n' "$OUT" | grep -q "the best round): $best_torch tokens/s" &&
+   printf '%s\n' "$OUT" | grep -q '^sgemm 1024^3: the best of 3 measurements, one per round'; then
   ok "bench train --repeat 2: two alternating rounds, the best of each side reported"
 else fail "bench train --repeat 2" "exit $RC, $rounds rounds, best $best_ours / $best_torch, $(oneline "$OUT$ERR")"; fi
 expect_fail "bench train --repeat 0" 2 "--repeat 0; expected 1 to 100" "" -- "$UP" bench train --repeat 0

@@ -84,7 +84,7 @@ static int bench_train_cmd(int argc, char **argv) {
     CliOption opts[] = {
         {"preset", OPT_STR, &presets, "preset(s) to time, comma-separated (default small)"},
         {"steps", OPT_INT, &steps, "timed steps (default 5, after 1 warm-up step)"},
-        {"repeat", OPT_INT, &repeat, "rounds per preset, ours and PyTorch alternating; the best round of each side is reported (default 1)"},
+        {"repeat", OPT_INT, &repeat, "rounds per preset: ours and PyTorch alternate, sgemm is measured each round, and the best round of each is reported (default 1)"},
         {"batch-size", OPT_INT, &batch, "override the preset's batch size"},
         {"seq-len", OPT_INT, &seq, "override the preset's sequence length"},
         {"threads", OPT_INT, &threads, "threads (default: all cores)"},
@@ -124,6 +124,7 @@ static int bench_train_cmd(int argc, char **argv) {
     char cpu[256];
     cpu_description(cpu, sizeof cpu);
     double peak = on_cpu ? bench_sgemm_gflops(1024, 1.0) : 0;
+    int n_sgemm = on_cpu;
     if (on_cpu) printf("machine: %s, %d cores; sgemm 1024^3 %.1f GFLOP/s\n", cpu, omp_get_num_procs(), peak);
     int n_threads = on_cpu ? omp_get_max_threads() : 1;
     TrainBench r[16];
@@ -141,6 +142,11 @@ static int bench_train_cmd(int argc, char **argv) {
         for (int round = 0; round < repeat; round++) {
             TrainBench rb;
             double tps = 0, rss = 0;
+            if (repeat > 1 && on_cpu) { /* the sgemm figure too: its best over all rounds */
+                double g = bench_sgemm_gflops(1024, 1.0);
+                n_sgemm++;
+                if (g > peak) peak = g;
+            }
             if (bench_train(be, &chosen[i]->model, &tc, 1, steps, profile, &rb)) return cli_fail();
             if (compare && torch_bench_run(&chosen[i]->model, &tc, steps, n_threads, &tps, &rss, version, sizeof version))
                 return cli_fail();
@@ -171,6 +177,7 @@ static int bench_train_cmd(int argc, char **argv) {
                    r[i].tokens_per_second / torch_tps[i]);
     }
     if (on_cpu) {
+        if (n_sgemm > 1) printf("sgemm 1024^3: the best of %d measurements, one per round, %.1f GFLOP/s\n", n_sgemm, peak);
         for (int i = 0; i < n_presets; i++)
             printf("preset %s: model FLOPs %.2f GFLOP/step -> %.1f GFLOP/s = %.1f%% of measured sgemm peak %.1f GFLOP/s\n",
                    chosen[i]->name, r[i].flops_per_step / 1e9, r[i].model_gflops, 100.0 * r[i].model_gflops / peak, peak);
