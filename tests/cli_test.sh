@@ -149,13 +149,14 @@ else fail "bench train --compare-torch --report-memory" "exit $RC, $ratios ratio
 # --repeat: ours and PyTorch alternate; each side's reported figure is its fastest round
 run "$UP" bench train --preset tiny --steps 1 --batch-size 2 --seq-len 16 --compare-torch --repeat 2 --device cpu "${THREADS[@]}"
 best_ours=$(printf '%s\n' "$OUT" | sed -n 's/^preset tiny: round [0-9] of 2: \([0-9]*\) tokens\/s.*/\1/p' | sort -n | tail -1)
-best_torch=$(printf '%s\n' "$OUT" | sed -n 's/^preset tiny: round [0-9] of 2: .*PyTorch \([0-9]*\) tokens\/s/\1/p' | sort -n | tail -1)
+best_torch=$(printf '%s\n' "$OUT" | sed -n 's/^preset tiny: round [0-9] of 2: .*PyTorch \([0-9]*\) tokens\/s.*/\1/p' | sort -n | tail -1)
 rounds=$(printf '%s\n' "$OUT" | grep -c '^preset tiny: round [12] of 2: ')
 if [ "$RC" -eq 0 ] && [ "$rounds" -eq 2 ] && [ -n "$best_ours" ] && [ -n "$best_torch" ] &&
    printf '%s\n' "$OUT" | grep -q "^preset tiny: batch 2 x 16 tokens, .* $best_ours tokens/s (.*; the best round)" &&
    printf '%s\n' "$OUT" | grep -q "the best round): $best_torch tokens/s" &&
-   printf '%s\n' "$OUT" | grep -q '^sgemm 1024^3: the best of 3 measurements, one per round'; then
-  ok "bench train --repeat 2: two alternating rounds, the best of each side reported"
+   printf '%s\n' "$OUT" | grep -q '^sgemm 1024^3: the best of 3 measurements, one per round' &&
+   printf '%s\n' "$OUT" | grep -qE "^preset tiny: per round, median of 2: [0-9.]+% of the round's sgemm .*, upcycle / PyTorch [0-9.]+x \([0-9.]+-[0-9.]+x\)"; then
+  ok "bench train --repeat 2: two alternating rounds, the best of each side and the medians of the per-round ratios"
 else fail "bench train --repeat 2" "exit $RC, $rounds rounds, best $best_ours / $best_torch, $(oneline "$OUT$ERR")"; fi
 expect_fail "bench train --repeat 0" 2 "--repeat 0; expected 1 to 100" "" -- "$UP" bench train --repeat 0
 expect_fail "bench train --repeat with --profile" 2 "expected one of them" "" -- "$UP" bench train --repeat 2 --profile

@@ -78,6 +78,27 @@ static int torch_bench_run(const ModelConfig *mc, const TrainConfig *tc, int ste
     return rc;
 }
 
+static int compare_doubles(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+static double median(const double *v, int n) { /* n <= 100 */
+    double s[100];
+    memcpy(s, v, sizeof(double) * n);
+    qsort(s, n, sizeof(double), compare_doubles);
+    return n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
+}
+static double min_of(const double *v, int n) {
+    double m = v[0];
+    for (int i = 1; i < n; i++) m = v[i] < m ? v[i] : m;
+    return m;
+}
+static double max_of(const double *v, int n) {
+    double m = v[0];
+    for (int i = 1; i < n; i++) m = v[i] > m ? v[i] : m;
+    return m;
+}
+
 static int bench_train_cmd(int argc, char **argv) {
     const char *presets = "small", *device = "auto", *precision = "fp32";
     int steps = 5, threads = 0, batch = 0, seq = 0, compare = 0, memory = 0, profile = 0, repeat = 1;
@@ -138,26 +159,40 @@ static int bench_train_cmd(int argc, char **argv) {
         tc.precision = prec;
         /* The host's speed drifts between minutes: with --repeat, ours and PyTorch alternate and
          * each side's fastest round is kept, so a slow minute does not land on one side only. */
+        /* Each round's figures are also paired with the same round's sgemm and PyTorch, whose
+         * ratios cancel most of the drift: their medians are printed after the rounds. */
         char version[32] = "?";
+        double round_ratio[100], round_share[100];
         for (int round = 0; round < repeat; round++) {
             TrainBench rb;
-            double tps = 0, rss = 0;
+            double tps = 0, rss = 0, g = peak;
             if (repeat > 1 && on_cpu) { /* the sgemm figure too: its best over all rounds */
-                double g = bench_sgemm_gflops(1024, 1.0);
+                g = bench_sgemm_gflops(1024, 1.0);
                 n_sgemm++;
                 if (g > peak) peak = g;
             }
             if (bench_train(be, &chosen[i]->model, &tc, 1, steps, profile, &rb)) return cli_fail();
             if (compare && torch_bench_run(&chosen[i]->model, &tc, steps, n_threads, &tps, &rss, version, sizeof version))
                 return cli_fail();
+            round_ratio[round] = compare ? rb.tokens_per_second / tps : 0;
+            round_share[round] = g > 0 ? 100.0 * rb.model_gflops / g : 0;
             if (repeat > 1) {
                 printf("preset %s: round %d of %d: %.0f tokens/s", chosen[i]->name, round + 1, repeat, rb.tokens_per_second);
-                if (compare) printf(", PyTorch %.0f tokens/s", tps);
+                if (on_cpu) printf(" (%.1f%% of this round's sgemm %.1f GFLOP/s)", round_share[round], g);
+                if (compare) printf(", PyTorch %.0f tokens/s, %.2fx", tps, round_ratio[round]);
                 printf("\n");
             }
             if (round == 0 || rb.tokens_per_second > r[i].tokens_per_second) r[i] = rb;
             if (tps > torch_tps[i]) torch_tps[i] = tps;
             if (rss > torch_rss[i]) torch_rss[i] = rss;
+        }
+        if (repeat > 1 && on_cpu) {
+            printf("preset %s: per round, median of %d: %.1f%% of the round's sgemm (%.1f-%.1f%%)", chosen[i]->name, repeat,
+                   median(round_share, repeat), min_of(round_share, repeat), max_of(round_share, repeat));
+            if (compare)
+                printf(", upcycle / PyTorch %.2fx (%.2f-%.2fx)", median(round_ratio, repeat), min_of(round_ratio, repeat),
+                       max_of(round_ratio, repeat));
+            printf("\n");
         }
         printf("preset %s: batch %d x %d tokens, %.3f s/step, %.0f tokens/s (%s, %s, %d threads%s)\n", chosen[i]->name,
                tc.batch_size, tc.seq_len, r[i].seconds_per_step, r[i].tokens_per_second, be->name, precision, n_threads,

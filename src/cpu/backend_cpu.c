@@ -151,6 +151,7 @@ static void cpu_rmsnorm_forward(float *out, float *rstd, const float *inp, const
         const float *x = inp + (size_t)t * C;
         float *o = out + (size_t)t * C;
         float ss = 0;
+#pragma omp simd reduction(+ : ss) /* lanes: a serial sum waits on each add */
         for (int c = 0; c < C; c++) ss += x[c] * x[c];
         float r = 1.0f / sqrtf(ss / C + eps);
         for (int c = 0; c < C; c++) o[c] = x[c] * r * weight[c];
@@ -167,6 +168,7 @@ static void cpu_rmsnorm_backward(float *dinp, float *dweight, const float *dout,
         const float *x = inp + (size_t)t * C, *dy = dout + (size_t)t * C;
         float *dx = dinp + (size_t)t * C;
         float r = rstd[t], dot = 0;
+#pragma omp simd reduction(+ : dot)
         for (int c = 0; c < C; c++) dot += dy[c] * weight[c] * x[c];
         float k = dot * r * r * r / C;
         for (int c = 0; c < C; c++) dx[c] += dy[c] * weight[c] * r - x[c] * k;
