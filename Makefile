@@ -102,6 +102,16 @@ LIB_SRC  := $(filter-out src/cli/%,$(LIB_SRC))
 CLI_SRC  := $(sort $(wildcard src/cli/*.c))
 TEST_SRC := $(sort $(wildcard tests/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=build/%.o)
+# The portable build on x86-64 compiles the attention kernels twice more, for AVX2 + FMA and for
+# AVX-512, and runs the widest the CPU has (src/cpu/attention.c); a native build has the one
+# width -march gives.
+ifneq ($(PORTABLE),)
+ifneq ($(filter x86_64%,$(MULTIARCH)),)
+  ATTENTION_WIDE := build/src/cpu/attention-avx2.o build/src/cpu/attention-avx512.o
+  LIB_OBJ += $(ATTENTION_WIDE)
+  CFLAGS  += -DATTENTION_WIDE
+endif
+endif
 CU_OBJ   := $(CU_SRC:%.cu=build/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=build/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=build/%.o)
@@ -131,6 +141,14 @@ endif
 build/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CUDA_DEFS) $(MPI_DEFS) -MMD -MP -c $< -o $@
+
+build/src/cpu/attention-avx2.o: src/cpu/attention.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -mavx2 -mfma -DATTENTION_VARIANT=avx2 -MMD -MP -c $< -o $@
+
+build/src/cpu/attention-avx512.o: src/cpu/attention.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -mavx512f -mfma -DATTENTION_VARIANT=avx512 -MMD -MP -c $< -o $@
 
 build/%.o: %.cu
 	@mkdir -p $(dir $@)

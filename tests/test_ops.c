@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "cpu/attention.h"
 #include "test.h"
 #include "util.h"
 
@@ -278,13 +279,23 @@ static int attention_matches_double(int B, int T, int H, int KV, int hd, uint64_
 
 /* The shapes cover the CPU kernel's edges: sequences longer than its causal blocks (64
  * positions) with a ragged last block, head_dim below, at and between its register tiles'
- * widths (16 columns with AVX2, 32 with AVX-512), 1 to 3 query heads per kv head, T = 1. */
+ * widths (16 columns with AVX2, 32 with AVX-512), 1 to 3 query heads per kv head, T = 1. Every
+ * vector width the build holds and the CPU runs (the portable build: SSE2, AVX2, AVX-512). */
 TEST(ops_attention_matches_a_double_reference) {
     static const int shapes[][5] = {{2, 150, 4, 2, 8}, {1, 130, 6, 2, 32}, {2, 70, 3, 3, 48}, {1, 67, 2, 1, 64},
                                     {3, 1, 2, 2, 8},   {1, 33, 6, 3, 96},  {1, 20, 2, 1, 130}};
-    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
-        CHECK_MSG(!attention_matches_double(shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3], shapes[s][4], 11 + s),
-                  "shape %zu", s);
+    static const char *widths[] = {"avx512", "avx2", "sse2", "scalar"};
+    int ran = 0;
+    for (size_t w = 0; w < sizeof widths / sizeof widths[0]; w++) {
+        if (cpu_attention_use_width(widths[w])) continue;
+        CHECK(!strcmp(cpu_attention_width(), widths[w]));
+        ran++;
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+            CHECK_MSG(!attention_matches_double(shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3], shapes[s][4], 11 + s),
+                      "width %s, shape %zu", widths[w], s);
+    }
+    CHECK(cpu_attention_use_width(NULL) == 0 && cpu_attention_use_width("no-such-width") == -1);
+    CHECK_MSG(ran >= 1, "no attention width ran");
 }
 
 /* ---------------- SwiGLU ---------------- */

@@ -27,6 +27,17 @@
 #include "cpu/simd.h"
 #include "util.h"
 
+/* The kernels of this object are named for its width: `base` in the default compile, or the
+ * ATTENTION_VARIANT suffix when the portable build compiles this file again with -mavx2 -mfma
+ * or -mavx512f (Makefile, ATTENTION_WIDE). The entry points at the end pick one. */
+#ifdef ATTENTION_VARIANT
+#define KERNEL(name) KERNEL_(name, ATTENTION_VARIANT)
+#else
+#define KERNEL(name) KERNEL_(name, base)
+#endif
+#define KERNEL_(name, suffix) KERNEL__(name, suffix)
+#define KERNEL__(name, suffix) name##_##suffix
+
 #define MR 6        /* rows of a register tile */
 #define NR (2 * VW) /* columns of a register tile: two vectors */
 #define BLOCK 64    /* query positions per causal block */
@@ -197,8 +208,10 @@ static inline __attribute__((always_inline)) float exp_row(float *row, int n, fl
     return v_hsum(acc);
 }
 
-void cpu_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T, int H,
-                           int KV, int hd) {
+void KERNEL(attention_forward)(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T,
+                               int H, int KV, int hd);
+void KERNEL(attention_forward)(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T,
+                               int H, int KV, int hd) {
     float scale = 1.0f / sqrtf((float)hd);
     int group = H / KV, kv_stride = KV * hd, q_stride = H * hd;
     size_t Tp = round_up(T, NR), hdp = round_up(hd, NR);
@@ -238,8 +251,10 @@ void cpu_attention_forward(float *out, float *lse, const float *q, const float *
 /* Per (batch, kv head) and causal block, the group's heads one after the other in the scratch:
  * P = exp(s Q K^T - lse) (recomputed); dP = dO V^T; dV += P^T dO; dS = P * (dP - rowsum(P*dP));
  * dQ = s dS K; dK += s dS^T Q. */
-void cpu_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *lse, const float *q,
-                            const float *k, const float *v, int B, int T, int H, int KV, int hd) {
+void KERNEL(attention_backward)(float *dq, float *dk, float *dv, const float *dout, const float *lse, const float *q,
+                                const float *k, const float *v, int B, int T, int H, int KV, int hd);
+void KERNEL(attention_backward)(float *dq, float *dk, float *dv, const float *dout, const float *lse, const float *q,
+                                const float *k, const float *v, int B, int T, int H, int KV, int hd) {
     float scale = 1.0f / sqrtf((float)hd);
     int group = H / KV, kv_stride = KV * hd, q_stride = H * hd;
     size_t Tp = round_up(T, NR), tall = (size_t)group * BLOCK, hdp = round_up(hd, NR);
@@ -289,3 +304,71 @@ void cpu_attention_backward(float *dq, float *dk, float *dv, const float *dout, 
             }
         }
 }
+
+/* ---- the entry points: the widest kernels this CPU runs ---- */
+#ifndef ATTENTION_VARIANT
+
+typedef void (*AttentionForward)(float *, float *, const float *, const float *, const float *, int, int, int, int, int);
+typedef void (*AttentionBackward)(float *, float *, float *, const float *, const float *, const float *, const float *,
+                                  const float *, int, int, int, int, int);
+typedef struct {
+    const char *name;
+    AttentionForward forward;
+    AttentionBackward backward;
+} AttentionWidth;
+
+#ifdef ATTENTION_WIDE
+void attention_forward_avx512(float *, float *, const float *, const float *, const float *, int, int, int, int, int);
+void attention_backward_avx512(float *, float *, float *, const float *, const float *, const float *, const float *,
+                               const float *, int, int, int, int, int);
+void attention_forward_avx2(float *, float *, const float *, const float *, const float *, int, int, int, int, int);
+void attention_backward_avx2(float *, float *, float *, const float *, const float *, const float *, const float *,
+                             const float *, int, int, int, int, int);
+#endif
+
+static const AttentionWidth g_widths[] = { /* widest first */
+#ifdef ATTENTION_WIDE
+    {"avx512", attention_forward_avx512, attention_backward_avx512},
+    {"avx2", attention_forward_avx2, attention_backward_avx2},
+#endif
+    {SIMD_NAME, attention_forward_base, attention_backward_base},
+};
+static const int g_n_widths = sizeof g_widths / sizeof g_widths[0];
+static int g_width = -1; /* index into g_widths; chosen at the first call */
+
+static int cpu_runs(const char *name) {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    __builtin_cpu_init();
+    if (!strcmp(name, "avx512")) return __builtin_cpu_supports("avx512f");
+    if (!strcmp(name, "avx2")) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+    return 1; /* the base kernels: this build's own -march */
+}
+
+int cpu_attention_use_width(const char *name) {
+    for (int i = 0; i < g_n_widths; i++)
+        if ((!name || !strcmp(name, g_widths[i].name)) && (i == g_n_widths - 1 || cpu_runs(g_widths[i].name))) {
+            g_width = i;
+            return 0;
+        }
+    return -1;
+}
+
+const char *cpu_attention_width(void) {
+    if (g_width < 0) cpu_attention_use_width(NULL);
+    return g_widths[g_width].name;
+}
+
+void cpu_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T, int H,
+                           int KV, int hd) {
+    if (g_width < 0) cpu_attention_use_width(NULL);
+    g_widths[g_width].forward(out, lse, q, k, v, B, T, H, KV, hd);
+}
+
+void cpu_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *lse, const float *q,
+                            const float *k, const float *v, int B, int T, int H, int KV, int hd) {
+    if (g_width < 0) cpu_attention_use_width(NULL);
+    g_widths[g_width].backward(dq, dk, dv, dout, lse, q, k, v, B, T, H, KV, hd);
+}
+
+#endif

@@ -13,6 +13,7 @@
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #define VW 16
+#define SIMD_NAME "avx512"
 typedef __m512 vfloat;
 #define v_zero() _mm512_setzero_ps()
 #define v_load(p) _mm512_loadu_ps(p)
@@ -33,6 +34,7 @@ typedef __m512 vfloat;
 #elif defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 #define VW 8
+#define SIMD_NAME "avx2"
 typedef __m256 vfloat;
 #define v_zero() _mm256_setzero_ps()
 #define v_load(p) _mm256_loadu_ps(p)
@@ -60,6 +62,7 @@ static inline float v_hmax(__m256 x) {
 #elif defined(__SSE2__) /* every x86-64: the portable build (make PORTABLE=1) */
 #include <emmintrin.h>
 #define VW 4
+#define SIMD_NAME "sse2"
 typedef __m128 vfloat;
 #define v_zero() _mm_setzero_ps()
 #define v_load(p) _mm_loadu_ps(p)
@@ -84,6 +87,7 @@ static inline float v_hmax(__m128 s) {
 #define v_pow2i(n) _mm_castsi128_ps(_mm_slli_epi32(_mm_add_epi32(_mm_cvtps_epi32(n), _mm_set1_epi32(127)), 23))
 #else
 #define VW 1
+#define SIMD_NAME "scalar"
 typedef float vfloat;
 #define v_zero() 0.0f
 #define v_load(p) (*(p))
