@@ -2,7 +2,7 @@
 #   make            build ./upcycle (prints which features it found)
 #   make demo       install missing Debian packages, build, tokenize the bundled corpus, train, sample
 #   make test       install missing packages, build, run the whole test suite
-#   make PORTABLE=1 build without -march=native
+#   make PORTABLE=1 build without -march=native (attention kernels for SSE2, AVX2 and AVX-512, the widest run)
 #   make CUDA=0     build without the CUDA backend (default: built when nvcc is on PATH)
 #   make test-cuda  build, run the GPU tests (GPU vs CPU parity, bf16) and compute-sanitizer
 CC      ?= cc
