@@ -151,13 +151,17 @@ run "$UP" bench train --preset tiny --steps 1 --batch-size 2 --seq-len 16 --comp
 best_ours=$(printf '%s\n' "$OUT" | sed -n 's/^preset tiny: round [0-9] of 2: \([0-9]*\) tokens\/s.*/\1/p' | sort -n | tail -1)
 best_torch=$(printf '%s\n' "$OUT" | sed -n 's/^preset tiny: round [0-9] of 2: .*PyTorch \([0-9]*\) tokens\/s.*/\1/p' | sort -n | tail -1)
 rounds=$(printf '%s\n' "$OUT" | grep -c '^preset tiny: round [12] of 2: ')
+# the median of two per-round ratios is their mean
+ratios=$(printf '%s\n' "$OUT" | sed -n 's/^preset tiny: round [12] of 2: .*, \([0-9.]*\)x$/\1/p' | tr '\n' ' ')
+median=$(printf '%s\n' "$OUT" | sed -n 's/^preset tiny: per round, median of 2: .*upcycle \/ PyTorch \([0-9.]*\)x .*/\1/p')
 if [ "$RC" -eq 0 ] && [ "$rounds" -eq 2 ] && [ -n "$best_ours" ] && [ -n "$best_torch" ] &&
    printf '%s\n' "$OUT" | grep -q "^preset tiny: batch 2 x 16 tokens, .* $best_ours tokens/s (.*; the best round)" &&
    printf '%s\n' "$OUT" | grep -q "the best round): $best_torch tokens/s" &&
    printf '%s\n' "$OUT" | grep -q '^sgemm 1024^3: the best of 3 measurements, one per round' &&
-   printf '%s\n' "$OUT" | grep -qE "^preset tiny: per round, median of 2: [0-9.]+% of the round's sgemm .*, upcycle / PyTorch [0-9.]+x \([0-9.]+-[0-9.]+x\)"; then
+   printf '%s\n' "$OUT" | grep -qE "^preset tiny: per round, median of 2: [0-9.]+% of the round's sgemm .*, upcycle / PyTorch [0-9.]+x \([0-9.]+-[0-9.]+x\)" &&
+   py "import sys; r = [float(x) for x in '$ratios'.split()]; sys.exit(0 if len(r) == 2 and abs(sum(r) / 2 - float('$median')) < 0.011 else 1)"; then
   ok "bench train --repeat 2: two alternating rounds, the best of each side and the medians of the per-round ratios"
-else fail "bench train --repeat 2" "exit $RC, $rounds rounds, best $best_ours / $best_torch, $(oneline "$OUT$ERR")"; fi
+else fail "bench train --repeat 2" "exit $RC, $rounds rounds, best $best_ours / $best_torch, ratios $ratios median $median, $(oneline "$OUT$ERR")"; fi
 expect_fail "bench train --repeat 0" 2 "--repeat 0; expected 1 to 100" "" -- "$UP" bench train --repeat 0
 expect_fail "bench train --repeat with --profile" 2 "expected one of them" "" -- "$UP" bench train --repeat 2 --profile
 # --profile: one row per op of the step, the shares and the time outside the ops summing to 100%,
