@@ -7,8 +7,8 @@
  * The work is one (batch, kv head) at a time, on one thread (so dK and dV, summed over the
  * group's query heads, need no atomics). Its K and V are packed once into column panels and
  * reused by every query row of every head in the group. Query rows go in causal blocks of
- * BLOCK positions, the rows of the `group` heads stacked (group * rows, hd): a block's scores,
- * probabilities and their gradients are a (group * rows, T) scratch that stays in L2.
+ * BLOCK positions, read in place: a block's scores, probabilities and their gradients are a
+ * (group * rows, T) scratch, the group's heads one after the other, that stays in L2.
  *
  * Every product is one micro-kernel, C (MR x NR) = A B over a packed panel of B, with the
  * A elements broadcast: the 12 accumulators of a 6 x 16 (AVX2) or 6 x 32 (AVX-512) tile stay
@@ -45,7 +45,10 @@
 static int min_int(int a, int b) { return a < b ? a : b; }
 static size_t round_up(size_t n, size_t m) { return (n + m - 1) / m * m; }
 
-enum { SCRATCH_P, SCRATCH_DP, SCRATCH_Q, SCRATCH_DO, SCRATCH_OUT, SCRATCH_KT, SCRATCH_VT, SCRATCH_KV, SCRATCH_X, N_SCRATCH };
+/* P (or S), dP: (group * BLOCK, Tp); ROWS: the panels of Q in the backward, the row sums' inverses
+ * in the forward; DO: the panels of dO; KT, VT: K^T, V^T panels; KV: the panels of V (forward)
+ * or K (backward) */
+enum { SCRATCH_P, SCRATCH_DP, SCRATCH_ROWS, SCRATCH_DO, SCRATCH_KT, SCRATCH_VT, SCRATCH_KV, N_SCRATCH };
 static float *scratch(int slot, size_t floats) {
     /* per thread and slot, grown on demand and kept: no allocation in the step loop */
     static __thread float *buf[N_SCRATCH];
@@ -220,7 +223,7 @@ void KERNEL(attention_forward)(float *out, float *lse, const float *q, const flo
         for (int g = 0; g < KV; g++) {
             const float *K = k + (size_t)b * T * kv_stride + g * hd;
             const float *V = v + (size_t)b * T * kv_stride + g * hd;
-            float *S = scratch(SCRATCH_P, BLOCK * Tp), *inv = scratch(SCRATCH_Q, BLOCK);
+            float *S = scratch(SCRATCH_P, BLOCK * Tp), *inv = scratch(SCRATCH_ROWS, BLOCK);
             float *Kt = scratch(SCRATCH_KT, Tp * hd), *Vp = scratch(SCRATCH_KV, hdp * T);
             pack_panels(Kt, (size_t)hd * NR, K, hd, T, 1, kv_stride); /* K^T: (hd, T) */
             pack_panels(Vp, (size_t)T * NR, V, T, hd, kv_stride, 1);  /* V: (T, hd) */
@@ -262,7 +265,7 @@ void KERNEL(attention_backward)(float *dq, float *dk, float *dv, const float *do
     for (int b = 0; b < B; b++)
         for (int g = 0; g < KV; g++) {
             float *P = scratch(SCRATCH_P, tall * Tp), *dP = scratch(SCRATCH_DP, tall * Tp);
-            float *dOp = scratch(SCRATCH_DO, tall * hdp), *Qp = scratch(SCRATCH_Q, tall * hdp);
+            float *dOp = scratch(SCRATCH_DO, tall * hdp), *Qp = scratch(SCRATCH_ROWS, tall * hdp);
             float *Kt = scratch(SCRATCH_KT, Tp * hd), *Vt = scratch(SCRATCH_VT, Tp * hd), *Kp = scratch(SCRATCH_KV, hdp * T);
             const float *K = k + (size_t)b * T * kv_stride + g * hd;
             const float *V = v + (size_t)b * T * kv_stride + g * hd;
