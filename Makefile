@@ -102,16 +102,22 @@ LIB_SRC  := $(filter-out src/cli/%,$(LIB_SRC))
 CLI_SRC  := $(sort $(wildcard src/cli/*.c))
 TEST_SRC := $(sort $(wildcard tests/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=build/%.o)
-# The portable build on x86-64 compiles the attention kernels twice more, for AVX2 + FMA and for
-# AVX-512, and runs the widest the CPU has (src/cpu/attention.c); a native build has the one
-# width -march gives.
-ifneq ($(PORTABLE),)
+# x86-64 compiles the attention kernels at more widths than the build's own (src/cpu/attention.c
+# runs the widest the CPU has). The portable build adds AVX2 + FMA and AVX-512; a native build
+# adds the narrower ones (SSE2, and AVX2 under AVX-512), so that the unit tests check every width
+# on any machine. ATTENTION_DEFS tells attention.c which objects exist.
 ifneq ($(filter x86_64%,$(MULTIARCH)),)
-  ATTENTION_WIDE := build/src/cpu/attention-avx2.o build/src/cpu/attention-avx512.o
-  LIB_OBJ += $(ATTENTION_WIDE)
-  CFLAGS  += -DATTENTION_WIDE
+ifneq ($(PORTABLE),)
+  ATTENTION_WIDTHS := avx2 avx512
+else
+  ATTENTION_WIDTHS := sse2 $(if $(shell $(CC) -march=native -dM -E - </dev/null 2>/dev/null | grep __AVX512F__),avx2,)
 endif
 endif
+ATTENTION_FLAGS_sse2   := -mno-avx
+ATTENTION_FLAGS_avx2   := $(if $(PORTABLE),-mavx2 -mfma,-mno-avx512f)
+ATTENTION_FLAGS_avx512 := -mavx512f -mfma
+ATTENTION_DEFS := $(foreach w,$(ATTENTION_WIDTHS),-DATTENTION_HAS_$(w))
+LIB_OBJ += $(ATTENTION_WIDTHS:%=build/src/cpu/attention-%.o)
 CU_OBJ   := $(CU_SRC:%.cu=build/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=build/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=build/%.o)
@@ -142,13 +148,10 @@ build/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CUDA_DEFS) $(MPI_DEFS) -MMD -MP -c $< -o $@
 
-build/src/cpu/attention-avx2.o: src/cpu/attention.c
+build/src/cpu/attention.o: CFLAGS += $(ATTENTION_DEFS)
+$(ATTENTION_WIDTHS:%=build/src/cpu/attention-%.o): build/src/cpu/attention-%.o: src/cpu/attention.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -mavx2 -mfma -DATTENTION_VARIANT=avx2 -MMD -MP -c $< -o $@
-
-build/src/cpu/attention-avx512.o: src/cpu/attention.c
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -mavx512f -mfma -DATTENTION_VARIANT=avx512 -MMD -MP -c $< -o $@
+	$(CC) $(CFLAGS) $(ATTENTION_FLAGS_$*) -DATTENTION_VARIANT=$* -MMD -MP -c $< -o $@
 
 build/%.o: %.cu
 	@mkdir -p $(dir $@)

@@ -1,6 +1,8 @@
 #include "fixtures.h"
 
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "data/shard.h"
 #include "test.h"
@@ -78,4 +80,49 @@ const char *fixture_parity_case(int index, ModelConfig *mc, TrainConfig *tc) {
         mc->qk_norm = 1, mc->qk_norm_full = 1, mc->clip_qkv = 0.8f, mc->n_kv_heads = 4;
         return "olmoe";
     }
+}
+
+int fixture_hf(const char *dir, const char *names) {
+    static int have_torch = 0; /* 1 yes, -1 no, 0 not asked yet */
+    char *cache = path_join(test_run_dir(), "hf-fixtures");
+    char list[2048], missing[2048] = "", cmd[8192];
+    snprintf(list, sizeof list, "%s", names);
+    for (char *save = NULL, *w = strtok_r(list, " ", &save); w; w = strtok_r(NULL, " ", &save)) {
+        char *p = path_join(cache, w);
+        if (!is_dir(p)) snprintf(missing + strlen(missing), sizeof missing - strlen(missing), " %s", w);
+        free(p);
+    }
+    int rc = 0;
+    if (*missing) {
+        if (!have_torch) have_torch = system("/usr/bin/python3 -c 'import torch, numpy' >/dev/null 2>&1") == 0 ? 1 : -1;
+        if (have_torch < 0) {
+            test_fail(__FILE__, __LINE__, "/usr/bin/python3 with torch and numpy builds the Hugging Face fixtures "
+                                          "(tests/make_hf_fixtures.py); install python3-torch");
+            free(cache);
+            return -1;
+        }
+        char script[1024]; /* next to this file, or from the repository root */
+        snprintf(script, sizeof script, "%s", __FILE__);
+        char *slash = strrchr(script, '/');
+        if (slash) snprintf(slash + 1, sizeof script - (size_t)(slash + 1 - script), "make_hf_fixtures.py");
+        if (!slash || !path_exists(script)) snprintf(script, sizeof script, "tests/make_hf_fixtures.py");
+        snprintf(cmd, sizeof cmd, "/usr/bin/python3 '%s' '%s'%s >/dev/null", script, cache, missing);
+        if (system(cmd) != 0) {
+            test_fail(__FILE__, __LINE__, "fixture script failed: %s", cmd);
+            remove_tree(cache); /* no half-made fixture is copied later */
+            rc = -1;
+        }
+    }
+    if (rc == 0) {
+        mkdir_p(dir);
+        snprintf(list, sizeof list, "%s", names);
+        for (char *save = NULL, *w = strtok_r(list, " ", &save); w && rc == 0; w = strtok_r(NULL, " ", &save)) {
+            /* with the files the script writes beside it (NAME.norms.json) */
+            snprintf(cmd, sizeof cmd, "cp -R '%s/%s' '%s/' && for f in '%s/%s'.*; do [ ! -e \"$f\" ] || cp \"$f\" '%s/'; done",
+                     cache, w, dir, cache, w, dir);
+            if (system(cmd) != 0) test_fail(__FILE__, __LINE__, "cannot copy a fixture: %s", cmd), rc = -1;
+        }
+    }
+    free(cache);
+    return rc;
 }

@@ -10,6 +10,7 @@ typedef void (*test_fn)(void);
 void test_register(const char *name, test_fn fn);
 void test_fail(const char *file, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 const char *test_tmpdir(void); /* a fresh directory for the current test */
+const char *test_run_dir(void); /* a directory kept for the whole run (caches), removed at its end */
 /* marks the current test skipped (neither passed nor failed) and says why, e.g. "no CUDA
  * device"; the caller returns. A failure recorded in the same test still fails it. */
 void test_skip(const char *why);

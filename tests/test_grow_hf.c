@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "fixtures.h"
 #include "grow/hf.h"
 #include "io/hf_ckpt.h"
 #include "io/hf_family.h"
@@ -25,26 +26,6 @@
 
 /* ------------------------------------------------------------------ fixtures */
 
-static int make_fixtures(const char *dir, const char *names) {
-    if (system("/usr/bin/python3 -c 'import torch, numpy' >/dev/null 2>&1") != 0) {
-        test_fail(__FILE__, __LINE__, "/usr/bin/python3 with torch and numpy is required to build the Hugging Face "
-                                      "fixtures (tests/make_hf_fixtures.py); install python3-torch");
-        return -1;
-    }
-    char script[1024];
-    snprintf(script, sizeof script, "%s", __FILE__);
-    char *slash = strrchr(script, '/');
-    if (slash) snprintf(slash + 1, sizeof script - (size_t)(slash + 1 - script), "make_hf_fixtures.py");
-    else snprintf(script, sizeof script, "make_hf_fixtures.py");
-    if (!path_exists(script)) snprintf(script, sizeof script, "tests/make_hf_fixtures.py");
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "/usr/bin/python3 '%s' '%s' %s >/dev/null", script, dir, names);
-    if (system(cmd) != 0) {
-        test_fail(__FILE__, __LINE__, "fixture script failed: %s", cmd);
-        return -1;
-    }
-    return 0;
-}
 
 
 /* ------------------------------------------------------------------ checkpoint loading */
@@ -486,7 +467,7 @@ static void check_info(const FamilyCase *fc, const char *in, const HfMoeInfo *in
 
 TEST(test_hf_grow_families) {
     const char *root = test_tmpdir();
-    if (make_fixtures(root, "qwen2_moe qwen3_moe olmoe mixtral deepseek_v3") != 0) return;
+    if (fixture_hf(root, "qwen2_moe qwen3_moe olmoe mixtral deepseek_v3") != 0) return;
     for (size_t c = 0; c < sizeof CASES / sizeof *CASES; c++) {
         const FamilyCase *fc = &CASES[c];
         char *in = path_join(root, fc->name);
@@ -532,7 +513,7 @@ TEST(test_hf_grow_families) {
 
 TEST(test_hf_grow_bias_seed) {
     const char *root = test_tmpdir();
-    if (make_fixtures(root, "deepseek_v3 qwen3_moe") != 0) return;
+    if (fixture_hf(root, "deepseek_v3 qwen3_moe") != 0) return;
     char in[1024], a[1024], b[1024], c[1024];
     snprintf(in, sizeof in, "%s/deepseek_v3", root);
     snprintf(a, sizeof a, "%s/a", root);
@@ -612,7 +593,7 @@ static void expect_error(int rc, const char *what, const char *needle1, const ch
 
 TEST(test_hf_inspect_errors) {
     const char *root = test_tmpdir();
-    if (make_fixtures(root, "bad_dense bad_qwen3_dense bad_unknown bad_unequal_shape bad_unequal_dtype bad_no_config") !=
+    if (fixture_hf(root, "bad_dense bad_qwen3_dense bad_unknown bad_unequal_shape bad_unequal_dtype bad_no_config") !=
         0)
         return;
     HfMoeInfo info;
@@ -657,7 +638,7 @@ static int count_entries(const char *dir) {
 
 TEST(test_hf_grow_errors_and_atomicity) {
     const char *root = test_tmpdir();
-    if (make_fixtures(root, "qwen3_moe deepseek_v3") != 0) return;
+    if (fixture_hf(root, "qwen3_moe deepseek_v3") != 0) return;
     char in[1024], out[1024], work[512];
     snprintf(in, sizeof in, "%s/qwen3_moe", root);
     snprintf(work, sizeof work, "%s/work", root);
@@ -849,7 +830,7 @@ TEST(test_hf_family_names) {
  * walk order, sizes; then the two opening steps and index errors. */
 TEST(test_hf_ckpt_reader) {
     const char *root = test_tmpdir();
-    if (make_fixtures(root, "qwen3_moe qwen2_moe bad_dense bad_no_config") != 0) return;
+    if (fixture_hf(root, "qwen3_moe qwen2_moe bad_dense bad_no_config") != 0) return;
     const char *names[] = {"qwen3_moe", "qwen2_moe", "bad_dense"};
     for (int c = 0; c < 3; c++) {
         char *dir = path_join(root, names[c]);
@@ -989,7 +970,7 @@ static const LayoutCase LAYOUT_CASES[] = {
  * fixtures do. */
 TEST(test_hf_grow_layouts) {
     const char *root = test_tmpdir();
-    if (make_fixtures(root, LAYOUT_FIXTURES) != 0) return;
+    if (fixture_hf(root, LAYOUT_FIXTURES) != 0) return;
     for (size_t c = 0; c < sizeof LAYOUT_CASES / sizeof *LAYOUT_CASES; c++) {
         const LayoutCase *lc = &LAYOUT_CASES[c];
         char *in = path_join(root, lc->name);
@@ -1069,7 +1050,7 @@ static void check_same_tensors(const char *a_dir, const char *b_dir, const char 
  * ways); converted packed tensors sit in the router's shard. */
 TEST(test_hf_grow_convert_layout) {
     const char *root = test_tmpdir();
-    if (make_fixtures(root, LAYOUT_FIXTURES) != 0) return;
+    if (fixture_hf(root, LAYOUT_FIXTURES) != 0) return;
     for (size_t c = 0; c < sizeof LAYOUT_CASES / sizeof *LAYOUT_CASES; c++) {
         const LayoutCase *lc = &LAYOUT_CASES[c];
         if (!lc->twin) continue;
@@ -1154,7 +1135,7 @@ static float raw_value(const StTensor *t, const unsigned char *data, int64_t k) 
  * are read transposed and interleaved; FP8 values are code * block scale. */
 TEST(test_hf_expert_proj) {
     const char *root = test_tmpdir();
-    if (make_fixtures(root, "qwen3_moe qwen3_moe_packed mixtral mixtral_packed gpt_oss gpt_oss_mxfp4 deepseek_v3_fp8") !=
+    if (fixture_hf(root, "qwen3_moe qwen3_moe_packed mixtral mixtral_packed gpt_oss gpt_oss_mxfp4 deepseek_v3_fp8") !=
         0)
         return;
     const char *pairs[][2] = {{"qwen3_moe", "qwen3_moe_packed"}, {"mixtral", "mixtral_packed"}};
@@ -1260,7 +1241,7 @@ TEST(test_hf_weight_norm_utility) {
     const char *root = test_tmpdir();
     const char *names[] = {"qwen2_moe", "qwen3_moe", "olmoe", "mixtral", "deepseek_v3", "qwen3_moe_packed",
                            "mixtral_packed", "deepseek_v3_fp8", "gpt_oss"};
-    if (make_fixtures(root, "qwen2_moe qwen3_moe olmoe mixtral deepseek_v3 qwen3_moe_packed mixtral_packed "
+    if (fixture_hf(root, "qwen2_moe qwen3_moe olmoe mixtral deepseek_v3 qwen3_moe_packed mixtral_packed "
                             "deepseek_v3_fp8 gpt_oss gpt_oss_mxfp4") != 0)
         return;
     int layers_differ = 0;
@@ -1333,7 +1314,7 @@ TEST(test_hf_weight_norm_utility) {
  * an input's grow.json is not copied over it. */
 TEST(test_hf_grow_record) {
     const char *root = test_tmpdir();
-    if (make_fixtures(root, "mixtral") != 0) return;
+    if (fixture_hf(root, "mixtral") != 0) return;
     char *in = path_join(root, "mixtral");
     HfMoeInfo info;
     CHECK(hf_inspect(in, &info) == 0);
@@ -1379,7 +1360,7 @@ TEST(test_hf_grow_record) {
 
 TEST(test_hf_layout_errors) {
     const char *root = test_tmpdir();
-    if (make_fixtures(root, "bad_fp8_no_scale bad_packed_dim") != 0) return;
+    if (fixture_hf(root, "bad_fp8_no_scale bad_packed_dim") != 0) return;
     HfMoeInfo info;
     char in[1024];
     snprintf(in, sizeof in, "%s/bad_fp8_no_scale", root);

@@ -55,19 +55,9 @@ static float *file_tensor(const char *dir, const char *name, int64_t *numel, StD
 
 static char *fixtures(const char *names) {
     char *dir = path_join(test_tmpdir(), "hf");
-    if (system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") != 0) {
-        test_fail(__FILE__, __LINE__, "/usr/bin/python3 with torch builds the Hugging Face fixtures; install python3-torch");
-        free(dir);
-        return NULL;
-    }
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "/usr/bin/python3 tests/make_hf_fixtures.py '%s' %s >/dev/null", dir, names);
-    if (system(cmd) != 0) {
-        test_fail(__FILE__, __LINE__, "fixture script failed: %s", cmd);
-        free(dir);
-        return NULL;
-    }
-    return dir;
+    if (fixture_hf(dir, names) == 0) return dir;
+    free(dir);
+    return NULL;
 }
 
 /* every parameter of a model loaded from dir equals the file's tensor under the family's name */

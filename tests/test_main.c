@@ -14,7 +14,7 @@ static struct {
 } g_tests[MAX_TESTS];
 static int g_count, g_current_failed;
 static const char *g_current_skip; /* set by test_skip: the current test is skipped */
-static char g_tmpdir[512];
+static char g_tmpdir[512], g_rundir[512];
 
 void test_register(const char *name, test_fn fn) {
     if (g_count < MAX_TESTS) g_tests[g_count].name = name, g_tests[g_count++].fn = fn;
@@ -34,6 +34,11 @@ void test_fail(const char *file, int line, const char *fmt, ...) {
 
 const char *test_tmpdir(void) { return g_tmpdir; }
 
+const char *test_run_dir(void) {
+    if (!is_dir(g_rundir)) mkdir_p(g_rundir);
+    return g_rundir;
+}
+
 void test_skip(const char *why) { g_current_skip = why; }
 
 int main(int argc, char **argv) {
@@ -42,6 +47,7 @@ int main(int argc, char **argv) {
      * skips the slow PyTorch parity tests, which the normal build runs) */
     const char *skip = getenv("UPCYCLE_TEST_SKIP");
     int passed = 0, failed = 0, skipped = 0;
+    snprintf(g_rundir, sizeof g_rundir, "%s/upcycle-run-%ld", base, (long)getpid());
     for (int i = 0; i < g_count; i++) {
         if (argc > 1) {
             int match = 0;
@@ -82,6 +88,7 @@ int main(int argc, char **argv) {
         }
         fflush(stdout);
     }
+    remove_tree(g_rundir);
     printf("unit: %d passed, %d failed, %d skipped\n", passed, failed, skipped);
     return failed ? 1 : 0;
 }

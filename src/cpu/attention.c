@@ -28,8 +28,9 @@
 #include "util.h"
 
 /* The kernels of this object are named for its width: `base` in the default compile, or the
- * ATTENTION_VARIANT suffix when the portable build compiles this file again with -mavx2 -mfma
- * or -mavx512f (Makefile, ATTENTION_WIDE). The entry points at the end pick one. */
+ * ATTENTION_VARIANT suffix when the build compiles this file again at another width (Makefile,
+ * ATTENTION_WIDTHS: the portable build adds AVX2 and AVX-512, a native one the narrower widths,
+ * for the tests). The entry points at the end pick one. */
 #ifdef ATTENTION_VARIANT
 #define KERNEL(name) KERNEL_(name, ATTENTION_VARIANT)
 #else
@@ -320,37 +321,61 @@ typedef struct {
     AttentionBackward backward;
 } AttentionWidth;
 
-#ifdef ATTENTION_WIDE
-void attention_forward_avx512(float *, float *, const float *, const float *, const float *, int, int, int, int, int);
-void attention_backward_avx512(float *, float *, float *, const float *, const float *, const float *, const float *,
-                               const float *, int, int, int, int, int);
-void attention_forward_avx2(float *, float *, const float *, const float *, const float *, int, int, int, int, int);
-void attention_backward_avx2(float *, float *, float *, const float *, const float *, const float *, const float *,
-                             const float *, int, int, int, int, int);
+/* the other compiles of this file (Makefile, ATTENTION_WIDTHS) */
+#define DECLARE_WIDTH(suffix)                                                                                          \
+    void attention_forward_##suffix(float *, float *, const float *, const float *, const float *, int, int, int, int,  \
+                                    int);                                                                              \
+    void attention_backward_##suffix(float *, float *, float *, const float *, const float *, const float *,            \
+                                     const float *, const float *, int, int, int, int, int);
+#define WIDTH(suffix) {#suffix, attention_forward_##suffix, attention_backward_##suffix},
+#define BASE_WIDTH {SIMD_NAME, attention_forward_base, attention_backward_base},
+#ifdef ATTENTION_HAS_avx512
+DECLARE_WIDTH(avx512)
+#endif
+#ifdef ATTENTION_HAS_avx2
+DECLARE_WIDTH(avx2)
+#endif
+#ifdef ATTENTION_HAS_sse2
+DECLARE_WIDTH(sse2)
 #endif
 
-static const AttentionWidth g_widths[] = { /* widest first */
-#ifdef ATTENTION_WIDE
-    {"avx512", attention_forward_avx512, attention_backward_avx512},
-    {"avx2", attention_forward_avx2, attention_backward_avx2},
+static const AttentionWidth g_widths[] = { /* widest first; the build's own width among them */
+#ifdef ATTENTION_HAS_avx512
+    WIDTH(avx512)
 #endif
-    {SIMD_NAME, attention_forward_base, attention_backward_base},
+#if SIMD_LEVEL == 3
+    BASE_WIDTH
+#endif
+#ifdef ATTENTION_HAS_avx2
+    WIDTH(avx2)
+#endif
+#if SIMD_LEVEL == 2
+    BASE_WIDTH
+#endif
+#ifdef ATTENTION_HAS_sse2
+    WIDTH(sse2)
+#endif
+#if SIMD_LEVEL <= 1
+    BASE_WIDTH
+#endif
 };
 static const int g_n_widths = sizeof g_widths / sizeof g_widths[0];
 static int g_width = -1; /* index into g_widths; chosen at the first call */
 
+/* the build's own width and the narrower ones run wherever the build does */
 static int cpu_runs(const char *name) {
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
     __builtin_cpu_init();
     if (!strcmp(name, "avx512")) return __builtin_cpu_supports("avx512f");
     if (!strcmp(name, "avx2")) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #endif
-    return 1; /* the base kernels: this build's own -march */
+    return 1;
 }
 
+/* name NULL: the widest this CPU runs */
 int cpu_attention_use_width(const char *name) {
     for (int i = 0; i < g_n_widths; i++)
-        if ((!name || !strcmp(name, g_widths[i].name)) && (i == g_n_widths - 1 || cpu_runs(g_widths[i].name))) {
+        if ((!name || !strcmp(name, g_widths[i].name)) && cpu_runs(g_widths[i].name)) {
             g_width = i;
             return 0;
         }

@@ -14,6 +14,7 @@
 #include <immintrin.h>
 #define VW 16
 #define SIMD_NAME "avx512"
+#define SIMD_LEVEL 3 /* widest 3, scalar 0 */
 typedef __m512 vfloat;
 #define v_zero() _mm512_setzero_ps()
 #define v_load(p) _mm512_loadu_ps(p)
@@ -35,6 +36,7 @@ typedef __m512 vfloat;
 #include <immintrin.h>
 #define VW 8
 #define SIMD_NAME "avx2"
+#define SIMD_LEVEL 2
 typedef __m256 vfloat;
 #define v_zero() _mm256_setzero_ps()
 #define v_load(p) _mm256_loadu_ps(p)
@@ -63,6 +65,7 @@ static inline float v_hmax(__m256 x) {
 #include <emmintrin.h>
 #define VW 4
 #define SIMD_NAME "sse2"
+#define SIMD_LEVEL 1
 typedef __m128 vfloat;
 #define v_zero() _mm_setzero_ps()
 #define v_load(p) _mm_loadu_ps(p)
@@ -88,6 +91,7 @@ static inline float v_hmax(__m128 s) {
 #else
 #define VW 1
 #define SIMD_NAME "scalar"
+#define SIMD_LEVEL 0
 typedef float vfloat;
 #define v_zero() 0.0f
 #define v_load(p) (*(p))
