@@ -4,7 +4,8 @@
 #                        tests/fuzz/corpus/<name>/, then replay tests/fuzz/regressions/<name>/
 #   make test-sanitize   build upcycle and the unit tests with -fsanitize=address,undefined into
 #                        build-san/ and run tests/run_all.sh on them (PyTorch parity tests and the
-#                        reference self-test skipped: they run in `make test`)
+#                        reference self-test skipped, and the Hugging Face tokenizer parity on its
+#                        varied and long-run texts only: the rest runs in `make test`)
 #   make test-valgrind   tests/valgrind.sh: a 3-step training run under valgrind --leak-check=full
 #                        (build-vg/upcycle: -O1, no -march=native, which valgrind may not decode)
 # Each variant has its own build directory, objects and dependency files; none touches build/.
@@ -38,7 +39,7 @@ $(eval $(call hardening_variant,build-san,$(SAN_CC),$(SAN_CFLAGS) $(MPI_DEFS),$(
 SAN_ENV := ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:strict_string_checks=1:detect_stack_use_after_return=1 \
            UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
            UPCYCLE_TEST_RUNNER=build-san/test_runner UPCYCLE_BIN=build-san/upcycle \
-           UPCYCLE_TEST_SKIP=parity_torch UPCYCLE_SKIP_SUITES=torch-reference-selftest
+           UPCYCLE_TEST_SKIP=parity_torch UPCYCLE_SKIP_SUITES=torch-reference-selftest UPCYCLE_HF_TEXTS="varied runs"
 
 # ---- valgrind: a plain -O1 build without -march=native
 VG_CFLAGS := -O1 -g $(HARDENING_CFLAGS)

@@ -10,11 +10,15 @@
 # run (the sanitizer pass) compares against the first run's without running node again.
 #   UPCYCLE_BIN        upcycle binary (default ./upcycle)
 #   UPCYCLE_HF_MODELS  tokenizers to compare (default: qwen3 llama3 deepseek_v3 gptoss)
+#   UPCYCLE_HF_TEXTS   texts to compare (default: varied code runs shakespeare docs); the sanitizer
+#                      pass takes the two that reach every code path (varied: each class of text
+#                      and every added token; runs: 200 KB pieces), not the large plain ones
 set -u
 cd "$(dirname "$0")/.."
 BIN=${UPCYCLE_BIN:-./upcycle}
 CACHE=${UPCYCLE_NPM_CACHE:-build/npm-cache}
 MODELS=${UPCYCLE_HF_MODELS:-qwen3 llama3 deepseek_v3 gptoss}
+TEXTS=${UPCYCLE_HF_TEXTS:-varied code runs shakespeare docs}
 CAP=$(mktemp -d)
 trap 'rm -rf "$CAP"' EXIT
 CMD_TIMEOUT=300
@@ -63,9 +67,15 @@ for m in $MODELS; do
   python3 tests/hf_tokenizer_text.py "$dir/tokenizer.json" "$CAP/varied-$m.txt" 400000
   # the normalizer's type, once per tokenizer (reading its JSON takes python a second)
   norm=$(python3 -c 'import json, sys; print((json.load(open(sys.argv[1], encoding="utf-8")).get("normalizer") or {}).get("type") or "none")' "$dir/tokenizer.json")
-  files=("$CAP/varied-$m.txt" "$CAP/code.txt" "$CAP/runs.txt")
-  [ -f data/tinyshakespeare.txt ] && files+=(data/tinyshakespeare.txt)
-  [ -d data/linux-docs ] && { find data/linux-docs -type f -name '*.rst' | sort | head -n 400 | xargs cat >"$CAP/docs.txt"; [ -s "$CAP/docs.txt" ] && files+=("$CAP/docs.txt"); }
+  files=()
+  for t in $TEXTS; do
+    case $t in
+      varied | code | runs) files+=("$CAP/$t$([ "$t" = varied ] && echo "-$m").txt") ;;
+      shakespeare) [ -f data/tinyshakespeare.txt ] && files+=(data/tinyshakespeare.txt) ;;
+      docs) [ -d data/linux-docs ] && { find data/linux-docs -type f -name '*.rst' | sort | head -n 400 | xargs cat >"$CAP/docs.txt"; [ -s "$CAP/docs.txt" ] && files+=("$CAP/docs.txt"); } ;;
+      *) fail "UPCYCLE_HF_TEXTS" "unknown text $t; expected varied, code, runs, shakespeare or docs" ;;
+    esac
+  done
   for f in "${files[@]}"; do
     name="$m $(basename "$f")"
     run "$BIN" encode --tokenizer "hf:$dir" --input "$f"
