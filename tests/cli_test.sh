@@ -157,7 +157,9 @@ median=$(printf '%s\n' "$OUT" | sed -n 's/^preset tiny: per round, median of 2: 
 if [ "$RC" -eq 0 ] && [ "$rounds" -eq 2 ] && [ -n "$best_ours" ] && [ -n "$best_torch" ] &&
    printf '%s\n' "$OUT" | grep -q "^preset tiny: batch 2 x 16 tokens, .* $best_ours tokens/s (.*; the best round)" &&
    printf '%s\n' "$OUT" | grep -q "the best round): $best_torch tokens/s" &&
-   printf '%s\n' "$OUT" | grep -q '^sgemm 1024^3: the best of 3 measurements, one per round' &&
+   printf '%s\n' "$OUT" | grep -q '^sgemm 1024^3: the best of 5 measurements (one at the start, then two per round)' &&
+   [ "$(printf '%s\n' "$OUT" | sed -n "s/^preset tiny: round [12] of 2: .*this round's sgemm \([0-9.]*\) GFLOP\/s, the mean of \([0-9.]*\) before and \([0-9.]*\) after.*/\1 \2 \3/p" |
+      awk '{ d = $1 - ($2 + $3) / 2; if (d < 0) d = -d; if (d <= 0.101) n++ } END { print n + 0 }')" -eq 2 ] &&
    printf '%s\n' "$OUT" | grep -qE "^preset tiny: per round, median of 2: [0-9.]+% of the round's sgemm .*, upcycle / PyTorch [0-9.]+x \([0-9.]+-[0-9.]+x\)" &&
    py "import sys; r = [float(x) for x in '$ratios'.split()]; sys.exit(0 if len(r) == 2 and abs(sum(r) / 2 - float('$median')) < 0.011 else 1)"; then
   ok "bench train --repeat 2: two alternating rounds, the best of each side and the medians of the per-round ratios"
