@@ -173,8 +173,11 @@ build/test_runner: $(TEST_OBJ) build/libupcycle.a
 deps:
 	@scripts/deps.sh build
 
+# the Debian packages, then the pinned PyPI environment of the transformers suites (scripts/pyenv.sh;
+# without PyPI those suites print skipped with the reason)
 test-deps:
 	@scripts/deps.sh test
+	@scripts/pyenv.sh ensure || echo "pyenv: the suites that need PyPI's transformers will print skipped"
 
 demo: deps
 	@$(MAKE) --no-print-directory all

@@ -5,7 +5,7 @@
 #   scripts/deps.sh hardening - build + clang and its libFuzzer runtime, valgrind (make fuzz, test-valgrind)
 set -euo pipefail
 want=(gcc make libc6-dev libopenblas-openmp-dev libcjson-dev libpcre2-dev libutf8proc-dev openmpi-bin libopenmpi-dev)
-if [ "${1:-build}" = test ]; then want+=(python3 python3-torch python3-numpy); fi
+if [ "${1:-build}" = test ]; then want+=(python3 python3-torch python3-numpy python3-venv); fi
 if [ "${1:-build}" = hardening ]; then want+=(clang libclang-rt-14-dev valgrind); fi
 missing=()
 for p in "${want[@]}"; do

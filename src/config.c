@@ -239,8 +239,9 @@ void train_config_print(const TrainConfig *t, FILE *f) {
 static cJSON *model_config_to_json(const ModelConfig *c) {
     cJSON *j = cJSON_CreateObject();
     cJSON *arch = cJSON_AddArrayToObject(j, "architectures");
-    cJSON_AddItemToArray(arch, cJSON_CreateString(config_family_architecture(c->family)));
-    cJSON_AddStringToObject(j, "model_type", config_family_model_type(c->family));
+    cJSON_AddItemToArray(arch, cJSON_CreateString(config_family_architecture(c)));
+    cJSON_AddStringToObject(j, "model_type", config_family_model_type(c));
+    int dense = config_family_is_dense(c); /* qwen3: no MoE keys */
     cJSON_AddNumberToObject(j, "vocab_size", c->vocab_size);
     cJSON_AddNumberToObject(j, "hidden_size", c->d_model);
     cJSON_AddNumberToObject(j, "num_hidden_layers", c->n_layers);
@@ -250,15 +251,17 @@ static cJSON *model_config_to_json(const ModelConfig *c) {
     /* OLMoE and Mixtral: every layer is MoE and intermediate_size is the experts' width */
     int all_moe = c->family == MODEL_FAMILY_OLMOE || c->family == MODEL_FAMILY_MIXTRAL;
     cJSON_AddNumberToObject(j, "intermediate_size", all_moe ? c->moe_intermediate_size : c->intermediate_size);
-    cJSON_AddNumberToObject(j, c->family == MODEL_FAMILY_MIXTRAL ? "num_local_experts" : "num_experts", c->n_experts);
-    cJSON_AddNumberToObject(j, "num_experts_per_tok", c->top_k);
-    if (!all_moe) {
+    if (!dense) {
+        cJSON_AddNumberToObject(j, c->family == MODEL_FAMILY_MIXTRAL ? "num_local_experts" : "num_experts", c->n_experts);
+        cJSON_AddNumberToObject(j, "num_experts_per_tok", c->top_k);
+    }
+    if (!all_moe && !dense) {
         cJSON_AddNumberToObject(j, "moe_intermediate_size", c->moe_intermediate_size);
         cJSON_AddNumberToObject(j, "decoder_sparse_step", c->decoder_sparse_step);
         cJSON *mlp_only = cJSON_AddArrayToObject(j, "mlp_only_layers");
         for (int l = 0; l < c->first_k_dense && l < c->n_layers; l++) cJSON_AddItemToArray(mlp_only, cJSON_CreateNumber(l));
     }
-    if (c->family != MODEL_FAMILY_MIXTRAL) cJSON_AddBoolToObject(j, "norm_topk_prob", c->norm_topk_prob);
+    if (c->family != MODEL_FAMILY_MIXTRAL && !dense) cJSON_AddBoolToObject(j, "norm_topk_prob", c->norm_topk_prob);
     if (c->family == MODEL_FAMILY_QWEN2_MOE) cJSON_AddNumberToObject(j, "shared_expert_intermediate_size", c->shared_expert_size);
     if (c->family == MODEL_FAMILY_OLMOE) {
         if (c->clip_qkv > 0) cJSON_AddNumberToObject(j, "clip_qkv", c->clip_qkv);
@@ -273,17 +276,12 @@ static cJSON *model_config_to_json(const ModelConfig *c) {
     cJSON_AddBoolToObject(j, "attention_bias", 0); /* Hugging Face's: with an o_proj bias, which the engine has not */
     cJSON_AddStringToObject(j, "hidden_act", "silu");
     cJSON_AddStringToObject(j, "torch_dtype", c->weight_dtype == WEIGHT_BF16 ? "bfloat16" : c->weight_dtype == WEIGHT_F16 ? "float16" : "float32");
+    /* our marker (the family's own q/k norm, so it never disagrees with what transformers
+     * computes once config_family_check passed) and a note on where the balancing bias is */
     cJSON_AddBoolToObject(j, "upcycle_qk_norm", c->qk_norm);
-    cJSON_AddStringToObject(j, "upcycle_balance_bias", c->family == MODEL_FAMILY_QWEN3_MOE ? "mlp.gate.e_score_correction_bias (selection only)"
-                                                                                      : "balance_bias.safetensors (selection only)");
-    /* the families' switches on a Qwen3-MoE model (whose keys cannot say them), only when set:
-     * a Qwen3-MoE config.json stays as it was; the other families write their own keys above */
-    if (c->family == MODEL_FAMILY_QWEN3_MOE) {
-        if (c->attention_bias) cJSON_AddBoolToObject(j, "upcycle_attention_bias", 1);
-        if (c->shared_expert_size) cJSON_AddNumberToObject(j, "upcycle_shared_expert_size", c->shared_expert_size);
-        if (c->qk_norm_full) cJSON_AddBoolToObject(j, "upcycle_qk_norm_full", 1);
-        if (c->clip_qkv != 0) cJSON_AddNumberToObject(j, "upcycle_clip_qkv", c->clip_qkv);
-    }
+    if (!dense)
+        cJSON_AddStringToObject(j, "upcycle_balance_bias", "training/balance_bias.safetensors: used in training for expert "
+                                                           "selection only; not part of this model's function");
     config_family_write_extra(c, j);
     return j;
 }
@@ -327,9 +325,10 @@ static int get_float(const cJSON *j, const char *key, float *out, const char *pa
 static int model_config_from_json(ModelConfig *c, const cJSON *j, const char *path) {
     model_config_defaults(c);
     c->head_dim = 0;
-    int family, hf_origin;
-    if (config_family_detect(j, path, &family, &hf_origin)) return -1;
+    int family, hf_origin, dense;
+    if (config_family_detect(j, path, &family, &hf_origin, &dense)) return -1;
     if (hf_origin) config_family_defaults(c, family);
+    if (dense) c->n_experts = 0, c->top_k = 0, c->moe_intermediate_size = 0; /* qwen3 */
     /* fields a checkpoint must have */
     static const char *required[] = {"vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads"};
     for (size_t i = 0; i < sizeof required / sizeof *required; i++)
@@ -374,6 +373,8 @@ static int model_config_from_json(ModelConfig *c, const cJSON *j, const char *pa
         c->first_k_dense = i + 1;
     }
     if (config_family_read(c, j, path, family, hf_origin)) return -1;
+    if (dense && c->n_experts)
+        return up_error("%s: model_type qwen3 with num_experts %d; expected model_type qwen3_moe for a model with experts", path, c->n_experts);
     if (c->head_dim == 0 && c->n_heads > 0) c->head_dim = c->d_model / c->n_heads;
     return model_config_validate(c, path);
 }

@@ -100,10 +100,11 @@ int model_config_n_moe_layers(const ModelConfig *c);
 void model_config_print(const ModelConfig *c, FILE *f);
 void train_config_print(const TrainConfig *t, FILE *f);
 
-/* config.json (Hugging Face keys, model_type "qwen3_moe", plus our "upcycle_*" extras; on a
- * Qwen3-MoE model the other families' switches as upcycle_attention_bias,
- * upcycle_shared_expert_size, upcycle_qk_norm_full and upcycle_clip_qkv, written only when set).
- * Reading checks types and ranges and names the file and key in its error. */
+/* config.json (Hugging Face keys of the model's family, plus our marker "upcycle_qk_norm" and the
+ * note "upcycle_balance_bias", neither of which changes the family's math). Configs written
+ * before the family check may carry upcycle_attention_bias, upcycle_shared_expert_size,
+ * upcycle_qk_norm_full and upcycle_clip_qkv on a qwen3_moe model: they are still read (and such a
+ * model is refused when saved). Reading checks types and ranges and names the file and key. */
 
 /* Hugging Face families (src/config_family.c). A config.json whose model_type is qwen3_moe,
  * qwen2_moe, olmoe or mixtral is read with that family's key names; without our upcycle_*
@@ -116,12 +117,19 @@ void train_config_print(const TrainConfig *t, FILE *f);
  * plan's "model") has our keys and defaults. Writing uses the family's model_type,
  * architecture and key names. */
 struct cJSON;
-int config_family_detect(const struct cJSON *j, const char *path, int *family, int *hf_origin);
+int config_family_detect(const struct cJSON *j, const char *path, int *family, int *hf_origin, int *dense);
 void config_family_defaults(ModelConfig *c, int family);
 int config_family_read(ModelConfig *c, const struct cJSON *j, const char *path, int family, int hf_origin);
-const char *config_family_model_type(int family);
+/* the model_type and architecture a config is written as: its family's, or qwen3 /
+ * Qwen3ForCausalLM for a qwen3_moe model without MoE layers (config_family_is_dense) */
+const char *config_family_model_type(const ModelConfig *c);
+int config_family_is_dense(const ModelConfig *c);
+/* 0 when the family's transformers code computes the model c; else one up_error line naming the
+ * switch it lacks (q/k/v biases, a shared expert, the whole-projection q/k norm, clip_qkv, dense
+ * layers, ...) and the families that hold it. Checkpoints are written only after it passes. */
+int config_family_check(const ModelConfig *c, const char *origin);
 void config_family_write_extra(const ModelConfig *c, struct cJSON *j); /* extra_keys into j */
-const char *config_family_architecture(int family);
+const char *config_family_architecture(const ModelConfig *c);
 int model_config_save_json(const ModelConfig *c, const char *path);
 int model_config_load_json(ModelConfig *c, const char *path);
 char *model_config_to_json_string(const ModelConfig *c);

@@ -14,29 +14,41 @@
 typedef struct {
     const char *model_type, *architecture;
     int family;
+    int dense; /* the family's model without MoE layers (qwen3: a qwen3_moe model with none) */
 } FamilyName;
 
 static const FamilyName FAMILIES[] = {
-    {"qwen3_moe", "Qwen3MoeForCausalLM", MODEL_FAMILY_QWEN3_MOE},
-    {"qwen2_moe", "Qwen2MoeForCausalLM", MODEL_FAMILY_QWEN2_MOE},
-    {"olmoe", "OlmoeForCausalLM", MODEL_FAMILY_OLMOE},
-    {"mixtral", "MixtralForCausalLM", MODEL_FAMILY_MIXTRAL},
+    {"qwen3_moe", "Qwen3MoeForCausalLM", MODEL_FAMILY_QWEN3_MOE, 0},
+    {"qwen2_moe", "Qwen2MoeForCausalLM", MODEL_FAMILY_QWEN2_MOE, 0},
+    {"olmoe", "OlmoeForCausalLM", MODEL_FAMILY_OLMOE, 0},
+    {"mixtral", "MixtralForCausalLM", MODEL_FAMILY_MIXTRAL, 0},
+    {"qwen3", "Qwen3ForCausalLM", MODEL_FAMILY_QWEN3_MOE, 1},
 };
 #define N_FAMILIES (int)(sizeof FAMILIES / sizeof *FAMILIES)
 
 /* families `grow` copies but the engine does not run */
 static const char *const GROWN_ONLY[] = {"deepseek_v2", "deepseek_v3", "gpt_oss"};
 
-const char *config_family_model_type(int family) {
+static const FamilyName *family_of(const ModelConfig *c) {
+    int dense = c->family == MODEL_FAMILY_QWEN3_MOE && model_config_n_moe_layers(c) == 0;
     for (int i = 0; i < N_FAMILIES; i++)
-        if (FAMILIES[i].family == family) return FAMILIES[i].model_type;
-    return "?";
+        if (FAMILIES[i].family == c->family && FAMILIES[i].dense == dense) return &FAMILIES[i];
+    return NULL;
 }
 
-const char *config_family_architecture(int family) {
-    for (int i = 0; i < N_FAMILIES; i++)
-        if (FAMILIES[i].family == family) return FAMILIES[i].architecture;
-    return "?";
+const char *config_family_model_type(const ModelConfig *c) {
+    const FamilyName *f = family_of(c);
+    return f ? f->model_type : "?";
+}
+
+const char *config_family_architecture(const ModelConfig *c) {
+    const FamilyName *f = family_of(c);
+    return f ? f->architecture : "?";
+}
+
+int config_family_is_dense(const ModelConfig *c) {
+    const FamilyName *f = family_of(c);
+    return f && f->dense;
 }
 
 /* Keys that do not change the math, ignored on reading and kept (extra_keys) for writing:
@@ -72,6 +84,12 @@ static const KnownKey KNOWN[] = {
     {"num_local_experts", MODEL_FAMILY_MIXTRAL}, {"router_jitter_noise", MODEL_FAMILY_MIXTRAL},
 };
 
+static const char *model_type_name(int family) {
+    for (int i = 0; i < N_FAMILIES; i++)
+        if (FAMILIES[i].family == family) return FAMILIES[i].model_type;
+    return "?";
+}
+
 static int is_ignored(const char *key) {
     if (!strncmp(key, "upcycle_", 8)) return 1; /* ours: read by config.c where they matter */
     for (size_t i = 0; i < sizeof IGNORED / sizeof *IGNORED; i++)
@@ -85,8 +103,8 @@ static int is_known(const char *key, int family) {
     return 0;
 }
 
-int config_family_detect(const cJSON *j, const char *path, int *family, int *hf_origin) {
-    *family = MODEL_FAMILY_QWEN3_MOE, *hf_origin = 0;
+int config_family_detect(const cJSON *j, const char *path, int *family, int *hf_origin, int *dense) {
+    *family = MODEL_FAMILY_QWEN3_MOE, *hf_origin = 0, *dense = 0;
     const char *model_type = NULL;
     if (json_opt_string(path, j, "model_type", NULL, &model_type)) return -1;
     if (!model_type) return 0; /* a --config or plan "model" object: our keys and defaults */
@@ -96,13 +114,13 @@ int config_family_detect(const cJSON *j, const char *path, int *family, int *hf_
                             "qwen2_moe, olmoe or mixtral (`upcycle grow --factor M` grows it by copy)", path, model_type);
     for (int i = 0; i < N_FAMILIES; i++)
         if (!strcmp(model_type, FAMILIES[i].model_type)) {
-            *family = FAMILIES[i].family;
+            *family = FAMILIES[i].family, *dense = FAMILIES[i].dense;
             /* written by us: our upcycle_* keys; else a Hugging Face config, whose absent keys
              * take the family's defaults, not ours */
             *hf_origin = !json_has(j, "upcycle_qk_norm");
             return 0;
         }
-    return up_error("%s: model_type %s; expected one the engine trains: qwen3_moe, qwen2_moe, olmoe or mixtral", path, model_type);
+    return up_error("%s: model_type %s; expected one the engine trains: qwen3_moe, qwen2_moe, olmoe, mixtral or qwen3 (dense)", path, model_type);
 }
 
 /* transformers' defaults (the configuration classes) for the keys the engine reads */
@@ -193,8 +211,8 @@ int config_family_read(ModelConfig *c, const cJSON *j, const char *path, int fam
     for (const cJSON *it = j ? j->child : NULL; it; it = it->next)
         if (!is_ignored(it->string) && !is_known(it->string, family))
             return up_error("%s: key %s: not one the engine implements for %s; expected only the keys of a %s config the "
-                            "engine trains (README: Hugging Face checkpoints)", path, it->string, config_family_model_type(family),
-                            config_family_model_type(family));
+                            "engine trains (README: Hugging Face checkpoints)", path, it->string, model_type_name(family),
+                            model_type_name(family));
     int rc = require_string(j, path, "hidden_act", "silu");
     if (!rc) rc = require_zero(j, path, "attention_dropout", "attention dropout");
     if (!rc) rc = require_absent(j, path, "rope_scaling", "RoPE scaling");
@@ -267,6 +285,77 @@ int config_family_read(ModelConfig *c, const cJSON *j, const char *path, int fam
         c->decoder_sparse_step = 1, c->first_k_dense = 0;
         c->norm_topk_prob = 1;
         break;
+    }
+    return 0;
+}
+
+/* ---- what each family's transformers code computes ----
+ * A model is written as its config's family only when that family's code computes it: every
+ * switch below that the model has must be one the family holds. Families as bits; QWEN3 is the
+ * dense qwen3 a qwen3_moe model without MoE layers is written as. */
+enum { F_QWEN3_MOE = 1, F_QWEN2_MOE = 2, F_OLMOE = 4, F_MIXTRAL = 8, F_QWEN3 = 16 };
+
+typedef struct {
+    const char *what;              /* the switch, as the refusal names it */
+    int (*has)(const ModelConfig *c);
+    int holds;                     /* F_* of the families whose transformers code computes it */
+} FamilySwitch;
+
+static int sw_head_norm(const ModelConfig *c) { return c->qk_norm && !c->qk_norm_full; }
+static int sw_full_norm(const ModelConfig *c) { return c->qk_norm && c->qk_norm_full; }
+static int sw_no_norm(const ModelConfig *c) { return !c->qk_norm; }
+static int sw_qkv_bias(const ModelConfig *c) { return c->attention_bias; }
+static int sw_shared(const ModelConfig *c) { return c->shared_expert_size > 0; }
+static int sw_no_shared(const ModelConfig *c) { return c->shared_expert_size == 0 && model_config_n_moe_layers(c) > 0; }
+static int sw_clip(const ModelConfig *c) { return c->clip_qkv > 0; }
+static int sw_dense_layers(const ModelConfig *c) {
+    int n_moe = model_config_n_moe_layers(c);
+    return n_moe > 0 && n_moe < c->n_layers;
+}
+static int sw_no_moe(const ModelConfig *c) { return model_config_n_moe_layers(c) == 0; }
+static int sw_unnormalized(const ModelConfig *c) { return !c->norm_topk_prob && model_config_n_moe_layers(c) > 0; }
+static int sw_head_dim(const ModelConfig *c) { return c->head_dim * c->n_heads != c->d_model; }
+
+static const FamilySwitch SWITCHES[] = {
+    {"per-head q/k RMSNorm (qk_norm)", sw_head_norm, F_QWEN3_MOE | F_QWEN3},
+    {"q/k RMSNorm over the whole projection (qk_norm_full)", sw_full_norm, F_OLMOE},
+    {"no q/k norm (qk_norm false)", sw_no_norm, F_QWEN2_MOE | F_MIXTRAL},
+    {"q/k/v projection biases (attention_bias)", sw_qkv_bias, F_QWEN2_MOE},
+    {"a shared expert (shared_expert_size)", sw_shared, F_QWEN2_MOE},
+    {"MoE layers without a shared expert", sw_no_shared, F_QWEN3_MOE | F_OLMOE | F_MIXTRAL},
+    {"q/k/v clamping (clip_qkv)", sw_clip, F_OLMOE},
+    {"dense layers between MoE layers (decoder_sparse_step, mlp_only_layers)", sw_dense_layers, F_QWEN3_MOE | F_QWEN2_MOE},
+    {"no MoE layers", sw_no_moe, F_QWEN3},
+    {"top-K gates not renormalized (norm_topk_prob false)", sw_unnormalized, F_QWEN3_MOE | F_QWEN2_MOE | F_OLMOE},
+    {"head_dim x num_attention_heads != hidden_size", sw_head_dim, F_QWEN3_MOE | F_QWEN2_MOE | F_MIXTRAL | F_QWEN3},
+};
+
+static int family_bit(const ModelConfig *c) {
+    if (config_family_is_dense(c)) return F_QWEN3;
+    switch (c->family) {
+    case MODEL_FAMILY_QWEN2_MOE: return F_QWEN2_MOE;
+    case MODEL_FAMILY_OLMOE: return F_OLMOE;
+    case MODEL_FAMILY_MIXTRAL: return F_MIXTRAL;
+    default: return F_QWEN3_MOE;
+    }
+}
+
+static void family_names(int bits, char *out, size_t n) {
+    static const char *const names[] = {"qwen3_moe", "qwen2_moe", "olmoe", "mixtral", "qwen3 (no MoE layers)"};
+    out[0] = 0;
+    for (int i = 0; i < 5; i++)
+        if (bits & (1 << i)) snprintf(out + strlen(out), n - strlen(out), "%s%s", out[0] ? " or " : "", names[i]);
+}
+
+int config_family_check(const ModelConfig *c, const char *origin) {
+    int bit = family_bit(c);
+    for (size_t i = 0; i < sizeof SWITCHES / sizeof *SWITCHES; i++) {
+        if (!SWITCHES[i].has(c) || (SWITCHES[i].holds & bit)) continue;
+        char holds[160];
+        family_names(SWITCHES[i].holds, holds, sizeof holds);
+        return up_error("%s: the model has %s, which %s's transformers code does not compute; expected model_type %s (the "
+                        "family that holds it), so nothing is written", origin, SWITCHES[i].what,
+                        config_family_model_type(c), holds);
     }
     return 0;
 }

@@ -843,6 +843,26 @@ void model_layer_loads(const Model *m, int layer, int32_t *loads) {
     m->be->download(loads, m->acts[layer].loads, sizeof(int32_t) * m->cfg.n_experts);
 }
 
+void model_layer_topk(const Model *m, int layer, int32_t *topk) {
+    m->be->download(topk, m->acts[layer].topk, sizeof(int32_t) * (size_t)m->B * m->T * m->cfg.top_k);
+}
+
+void model_balance_bias_get(const Model *m, float *out) {
+    size_t E = (size_t)m->cfg.n_experts, at = 0;
+    for (int l = 0; l < m->cfg.n_layers; l++)
+        if (m->layers[l].is_moe) m->be->download(out + at, P(m->layers[l].expert_bias), E * sizeof(float)), at += E;
+}
+
+void model_balance_bias_set(Model *m, const float *in) {
+    size_t E = (size_t)m->cfg.n_experts, at = 0;
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        if (!m->layers[l].is_moe) continue;
+        if (in) m->be->upload(P(m->layers[l].expert_bias), in + at, E * sizeof(float));
+        else m->be->zero(P(m->layers[l].expert_bias), E * sizeof(float));
+        at += E;
+    }
+}
+
 /* ---- accounting ---- */
 
 void model_param_counts(const Model *m, size_t *total, size_t *active, size_t *embedding) {

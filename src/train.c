@@ -67,7 +67,25 @@ uint64_t eval_window(uint64_t i, uint64_t n_eval, uint64_t n_windows) {
     return (uint64_t)((unsigned __int128)i * n_windows / n_eval);
 }
 
-EvalResult evaluate_split(Model *m, Loader *ld, int n_batches) {
+size_t topk_same_sets(const int32_t *a, const int32_t *b, size_t n_tokens, int K) {
+    size_t same = 0;
+    for (size_t t = 0; t < n_tokens; t++) {
+        const int32_t *x = a + t * K, *y = b + t * K;
+        int equal = 1; /* the same set: every expert of y is in x (the K of a row are distinct) */
+        for (int k = 0; k < K && equal; k++) {
+            int found = 0;
+            for (int k2 = 0; k2 < K; k2++) found |= x[k2] == y[k];
+            equal = found;
+        }
+        same += equal;
+    }
+    return same;
+}
+
+/* The windows' losses of the model as it routes now, and, with bias (the model's balancing
+ * biases, host copy; routing is then done without them), the losses with them and the top-K
+ * agreement of the two routings (effect). */
+static EvalResult eval_windows(Model *m, Loader *ld, int n_batches, const float *bias, BiasEffect *effect) {
     /* data parallel: the loader's batch is the global one (ranks x m->B sequences); each rank
      * evaluates its slice of every batch and the sums are added across ranks */
     int B = ld->batch_size, T = m->T, ranks = B / m->B, slice = ranks > 1 ? dist_rank() : 0;
@@ -75,7 +93,12 @@ EvalResult evaluate_split(Model *m, Loader *ld, int n_batches) {
     if (n_batches > 0 && (uint64_t)n_batches * (uint64_t)B < W) n_eval = (uint64_t)n_batches * (uint64_t)B;
     uint64_t batches = (n_eval + (uint64_t)B - 1) / (uint64_t)B;
     int32_t *tokens = xmalloc(sizeof(int32_t) * (size_t)B * (T + 1));
-    double sums[3] = {0, 0, 0}; /* windows, sum of window losses, sum of their squares */
+    /* windows, sum of window losses, sum of their squares; with bias: sum of window losses
+     * with it, (token, MoE layer) pairs compared, pairs with the same top-K set */
+    double sums[6] = {0, 0, 0, 0, 0, 0};
+    int K = m->cfg.top_k, n_moe = model_config_n_moe_layers(&m->cfg);
+    size_t NK = (size_t)m->B * T * K;
+    int32_t *top_plain = bias ? xmalloc(sizeof(int32_t) * NK * n_moe) : NULL, *top_biased = bias ? xmalloc(sizeof(int32_t) * NK) : NULL;
     for (uint64_t j = 0; j < batches; j++) {
         for (int b = 0; b < B; b++) {
             uint64_t i = j * (uint64_t)B + (uint64_t)b;
@@ -83,24 +106,65 @@ EvalResult evaluate_split(Model *m, Loader *ld, int n_batches) {
              * do not interact: routing is per token and the balancing bias is fixed here) */
             loader_copy_window(ld, i < n_eval ? eval_window(i, n_eval, W) : 0, tokens + (size_t)b * (T + 1));
         }
-        model_forward(m, tokens + (size_t)slice * m->B * (T + 1), 0, 0);
-        for (int b = 0; b < m->B; b++) {
-            uint64_t i = j * (uint64_t)B + (uint64_t)slice * m->B + (uint64_t)b;
-            if (i >= n_eval) continue;
-            double row = 0;
-            for (int t = 0; t < T; t++) row += m->host_losses[(size_t)b * T + t];
-            row /= T;
-            sums[0] += 1, sums[1] += row, sums[2] += row * row;
+        const int32_t *mine = tokens + (size_t)slice * m->B * (T + 1);
+        for (int pass = 0; pass < (bias ? 2 : 1); pass++) {
+            if (bias) model_balance_bias_set(m, pass ? bias : NULL);
+            model_forward(m, mine, 0, 0);
+            for (int b = 0; b < m->B; b++) {
+                uint64_t i = j * (uint64_t)B + (uint64_t)slice * m->B + (uint64_t)b;
+                if (i >= n_eval) continue;
+                double row = 0;
+                for (int t = 0; t < T; t++) row += m->host_losses[(size_t)b * T + t];
+                row /= T;
+                if (pass) sums[3] += row;
+                else sums[0] += 1, sums[1] += row, sums[2] += row * row;
+            }
+            for (int l = 0, q = 0; bias && l < m->cfg.n_layers; l++) {
+                if (!layer_is_moe(&m->cfg, l)) continue;
+                if (!pass) {
+                    model_layer_topk(m, l, top_plain + NK * q++);
+                    continue;
+                }
+                model_layer_topk(m, l, top_biased);
+                const int32_t *plain = top_plain + NK * q++;
+                for (int b = 0; b < m->B; b++) {
+                    if (j * (uint64_t)B + (uint64_t)slice * m->B + (uint64_t)b >= n_eval) continue;
+                    size_t at = (size_t)b * T * K;
+                    sums[4] += T, sums[5] += (double)topk_same_sets(plain + at, top_biased + at, (size_t)T, K);
+                }
+            }
         }
     }
-    free(tokens);
-    if (ranks > 1) dist_sum_doubles(sums, 3, "the validation loss");
+    free(tokens), free(top_plain), free(top_biased);
+    if (ranks > 1) dist_sum_doubles(sums, 6, "the validation loss");
     EvalResult r;
     r.windows = (long long)sums[0];
     r.tokens = r.windows * T;
     r.loss = sums[1] / sums[0];
     double var = sums[0] > 1 ? (sums[2] - sums[1] * sums[1] / sums[0]) / (sums[0] - 1) : 0;
     r.std_error = sums[0] > 1 && var > 0 ? sqrt(var / sums[0]) : 0;
+    if (effect && bias) {
+        effect->loss_with_bias = sums[3] / sums[0];
+        effect->topk_agreement = sums[4] > 0 ? sums[5] / sums[4] : 1;
+    }
+    return r;
+}
+
+EvalResult evaluate_split(Model *m, Loader *ld, int n_batches) { return eval_windows(m, ld, n_batches, NULL, NULL); }
+
+EvalResult evaluate_split_unbiased(Model *m, Loader *ld, int n_batches, BiasEffect *effect) {
+    size_t n = (size_t)model_config_n_moe_layers(&m->cfg) * m->cfg.n_experts;
+    float *bias = n ? xmalloc(n * sizeof(float)) : NULL;
+    if (bias) model_balance_bias_get(m, bias);
+    BiasEffect e = {0};
+    for (size_t i = 0; i < n; i++) {
+        e.has_bias |= bias[i] != 0;
+        e.max_abs_bias = fmax(e.max_abs_bias, fabs(bias[i]));
+    }
+    EvalResult r = eval_windows(m, ld, n_batches, e.has_bias ? bias : NULL, &e);
+    if (e.has_bias) model_balance_bias_set(m, bias); /* restored */
+    if (effect) *effect = e;
+    free(bias);
     return r;
 }
 
@@ -221,6 +285,8 @@ static int run_configure(Run *r, const ModelConfig *model_cfg, const TrainConfig
         if (checkpoint_load_config(opt->init, &r->mc)) return -1;
     }
     if (model_config_validate(&r->mc, "model config") || train_config_validate(&r->tc, "train config")) return -1;
+    /* refused before training, not after it: checkpoints are written only in a family that computes the model */
+    if (config_family_check(&r->mc, "model config")) return -1;
     if (r->tc.seq_len > r->mc.max_seq_len)
         return up_error("train config: seq_len %d exceeds max_position_embeddings %d; expected seq_len <= %d", r->tc.seq_len,
                         r->mc.max_seq_len, r->mc.max_seq_len);
@@ -533,7 +599,24 @@ int train_run(const ModelConfig *model_cfg, const TrainConfig *train_cfg, const 
     const TrainConfig *tc = &r.tc;
     result->tokens_per_second = result->steps_run ? result->steps_run * (double)tc->batch_size * tc->seq_len / result->seconds : 0;
     result->final_train_loss = result->steps_run ? result->losses[result->steps_run - 1] : NAN;
-    EvalResult final_eval = evaluate_split(&r.m, &r.val_ld, opt->final_eval_batches);
+    EvalResult final_eval;
+    if (!rc && opt->report_balance_bias) {
+        /* the final loss as trained (with the biases), and as transformers computes the saved
+         * model (without them) */
+        BiasEffect bias;
+        final_eval = evaluate_split_unbiased(&r.m, &r.val_ld, opt->final_eval_batches, &bias);
+        if (bias.has_bias) {
+            if (dist_rank() == 0)
+                printf("note: %s/final: %s has no balancing bias, so the saved model routes without it (kept in %s/%s for "
+                       "resuming; largest |bias| %.4f): val loss %.4f without, %.4f with; top-K expert sets agree on %.1f%% of "
+                       "(token, MoE layer) pairs (--aux-loss with --bias-rate 0 trains a model that needs none)\n",
+                       opt->out_dir, config_family_model_type(&r.m.cfg), CKPT_TRAINING_DIR, BALANCE_BIAS_NAME, bias.max_abs_bias,
+                       final_eval.loss, bias.loss_with_bias, 100 * bias.topk_agreement);
+            final_eval.loss = bias.loss_with_bias; /* the run's own function, as without the report */
+        }
+    } else {
+        final_eval = evaluate_split(&r.m, &r.val_ld, opt->final_eval_batches);
+    }
     result->final_val_loss = final_eval.loss;
     result->final_val_stderr = final_eval.std_error;
     result->final_val_tokens = final_eval.tokens;

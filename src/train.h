@@ -24,6 +24,8 @@ typedef struct {
     int save_dtype;          /* dtype of the checkpoints' weights: 0 the model's own (config.json
                               * torch_dtype), else SAVE_AS(WEIGHT_*) */
     int save_layout;         /* experts in the checkpoints: SAVE_LAYOUT_KEEP (the model's), SAVE_PER_EXPERT, SAVE_PACKED */
+    int report_balance_bias; /* after the final save, when the balancing biases are nonzero: one line
+                              * with what they change (the saved model routes without them) */
 } TrainOptions;
 
 typedef struct {
@@ -69,6 +71,19 @@ typedef struct {
     long long windows, tokens;
 } EvalResult;
 EvalResult evaluate_split(Model *m, Loader *ld, int n_batches);
+/* The effect of the loss-free balancing biases on a model evaluated without them. */
+typedef struct {
+    int has_bias;          /* some bias is nonzero; else the fields below are 0 */
+    double max_abs_bias;   /* the largest |bias| of any expert of any layer */
+    double loss_with_bias; /* the validation loss routing with the biases (as in training) */
+    double topk_agreement; /* share of (token, MoE layer) pairs whose top-K expert set is the same */
+} BiasEffect;
+/* evaluate_split of the function a saved checkpoint computes in transformers: routing without
+ * the balancing biases (no family the engine writes has them), which are restored afterwards;
+ * effect (may be NULL) gets what they change. */
+EvalResult evaluate_split_unbiased(Model *m, Loader *ld, int n_batches, BiasEffect *effect);
+/* rows of a (n_tokens, K) and b (n_tokens, K) that select the same set of experts */
+size_t topk_same_sets(const int32_t *a, const int32_t *b, size_t n_tokens, int K);
 double evaluate_loss(Model *m, Loader *ld, int n_batches); /* evaluate_split(...).loss */
 uint64_t eval_window(uint64_t i, uint64_t n_eval, uint64_t n_windows); /* floor(i * W / n) */
 

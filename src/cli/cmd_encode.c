@@ -83,27 +83,17 @@ int cmd_decode(int argc, char **argv) {
     const char *origin = strcmp(input, "-") ? input : "standard input";
     char *text = NULL, *out = NULL;
     size_t n = 0, n_out = 0;
-    uint32_t *ids = NULL;
+    int32_t *ids = NULL; /* ids are >= 0: the same bits as the tokenizer's uint32_t */
     cJSON *j = NULL;
     rc = read_input(input, &text, &n);
     if (!rc) {
         j = cJSON_ParseWithLength(text, n);
         if (!cJSON_IsArray(j)) rc = up_error("%s: not a JSON array; expected token ids as `upcycle encode` prints them", origin);
     }
-    int count = j ? cJSON_GetArraySize(j) : 0, vocab = tokenizer_vocab_size(tok);
+    int count = j ? cJSON_GetArraySize(j) : 0;
     if (!rc) ids = xmalloc(sizeof *ids * (size_t)(count ? count : 1));
-    const cJSON *elem = j ? j->child : NULL; /* walked in order: cJSON_GetArrayItem is linear */
-    for (int i = 0; i < count && !rc; i++, elem = elem->next) {
-        int id = 0;
-        if (cJSON_IsNumber(elem) && elem->valuedouble >= -2147483648.0 && elem->valuedouble <= 2147483647.0 &&
-            elem->valuedouble == (double)(int)elem->valuedouble)
-            id = (int)elem->valuedouble;
-        else rc = json_elem_int(origin, j, "ids", i, &id); /* not a whole number: its message */
-        if (!rc && (id < 0 || id >= vocab))
-            rc = up_error("%s: field ids[%d] is %d; expected a token id in [0, %d)", origin, i, id, vocab);
-        if (!rc) ids[i] = (uint32_t)id;
-    }
-    if (!rc) rc = tokenizer_decode(tok, ids, (size_t)count, &out, &n_out);
+    if (!rc) rc = json_token_ids(origin, j, "ids", tokenizer_vocab_size(tok), ids);
+    if (!rc) rc = tokenizer_decode(tok, (const uint32_t *)ids, (size_t)count, &out, &n_out);
     if (!rc && fwrite(out, 1, n_out, stdout) != n_out) rc = up_error("standard output: write failed; expected a writable output");
     cJSON_Delete(j);
     free(out);

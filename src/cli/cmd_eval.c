@@ -12,6 +12,7 @@
 #include "model.h"
 #include "train.h"
 #include "util.h"
+#include "util/json.h"
 
 static int load_model(const char *ckpt, Model *m) { return checkpoint_load_model(ckpt, m, 0, NULL); }
 static int load_model_on(const char *ckpt, const Backend *be, Model *m) {
@@ -26,32 +27,129 @@ static void default_shape(const char *ckpt, int *batch, int *seq) {
     if (*seq <= 0) *seq = have ? st.train.seq_len : 128;
 }
 
+/* --ids FILE: a JSON array of token ids, or an array of equally long arrays (a batch); at least
+ * 2 ids a row. tokens gets (rows, len) ids; 0 or up_error naming the file and the element. */
+static int read_ids(const char *path, int vocab, int32_t **tokens, int *rows, int *len) {
+    char *text = NULL;
+    size_t n = 0;
+    if (read_file(path, &text, &n)) return -1;
+    cJSON *j = cJSON_ParseWithLength(text, n);
+    free(text);
+    int nested = cJSON_IsArray(j) && cJSON_IsArray(cJSON_GetArrayItem(j, 0));
+    *rows = nested ? cJSON_GetArraySize(j) : 1;
+    *len = cJSON_GetArraySize(nested ? cJSON_GetArrayItem(j, 0) : j);
+    int rc = 0;
+    if (!cJSON_IsArray(j) || *len < 2)
+        rc = up_error("%s: %s; expected a JSON array of at least 2 token ids, or an array of such arrays", path,
+                      cJSON_IsArray(j) ? "fewer than 2 ids" : "not a JSON array");
+    *tokens = rc ? NULL : xmalloc(sizeof(int32_t) * (size_t)*rows * *len);
+    for (int r = 0; !rc && r < *rows; r++) {
+        const cJSON *row = nested ? cJSON_GetArrayItem(j, r) : j;
+        char name[32];
+        snprintf(name, sizeof name, "row %d: ids", r);
+        if (!cJSON_IsArray(row) || cJSON_GetArraySize(row) != *len)
+            rc = up_error("%s: row %d is not an array of %d ids; expected rows of equal length", path, r, *len);
+        else rc = json_token_ids(path, row, name, vocab, *tokens + (size_t)r * *len);
+    }
+    cJSON_Delete(j);
+    if (rc) free(*tokens), *tokens = NULL;
+    return rc;
+}
+
+/* eval --ids: the loss of the rows' next-token predictions (positions 0..len-2 predict 1..len-1,
+ * as transformers' labels=input_ids), routing without the balancing biases; optionally the
+ * logits (rows, len-1, V) and each MoE layer's top-K experts (n_moe, rows*(len-1), K) as raw
+ * little-endian float32 / int32 files, for comparison with transformers. */
+static int eval_ids(Model *m, const char *ids_path, const char *logits_path, const char *topk_path, int json) {
+    int32_t *tokens;
+    int rows, len;
+    if (read_ids(ids_path, m->cfg.vocab_size, &tokens, &rows, &len)) return -1;
+    int T = len - 1, K = m->cfg.top_k, n_moe = model_config_n_moe_layers(&m->cfg);
+    if (T > m->cfg.max_seq_len) {
+        free(tokens);
+        return up_error("%s: rows of %d ids; expected at most max_position_embeddings + 1 = %d", ids_path, len, m->cfg.max_seq_len + 1);
+    }
+    model_set_batch(m, rows, T);
+    size_t N = (size_t)rows * T, n_bias = (size_t)n_moe * m->cfg.n_experts;
+    float *bias = xcalloc(n_bias + 1, sizeof(float));
+    model_balance_bias_get(m, bias);
+    int has_bias = 0;
+    for (size_t i = 0; i < n_bias; i++) has_bias |= bias[i] != 0;
+    model_balance_bias_set(m, NULL);
+    double loss = model_forward(m, tokens, 0, 0);
+    int rc = 0;
+    if (logits_path) {
+        float *logits = xmalloc(sizeof(float) * N * m->cfg.vocab_size);
+        m->be->download(logits, m->logits, sizeof(float) * N * m->cfg.vocab_size);
+        rc = atomic_write_file(logits_path, logits, sizeof(float) * N * m->cfg.vocab_size);
+        free(logits);
+    }
+    int32_t *topk = xmalloc(sizeof(int32_t) * (N * K * n_moe + 1));
+    for (int l = 0, q = 0; l < m->cfg.n_layers; l++)
+        if (layer_is_moe(&m->cfg, l)) model_layer_topk(m, l, topk + N * K * q++);
+    if (!rc && topk_path) rc = atomic_write_file(topk_path, topk, sizeof(int32_t) * N * K * n_moe);
+    double loss_bias = loss, agree = 1;
+    if (!rc && has_bias) {
+        model_balance_bias_set(m, bias);
+        loss_bias = model_forward(m, tokens, 0, 0);
+        int32_t *biased = xmalloc(sizeof(int32_t) * N * K);
+        size_t same = 0;
+        for (int l = 0, q = 0; l < m->cfg.n_layers; l++)
+            if (layer_is_moe(&m->cfg, l)) model_layer_topk(m, l, biased), same += topk_same_sets(topk + N * K * q++, biased, N, K);
+        agree = (double)same / ((double)N * n_moe);
+        free(biased);
+    }
+    if (!rc && json) {
+        printf("{\"loss\": %.8f, \"tokens\": %zu, \"rows\": %d", loss, N, rows);
+        if (has_bias) printf(", \"loss_with_balance_bias\": %.8f, \"topk_agreement\": %.6f", loss_bias, agree);
+        printf("}\n");
+    } else if (!rc) {
+        printf("%s: loss %.6f over %zu predicted tokens (%d rows)\n", ids_path, loss, N, rows);
+        if (has_bias)
+            printf("with the balancing biases (training's routing): loss %.6f; top-K expert sets agree on %.1f%% of (token, MoE layer) pairs\n",
+                   loss_bias, 100 * agree);
+    }
+    free(topk), free(bias), free(tokens);
+    return rc;
+}
+
 int cmd_eval(int argc, char **argv) {
-    const char *ckpt = NULL, *data = NULL, *split = "val";
+    const char *ckpt = NULL, *data = NULL, *split = "val", *ids = NULL, *logits = NULL, *router_topk = NULL;
     const char *device = "auto";
     int json = 0, batches = 0, batch = 0, seq = 0, threads = 0;
     CliOption opts[] = {
         {"ckpt", OPT_STR, &ckpt, "checkpoint directory (required)"},
-        {"data", OPT_STR, &data, "data directory (required)"},
+        {"data", OPT_STR, &data, "data directory (required unless --ids)"},
         {"split", OPT_STR, &split, "val (default), cpt or pretrain"},
         {"batches", OPT_INT, &batches, "0 (default): every window of the split once; N: N batches of windows strided evenly over the split"},
         {"batch-size", OPT_INT, &batch, "sequences per batch (default: the checkpoint's training batch)"},
         {"seq-len", OPT_INT, &seq, "tokens per sequence (default: the checkpoint's training length)"},
+        {"ids", OPT_STR, &ids, "instead of --data: a JSON array of token ids (or an array of equally long arrays); the loss of their next-token predictions"},
+        {"logits", OPT_STR, &logits, "with --ids: write the logits (rows, len-1, vocab) as raw float32"},
+        {"router-topk", OPT_STR, &router_topk, "with --ids: write each MoE layer's top-K experts (MoE layers, rows*(len-1), K) as raw int32"},
         {"json", OPT_FLAG, &json, "print one JSON object"},
         {"threads", OPT_INT, &threads, "threads"},
         {"device", OPT_STR, &device, CLI_DEVICE_HELP},
     };
-    int prc = cli_parse("eval", "--ckpt DIR --data DIR [options]", argc, argv, opts, sizeof opts / sizeof *opts);
+    int prc = cli_parse("eval", "--ckpt DIR --data DIR [options]  |  --ckpt DIR --ids FILE [--logits F --router-topk F]", argc, argv,
+                        opts, sizeof opts / sizeof *opts);
     if (prc) return prc == 1 ? 0 : prc;
-    if (!ckpt || !data) return cli_usage_error("eval", "--ckpt and --data are required; expected --ckpt DIR --data DIR");
+    if (!ckpt || (!data && !ids)) return cli_usage_error("eval", "--ckpt and --data (or --ids) are required; expected --ckpt DIR --data DIR");
+    if (data && ids) return cli_usage_error("eval", "--data and --ids together; expected one of them");
+    if ((logits || router_topk) && !ids) return cli_usage_error("eval", "--logits and --router-topk need --ids; expected --ids FILE with them");
     if (batches < 0) return cli_usage_error("eval", "--batches %d; expected 0 (the whole split) or a count >= 1", batches);
     const Backend *be;
     int brc = cli_backend("eval", device, &be);
     if (brc) return brc;
     cli_set_threads(threads);
-    default_shape(ckpt, &batch, &seq);
     Model m;
     if (load_model_on(ckpt, be, &m)) return cli_fail();
+    if (ids) {
+        int rc = eval_ids(&m, ids, logits, router_topk, json);
+        model_free(&m);
+        return rc ? cli_fail() : 0;
+    }
+    default_shape(ckpt, &batch, &seq);
     if (seq > m.cfg.max_seq_len) {
         int max = m.cfg.max_seq_len;
         model_free(&m);
@@ -68,15 +166,26 @@ int cmd_eval(int argc, char **argv) {
         return cli_fail();
     }
     model_set_batch(&m, batch, seq);
-    EvalResult r = evaluate_split(&m, &ld, batches);
+    /* the function the directory computes in transformers: routing without the balancing biases */
+    BiasEffect bias;
+    EvalResult r = evaluate_split_unbiased(&m, &ld, batches, &bias);
     int whole = r.windows == (long long)ld.n_windows;
-    if (json)
+    if (json) {
         printf("{\"loss\": %.6f, \"std_error\": %.6f, \"perplexity\": %.4f, \"tokens\": %lld, \"windows\": %lld, "
-               "\"split_windows\": %llu, \"split\": \"%s\"}\n",
+               "\"split_windows\": %llu, \"split\": \"%s\"",
                r.loss, r.std_error, exp(r.loss), r.tokens, r.windows, (unsigned long long)ld.n_windows, split);
-    else
+        if (bias.has_bias)
+            printf(", \"loss_with_balance_bias\": %.6f, \"topk_agreement\": %.6f, \"max_abs_balance_bias\": %.6f", bias.loss_with_bias,
+                   bias.topk_agreement, bias.max_abs_bias);
+        printf("}\n");
+    } else {
         printf("%s: %s loss %.4f (standard error %.4f over windows), perplexity %.2f over %lld tokens (%s)\n", ckpt, split, r.loss,
                r.std_error, exp(r.loss), r.tokens, whole ? "the whole split" : "windows strided over the split");
+        if (bias.has_bias)
+            printf("the loss is the model as transformers computes it, without the balancing biases (largest |bias| %.4f); "
+                   "with them (training's routing): %.4f, top-K expert sets agree on %.1f%% of (token, MoE layer) pairs\n",
+                   bias.max_abs_bias, bias.loss_with_bias, 100 * bias.topk_agreement);
+    }
     loader_close(&ld);
     model_free(&m);
     return 0;
@@ -235,7 +344,7 @@ int cmd_inspect(int argc, char **argv) {
     size_t total, active, embedding;
     model_param_counts(&m, &total, &active, &embedding);
     printf("checkpoint %s\n", ckpt);
-    printf("format: %s (%s), weights %s, experts %s\n", config_family_model_type(m.cfg.family), config_family_architecture(m.cfg.family),
+    printf("format: %s (%s), weights %s, experts %s\n", config_family_model_type(&m.cfg), config_family_architecture(&m.cfg),
            m.cfg.weight_dtype == WEIGHT_BF16 ? "bf16" : m.cfg.weight_dtype == WEIGHT_F16 ? "fp16" : "fp32",
            m.cfg.packed_experts ? "packed (gate_up_proj, down_proj)" : "per expert");
     model_config_print(c, stdout);

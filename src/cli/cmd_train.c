@@ -161,7 +161,7 @@ int cmd_train(int argc, char **argv) {
     dist_barrier("the start of training");
     cli_set_threads(threads);
     TrainOptions opt = {.data_dir = data, .split = split, .out_dir = out, .resume = resume, .init = init,
-                        .quiet = quiet, .keep_checkpoints = keep, .backend = be, .final_eval_batches = final_eval_batches,
+                        .quiet = quiet, .report_balance_bias = 1, .keep_checkpoints = keep, .backend = be, .final_eval_batches = final_eval_batches,
                         .expert_parallel = expert_parallel, .ep_size = ep_size, .save_dtype = weight_dtype >= 0 ? SAVE_AS(weight_dtype) : 0,
                         .save_layout = save_layout};
     TrainResult res;

@@ -57,9 +57,9 @@ static char *latest_checkpoint(const char *dir) {
         int step;
         char tail;
         if (sscanf(de->d_name, "ckpt_%d%c", &step, &tail) == 1 && step > best) {
-            char *p = path_join(dir, de->d_name), *t = path_join(p, "trainer.json");
-            if (path_exists(t)) best = step;
-            free(p), free(t);
+            char *p = path_join(dir, de->d_name);
+            if (checkpoint_has_trainer_state(p)) best = step;
+            free(p);
         }
     }
     closedir(d);

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "io/hf_ckpt.h"
@@ -65,14 +66,15 @@ typedef struct {
 
 static int is_balance_bias(const ParamInfo *p) { return !p->trainable && strstr(p->name, "e_score_correction_bias") != NULL; }
 
-/* The tensors of model.safetensors, in table order. Qwen3-MoE keeps the balancing bias in it (the
- * DeepSeek-V3 name); the other families have none, so theirs goes to balance_bias.safetensors. */
+/* The tensors of model.safetensors, in table order. No family the engine writes has a balancing
+ * bias (transformers would report it unexpected and route without it): the biases go to
+ * training/balance_bias.safetensors. */
 static int plan_model_tensors(const ModelConfig *cfg, const TensorSource *src, int packed, StDtype dtype, OutTensor **out) {
     OutTensor *t = xcalloc((size_t)src->n_tensors, sizeof *t);
     int n = 0;
     for (int i = 0; i < src->n_tensors; i++) {
         const ParamInfo *p = &src->table[i];
-        if (is_balance_bias(p) && cfg->family != MODEL_FAMILY_QWEN3_MOE) continue;
+        if (is_balance_bias(p)) continue;
         HfPackedSpan span;
         if (packed && p->expert >= 0 && hf_names_packed(cfg, p->name, &span)) {
             int gate_up = strstr(span.name, "gate_up_proj") != NULL;
@@ -100,8 +102,7 @@ static int plan_model_tensors(const ModelConfig *cfg, const TensorSource *src, i
     for (int k = 0; k < n; k++) {
         uint64_t numel = 1;
         for (int d = 0; d < t[k].ndim; d++) numel *= (uint64_t)t[k].shape[d];
-        /* the balancing bias stays F32 (as DeepSeek-V3 keeps it): steps of u = 1e-3 vanish in bf16 */
-        t[k].dtype = is_balance_bias(&src->table[t[k].parts[0]]) ? ST_F32 : dtype;
+        t[k].dtype = dtype;
         t[k].bytes = numel * st_dtype_size(t[k].dtype);
     }
     *out = t;
@@ -122,10 +123,11 @@ static void convert_out(const float *src, size_t n, StDtype dtype, unsigned char
     for (size_t k = 0; k < n; k++) h[k] = dtype == ST_BF16 ? f32_to_bf16(src[k]) : f32_to_f16(src[k]);
 }
 
-/* table entry i, if it is a balancing bias kept beside the weights: appended to side */
-static int take_side(TensorSource *src, const ModelConfig *cfg, int i, float *side, size_t *at) {
+/* table entry i, if it is a balancing bias: appended to side (F32, as DeepSeek-V3 keeps its bias:
+ * steps of u = 1e-3 vanish in bf16) */
+static int take_side(TensorSource *src, int i, float *side, size_t *at) {
     const ParamInfo *p = &src->table[i];
-    if (!is_balance_bias(p) || cfg->family == MODEL_FAMILY_QWEN3_MOE) return 0;
+    if (!is_balance_bias(p)) return 0;
     const float *data = src->data(src, CKPT_WEIGHTS, i);
     if (!data) return -1;
     memcpy(side + *at, data, p->numel * sizeof(float));
@@ -157,12 +159,12 @@ static int write_model(const char *dir, const ModelConfig *cfg, TensorSource *sr
         cJSON_AddNumberToObject(meta, "total_size", (double)total);
         weight_map = cJSON_AddObjectToObject(index, "weight_map");
     }
-    /* the balancing biases of a family that has none go to our own file beside (F32); they
-     * are taken from the source in table order with the rest, as a source may stream */
+    /* the balancing biases go to training/ (F32); they are taken from the source in table
+     * order with the rest, as a source may stream */
     int n_side = 0;
     size_t side_floats = 0;
     for (int i = 0; i < src->n_tensors; i++)
-        if (is_balance_bias(&src->table[i]) && cfg->family != MODEL_FAMILY_QWEN3_MOE) n_side++, side_floats += src->table[i].numel;
+        if (is_balance_bias(&src->table[i])) n_side++, side_floats += src->table[i].numel;
     float *side = n_side ? xmalloc(side_floats * sizeof(float)) : NULL;
     int next_side = 0; /* table entries before it are taken */
     size_t side_at = 0;
@@ -184,7 +186,7 @@ static int write_model(const char *dir, const ModelConfig *cfg, TensorSource *sr
             for (int part = 0; part < t[q].n_parts && !rc; part++) {
                 const ParamInfo *p = &src->table[t[q].parts[part]];
                 for (; side && next_side < t[q].parts[part] && !rc; next_side++)
-                    rc = take_side(src, cfg, next_side, side, &side_at);
+                    rc = take_side(src, next_side, side, &side_at);
                 next_side = next_side > t[q].parts[part] ? next_side : t[q].parts[part] + 1;
                 const float *data = rc ? NULL : src->data(src, CKPT_WEIGHTS, t[q].parts[part]);
                 if (!data) rc = -1;
@@ -196,13 +198,14 @@ static int write_model(const char *dir, const ModelConfig *cfg, TensorSource *sr
     }
     if (!rc && index) rc = hf_ckpt_write_json(dir, HF_INDEX_NAME, index);
     cJSON_Delete(index);
-    for (; side && next_side < src->n_tensors && !rc; next_side++) rc = take_side(src, cfg, next_side, side, &side_at);
+    for (; side && next_side < src->n_tensors && !rc; next_side++) rc = take_side(src, next_side, side, &side_at);
     if (!rc && side) {
         StWriter *w = st_writer_new();
         for (int i = 0; i < src->n_tensors; i++)
             if (is_balance_bias(&src->table[i])) st_writer_add(w, src->table[i].name, ST_F32, src->table[i].ndim, src->table[i].shape);
         st_writer_meta(w, "format", "pt");
-        char *path = path_join(dir, BALANCE_BIAS_NAME);
+        char *training = path_join(dir, CKPT_TRAINING_DIR), *path = path_join(training, BALANCE_BIAS_NAME);
+        free(training);
         rc = st_writer_open(w, path);
         free(path);
         if (!rc) rc = st_writer_write(w, side, side_floats * sizeof(float));
@@ -257,29 +260,53 @@ static int write_trainer_state(const char *path, const TrainerState *s) {
     return rc;
 }
 
+char *checkpoint_training_path(const char *dir, const char *name) {
+    char *training = path_join(dir, CKPT_TRAINING_DIR), *path = path_join(training, name);
+    free(training);
+    if (path_exists(path)) return path;
+    char *old = path_join(dir, name);
+    if (path_exists(old)) {
+        free(path);
+        return old;
+    }
+    free(old);
+    return path;
+}
+
+static int has_balance_bias(const TensorSource *src) {
+    for (int i = 0; i < src->n_tensors; i++)
+        if (is_balance_bias(&src->table[i])) return 1;
+    return 0;
+}
+
 int checkpoint_write(const char *dir, const ModelConfig *cfg, TensorSource *src, int with_optimizer, int optimizer_step,
                      const TrainerState *state, const char *extra_name, const char *extra_text) {
+    if (config_family_check(cfg, dir)) return -1; /* before anything is written */
     DirReplace d;
     if (dir_replace_begin(&d, dir)) return -1;
     char *path = path_join(d.tmp, "config.json");
     int rc = model_config_save_json(cfg, path);
     free(path);
+    char *training = path_join(d.tmp, CKPT_TRAINING_DIR);
+    if (!rc && (with_optimizer || state || has_balance_bias(src)) && mkdir(training, 0755))
+        rc = up_error("%s: cannot create the directory: %s", training, strerror(errno));
     if (!rc) rc = write_model(d.tmp, cfg, src);
     if (!rc && with_optimizer) {
-        path = path_join(d.tmp, "optimizer.safetensors");
+        path = path_join(training, "optimizer.safetensors");
         rc = write_optimizer(path, src, optimizer_step);
         free(path);
     }
     if (!rc && state) {
-        path = path_join(d.tmp, "trainer.json");
+        path = path_join(training, "trainer.json");
         rc = write_trainer_state(path, state);
         free(path);
         if (!rc) {
-            path = path_join(d.tmp, "train_config.json");
+            path = path_join(training, "train_config.json");
             rc = train_config_save_json(&state->train, path);
             free(path);
         }
     }
+    free(training);
     if (!rc && extra_name) {
         path = path_join(d.tmp, extra_name);
         rc = atomic_write_file(path, extra_text, strlen(extra_text));
@@ -395,9 +422,9 @@ int checkpoint_load_weights(const char *dir, Model *m) {
     for (int f = 0; f < ck.n_files; f++) used[f] = xcalloc((size_t)ck.st[f].n_tensors + 1, 1);
     /* the host buffers are the parameters themselves on a host backend; else one tensor's */
     float *staging = m->be->runs_on_host ? NULL : xmalloc(model_max_numel(m->params, m->n_params) * sizeof(float));
-    /* the balancing biases of a family that has none, when we wrote them beside */
+    /* the balancing biases, kept in training/ (or, earlier, beside the weights) */
     StFile side;
-    char *side_path = path_join(dir, BALANCE_BIAS_NAME);
+    char *side_path = checkpoint_training_path(dir, BALANCE_BIAS_NAME);
     int rc = 0, have_side = path_exists(side_path) && !(rc = st_open(&side, side_path));
     for (int i = 0; i < m->n_params && !rc; i++) {
         const ParamInfo *p = &m->params[i];
@@ -408,7 +435,7 @@ int checkpoint_load_weights(const char *dir, Model *m) {
         float *dst = staging ? staging : m->param_mem + p->offset;
         if (!t && !p->trainable && have_side && st_find(&side, p->name)) {
             rc = st_read_f32(&side, p->name, dst, p->ndim, p->shape);
-        } else if (!t && !p->trainable) { /* the balancing bias: a family without one starts from zero */
+        } else if (!t && !p->trainable) { /* no balancing bias saved (a Hugging Face checkpoint): zero */
             memset(dst, 0, p->numel * sizeof(float));
         } else if (!t) {
             char name[HF_NAME_MAX];
@@ -464,15 +491,18 @@ int checkpoint_load_model_on(const char *dir, const Backend *be, Model *m, int w
     return 0;
 }
 
-int checkpoint_has_optimizer(const char *dir) {
-    char *path = path_join(dir, "optimizer.safetensors");
+static int has_training_file(const char *dir, const char *name) {
+    char *path = checkpoint_training_path(dir, name);
     int exists = path_exists(path);
     free(path);
     return exists;
 }
 
+int checkpoint_has_optimizer(const char *dir) { return has_training_file(dir, "optimizer.safetensors"); }
+int checkpoint_has_trainer_state(const char *dir) { return has_training_file(dir, "trainer.json"); }
+
 int checkpoint_load_optimizer(const char *dir, Model *m) {
-    char *path = path_join(dir, "optimizer.safetensors");
+    char *path = checkpoint_training_path(dir, "optimizer.safetensors");
     StFile f;
     int rc = st_open(&f, path);
     free(path);
@@ -528,7 +558,7 @@ static int get_count(const char *path, const cJSON *obj, const char *field, int 
 
 int trainer_state_load(const char *dir, TrainerState *s) {
     memset(s, 0, sizeof *s);
-    char *path = path_join(dir, "trainer.json");
+    char *path = checkpoint_training_path(dir, "trainer.json");
     cJSON *j = json_load_file(path, "the trainer state written with a checkpoint");
     const cJSON *data = NULL, *rng = NULL, *lm = NULL;
     double tokens = 0;
@@ -567,7 +597,7 @@ int trainer_state_load(const char *dir, TrainerState *s) {
     free(path);
     if (!rc) {
         train_config_defaults(&s->train);
-        char *tc = path_join(dir, "train_config.json");
+        char *tc = checkpoint_training_path(dir, "train_config.json");
         if (path_exists(tc)) rc = train_config_load_bare_json(&s->train, tc);
         free(tc);
     }

@@ -1,10 +1,19 @@
-/* checkpoint.h - a checkpoint is a directory other tools can read:
- *   config.json            Hugging Face Qwen3-MoE keys (model_config_save_json)
- *   model.safetensors      every parameter, F32, Hugging Face names
- *   optimizer.safetensors  Adam moments: "exp_avg.<name>", "exp_avg_sq.<name>"; metadata "step"
- *   trainer.json           step, data position, RNG state, schedule, training config
- * The directory is written under a temporary name and renamed into place, so a crash leaves
- * the previous checkpoint or none, never half of one. */
+/* checkpoint.h - a checkpoint is a directory other tools can read. Its top level is exactly the
+ * model that the family's transformers code computes (docs/hf-checkpoints.md):
+ *   config.json            the family's keys (model_config_save_json; a family that computes
+ *                          every switch of the model, else the save is refused)
+ *   model.safetensors      every model parameter in the family's names, layout and dtype (or
+ *                          shards + model.safetensors.index.json); no other *.safetensors
+ * Training state that no family holds lives in a subfolder, where transformers and vLLM (which
+ * load every top-level *.safetensors of an unindexed directory) never look:
+ *   training/optimizer.safetensors    Adam moments "exp_avg.<name>", "exp_avg_sq.<name>"; metadata "step"
+ *   training/balance_bias.safetensors the loss-free balancing biases "...mlp.gate.e_score_correction_bias"
+ *                                     [E] F32 (selection only; not part of the saved model's function)
+ *   training/trainer.json             step, data position, RNG state, schedule
+ *   training/train_config.json        the training configuration
+ * Readers also take these files from the top level (checkpoints written before the subfolder),
+ * and a balancing bias inside model.safetensors. The directory is written under a temporary name
+ * and renamed into place, so a crash leaves the previous checkpoint or none, never half of one. */
 #ifndef UPCYCLE_CHECKPOINT_H
 #define UPCYCLE_CHECKPOINT_H
 
@@ -39,15 +48,19 @@ typedef struct TensorSource {
     int random_access; /* 1: data may be asked in any order (packed experts need it); 0: table order only */
 } TensorSource;
 
-/* the balancing biases of a family whose checkpoints have none (all but Qwen3-MoE), beside the weights */
+/* the subfolder of training state, and the balancing biases' file in it */
+#define CKPT_TRAINING_DIR "training"
 #define BALANCE_BIAS_NAME "balance_bias.safetensors"
+/* DIR/training/NAME, or DIR/NAME where only that exists (an earlier layout); malloc'd */
+char *checkpoint_training_path(const char *dir, const char *name);
 /* model.safetensors is split into shards of at most this many bytes, with an index (0: 5 GB) */
 void checkpoint_set_shard_bytes(uint64_t bytes);
 
-/* Writes checkpoint DIR from a source: config.json, model.safetensors, with_optimizer:
- * optimizer.safetensors (metadata step = optimizer_step), state: trainer.json and
- * train_config.json (state may be NULL), extra_name: one more text file. The directory is
- * replaced whole (util/dir_replace.h). */
+/* Writes checkpoint DIR from a source: config.json, model.safetensors, the balancing biases
+ * (training/), with_optimizer: training/optimizer.safetensors (metadata step = optimizer_step),
+ * state: training/trainer.json and train_config.json (state may be NULL), extra_name: one more
+ * text file at the top. The directory is replaced whole (util/dir_replace.h). Refused, writing
+ * nothing, when the config's family cannot compute the model (config_family_check). */
 int checkpoint_write(const char *dir, const ModelConfig *cfg, TensorSource *src, int with_optimizer, int optimizer_step,
                      const TrainerState *state, const char *extra_name, const char *extra_text);
 /* the source of a whole model in one process (one host copy of one buffer at a time) */
@@ -71,6 +84,7 @@ int checkpoint_load_model(const char *dir, Model *m, int with_optimizer, int *ha
 /* the same on backend be (eval and sample with --device) */
 int checkpoint_load_model_on(const char *dir, const Backend *be, Model *m, int with_optimizer, int *has_optimizer);
 int checkpoint_has_optimizer(const char *dir);
+int checkpoint_has_trainer_state(const char *dir); /* training/trainer.json (or an earlier layout's) */
 /* 1 if DIR/config.json was written by upcycle (has our upcycle_* keys), else 0 */
 int checkpoint_is_upcycle(const char *dir);
 int trainer_state_load(const char *dir, TrainerState *state);

@@ -193,3 +193,19 @@ ELEMENT(json_elem_string, const char *, K_STRING, s)
 ELEMENT(json_elem_object, const cJSON *, K_OBJECT, j)
 ELEMENT(json_elem_array, const cJSON *, K_ARRAY, j)
 #undef ELEMENT
+
+int json_token_ids(const char *file, const cJSON *arr, const char *name, int vocab, int32_t *out) {
+    int count = cJSON_GetArraySize(arr), i = 0;
+    for (const cJSON *elem = arr->child; elem; elem = elem->next, i++) { /* in order: cJSON_GetArrayItem is linear */
+        int id = 0;
+        if (cJSON_IsNumber(elem) && elem->valuedouble >= -2147483648.0 && elem->valuedouble <= 2147483647.0 &&
+            elem->valuedouble == (double)(int)elem->valuedouble)
+            id = (int)elem->valuedouble;
+        else if (json_elem_int(file, arr, name, i, &id)) /* not a whole number: its message */
+            return -1;
+        if (id < 0 || id >= vocab) return up_error("%s: field %s[%d] is %d; expected a token id in [0, %d)", file, name, i, id, vocab);
+        out[i] = id;
+    }
+    (void)count;
+    return 0;
+}

@@ -26,6 +26,7 @@
 #define UPCYCLE_UTIL_JSON_H
 
 #include <cjson/cJSON.h>
+#include <stdint.h>
 #include <stddef.h>
 
 /* The JSON object in a file, or NULL with up_error naming the file: unreadable (read_file's
@@ -59,6 +60,9 @@ int json_opt_array(const char *file, const cJSON *obj, const char *name, const c
 int json_elem_number(const char *file, const cJSON *arr, const char *name, int i, double *out);
 int json_elem_number_or_null(const char *file, const cJSON *arr, const char *name, int i, double *out);
 int json_elem_int(const char *file, const cJSON *arr, const char *name, int i, int *out);
+/* arr, a JSON array of token ids, into out (cJSON_GetArraySize(arr) entries): each a whole
+ * number in [0, vocab); else up_error "<file>: field <name>[i] is ...; expected ..." */
+int json_token_ids(const char *file, const cJSON *arr, const char *name, int vocab, int32_t *out);
 int json_elem_string(const char *file, const cJSON *arr, const char *name, int i, const char **out);
 int json_elem_object(const char *file, const cJSON *arr, const char *name, int i, const cJSON **out);
 int json_elem_array(const char *file, const cJSON *arr, const char *name, int i, const cJSON **out);
