@@ -266,6 +266,10 @@ int config_family_read(ModelConfig *c, const cJSON *j, const char *path, int fam
     } else if (bias) {
         return up_error("%s: field attention_bias is true; expected false (an o_proj bias is not implemented)", path);
     }
+    /* the q/k norm each family's transformers code always computes, whatever our marker says
+     * (qwen3_moe's written before the family check may say otherwise: upcycle_* keys, read in config.c) */
+    if (family == MODEL_FAMILY_QWEN2_MOE || family == MODEL_FAMILY_MIXTRAL) c->qk_norm = 0, c->qk_norm_full = 0;
+    if (family == MODEL_FAMILY_OLMOE) c->qk_norm = 1, c->qk_norm_full = 1;
     switch (family) {
     case MODEL_FAMILY_QWEN2_MOE:
         if (json_opt_int(path, j, "shared_expert_intermediate_size", c->shared_expert_size, &c->shared_expert_size)) return -1;

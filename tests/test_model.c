@@ -253,14 +253,19 @@ TEST(training_is_deterministic_and_learns) {
     free(a.losses), free(b.losses), free(data), free(out1), free(out2);
 }
 
-static void check_resume_bit_exact(const ModelConfig *mc, const TrainConfig *tc) {
-    char *data = fixture_data_dir(), *out1 = path_join(test_tmpdir(), "full"), *out2 = path_join(test_tmpdir(), "resumed");
+static void check_resume_bit_exact(const ModelConfig *mc, const TrainConfig *tc, const char *label) {
+    char full_name[64], resumed_name[64];
+    snprintf(full_name, sizeof full_name, "full%s", label), snprintf(resumed_name, sizeof resumed_name, "resumed%s", label);
+    char *data = fixture_data_dir(), *out1 = path_join(test_tmpdir(), full_name), *out2 = path_join(test_tmpdir(), resumed_name);
     TrainOptions full = {.data_dir = data, .out_dir = out1, .quiet = 1};
     TrainResult a, b;
-    CHECK(train_run(mc, tc, &full, &a) == 0); /* 12 steps, checkpoint at 6 */
     char *ckpt = path_join(out1, "ckpt_000006");
     TrainOptions resumed = {.data_dir = data, .out_dir = out2, .resume = ckpt, .quiet = 1};
-    CHECK(train_run(mc, tc, &resumed, &b) == 0);
+    if (train_run(mc, tc, &full, &a) || train_run(mc, tc, &resumed, &b)) { /* 12 steps, checkpoint at 6 */
+        test_fail(__FILE__, __LINE__, "%s: train_run failed: %s", label, up_last_error());
+        free(data), free(out1), free(out2), free(ckpt);
+        return;
+    }
     CHECK(b.steps_run == 6);
     CHECK_MSG(memcmp(a.losses + 6, b.losses, 6 * sizeof(float)) == 0, "resumed losses differ: %.9g vs %.9g",
               a.losses[6], b.losses[0]);
@@ -278,34 +283,46 @@ TEST(resume_is_bit_exact) {
     ModelConfig mc;
     TrainConfig tc;
     fixture_small_run(&mc, &tc);
-    check_resume_bit_exact(&mc, &tc);
+    check_resume_bit_exact(&mc, &tc, "");
 }
 
-/* the families' tensors (q/k/v biases, shared expert and its gate, whole-projection q/k norms)
- * and their optimizer state go through the checkpoint like every other */
+/* the families' tensors (Qwen2-MoE's q/k/v biases, shared expert and its gate; OLMoE's
+ * whole-projection q/k norms) and their optimizer state go through the checkpoint like every other */
 TEST(resume_is_bit_exact_family_switches) {
-    ModelConfig mc;
-    TrainConfig tc;
-    fixture_small_run(&mc, &tc);
-    mc.attention_bias = 1, mc.shared_expert_size = 24, mc.qk_norm_full = 1, mc.clip_qkv = 1.5f, mc.norm_topk_prob = 0;
-    check_resume_bit_exact(&mc, &tc);
-    /* the checkpoint holds them under their Hugging Face names, with optimizer state */
-    char *ckpt = path_join(test_tmpdir(), "full/final");
-    Model m;
-    CHECK(checkpoint_load_model(ckpt, &m, 1, NULL) == 0);
-    CHECK(m.cfg.shared_expert_size == 24 && m.cfg.attention_bias && m.cfg.qk_norm_full && m.cfg.clip_qkv == 1.5f);
-    const char *names[] = {"model.layers.0.self_attn.q_proj.bias", "model.layers.1.self_attn.v_proj.bias",
-                           "model.layers.1.mlp.shared_expert.down_proj.weight", "model.layers.1.mlp.shared_expert_gate.weight"};
-    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
-        int p = model_find_param(&m, names[i]);
-        CHECK_MSG(p >= 0 && m.params[p].trainable, "%s missing or not trainable", names[i]);
-        if (p >= 0) CHECK(m.adam_v[m.params[p].offset] > 0); /* AdamW has seen its gradient */
+    for (int fam = 0; fam < 2; fam++) {
+        ModelConfig mc;
+        TrainConfig tc;
+        fixture_small_run(&mc, &tc);
+        if (fam == 0) mc.family = MODEL_FAMILY_QWEN2_MOE, mc.qk_norm = 0, mc.attention_bias = 1, mc.shared_expert_size = 24, mc.norm_topk_prob = 0;
+        else mc.family = MODEL_FAMILY_OLMOE, mc.qk_norm_full = 1, mc.clip_qkv = 1.5f, mc.decoder_sparse_step = 1, mc.first_k_dense = 0;
+        const char *label = fam == 0 ? "-qwen2moe" : "-olmoe";
+        check_resume_bit_exact(&mc, &tc, label);
+        /* the checkpoint holds them under their Hugging Face names, with optimizer state */
+        char name[64];
+        snprintf(name, sizeof name, "full%s/final", label);
+        char *ckpt = path_join(test_tmpdir(), name);
+        Model m;
+        CHECK(checkpoint_load_model(ckpt, &m, 1, NULL) == 0);
+        CHECK(m.cfg.family == mc.family && m.cfg.shared_expert_size == mc.shared_expert_size && m.cfg.attention_bias == mc.attention_bias &&
+              m.cfg.qk_norm_full == mc.qk_norm_full && m.cfg.clip_qkv == mc.clip_qkv);
+        const char *qwen2[] = {"model.layers.0.self_attn.q_proj.bias", "model.layers.1.self_attn.v_proj.bias",
+                               "model.layers.1.mlp.shared_expert.down_proj.weight", "model.layers.1.mlp.shared_expert_gate.weight"};
+        const char *olmoe[] = {"model.layers.0.self_attn.q_norm.weight", "model.layers.1.self_attn.k_norm.weight"};
+        const char **names = fam == 0 ? qwen2 : olmoe;
+        size_t n = fam == 0 ? 4 : 2;
+        for (size_t i = 0; i < n; i++) {
+            int p = model_find_param(&m, names[i]);
+            CHECK_MSG(p >= 0 && m.params[p].trainable, "%s missing or not trainable", names[i]);
+            float seen = 0; /* AdamW has seen its gradient */
+            for (size_t k = 0; p >= 0 && k < m.params[p].numel; k++) seen = fmaxf(seen, m.adam_v[m.params[p].offset + k]);
+            CHECK_MSG(seen > 0, "%s: no second moment (p %d, first m %g)", names[i], p, p >= 0 ? m.adam_m[m.params[p].offset] : -1.0f);
+        }
+        if (fam == 0) CHECK(model_find_param(&m, "model.layers.0.mlp.shared_expert_gate.weight") < 0); /* layer 0 is dense */
+        int qn = model_find_param(&m, "model.layers.0.self_attn.q_norm.weight");
+        if (fam == 1) CHECK(qn >= 0 && m.params[qn].numel == (size_t)mc.n_heads * mc.head_dim);
+        model_free(&m);
+        free(ckpt);
     }
-    CHECK(model_find_param(&m, "model.layers.0.mlp.shared_expert_gate.weight") < 0); /* layer 0 is dense */
-    int qn = model_find_param(&m, "model.layers.0.self_attn.q_norm.weight");
-    CHECK(qn >= 0 && m.params[qn].numel == (size_t)mc.n_heads * mc.head_dim);
-    model_free(&m);
-    free(ckpt);
 }
 
 TEST(init_starts_new_stage_with_optimizer_state) {

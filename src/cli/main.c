@@ -24,6 +24,7 @@ static const Command g_commands[] = {
     {"grow", cmd_grow, 1, "grow a trained MoE's experts (E -> m*E): uniform or utility-based, init heuristics"},
     {"diag", cmd_diag, 0, "replica diagnostics of a grown checkpoint: weight cosines, token overlap, load"},
     {"experiment", cmd_experiment, 1, "Fixed-E vs Upcycled vs Fixed-mE over seeds and sweeps, with a report"},
+    {"convert", cmd_convert, 0, "rewrite a checkpoint through the engine: another dtype, expert layout or shard size"},
     {"eval", cmd_eval, 0, "validation loss and perplexity of a checkpoint"},
     {"sample", cmd_sample, 0, "generate text from a checkpoint"},
     {"inspect", cmd_inspect, 0, "config, parameter counts, experts, balancing biases of a checkpoint"},

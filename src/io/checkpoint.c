@@ -135,7 +135,21 @@ static int take_side(TensorSource *src, int i, float *side, size_t *at) {
     return 0;
 }
 
-static int write_model(const char *dir, const ModelConfig *cfg, TensorSource *src) {
+/* DIR/training, created when it is not there yet; malloc'd path or NULL (up_error) */
+static char *training_dir(const char *dir) {
+    char *training = path_join(dir, CKPT_TRAINING_DIR);
+    if (mkdir(training, 0755) && errno != EEXIST) {
+        up_error("%s: cannot create the directory: %s", training, strerror(errno));
+        free(training);
+        return NULL;
+    }
+    return training;
+}
+
+/* keep_zero_bias: write the balancing biases also when all are zero (a checkpoint with training
+ * state); without it, zero biases (a Hugging Face model converted) leave no file: zero is what
+ * a reader assumes */
+static int write_model(const char *dir, const ModelConfig *cfg, TensorSource *src, int keep_zero_bias) {
     StDtype dtype = st_dtype_of(cfg->weight_dtype);
     size_t elt = st_dtype_size(dtype);
     /* packed experts need every expert of a layer at once: a source that yields tensors in
@@ -199,14 +213,16 @@ static int write_model(const char *dir, const ModelConfig *cfg, TensorSource *sr
     if (!rc && index) rc = hf_ckpt_write_json(dir, HF_INDEX_NAME, index);
     cJSON_Delete(index);
     for (; side && next_side < src->n_tensors && !rc; next_side++) rc = take_side(src, next_side, side, &side_at);
-    if (!rc && side) {
+    int any_bias = 0;
+    for (size_t i = 0; i < side_at; i++) any_bias |= side[i] != 0;
+    if (!rc && side && (any_bias || keep_zero_bias)) {
         StWriter *w = st_writer_new();
         for (int i = 0; i < src->n_tensors; i++)
             if (is_balance_bias(&src->table[i])) st_writer_add(w, src->table[i].name, ST_F32, src->table[i].ndim, src->table[i].shape);
         st_writer_meta(w, "format", "pt");
-        char *training = path_join(dir, CKPT_TRAINING_DIR), *path = path_join(training, BALANCE_BIAS_NAME);
+        char *training = training_dir(dir), *path = training ? path_join(training, BALANCE_BIAS_NAME) : NULL;
         free(training);
-        rc = st_writer_open(w, path);
+        rc = path ? st_writer_open(w, path) : -1;
         free(path);
         if (!rc) rc = st_writer_write(w, side, side_floats * sizeof(float));
         if (rc) st_writer_abort(w);
@@ -273,12 +289,6 @@ char *checkpoint_training_path(const char *dir, const char *name) {
     return path;
 }
 
-static int has_balance_bias(const TensorSource *src) {
-    for (int i = 0; i < src->n_tensors; i++)
-        if (is_balance_bias(&src->table[i])) return 1;
-    return 0;
-}
-
 int checkpoint_write(const char *dir, const ModelConfig *cfg, TensorSource *src, int with_optimizer, int optimizer_step,
                      const TrainerState *state, const char *extra_name, const char *extra_text) {
     if (config_family_check(cfg, dir)) return -1; /* before anything is written */
@@ -287,10 +297,9 @@ int checkpoint_write(const char *dir, const ModelConfig *cfg, TensorSource *src,
     char *path = path_join(d.tmp, "config.json");
     int rc = model_config_save_json(cfg, path);
     free(path);
-    char *training = path_join(d.tmp, CKPT_TRAINING_DIR);
-    if (!rc && (with_optimizer || state || has_balance_bias(src)) && mkdir(training, 0755))
-        rc = up_error("%s: cannot create the directory: %s", training, strerror(errno));
-    if (!rc) rc = write_model(d.tmp, cfg, src);
+    if (!rc) rc = write_model(d.tmp, cfg, src, with_optimizer || state);
+    char *training = !rc && (with_optimizer || state) ? training_dir(d.tmp) : NULL;
+    if (!rc && (with_optimizer || state) && !training) rc = -1;
     if (!rc && with_optimizer) {
         path = path_join(training, "optimizer.safetensors");
         rc = write_optimizer(path, src, optimizer_step);
