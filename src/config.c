@@ -236,6 +236,18 @@ void train_config_print(const TrainConfig *t, FILE *f) {
 
 /* ---- JSON ---- */
 
+/* a float key as a JSON number that reads back as this float and, as transformers 5's strict
+ * config fields want, is a float literal (2.0, not 2) */
+static void add_float(cJSON *j, const char *key, float v) {
+    char text[40];
+    for (int digits = 6; digits <= 9; digits++) {
+        snprintf(text, sizeof text, "%.*g", digits, v);
+        if (strtof(text, NULL) == v) break;
+    }
+    if (!strpbrk(text, ".eEn")) strcat(text, ".0");
+    cJSON_AddItemToObject(j, key, cJSON_CreateRaw(text));
+}
+
 static cJSON *model_config_to_json(const ModelConfig *c) {
     cJSON *j = cJSON_CreateObject();
     cJSON *arch = cJSON_AddArrayToObject(j, "architectures");
@@ -264,13 +276,13 @@ static cJSON *model_config_to_json(const ModelConfig *c) {
     if (c->family != MODEL_FAMILY_MIXTRAL && !dense) cJSON_AddBoolToObject(j, "norm_topk_prob", c->norm_topk_prob);
     if (c->family == MODEL_FAMILY_QWEN2_MOE) cJSON_AddNumberToObject(j, "shared_expert_intermediate_size", c->shared_expert_size);
     if (c->family == MODEL_FAMILY_OLMOE) {
-        if (c->clip_qkv > 0) cJSON_AddNumberToObject(j, "clip_qkv", c->clip_qkv);
+        if (c->clip_qkv > 0) add_float(j, "clip_qkv", c->clip_qkv);
         else cJSON_AddNullToObject(j, "clip_qkv");
     }
-    cJSON_AddNumberToObject(j, "rope_theta", c->rope_theta);
-    cJSON_AddNumberToObject(j, "rms_norm_eps", c->rms_norm_eps);
+    add_float(j, "rope_theta", c->rope_theta);
+    add_float(j, "rms_norm_eps", c->rms_norm_eps);
     cJSON_AddNumberToObject(j, "max_position_embeddings", c->max_seq_len);
-    cJSON_AddNumberToObject(j, "initializer_range", c->init_std);
+    add_float(j, "initializer_range", c->init_std);
     cJSON_AddBoolToObject(j, "tie_word_embeddings", c->tie_embeddings);
     if (c->family == MODEL_FAMILY_QWEN2_MOE) cJSON_AddBoolToObject(j, "qkv_bias", c->attention_bias); /* attention_bias: o_proj */
     cJSON_AddBoolToObject(j, "attention_bias", 0); /* Hugging Face's: with an o_proj bias, which the engine has not */

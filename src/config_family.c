@@ -81,7 +81,8 @@ static const KnownKey KNOWN[] = {
     {"norm_topk_prob", MODEL_FAMILY_QWEN2_MOE}, {"shared_expert_intermediate_size", MODEL_FAMILY_QWEN2_MOE},
     {"qkv_bias", MODEL_FAMILY_QWEN2_MOE},
     {"num_experts", MODEL_FAMILY_OLMOE}, {"norm_topk_prob", MODEL_FAMILY_OLMOE}, {"clip_qkv", MODEL_FAMILY_OLMOE},
-    {"num_local_experts", MODEL_FAMILY_MIXTRAL}, {"router_jitter_noise", MODEL_FAMILY_MIXTRAL},
+    /* transformers 5 writes every MoE family's expert count as num_local_experts */
+    {"num_local_experts", -1}, {"router_jitter_noise", MODEL_FAMILY_MIXTRAL},
 };
 
 static const char *model_type_name(int family) {
@@ -266,6 +267,13 @@ int config_family_read(ModelConfig *c, const cJSON *j, const char *path, int fam
     } else if (bias) {
         return up_error("%s: field attention_bias is true; expected false (an o_proj bias is not implemented)", path);
     }
+    /* the expert count: num_experts, or num_local_experts (Mixtral's, and every family's in
+     * transformers 5); both must agree where both are given */
+    int local = -1;
+    if (json_opt_int(path, j, "num_local_experts", -1, &local)) return -1;
+    if (local >= 0 && json_has(j, "num_experts") && local != c->n_experts)
+        return up_error("%s: fields num_experts %d and num_local_experts %d disagree; expected one expert count", path, c->n_experts, local);
+    if (local >= 0) c->n_experts = local;
     /* the q/k norm each family's transformers code always computes, whatever our marker says
      * (qwen3_moe's written before the family check may say otherwise: upcycle_* keys, read in config.c) */
     if (family == MODEL_FAMILY_QWEN2_MOE || family == MODEL_FAMILY_MIXTRAL) c->qk_norm = 0, c->qk_norm_full = 0;
@@ -284,7 +292,6 @@ int config_family_read(ModelConfig *c, const cJSON *j, const char *path, int fam
         break;
     }
     case MODEL_FAMILY_MIXTRAL:
-        if (json_opt_int(path, j, "num_local_experts", c->n_experts, &c->n_experts)) return -1;
         c->moe_intermediate_size = c->intermediate_size;
         c->decoder_sparse_step = 1, c->first_k_dense = 0;
         c->norm_topk_prob = 1;

@@ -3,13 +3,14 @@
 # Suites: C unit tests (ops, data, safetensors, model, PyTorch parity, checkpoints),
 # the PyTorch reference's self-test, the CLI tests (exit codes, messages, no partial output),
 # Hugging Face tokenizer parity with tokenizers.js (tests/hf_tokenizer_test.sh; skipped without
-# npm), the crash tests (SIGKILL while writing, disk full: tests/crash_test.sh), and the MPI tests
+# npm), parity with Hugging Face transformers 4.57 and 5 (tests/hf_transformers_test.sh; skipped
+# without the PyPI environment of scripts/pyenv.sh), the crash tests (SIGKILL while writing, disk full: tests/crash_test.sh), and the MPI tests
 # (data parallel under mpirun -np 2/4, tests/mpi_test.sh; skipped in a build without MPI).
 # Environment (the sanitizer build, `make test-sanitize`, runs the same suites on its binaries):
 #   UPCYCLE_TEST_RUNNER  unit test binary (default build/test_runner)
 #   UPCYCLE_BIN          upcycle binary for the CLI tests (default ./upcycle)
 #   UPCYCLE_TEST_SKIP    unit tests to skip, substrings of their names, comma-separated
-#   UPCYCLE_SKIP_SUITES  suites to skip, comma-separated (unit, torch-reference-selftest, cli, hf-tokenizer, crash, mpi)
+#   UPCYCLE_SKIP_SUITES  suites to skip, comma-separated (unit, torch-reference-selftest, cli, hf-tokenizer, transformers, crash, mpi)
 set -u
 cd "$(dirname "$0")/.."
 total_pass=0
@@ -49,6 +50,7 @@ run_suite unit "${UPCYCLE_TEST_RUNNER:-build/test_runner}"
 run_suite torch-reference-selftest /usr/bin/python3 tests/torch_ref_selftest.py
 run_suite cli bash tests/cli_test.sh
 run_suite hf-tokenizer bash tests/hf_tokenizer_test.sh
+run_suite transformers bash tests/hf_transformers_test.sh
 run_suite crash bash tests/crash_test.sh
 run_suite mpi bash tests/mpi_test.sh
 echo "total: $total_pass passed, $total_fail failed, $total_skip skipped"

@@ -23,6 +23,7 @@
 
 #include "io/safetensors.h"
 #include "util.h"
+#include "util/json.h"
 #include "util/dir_replace.h"
 
 #define COPY_CHUNK ((size_t)8 << 20) /* bytes per write from the mmap */
@@ -349,11 +350,17 @@ static int write_shard(const GrowState *gs, int f, const char *tmp_dir) {
 
 /* ------------------------------------------------------------------ config, index, other files */
 
+/* the input's config.json with only the expert count changed, every other byte kept (a
+ * re-printed config would turn float literals such as clip_qkv 2.0 into 2) */
 static int write_config(const HfMoeCkpt *mc, int n_new, const char *tmp_dir) {
-    cJSON *config = cJSON_Duplicate(mc->ck.config, 1);
-    cJSON_ReplaceItemInObjectCaseSensitive(config, mc->experts_key, cJSON_CreateNumber(n_new));
-    int rc = hf_ckpt_write_json(tmp_dir, HF_CONFIG_NAME, config);
-    cJSON_Delete(config);
+    char *text = NULL, *grown = NULL;
+    size_t n = 0;
+    int rc = read_file(mc->ck.config_path, &text, &n);
+    if (!rc && !(grown = json_text_set_top_int(text, n, mc->experts_key, n_new)))
+        rc = up_error("%s: field %s is not a number at the top level; expected the expert count", mc->ck.config_path, mc->experts_key);
+    char *path = rc ? NULL : path_join(tmp_dir, HF_CONFIG_NAME);
+    if (!rc) rc = atomic_write_file(path, grown, strlen(grown));
+    free(path), free(grown), free(text);
     return rc;
 }
 

@@ -209,3 +209,37 @@ int json_token_ids(const char *file, const cJSON *arr, const char *name, int voc
     (void)count;
     return 0;
 }
+
+char *json_text_set_top_int(const char *text, size_t n, const char *key, long long value) {
+    size_t klen = strlen(key);
+    int depth = 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = text[i];
+        if (ch == '{' || ch == '[') depth++;
+        else if (ch == '}' || ch == ']') depth--;
+        else if (ch == '"') {
+            size_t start = i + 1, end = start;
+            while (end < n && text[end] != '"') end += text[end] == '\\' ? 2 : 1;
+            size_t j = end + 1;
+            while (j < n && (text[j] == ' ' || text[j] == '\t' || text[j] == '\n' || text[j] == '\r')) j++;
+            int is_key = j < n && text[j] == ':';
+            if (depth == 1 && is_key && end - start == klen && !memcmp(text + start, key, klen)) {
+                j++;
+                while (j < n && (text[j] == ' ' || text[j] == '\t' || text[j] == '\n' || text[j] == '\r')) j++;
+                size_t v = j;
+                while (v < n && strchr("+-0123456789.eE", text[v])) v++;
+                if (v == j) return NULL;
+                char num[32];
+                int len = snprintf(num, sizeof num, "%lld", value);
+                char *out = xmalloc(n - (v - j) + (size_t)len + 1);
+                memcpy(out, text, j);
+                memcpy(out + j, num, (size_t)len);
+                memcpy(out + j + len, text + v, n - v);
+                out[n - (v - j) + len] = 0;
+                return out;
+            }
+            i = end;
+        }
+    }
+    return NULL;
+}

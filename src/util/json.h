@@ -63,6 +63,10 @@ int json_elem_int(const char *file, const cJSON *arr, const char *name, int i, i
 /* arr, a JSON array of token ids, into out (cJSON_GetArraySize(arr) entries): each a whole
  * number in [0, vocab); else up_error "<file>: field <name>[i] is ...; expected ..." */
 int json_token_ids(const char *file, const cJSON *arr, const char *name, int vocab, int32_t *out);
+/* text (n bytes, a JSON object) with the number value of its top-level key replaced by value,
+ * every other byte as it was (float literals such as 2.0 stay floats: transformers 5's strict
+ * config fields refuse 2 for a float); malloc'd, NULL when the key has no number value there */
+char *json_text_set_top_int(const char *text, size_t n, const char *key, long long value);
 int json_elem_string(const char *file, const cJSON *arr, const char *name, int i, const char **out);
 int json_elem_object(const char *file, const cJSON *arr, const char *name, int i, const cJSON **out);
 int json_elem_array(const char *file, const cJSON *arr, const char *name, int i, const cJSON **out);
