@@ -57,7 +57,7 @@ const char *fixture_parity_case(int index, ModelConfig *mc, TrainConfig *tc) {
     tc->warmup_steps = 3, tc->decay_frac = 0.2f, tc->grad_clip = 0.5f, tc->bias_update_rate = 1e-2f;
     switch (index) {
     case 0:
-        mc->n_experts = 0, mc->tie_embeddings = 1, mc->qk_norm = 0, mc->n_kv_heads = 4;
+        mc->n_experts = 0, mc->tie_embeddings = 1, mc->n_kv_heads = 4; /* written as the dense qwen3 */
         return "dense";
     case 1:
         mc->decoder_sparse_step = 2;
@@ -68,6 +68,7 @@ const char *fixture_parity_case(int index, ModelConfig *mc, TrainConfig *tc) {
         tc->decay_shape = DECAY_1_SQRT;
         return "fullmoe";
     case 3: /* Qwen2-MoE: q/k/v biases, a gated shared expert, no q/k norm, no renormalization */
+        mc->family = MODEL_FAMILY_QWEN2_MOE;
         mc->decoder_sparse_step = 1, mc->n_experts = 8, mc->top_k = 2, mc->norm_topk_prob = 0, mc->qk_norm = 0;
         mc->attention_bias = 1, mc->shared_expert_size = 20;
         return "qwen2moe";
@@ -76,6 +77,7 @@ const char *fixture_parity_case(int index, ModelConfig *mc, TrainConfig *tc) {
         mc->decoder_sparse_step = 1, mc->n_experts = 4, mc->top_k = 2, mc->norm_topk_prob = 1, mc->qk_norm = 0;
         return "mixtral";
     default: /* OLMoE: q/k norm over the whole projection, q/k/v clamped (tight: 15-45% of the values) */
+        mc->family = MODEL_FAMILY_OLMOE;
         mc->decoder_sparse_step = 1, mc->n_experts = 8, mc->top_k = 2, mc->norm_topk_prob = 0;
         mc->qk_norm = 1, mc->qk_norm_full = 1, mc->clip_qkv = 0.8f, mc->n_kv_heads = 4;
         return "olmoe";

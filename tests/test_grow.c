@@ -257,7 +257,7 @@ TEST(grow_qwen2_moe_shared_expert_preserves_function) {
     ModelConfig mc;
     TrainConfig tc;
     fixture_small_run(&mc, &tc);
-    mc.attention_bias = 1, mc.qk_norm = 0, mc.shared_expert_size = 24, mc.top_k = 1, mc.norm_topk_prob = 1;
+    mc.family = MODEL_FAMILY_QWEN2_MOE, mc.attention_bias = 1, mc.qk_norm = 0, mc.shared_expert_size = 24, mc.top_k = 1, mc.norm_topk_prob = 1;
     tc.bias_update_rate = 0;
     char *data = fixture_data_dir(), *src_dir = fixture_trained_checkpoint("src", &mc, &tc, data);
     char *out = path_join(test_tmpdir(), "grown");

@@ -57,21 +57,34 @@ TEST(config_json_round_trip) {
     CHECK(model_config_save_json(&c, path) == 0);
     CHECK(model_config_load_json(&back, path) == 0);
     CHECK(memcmp(&c, &back, sizeof c) == 0);
-    /* the families' switches are absent when off ... */
+    /* no upcycle_* switch keys: each switch is its family's own key */
     char *text;
     CHECK(read_file(path, &text, NULL) == 0);
     CHECK(!strstr(text, "upcycle_attention_bias") && !strstr(text, "upcycle_shared_expert_size") &&
           !strstr(text, "upcycle_qk_norm_full") && !strstr(text, "upcycle_clip_qkv"));
     free(text);
-    /* ... and round-trip when set */
-    c.attention_bias = 1, c.shared_expert_size = 40, c.qk_norm = 1, c.qk_norm_full = 1, c.clip_qkv = 8.5f;
-    CHECK(model_config_save_json(&c, path) == 0);
+    /* Qwen2-MoE's q/k/v biases and shared expert, OLMoE's whole-projection q/k norm and clamp
+     * round-trip in their families' keys */
+    ModelConfig q2 = c;
+    q2.family = MODEL_FAMILY_QWEN2_MOE, q2.attention_bias = 1, q2.shared_expert_size = 40, q2.qk_norm = 0;
+    CHECK(config_family_check(&q2, "q2") == 0);
+    CHECK(model_config_save_json(&q2, path) == 0);
     CHECK(model_config_load_json(&back, path) == 0);
-    CHECK(memcmp(&c, &back, sizeof c) == 0);
-    c.clip_qkv = 0.3f; /* not exact in binary: survives the decimal text */
-    CHECK(model_config_save_json(&c, path) == 0);
+    CHECK(memcmp(&q2, &back, sizeof q2) == 0);
+    ModelConfig ol = c;
+    ol.family = MODEL_FAMILY_OLMOE, ol.qk_norm = 1, ol.qk_norm_full = 1, ol.clip_qkv = 8.5f, ol.first_k_dense = 0;
+    ol.moe_intermediate_size = ol.intermediate_size; /* OLMoE's experts are intermediate_size wide */
+    CHECK(config_family_check(&ol, "ol") == 0);
+    CHECK(model_config_save_json(&ol, path) == 0);
     CHECK(model_config_load_json(&back, path) == 0);
-    CHECK(memcmp(&c, &back, sizeof c) == 0);
+    CHECK(memcmp(&ol, &back, sizeof ol) == 0);
+    ol.clip_qkv = 0.3f; /* not exact in binary: survives the decimal text */
+    CHECK(model_config_save_json(&ol, path) == 0);
+    CHECK(model_config_load_json(&back, path) == 0);
+    CHECK(memcmp(&ol, &back, sizeof ol) == 0);
+    CHECK(read_file(path, &text, NULL) == 0);
+    CHECK(strstr(text, "\"clip_qkv\":\t0.3,") && strstr(text, "\"rope_theta\":\t10000.0,")); /* float literals */
+    free(text);
     /* q/k norm over the whole projection needs q/k norm */
     back.qk_norm = 0;
     CHECK(model_config_validate(&back, "z.json") == -1 && strstr(up_last_error(), "upcycle_qk_norm"));
@@ -429,4 +442,56 @@ TEST(trainer_state_errors_name_file_and_field) {
     TrainerState st;
     CHECK(trainer_state_load(dir, &st) == 0 && st.step == 3 && st.data_epoch == 7 && st.data_cursor == UINT64_MAX);
     free(path);
+}
+
+/* No directory names a model_type whose transformers code computes something else: each switch
+ * the family lacks is refused in one line naming it and the families that hold it, before
+ * anything is written; a model without MoE layers is the dense qwen3 */
+TEST(family_check_refuses_what_the_family_does_not_compute) {
+    ModelConfig mc;
+    TrainConfig tc;
+    fixture_small_run(&mc, &tc);
+    CHECK(config_family_check(&mc, "m") == 0);
+    ModelConfig c = mc;
+    c.attention_bias = 1;
+    CHECK(config_family_check(&c, "m") == -1 && strstr(up_last_error(), "q/k/v projection biases") &&
+          strstr(up_last_error(), "model_type qwen2_moe") && strstr(up_last_error(), "qwen3_moe's"));
+    c = mc, c.shared_expert_size = 16;
+    CHECK(config_family_check(&c, "m") == -1 && strstr(up_last_error(), "shared expert") && strstr(up_last_error(), "qwen2_moe"));
+    c = mc, c.qk_norm_full = 1;
+    CHECK(config_family_check(&c, "m") == -1 && strstr(up_last_error(), "whole projection") && strstr(up_last_error(), "olmoe"));
+    c = mc, c.clip_qkv = 2;
+    CHECK(config_family_check(&c, "m") == -1 && strstr(up_last_error(), "clip_qkv") && strstr(up_last_error(), "olmoe"));
+    c = mc, c.qk_norm = 0;
+    CHECK(config_family_check(&c, "m") == -1 && strstr(up_last_error(), "no q/k norm") && strstr(up_last_error(), "mixtral"));
+    c = mc, c.family = MODEL_FAMILY_MIXTRAL, c.qk_norm = 0, c.norm_topk_prob = 1, c.decoder_sparse_step = 2;
+    CHECK(config_family_check(&c, "m") == -1 && strstr(up_last_error(), "dense layers") && strstr(up_last_error(), "mixtral's"));
+    c = mc, c.family = MODEL_FAMILY_QWEN2_MOE, c.qk_norm = 0;
+    CHECK(config_family_check(&c, "m") == -1 && strstr(up_last_error(), "without a shared expert"));
+    c = mc, c.family = MODEL_FAMILY_OLMOE, c.qk_norm_full = 1, c.decoder_sparse_step = 1, c.head_dim = 16;
+    CHECK(config_family_check(&c, "m") == -1 && strstr(up_last_error(), "head_dim"));
+    /* the save is refused and leaves nothing */
+    c = mc, c.attention_bias = 1;
+    Model m;
+    CHECK(model_create(&m, &c, backend_cpu()) == 0);
+    char *dir = path_join(test_tmpdir(), "refused");
+    CHECK(checkpoint_save(dir, &m, NULL, 0) == -1 && !path_exists(dir));
+    model_free(&m);
+    free(dir);
+    /* no MoE layers: qwen3, read back as a model without experts */
+    c = mc, c.n_experts = 0, c.top_k = 0, c.moe_intermediate_size = 0;
+    CHECK(config_family_check(&c, "m") == 0 && !strcmp(config_family_model_type(&c), "qwen3"));
+    dir = path_join(test_tmpdir(), "dense");
+    CHECK(model_create(&m, &c, backend_cpu()) == 0);
+    CHECK(checkpoint_save(dir, &m, NULL, 0) == 0);
+    model_free(&m);
+    char *cfg = path_join(dir, "config.json"), *text;
+    CHECK(read_file(cfg, &text, NULL) == 0);
+    CHECK(strstr(text, "\"model_type\":\t\"qwen3\"") && strstr(text, "Qwen3ForCausalLM") && !strstr(text, "num_experts"));
+    free(text);
+    ModelConfig back;
+    CHECK(checkpoint_load_config(dir, &back) == 0 && back.n_experts == 0 && back.qk_norm == 1);
+    c.family = MODEL_FAMILY_QWEN2_MOE, c.qk_norm = 0;
+    CHECK(config_family_check(&c, "m") == -1 && strstr(up_last_error(), "no MoE layers") && strstr(up_last_error(), "qwen3"));
+    free(cfg), free(dir);
 }

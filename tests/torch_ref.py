@@ -150,12 +150,28 @@ class Config:
                 raise Malformed(f"config.json: missing key {k!r}")
             return d[k]
 
-        self.mixtral = d.get("model_type") == "mixtral"
-        if self.mixtral:  # every layer MoE; intermediate_size is the experts' width; top-K renormalized
-            d = dict(d)
-            d["num_experts"] = d.get("num_local_experts", 0)
+        family = d.get("model_type", "qwen3_moe")
+        self.mixtral = family == "mixtral"
+        d = dict(d)
+        if "num_local_experts" in d and "num_experts" not in d:
+            d["num_experts"] = d["num_local_experts"]
+        if family in ("mixtral", "olmoe"):  # every layer MoE; intermediate_size is the experts' width
             d["moe_intermediate_size"] = d.get("intermediate_size", 0)
-            d["decoder_sparse_step"], d["mlp_only_layers"], d["norm_topk_prob"] = 1, [], True
+            d["decoder_sparse_step"], d["mlp_only_layers"] = 1, []
+        if self.mixtral:  # top-K renormalized
+            d["norm_topk_prob"] = True
+        # each family's own switches, as its transformers code computes them (qwen3_moe configs
+        # written before the family check say theirs with upcycle_* keys)
+        if family in ("qwen2_moe", "mixtral"):
+            d["upcycle_qk_norm"] = False
+        if family == "qwen2_moe":
+            d["upcycle_attention_bias"] = d.get("qkv_bias", True)
+            d["upcycle_shared_expert_size"] = d.get("shared_expert_intermediate_size", 0)
+        if family == "olmoe":
+            d["upcycle_qk_norm"], d["upcycle_qk_norm_full"] = True, True
+            d["upcycle_clip_qkv"] = d.get("clip_qkv") or 0
+        if family == "qwen3":  # dense
+            d["upcycle_qk_norm"], d["num_experts"] = True, 0
         try:
             self.vocab_size = int(need("vocab_size"))
             self.hidden_size = int(need("hidden_size"))
@@ -489,11 +505,16 @@ def load_dir(d):
     shapes = param_shapes(cfg)
 
     model, _ = load_safetensors(os.path.join(d, "model.safetensors"))
-    if cfg.mixtral:  # Mixtral's names for the MoE block, and its balancing biases kept beside
+    if cfg.mixtral:  # Mixtral's names for the MoE block
         model = {mixtral_to_ours(n): t for n, t in model.items()}
-        side = os.path.join(d, "balance_bias.safetensors")
+    # the balancing biases: training state, in training/ (or, earlier, beside the weights)
+    for side in (os.path.join(d, "training", "balance_bias.safetensors"), os.path.join(d, "balance_bias.safetensors")):
         if os.path.isfile(side):
             model.update(load_safetensors(side)[0])
+            break
+    for n, (shape, _) in shapes.items():  # no biases saved (zero, and no training state): zero
+        if n.endswith("e_score_correction_bias") and n not in model:
+            model[n] = torch.zeros(shape)
     for n, (shape, _) in shapes.items():
         if n not in model:
             raise Malformed(f"model.safetensors: missing tensor {n}")
