@@ -43,7 +43,7 @@ done
 for f in pretrain.bin cpt.bin val.bin meta.json; do same "tokenize: $f" "$W/old-data/$f" "$W/new-data/$f"; done
 same "train tiny 20 steps: metrics.jsonl" "$W/old-train/metrics.jsonl" "$W/new-train/metrics.jsonl"
 same "train tiny 20 steps: final weights" "$W/old-train/final/model.safetensors" "$W/new-train/final/model.safetensors"
-same "train tiny 20 steps: final optimizer state" "$W/old-train/final/optimizer.safetensors" "$W/new-train/final/optimizer.safetensors"
+same "train tiny 20 steps: final optimizer state" "$W/old-train/final/training/optimizer.safetensors" "$W/new-train/final/training/optimizer.safetensors"
 same "experiment (3 seeds): results.json without timings ($(wc -l <"$W/new-results.txt") values)" "$W/old-results.txt" "$W/new-results.txt"
 echo "bench train (tokens/s, old and new alternated, ${ROUNDS:-3} rounds):"
 for preset in $(echo "${PRESETS:-tiny,small}" | tr ',' ' '); do

@@ -236,16 +236,23 @@ void train_config_print(const TrainConfig *t, FILE *f) {
 
 /* ---- JSON ---- */
 
-/* a float key as a JSON number that reads back as this float and, as transformers 5's strict
- * config fields want, is a float literal (2.0, not 2) */
-static void add_float(cJSON *j, const char *key, float v) {
-    char text[40];
-    for (int digits = 6; digits <= 9; digits++) {
-        snprintf(text, sizeof text, "%.*g", digits, v);
-        if (strtof(text, NULL) == v) break;
+/* For printing: the float keys as float literals that read back as the same float (2.0, not 2:
+ * transformers 5's strict config fields refuse an int for a float). Raw items, so only on a
+ * tree about to be printed. */
+static void float_literals(cJSON *j) {
+    static const char *const keys[] = {"clip_qkv", "rope_theta", "rms_norm_eps", "initializer_range"};
+    for (size_t k = 0; k < sizeof keys / sizeof *keys; k++) {
+        cJSON *it = cJSON_GetObjectItemCaseSensitive(j, keys[k]);
+        if (!cJSON_IsNumber(it)) continue;
+        float v = (float)it->valuedouble;
+        char text[40];
+        for (int digits = 6; digits <= 9; digits++) {
+            snprintf(text, sizeof text, "%.*g", digits, v);
+            if (strtof(text, NULL) == v) break;
+        }
+        if (!strpbrk(text, ".eEn")) strcat(text, ".0");
+        cJSON_ReplaceItemInObjectCaseSensitive(j, keys[k], cJSON_CreateRaw(text));
     }
-    if (!strpbrk(text, ".eEn")) strcat(text, ".0");
-    cJSON_AddItemToObject(j, key, cJSON_CreateRaw(text));
 }
 
 static cJSON *model_config_to_json(const ModelConfig *c) {
@@ -276,13 +283,13 @@ static cJSON *model_config_to_json(const ModelConfig *c) {
     if (c->family != MODEL_FAMILY_MIXTRAL && !dense) cJSON_AddBoolToObject(j, "norm_topk_prob", c->norm_topk_prob);
     if (c->family == MODEL_FAMILY_QWEN2_MOE) cJSON_AddNumberToObject(j, "shared_expert_intermediate_size", c->shared_expert_size);
     if (c->family == MODEL_FAMILY_OLMOE) {
-        if (c->clip_qkv > 0) add_float(j, "clip_qkv", c->clip_qkv);
+        if (c->clip_qkv > 0) cJSON_AddNumberToObject(j, "clip_qkv", c->clip_qkv);
         else cJSON_AddNullToObject(j, "clip_qkv");
     }
-    add_float(j, "rope_theta", c->rope_theta);
-    add_float(j, "rms_norm_eps", c->rms_norm_eps);
+    cJSON_AddNumberToObject(j, "rope_theta", c->rope_theta);
+    cJSON_AddNumberToObject(j, "rms_norm_eps", c->rms_norm_eps);
     cJSON_AddNumberToObject(j, "max_position_embeddings", c->max_seq_len);
-    add_float(j, "initializer_range", c->init_std);
+    cJSON_AddNumberToObject(j, "initializer_range", c->init_std);
     cJSON_AddBoolToObject(j, "tie_word_embeddings", c->tie_embeddings);
     if (c->family == MODEL_FAMILY_QWEN2_MOE) cJSON_AddBoolToObject(j, "qkv_bias", c->attention_bias); /* attention_bias: o_proj */
     cJSON_AddBoolToObject(j, "attention_bias", 0); /* Hugging Face's: with an o_proj bias, which the engine has not */
@@ -300,6 +307,7 @@ static cJSON *model_config_to_json(const ModelConfig *c) {
 
 char *model_config_to_json_string(const ModelConfig *c) {
     cJSON *j = model_config_to_json(c);
+    float_literals(j);
     char *s = cJSON_Print(j);
     cJSON_Delete(j);
     return s;
@@ -317,6 +325,7 @@ static int write_json(cJSON *j, const char *path) {
 
 int model_config_save_json(const ModelConfig *c, const char *path) {
     cJSON *j = model_config_to_json(c);
+    float_literals(j);
     int rc = write_json(j, path);
     cJSON_Delete(j);
     return rc;

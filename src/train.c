@@ -280,7 +280,7 @@ static int run_configure(Run *r, const ModelConfig *model_cfg, const TrainConfig
         if (steps > r->tc.steps) r->tc.steps = steps; /* allow extending a finished run */
         r->tc.precision = train_cfg->precision;       /* a run-time choice, like the device */
         if (!checkpoint_has_optimizer(opt->resume))
-            return up_error("%s: optimizer.safetensors is missing; expected a checkpoint written by `upcycle train`", opt->resume);
+            return up_error("%s: training/optimizer.safetensors is missing; expected a checkpoint written by `upcycle train`", opt->resume);
     } else if (opt->init) {
         if (checkpoint_load_config(opt->init, &r->mc)) return -1;
     }

@@ -402,11 +402,11 @@ else fail "train: refused run dir left untouched" "content of $RUN changed"; fi
 
 # the successful run's files
 missing=""
-for f in final/config.json final/model.safetensors final/optimizer.safetensors final/trainer.json metrics.jsonl; do
+for f in final/config.json final/model.safetensors final/training/optimizer.safetensors final/training/trainer.json metrics.jsonl; do
   [ -s "$RUN/$f" ] || missing="$missing $f"
 done
-if [ -z "$missing" ]; then ok "train: writes final/{config.json,model.safetensors,optimizer.safetensors,trainer.json} and metrics.jsonl"
-else fail "train: writes final/{config.json,model.safetensors,optimizer.safetensors,trainer.json} and metrics.jsonl" "missing:$missing"; fi
+if [ -z "$missing" ]; then ok "train: writes final/{config.json,model.safetensors,training/optimizer.safetensors,training/trainer.json} and metrics.jsonl"
+else fail "train: writes final/{config.json,model.safetensors,training/optimizer.safetensors,training/trainer.json} and metrics.jsonl" "missing:$missing"; fi
 left=$(find "$RUN" -name '*.tmp*' | tr '\n' ' ')
 [ -z "$left" ] && ok "train: no temporary entries in the run dir" || fail "train: no temporary entries in the run dir" "$left"
 
@@ -428,7 +428,7 @@ assert all(math.isfinite(r["val_loss"]) and r["val_loss"] > 0 for r in recs if "
 
 msg=$(py '
 import json, sys
-c = json.load(open(sys.argv[1] + "/config.json")); t = json.load(open(sys.argv[1] + "/trainer.json"))
+c = json.load(open(sys.argv[1] + "/config.json")); t = json.load(open(sys.argv[1] + "/training/trainer.json"))
 assert c["model_type"] == "qwen3_moe", c["model_type"]
 assert c["num_experts"] == 8 and c["num_experts_per_tok"] == 2, (c["num_experts"], c["num_experts_per_tok"])
 assert t["step"] == 6, "trainer.json step %r" % t["step"]
@@ -446,6 +446,59 @@ fi
 
 # ---------------------------------------------------------------- eval
 EV=(--data "$DATA" "${THREADS[@]}" --batches 2)
+
+# ---------------------------------------------------------------- the checkpoint directory's contract
+# the top level is the model transformers loads; training state lives in training/
+tops=$(cd "$CK" && ls *.safetensors | tr '\n' ' ')
+if [ "$tops" = "model.safetensors " ] && [ -s "$CK/training/balance_bias.safetensors" ]; then
+  ok "train: the top level holds only model.safetensors; the balancing biases are in training/"
+else fail "train: the top level holds only model.safetensors; the balancing biases are in training/" "top level: $tops"; fi
+# the final save says what the biases change, in one line
+run "$UP" train "${TINY[@]}" --bias-rate 0.05 --data "$DATA" --out "$W/run_note"
+note=$(grep -c "^note: .*/final: qwen3_moe has no balancing bias, so the saved model routes without it.*val loss [0-9.]* without, [0-9.]* with; top-K expert sets agree on [0-9.]*%" "$CAP/out")
+[ "$RC" -eq 0 ] && [ "$note" = 1 ] && ok "train: the final save's one-line note on the balancing biases (loss without, with, top-K agreement)" \
+  || fail "train: the final save's one-line note on the balancing biases" "exit $RC, $note note lines: $(oneline "$(cat "$CAP/out")")"
+# eval computes the model as transformers does (no biases) and reports what they change
+run "$UP" eval --ckpt "$W/run_note/final" "${EV[@]}" --json
+msg=$(py '
+import json, sys
+r = json.loads(sys.argv[1].splitlines()[-1])
+assert 0 <= r["topk_agreement"] < 1, r
+assert r["loss_with_balance_bias"] != r["loss"] and r["max_abs_balance_bias"] > 0, r
+' "$OUT")
+[ "$RC" -eq 0 ] && [ -z "$msg" ] && ok "eval --json: loss without the biases, loss_with_balance_bias, topk_agreement < 1" \
+  || fail "eval --json: loss without the biases, loss_with_balance_bias, topk_agreement" "exit $RC $(oneline "$msg$ERR")"
+# eval --ids: the loss of given ids; bad ids are refused in one line naming the file and the element
+echo '[[1, 2, 3, 4, 5, 6], [7, 8, 9, 10, 11, 12]]' >"$W/ids.json"
+run "$UP" eval --ckpt "$CK" --ids "$W/ids.json" --logits "$W/ids.logits" --router-topk "$W/ids.topk" --json "${THREADS[@]}"
+size=$(stat -c %s "$W/ids.logits" 2>/dev/null); tsize=$(stat -c %s "$W/ids.topk" 2>/dev/null)
+# 2 rows x 5 predictions x 256 logits x 4 bytes; 2 MoE layers x 10 tokens x top-2 x 4 bytes
+[ "$RC" -eq 0 ] && [ "$size" = 10240 ] && [ "$tsize" = 160 ] && case "$OUT" in *'"rows": 2'*) true ;; *) false ;; esac \
+  && ok "eval --ids: loss of two rows, logits (2, 5, 256) and top-K (2 layers, 10, 2) written" \
+  || fail "eval --ids: loss, logits and top-K written" "exit $RC, sizes $size $tsize, $(oneline "$OUT$ERR")"
+echo '[1, 2, 300]' >"$W/ids_big.json"
+expect_fail "eval --ids: an id outside the vocabulary" nz "$W/ids_big.json,ids[2],300" "" -- "$UP" eval --ckpt "$CK" --ids "$W/ids_big.json"
+echo '[[1, 2, 3], [4, 5]]' >"$W/ids_ragged.json"
+expect_fail "eval --ids: rows of unequal length" nz "$W/ids_ragged.json,row 1" "" -- "$UP" eval --ckpt "$CK" --ids "$W/ids_ragged.json"
+echo '{"ids": [1, 2]}' >"$W/ids_obj.json"
+expect_fail "eval --ids: not an array" nz "$W/ids_obj.json,not a JSON array" "" -- "$UP" eval --ckpt "$CK" --ids "$W/ids_obj.json"
+expect_fail "eval: --logits without --ids" 2 "--logits" "" -- "$UP" eval --ckpt "$CK" --data "$DATA" --logits "$W/x.bin"
+# convert: another dtype or layout, the same function; the bf16 copy back to fp32 is bit for bit bf16's
+run "$UP" convert --in "$CK" --out "$W/conv_packed" --layout packed
+rc1=$RC
+run "$UP" convert --in "$W/conv_packed" --out "$W/conv_back" --layout per-expert
+if [ "$rc1" -eq 0 ] && [ "$RC" -eq 0 ] && cmp -s "$CK/model.safetensors" "$W/conv_back/model.safetensors" \
+  && cmp -s "$CK/training/optimizer.safetensors" "$W/conv_back/training/optimizer.safetensors"; then
+  ok "convert: per-expert -> packed -> per-expert gives model.safetensors and the optimizer state byte for byte"
+else fail "convert: per-expert -> packed -> per-expert byte for byte" "exit $rc1/$RC $(oneline "$ERR")"; fi
+expect_fail "convert: bad --layout" 2 "--layout,per-expert or packed" "$W/conv_bad" -- "$UP" convert --in "$CK" --out "$W/conv_bad" --layout sideways
+expect_fail "convert: missing --out" 2 "--out" "" -- "$UP" convert --in "$CK"
+# a model its family's transformers code does not compute is refused before training, naming the switch and the family that holds it
+py 'import json, sys; json.dump({"model": {"model_type": "qwen3_moe", "vocab_size": 256, "hidden_size": 32, "num_hidden_layers": 2,
+  "num_attention_heads": 4, "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 16, "intermediate_size": 32,
+  "upcycle_qk_norm": True, "upcycle_attention_bias": True}}, open(sys.argv[1], "w"))' "$W/cfg_qkvbias.json" >/dev/null
+expect_fail "train: q/k/v biases on qwen3_moe refused before training" nz "q/k/v projection biases,qwen3_moe's,model_type qwen2_moe" \
+  "$W/run_qkvbias" -- "$UP" train --config "$W/cfg_qkvbias.json" --data "$DATA" --out "$W/run_qkvbias" --steps 2
 expect_fail "eval: missing checkpoint dir" nz "$W/no_ckpt" "" -- "$UP" eval --ckpt "$W/no_ckpt" "${EV[@]}"
 expect_fail "eval: missing --data" 2 "--data" "" -- "$UP" eval --ckpt "$CK"
 expect_fail "eval: data dir missing" nz "$W/no_data/val.bin" "" -- "$UP" eval --ckpt "$CK" --data "$W/no_data" "${THREADS[@]}"
@@ -576,7 +629,7 @@ cp -r "$RUN" "$W/run_res"
 run "$UP" train --resume "$W/run_res/final" --steps 8 --data "$DATA" --out "$W/run_res" "${THREADS[@]}"
 msg=$(py '
 import json, sys
-t = json.load(open(sys.argv[1] + "/final/trainer.json"))
+t = json.load(open(sys.argv[1] + "/final/training/trainer.json"))
 assert t["step"] == 8, "trainer.json step %r, expected 8" % t["step"]
 steps = [json.loads(l)["step"] for l in open(sys.argv[1] + "/metrics.jsonl")]
 assert steps == list(range(1, 9)), "metrics.jsonl steps %r" % steps
@@ -593,7 +646,7 @@ if [ "$r8" -eq 0 ] && [ -d "$W/run8/ckpt_000004" ]; then
   run "$UP" train --resume "$W/run8b/ckpt_000004" --steps 8 --data "$DATA" --out "$W/run8b" "${THREADS[@]}" --quiet
   if [ "$RC" -eq 0 ] && cmp -s "$W/run8/metrics.jsonl" "$W/run8b/metrics.jsonl" \
     && cmp -s "$W/run8/final/model.safetensors" "$W/run8b/final/model.safetensors" \
-    && cmp -s "$W/run8/final/optimizer.safetensors" "$W/run8b/final/optimizer.safetensors"; then
+    && cmp -s "$W/run8/final/training/optimizer.safetensors" "$W/run8b/final/training/optimizer.safetensors"; then
     ok "train --resume ckpt_000004 --steps 8 is bit-exact (metrics, weights, optimizer)"
   else
     fail "train --resume ckpt_000004 --steps 8 is bit-exact (metrics, weights, optimizer)" "exit $RC, stderr: $(oneline "$ERR"), metrics diff: $(oneline "$(diff "$W/run8/metrics.jsonl" "$W/run8b/metrics.jsonl" | head -n 4)")"
@@ -616,14 +669,14 @@ else
   fail "train --resume ckpt_000004 --steps 8 is bit-exact (metrics, weights, optimizer)" "8-step run with --save-every 4: exit $r8, stderr: $(oneline "$ERR"), listing: $(ls "$W/run8" 2>/dev/null | tr '\n' ' ')"
 fi
 
-cp -r "$CK" "$W/ck_noopt" && rm "$W/ck_noopt/optimizer.safetensors"
+cp -r "$CK" "$W/ck_noopt" && rm "$W/ck_noopt/training/optimizer.safetensors"
 expect_fail "train --resume without optimizer.safetensors" nz "$W/ck_noopt,optimizer.safetensors" "$W/o_noopt" -- \
   "$UP" train --resume "$W/ck_noopt" --steps 8 --data "$DATA" --out "$W/o_noopt" "${THREADS[@]}"
-cp -r "$CK" "$W/ck_optrunc" && truncate -s 100000 "$W/ck_optrunc/optimizer.safetensors"
-expect_fail "train --resume with truncated optimizer.safetensors" nz "$W/ck_optrunc/optimizer.safetensors" "$W/o_optrunc" -- \
+cp -r "$CK" "$W/ck_optrunc" && truncate -s 100000 "$W/ck_optrunc/training/optimizer.safetensors"
+expect_fail "train --resume with truncated optimizer.safetensors" nz "$W/ck_optrunc/training/optimizer.safetensors" "$W/o_optrunc" -- \
   "$UP" train --resume "$W/ck_optrunc" --steps 8 --data "$DATA" --out "$W/o_optrunc" "${THREADS[@]}"
-cp -r "$CK" "$W/ck_badstate" && echo '{"step": ' >"$W/ck_badstate/trainer.json"
-expect_fail "train --resume with corrupt trainer.json" nz "$W/ck_badstate/trainer.json" "$W/o_badstate" -- \
+cp -r "$CK" "$W/ck_badstate" && echo '{"step": ' >"$W/ck_badstate/training/trainer.json"
+expect_fail "train --resume with corrupt trainer.json" nz "$W/ck_badstate/training/trainer.json" "$W/o_badstate" -- \
   "$UP" train --resume "$W/ck_badstate" --steps 8 --data "$DATA" --out "$W/o_badstate" "${THREADS[@]}"
 expect_fail "train --resume from a missing checkpoint" nz "$W/no_ckpt" "$W/o_noresume" -- \
   "$UP" train --resume "$W/no_ckpt" --data "$DATA" --out "$W/o_noresume" "${THREADS[@]}"
@@ -639,7 +692,7 @@ expect_fail "grow uniform to a non-multiple" nz "multiple" "$W/g_nm" -- "$UP" gr
 expect_fail "grow with an unknown init method" nz "drop" "$W/g_bad" -- "$UP" grow --ckpt "$CK" --out "$W/g_bad" --factor 2 --expert-init nonsense
 expect_fail "grow from a missing checkpoint" nz "$W/nothing" "$W/g_miss" -- "$UP" grow --ckpt "$W/nothing" --out "$W/g_miss" --factor 2
 run "$UP" grow --ckpt "$CK" --out "$W/g_ok" --factor 2 --check --data "$DATA" "${THREADS[@]}"
-if [ "$RC" -eq 0 ] && grep -q "before" "$CAP/out" && [ -f "$W/g_ok/grow.json" ] && [ -f "$W/g_ok/optimizer.safetensors" ]; then
+if [ "$RC" -eq 0 ] && grep -q "before" "$CAP/out" && [ -f "$W/g_ok/grow.json" ] && [ -f "$W/g_ok/training/optimizer.safetensors" ]; then
   ok "grow --factor 2 --check writes the checkpoint, grow.json and prints the gap"
 else fail "grow --factor 2 --check" "exit $RC: $(oneline "$ERR")"; fi
 expect_fail "grow into an existing output without --force" nz "--force" "" -- "$UP" grow --ckpt "$CK" --out "$W/g_ok" --factor 2
@@ -876,7 +929,7 @@ latest=$(latest_ckpt "$KD")
 if [ -n "$latest" ]; then
   run "$UP" train --resume "$latest" --data "$DATA" --out "$KD" "${THREADS[@]}"
   run2_rc=$RC run2_err=$ERR
-  got=$(py "import json;print(json.load(open('$KD/final/trainer.json'))['step'])")
+  got=$(py "import json;print(json.load(open('$KD/final/training/trainer.json'))['step'])")
   run "$UP" inspect --ckpt "$KD/final"
   if [ "$run2_rc" -eq 0 ] && [ "$RC" -eq 0 ] && [ "$got" = 40 ]; then
     ok "train --resume from the latest checkpoint after the kills ($(basename "$latest")) finishes the run"

@@ -229,13 +229,13 @@ lines=$(wc -l <"$KD/metrics.jsonl")
 if [ -z "$problems" ]; then
   ok "train after $kills kills: the $STEPS per-step losses (and the other metrics) equal the uninterrupted run's bit for bit ($lines lines in metrics.jsonl)"
 else fail "train after the kills: per-step losses equal the reference" "$(oneline "$problems")"; fi
-got=$(py "import json;print(json.load(open('$KD/final/trainer.json'))['step'])")
+got=$(py "import json;print(json.load(open('$KD/final/training/trainer.json'))['step'])")
 differ="" common=""
 for d in $(ckpt_dirs "$KD"); do # final, and the ckpt_NNNNNN both runs kept (the last two)
   b=$(basename "$d")
   [ -d "$REF/$b" ] || continue
   common="$common $b"
-  for f in model.safetensors optimizer.safetensors; do same_file "$REF/$b/$f" "$d/$f" || differ="$differ $b/$f"; done
+  for f in model.safetensors training/optimizer.safetensors; do same_file "$REF/$b/$f" "$d/$f" || differ="$differ $b/$f"; done
 done
 if [ "$got" = "$STEPS" ] && [ -z "$differ" ] && [[ "$common" == *final* ]]; then
   ok "train after $kills kills: final/trainer.json step $STEPS; weights and Adam state of${common} identical to the reference's"
@@ -256,7 +256,7 @@ if [ "$REF_RC" -eq 0 ] && [ -f "$GREF/grow.json" ] && [ "$RC" -eq 0 ]; then ok "
 else fail "grow reference" "exit $REF_RC, stderr: $(oneline "$REF_ERR"); inspect exit $RC"; fi
 GROWN_BYTES=$(du -sb "$GREF" | awk '{print $1}')
 G="$W/grown"
-same_grow() { same_file "$GREF/model.safetensors" "$1/model.safetensors" && same_file "$GREF/optimizer.safetensors" "$1/optimizer.safetensors"; }
+same_grow() { same_file "$GREF/model.safetensors" "$1/model.safetensors" && same_file "$GREF/training/optimizer.safetensors" "$1/training/optimizer.safetensors"; }
 if command -v strace >/dev/null 2>&1; then
   kills=0 crashes=0 delays="" states="" bad=()
   for round in 1 2 3 4; do
