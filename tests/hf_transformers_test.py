@@ -66,7 +66,10 @@ FAMILIES = {
     # q/k norm over the whole projection and clip_qkv
     "olmoe": dict(BASE, intermediate_size=32, num_experts=8, num_experts_per_tok=2, clip_qkv=2.0, norm_topk_prob=False),
     "mixtral": dict(BASE, head_dim=16, intermediate_size=32, num_local_experts=8, num_experts_per_tok=2),
+    # a model without MoE layers: the dense Qwen3 that a qwen3_moe model without experts is written as
+    "qwen3": dict(BASE, head_dim=16, intermediate_size=96),
 }
+MOE = [f for f in FAMILIES if f != "qwen3"]
 
 
 def hf_config(family):
@@ -74,7 +77,7 @@ def hf_config(family):
 
 
 def n_experts(cfg):
-    return getattr(cfg, "num_experts", None) or getattr(cfg, "num_local_experts")
+    return getattr(cfg, "num_experts", None) or getattr(cfg, "num_local_experts", 0)
 
 
 def scale_weights(model, seed):
@@ -88,7 +91,7 @@ def scale_weights(model, seed):
                 p.copy_(1 + 0.2 * r)
             elif name.endswith(".bias"):
                 p.copy_(0.2 * r)
-            elif name.endswith("gate.weight") and p.shape[0] == E:  # the router
+            elif name.endswith("gate.weight") and E and p.shape[0] == E:  # the router
                 p.copy_(r * 3 / math.sqrt(p.shape[-1]))
             elif "embed" in name:
                 p.copy_(r)
@@ -215,12 +218,18 @@ def part_b(up, work, shared, data):
             r = run([up, "train", "--config", cfg, "--data", data, "--out", run_dir, "--force", "--quiet", "--threads", "2"])
             if not check(r.returncode == 0, f"B {family}: upcycle trains it", r.stderr[-300:]):
                 continue
-        bias = load_file(os.path.join(final, "training", "balance_bias.safetensors"))
-        span = max(float(t.max() - t.min()) for t in bias.values())
-        check(span > 0.01, f"B {family}: the trained balancing biases are nonzero (span {span:.3f})", f"span {span}")
+        moe = family in MOE
+        if moe:
+            bias = load_file(os.path.join(final, "training", "balance_bias.safetensors"))
+            span = max(float(t.max() - t.min()) for t in bias.values())
+            check(span > 0.01, f"B {family}: the trained balancing biases are nonzero (span {span:.3f})", f"span {span}")
+        else:
+            arch = json.load(open(os.path.join(final, "config.json")))["architectures"]
+            check(arch == ["Qwen3ForCausalLM"], f"B {family}: a model without MoE layers is written as Qwen3ForCausalLM", str(arch))
         variants = [("per-expert fp32", final)]
-        for name, extra in (("per-expert bf16", ["--save-dtype", "bf16"]), ("packed fp32", ["--layout", "packed"]),
-                            ("packed bf16", ["--layout", "packed", "--save-dtype", "bf16"])):
+        conversions = (("per-expert bf16", ["--save-dtype", "bf16"]), ("packed fp32", ["--layout", "packed"]),
+                       ("packed bf16", ["--layout", "packed", "--save-dtype", "bf16"]))
+        for name, extra in conversions if moe else conversions[:1]:
             d = os.path.join(shared, f"conv-{family}-{name.replace(' ', '-')}")
             if not os.path.exists(os.path.join(d, "config.json")):
                 r = run([up, "convert", "--in", final, "--out", d] + extra)
@@ -228,15 +237,17 @@ def part_b(up, work, shared, data):
                     continue
             variants.append((name, d))
         grown = os.path.join(shared, f"grown-{family}")
-        if not os.path.exists(os.path.join(grown, "config.json")):
+        if not moe:
+            pass
+        elif not os.path.exists(os.path.join(grown, "config.json")):
             r = run([up, "grow", "--ckpt", final, "--out", grown, "--factor", "2", "--force"])
             check(r.returncode == 0, f"B {family}: upcycle grow through the engine", r.stderr[-300:])
-        variants.append(("grown through the engine (x2)", grown))
         streamed = os.path.join(work, f"streamed-{family}")
-        if not os.path.exists(os.path.join(streamed, "config.json")):
+        if moe and not os.path.exists(os.path.join(streamed, "config.json")):
             r = run([up, "grow", "--ckpt", hf_made(family, work), "--out", streamed, "--factor", "2", "--force"])
             check(r.returncode == 0, f"B {family}: upcycle grow streamed (a transformers checkpoint)", r.stderr[-300:])
-        variants.append(("transformers' checkpoint grown streamed (x2)", streamed))
+        if moe:
+            variants += [("grown through the engine (x2)", grown), ("transformers' checkpoint grown streamed (x2)", streamed)]
         for name, d in variants:
             label = f"B {family} {name}"
             check_top_level(label, d)
@@ -249,7 +260,7 @@ def part_b(up, work, shared, data):
             m, info = load(d)
             check_loads_clean(label, info)
             out = compare(label, up, d, ids, work, f"b-{family}-{name.replace(' ', '-')}", want_topk=False)
-            if out and name.startswith("per-expert fp32"):
+            if out and moe and name.startswith("per-expert fp32"):
                 res = out[2]
                 check("loss_with_balance_bias" in res and "topk_agreement" in res and res["topk_agreement"] < 1,
                       f"{label}: eval --json reports loss_with_balance_bias {res.get('loss_with_balance_bias', 0):.5f} "
