@@ -395,3 +395,61 @@ done:
     free(orig_sj), free(orig_metrics), free(stage), free(sj), free(metrics), free(out), free(data);
     plan_free(&p);
 }
+
+/* evaluate_split_unbiased: the loss with the balancing biases set to zero (as transformers
+ * computes a saved model), the loss with them as evaluate_split gives it, the top-K agreement
+ * counted independently, and the biases restored */
+TEST(evaluation_without_the_balancing_biases) {
+    ModelConfig mc;
+    TrainConfig tc;
+    fixture_small_run(&mc, &tc);
+    char *data = fixture_data_dir();
+    Model m;
+    CHECK(model_create(&m, &mc, backend_cpu()) == 0);
+    model_init_weights(&m, 9);
+    int B = 3, T = 8;
+    model_set_batch(&m, B, T);
+    Loader ld;
+    CHECK(loader_open(&ld, data, "val", B, T, 0, 0) == 0);
+    BiasEffect e;
+    EvalResult zero = evaluate_split_unbiased(&m, &ld, 4, &e);
+    CHECK(!e.has_bias && zero.loss == evaluate_split(&m, &ld, 4).loss);
+    size_t n = (size_t)model_config_n_moe_layers(&mc) * mc.n_experts;
+    float *bias = xmalloc(n * sizeof(float)), *back = xmalloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) bias[i] = (i % 3 == 0) ? 0.3f : -0.05f * (float)(i % 5);
+    model_balance_bias_set(&m, bias);
+    double with = evaluate_split(&m, &ld, 4).loss;
+    EvalResult r = evaluate_split_unbiased(&m, &ld, 4, &e);
+    model_balance_bias_get(&m, back);
+    CHECK(memcmp(bias, back, n * sizeof(float)) == 0); /* restored */
+    CHECK(e.has_bias && e.loss_with_bias == with && r.loss == zero.loss && e.max_abs_bias == 0.3f);
+    CHECK_MSG(e.topk_agreement > 0 && e.topk_agreement < 1, "agreement %g", e.topk_agreement);
+    /* the agreement by hand on the first batch window set: forward without, then with */
+    int32_t *tok = xmalloc(sizeof(int32_t) * B * (T + 1));
+    for (int b = 0; b < B; b++) loader_copy_window(&ld, eval_window((uint64_t)b, 4 * (uint64_t)B, ld.n_windows), tok + b * (T + 1));
+    int K = mc.top_k;
+    int32_t *a = xmalloc(sizeof(int32_t) * B * T * K), *c = xmalloc(sizeof(int32_t) * B * T * K);
+    int moe = 0;
+    while (!layer_is_moe(&mc, moe)) moe++;
+    model_balance_bias_set(&m, NULL);
+    model_forward(&m, tok, 0, 0);
+    model_layer_topk(&m, moe, a);
+    model_balance_bias_set(&m, bias);
+    model_forward(&m, tok, 0, 0);
+    model_layer_topk(&m, moe, c);
+    size_t same = 0;
+    for (int t = 0; t < B * T; t++) {
+        int eq = 1;
+        for (int k = 0; k < K; k++) {
+            int found = 0;
+            for (int k2 = 0; k2 < K; k2++) found |= a[t * K + k2] == c[t * K + k];
+            eq &= found;
+        }
+        same += eq;
+    }
+    CHECK(topk_same_sets(a, c, (size_t)B * T, K) == same && same < (size_t)B * T);
+    free(a), free(c), free(tok), free(bias), free(back);
+    loader_close(&ld);
+    model_free(&m);
+    free(data);
+}

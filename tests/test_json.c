@@ -204,3 +204,19 @@ TEST(json_load_file_errors_name_the_file) {
     cJSON_Delete(j);
     free(dir), free(ok), free(bad), free(arr), free(none), free(empty);
 }
+
+/* streamed grow's config.json edit: only the top-level key's number changes, every other byte
+ * (float literals, nested keys of the same name, spacing) stays */
+TEST(json_text_set_top_int_changes_only_that_number) {
+    const char *text = "{\n  \"sub\": {\"num_experts\": 3},\n  \"clip_qkv\": 2.0,\n  \"num_experts\" :  8,\n  \"x\": \"num_experts\"\n}\n";
+    char *out = json_text_set_top_int(text, strlen(text), "num_experts", 16);
+    CHECK(out && !strcmp(out, "{\n  \"sub\": {\"num_experts\": 3},\n  \"clip_qkv\": 2.0,\n  \"num_experts\" :  16,\n  \"x\": \"num_experts\"\n}\n"));
+    free(out);
+    CHECK(json_text_set_top_int(text, strlen(text), "num_local_experts", 16) == NULL); /* absent */
+    const char *str = "{\"num_experts\": \"8\"}";
+    CHECK(json_text_set_top_int(str, strlen(str), "num_experts", 16) == NULL); /* not a number */
+    const char *esc = "{\"a\\\"num_experts\": 1, \"num_experts\": 4}";
+    out = json_text_set_top_int(esc, strlen(esc), "num_experts", 8);
+    CHECK(out && !strcmp(out, "{\"a\\\"num_experts\": 1, \"num_experts\": 8}"));
+    free(out);
+}
