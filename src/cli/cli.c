@@ -166,3 +166,28 @@ int cli_repo_file(const char *rel, const char *env, char *out, unsigned long cap
     if (!path_exists(out)) return up_error("%s: not found; expected the repository's %s (or %s=PATH)", out, rel, env);
     return 0;
 }
+
+int cli_pyenv_python(const char *name, const char *env, char *out, unsigned long cap, char *why, unsigned long why_cap) {
+    const char *value = getenv(env);
+    if (value && *value) {
+        snprintf(out, cap, "%s", value);
+        return 0;
+    }
+    char script[4096], cmd[4300];
+    if (cli_repo_file("scripts/pyenv.sh", "UPCYCLE_PYENV_SCRIPT", script, sizeof script)) {
+        snprintf(why, why_cap, "%s", up_last_error());
+        return 1;
+    }
+    snprintf(cmd, sizeof cmd, "'%s' python %s 2>&1", script, name);
+    FILE *p = popen(cmd, "r");
+    char line[4096] = "";
+    if (!p || !fgets(line, sizeof line, p)) line[0] = 0;
+    int st = p ? pclose(p) : -1;
+    line[strcspn(line, "\n")] = 0;
+    if (st != 0 || !line[0]) {
+        snprintf(why, why_cap, "%s", line[0] ? line : "scripts/pyenv.sh python failed");
+        return 1;
+    }
+    snprintf(out, cap, "%s", line);
+    return 0;
+}

@@ -28,6 +28,9 @@ void cli_set_threads(int threads);
 /* out = $ENV when set, else REL (a repository file such as tests/torch_bench.py) beside the
  * binary or one level up (./upcycle, build-san/upcycle); an error naming both when missing */
 int cli_repo_file(const char *rel, const char *env, char *out, unsigned long cap);
+/* The Python of venv NAME (base, tf4, tf5) of the pinned PyPI environment (scripts/pyenv.sh),
+ * or $env when set: 0 with its path in out; 1 with the reason in why when there is none. */
+int cli_pyenv_python(const char *name, const char *env, char *out, unsigned long cap, char *why, unsigned long why_cap);
 int bench_tokenize_cmd(int argc, char **argv); /* cmd_bench_tokenize.c */
 /* --device auto|cpu|cuda: 0 and *be, printing the CPU-fallback notice on stderr, or the exit
  * status after printing the error (2: unknown name, 1: no CUDA device for --device cuda) */

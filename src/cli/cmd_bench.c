@@ -37,9 +37,18 @@ static int bench_gemm(int argc, char **argv) {
     return 0;
 }
 
-/* Runs the PyTorch baseline on the same config/batch/threads; tokens/s into *tps. */
-static int torch_bench_run(const ModelConfig *mc, const TrainConfig *tc, int steps, int threads, double *tps,
-                           double *rss_mb, char *version, size_t version_cap) {
+/* The PyTorch paths of --compare-torch (tests/torch_bench.py --impl), PyTorch 2 from PyPI */
+#define N_TORCH 3
+static const char *const TORCH_IMPL[N_TORCH] = {"hf", "ref", "ref-compiled"};
+static const char *const TORCH_WHAT[N_TORCH] = {
+    "transformers' own model for the config (AutoModelForCausalLM, default attention), forward + backward + AdamW",
+    "tests/torch_ref.py's model, eager",
+    "tests/torch_ref.py's model under torch.compile (compiled in the untimed warm-up step)",
+};
+
+/* Runs one PyTorch path on the same config/batch/threads; tokens/s into *tps. */
+static int torch_bench_run(const char *python, int impl, const ModelConfig *mc, const TrainConfig *tc, int steps, int threads,
+                           double *tps, double *rss_mb, char *version, size_t version_cap) {
     char script[4096];
     if (cli_repo_file("tests/torch_bench.py", "UPCYCLE_TORCH_BENCH", script, sizeof script)) return -1;
     char *tdir = make_scratch_dir("upcycle-bench-torch");
@@ -48,19 +57,19 @@ static int torch_bench_run(const ModelConfig *mc, const TrainConfig *tc, int ste
     int rc = model_config_save_json(mc, cfg);
     char cmd[12288];
     snprintf(cmd, sizeof cmd,
-             "/usr/bin/python3 '%s' '%s' --batch %d --seq %d --steps %d --threads %d --lr %g --weight-decay %g "
+             "'%s' '%s' '%s' --impl %s --batch %d --seq %d --steps %d --threads %d --lr %g --weight-decay %g "
              "--grad-clip %g --bias-rate %g 2>&1",
-             script, cfg, tc->batch_size, tc->seq_len, steps, threads, tc->lr, tc->weight_decay, tc->grad_clip,
-             tc->bias_update_rate);
+             python, script, tdir, TORCH_IMPL[impl], tc->batch_size, tc->seq_len, steps, threads, tc->lr, tc->weight_decay,
+             tc->grad_clip, tc->bias_update_rate);
     char line[1024], last[1024] = "";
     *tps = 0;
     if (!rc) {
         FILE *p = popen(cmd, "r");
-        if (!p) rc = up_error("cannot run /usr/bin/python3; expected Debian's python3-torch (scripts/deps.sh test)");
+        if (!p) rc = up_error("cannot run %s; expected the Python of scripts/pyenv.sh", python);
         while (p && fgets(line, sizeof line, p)) {
             double sps;
             char ver[32];
-            if (sscanf(line, "torch %31[^:]: %*d steps, %lf s/step, %lf tokens/s, peak RSS %lf MB", ver, &sps, tps, rss_mb) == 4) {
+            if (sscanf(line, "torch %31s (%*[^)]): %*d steps, %lf s/step, %lf tokens/s, peak RSS %lf MB", ver, &sps, tps, rss_mb) == 4) {
                 snprintf(version, version_cap, "%s", ver);
                 continue;
             }
@@ -69,7 +78,7 @@ static int torch_bench_run(const ModelConfig *mc, const TrainConfig *tc, int ste
         int st = p ? pclose(p) : -1;
         if (!rc && (st != 0 || *tps <= 0)) {
             last[strcspn(last, "\n")] = 0;
-            rc = up_error("PyTorch baseline (%s) failed: %s; expected Debian's python3-torch (scripts/deps.sh test)", script,
+            rc = up_error("PyTorch baseline %s (%s) failed: %s; expected PyTorch 2 from scripts/pyenv.sh", TORCH_IMPL[impl], script,
                           last[0] ? last : "no output");
         }
     }
@@ -100,7 +109,7 @@ static double max_of(const double *v, int n) {
 }
 
 static int bench_train_cmd(int argc, char **argv) {
-    const char *presets = "small", *device = "auto", *precision = "fp32";
+    const char *presets = "small", *device = "auto", *precision = "fp32", *torch_list = "hf,ref,ref-compiled";
     int steps = 5, threads = 0, batch = 0, seq = 0, compare = 0, memory = 0, profile = 0, repeat = 1;
     CliOption opts[] = {
         {"preset", OPT_STR, &presets, "preset(s) to time, comma-separated (default small)"},
@@ -111,7 +120,8 @@ static int bench_train_cmd(int argc, char **argv) {
         {"threads", OPT_INT, &threads, "threads (default: all cores)"},
         {"device", OPT_STR, &device, CLI_DEVICE_HELP},
         {"precision", OPT_STR, &precision, "fp32 (default) or bf16 (GEMM operands in bf16: tensor cores, or AVX-512 BF16 on the CPU)"},
-        {"compare-torch", OPT_FLAG, &compare, "also time the PyTorch reference (tests/torch_bench.py) and print the ratio"},
+        {"compare-torch", OPT_FLAG, &compare, "also time PyTorch 2 (tests/torch_bench.py, the pinned PyPI environment) on the same config, batch and threads, and print the ratios"},
+        {"torch", OPT_STR, &torch_list, "with --compare-torch: the PyTorch paths, comma-separated: hf (transformers' model), ref (tests/torch_ref.py eager), ref-compiled (its torch.compile); default all three"},
         {"report-memory", OPT_FLAG, &memory, "print peak RSS against the analytic bytes (params, grads, Adam, activations)"},
         {"profile", OPT_FLAG, &profile, "time every backend op of the timed steps: ms/step, share, GFLOP/s, % of sgemm, GB/s (CPU)"},
     };
@@ -141,6 +151,21 @@ static int bench_train_cmd(int argc, char **argv) {
     cli_set_threads(threads);
     int on_cpu = be->runs_on_host;
     if (compare && !on_cpu) return cli_usage_error("bench train", "--compare-torch times the CPU; expected --device cpu");
+    int use_torch[N_TORCH] = {0}, n_torch = 0;
+    char tlist[256];
+    snprintf(tlist, sizeof tlist, "%s", torch_list);
+    for (char *save = NULL, *tok = strtok_r(tlist, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        int k = 0;
+        while (k < N_TORCH && strcmp(tok, TORCH_IMPL[k])) k++;
+        if (k == N_TORCH) return cli_usage_error("bench train", "--torch %s; expected hf, ref or ref-compiled, comma-separated", tok);
+        n_torch += !use_torch[k], use_torch[k] = 1;
+    }
+    if (compare && !n_torch) return cli_usage_error("bench train", "--torch is empty; expected hf, ref or ref-compiled");
+    char python[4096] = "", why[4096] = "";
+    if (compare && cli_pyenv_python("tf5", "UPCYCLE_TORCH_PYTHON", python, sizeof python, why, sizeof why)) {
+        up_error("--compare-torch: no PyTorch 2: %s; expected the pinned environment (make test-deps, scripts/pyenv.sh) or UPCYCLE_TORCH_PYTHON", why);
+        return cli_fail();
+    }
     if (profile && !on_cpu) return cli_usage_error("bench train", "--profile times host ops; expected --device cpu");
     char cpu[256];
     cpu_description(cpu, sizeof cpu);
@@ -149,7 +174,7 @@ static int bench_train_cmd(int argc, char **argv) {
     if (on_cpu) printf("machine: %s, %d cores; sgemm 1024^3 %.1f GFLOP/s\n", cpu, omp_get_num_procs(), peak);
     int n_threads = on_cpu ? omp_get_max_threads() : 1;
     TrainBench r[16];
-    double torch_tps[16] = {0}, torch_rss[16] = {0};
+    double torch_tps[16][N_TORCH] = {{0}}, torch_rss[16][N_TORCH] = {{0}};
     for (int i = 0; i < n_presets; i++) {
         /* one process measures one model's peak RSS: later presets run after earlier ones, so
          * their figure is a maximum over both; order presets small to large with --report-memory */
@@ -162,10 +187,10 @@ static int bench_train_cmd(int argc, char **argv) {
         /* Each round's figures are also paired with the same round's sgemm and PyTorch, whose
          * ratios cancel most of the drift: their medians are printed after the rounds. */
         char version[32] = "?";
-        double round_ratio[100], round_share[100];
+        double round_ratio[N_TORCH][100], round_share[100];
         for (int round = 0; round < repeat; round++) {
             TrainBench rb;
-            double tps = 0, rss = 0, g = peak, g_before = 0, g_after = 0;
+            double g = peak, g_before = 0, g_after = 0;
             if (repeat > 1 && on_cpu) g_before = bench_sgemm_gflops(1024, 1.0);
             if (bench_train(be, &chosen[i]->model, &tc, 1, steps, profile, &rb)) return cli_fail();
             /* the round's sgemm: the mean of one before ours and one after (a round of a large
@@ -177,28 +202,35 @@ static int bench_train_cmd(int argc, char **argv) {
                 if (g_before > peak) peak = g_before;
                 if (g_after > peak) peak = g_after;
             }
-            if (compare && torch_bench_run(&chosen[i]->model, &tc, steps, n_threads, &tps, &rss, version, sizeof version))
-                return cli_fail();
-            round_ratio[round] = compare ? rb.tokens_per_second / tps : 0;
+            double tps[N_TORCH] = {0};
+            for (int k = 0; k < N_TORCH && compare; k++) {
+                double rss = 0;
+                if (!use_torch[k]) continue;
+                if (torch_bench_run(python, k, &chosen[i]->model, &tc, steps, n_threads, &tps[k], &rss, version, sizeof version))
+                    return cli_fail();
+                round_ratio[k][round] = rb.tokens_per_second / tps[k];
+                if (tps[k] > torch_tps[i][k]) torch_tps[i][k] = tps[k];
+                if (rss > torch_rss[i][k]) torch_rss[i][k] = rss;
+            }
             round_share[round] = g > 0 ? 100.0 * rb.model_gflops / g : 0;
             if (repeat > 1) {
                 printf("preset %s: round %d of %d: %.0f tokens/s", chosen[i]->name, round + 1, repeat, rb.tokens_per_second);
                 if (on_cpu)
                     printf(" (%.1f%% of this round's sgemm %.1f GFLOP/s, the mean of %.1f before and %.1f after)",
                            round_share[round], g, g_before, g_after);
-                if (compare) printf(", PyTorch %.0f tokens/s, %.2fx", tps, round_ratio[round]);
+                for (int k = 0; k < N_TORCH && compare; k++)
+                    if (use_torch[k]) printf(", PyTorch %s %.0f tokens/s, %.2fx", TORCH_IMPL[k], tps[k], round_ratio[k][round]);
                 printf("\n");
             }
             if (round == 0 || rb.tokens_per_second > r[i].tokens_per_second) r[i] = rb;
-            if (tps > torch_tps[i]) torch_tps[i] = tps;
-            if (rss > torch_rss[i]) torch_rss[i] = rss;
         }
         if (repeat > 1 && on_cpu) {
             printf("preset %s: per round, median of %d: %.1f%% of the round's sgemm (%.1f-%.1f%%)", chosen[i]->name, repeat,
                    median(round_share, repeat), min_of(round_share, repeat), max_of(round_share, repeat));
-            if (compare)
-                printf(", upcycle / PyTorch %.2fx (%.2f-%.2fx)", median(round_ratio, repeat), min_of(round_ratio, repeat),
-                       max_of(round_ratio, repeat));
+            for (int k = 0; k < N_TORCH && compare; k++)
+                if (use_torch[k])
+                    printf(", upcycle / PyTorch %s %.2fx (%.2f-%.2fx)", TORCH_IMPL[k], median(round_ratio[k], repeat),
+                           min_of(round_ratio[k], repeat), max_of(round_ratio[k], repeat));
             printf("\n");
         }
         printf("preset %s: batch %d x %d tokens, %.3f s/step, %.0f tokens/s (%s, %s, %d threads%s)\n", chosen[i]->name,
@@ -212,11 +244,12 @@ static int bench_train_cmd(int argc, char **argv) {
                    r[i].param_state_bytes / 1e6, r[i].activation_bytes / 1e6, analytic / 1e6, r[i].rss_peak_bytes / 1e6,
                    r[i].rss_peak_bytes / analytic, r[i].rss_before_bytes / 1e6);
         }
-        if (compare)
-            printf("  PyTorch %s (fp32 eager, same config, batch and threads%s): %.0f tokens/s, peak RSS %.0f MB -> "
-                   "upcycle / PyTorch = %.2fx\n",
-                   version, repeat > 1 ? "; the best round" : "", torch_tps[i], torch_rss[i],
-                   r[i].tokens_per_second / torch_tps[i]);
+        for (int k = 0; k < N_TORCH && compare; k++)
+            if (use_torch[k])
+                printf("  PyTorch %s %s (%s; fp32, same config, batch and threads%s): %.0f tokens/s, peak RSS %.0f MB -> "
+                       "upcycle / PyTorch = %.2fx\n",
+                       version, TORCH_IMPL[k], TORCH_WHAT[k], repeat > 1 ? "; the best round" : "", torch_tps[i][k], torch_rss[i][k],
+                       r[i].tokens_per_second / torch_tps[i][k]);
     }
     if (on_cpu) {
         if (n_sgemm > 1)

@@ -1,6 +1,7 @@
 /* upcycle bench tokenize: MB/s of encoding a corpus with a Hugging Face tokenizer.json, ours on
- * 1 and N threads and Hugging Face's tokenizers.js on the same documents in the same run, and
- * whether all of them gave the same ids (count and FNV-1a hash of the ids in order). */
+ * 1 and N threads and Hugging Face's tokenizers (the Rust library, from PyPI) on the same
+ * documents with the same thread counts in the same run, and whether all of them gave the same
+ * ids (count and FNV-1a hash of the ids in order). Loading is timed apart from encoding. */
 #include <cjson/cJSON.h>
 #include <omp.h>
 #include <stdio.h>
@@ -64,42 +65,38 @@ typedef struct {
     char version[64];
 } Reference;
 
-static int run_reference(const Corpus *c, const char *modules, const char *tok_dir, Reference *ref) {
+/* the Rust library on docs (JSONL) with RAYON_NUM_THREADS=threads */
+static int run_reference(const char *python, const char *docs, const char *tok_dir, int threads, Reference *ref) {
     char script[4096];
-    if (cli_repo_file("tests/hf_tokenizer_ref.mjs", "UPCYCLE_HF_TOKENIZER_REF", script, sizeof script)) return -1;
-    char *dir = make_scratch_dir("upcycle-bench-tokenize");
-    if (!dir) return -1;
-    char *docs = path_join(dir, "documents.jsonl");
-    int rc = write_documents(c, docs);
+    if (cli_repo_file("tests/hf_tokenizer_ref.py", "UPCYCLE_HF_TOKENIZER_REF", script, sizeof script)) return -1;
     char cmd[16384], line[4096] = "", last[4096] = "";
-    snprintf(cmd, sizeof cmd, "node --version 2>&1 && node '%s' '%s' '%s' --bench '%s' 2>&1", script, modules, tok_dir, docs);
-    FILE *p = rc ? NULL : popen(cmd, "r");
-    if (!rc && !p) rc = up_error("cannot run node; expected Node.js (Debian's nodejs)");
+    snprintf(cmd, sizeof cmd, "RAYON_NUM_THREADS=%d TOKENIZERS_PARALLELISM=true '%s' '%s' '%s' --bench '%s' --rounds 3 2>&1", threads,
+             python, script, tok_dir, docs);
+    FILE *p = popen(cmd, "r");
+    if (!p) return up_error("cannot run %s; expected the Python of scripts/pyenv.sh", python);
     cJSON *j = NULL;
-    while (p && fgets(line, sizeof line, p)) {
-        if (line[0] == 'v' && !ref->version[0]) snprintf(ref->version, sizeof ref->version, "%.*s", (int)strcspn(line, "\n"), line);
-        else if (line[0] == '{' && !j) j = cJSON_Parse(line);
+    while (fgets(line, sizeof line, p)) {
+        if (line[0] == '{' && !j) j = cJSON_Parse(line);
         else snprintf(last, sizeof last, "%.*s", (int)strcspn(line, "\n"), line);
     }
-    int st = p ? pclose(p) : 0;
+    int st = pclose(p), rc = 0;
     const char *keys[4] = {"seconds", "load_seconds", "bytes", "ids"};
     double *dst[4] = {&ref->seconds, &ref->load_seconds, &ref->bytes, &ref->ids};
     for (int k = 0; k < 4 && !rc; k++) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, keys[k]);
         if (cJSON_IsNumber(v)) *dst[k] = v->valuedouble;
-        else rc = up_error("tokenizers.js (%s) failed (exit %d): %s; expected its JSON line with \"%s\"", script, st, last[0] ? last : "no output",
+        else rc = up_error("tokenizers (%s) failed (exit %d): %s; expected its JSON line with \"%s\"", script, st, last[0] ? last : "no output",
                            keys[k]);
     }
-    const cJSON *h = cJSON_GetObjectItemCaseSensitive(j, "hash");
+    const cJSON *h = cJSON_GetObjectItemCaseSensitive(j, "hash"), *v = cJSON_GetObjectItemCaseSensitive(j, "version");
     if (!rc) ref->hash = cJSON_IsNumber(h) ? (uint32_t)h->valuedouble : 0;
+    if (!rc) snprintf(ref->version, sizeof ref->version, "%s", cJSON_IsString(v) ? v->valuestring : "?");
     cJSON_Delete(j);
-    remove_tree(dir);
-    free(docs), free(dir);
     return rc;
 }
 
 int bench_tokenize_cmd(int argc, char **argv) {
-    const char *kind = NULL, *jsonl_field = "text", *doc_sep = NULL, *modules_arg = NULL;
+    const char *kind = NULL, *jsonl_field = "text", *doc_sep = NULL;
     static CliStrList inputs;
     inputs.n = 0;
     int threads = 0, no_reference = 0;
@@ -109,9 +106,8 @@ int bench_tokenize_cmd(int argc, char **argv) {
         {"jsonl-field", OPT_STR, &jsonl_field, "the field of a .jsonl record that holds the document (default text)"},
         {"doc-sep", OPT_STR, &doc_sep, "cut text files into documents at every occurrence of this string"},
         {"threads", OPT_INT, &threads, "threads of the parallel run (default: all cores)"},
-        {"modules", OPT_STR, &modules_arg, "node_modules holding @huggingface/tokenizers (default $UPCYCLE_NPM_CACHE/node_modules, "
-                                           "else build/npm-cache/node_modules beside the binary, as tests/hf_tokenizer_test.sh installs it)"},
-        {"no-reference", OPT_FLAG, &no_reference, "time ours only"},
+        {"no-reference", OPT_FLAG, &no_reference, "time ours only (default: also Hugging Face's tokenizers from the pinned PyPI "
+                                                  "environment, scripts/pyenv.sh, or $UPCYCLE_TOKENIZERS_PYTHON)"},
     };
     int prc = cli_parse("bench tokenize", "--tokenizer hf:PATH --input PATH [--input PATH ...] [--threads N]", argc, argv, opts,
                         sizeof opts / sizeof *opts);
@@ -155,32 +151,35 @@ int bench_tokenize_cmd(int argc, char **argv) {
     int same_threads = threads <= 1 || (hn.n == h1.n && hn.hash == h1.hash);
     double best = threads > 1 ? sn : s1;
     if (!no_reference) {
-        char modules[4096];
-        const char *cache = getenv("UPCYCLE_NPM_CACHE");
-        char *exe = exe_dirname();
-        if (modules_arg) snprintf(modules, sizeof modules, "%s", modules_arg);
-        else if (cache && *cache) snprintf(modules, sizeof modules, "%s/node_modules", cache);
-        else snprintf(modules, sizeof modules, "%s/build/npm-cache/node_modules", exe ? exe : ".");
-        free(exe);
-        char probe[4200];
-        snprintf(probe, sizeof probe, "%s/@huggingface/tokenizers/package.json", modules);
-        Reference ref = {0};
-        char *tok_dir = path_dirname(tokenizer_hf_json_path(tok));
-        if (!path_exists(probe)) {
-            printf("tokenizers.js: skipped (%s not found; tests/hf_tokenizer_test.sh installs it, or --modules DIR)\n", probe);
-        } else if (run_reference(&corpus, modules, tok_dir, &ref)) {
+        char python[4096], why[4096];
+        char *tok_dir = path_dirname(tokenizer_hf_json_path(tok)), *dir = NULL, *docs = NULL;
+        if (cli_pyenv_python("tf5", "UPCYCLE_TOKENIZERS_PYTHON", python, sizeof python, why, sizeof why)) {
+            printf("tokenizers (Rust): skipped (%s)\n", why);
+        } else if (!(dir = make_scratch_dir("upcycle-bench-tokenize")) || write_documents(&corpus, docs = path_join(dir, "documents.jsonl"))) {
             rc = -1;
         } else {
-            char label[96];
-            snprintf(label, sizeof label, "tokenizers.js (node %s), 1 thread", ref.version);
-            printf("%-40s %8.2f %9.2f %12.0f   %08x\n", label, ref.load_seconds, ref.bytes / 1e6 / ref.seconds, ref.ids, ref.hash);
-            printf("upcycle / tokenizers.js: %.2fx on 1 thread, %.2fx on %d threads\n", ref.seconds / s1, ref.seconds / best, threads);
-            if ((uint64_t)ref.ids != h1.n || ref.hash != h1.hash)
-                rc = up_error("the ids differ from tokenizers.js (%.0f ids, hash %08x, against our %llu, %08x); expected the same ids",
-                              ref.ids, ref.hash, (unsigned long long)h1.n, h1.hash);
-            else printf("ids: identical to tokenizers.js\n");
+            /* the same thread counts as ours: 1, then N */
+            int counts[2] = {1, threads};
+            double ours[2] = {s1, best};
+            IdHash *mine[2] = {&h1, threads > 1 ? &hn : &h1};
+            for (int k = 0; k < (threads > 1 ? 2 : 1) && !rc; k++) {
+                Reference ref = {0};
+                if (run_reference(python, docs, tok_dir, counts[k], &ref)) {
+                    rc = -1;
+                    break;
+                }
+                char label[96];
+                snprintf(label, sizeof label, "tokenizers %s (Rust), %d thread%s", ref.version, counts[k], counts[k] > 1 ? "s" : "");
+                printf("%-40s %8.2f %9.2f %12.0f   %08x\n", label, ref.load_seconds, ref.bytes / 1e6 / ref.seconds, ref.ids, ref.hash);
+                printf("upcycle / tokenizers on %d thread%s: %.2fx\n", counts[k], counts[k] > 1 ? "s" : "", ref.seconds / ours[k]);
+                if ((uint64_t)ref.ids != mine[k]->n || ref.hash != mine[k]->hash)
+                    rc = up_error("the ids differ from tokenizers' on %d threads (%.0f ids, hash %08x, against our %llu, %08x); expected the "
+                                  "same ids", counts[k], ref.ids, ref.hash, (unsigned long long)mine[k]->n, mine[k]->hash);
+            }
+            if (!rc) printf("ids: identical to tokenizers (Rust)\n");
         }
-        free(tok_dir);
+        if (dir) remove_tree(dir);
+        free(docs), free(dir), free(tok_dir);
     }
     if (!same_threads) rc = up_error("%d threads gave other ids than 1 thread; expected the same ids on any thread count", threads);
     printf("peak resident memory: %.0f MB for %.1f MB of text\n", peak_rss_bytes() / (1 << 20), mb);
