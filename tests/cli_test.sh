@@ -139,31 +139,39 @@ expect_fail "bench train: an unknown preset in the list" 2 "'nope'" "" -- "$UP" 
 expect_fail "bench train --compare-torch without the baseline script" nz "/nonexistent/torch_bench.py" "" -- \
   env UPCYCLE_TORCH_BENCH=/nonexistent/torch_bench.py "$UP" bench train --preset tiny --steps 1 --batch-size 2 \
   --seq-len 8 --compare-torch --device cpu
-run "$UP" bench train --preset tiny,dense --steps 1 --batch-size 2 --seq-len 16 --compare-torch --report-memory \
+expect_fail "bench train --torch with an unknown path" 2 "--torch nope,ref-compiled" "" -- "$UP" bench train --compare-torch --torch nope
+# PyTorch 2 comes from the pinned PyPI environment; without it these two print skipped
+if ! TORCH_WHY=$(scripts/pyenv.sh python tf5 2>&1 >/dev/null); then
+  skip "bench train --compare-torch --report-memory" "$TORCH_WHY"
+  skip "bench train --repeat 2" "$TORCH_WHY"
+else
+# transformers' own model, for an MoE preset (Qwen3MoeForCausalLM) and one without MoE layers (Qwen3ForCausalLM)
+run "$UP" bench train --preset tiny,dense --steps 1 --batch-size 2 --seq-len 16 --compare-torch --torch hf --report-memory \
   --device cpu "${THREADS[@]}"
-ratios=$(printf '%s\n' "$OUT" | grep -c 'upcycle / PyTorch = [0-9.]*x')
+ratios=$(printf '%s\n' "$OUT" | grep -c "PyTorch 2[0-9.+a-z]* hf (transformers' own model.*upcycle / PyTorch = [0-9.]*x")
 mems=$(printf '%s\n' "$OUT" | grep -cE 'analytic; peak RSS [0-9.]+ MB \([0-9.]+x analytic')
 if [ "$RC" -eq 0 ] && [ "$ratios" -eq 2 ] && [ "$mems" -eq 2 ] && [[ "$OUT" == *"% of measured sgemm peak"* ]]; then
   ok "bench train --compare-torch --report-memory: PyTorch ratio and memory for both presets"
 else fail "bench train --compare-torch --report-memory" "exit $RC, $ratios ratio lines, $mems memory lines, stderr: $(oneline "$ERR")"; fi
 # --repeat: ours and PyTorch alternate; each side's reported figure is its fastest round
-run "$UP" bench train --preset tiny --steps 1 --batch-size 2 --seq-len 16 --compare-torch --repeat 2 --device cpu "${THREADS[@]}"
+run "$UP" bench train --preset tiny --steps 1 --batch-size 2 --seq-len 16 --compare-torch --torch ref --repeat 2 --device cpu "${THREADS[@]}"
 best_ours=$(printf '%s\n' "$OUT" | sed -n 's/^preset tiny: round [0-9] of 2: \([0-9]*\) tokens\/s.*/\1/p' | sort -n | tail -1)
-best_torch=$(printf '%s\n' "$OUT" | sed -n 's/^preset tiny: round [0-9] of 2: .*PyTorch \([0-9]*\) tokens\/s.*/\1/p' | sort -n | tail -1)
+best_torch=$(printf '%s\n' "$OUT" | sed -n 's/^preset tiny: round [0-9] of 2: .*PyTorch ref \([0-9]*\) tokens\/s.*/\1/p' | sort -n | tail -1)
 rounds=$(printf '%s\n' "$OUT" | grep -c '^preset tiny: round [12] of 2: ')
 # the median of two per-round ratios is their mean
 ratios=$(printf '%s\n' "$OUT" | sed -n 's/^preset tiny: round [12] of 2: .*, \([0-9.]*\)x$/\1/p' | tr '\n' ' ')
-median=$(printf '%s\n' "$OUT" | sed -n 's/^preset tiny: per round, median of 2: .*upcycle \/ PyTorch \([0-9.]*\)x .*/\1/p')
+median=$(printf '%s\n' "$OUT" | sed -n 's/^preset tiny: per round, median of 2: .*upcycle \/ PyTorch ref \([0-9.]*\)x .*/\1/p')
 if [ "$RC" -eq 0 ] && [ "$rounds" -eq 2 ] && [ -n "$best_ours" ] && [ -n "$best_torch" ] &&
    printf '%s\n' "$OUT" | grep -q "^preset tiny: batch 2 x 16 tokens, .* $best_ours tokens/s (.*; the best round)" &&
    printf '%s\n' "$OUT" | grep -q "the best round): $best_torch tokens/s" &&
    printf '%s\n' "$OUT" | grep -q '^sgemm 1024^3: the best of 5 measurements (one at the start, then two per round)' &&
    [ "$(printf '%s\n' "$OUT" | sed -n "s/^preset tiny: round [12] of 2: .*this round's sgemm \([0-9.]*\) GFLOP\/s, the mean of \([0-9.]*\) before and \([0-9.]*\) after.*/\1 \2 \3/p" |
       awk '{ d = $1 - ($2 + $3) / 2; if (d < 0) d = -d; if (d <= 0.101) n++ } END { print n + 0 }')" -eq 2 ] &&
-   printf '%s\n' "$OUT" | grep -qE "^preset tiny: per round, median of 2: [0-9.]+% of the round's sgemm .*, upcycle / PyTorch [0-9.]+x \([0-9.]+-[0-9.]+x\)" &&
+   printf '%s\n' "$OUT" | grep -qE "^preset tiny: per round, median of 2: [0-9.]+% of the round's sgemm .*, upcycle / PyTorch ref [0-9.]+x \([0-9.]+-[0-9.]+x\)" &&
    py "import sys; r = [float(x) for x in '$ratios'.split()]; sys.exit(0 if len(r) == 2 and abs(sum(r) / 2 - float('$median')) < 0.011 else 1)"; then
   ok "bench train --repeat 2: two alternating rounds, the best of each side and the medians of the per-round ratios"
 else fail "bench train --repeat 2" "exit $RC, $rounds rounds, best $best_ours / $best_torch, ratios $ratios median $median, $(oneline "$OUT$ERR")"; fi
+fi
 expect_fail "bench train --repeat 0" 2 "--repeat 0; expected 1 to 100" "" -- "$UP" bench train --repeat 0
 expect_fail "bench train --repeat with --profile" 2 "expected one of them" "" -- "$UP" bench train --repeat 2 --profile
 # --profile: one row per op of the step, the shares and the time outside the ops summing to 100%,
