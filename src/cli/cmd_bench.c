@@ -43,7 +43,7 @@ static const char *const TORCH_IMPL[N_TORCH] = {"hf", "ref", "ref-compiled"};
 static const char *const TORCH_WHAT[N_TORCH] = {
     "transformers' own model for the config (AutoModelForCausalLM, default attention), forward + backward + AdamW",
     "tests/torch_ref.py's model, eager",
-    "tests/torch_ref.py's model under torch.compile (compiled in the untimed warm-up step)",
+    "tests/torch_ref.py's model under torch.compile (compiled in 3 untimed warm-up steps)",
 };
 
 /* Runs one PyTorch path on the same config/batch/threads; tokens/s into *tps. */
