@@ -212,7 +212,7 @@ int config_family_read(ModelConfig *c, const cJSON *j, const char *path, int fam
     for (const cJSON *it = j ? j->child : NULL; it; it = it->next)
         if (!is_ignored(it->string) && !is_known(it->string, family))
             return up_error("%s: key %s: not one the engine implements for %s; expected only the keys of a %s config the "
-                            "engine trains (README: Hugging Face checkpoints)", path, it->string, model_type_name(family),
+                            "engine trains (docs/hf-checkpoints.md)", path, it->string, model_type_name(family),
                             model_type_name(family));
     int rc = require_string(j, path, "hidden_act", "silu");
     if (!rc) rc = require_zero(j, path, "attention_dropout", "attention dropout");

@@ -14,7 +14,7 @@ int cmd_experiment(int argc, char **argv) {
     int jobs = 0, threads = 0, dry_run = 0, probe_batches = 2, list = 0, expert_parallel = 0, ep_size = 0;
     CliOption opts[] = {
         {"preset", OPT_STR, &preset, "demo (~5 min), paper-tiny (~45 min), paper-full (hours)"},
-        {"plan", OPT_STR, &plan_file, "a plan JSON file instead of a preset (format: README)"},
+        {"plan", OPT_STR, &plan_file, "a plan JSON file instead of a preset (format: docs/experiment.md)"},
         {"data", OPT_STR, &data, "data directory from `upcycle tokenize` (required)"},
         {"out", OPT_STR, &out, "output directory; re-running resumes (finished stages are skipped)"},
         {"seeds", OPT_STR, &seeds, "override the plan's seeds: a count (3 = seeds 1..3), a list (7,8,9) or a range (101-103)"},

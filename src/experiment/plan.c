@@ -11,7 +11,7 @@
 #include "util/json.h"
 #include "util/strbuf.h"
 
-/* ---- built-in presets (the same format as --plan FILE; see README) ---- */
+/* ---- built-in presets (the same format as --plan FILE; see docs/experiment.md) ---- */
 
 static const char *PRESET_DEMO =
     "{\"name\": \"demo\", \"description\": \"tiny interleaved MoE on tinyshakespeare, 8 -> 16 experts at 50% of 400 steps, 1 seed (~5 min)\","
