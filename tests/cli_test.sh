@@ -455,6 +455,15 @@ fi
 # ---------------------------------------------------------------- eval
 EV=(--data "$DATA" "${THREADS[@]}" --batches 2)
 
+# every numeric option given is judged, never silently replaced by the default
+expect_fail "train --lr nan" 2 "--lr nan,finite" "$W/run_bad" -- "$UP" train "${TINY[@]}" --data "$DATA" --out "$W/run_bad" --lr nan
+expect_fail "train --lr -1" nz "lr -1" "$W/run_bad" -- "$UP" train "${TINY[@]}" --data "$DATA" --out "$W/run_bad" --lr -1
+expect_fail "train --batch-size -3" nz "batch_size -3" "$W/run_bad" -- "$UP" train "${TINY[@]}" --data "$DATA" --out "$W/run_bad" --batch-size -3
+expect_fail "train --steps -5" nz "steps -5" "$W/run_bad" -- "$UP" train "${TINY[@]}" --data "$DATA" --out "$W/run_bad" --steps -5
+expect_fail "train --threads -1" 2 "--threads -1,count" "$W/run_bad" -- "$UP" train "${TINY[@]}" --data "$DATA" --out "$W/run_bad" --threads -1
+expect_fail "train --keep 0" 2 "--keep 0" "$W/run_bad" -- "$UP" train "${TINY[@]}" --data "$DATA" --out "$W/run_bad" --keep 0
+expect_fail "train --warmup -2" nz "warmup_steps -2" "$W/run_bad" -- "$UP" train "${TINY[@]}" --data "$DATA" --out "$W/run_bad" --warmup -2
+
 # ---------------------------------------------------------------- the checkpoint directory's contract
 # the top level is the model transformers loads; training state lives in training/
 tops=$(cd "$CK" && ls *.safetensors | tr '\n' ' ')

@@ -1,6 +1,7 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,10 +42,12 @@ static int set_value(const char *command, const CliOption *o, const char *value)
     case OPT_STR:
         *(const char **)o->dst = value;
         return 0;
-    case OPT_INT: {
+    case OPT_INT:
+    case OPT_COUNT: {
         long v = strtol(value, &end, 10);
         if (!*value || *end || errno || v < -2147483647L || v > 2147483647L)
             return cli_usage_error(command, "--%s %s: not an integer; expected an integer", o->name, value);
+        if (o->type == OPT_COUNT && v < 0) return cli_usage_error(command, "--%s %s: negative; expected a count >= 0", o->name, value);
         *(int *)o->dst = (int)v;
         return 0;
     }
@@ -57,7 +60,8 @@ static int set_value(const char *command, const CliOption *o, const char *value)
     }
     case OPT_FLOAT: {
         double v = strtod(value, &end);
-        if (!*value || *end || errno) return cli_usage_error(command, "--%s %s: not a number; expected a number", o->name, value);
+        if (!*value || *end || errno || !isfinite(v))
+            return cli_usage_error(command, "--%s %s: not a finite number; expected a finite number", o->name, value);
         *(float *)o->dst = (float)v;
         return 0;
     }

@@ -2,7 +2,8 @@
 #ifndef UPCYCLE_CLI_H
 #define UPCYCLE_CLI_H
 
-typedef enum { OPT_STR, OPT_INT, OPT_FLOAT, OPT_FLAG, OPT_U64, OPT_STRS } OptType;
+/* OPT_FLOAT takes finite numbers only; OPT_COUNT is an OPT_INT that must be >= 0 */
+typedef enum { OPT_STR, OPT_INT, OPT_FLOAT, OPT_FLAG, OPT_U64, OPT_STRS, OPT_COUNT } OptType;
 
 /* OPT_STRS: an option that may be given several times; each value is appended */
 #define CLI_MAX_VALUES 256
@@ -14,7 +15,7 @@ typedef struct {
 typedef struct {
     const char *name;  /* without the leading "--" */
     OptType type;
-    void *dst;         /* const char **, int *, float *, int * (flag), unsigned long long *, CliStrList * */
+    void *dst;         /* const char **, int * (INT, COUNT), float *, int * (flag), unsigned long long *, CliStrList * */
     const char *help;
 } CliOption;
 

@@ -20,7 +20,7 @@ static int bench_gemm(int argc, char **argv) {
     CliOption opts[] = {
         {"size", OPT_INT, &size, "matrix size n of the n x n x n sgemm (default 1024)"},
         {"seconds", OPT_FLOAT, &seconds, "measurement time (default 2)"},
-        {"threads", OPT_INT, &threads, "threads (default: all cores)"},
+        {"threads", OPT_COUNT, &threads, "threads (default: all cores)"},
     };
     int prc = cli_parse("bench gemm", "[--size N] [--seconds S]", argc, argv, opts, 3);
     if (prc) return prc == 1 ? 0 : prc;
@@ -117,7 +117,7 @@ static int bench_train_cmd(int argc, char **argv) {
         {"repeat", OPT_INT, &repeat, "rounds per preset: ours and PyTorch alternate, sgemm is measured before and after ours in each round, and the best round of each is reported with the medians of the per-round ratios (default 1)"},
         {"batch-size", OPT_INT, &batch, "override the preset's batch size"},
         {"seq-len", OPT_INT, &seq, "override the preset's sequence length"},
-        {"threads", OPT_INT, &threads, "threads (default: all cores)"},
+        {"threads", OPT_COUNT, &threads, "threads (default: all cores)"},
         {"device", OPT_STR, &device, CLI_DEVICE_HELP},
         {"precision", OPT_STR, &precision, "fp32 (default) or bf16 (GEMM operands in bf16: tensor cores, or AVX-512 BF16 on the CPU)"},
         {"compare-torch", OPT_FLAG, &compare, "also time PyTorch 2 (tests/torch_bench.py, the pinned PyPI environment) on the same config, batch and threads, and print the ratios"},

@@ -105,7 +105,7 @@ int bench_tokenize_cmd(int argc, char **argv) {
         {"input", OPT_STRS, &inputs, "documents as for tokenize: a text file, a directory or a .jsonl file; may repeat (required)"},
         {"jsonl-field", OPT_STR, &jsonl_field, "the field of a .jsonl record that holds the document (default text)"},
         {"doc-sep", OPT_STR, &doc_sep, "cut text files into documents at every occurrence of this string"},
-        {"threads", OPT_INT, &threads, "threads of the parallel run (default: all cores)"},
+        {"threads", OPT_COUNT, &threads, "threads of the parallel run (default: all cores)"},
         {"no-reference", OPT_FLAG, &no_reference, "time ours only (default: also Hugging Face's tokenizers from the pinned PyPI "
                                                   "environment, scripts/pyenv.sh, or $UPCYCLE_TOKENIZERS_PYTHON)"},
     };

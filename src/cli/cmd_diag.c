@@ -18,7 +18,7 @@ int cmd_diag(int argc, char **argv) {
         {"data", OPT_STR, &data, "data directory: routing statistics on its val split (default: weights only)"},
         {"probe-batches", OPT_INT, &probe_batches, "val batches in the probe (default 2; batch shape from trainer.json)"},
         {"json", OPT_FLAG, &json, "print one JSON object"},
-        {"threads", OPT_INT, &threads, "threads"},
+        {"threads", OPT_COUNT, &threads, "threads"},
     };
     int prc = cli_parse("diag", "--ckpt DIR [--source DIR] [--grow-json FILE] [--data DIR] [options]", argc, argv, opts,
                         sizeof opts / sizeof *opts);

@@ -128,7 +128,7 @@ int cmd_eval(int argc, char **argv) {
         {"logits", OPT_STR, &logits, "with --ids: write the logits (rows, len-1, vocab) as raw float32"},
         {"router-topk", OPT_STR, &router_topk, "with --ids: write each MoE layer's top-K experts (MoE layers, rows*(len-1), K) as raw int32"},
         {"json", OPT_FLAG, &json, "print one JSON object"},
-        {"threads", OPT_INT, &threads, "threads"},
+        {"threads", OPT_COUNT, &threads, "threads"},
         {"device", OPT_STR, &device, CLI_DEVICE_HELP},
     };
     int prc = cli_parse("eval", "--ckpt DIR --data DIR [options]  |  --ckpt DIR --ids FILE [--logits F --router-topk F]", argc, argv,
@@ -217,7 +217,7 @@ int cmd_sample(int argc, char **argv) {
         {"seed", OPT_STR, &seed_str, "sampling seed (default 1)"},
         {"data", OPT_STR, &data, "data directory whose tokenizer.json to use (default: the training data)"},
         {"context", OPT_INT, &context, "context window (default: the training sequence length)"},
-        {"threads", OPT_INT, &threads, "threads"},
+        {"threads", OPT_COUNT, &threads, "threads"},
         {"device", OPT_STR, &device, CLI_DEVICE_HELP},
     };
     int prc = cli_parse("sample", "--ckpt DIR [--prompt TEXT] [options]", argc, argv, opts, sizeof opts / sizeof *opts);

@@ -20,7 +20,7 @@ int cmd_experiment(int argc, char **argv) {
         {"seeds", OPT_STR, &seeds, "override the plan's seeds: a count (3 = seeds 1..3), a list (7,8,9) or a range (101-103)"},
         {"device", OPT_STR, &device, CLI_DEVICE_HELP "; where the stages train"},
         {"probe-batches", OPT_INT, &probe_batches, "validation batches for the replica diagnostics (0 disables)"},
-        {"threads", OPT_INT, &threads, "threads (default: all cores), split between the jobs"},
+        {"threads", OPT_COUNT, &threads, "threads (default: all cores), split between the jobs"},
         {"jobs", OPT_INT, &jobs, "stages trained side by side (default: one per core for models with d_model <= 256, else 1)"},
         {"mpi-schedule", OPT_STR, &mpi_schedule, "under mpirun: stages (each rank trains whole stages), steps (all ranks on each stage) "
                                                  "or auto (default: stages for models with d_model <= 256)"},

@@ -103,7 +103,7 @@ int cmd_grow(int argc, char **argv) {
         {"force", OPT_FLAG, &o.force, "replace an existing output directory"},
         {"save-dtype", OPT_STR, &save_dtype, CLI_SAVE_DTYPE_HELP " (streamed growth copies the input's bytes: its dtype)"},
         {"shard-size", OPT_STR, &shard_size, CLI_SHARD_SIZE_HELP " (streamed growth keeps the input's shards)"},
-        {"threads", OPT_INT, &threads, "threads (default: all cores)"},
+        {"threads", OPT_COUNT, &threads, "threads (default: all cores)"},
         {"list-inits", OPT_FLAG, &help_inits, "list the expert and router init methods with their parameters"},
     };
     int prc = cli_parse("grow", "--ckpt IN --out OUT (--factor M | --experts N) [options]", argc, argv, opts,

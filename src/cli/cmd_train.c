@@ -1,4 +1,5 @@
 /* upcycle train: a fresh run from a preset or config, a resume, or a new stage from --init. */
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,10 +21,15 @@ static int list_presets(void) {
 int cmd_train(int argc, char **argv) {
     const char *preset = NULL, *config = NULL, *data = NULL, *out = NULL, *resume = NULL, *init = NULL;
     const char *split = "pretrain", *schedule = NULL, *decay_shape = NULL, *device = "auto", *precision = "fp32";
-    int steps = -1, threads = 0, batch = -1, seq = -1, warmup = -1, eval_every = -1, save_every = -1, log_every = -1;
-    int eval_batches = -1, final_eval_batches = 0, quiet = 0, force = 0, presets = 0, keep = 2, skip_nonfinite = 0, max_skips = -1, expert_parallel = 0, ep_size = 0;
-    float spike = -1;
-    float lr = -1, min_lr = -1, decay_frac = -1, bias_rate = -1, aux = -1, zloss = -1, wd = -1, clip = -1;
+    /* options left at UNSET keep the preset's or config's value; a given value, whatever it is,
+     * replaces it and is judged by train_config_validate (one line naming the field) */
+    enum { UNSET = INT_MIN };
+    const float UNSET_F = -INFINITY; /* OPT_FLOAT takes finite numbers only */
+    int steps = UNSET, threads = 0, batch = UNSET, seq = UNSET, warmup = UNSET, eval_every = UNSET, save_every = UNSET, log_every = UNSET;
+    int eval_batches = UNSET, final_eval_batches = 0, quiet = 0, force = 0, presets = 0, keep = 2, skip_nonfinite = 0, max_skips = UNSET,
+        expert_parallel = 0, ep_size = 0;
+    float spike = UNSET_F;
+    float lr = UNSET_F, min_lr = UNSET_F, decay_frac = UNSET_F, bias_rate = UNSET_F, aux = UNSET_F, zloss = UNSET_F, wd = UNSET_F, clip = UNSET_F;
     unsigned long long seed = 0;
     int seed_set = 0;
     const char *seed_str = NULL, *save_dtype = NULL, *shard_size = NULL, *layout = NULL;
@@ -57,12 +63,12 @@ int cmd_train(int argc, char **argv) {
         {"eval-batches", OPT_INT, &eval_batches, "validation batches per evaluation (strided over the split, the same ones each time)"},
         {"final-eval-batches", OPT_INT, &final_eval_batches, "0 (default): the final validation loss over the whole split; N: N strided batches"},
         {"save-every", OPT_INT, &save_every, "checkpoint every N steps (0: only the final one)"},
-        {"keep", OPT_INT, &keep, "periodic checkpoints to keep (default 2)"},
+        {"keep", OPT_INT, &keep, "periodic checkpoints to keep, >= 1 (default 2)"},
         {"save-dtype", OPT_STR, &save_dtype, CLI_SAVE_DTYPE_HELP},
         {"shard-size", OPT_STR, &shard_size, CLI_SHARD_SIZE_HELP},
         {"layout", OPT_STR, &layout, "experts in the saved checkpoints: per-expert (experts.{e}.*) or packed (transformers 5's experts.gate_up_proj, down_proj); default: the input's"},
         {"log-every", OPT_INT, &log_every, "progress line every N steps"},
-        {"threads", OPT_INT, &threads, "OpenMP/OpenBLAS threads (default: all cores)"},
+        {"threads", OPT_COUNT, &threads, "OpenMP/OpenBLAS threads (default: all cores)"},
         {"device", OPT_STR, &device, CLI_DEVICE_HELP},
         {"precision", OPT_STR, &precision, "fp32 (default) or bf16 (bf16 GEMM operands, fp32 accumulation and master weights; CPU: AVX-512 BF16)"},
         {"force", OPT_FLAG, &force, "start fresh in an output directory that already has a run"},
@@ -105,27 +111,20 @@ int cmd_train(int argc, char **argv) {
         }
         mc = p->model, tc = p->train;
     }
-    if (steps >= 0) tc.steps = steps;
+    if (steps != UNSET) tc.steps = steps;
     else if (resume) tc.steps = 0; /* the checkpoint's own step count */
-    if (batch >= 0) tc.batch_size = batch;
-    if (seq >= 0) tc.seq_len = seq;
-    if (lr >= 0) tc.lr = lr;
-    if (min_lr >= 0) tc.min_lr = min_lr;
-    if (warmup >= 0) tc.warmup_steps = warmup;
-    if (decay_frac >= 0) tc.decay_frac = decay_frac;
-    if (wd >= 0) tc.weight_decay = wd;
-    if (clip >= 0) tc.grad_clip = clip;
-    if (bias_rate >= 0) tc.bias_update_rate = bias_rate;
-    if (aux >= 0) tc.aux_loss_coef = aux;
-    if (zloss >= 0) tc.z_loss_coef = zloss;
-    if (eval_every >= 0) tc.eval_every = eval_every;
-    if (eval_batches >= 0) tc.eval_batches = eval_batches;
-    if (save_every >= 0) tc.save_every = save_every;
-    if (log_every >= 0) tc.log_every = log_every;
+    int *ints[] = {&batch, &seq, &warmup, &eval_every, &eval_batches, &save_every, &log_every, &max_skips};
+    int *int_fields[] = {&tc.batch_size, &tc.seq_len, &tc.warmup_steps, &tc.eval_every, &tc.eval_batches, &tc.save_every,
+                         &tc.log_every, &tc.max_skips};
+    for (size_t i = 0; i < sizeof ints / sizeof *ints; i++)
+        if (*ints[i] != UNSET) *int_fields[i] = *ints[i];
+    float *floats[] = {&lr, &min_lr, &decay_frac, &wd, &clip, &bias_rate, &aux, &zloss, &spike};
+    float *float_fields[] = {&tc.lr, &tc.min_lr, &tc.decay_frac, &tc.weight_decay, &tc.grad_clip, &tc.bias_update_rate,
+                             &tc.aux_loss_coef, &tc.z_loss_coef, &tc.spike_factor};
+    for (size_t i = 0; i < sizeof floats / sizeof *floats; i++)
+        if (*floats[i] != UNSET_F) *float_fields[i] = *floats[i];
     if (seed_set) tc.seed = seed;
     if (skip_nonfinite) tc.skip_nonfinite = 1;
-    if (spike >= 0) tc.spike_factor = spike;
-    if (max_skips >= 0) tc.max_skips = max_skips;
     tc.precision = prec;
     if (schedule) {
         if (!strcmp(schedule, "wsd")) tc.schedule = SCHED_WSD;
@@ -138,6 +137,7 @@ int cmd_train(int argc, char **argv) {
         else if (!strcmp(decay_shape, "1-sqrt")) tc.decay_shape = DECAY_1_SQRT;
         else return cli_usage_error("train", "--decay-shape %s; expected linear or 1-sqrt", decay_shape);
     }
+    if (keep < 1) return cli_usage_error("train", "--keep %d; expected a count >= 1 of periodic checkpoints to keep", keep);
     if (final_eval_batches < 0) return cli_usage_error("train", "--final-eval-batches %d; expected 0 (the whole split) or a count", final_eval_batches);
     int weight_dtype, save_layout = SAVE_LAYOUT_KEEP;
     if (cli_save_format("train", save_dtype, shard_size, &weight_dtype)) return 2;
