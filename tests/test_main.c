@@ -7,17 +7,20 @@
 
 #include "util.h"
 
-#define MAX_TESTS 512
+#ifndef MAX_TESTS
+#define MAX_TESTS 512 /* tests/test_main.c only; -DMAX_TESTS=N to check the overflow error */
+#endif
 static struct {
     const char *name;
     test_fn fn;
 } g_tests[MAX_TESTS];
-static int g_count, g_current_failed;
+static int g_count, g_dropped, g_current_failed; /* g_dropped: registered past MAX_TESTS, a failure */
 static const char *g_current_skip; /* set by test_skip: the current test is skipped */
 static char g_tmpdir[512], g_rundir[512];
 
 void test_register(const char *name, test_fn fn) {
     if (g_count < MAX_TESTS) g_tests[g_count].name = name, g_tests[g_count++].fn = fn;
+    else g_dropped++;
 }
 
 void test_fail(const char *file, int line, const char *fmt, ...) {
@@ -48,12 +51,19 @@ int main(int argc, char **argv) {
     const char *skip = getenv("UPCYCLE_TEST_SKIP");
     int passed = 0, failed = 0, skipped = 0;
     snprintf(g_rundir, sizeof g_rundir, "%s/upcycle-run-%ld", base, (long)getpid());
+    if (g_dropped) {
+        printf("FAIL test registry: %d tests registered past MAX_TESTS (%d) would not run; expected MAX_TESTS >= %d (tests/test_main.c)\n",
+               g_dropped, MAX_TESTS, g_count + g_dropped);
+        failed++;
+    }
+    int selected = 0;
     for (int i = 0; i < g_count; i++) {
         if (argc > 1) {
             int match = 0;
             for (int a = 1; a < argc; a++) match |= strstr(g_tests[i].name, argv[a]) != NULL;
             if (!match) continue;
         }
+        selected++;
         if (skip && *skip) {
             char list[512];
             snprintf(list, sizeof list, "%s", skip);
@@ -89,6 +99,12 @@ int main(int argc, char **argv) {
         fflush(stdout);
     }
     remove_tree(g_rundir);
+    if (argc > 1 && !selected) {
+        printf("FAIL no test name contains");
+        for (int a = 1; a < argc; a++) printf(" '%s'", argv[a]);
+        printf("; expected substrings of test names (each test's name is printed after ok/FAIL)\n");
+        failed++;
+    }
     printf("unit: %d passed, %d failed, %d skipped\n", passed, failed, skipped);
     return failed ? 1 : 0;
 }
