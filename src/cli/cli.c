@@ -195,3 +195,10 @@ int cli_pyenv_python(const char *name, const char *env, char *out, unsigned long
     snprintf(out, cap, "%s", line);
     return 0;
 }
+
+void cli_default_shape(const char *ckpt, int *batch, int *seq) {
+    TrainerState st;
+    int have = trainer_state_load(ckpt, &st) == 0;
+    if (*batch <= 0) *batch = have ? st.train.batch_size : 8;
+    if (*seq <= 0) *seq = have ? st.train.seq_len : 128;
+}

@@ -31,6 +31,9 @@ void cli_set_threads(int threads);
 int cli_repo_file(const char *rel, const char *env, char *out, unsigned long cap);
 /* The Python of venv NAME (base, tf4, tf5) of the pinned PyPI environment (scripts/pyenv.sh),
  * or $env when set: 0 with its path in out; 1 with the reason in why when there is none. */
+/* eval and sample's batch shape: the checkpoint's training shape (training/trainer.json) for
+ * what is not given (<= 0), else 8 x 128 */
+void cli_default_shape(const char *ckpt, int *batch, int *seq);
 int cli_pyenv_python(const char *name, const char *env, char *out, unsigned long cap, char *why, unsigned long why_cap);
 int bench_tokenize_cmd(int argc, char **argv); /* cmd_bench_tokenize.c */
 /* --device auto|cpu|cuda: 0 and *be, printing the CPU-fallback notice on stderr, or the exit
