@@ -11,6 +11,7 @@
 #include "dist/dist.h"
 #include "dist/dist_checkpoint.h"
 #include "io/checkpoint.h"
+#include "io/run_dir.h"
 #include "optim.h"
 #include "util.h"
 #include "util/dir_replace.h"
@@ -35,33 +36,6 @@ static int metrics_flush(FILE *f, const char *path, int close) {
 }
 
 
-/* A resumed run re-does the steps after its checkpoint: drop the lines the interrupted run
- * logged past that step, so metrics.jsonl holds each step once (rewritten atomically). */
-static int truncate_metrics(const char *path, int max_step) {
-    if (!path_exists(path)) return 0;
-    char *text;
-    size_t n;
-    if (read_file(path, &text, &n)) return -1;
-    char *kept = xmalloc(n + 1);
-    size_t k = 0;
-    int dropped = 0;
-    for (char *line = text, *next; line < text + n; line = next) {
-        char *nl = memchr(line, '\n', (size_t)(text + n - line));
-        next = nl ? nl + 1 : text + n;
-        const char *p = strstr(line, "\"step\": ");
-        long step = p && p < next ? strtol(p + 8, NULL, 10) : 0;
-        if (!nl || step > max_step) { /* a torn last line, or a step after the checkpoint */
-            dropped = 1;
-            continue;
-        }
-        memcpy(kept + k, line, (size_t)(next - line));
-        k += (size_t)(next - line);
-    }
-    int rc = dropped ? atomic_write_file(path, kept, k) : 0;
-    free(kept);
-    free(text);
-    return rc;
-}
 
 uint64_t eval_window(uint64_t i, uint64_t n_eval, uint64_t n_windows) {
     return (uint64_t)((unsigned __int128)i * n_windows / n_eval);
@@ -205,9 +179,7 @@ static int layer_imbalance(const Model *m, double *imbalance) {
 }
 
 static int save_periodic(const char *out_dir, const Model *m, const TrainerState *st, int keep) {
-    char name[64];
-    snprintf(name, sizeof name, "ckpt_%06d", st->step);
-    char *dir = path_join(out_dir, name);
+    char *dir = run_dir_checkpoint(out_dir, st->step);
     int rc = dist_checkpoint_save(dir, m, st, 1, NULL, NULL);
     free(dir);
     if (!rc && keep > 0 && dist_rank() == 0) {
@@ -215,8 +187,7 @@ static int save_periodic(const char *out_dir, const Model *m, const TrainerState
         int interval = st->train.save_every;
         int old_step = st->step - keep * interval;
         if (old_step > 0) {
-            snprintf(name, sizeof name, "ckpt_%06d", old_step);
-            char *old = path_join(out_dir, name);
+            char *old = run_dir_checkpoint(out_dir, old_step);
             dir_remove(old); /* never a half-deleted directory under a checkpoint's name */
             free(old);
         }
@@ -355,9 +326,9 @@ static int run_open_output(Run *r) {
                         r->tc.batch_size, r->ranks);
     if (!r->leader) return 0;
     if (mkdir_p(opt->out_dir)) return -1;
-    r->metrics_path = path_join(opt->out_dir, "metrics.jsonl");
+    r->metrics_path = run_dir_metrics(opt->out_dir);
     /* a failed truncation has said why (e.g. no space left); keep that message */
-    if (opt->resume && truncate_metrics(r->metrics_path, r->st.step)) return -1;
+    if (opt->resume && run_dir_metrics_truncate(opt->out_dir, r->st.step)) return -1;
     r->metrics = fopen(r->metrics_path, "a");
     if (!r->metrics)
         return up_error("%s: cannot open for appending (%s); expected a writable output directory", r->metrics_path,

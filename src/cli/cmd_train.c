@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "dist/dist.h"
+#include "io/run_dir.h"
 #include "cli.h"
 #include "config.h"
 #include "train.h"
@@ -149,7 +150,7 @@ int cmd_train(int argc, char **argv) {
     if (brc) return brc;
     if (be->set_precision && be->set_precision(tc.precision)) return cli_fail();
     if (!resume && dist_rank() == 0) { /* data parallel: rank 0 owns the output directory */
-        char *metrics = path_join(out, "metrics.jsonl");
+        char *metrics = run_dir_metrics(out);
         int exists = path_exists(metrics);
         free(metrics);
         if (exists && !force) {

@@ -1,6 +1,5 @@
 /* runner.c - executes a plan's stages (resumable), collects results, statistics and reports. */
 #include <cjson/cJSON.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <omp.h>
@@ -20,6 +19,7 @@
 #include "experiment/report.h"
 #include "experiment/stats.h"
 #include "io/checkpoint.h"
+#include "io/run_dir.h"
 #include "model.h"
 #include "train.h"
 #include "util.h"
@@ -47,26 +47,13 @@ static int stage_done(const ExperimentOptions *opt, const Stage *s) {
     return done;
 }
 
-/* the latest ckpt_NNNNNN of an interrupted stage, or NULL */
+/* the latest resumable checkpoint of an interrupted stage, or NULL */
 static char *latest_checkpoint(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return NULL;
-    int best = -1;
-    struct dirent *de;
-    while ((de = readdir(d))) {
-        int step;
-        char tail;
-        if (sscanf(de->d_name, "ckpt_%d%c", &step, &tail) == 1 && step > best) {
-            char *p = path_join(dir, de->d_name);
-            if (checkpoint_has_trainer_state(p)) best = step;
-            free(p);
-        }
-    }
-    closedir(d);
-    if (best < 0) return NULL;
-    char name[32];
-    snprintf(name, sizeof name, "ckpt_%06d", best);
-    return path_join(dir, name);
+    int *steps, n;
+    run_dir_list_checkpoints(dir, 1, &steps, &n);
+    char *latest = n ? run_dir_checkpoint(dir, steps[n - 1]) : NULL;
+    free(steps);
+    return latest;
 }
 
 static ModelConfig stage_model(const Plan *p, const Run *r, const Stage *s) {
@@ -166,7 +153,7 @@ static int run_stage(const Plan *p, const Run *r, int k, const ExperimentOptions
     int leader = dist_rank() == 0;
     if (!resume && leader) {
         /* a stage without a checkpoint restarts from scratch: drop partial metrics */
-        char *metrics = path_join(dir, "metrics.jsonl");
+        char *metrics = run_dir_metrics(dir);
         remove(metrics);
         free(metrics);
     }
@@ -233,7 +220,7 @@ static int metrics_line(const char *origin, const cJSON *j, int *step, double *l
  * a line that is not JSON (cut short by a crash) is skipped, a malformed field is an error */
 static int append_curve(const char *stage_path, int offset, double *flops_acc, double *seconds_acc, double flops_per_step,
                         double sps, int tokens_per_step, cJSON *curve, cJSON *load_steps, cJSON *load_rows) {
-    char *path = path_join(stage_path, "metrics.jsonl"), *text;
+    char *path = run_dir_metrics(stage_path), *text;
     size_t n;
     if (read_file(path, &text, &n)) {
         free(path);
@@ -316,28 +303,18 @@ static int append_diag(const ExperimentOptions *opt, const char *stage_path, con
         return 0;
     }
     int rc = 0;
-    int steps[64], n = 0;
-    steps[n++] = 0;
-    DIR *d = opendir(stage_path);
-    struct dirent *de;
-    while (d && (de = readdir(d)) && n < 62) {
-        int s;
-        char tail;
-        if (sscanf(de->d_name, "ckpt_%d%c", &s, &tail) == 1) steps[n++] = s;
-    }
-    if (d) closedir(d);
-    for (int i = 1; i < n; i++)
-        for (int j = i; j > 0 && steps[j - 1] > steps[j]; j--) {
-            int t = steps[j];
-            steps[j] = steps[j - 1], steps[j - 1] = t;
-        }
-    steps[n++] = -1; /* final */
+    /* the grown checkpoint (step 0), every periodic one, then the final one (-1) */
+    int *ckpts, n_ckpts;
+    run_dir_list_checkpoints(stage_path, 0, &ckpts, &n_ckpts);
+    int n = n_ckpts + 2, *steps = xmalloc(sizeof(int) * (size_t)n);
+    steps[0] = 0, steps[n - 1] = -1;
+    if (n_ckpts) memcpy(steps + 1, ckpts, sizeof(int) * (size_t)n_ckpts);
+    free(ckpts);
     for (int i = 0; i < n && !rc; i++) {
-        char name[32];
         char *ck;
         if (steps[i] == 0) ck = xstrdup(grown);
-        else if (steps[i] < 0) ck = path_join(stage_path, "final");
-        else snprintf(name, sizeof name, "ckpt_%06d", steps[i]), ck = path_join(stage_path, name);
+        else if (steps[i] < 0) ck = path_join(stage_path, RUN_FINAL_NAME);
+        else ck = run_dir_checkpoint(stage_path, steps[i]);
         cJSON *dj = diag_checkpoint(ck, grow_json, prev_final, opt->data_dir, opt->probe_batches);
         TrainerState st;
         int step = steps[i] >= 0 ? steps[i] : (trainer_state_load(ck, &st) == 0 ? st.step : 0);
@@ -350,7 +327,7 @@ static int append_diag(const ExperimentOptions *opt, const char *stage_path, con
         cJSON_Delete(dj);
         free(ck);
     }
-    free(grown), free(grow_json);
+    free(steps), free(grown), free(grow_json);
     return rc ? -1 : 0;
 }
 
@@ -816,20 +793,9 @@ static int claim_stage(const ExperimentOptions *opt, const char *key) {
 
 /* the last step a stage has logged in metrics.jsonl (its progress), 0 without one */
 static long long stage_logged_steps(const ExperimentOptions *opt, const Stage *s) {
-    char *dir = stage_dir(opt, s), *path = path_join(dir, "metrics.jsonl");
+    char *dir = stage_dir(opt, s);
+    long step = run_dir_metrics_last_step(dir);
     free(dir);
-    FILE *f = fopen(path, "rb");
-    free(path);
-    if (!f) return 0;
-    char tail[4096];
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f), from = size > (long)sizeof tail - 1 ? size - (long)sizeof tail + 1 : 0;
-    fseek(f, from, SEEK_SET);
-    size_t n = fread(tail, 1, sizeof tail - 1, f);
-    fclose(f);
-    tail[n] = 0;
-    long long step = 0;
-    for (char *at = strstr(tail, "{\"step\": "); at; at = strstr(at + 1, "{\"step\": ")) step = atoll(at + 9);
     return step;
 }
 
