@@ -42,8 +42,32 @@ EOF_PY
 done
 for f in pretrain.bin cpt.bin val.bin meta.json; do same "tokenize: $f" "$W/old-data/$f" "$W/new-data/$f"; done
 same "train tiny 20 steps: metrics.jsonl" "$W/old-train/metrics.jsonl" "$W/new-train/metrics.jsonl"
-same "train tiny 20 steps: final weights" "$W/old-train/final/model.safetensors" "$W/new-train/final/model.safetensors"
-same "train tiny 20 steps: final optimizer state" "$W/old-train/final/training/optimizer.safetensors" "$W/new-train/final/training/optimizer.safetensors"
+# a checkpoint's tensors by name, wherever its layout keeps them (model files, training/ or the
+# top level of an earlier layout), as one sorted dump: the same tensors with the same bytes
+tensors() {
+  python3 - "$1" "$2" <<'EOF_PY'
+import glob, hashlib, json, os, struct, sys
+d, which = sys.argv[1], sys.argv[2]
+pats = {"weights": ["model*.safetensors", "balance_bias.safetensors", "training/balance_bias.safetensors"],
+        "optimizer": ["optimizer.safetensors", "training/optimizer.safetensors"]}[which]
+out = {}
+for pat in pats:
+    for f in glob.glob(os.path.join(d, pat)):
+        raw = open(f, "rb").read()
+        n = struct.unpack("<Q", raw[:8])[0]
+        head = json.loads(raw[8:8 + n])
+        for name, t in head.items():
+            if name == "__metadata__":
+                continue
+            a, b = t["data_offsets"]
+            out[name] = (t["dtype"], t["shape"], hashlib.sha256(raw[8 + n + a:8 + n + b]).hexdigest())
+for name in sorted(out):
+    print(name, *out[name])
+EOF_PY
+}
+for v in old new; do tensors "$W/$v-train/final" weights >"$W/$v-weights.txt"; tensors "$W/$v-train/final" optimizer >"$W/$v-opt.txt"; done
+same "train tiny 20 steps: final weights and balancing biases ($(wc -l <"$W/new-weights.txt") tensors)" "$W/old-weights.txt" "$W/new-weights.txt"
+same "train tiny 20 steps: final optimizer state ($(wc -l <"$W/new-opt.txt") tensors)" "$W/old-opt.txt" "$W/new-opt.txt"
 same "experiment (3 seeds): results.json without timings ($(wc -l <"$W/new-results.txt") values)" "$W/old-results.txt" "$W/new-results.txt"
 echo "bench train (tokens/s, old and new alternated, ${ROUNDS:-3} rounds):"
 for preset in $(echo "${PRESETS:-tiny,small}" | tr ',' ' '); do
