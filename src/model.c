@@ -133,14 +133,7 @@ int model_create_ep(Model *m, const ModelConfig *cfg, const Backend *be, int ep_
     m->adam_v = be->alloc(bytes);
     if (ep_size > 1) {
         m->ep = xcalloc((size_t)cfg->n_layers, sizeof(LayerEp));
-        for (int l = 0; l < cfg->n_layers; l++) {
-            LayerEp *X = &m->ep[l];
-            X->recv_counts = xcalloc((size_t)cfg->n_experts, sizeof(int32_t));
-            X->send_rows = xcalloc((size_t)ep_size, sizeof(int));
-            X->recv_rows = xcalloc((size_t)ep_size, sizeof(int));
-            X->offsets = xcalloc((size_t)m->n_local_experts + 1, sizeof(int32_t));
-        }
-        m->ep_displs = xcalloc(2 * (size_t)ep_size, sizeof(int));
+        for (int l = 0; l < cfg->n_layers; l++) ep_exchange_init(&m->ep[l].ex, ep_size, m->n_local_experts);
     }
     return 0;
 }
@@ -362,12 +355,11 @@ void model_free(Model *m) {
     if (m->ep) {
         for (int l = 0; l < m->cfg.n_layers; l++) {
             LayerEp *X = &m->ep[l];
-            free(X->recv_counts), free(X->send_rows), free(X->recv_rows), free(X->offsets);
-            free(X->perm), free(X->inv), free(X->xe), free(X->eg), free(X->eu), free(X->eh);
+            ep_exchange_free(&X->ex);
+            free(X->xe), free(X->eg), free(X->eu), free(X->eh);
         }
         free(m->ep);
         free(m->ep_scratch);
-        free(m->ep_displs);
     }
     memset(m, 0, sizeof *m);
 }
@@ -377,19 +369,14 @@ void model_free(Model *m) {
 #define P(i) model_param(m, (i))
 #define G(i) model_grad(m, (i))
 
-/* ---- expert parallel: token exchange (CPU backend, host memory) ----
- * After moe_permute, the N*K rows of this rank are sorted by global expert, so the rows for
- * the experts of rank d are one contiguous range: all-to-all sends range d to rank d. The rows
- * received are grouped by source rank, then by expert; they are permuted into expert-major
- * order (rank 0's rows of expert j, rank 1's rows of expert j, ...) for the grouped GEMMs: the
- * same rows in the same order as one process holding the whole batch would use. */
+/* ---- expert parallel: this rank's experts on the rows of every rank (CPU backend, host
+ * memory); the exchange itself is dist/expert_parallel's ---- */
 
 static void ep_reserve(Model *m, LayerEp *X, int rows) {
     size_t C = m->cfg.d_model, F = m->cfg.moe_intermediate_size;
     if (rows > X->cap) {
         int cap = rows + rows / 4 + 16;
-        free(X->perm), free(X->inv), free(X->xe), free(X->eg), free(X->eu), free(X->eh);
-        X->perm = xmalloc(sizeof(int32_t) * cap), X->inv = xmalloc(sizeof(int32_t) * cap);
+        free(X->xe), free(X->eg), free(X->eu), free(X->eh);
         X->xe = xmalloc(sizeof(float) * cap * C);
         X->eg = xmalloc(sizeof(float) * cap * F), X->eu = xmalloc(sizeof(float) * cap * F);
         X->eh = xmalloc(sizeof(float) * cap * F);
@@ -408,60 +395,22 @@ static float *ep_frows(const Model *m, int i) {
     return m->ep_scratch + m->ep_scratch_cap * (3 * (size_t)m->cfg.d_model + (size_t)i * m->cfg.moe_intermediate_size);
 }
 
-/* rows in the local (sorted by expert) layout <-> rows grouped by rank, `width` floats each */
-static void ep_exchange(Model *m, const LayerEp *X, const int32_t *offsets, const float *local, float *grouped, int width,
-                        int to_experts, const char *what) {
-    int R = m->ep_size, El = m->n_local_experts, *ldispl = m->ep_displs, *gdispl = m->ep_displs + R;
-    int lcount[MAX_EP_RANKS], gcount[MAX_EP_RANKS];
-    for (int r = 0, g = 0; r < R; r++) {
-        ldispl[r] = offsets[r * El] * width, lcount[r] = X->send_rows[r] * width;
-        gdispl[r] = g * width, gcount[r] = X->recv_rows[r] * width;
-        g += X->recv_rows[r];
-    }
-    if (to_experts) dist_alltoallv_floats(local, lcount, ldispl, grouped, gcount, gdispl, what);
-    else dist_alltoallv_floats(grouped, gcount, gdispl, (float *)local, lcount, ldispl, what);
-}
-
 static void ep_forward(Model *m, int l) {
     const Backend *be = m->be;
     const LayerParams *L = &m->layers[l];
     LayerActs *A = &m->acts[l];
     LayerEp *X = &m->ep[l];
-    int R = m->ep_size, El = m->n_local_experts, C = m->cfg.d_model, F = m->cfg.moe_intermediate_size;
-    /* how many rows each rank sends to each of this rank's experts */
-    dist_alltoall_ints(A->loads, X->recv_counts, El, "the expert parallel token counts");
-    int rows = 0;
-    for (int r = 0; r < R; r++) {
-        X->send_rows[r] = A->offsets[(r + 1) * El] - A->offsets[r * El];
-        X->recv_rows[r] = 0;
-        for (int j = 0; j < El; j++) X->recv_rows[r] += X->recv_counts[r * El + j];
-        rows += X->recv_rows[r];
-    }
-    if ((size_t)rows * (C > F ? C : F) > INT32_MAX || (size_t)m->B * m->T * m->cfg.top_k * C > INT32_MAX) {
-        fprintf(stderr, "upcycle: expert parallel: %d rows of %d floats exceed an MPI message; expected a smaller batch\n", rows, C);
-        dist_abort(1);
-    }
+    int El = m->n_local_experts, C = m->cfg.d_model, F = m->cfg.moe_intermediate_size;
+    ep_exchange_plan(&X->ex, A->loads, A->offsets, C > F ? C : F, (size_t)m->B * m->T * m->cfg.top_k, C);
+    int rows = X->ex.rows;
     ep_reserve(m, X, rows);
-    X->rows = rows;
-    /* expert-major order: for expert j, the rows of rank 0, then rank 1, ... */
-    X->offsets[0] = 0;
-    for (int j = 0, pos = 0; j < El; j++) {
-        for (int r = 0, base = 0; r < R; r++) {
-            int start = base;
-            for (int jj = 0; jj < j; jj++) start += X->recv_counts[r * El + jj];
-            for (int i = 0; i < X->recv_counts[r * El + j]; i++) X->perm[pos++] = start + i;
-            base += X->recv_rows[r];
-        }
-        X->offsets[j + 1] = pos;
-    }
-    for (int i = 0; i < rows; i++) X->inv[X->perm[i]] = i;
     float *grouped = ep_rows(m, 0), *ye = ep_rows(m, 1);
-    ep_exchange(m, X, A->offsets, A->xg, grouped, C, 1, "the expert parallel dispatch");
-    be->moe_gather_forward(X->xe, grouped, X->perm, rows, C);
-    be->experts_forward(ye, X->eg, X->eu, X->eh, X->xe, X->offsets, P(L->expert_gate), P(L->expert_up),
+    ep_exchange_rows(&X->ex, A->offsets, A->xg, grouped, C, 1, "the expert parallel dispatch");
+    be->moe_gather_forward(X->xe, grouped, X->ex.perm, rows, C);
+    be->experts_forward(ye, X->eg, X->eu, X->eh, X->xe, X->ex.offsets, P(L->expert_gate), P(L->expert_up),
                         P(L->expert_down), El, C, F);
-    be->moe_gather_forward(grouped, ye, X->inv, rows, C);
-    ep_exchange(m, X, A->offsets, A->yg, grouped, C, 0, "the expert parallel combine");
+    be->moe_gather_forward(grouped, ye, X->ex.inv, rows, C);
+    ep_exchange_rows(&X->ex, A->offsets, A->yg, grouped, C, 0, "the expert parallel combine");
 }
 
 /* d_yg (local layout) -> d_xg (local layout), expert weight gradients of this rank's experts */
@@ -470,15 +419,15 @@ static void ep_backward(Model *m, int l) {
     const LayerParams *L = &m->layers[l];
     LayerActs *A = &m->acts[l];
     LayerEp *X = &m->ep[l];
-    int El = m->n_local_experts, C = m->cfg.d_model, F = m->cfg.moe_intermediate_size, rows = X->rows;
+    int El = m->n_local_experts, C = m->cfg.d_model, F = m->cfg.moe_intermediate_size, rows = X->ex.rows;
     float *grouped = ep_rows(m, 0), *dye = ep_rows(m, 1), *dxe = ep_rows(m, 2);
-    ep_exchange(m, X, A->offsets, m->d_yg, grouped, C, 1, "the expert parallel backward dispatch");
-    be->moe_gather_forward(dye, grouped, X->perm, rows, C);
+    ep_exchange_rows(&X->ex, A->offsets, m->d_yg, grouped, C, 1, "the expert parallel backward dispatch");
+    be->moe_gather_forward(dye, grouped, X->ex.perm, rows, C);
     be->experts_backward(dxe, G(L->expert_gate), G(L->expert_up), G(L->expert_down), ep_frows(m, 0), ep_frows(m, 1),
-                         ep_frows(m, 2), dye, X->eg, X->eu, X->eh, X->xe, X->offsets, P(L->expert_gate),
+                         ep_frows(m, 2), dye, X->eg, X->eu, X->eh, X->xe, X->ex.offsets, P(L->expert_gate),
                          P(L->expert_up), P(L->expert_down), El, C, F);
-    be->moe_gather_forward(grouped, dxe, X->inv, rows, C);
-    ep_exchange(m, X, A->offsets, m->d_xg, grouped, C, 0, "the expert parallel backward combine");
+    be->moe_gather_forward(grouped, dxe, X->ex.inv, rows, C);
+    ep_exchange_rows(&X->ex, A->offsets, m->d_xg, grouped, C, 0, "the expert parallel backward combine");
 }
 
 /* ---- layer pieces shared by forward and backward ---- */

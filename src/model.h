@@ -14,9 +14,9 @@
 
 #include "backend.h"
 #include "config.h"
+#include "dist/expert_parallel.h"
 
 #define PARAM_NAME_MAX 96
-#define MAX_EP_RANKS 1024 /* expert parallel ranks */
 
 typedef struct {
     char name[PARAM_NAME_MAX]; /* Hugging Face tensor name */
@@ -62,15 +62,13 @@ typedef struct {
     float *ffn_out;                    /* (N,C) */
 } LayerActs;
 
-/* Expert parallel, per MoE layer: the rows (token copies) this rank's experts received in the
- * last forward, kept for the backward. Host memory (the CPU backend); grown, never shrunk. */
+/* Expert parallel, per MoE layer: the exchange of the last forward (dist/expert_parallel.h) and
+ * the rows this rank's experts computed on, kept for the backward. Host memory (the CPU backend);
+ * grown, never shrunk. */
 typedef struct {
-    int32_t *recv_counts;              /* (ranks * local experts): rows from rank s for local expert j */
-    int *send_rows, *recv_rows;        /* (ranks) rows sent to and received from each rank */
-    int32_t *offsets;                  /* (local experts + 1) row ranges of the local experts */
-    int32_t *perm, *inv;               /* expert-major row -> received row, and back */
+    EpExchange ex;
     float *xe, *eg, *eu, *eh;          /* (rows, C), (rows, F) x3, expert-major */
-    int rows, cap;
+    int cap;
 } LayerEp;
 
 typedef struct {
@@ -111,7 +109,6 @@ typedef struct {
     LayerEp *ep;                       /* (n_layers) */
     float *ep_scratch;                 /* 3 x (cap, C) + 3 x (cap, F), shared by the layers */
     size_t ep_scratch_cap;
-    int *ep_displs;                    /* (2 * ranks) */
 
     /* results of the last forward */
     double last_ce_loss, last_aux_loss;
