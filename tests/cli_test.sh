@@ -3,6 +3,9 @@
 # option or preset, no partial output on failure, and the files and figures of the happy path.
 # Run from anywhere as `bash tests/cli_test.sh`; prints "ok NAME" / "FAIL NAME: DETAILS" per
 # check and closes with "cli: N passed, N failed, N skipped" (exit 1 if any failed).
+# UPCYCLE_CHECKS=a,b runs only the sections whose names contain a or b, after the setup that
+# every section uses: help, tokenize, tokenize-documents, train, eval, "eval contract", sample, inspect,
+# "resume grow experiment device crash", encode, hf-tokenizer, hf-checkpoints.
 set -u
 cd "$(dirname "$0")/.." || exit 1
 ROOT=$PWD
@@ -88,6 +91,9 @@ DATA="$W/data"
 RUN="$W/run"
 CK="$RUN/final"
 TINY=(--preset tiny --steps 6 --batch-size 4 --seq-len 32 --eval-every 3 --eval-batches 2 "${THREADS[@]}")
+TFAST=(--steps 2 --batch-size 4 --seq-len 32 --eval-batches 1 "${THREADS[@]}" --quiet)
+EV=(--data "$DATA" "${THREADS[@]}" --batches 2)
+BPE="$W/bpe"
 
 run "$UP" tokenize --input "$W/corpus.txt" --out "$DATA"
 if [ "$RC" -eq 0 ] && [ -f "$DATA/pretrain.bin" ] && [ -f "$DATA/val.bin" ] && [ -f "$DATA/cpt.bin" ] && [ -f "$DATA/meta.json" ] \
@@ -97,6 +103,9 @@ else
   fail "setup: byte tokenize" "exit $RC, stdout: $(oneline "$OUT"), stderr: $(oneline "$ERR")"
 fi
 
+run "$UP" tokenize --input "$W/corpus.txt" --out "$BPE" --tokenizer bpe --vocab 512
+[ "$RC" -eq 0 ] && ok "setup: bpe tokenize (--vocab 512)" || fail "setup: bpe tokenize (--vocab 512)" "exit $RC, stderr: $(oneline "$ERR")"
+
 run "$UP" train "${TINY[@]}" --data "$DATA" --out "$RUN"
 if [ "$RC" -eq 0 ] && [[ "$OUT" == *"done: 6 steps"* ]]; then
   ok "setup: train tiny run (6 steps)"
@@ -104,7 +113,26 @@ else
   fail "setup: train tiny run (6 steps)" "exit $RC, stdout tail: $(oneline "$(printf '%s' "$OUT" | tail -n 3)"), stderr: $(oneline "$ERR")"
 fi
 
+# corrupted copies of the setup checkpoint that several sections read
+cp -r "$CK" "$W/ck_trunc" && truncate -s 100000 "$W/ck_trunc/model.safetensors"
+cp -r "$CK" "$W/ck_dtype"
+msg=$(py '
+import json, struct, sys
+p = sys.argv[1]
+b = bytearray(open(p, "rb").read())
+n, = struct.unpack("<Q", b[:8])
+h = json.loads(bytes(b[8:8 + n]))
+name = next(k for k in h if k != "__metadata__")
+h[name]["dtype"] = "I32"
+new = json.dumps(h, separators=(",", ":")).encode()
+assert len(new) <= n, "rewritten header is longer"
+b[8:8 + n] = new + b" " * (n - len(new))
+open(p, "wb").write(b)
+' "$W/ck_dtype/model.safetensors")
+[ -z "$msg" ] || fail "setup: a checkpoint with an I32 tensor" "$(oneline "$msg")"
+
 # ---------------------------------------------------------------- top level and --help
+if section "help"; then
 for c in tokenize train eval sample inspect bench "bench gemm" "bench train" "bench tokenize" encode decode; do
   # shellcheck disable=SC2086
   run "$UP" $c --help
@@ -187,7 +215,9 @@ expect_fail "bench tokenize: no hf: tokenizer" 2 "--tokenizer hf:PATH" "" -- "$U
 expect_fail "train: option missing its value" 2 "--steps" "$W/o_noval" -- "$UP" train --data "$DATA" --out "$W/o_noval" --steps
 expect_fail "train: non-integer --steps" 2 "--steps,six" "$W/o_six" -- "$UP" train --data "$DATA" --out "$W/o_six" --steps six
 
+fi
 # ---------------------------------------------------------------- tokenize
+if section "tokenize"; then
 expect_fail "tokenize: missing input file" nz "$W/no_such.txt" "$W/t_missing" -- \
   "$UP" tokenize --input "$W/no_such.txt" --out "$W/t_missing"
 expect_fail "tokenize: input is a directory" nz "$W/corpus_dir" "$W/t_dirin" -- \
@@ -215,8 +245,7 @@ expect_fail "tokenize: bpe --vocab 100" 2 "--vocab,100" "$W/t_vocab" -- \
   "$UP" tokenize --input "$W/corpus.txt" --out "$W/t_vocab" --tokenizer bpe --vocab 100
 expect_fail "tokenize: missing --out" 2 "--out" "" -- "$UP" tokenize --input "$W/corpus.txt"
 
-BPE="$W/bpe"
-run "$UP" tokenize --input "$W/corpus.txt" --out "$BPE" --tokenizer bpe --vocab 512
+run "$UP" tokenize --input "$W/corpus.txt" --out "$W/bpe_check" --tokenizer bpe --vocab 512 --force
 if [ "$RC" -eq 0 ]; then
   msg=$(py '
 import json, struct, sys
@@ -234,7 +263,7 @@ for s in ("pretrain", "cpt", "val"):
     assert vocab == 512, "%s.bin vocab %d" % (s, vocab)
     assert n == meta["splits"][s]["tokens"] and n > 0, "%s.bin: %d tokens, meta says %r" % (s, n, meta["splits"][s])
     assert len(b) == 32 + n * width, "%s.bin: %d bytes for %d tokens of %d bytes" % (s, len(b), n, width)
-' "$BPE")
+' "$W/bpe_check")
   if [ -z "$msg" ] && [ -z "$(tmp_leftovers)" ]; then ok "tokenize: bpe --vocab 512 writes tokenizer.json, pretrain/cpt/val.bin, meta.json"
   else fail "tokenize: bpe --vocab 512 writes tokenizer.json, pretrain/cpt/val.bin, meta.json" "$(oneline "$msg") $(tmp_leftovers)"; fi
 else
@@ -246,7 +275,9 @@ run "$UP" tokenize --input "$W/corpus.txt" --out "$W/t_exists" --force
 if [ "$RC" -eq 0 ] && [ -f "$W/t_exists/pretrain.bin" ] && [ ! -e "$W/t_exists/sub" ]; then ok "tokenize: --force replaces the output dir"
 else fail "tokenize: --force replaces the output dir" "exit $RC, stderr: $(oneline "$ERR"), listing: $(ls "$W/t_exists" | tr '\n' ' ')"; fi
 
+fi
 # ---------------------------------------------------------------- tokenize: documents
+if section "tokenize-documents"; then
 # a contiguous cut of one file is the plain byte split it always was
 run "$UP" tokenize --input "$W/corpus.txt" --out "$W/t_contig" --split-by contiguous
 msg=$(py '
@@ -345,8 +376,9 @@ printf '{"text": "fine"}\n{"title": "no text here"}\n' >"$W/bad.jsonl"
 expect_fail "tokenize: JSONL line without the field" nz "bad.jsonl: line 2,\"text\"" "$W/t_badjsonl" -- \
   "$UP" tokenize --input "$W/bad.jsonl" --out "$W/t_badjsonl"
 
+fi
 # ---------------------------------------------------------------- train
-TFAST=(--steps 2 --batch-size 4 --seq-len 32 --eval-batches 1 "${THREADS[@]}" --quiet)
+if section "train"; then
 expect_fail "train: unknown preset" nz "huge" "$W/o_preset" -- \
   "$UP" train --preset huge --data "$DATA" --out "$W/o_preset" "${TFAST[@]}"
 
@@ -452,8 +484,9 @@ else
   fail "train: --config with the preset's model reproduces the preset run" "exit $RC, stderr: $(oneline "$ERR"), last lines: $(tail -n 1 "$W/run_cfg/metrics.jsonl" 2>/dev/null) vs $(tail -n 1 "$RUN/metrics.jsonl")"
 fi
 
+fi
 # ---------------------------------------------------------------- eval
-EV=(--data "$DATA" "${THREADS[@]}" --batches 2)
+if section "eval"; then
 
 # every numeric option given is judged, never silently replaced by the default
 expect_fail "train --lr nan" 2 "--lr nan,finite" "$W/run_bad" -- "$UP" train "${TINY[@]}" --data "$DATA" --out "$W/run_bad" --lr nan
@@ -464,7 +497,9 @@ expect_fail "train --threads -1" 2 "--threads -1,count" "$W/run_bad" -- "$UP" tr
 expect_fail "train --keep 0" 2 "--keep 0" "$W/run_bad" -- "$UP" train "${TINY[@]}" --data "$DATA" --out "$W/run_bad" --keep 0
 expect_fail "train --warmup -2" nz "warmup_steps -2" "$W/run_bad" -- "$UP" train "${TINY[@]}" --data "$DATA" --out "$W/run_bad" --warmup -2
 
+fi
 # ---------------------------------------------------------------- the checkpoint directory's contract
+if section "eval contract"; then
 # the top level is the model transformers loads; training state lives in training/
 tops=$(cd "$CK" && ls *.safetensors | tr '\n' ' ')
 if [ "$tops" = "model.safetensors " ] && [ -s "$CK/training/balance_bias.safetensors" ]; then
@@ -523,7 +558,6 @@ expect_fail "eval: data dir missing" nz "$W/no_data/val.bin" "" -- "$UP" eval --
 cp -r "$CK" "$W/ck_nomodel" && rm "$W/ck_nomodel/model.safetensors"
 expect_fail "eval: model.safetensors missing" nz "$W/ck_nomodel/model.safetensors" "" -- "$UP" eval --ckpt "$W/ck_nomodel" "${EV[@]}"
 
-cp -r "$CK" "$W/ck_trunc" && truncate -s 100000 "$W/ck_trunc/model.safetensors"
 expect_fail "eval: truncated model.safetensors" nz "$W/ck_trunc/model.safetensors" "" -- "$UP" eval --ckpt "$W/ck_trunc" "${EV[@]}"
 cp -r "$CK" "$W/ck_trunc4" && truncate -s -4 "$W/ck_trunc4/model.safetensors"
 expect_fail "eval: model.safetensors missing its last 4 bytes" nz "$W/ck_trunc4/model.safetensors" "" -- "$UP" eval --ckpt "$W/ck_trunc4" "${EV[@]}"
@@ -540,21 +574,6 @@ open(p, "wb").write(b)
 ' "$W/ck_hlen/model.safetensors"
 expect_fail "eval: safetensors header length past end of file" nz "$W/ck_hlen/model.safetensors" "" -- "$UP" eval --ckpt "$W/ck_hlen" "${EV[@]}"
 
-cp -r "$CK" "$W/ck_dtype"
-msg=$(py '
-import json, struct, sys
-p = sys.argv[1]
-b = bytearray(open(p, "rb").read())
-n, = struct.unpack("<Q", b[:8])
-h = json.loads(bytes(b[8:8 + n]))
-name = next(k for k in h if k != "__metadata__")
-h[name]["dtype"] = "I32"
-new = json.dumps(h, separators=(",", ":")).encode()
-assert len(new) <= n, "rewritten header is longer"
-b[8:8 + n] = new + b" " * (n - len(new))
-open(p, "wb").write(b)
-' "$W/ck_dtype/model.safetensors")
-[ -n "$msg" ] && echo "# dtype rewrite: $msg"
 expect_fail "eval: tensor dtype I32" nz "$W/ck_dtype/model.safetensors,I32" "" -- "$UP" eval --ckpt "$W/ck_dtype" "${EV[@]}"
 
 for key in hidden_size num_experts; do
@@ -595,7 +614,9 @@ run "$UP" eval --ckpt "$CK" "${EV[@]}"
 if [ "$RC" -eq 0 ] && [[ "$OUT" == *"val loss"*perplexity* ]]; then ok "eval: text output"
 else fail "eval: text output" "exit $RC, stdout: $(oneline "$OUT")"; fi
 
+fi
 # ---------------------------------------------------------------- sample
+if section "sample"; then
 SP=(--ckpt "$CK" --prompt "ROMEO:" --tokens 40 "${THREADS[@]}")
 run "$UP" sample "${SP[@]}"
 if [ "$RC" -eq 0 ] && [[ "$OUT" == ROMEO:* ]] && [ "$(wc -c <"$CAP/out")" -gt 7 ]; then ok "sample: text begins with the prompt"
@@ -628,7 +649,9 @@ run "$UP" sample --ckpt "$W/ck_dtype" --prompt "ROMEO:"
 [ -z "$OUT" ] && ok "sample: nothing on stdout when the checkpoint fails to load" \
   || fail "sample: nothing on stdout when the checkpoint fails to load" "stdout: $(oneline "$OUT")"
 
+fi
 # ---------------------------------------------------------------- inspect
+if section "inspect"; then
 run "$UP" inspect --ckpt "$CK"
 n_moe=$(printf '%s\n' "$OUT" | grep -c '^layer .*MoE, 8 experts, top-2')
 n_dense=$(printf '%s\n' "$OUT" | grep -c '^layer .*dense FFN')
@@ -641,7 +664,9 @@ fi
 expect_fail "inspect: missing checkpoint" nz "$W/no_ckpt" "" -- "$UP" inspect --ckpt "$W/no_ckpt"
 expect_fail "inspect: truncated model.safetensors" nz "$W/ck_trunc/model.safetensors" "" -- "$UP" inspect --ckpt "$W/ck_trunc"
 
+fi
 # ---------------------------------------------------------------- resume
+if section "resume grow experiment device crash"; then
 cp -r "$RUN" "$W/run_res"
 run "$UP" train --resume "$W/run_res/final" --steps 8 --data "$DATA" --out "$W/run_res" "${THREADS[@]}"
 msg=$(py '
@@ -981,7 +1006,9 @@ else
   skip "train killed while removing an old checkpoint" "no strace"
 fi
 
+fi
 # ---------------------------------------------------------------- encode / decode
+if section "encode"; then
 # ids as one JSON array and back: decode(encode(x)) == x for the byte tokenizer and a BPE data
 # directory, on text with multi-byte UTF-8; out-of-range ids, non-arrays and hf: refused in one line
 printf 'Wherefore art thou, R\xc3\xb6meo? \xe6\x97\xa5\xe6\x9c\xac\n\tend\n' >"$W/enc.txt"
@@ -1013,11 +1040,13 @@ expect_fail "encode: hf: a missing tokenizer.json" 1 "tokenizer.json" "" -- \
   "$UP" encode --tokenizer hf:"$W/tokenizer.json" --input "$W/enc.txt"
 expect_fail "encode: --input missing" 2 "--input" "" -- "$UP" encode
 
+fi
 # ---------------------------------------------------------------- Hugging Face tokenizer.json
+if section "hf-tokenizer"; then
 # A small byte-level BPE in Qwen's layout (tests/make_hf_tokenizer.py; <|endoftext|> is id 70000):
 # encode | decode through hf:DIR, tokenize into 4-byte shards with the end-of-text token after
 # every document and a copy of tokenizer.json that encode reads back; WordPiece refused in one
-# line. Parity with tokenizers.js on real tokenizers: tests/hf_tokenizer_test.sh.
+# line. Parity with Hugging Face's Rust tokenizers on real tokenizer files: tests/hf_tokenizer_test.sh.
 HFT="$W/hf_tok"
 python3 tests/make_hf_tokenizer.py "$HFT"
 python3 tests/make_hf_tokenizer.py "$W/hf_wordpiece" --wordpiece
@@ -1085,7 +1114,9 @@ expect_fail "tokenize hf: a document of invalid UTF-8" 1 "hf_docs_bad/d3.txt,inv
 expect_fail "encode: a WordPiece tokenizer.json is refused" 1 'field model.type is "WordPiece"; expected BPE' "" -- \
   "$UP" encode --tokenizer "hf:$W/hf_wordpiece" --input "$W/enc.txt"
 
+fi
 # ---------------------------------------------------------------- Hugging Face checkpoints in the engine
+if section "hf-checkpoints"; then
 # Tiny Qwen3-MoE (bf16, 2 shards + index), Mixtral (block_sparse_moe, 3 shards) and DeepSeek-V3
 # fixtures (tests/make_hf_fixtures.py, torch) and a data directory of their 32-token vocabulary.
 HF="$W/hf"
@@ -1143,5 +1174,6 @@ else
   skip "Hugging Face checkpoints in the engine" "tests/make_hf_fixtures.py needs /usr/bin/python3 with torch"
 fi
 
+fi
 echo "cli: $PASS passed, $FAILED failed, $SKIPPED skipped"
 [ "$FAILED" -eq 0 ]

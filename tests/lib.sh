@@ -7,6 +7,13 @@ SKIPPED=0
 ok() { echo "ok $1"; PASS=$((PASS + 1)); }
 fail() { echo "FAIL $1: $2"; FAILED=$((FAILED + 1)); }
 # a check that could not run here: neither passed nor failed
+# section NAME: true when UPCYCLE_CHECKS is unset or one of its comma-separated words is in NAME
+section() {
+  [ -z "${UPCYCLE_CHECKS:-}" ] && return 0
+  local w IFS=,
+  for w in $UPCYCLE_CHECKS; do case "$1" in *"$w"*) return 0 ;; esac; done
+  return 1
+}
 skip() { echo "skipped $1: $2"; SKIPPED=$((SKIPPED + 1)); }
 # one line for the report: newlines shown as \n, cut to 300 characters
 oneline() { printf '%s' "$1" | head -c 300 | tr '\n' '\001' | sed 's/\x01/\\n/g'; }

@@ -2,8 +2,8 @@
 # Runs every test suite and closes with one line "N passed, N failed, N skipped" (the sums).
 # Suites: C unit tests (ops, data, safetensors, model, PyTorch parity, checkpoints),
 # the PyTorch reference's self-test, the CLI tests (exit codes, messages, no partial output),
-# Hugging Face tokenizer parity with tokenizers.js (tests/hf_tokenizer_test.sh; skipped without
-# npm), parity with Hugging Face transformers 4.57 and 5 (tests/hf_transformers_test.sh; skipped
+# Hugging Face tokenizer parity with the Rust tokenizers library (tests/hf_tokenizer_test.sh) and
+# parity with Hugging Face transformers 4.57 and 5 (tests/hf_transformers_test.sh; both skipped
 # without the PyPI environment of scripts/pyenv.sh), the crash tests (SIGKILL while writing, disk full: tests/crash_test.sh), and the MPI tests
 # (data parallel under mpirun -np 2/4, tests/mpi_test.sh; skipped in a build without MPI).
 # Environment (the sanitizer build, `make test-sanitize`, runs the same suites on its binaries):

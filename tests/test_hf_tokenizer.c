@@ -1,7 +1,7 @@
 /* test_hf_tokenizer.c - the Hugging Face tokenizer.json reader on a small hand-made byte-level
  * BPE: merges by rank, both merge forms, added tokens (lstrip/rstrip, single_word), NFC,
  * ignore_merges, decoding, and one-line refusals of what is not implemented. Parity with
- * tokenizers.js on real tokenizers is tests/hf_tokenizer_test.sh. */
+ * Hugging Face's Rust tokenizers on real tokenizer files is tests/hf_tokenizer_test.sh. */
 #include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>
