@@ -270,7 +270,7 @@ TEST(plan_sweep_table_is_the_one_list) {
     /* ... and the plan's message, which lists the table */
     Plan p;
     CHECK(load_plan_text(&p, "{\"sweeps\": {\"mian\": {}}}") == -1);
-    CHECK_MSG(strstr(up_last_error(), "unknown sweep mian; expected main, timing, cpt_budget, alloc, init, activation, iterative, premise, schedule"),
+    CHECK_MSG(strstr(up_last_error(), "unknown sweep mian; expected main, premise, schedule, timing, cpt_budget, alloc, init, activation, iterative"),
               "%s", up_last_error());
     /* the premise sweep is known to the plan (no upcycled arm) */
     CHECK_MSG(load_plan_text(&p, "{\"sweeps\": {\"premise\": {}}}") == 0, "%s", up_last_error());

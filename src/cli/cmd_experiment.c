@@ -49,7 +49,7 @@ int cmd_experiment(int argc, char **argv) {
     if (preset && plan_file) return cli_usage_error("experiment", "--preset and --plan are exclusive; expected one of them");
     if (!data || (!out && !dry_run)) return cli_usage_error("experiment", "--data and --out are required; expected --data DIR --out DIR");
     if (probe_batches < 0) return cli_usage_error("experiment", "--probe-batches %d; expected a count >= 0", probe_batches);
-    int seed_list[100], n_seeds = 0;
+    int seed_list[MAX_SEEDS], n_seeds = 0;
     if (seeds && plan_parse_seeds(seeds, seed_list, &n_seeds)) return cli_fail();
     int prec;
     if (cli_precision("experiment", precision, &prec)) return 2;

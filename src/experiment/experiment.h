@@ -17,6 +17,10 @@
 
 typedef enum { STAGE_FRESH = 0, STAGE_GROW = 1, STAGE_FRESH_CONTINUE = 2 } StageKind;
 
+/* the limits, named once: seeds of a plan, stages of a run (pre-train, grow + CPT, a second growth) */
+#define MAX_SEEDS 100
+#define MAX_STAGES 3
+
 typedef struct {
     StageKind kind;
     int experts;          /* experts of this stage's model (0: dense) */
@@ -32,7 +36,7 @@ typedef struct {
     double x;             /* sweep coordinate or NAN */
     int seed;
     int n_stages;
-    Stage stages[3];
+    Stage stages[MAX_STAGES];
     int total_steps;
     int small_experts, big_experts; /* the Fixed-E and Fixed-mE this run is compared with */
     int top_k;
@@ -44,7 +48,7 @@ typedef struct {
     ModelConfig model;    /* num_experts = E (the small model) */
     TrainConfig train;
     int factor, steps, seeds, final_eval_batches, rewarm;
-    int seed_ids[100];    /* the seeds (seeds of them): 1..N by default, or a list (--seeds 7,8,9) */
+    int seed_ids[MAX_SEEDS]; /* the seeds (seeds of them): 1..N by default, or a list (--seeds 7,8,9) */
     int n_runs, capacity;
     Run *runs;
     char *sweeps_json;    /* the plan's sweeps, to regenerate runs (plan_set_seeds) */
@@ -52,12 +56,16 @@ typedef struct {
 } Plan;
 
 /* The sweeps a plan may name ("sweeps": {"main": {...}, ...}), each once, with the line the
- * report titles it with. The table is in the order plans list them (as plan errors name them);
- * the report shows sweeps by report_order (0 first). plan.c holds it. */
+ * report titles it with and the function that adds its runs for one seed. The table is in the
+ * order the runs are made (per seed, sweep by sweep) and plan errors name them; the report shows
+ * sweeps by report_order (0 first). plan.c holds it. */
+struct SweepArgs;
 typedef struct {
     const char *name;
     const char *description;
     int report_order;
+    /* adds the sweep's runs for one seed from the plan's sweep object s; 0 or up_error */
+    int (*expand)(Plan *p, const struct cJSON *s, const char *origin, int seed, const struct SweepArgs *a);
 } SweepInfo;
 #define N_SWEEPS 9
 extern const SweepInfo SWEEPS[N_SWEEPS];
@@ -69,7 +77,7 @@ const char *plan_preset_names(void);
 void plan_free(Plan *plan);
 /* regenerates the runs for seeds 1..seeds */
 int plan_set_seeds(Plan *plan, int seeds);
-/* regenerates the runs for the listed seeds (each >= 1, distinct, at most 100) */
+/* regenerates the runs for the listed seeds (each >= 1, distinct, at most MAX_SEEDS) */
 int plan_set_seed_list(Plan *plan, const int *seeds, int n);
 /* "3" (seeds 1..3), "7,8,9" or "101-103": the seeds; errors name the option */
 int plan_parse_seeds(const char *spec, int *seeds, int *n);

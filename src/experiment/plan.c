@@ -49,17 +49,6 @@ const char *plan_preset_names(void) { return "demo, paper-tiny, paper-full"; }
 
 /* ---- the sweeps ---- */
 
-const SweepInfo SWEEPS[N_SWEEPS] = {
-    {"main", "main comparison: Fixed-E vs Upcycled vs Fixed-mE at matched tokens", 0},
-    {"timing", "transition timing: when to grow (total steps fixed)", 1},
-    {"cpt_budget", "CPT budget: continued pre-training length (pre-training fixed)", 2},
-    {"alloc", "replica allocation: which experts to copy", 3},
-    {"init", "replica initialization heuristics", 4},
-    {"activation", "activation ratio: expert upcycling (MoE\xe2\x86\x92MoE) vs sparse upcycling (dense\xe2\x86\x92MoE)", 5},
-    {"iterative", "iterative growth (E\xe2\x86\x92" "2E\xe2\x86\x92" "4E) vs one jump", 6},
-    {"premise", "premise: Fixed-E vs Fixed-mE only (scale probes; no upcycled arm)", 8},
-    {"schedule", "schedule ablation: grow from the stable phase (no anneal before growth), continue at the peak, one decay at the end", 7},
-};
 
 const SweepInfo *sweep_find(const char *name) {
     for (int i = 0; name && i < N_SWEEPS; i++)
@@ -180,11 +169,281 @@ static int single_tau(const char *origin, const cJSON *s, const char *name, int 
     return tau_steps_of(value[0], T, origin, steps);
 }
 
-static int build_runs(Plan *p, const cJSON *sweeps, const char *origin) {
-    int E = p->model.n_experts, m = p->factor, T = p->steps, K = p->model.top_k;
+/* Each sweep's runs for one seed (a SweepInfo's expand): the plan's sweep object s, its
+ * factor m, steps T, E experts top-K and uniform growth options in a */
+typedef struct SweepArgs {
+    int E, m, T, K;
     GrowOptions uniform;
-    grow_options_defaults(&uniform);
-    uniform.factor = m, uniform.quiet = 1, uniform.check = 1;
+} SweepArgs;
+
+static int expand_main(Plan *p, const cJSON *s, const char *origin, int seed, const SweepArgs *a) {
+    int E = a->E, m = a->m, T = a->T, K = a->K;
+    const GrowOptions uniform = a->uniform;
+    double taus[16];
+    int tau = 0;
+    if (single_tau(origin, s, "sweeps.main.tau", T, taus, &tau)) return -1;
+    add_fixed_pair(p, "main", E, m * E, K, T, seed);
+    char label[64];
+    snprintf(label, sizeof label, "uniform tau=%.2f", taus[0]);
+    add_upcycled(p, "main", "upcycled", label, taus[0], seed, E, m, K, tau, T - tau, &uniform, "x-uniform");
+    return 0;
+}
+
+static int expand_premise(Plan *p, const cJSON *s, const char *origin, int seed, const SweepArgs *a) {
+    int E = a->E, m = a->m, T = a->T, K = a->K;
+    int n = 0;
+    /* Fixed-E and Fixed-mE only (the scale probes): no upcycled arm is trained, so choosing a
+     * configuration on these runs cannot look at the claim under test */
+    double factors[8] = {m};
+    n = json_has(s, "factors") ? number_list(origin, s, "sweeps.premise.factors", factors, 8) : 1;
+    if (n < 0) return -1;
+    if (n < 1) return up_error("%s: sweeps.premise.factors; expected a list of growth factors", origin);
+    for (int i = 0; i < n; i++) {
+        if (!(factors[i] >= 2 && factors[i] <= 64) || factors[i] != floor(factors[i]))
+            return up_error("%s: sweeps.premise.factors %g; expected integers in 2..64", origin, factors[i]);
+        int mi = (int)factors[i];
+        add_fixed_pair(p, "premise", E, mi * E, K, T, seed);
+    }
+    return 0;
+}
+
+static int expand_schedule(Plan *p, const cJSON *s, const char *origin, int seed, const SweepArgs *a) {
+    int E = a->E, m = a->m, T = a->T, K = a->K;
+    const GrowOptions uniform = a->uniform;
+    double taus[16];
+    int tau = 0;
+    /* the WSD branch point: grow the stable-phase E model (no anneal before growth) at tau,
+     * continue at the peak rate without warmup, and decay once at the end over the same
+     * steps as the fixed runs' decay, so the whole run has the fixed runs' schedule */
+    if (single_tau(origin, s, "sweeps.schedule.tau", T, taus, &tau)) return -1;
+    add_fixed_pair(p, "schedule", E, m * E, K, T, seed);
+    int decay = (int)lround(p->train.decay_frac * T);
+    if (decay > T - tau) return up_error("%s: sweeps.schedule.tau %g leaves %d CPT steps for a %d-step decay; expected a smaller tau", origin, taus[0], T - tau, decay);
+    Run *r = new_run(p);
+    r->n_stages = 2;
+    stage_fresh(&r->stages[0], E, tau, seed, K);
+    r->stages[0].decay_frac = 0;
+    snprintf(r->stages[0].key + strlen(r->stages[0].key), sizeof r->stages[0].key - strlen(r->stages[0].key), "-nodecay");
+    stage_grow(&r->stages[1], &r->stages[0], &uniform, m * E, T - tau, 0, "x-uniform");
+    r->stages[1].decay_frac = (float)((double)decay / (T - tau));
+    snprintf(r->stages[1].key + strlen(r->stages[1].key), sizeof r->stages[1].key - strlen(r->stages[1].key), "-decay%d", decay);
+    char label[64];
+    snprintf(label, sizeof label, "branch tau=%.2f", taus[0]);
+    finish_run(r, "schedule", "upcycled", label, taus[0], seed, E, m * E, K);
+    return 0;
+}
+
+static int expand_timing(Plan *p, const cJSON *s, const char *origin, int seed, const SweepArgs *a) {
+    int E = a->E, m = a->m, T = a->T, K = a->K;
+    const GrowOptions uniform = a->uniform;
+    double taus[16];
+    int n = 0, tau = 0;
+    n = number_list(origin, s, "sweeps.timing.tau", taus, 16);
+    if (n < 0) return -1;
+    if (n < 1) return up_error("%s: sweeps.timing.tau; expected a list of fractions", origin);
+    add_fixed_pair(p, "timing", E, m * E, K, T, seed);
+    for (int i = 0; i < n; i++) {
+        if (tau_steps_of(taus[i], T, origin, &tau)) return -1;
+        char label[64];
+        snprintf(label, sizeof label, "tau=%.2f", taus[i]);
+        add_upcycled(p, "timing", "upcycled", label, taus[i], seed, E, m, K, tau, T - tau, &uniform, "x-uniform");
+    }
+    return 0;
+}
+
+static int expand_cpt_budget(Plan *p, const cJSON *s, const char *origin, int seed, const SweepArgs *a) {
+    int E = a->E, m = a->m, K = a->K;
+    const GrowOptions uniform = a->uniform;
+    double taus[16];
+    int n = 0;
+    int P = 0;
+    if (json_opt_int(origin, s, "sweeps.cpt_budget.pretrain_steps", 0, &P)) return -1;
+    n = number_list(origin, s, "sweeps.cpt_budget.cpt", taus, 16);
+    if (n < 0) return -1;
+    if (P < 1 || n < 1)
+        return up_error("%s: sweeps.cpt_budget; expected pretrain_steps (>= 1) and a cpt list of fractions", origin);
+    for (int i = 0; i < n; i++) {
+        double cpt_steps = round(taus[i] * P); /* in double: P + C must not overflow an int */
+        if (!(cpt_steps >= 1)) return up_error("%s: sweeps.cpt_budget.cpt %g gives no CPT steps; expected a larger fraction", origin, taus[i]);
+        if (cpt_steps > INT_MAX - P)
+            return up_error("%s: sweeps.cpt_budget: pretrain_steps %d plus cpt %g of it exceeds %d steps; expected a smaller budget",
+                            origin, P, taus[i], INT_MAX);
+        int C = (int)cpt_steps;
+        add_fixed_pair(p, "cpt_budget", E, m * E, K, P + C, seed);
+        char label[64];
+        snprintf(label, sizeof label, "cpt=%.2f", taus[i]);
+        add_upcycled(p, "cpt_budget", "upcycled", label, taus[i], seed, E, m, K, P, C, &uniform, "x-uniform");
+    }
+    return 0;
+}
+
+static int expand_alloc(Plan *p, const cJSON *s, const char *origin, int seed, const SweepArgs *a) {
+    int E = a->E, m = a->m, T = a->T, K = a->K;
+    const GrowOptions uniform = a->uniform;
+    double taus[16];
+    int n = 0, tau = 0;
+    /* at tau (a fraction of T), or after pretrain_steps with CPT a fraction of them (the
+     * paper's allocation study at 25% CPT: total = pretrain_steps * (1 + cpt)) */
+    const cJSON *methods = NULL;
+    if (json_opt_array(origin, s, "sweeps.alloc.methods", &methods)) return -1;
+    int Ta = T;
+    double x;
+    if (json_has(s, "pretrain_steps")) {
+        double c[1] = {0};
+        int pre = 0, nc;
+        if (json_opt_int(origin, s, "sweeps.alloc.pretrain_steps", 0, &pre) ||
+            (nc = number_list(origin, s, "sweeps.alloc.cpt", c, 1)) < 0)
+            return -1;
+        if (pre < 1 || nc != 1 || !(c[0] > 0 && c[0] <= 10) || !methods)
+            return up_error("%s: sweeps.alloc; expected pretrain_steps (>= 1), cpt (a fraction in (0, 10]) and a methods list", origin);
+        tau = pre;
+        Ta = tau + (int)lround(c[0] * tau);
+        if (Ta == tau) return up_error("%s: sweeps.alloc.cpt %g gives no CPT steps; expected a larger fraction", origin, c[0]);
+        x = c[0];
+    } else {
+        n = number_list(origin, s, "sweeps.alloc.tau", taus, 1);
+        if (n < 0) return -1;
+        if (n != 1 || !methods || tau_steps_of(taus[0], T, origin, &tau))
+            return n != 1 || !methods ? up_error("%s: sweeps.alloc; expected tau and a methods list", origin) : -1;
+        x = taus[0];
+    }
+    taus[0] = x;
+    add_fixed_pair(p, "alloc", E, m * E, K, Ta, seed);
+    for (int i = 0; i < cJSON_GetArraySize(methods); i++) {
+        const char *method;
+        if (json_elem_string(origin, methods, "sweeps.alloc.methods", i, &method)) return -1;
+        if (!strcmp(method, "random")) {
+            Run *r = new_run(p);
+            r->n_stages = 2;
+            stage_fresh(&r->stages[0], E, tau, seed, K);
+            stage_fresh_continue(&r->stages[1], &r->stages[0], m * E, Ta - tau, p->rewarm);
+            finish_run(r, "alloc", "random-big", "random", taus[0], seed, E, m * E, K);
+            continue;
+        }
+        GrowOptions g = uniform;
+        static const char *utilities[] = {"grad2", "saliency", "weight-norm", "fisher"};
+        int known = !strcmp(method, "uniform");
+        for (int u = 0; u < 4; u++)
+            if (!strcmp(method, utilities[u])) g.alloc = ALLOC_UTILITY, g.utility = (UtilityKind)u, known = 1;
+        if (!known) return up_error("%s: sweeps.alloc.methods: '%s'; expected uniform, grad2, saliency, weight-norm, fisher or random", origin, method);
+        char tag[48];
+        snprintf(tag, sizeof tag, "x-%s", method);
+        add_upcycled(p, "alloc", "upcycled", method, taus[0], seed, E, m, K, tau, Ta - tau, &g, tag);
+    }
+    return 0;
+}
+
+static int expand_init(Plan *p, const cJSON *s, const char *origin, int seed, const SweepArgs *a) {
+    int E = a->E, m = a->m, T = a->T, K = a->K;
+    const GrowOptions uniform = a->uniform;
+    double taus[16];
+    int tau = 0;
+    if (single_tau(origin, s, "sweeps.init.tau", T, taus, &tau)) return -1;
+    add_fixed_pair(p, "init", E, m * E, K, T, seed);
+    add_upcycled(p, "init", "upcycled", "copy/copy", taus[0], seed, E, m, K, tau, T - tau, &uniform, "x-uniform");
+    for (int level = 0; level < 2; level++) {
+        const char *name = level ? "sweeps.init.router" : "sweeps.init.expert";
+        const cJSON *list;
+        if (json_opt_array(origin, s, name, &list)) return -1;
+        for (int i = 0; i < cJSON_GetArraySize(list); i++) {
+            GrowOptions g = uniform;
+            const char *spec;
+            if (json_elem_string(origin, list, name, i, &spec)) return -1;
+            if ((level ? router_init_parse(spec, &g.router_init) : expert_init_parse(spec, &g.expert_init)))
+                return up_error("%s: sweeps.init.%s '%s': %s", origin, level ? "router" : "expert", spec, up_last_error());
+            char label[96], tag[96];
+            snprintf(label, sizeof label, "%s %s", level ? "router" : "expert", spec);
+            snprintf(tag, sizeof tag, "x-%s-%s", level ? "ri" : "ei", spec);
+            for (char *c = tag; *c; c++)
+                if (*c == ':' || *c == ',' || *c == '=') *c = '_';
+            add_upcycled(p, "init", "upcycled", label, taus[0], seed, E, m, K, tau, T - tau, &g, tag);
+        }
+    }
+    return 0;
+}
+
+static int expand_activation(Plan *p, const cJSON *s, const char *origin, int seed, const SweepArgs *a) {
+    int m = a->m, T = a->T, K = a->K;
+    const GrowOptions uniform = a->uniform;
+    double taus[16];
+    int n = 0, tau = 0;
+    double big[16];
+    int top_k = K;
+    n = number_list(origin, s, "sweeps.activation.tau", taus, 1);
+    int n_big = n < 0 ? -1 : number_list(origin, s, "sweeps.activation.experts", big, 16);
+    if (n_big < 0 || json_opt_int(origin, s, "sweeps.activation.top_k", K, &top_k)) return -1;
+    if (n != 1 || n_big < 1 || tau_steps_of(taus[0], T, origin, &tau))
+        return n != 1 || n_big < 1 ? up_error("%s: sweeps.activation; expected tau, experts list and top_k", origin) : -1;
+    for (int i = 0; i < n_big; i++) {
+        /* converting a double outside int's range is undefined: check before the cast */
+        if (!(big[i] >= 1 && big[i] <= 4096) || big[i] != floor(big[i]))
+            return up_error("%s: sweeps.activation.experts %g; expected an integer expert count in 1..4096", origin, big[i]);
+        int Eb = (int)big[i], Es = Eb / m;
+        if (Eb % m || Es < top_k) return up_error("%s: sweeps.activation.experts %d; expected a multiple of the factor %d with E/m >= top_k", origin, Eb, m);
+        add_fixed_pair(p, "activation", Es, Eb, top_k, T, seed);
+        char label[64];
+        snprintf(label, sizeof label, "ratio=%d/%d", top_k, Eb);
+        add_upcycled(p, "activation", "upcycled", label, (double)top_k / Eb, seed, Es, m, top_k, tau, T - tau, &uniform, "x-uniform");
+        /* sparse upcycling: a dense model of the same width, copied into Eb experts */
+        Run *r = new_run(p);
+        r->n_stages = 2;
+        stage_fresh(&r->stages[0], 0, tau, seed, top_k);
+        GrowOptions g = uniform;
+        g.factor = 0, g.from_dense = 1, g.target_experts = Eb, g.top_k = top_k;
+        g.sparse_step = p->model.decoder_sparse_step;
+        char tag[48];
+        snprintf(tag, sizeof tag, "dense-to-E%d-k%d", Eb, top_k);
+        stage_grow(&r->stages[1], &r->stages[0], &g, Eb, T - tau, p->rewarm, tag);
+        finish_run(r, "activation", "sparse-upcycled", label, (double)top_k / Eb, seed, Es, Eb, top_k);
+    }
+    return 0;
+}
+
+static int expand_iterative(Plan *p, const cJSON *s, const char *origin, int seed, const SweepArgs *a) {
+    int E = a->E, m = a->m, T = a->T, K = a->K;
+    const GrowOptions uniform = a->uniform;
+    double taus[16];
+    int n = 0;
+    n = number_list(origin, s, "sweeps.iterative.tau", taus, 2);
+    if (n < 0) return -1;
+    int t1 = 0, t2 = 0;
+    if (n != 2 || tau_steps_of(taus[0], T, origin, &t1) || tau_steps_of(taus[1], T, origin, &t2) || t2 <= t1)
+        return up_error("%s: sweeps.iterative.tau; expected two increasing fractions [tau1, tau2]", origin);
+    add_fixed_pair(p, "iterative", E, m * m * E, K, T, seed);
+    Run *r = new_run(p);
+    r->n_stages = 3;
+    stage_fresh(&r->stages[0], E, t1, seed, K);
+    stage_grow(&r->stages[1], &r->stages[0], &uniform, m * E, t2 - t1, p->rewarm, "x-uniform");
+    stage_grow(&r->stages[2], &r->stages[1], &uniform, m * m * E, T - t2, p->rewarm, "x-uniform");
+    finish_run(r, "iterative", "iterative", "E->mE->m2E", taus[0], seed, E, m * m * E, K);
+    GrowOptions jump = uniform;
+    jump.factor = m * m;
+    char tag[32];
+    snprintf(tag, sizeof tag, "x%d-uniform", m * m);
+    r = new_run(p);
+    r->n_stages = 2;
+    stage_fresh(&r->stages[0], E, t1, seed, K);
+    stage_grow(&r->stages[1], &r->stages[0], &jump, m * m * E, T - t1, p->rewarm, tag);
+    finish_run(r, "iterative", "upcycled", "one jump E->m2E", taus[0], seed, E, m * m * E, K);
+    return 0;
+}
+
+const SweepInfo SWEEPS[N_SWEEPS] = {
+    {"main", "main comparison: Fixed-E vs Upcycled vs Fixed-mE at matched tokens", 0, expand_main},
+    {"premise", "premise: Fixed-E vs Fixed-mE only (scale probes; no upcycled arm)", 8, expand_premise},
+    {"schedule", "schedule ablation: grow from the stable phase (no anneal before growth), continue at the peak, one decay at the end", 7, expand_schedule},
+    {"timing", "transition timing: when to grow (total steps fixed)", 1, expand_timing},
+    {"cpt_budget", "CPT budget: continued pre-training length (pre-training fixed)", 2, expand_cpt_budget},
+    {"alloc", "replica allocation: which experts to copy", 3, expand_alloc},
+    {"init", "replica initialization heuristics", 4, expand_init},
+    {"activation", "activation ratio: expert upcycling (MoE\xe2\x86\x92MoE) vs sparse upcycling (dense\xe2\x86\x92MoE)", 5, expand_activation},
+    {"iterative", "iterative growth (E\xe2\x86\x92" "2E\xe2\x86\x92" "4E) vs one jump", 6, expand_iterative},
+};
+
+static int build_runs(Plan *p, const cJSON *sweeps, const char *origin) {
+    SweepArgs a = {.E = p->model.n_experts, .m = p->factor, .T = p->steps, .K = p->model.top_k};
+    grow_options_defaults(&a.uniform);
+    a.uniform.factor = a.m, a.uniform.quiet = 1, a.uniform.check = 1;
     const cJSON *sw;
     cJSON_ArrayForEach(sw, sweeps) {
         if (sweep_find(sw->string)) continue;
@@ -194,221 +453,13 @@ static int build_runs(Plan *p, const cJSON *sweeps, const char *origin) {
         sb_free(&names);
         return rc;
     }
-    for (int si = 0; si < p->seeds; si++) {
-        int seed = p->seed_ids[si];
-        const cJSON *s;
-        double taus[16];
-        int n, tau = 0;
-        if (sweep_of(origin, sweeps, "main", &s)) return -1;
-        if (s) {
-            if (single_tau(origin, s, "sweeps.main.tau", T, taus, &tau)) return -1;
-            add_fixed_pair(p, "main", E, m * E, K, T, seed);
-            char label[64];
-            snprintf(label, sizeof label, "uniform tau=%.2f", taus[0]);
-            add_upcycled(p, "main", "upcycled", label, taus[0], seed, E, m, K, tau, T - tau, &uniform, "x-uniform");
+    /* per seed, the sweeps in SWEEPS order: the order of the runs (and of results.json) */
+    for (int si = 0; si < p->seeds; si++)
+        for (int i = 0; i < N_SWEEPS; i++) {
+            const cJSON *s;
+            if (sweep_of(origin, sweeps, SWEEPS[i].name, &s)) return -1;
+            if (s && SWEEPS[i].expand(p, s, origin, p->seed_ids[si], &a)) return -1;
         }
-        if (sweep_of(origin, sweeps, "premise", &s)) return -1;
-        if (s) {
-            /* Fixed-E and Fixed-mE only (the scale probes): no upcycled arm is trained, so choosing a
-             * configuration on these runs cannot look at the claim under test */
-            double factors[8] = {m};
-            n = json_has(s, "factors") ? number_list(origin, s, "sweeps.premise.factors", factors, 8) : 1;
-            if (n < 0) return -1;
-            if (n < 1) return up_error("%s: sweeps.premise.factors; expected a list of growth factors", origin);
-            for (int i = 0; i < n; i++) {
-                if (!(factors[i] >= 2 && factors[i] <= 64) || factors[i] != floor(factors[i]))
-                    return up_error("%s: sweeps.premise.factors %g; expected integers in 2..64", origin, factors[i]);
-                int mi = (int)factors[i];
-                add_fixed_pair(p, "premise", E, mi * E, K, T, seed);
-            }
-        }
-        if (sweep_of(origin, sweeps, "schedule", &s)) return -1;
-        if (s) {
-            /* the WSD branch point: grow the stable-phase E model (no anneal before growth) at tau,
-             * continue at the peak rate without warmup, and decay once at the end over the same
-             * steps as the fixed runs' decay, so the whole run has the fixed runs' schedule */
-            if (single_tau(origin, s, "sweeps.schedule.tau", T, taus, &tau)) return -1;
-            add_fixed_pair(p, "schedule", E, m * E, K, T, seed);
-            int decay = (int)lround(p->train.decay_frac * T);
-            if (decay > T - tau) return up_error("%s: sweeps.schedule.tau %g leaves %d CPT steps for a %d-step decay; expected a smaller tau", origin, taus[0], T - tau, decay);
-            Run *r = new_run(p);
-            r->n_stages = 2;
-            stage_fresh(&r->stages[0], E, tau, seed, K);
-            r->stages[0].decay_frac = 0;
-            snprintf(r->stages[0].key + strlen(r->stages[0].key), sizeof r->stages[0].key - strlen(r->stages[0].key), "-nodecay");
-            stage_grow(&r->stages[1], &r->stages[0], &uniform, m * E, T - tau, 0, "x-uniform");
-            r->stages[1].decay_frac = (float)((double)decay / (T - tau));
-            snprintf(r->stages[1].key + strlen(r->stages[1].key), sizeof r->stages[1].key - strlen(r->stages[1].key), "-decay%d", decay);
-            char label[64];
-            snprintf(label, sizeof label, "branch tau=%.2f", taus[0]);
-            finish_run(r, "schedule", "upcycled", label, taus[0], seed, E, m * E, K);
-        }
-        if (sweep_of(origin, sweeps, "timing", &s)) return -1;
-        if (s) {
-            n = number_list(origin, s, "sweeps.timing.tau", taus, 16);
-            if (n < 0) return -1;
-            if (n < 1) return up_error("%s: sweeps.timing.tau; expected a list of fractions", origin);
-            add_fixed_pair(p, "timing", E, m * E, K, T, seed);
-            for (int i = 0; i < n; i++) {
-                if (tau_steps_of(taus[i], T, origin, &tau)) return -1;
-                char label[64];
-                snprintf(label, sizeof label, "tau=%.2f", taus[i]);
-                add_upcycled(p, "timing", "upcycled", label, taus[i], seed, E, m, K, tau, T - tau, &uniform, "x-uniform");
-            }
-        }
-        if (sweep_of(origin, sweeps, "cpt_budget", &s)) return -1;
-        if (s) {
-            int P = 0;
-            if (json_opt_int(origin, s, "sweeps.cpt_budget.pretrain_steps", 0, &P)) return -1;
-            n = number_list(origin, s, "sweeps.cpt_budget.cpt", taus, 16);
-            if (n < 0) return -1;
-            if (P < 1 || n < 1)
-                return up_error("%s: sweeps.cpt_budget; expected pretrain_steps (>= 1) and a cpt list of fractions", origin);
-            for (int i = 0; i < n; i++) {
-                double cpt_steps = round(taus[i] * P); /* in double: P + C must not overflow an int */
-                if (!(cpt_steps >= 1)) return up_error("%s: sweeps.cpt_budget.cpt %g gives no CPT steps; expected a larger fraction", origin, taus[i]);
-                if (cpt_steps > INT_MAX - P)
-                    return up_error("%s: sweeps.cpt_budget: pretrain_steps %d plus cpt %g of it exceeds %d steps; expected a smaller budget",
-                                    origin, P, taus[i], INT_MAX);
-                int C = (int)cpt_steps;
-                add_fixed_pair(p, "cpt_budget", E, m * E, K, P + C, seed);
-                char label[64];
-                snprintf(label, sizeof label, "cpt=%.2f", taus[i]);
-                add_upcycled(p, "cpt_budget", "upcycled", label, taus[i], seed, E, m, K, P, C, &uniform, "x-uniform");
-            }
-        }
-        if (sweep_of(origin, sweeps, "alloc", &s)) return -1;
-        if (s) {
-            /* at tau (a fraction of T), or after pretrain_steps with CPT a fraction of them (the
-             * paper's allocation study at 25% CPT: total = pretrain_steps * (1 + cpt)) */
-            const cJSON *methods = NULL;
-            if (json_opt_array(origin, s, "sweeps.alloc.methods", &methods)) return -1;
-            int Ta = T;
-            double x;
-            if (json_has(s, "pretrain_steps")) {
-                double c[1] = {0};
-                int pre = 0, nc;
-                if (json_opt_int(origin, s, "sweeps.alloc.pretrain_steps", 0, &pre) ||
-                    (nc = number_list(origin, s, "sweeps.alloc.cpt", c, 1)) < 0)
-                    return -1;
-                if (pre < 1 || nc != 1 || !(c[0] > 0 && c[0] <= 10) || !methods)
-                    return up_error("%s: sweeps.alloc; expected pretrain_steps (>= 1), cpt (a fraction in (0, 10]) and a methods list", origin);
-                tau = pre;
-                Ta = tau + (int)lround(c[0] * tau);
-                if (Ta == tau) return up_error("%s: sweeps.alloc.cpt %g gives no CPT steps; expected a larger fraction", origin, c[0]);
-                x = c[0];
-            } else {
-                n = number_list(origin, s, "sweeps.alloc.tau", taus, 1);
-                if (n < 0) return -1;
-                if (n != 1 || !methods || tau_steps_of(taus[0], T, origin, &tau))
-                    return n != 1 || !methods ? up_error("%s: sweeps.alloc; expected tau and a methods list", origin) : -1;
-                x = taus[0];
-            }
-            taus[0] = x;
-            add_fixed_pair(p, "alloc", E, m * E, K, Ta, seed);
-            for (int i = 0; i < cJSON_GetArraySize(methods); i++) {
-                const char *method;
-                if (json_elem_string(origin, methods, "sweeps.alloc.methods", i, &method)) return -1;
-                if (!strcmp(method, "random")) {
-                    Run *r = new_run(p);
-                    r->n_stages = 2;
-                    stage_fresh(&r->stages[0], E, tau, seed, K);
-                    stage_fresh_continue(&r->stages[1], &r->stages[0], m * E, Ta - tau, p->rewarm);
-                    finish_run(r, "alloc", "random-big", "random", taus[0], seed, E, m * E, K);
-                    continue;
-                }
-                GrowOptions g = uniform;
-                static const char *utilities[] = {"grad2", "saliency", "weight-norm", "fisher"};
-                int known = !strcmp(method, "uniform");
-                for (int u = 0; u < 4; u++)
-                    if (!strcmp(method, utilities[u])) g.alloc = ALLOC_UTILITY, g.utility = (UtilityKind)u, known = 1;
-                if (!known) return up_error("%s: sweeps.alloc.methods: '%s'; expected uniform, grad2, saliency, weight-norm, fisher or random", origin, method);
-                char tag[48];
-                snprintf(tag, sizeof tag, "x-%s", method);
-                add_upcycled(p, "alloc", "upcycled", method, taus[0], seed, E, m, K, tau, Ta - tau, &g, tag);
-            }
-        }
-        if (sweep_of(origin, sweeps, "init", &s)) return -1;
-        if (s) {
-            if (single_tau(origin, s, "sweeps.init.tau", T, taus, &tau)) return -1;
-            add_fixed_pair(p, "init", E, m * E, K, T, seed);
-            add_upcycled(p, "init", "upcycled", "copy/copy", taus[0], seed, E, m, K, tau, T - tau, &uniform, "x-uniform");
-            for (int level = 0; level < 2; level++) {
-                const char *name = level ? "sweeps.init.router" : "sweeps.init.expert";
-                const cJSON *list;
-                if (json_opt_array(origin, s, name, &list)) return -1;
-                for (int i = 0; i < cJSON_GetArraySize(list); i++) {
-                    GrowOptions g = uniform;
-                    const char *spec;
-                    if (json_elem_string(origin, list, name, i, &spec)) return -1;
-                    if ((level ? router_init_parse(spec, &g.router_init) : expert_init_parse(spec, &g.expert_init)))
-                        return up_error("%s: sweeps.init.%s '%s': %s", origin, level ? "router" : "expert", spec, up_last_error());
-                    char label[96], tag[96];
-                    snprintf(label, sizeof label, "%s %s", level ? "router" : "expert", spec);
-                    snprintf(tag, sizeof tag, "x-%s-%s", level ? "ri" : "ei", spec);
-                    for (char *c = tag; *c; c++)
-                        if (*c == ':' || *c == ',' || *c == '=') *c = '_';
-                    add_upcycled(p, "init", "upcycled", label, taus[0], seed, E, m, K, tau, T - tau, &g, tag);
-                }
-            }
-        }
-        if (sweep_of(origin, sweeps, "activation", &s)) return -1;
-        if (s) {
-            double big[16];
-            int top_k = K;
-            n = number_list(origin, s, "sweeps.activation.tau", taus, 1);
-            int n_big = n < 0 ? -1 : number_list(origin, s, "sweeps.activation.experts", big, 16);
-            if (n_big < 0 || json_opt_int(origin, s, "sweeps.activation.top_k", K, &top_k)) return -1;
-            if (n != 1 || n_big < 1 || tau_steps_of(taus[0], T, origin, &tau))
-                return n != 1 || n_big < 1 ? up_error("%s: sweeps.activation; expected tau, experts list and top_k", origin) : -1;
-            for (int i = 0; i < n_big; i++) {
-                /* converting a double outside int's range is undefined: check before the cast */
-                if (!(big[i] >= 1 && big[i] <= 4096) || big[i] != floor(big[i]))
-                    return up_error("%s: sweeps.activation.experts %g; expected an integer expert count in 1..4096", origin, big[i]);
-                int Eb = (int)big[i], Es = Eb / m;
-                if (Eb % m || Es < top_k) return up_error("%s: sweeps.activation.experts %d; expected a multiple of the factor %d with E/m >= top_k", origin, Eb, m);
-                add_fixed_pair(p, "activation", Es, Eb, top_k, T, seed);
-                char label[64];
-                snprintf(label, sizeof label, "ratio=%d/%d", top_k, Eb);
-                add_upcycled(p, "activation", "upcycled", label, (double)top_k / Eb, seed, Es, m, top_k, tau, T - tau, &uniform, "x-uniform");
-                /* sparse upcycling: a dense model of the same width, copied into Eb experts */
-                Run *r = new_run(p);
-                r->n_stages = 2;
-                stage_fresh(&r->stages[0], 0, tau, seed, top_k);
-                GrowOptions g = uniform;
-                g.factor = 0, g.from_dense = 1, g.target_experts = Eb, g.top_k = top_k;
-                g.sparse_step = p->model.decoder_sparse_step;
-                char tag[48];
-                snprintf(tag, sizeof tag, "dense-to-E%d-k%d", Eb, top_k);
-                stage_grow(&r->stages[1], &r->stages[0], &g, Eb, T - tau, p->rewarm, tag);
-                finish_run(r, "activation", "sparse-upcycled", label, (double)top_k / Eb, seed, Es, Eb, top_k);
-            }
-        }
-        if (sweep_of(origin, sweeps, "iterative", &s)) return -1;
-        if (s) {
-            n = number_list(origin, s, "sweeps.iterative.tau", taus, 2);
-            if (n < 0) return -1;
-            int t1 = 0, t2 = 0;
-            if (n != 2 || tau_steps_of(taus[0], T, origin, &t1) || tau_steps_of(taus[1], T, origin, &t2) || t2 <= t1)
-                return up_error("%s: sweeps.iterative.tau; expected two increasing fractions [tau1, tau2]", origin);
-            add_fixed_pair(p, "iterative", E, m * m * E, K, T, seed);
-            Run *r = new_run(p);
-            r->n_stages = 3;
-            stage_fresh(&r->stages[0], E, t1, seed, K);
-            stage_grow(&r->stages[1], &r->stages[0], &uniform, m * E, t2 - t1, p->rewarm, "x-uniform");
-            stage_grow(&r->stages[2], &r->stages[1], &uniform, m * m * E, T - t2, p->rewarm, "x-uniform");
-            finish_run(r, "iterative", "iterative", "E->mE->m2E", taus[0], seed, E, m * m * E, K);
-            GrowOptions jump = uniform;
-            jump.factor = m * m;
-            char tag[32];
-            snprintf(tag, sizeof tag, "x%d-uniform", m * m);
-            r = new_run(p);
-            r->n_stages = 2;
-            stage_fresh(&r->stages[0], E, t1, seed, K);
-            stage_grow(&r->stages[1], &r->stages[0], &jump, m * m * E, T - t1, p->rewarm, tag);
-            finish_run(r, "iterative", "upcycled", "one jump E->m2E", taus[0], seed, E, m * m * E, K);
-        }
-    }
     if (p->n_runs == 0) return up_error("%s: the plan has no runs; expected at least one sweep (e.g. \"main\": {\"tau\": 0.5})", origin);
     return 0;
 }
@@ -444,14 +495,14 @@ static int plan_from_json(Plan *p, const cJSON *j, const char *origin) {
     const cJSON *seeds = cJSON_GetObjectItemCaseSensitive(j, "seeds"); /* a count or a list: look before reading */
     if (cJSON_IsNumber(seeds)) {
         if (json_get_int(origin, j, "seeds", &p->seeds)) return -1;
-        for (int i = 0; i < p->seeds && i < 100; i++) p->seed_ids[i] = i + 1;
+        for (int i = 0; i < p->seeds && i < MAX_SEEDS; i++) p->seed_ids[i] = i + 1;
     } else if (cJSON_IsArray(seeds)) {
-        int list[100], n = 0;
+        int list[MAX_SEEDS], n = 0;
         for (int i = 0; i < cJSON_GetArraySize(seeds); i++) {
             double v;
             if (json_elem_number(origin, seeds, "seeds", i, &v)) return -1;
-            if (v != floor(v) || v < 1 || v > 1e9 || n == 100)
-                return up_error("%s: field seeds; expected a count or a list of at most 100 distinct integers >= 1", origin);
+            if (v != floor(v) || v < 1 || v > 1e9 || n == MAX_SEEDS)
+                return up_error("%s: field seeds; expected a count or a list of at most %d distinct integers >= 1", origin, MAX_SEEDS);
             list[n++] = (int)v;
         }
         if (n == 0) return up_error("%s: field seeds is an empty list; expected a count or a list of seeds", origin);
@@ -468,7 +519,7 @@ static int plan_from_json(Plan *p, const cJSON *j, const char *origin) {
     else return up_error("%s: field cpt_schedule; expected \"rewarm\" or \"continue\"", origin);
     if (p->factor < 2 || p->factor > 64) return up_error("%s: field factor %d; expected 2..64", origin, p->factor);
     if (p->steps < 4) return up_error("%s: field steps %d; expected >= 4", origin, p->steps);
-    if (p->seeds < 1 || p->seeds > 100) return up_error("%s: field seeds %d; expected 1..100", origin, p->seeds);
+    if (p->seeds < 1 || p->seeds > MAX_SEEDS) return up_error("%s: field seeds %d; expected 1..%d", origin, p->seeds, MAX_SEEDS);
     if (p->final_eval_batches < 0) return up_error("%s: field final_eval_batches %d; expected 0 (the whole val split) or a count", origin, p->final_eval_batches);
     if (p->model.n_experts < 1) return up_error("%s: model num_experts %d; expected the small MoE's expert count (>= 1)", origin, p->model.n_experts);
     if (!sweeps) return up_error("%s: field sweeps is missing; expected an object such as {\"main\": {\"tau\": 0.5}}", origin);
@@ -506,7 +557,7 @@ int plan_load_preset(Plan *p, const char *name) {
 }
 
 int plan_set_seed_list(Plan *p, const int *seeds, int n) {
-    if (n < 1 || n > 100) return up_error("--seeds: %d seeds; expected 1..100", n);
+    if (n < 1 || n > MAX_SEEDS) return up_error("--seeds: %d seeds; expected 1..%d", n, MAX_SEEDS);
     for (int i = 0; i < n; i++) {
         if (seeds[i] < 1) return up_error("--seeds: seed %d; expected seeds >= 1", seeds[i]);
         for (int k = 0; k < i; k++)
@@ -524,8 +575,8 @@ int plan_set_seed_list(Plan *p, const int *seeds, int n) {
 }
 
 int plan_set_seeds(Plan *p, int seeds) {
-    if (seeds < 1 || seeds > 100) return up_error("--seeds %d; expected 1..100", seeds);
-    int list[100];
+    if (seeds < 1 || seeds > MAX_SEEDS) return up_error("--seeds %d; expected 1..%d", seeds, MAX_SEEDS);
+    int list[MAX_SEEDS];
     for (int i = 0; i < seeds; i++) list[i] = i + 1;
     return plan_set_seed_list(p, list, seeds);
 }
@@ -535,7 +586,7 @@ int plan_parse_seeds(const char *spec, int *seeds, int *n) {
     char *end;
     long count = strtol(spec, &end, 10);
     if (*spec && !*end) { /* a count */
-        if (count < 1 || count > 100) return up_error("--seeds %s; expected a count 1..100, a list (7,8,9) or a range (101-103)", spec);
+        if (count < 1 || count > MAX_SEEDS) return up_error("--seeds %s; expected a count 1..%d, a list (7,8,9) or a range (101-103)", spec, MAX_SEEDS);
         for (int i = 0; i < count; i++) seeds[(*n)++] = i + 1;
         return 0;
     }
@@ -549,7 +600,7 @@ int plan_parse_seeds(const char *spec, int *seeds, int *n) {
             if (end == h || hi < lo || hi > 1000000000) break;
         }
         for (long v = lo; v <= hi; v++) {
-            if (*n == 100) return up_error("--seeds %s: more than 100 seeds; expected at most 100", spec);
+            if (*n == MAX_SEEDS) return up_error("--seeds %s: more than %d seeds; expected at most %d", spec, MAX_SEEDS, MAX_SEEDS);
             seeds[(*n)++] = (int)v;
         }
         if (*end == 0) return 0;

@@ -64,7 +64,7 @@ static void add_interval(cJSON *o, const char *key, double lo, double hi) {
 /* d_s = a_s - b_s per seed, with the paired t and bootstrap intervals */
 static cJSON *paired_object(const double *a, const double *b, int n, const PairedGap *g) {
     cJSON *o = cJSON_CreateObject();
-    double d[100];
+    double d[MAX_SEEDS];
     for (int i = 0; i < n; i++) d[i] = a[i] - b[i];
     cJSON_AddItemToObject(o, "values", cJSON_CreateDoubleArray(d, n));
     cJSON_AddNumberToObject(o, "n", n);
@@ -124,7 +124,7 @@ static cJSON *compare(const Plan *p, const RunResult *rr, int n, cJSON *notes, c
         const Run *r = rr[i].run;
         int premise = !strcmp(r->sweep, "premise") && !strcmp(r->arm, "fixed-mE");
         if (done[i] || (!premise && !strncmp(r->arm, "fixed", 5))) continue;
-        double lE[100], lU[100], lM[100], sE[100], sU[100], sM[100], seeds[100];
+        double lE[MAX_SEEDS], lU[MAX_SEEDS], lM[MAX_SEEDS], sE[MAX_SEEDS], sU[MAX_SEEDS], sM[MAX_SEEDS], seeds[MAX_SEEDS];
         double tE = 0, tM = 0, fE = 0, fM = 0, up_seconds = 0, up_flops = 0;
         int k = 0;
         for (int j = i; j < n; j++) {
@@ -133,7 +133,7 @@ static cJSON *compare(const Plan *p, const RunResult *rr, int n, cJSON *notes, c
             done[j] = 1;
             const RunResult *E = find_fixed(rr, n, q->small_experts, q->top_k, q->total_steps, q->seed);
             const RunResult *M = find_fixed(rr, n, q->big_experts, q->top_k, q->total_steps, q->seed);
-            if (!rr[j].ok || !E || !M || k >= 100) continue;
+            if (!rr[j].ok || !E || !M || k >= MAX_SEEDS) continue;
             if (premise && M != &rr[j]) continue;
             lE[k] = E->final_val, lU[k] = rr[j].final_val, lM[k] = M->final_val;
             sE[k] = E->final_se, sU[k] = rr[j].final_se, sM[k] = M->final_se, seeds[k] = q->seed;
