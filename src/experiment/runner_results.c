@@ -117,32 +117,102 @@ static cJSON *modeled_compute(const Plan *p, const Run *r, const ExperimentOptio
     return m;
 }
 
+/* One comparison's matched seeds: per seed, the final loss and its standard error of Fixed-E,
+ * the upcycled arm and Fixed-mE; the measured step costs, averaged over the seeds. */
+enum { ARM_E, ARM_UP, ARM_M, N_ARMS };
+typedef struct {
+    int n;
+    double seed[MAX_SEEDS];
+    double loss[N_ARMS][MAX_SEEDS], se[N_ARMS][MAX_SEEDS];
+    double t_E, t_mE, flops_E, flops_mE; /* seconds and FLOPs per step of the fixed arms' first stage */
+    double up_seconds, up_flops;         /* the upcycled arm's measured totals */
+} ArmSamples;
+
+/* the runs of rr[i]'s comparison (same sweep, arm and label; every seed), marked done, with
+ * their Fixed-E and Fixed-mE runs of the same steps and seed; a premise comparison is its
+ * Fixed-mE runs */
+static void gather_arms(const RunResult *rr, int n, int i, int premise, int *done, ArmSamples *a) {
+    const Run *r = rr[i].run;
+    memset(a, 0, sizeof *a);
+    for (int j = i; j < n; j++) {
+        const Run *q = rr[j].run;
+        if (strcmp(q->sweep, r->sweep) || strcmp(q->arm, r->arm) || strcmp(q->label, r->label)) continue;
+        done[j] = 1;
+        const RunResult *E = find_fixed(rr, n, q->small_experts, q->top_k, q->total_steps, q->seed);
+        const RunResult *M = find_fixed(rr, n, q->big_experts, q->top_k, q->total_steps, q->seed);
+        if (!rr[j].ok || !E || !M || a->n >= MAX_SEEDS) continue;
+        if (premise && M != &rr[j]) continue;
+        int k = a->n++;
+        const RunResult *arm[N_ARMS] = {E, &rr[j], M};
+        for (int x = 0; x < N_ARMS; x++) a->loss[x][k] = arm[x]->final_val, a->se[x][k] = arm[x]->final_se;
+        a->seed[k] = q->seed;
+        a->t_E += E->stage_sps[0], a->t_mE += M->stage_sps[0];
+        a->flops_E += E->stage_flops[0] / q->total_steps, a->flops_mE += M->stage_flops[0] / q->total_steps;
+        a->up_seconds += rr[j].seconds, a->up_flops += rr[j].flops;
+    }
+    if (a->n) {
+        double k = a->n;
+        a->t_E /= k, a->t_mE /= k, a->flops_E /= k, a->flops_mE /= k, a->up_seconds /= k, a->up_flops /= k;
+    }
+}
+
+static void add_efficiency(cJSON *c, const Efficiency *e) {
+    cJSON *ej = cJSON_AddObjectToObject(c, "efficiency");
+    cJSON_AddBoolToObject(ej, "defined", e->defined);
+    cJSON_AddStringToObject(ej, "rule", "paired: the t 95% interval of L_E - L_mE over seeds lies above 0");
+    if (e->defined) {
+        cJSON_AddNumberToObject(ej, "mean", e->mean);
+        add_interval(ej, "ci95", e->lo, e->hi);
+        cJSON_AddNullToObject(ej, "reason");
+    } else {
+        cJSON_AddNullToObject(ej, "mean");
+        cJSON_AddNullToObject(ej, "ci95");
+        cJSON_AddStringToObject(ej, "reason", e->reason);
+    }
+}
+
+/* compute: C_fixed = T t_mE; C_up = tau t_E + (T - tau) t_mE; sunk cost: (T - tau) t_mE */
+static void add_compute(cJSON *c, const Plan *p, const Run *r, const ArmSamples *a, const ExperimentOptions *opt) {
+    int T = r->total_steps, tau = r->stages[0].steps;
+    double c_fixed = T * a->t_mE, c_up = tau * a->t_E + (T - tau) * a->t_mE, c_sunk = (T - tau) * a->t_mE;
+    cJSON *cc = cJSON_AddObjectToObject(c, "compute");
+    cJSON_AddNumberToObject(cc, "t_E", a->t_E);
+    cJSON_AddNumberToObject(cc, "t_mE", a->t_mE);
+    cJSON_AddNumberToObject(cc, "seconds_upcycled", c_up);
+    cJSON_AddNumberToObject(cc, "seconds_fixed_mE", c_fixed);
+    cJSON_AddNumberToObject(cc, "measured_seconds_upcycled", a->up_seconds);
+    cJSON_AddNumberToObject(cc, "saving_pct", 100.0 * (1 - c_up / c_fixed));
+    cJSON_AddNumberToObject(cc, "sunk_cost_saving_pct", 100.0 * (1 - c_sunk / c_fixed));
+    cJSON_AddNumberToObject(cc, "flops_saving_pct", 100.0 * (1 - (tau * a->flops_E + (T - tau) * a->flops_mE) / (T * a->flops_mE)));
+    cJSON *modeled = modeled_compute(p, r, opt);
+    if (modeled) cJSON_AddItemToObject(cc, "modeled", modeled);
+}
+
+/* the main sweep's note: the premise gap and whether efficiency is defined */
+static void add_main_note(cJSON *notes, const Run *r, const ArmSamples *a, const Efficiency *e) {
+    char note[600], ci[96] = "no interval";
+    int k = a->n;
+    if (k >= 2) snprintf(ci, sizeof ci, "paired 95%% interval [%+.4f, %+.4f]", e->premise.t_lo, e->premise.t_hi);
+    snprintf(note, sizeof note, "main: Fixed-%d minus Fixed-%d validation loss = %+.4f over %d seed(s) (%s; seed spread %.4f); %s",
+             r->small_experts, r->big_experts, e->premise.mean, k, ci,
+             sqrt(pow(stats_std(a->loss[ARM_E], k), 2) + pow(stats_std(a->loss[ARM_M], k), 2)),
+             k < 2 ? "1 seed: no interval, no verdict"
+             : e->defined ? "the bigger MoE is better at this budget"
+                          : "the bigger MoE is NOT clearly better at this budget, so efficiency is undefined");
+    cJSON_AddItemToArray(notes, cJSON_CreateString(note));
+}
+
 static cJSON *compare(const Plan *p, const RunResult *rr, int n, cJSON *notes, const ExperimentOptions *opt) {
     cJSON *out = cJSON_CreateArray();
     int *done = xcalloc(n, sizeof(int));
+    ArmSamples a;
     for (int i = 0; i < n; i++) {
         const Run *r = rr[i].run;
         int premise = !strcmp(r->sweep, "premise") && !strcmp(r->arm, "fixed-mE");
         if (done[i] || (!premise && !strncmp(r->arm, "fixed", 5))) continue;
-        double lE[MAX_SEEDS], lU[MAX_SEEDS], lM[MAX_SEEDS], sE[MAX_SEEDS], sU[MAX_SEEDS], sM[MAX_SEEDS], seeds[MAX_SEEDS];
-        double tE = 0, tM = 0, fE = 0, fM = 0, up_seconds = 0, up_flops = 0;
-        int k = 0;
-        for (int j = i; j < n; j++) {
-            const Run *q = rr[j].run;
-            if (strcmp(q->sweep, r->sweep) || strcmp(q->arm, r->arm) || strcmp(q->label, r->label)) continue;
-            done[j] = 1;
-            const RunResult *E = find_fixed(rr, n, q->small_experts, q->top_k, q->total_steps, q->seed);
-            const RunResult *M = find_fixed(rr, n, q->big_experts, q->top_k, q->total_steps, q->seed);
-            if (!rr[j].ok || !E || !M || k >= MAX_SEEDS) continue;
-            if (premise && M != &rr[j]) continue;
-            lE[k] = E->final_val, lU[k] = rr[j].final_val, lM[k] = M->final_val;
-            sE[k] = E->final_se, sU[k] = rr[j].final_se, sM[k] = M->final_se, seeds[k] = q->seed;
-            tE += E->stage_sps[0], tM += M->stage_sps[0], fE += E->stage_flops[0] / q->total_steps, fM += M->stage_flops[0] / q->total_steps;
-            up_seconds += rr[j].seconds, up_flops += rr[j].flops;
-            k++;
-        }
+        gather_arms(rr, n, i, premise, done, &a);
+        int k = a.n;
         if (k == 0) continue;
-        tE /= k, tM /= k, fE /= k, fM /= k, up_seconds /= k, up_flops /= k;
         cJSON *c = cJSON_CreateObject();
         cJSON_AddStringToObject(c, "sweep", r->sweep);
         char label[160];
@@ -151,60 +221,23 @@ static cJSON *compare(const Plan *p, const RunResult *rr, int n, cJSON *notes, c
         cJSON_AddStringToObject(c, "label", label);
         if (isnan(r->x)) cJSON_AddNullToObject(c, "x");
         else cJSON_AddNumberToObject(c, "x", r->x);
-        cJSON_AddItemToObject(c, "seeds", cJSON_CreateDoubleArray(seeds, k));
-        cJSON_AddItemToObject(c, "fixed_E", stat_object(lE, sE, k));
-        if (!premise) cJSON_AddItemToObject(c, "upcycled", stat_object(lU, sU, k));
-        cJSON_AddItemToObject(c, "fixed_mE", stat_object(lM, sM, k));
-        Efficiency e = stats_efficiency(lE, lU, lM, k, 12345);
-        cJSON_AddItemToObject(c, "paired_gap_E_minus_mE", paired_object(lE, lM, k, &e.premise));
-        if (!premise) cJSON_AddItemToObject(c, "paired_gap_E_minus_up", paired_object(lE, lU, k, &e.gain));
+        cJSON_AddItemToObject(c, "seeds", cJSON_CreateDoubleArray(a.seed, k));
+        cJSON_AddItemToObject(c, "fixed_E", stat_object(a.loss[ARM_E], a.se[ARM_E], k));
+        if (!premise) cJSON_AddItemToObject(c, "upcycled", stat_object(a.loss[ARM_UP], a.se[ARM_UP], k));
+        cJSON_AddItemToObject(c, "fixed_mE", stat_object(a.loss[ARM_M], a.se[ARM_M], k));
+        Efficiency e = stats_efficiency(a.loss[ARM_E], a.loss[ARM_UP], a.loss[ARM_M], k, 12345);
+        cJSON_AddItemToObject(c, "paired_gap_E_minus_mE", paired_object(a.loss[ARM_E], a.loss[ARM_M], k, &e.premise));
+        if (!premise) cJSON_AddItemToObject(c, "paired_gap_E_minus_up", paired_object(a.loss[ARM_E], a.loss[ARM_UP], k, &e.gain));
         int premise_holds = k >= 2 && e.premise.t_lo > 0;
         cJSON_AddStringToObject(c, "paired_rule", k < 2 ? "1 seed: no interval" : premise_holds ? "Fixed-mE better" : "not established");
         cJSON_AddStringToObject(c, "unpaired_rule", k < 2 ? "1 seed: no interval" : e.unpaired_defined ? "Fixed-mE better" : "not established");
-        if (premise) { /* the scale probes: the premise only, no upcycled arm */
-            cJSON_AddItemToArray(out, c);
-            continue;
+        if (!premise) { /* the scale probes (premise) have no upcycled arm */
+            add_efficiency(c, &e);
+            add_compute(c, p, r, &a, opt);
         }
-        cJSON *ej = cJSON_AddObjectToObject(c, "efficiency");
-        cJSON_AddBoolToObject(ej, "defined", e.defined);
-        cJSON_AddStringToObject(ej, "rule", "paired: the t 95% interval of L_E - L_mE over seeds lies above 0");
-        if (e.defined) {
-            cJSON_AddNumberToObject(ej, "mean", e.mean);
-            add_interval(ej, "ci95", e.lo, e.hi);
-            cJSON_AddNullToObject(ej, "reason");
-        } else {
-            cJSON_AddNullToObject(ej, "mean");
-            cJSON_AddNullToObject(ej, "ci95");
-            cJSON_AddStringToObject(ej, "reason", e.reason);
-        }
-        /* compute: C_fixed = T t_mE; C_up = tau t_E + (T - tau) t_mE; sunk cost: (T - tau) t_mE */
-        int T = r->total_steps, tau = r->stages[0].steps;
-        double c_fixed = T * tM, c_up = tau * tE + (T - tau) * tM, c_sunk = (T - tau) * tM;
-        cJSON *cc = cJSON_AddObjectToObject(c, "compute");
-        cJSON_AddNumberToObject(cc, "t_E", tE);
-        cJSON_AddNumberToObject(cc, "t_mE", tM);
-        cJSON_AddNumberToObject(cc, "seconds_upcycled", c_up);
-        cJSON_AddNumberToObject(cc, "seconds_fixed_mE", c_fixed);
-        cJSON_AddNumberToObject(cc, "measured_seconds_upcycled", up_seconds);
-        cJSON_AddNumberToObject(cc, "saving_pct", 100.0 * (1 - c_up / c_fixed));
-        cJSON_AddNumberToObject(cc, "sunk_cost_saving_pct", 100.0 * (1 - c_sunk / c_fixed));
-        cJSON_AddNumberToObject(cc, "flops_saving_pct", 100.0 * (1 - (tau * fE + (T - tau) * fM) / (T * fM)));
-        cJSON *modeled = modeled_compute(p, r, opt);
-        if (modeled) cJSON_AddItemToObject(cc, "modeled", modeled);
         cJSON_AddItemToArray(out, c);
-        if (!strcmp(r->sweep, "main")) {
-            char note[600], ci[96] = "no interval";
-            if (k >= 2) snprintf(ci, sizeof ci, "paired 95%% interval [%+.4f, %+.4f]", e.premise.t_lo, e.premise.t_hi);
-            snprintf(note, sizeof note,
-                     "main: Fixed-%d minus Fixed-%d validation loss = %+.4f over %d seed(s) (%s; seed spread %.4f); %s", r->small_experts,
-                     r->big_experts, e.premise.mean, k, ci, sqrt(pow(stats_std(lE, k), 2) + pow(stats_std(lM, k), 2)),
-                     k < 2 ? "1 seed: no interval, no verdict"
-                     : e.defined ? "the bigger MoE is better at this budget"
-                                 : "the bigger MoE is NOT clearly better at this budget, so efficiency is undefined");
-            cJSON_AddItemToArray(notes, cJSON_CreateString(note));
-        }
+        if (!premise && !strcmp(r->sweep, "main")) add_main_note(notes, r, &a, &e);
     }
-    (void)p;
     free(done);
     return out;
 }
