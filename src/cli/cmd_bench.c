@@ -1,4 +1,5 @@
 /* upcycle bench gemm | train: figures, not pass/fail. */
+#include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -108,32 +109,132 @@ static double max_of(const double *v, int n) {
     return m;
 }
 
+/* What one `bench train` invocation measures with, shared by its presets */
+typedef struct {
+    const Backend *be;
+    int on_cpu, steps, repeat, profile, memory, compare, n_threads;
+    int use_torch[N_TORCH];
+    char python[4096];     /* PyTorch 2's Python (--compare-torch) */
+    const char *precision; /* its name, for the lines printed */
+    double peak;           /* the best sgemm GFLOP/s measured so far */
+    int n_sgemm;           /* sgemm measurements so far */
+} BenchTrain;
+
+/* --torch hf,ref,ref-compiled into use[]; 0 or a usage error (2) */
+static int parse_torch_paths(const char *list, int use[N_TORCH]) {
+    char tlist[256];
+    snprintf(tlist, sizeof tlist, "%s", list);
+    int n = 0;
+    for (char *save = NULL, *tok = strtok_r(tlist, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        int k = 0;
+        while (k < N_TORCH && strcmp(tok, TORCH_IMPL[k])) k++;
+        if (k == N_TORCH) return cli_usage_error("bench train", "--torch %s; expected hf, ref or ref-compiled, comma-separated", tok);
+        n += !use[k], use[k] = 1;
+    }
+    return n ? 0 : cli_usage_error("bench train", "--torch is empty; expected hf, ref or ref-compiled");
+}
+
+/* One preset: --repeat rounds of ours (each with the sgemm before and after) and the PyTorch
+ * paths, alternating; the round lines and the medians of the per-round ratios. *best is our
+ * fastest round, torch_tps/torch_rss each path's best. The host's speed drifts between minutes:
+ * alternating, and pairing each round with its own sgemm and PyTorch, cancels most of it. */
+static int bench_preset(BenchTrain *b, const Preset *preset, const TrainConfig *tc, TrainBench *best, double *torch_tps,
+                        double *torch_rss) {
+    char version[32] = "?";
+    double round_ratio[N_TORCH][100], round_share[100];
+    for (int round = 0; round < b->repeat; round++) {
+        TrainBench rb;
+        double g = b->peak, g_before = 0, g_after = 0;
+        int paired = b->repeat > 1 && b->on_cpu;
+        if (paired) g_before = bench_sgemm_gflops(1024, 1.0);
+        if (bench_train(b->be, &preset->model, tc, 1, b->steps, b->profile, &rb)) return -1;
+        /* the round's sgemm: the mean of one before ours and one after (a round of a large
+         * preset lasts longer than the host stays at one speed); the peak: the best of all */
+        if (paired) {
+            g_after = bench_sgemm_gflops(1024, 1.0);
+            g = 0.5 * (g_before + g_after);
+            b->n_sgemm += 2;
+            b->peak = fmax(b->peak, fmax(g_before, g_after));
+        }
+        double tps[N_TORCH] = {0};
+        for (int k = 0; k < N_TORCH && b->compare; k++) {
+            double rss = 0;
+            if (!b->use_torch[k]) continue;
+            if (torch_bench_run(b->python, k, &preset->model, tc, b->steps, b->n_threads, &tps[k], &rss, version, sizeof version))
+                return -1;
+            round_ratio[k][round] = rb.tokens_per_second / tps[k];
+            torch_tps[k] = fmax(torch_tps[k], tps[k]);
+            torch_rss[k] = fmax(torch_rss[k], rss);
+        }
+        round_share[round] = g > 0 ? 100.0 * rb.model_gflops / g : 0;
+        if (b->repeat > 1) {
+            printf("preset %s: round %d of %d: %.0f tokens/s", preset->name, round + 1, b->repeat, rb.tokens_per_second);
+            if (b->on_cpu)
+                printf(" (%.1f%% of this round's sgemm %.1f GFLOP/s, the mean of %.1f before and %.1f after)", round_share[round], g,
+                       g_before, g_after);
+            for (int k = 0; k < N_TORCH && b->compare; k++)
+                if (b->use_torch[k]) printf(", PyTorch %s %.0f tokens/s, %.2fx", TORCH_IMPL[k], tps[k], round_ratio[k][round]);
+            printf("\n");
+        }
+        if (round == 0 || rb.tokens_per_second > best->tokens_per_second) *best = rb;
+    }
+    if (b->repeat > 1 && b->on_cpu) {
+        printf("preset %s: per round, median of %d: %.1f%% of the round's sgemm (%.1f-%.1f%%)", preset->name, b->repeat,
+               median(round_share, b->repeat), min_of(round_share, b->repeat), max_of(round_share, b->repeat));
+        for (int k = 0; k < N_TORCH && b->compare; k++)
+            if (b->use_torch[k])
+                printf(", upcycle / PyTorch %s %.2fx (%.2f-%.2fx)", TORCH_IMPL[k], median(round_ratio[k], b->repeat),
+                       min_of(round_ratio[k], b->repeat), max_of(round_ratio[k], b->repeat));
+        printf("\n");
+    }
+    printf("preset %s: batch %d x %d tokens, %.3f s/step, %.0f tokens/s (%s, %s, %d threads%s)\n", preset->name, tc->batch_size,
+           tc->seq_len, best->seconds_per_step, best->tokens_per_second, b->be->name, b->precision, b->n_threads,
+           b->repeat > 1 ? "; the best round" : "");
+    if (b->profile) backend_profile_print(stdout, b->steps, best->seconds_per_step, b->peak);
+    if (b->memory) {
+        double analytic = best->param_state_bytes + best->activation_bytes;
+        printf("  memory: params+grads+Adam %.1f MB + activations %.1f MB = %.1f MB analytic; peak RSS %.1f MB "
+               "(%.2fx analytic; %.1f MB before the model)\n",
+               best->param_state_bytes / 1e6, best->activation_bytes / 1e6, analytic / 1e6, best->rss_peak_bytes / 1e6,
+               best->rss_peak_bytes / analytic, best->rss_before_bytes / 1e6);
+    }
+    for (int k = 0; k < N_TORCH && b->compare; k++)
+        if (b->use_torch[k])
+            printf("  PyTorch %s %s (%s; fp32, same config, batch and threads%s): %.0f tokens/s, peak RSS %.0f MB -> "
+                   "upcycle / PyTorch = %.2fx\n",
+                   version, TORCH_IMPL[k], TORCH_WHAT[k], b->repeat > 1 ? "; the best round" : "", torch_tps[k], torch_rss[k],
+                   best->tokens_per_second / torch_tps[k]);
+    return 0;
+}
+
 static int bench_train_cmd(int argc, char **argv) {
     const char *presets = "small", *device = "auto", *precision = "fp32", *torch_list = "hf,ref,ref-compiled";
-    int steps = 5, threads = 0, batch = 0, seq = 0, compare = 0, memory = 0, profile = 0, repeat = 1;
+    int threads = 0, batch = 0, seq = 0;
+    BenchTrain b = {.steps = 5, .repeat = 1};
     CliOption opts[] = {
         {"preset", OPT_STR, &presets, "preset(s) to time, comma-separated (default small)"},
-        {"steps", OPT_INT, &steps, "timed steps (default 5, after 1 warm-up step)"},
-        {"repeat", OPT_INT, &repeat, "rounds per preset: ours and PyTorch alternate, sgemm is measured before and after ours in each round, and the best round of each is reported with the medians of the per-round ratios (default 1)"},
+        {"steps", OPT_INT, &b.steps, "timed steps (default 5, after 1 warm-up step)"},
+        {"repeat", OPT_INT, &b.repeat, "rounds per preset: ours and PyTorch alternate, sgemm is measured before and after ours in each round, and the best round of each is reported with the medians of the per-round ratios (default 1)"},
         {"batch-size", OPT_INT, &batch, "override the preset's batch size"},
         {"seq-len", OPT_INT, &seq, "override the preset's sequence length"},
         {"threads", OPT_COUNT, &threads, "threads (default: all cores)"},
         {"device", OPT_STR, &device, CLI_DEVICE_HELP},
         {"precision", OPT_STR, &precision, "fp32 (default) or bf16 (GEMM operands in bf16: tensor cores, or AVX-512 BF16 on the CPU)"},
-        {"compare-torch", OPT_FLAG, &compare, "also time PyTorch 2 (tests/torch_bench.py, the pinned PyPI environment) on the same config, batch and threads, and print the ratios"},
+        {"compare-torch", OPT_FLAG, &b.compare, "also time PyTorch 2 (tests/torch_bench.py, the pinned PyPI environment) on the same config, batch and threads, and print the ratios"},
         {"torch", OPT_STR, &torch_list, "with --compare-torch: the PyTorch paths, comma-separated: hf (transformers' model), ref (tests/torch_ref.py eager), ref-compiled (its torch.compile); default all three"},
-        {"report-memory", OPT_FLAG, &memory, "print peak RSS against the analytic bytes (params, grads, Adam, activations)"},
-        {"profile", OPT_FLAG, &profile, "time every backend op of the timed steps: ms/step, share, GFLOP/s, % of sgemm, GB/s (CPU)"},
+        {"report-memory", OPT_FLAG, &b.memory, "print peak RSS against the analytic bytes (params, grads, Adam, activations)"},
+        {"profile", OPT_FLAG, &b.profile, "time every backend op of the timed steps: ms/step, share, GFLOP/s, % of sgemm, GB/s (CPU)"},
     };
     int prc = cli_parse("bench train", "[--preset P[,P...]] [--steps N] [--repeat N] [--compare-torch] [--report-memory]", argc, argv,
                         opts, sizeof opts / sizeof *opts);
     if (prc) return prc == 1 ? 0 : prc;
-    if (steps < 1) return cli_usage_error("bench train", "--steps %d; expected >= 1", steps);
-    if (repeat < 1 || repeat > 100) return cli_usage_error("bench train", "--repeat %d; expected 1 to 100", repeat);
-    if (repeat > 1 && profile)
-        return cli_usage_error("bench train", "--repeat %d with --profile; expected one of them (a profile is of one round)", repeat);
+    if (b.steps < 1) return cli_usage_error("bench train", "--steps %d; expected >= 1", b.steps);
+    if (b.repeat < 1 || b.repeat > 100) return cli_usage_error("bench train", "--repeat %d; expected 1 to 100", b.repeat);
+    if (b.repeat > 1 && b.profile)
+        return cli_usage_error("bench train", "--repeat %d with --profile; expected one of them (a profile is of one round)", b.repeat);
     int prec;
     if (cli_precision("bench train", precision, &prec)) return 2;
+    b.precision = precision;
     char list[512];
     snprintf(list, sizeof list, "%s", presets);
     int n_presets = 0;
@@ -145,36 +246,25 @@ static int bench_train_cmd(int argc, char **argv) {
         chosen[n_presets++] = p;
     }
     if (!n_presets) return cli_usage_error("bench train", "--preset is empty; expected a preset name");
-    const Backend *be;
-    int brc = cli_backend("bench train", device, &be);
+    int brc = cli_backend("bench train", device, &b.be);
     if (brc) return brc;
     cli_set_threads(threads);
-    int on_cpu = be->runs_on_host;
-    if (compare && !on_cpu) return cli_usage_error("bench train", "--compare-torch times the CPU; expected --device cpu");
-    int use_torch[N_TORCH] = {0}, n_torch = 0;
-    char tlist[256];
-    snprintf(tlist, sizeof tlist, "%s", torch_list);
-    for (char *save = NULL, *tok = strtok_r(tlist, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        int k = 0;
-        while (k < N_TORCH && strcmp(tok, TORCH_IMPL[k])) k++;
-        if (k == N_TORCH) return cli_usage_error("bench train", "--torch %s; expected hf, ref or ref-compiled, comma-separated", tok);
-        n_torch += !use_torch[k], use_torch[k] = 1;
-    }
-    if (compare && !n_torch) return cli_usage_error("bench train", "--torch is empty; expected hf, ref or ref-compiled");
-    char python[4096] = "", why[4096] = "";
-    if (compare && cli_pyenv_python("tf5", "UPCYCLE_TORCH_PYTHON", python, sizeof python, why, sizeof why)) {
+    b.on_cpu = b.be->runs_on_host;
+    if (b.compare && !b.on_cpu) return cli_usage_error("bench train", "--compare-torch times the CPU; expected --device cpu");
+    if (parse_torch_paths(torch_list, b.use_torch)) return 2;
+    char why[4096] = "";
+    if (b.compare && cli_pyenv_python("tf5", "UPCYCLE_TORCH_PYTHON", b.python, sizeof b.python, why, sizeof why)) {
         up_error("--compare-torch: no PyTorch 2: %s; expected the pinned environment (make test-deps, scripts/pyenv.sh) or UPCYCLE_TORCH_PYTHON", why);
         return cli_fail();
     }
-    if (profile && !on_cpu) return cli_usage_error("bench train", "--profile times host ops; expected --device cpu");
+    if (b.profile && !b.on_cpu) return cli_usage_error("bench train", "--profile times host ops; expected --device cpu");
     char cpu[256];
     cpu_description(cpu, sizeof cpu);
-    double peak = on_cpu ? bench_sgemm_gflops(1024, 1.0) : 0;
-    int n_sgemm = on_cpu;
-    if (on_cpu) printf("machine: %s, %d cores; sgemm 1024^3 %.1f GFLOP/s\n", cpu, omp_get_num_procs(), peak);
-    int n_threads = on_cpu ? omp_get_max_threads() : 1;
+    b.peak = b.on_cpu ? bench_sgemm_gflops(1024, 1.0) : 0;
+    b.n_sgemm = b.on_cpu;
+    if (b.on_cpu) printf("machine: %s, %d cores; sgemm 1024^3 %.1f GFLOP/s\n", cpu, omp_get_num_procs(), b.peak);
+    b.n_threads = b.on_cpu ? omp_get_max_threads() : 1;
     TrainBench r[16];
-    double torch_tps[16][N_TORCH] = {{0}}, torch_rss[16][N_TORCH] = {{0}};
     for (int i = 0; i < n_presets; i++) {
         /* one process measures one model's peak RSS: later presets run after earlier ones, so
          * their figure is a maximum over both; order presets small to large with --report-memory */
@@ -182,82 +272,15 @@ static int bench_train_cmd(int argc, char **argv) {
         if (batch > 0) tc.batch_size = batch;
         if (seq > 0) tc.seq_len = seq;
         tc.precision = prec;
-        /* The host's speed drifts between minutes: with --repeat, ours and PyTorch alternate and
-         * each side's fastest round is kept, so a slow minute does not land on one side only. */
-        /* Each round's figures are also paired with the same round's sgemm and PyTorch, whose
-         * ratios cancel most of the drift: their medians are printed after the rounds. */
-        char version[32] = "?";
-        double round_ratio[N_TORCH][100], round_share[100];
-        for (int round = 0; round < repeat; round++) {
-            TrainBench rb;
-            double g = peak, g_before = 0, g_after = 0;
-            if (repeat > 1 && on_cpu) g_before = bench_sgemm_gflops(1024, 1.0);
-            if (bench_train(be, &chosen[i]->model, &tc, 1, steps, profile, &rb)) return cli_fail();
-            /* the round's sgemm: the mean of one before ours and one after (a round of a large
-             * preset lasts longer than the host stays at one speed); the peak: the best of all */
-            if (repeat > 1 && on_cpu) {
-                g_after = bench_sgemm_gflops(1024, 1.0);
-                g = 0.5 * (g_before + g_after);
-                n_sgemm += 2;
-                if (g_before > peak) peak = g_before;
-                if (g_after > peak) peak = g_after;
-            }
-            double tps[N_TORCH] = {0};
-            for (int k = 0; k < N_TORCH && compare; k++) {
-                double rss = 0;
-                if (!use_torch[k]) continue;
-                if (torch_bench_run(python, k, &chosen[i]->model, &tc, steps, n_threads, &tps[k], &rss, version, sizeof version))
-                    return cli_fail();
-                round_ratio[k][round] = rb.tokens_per_second / tps[k];
-                if (tps[k] > torch_tps[i][k]) torch_tps[i][k] = tps[k];
-                if (rss > torch_rss[i][k]) torch_rss[i][k] = rss;
-            }
-            round_share[round] = g > 0 ? 100.0 * rb.model_gflops / g : 0;
-            if (repeat > 1) {
-                printf("preset %s: round %d of %d: %.0f tokens/s", chosen[i]->name, round + 1, repeat, rb.tokens_per_second);
-                if (on_cpu)
-                    printf(" (%.1f%% of this round's sgemm %.1f GFLOP/s, the mean of %.1f before and %.1f after)",
-                           round_share[round], g, g_before, g_after);
-                for (int k = 0; k < N_TORCH && compare; k++)
-                    if (use_torch[k]) printf(", PyTorch %s %.0f tokens/s, %.2fx", TORCH_IMPL[k], tps[k], round_ratio[k][round]);
-                printf("\n");
-            }
-            if (round == 0 || rb.tokens_per_second > r[i].tokens_per_second) r[i] = rb;
-        }
-        if (repeat > 1 && on_cpu) {
-            printf("preset %s: per round, median of %d: %.1f%% of the round's sgemm (%.1f-%.1f%%)", chosen[i]->name, repeat,
-                   median(round_share, repeat), min_of(round_share, repeat), max_of(round_share, repeat));
-            for (int k = 0; k < N_TORCH && compare; k++)
-                if (use_torch[k])
-                    printf(", upcycle / PyTorch %s %.2fx (%.2f-%.2fx)", TORCH_IMPL[k], median(round_ratio[k], repeat),
-                           min_of(round_ratio[k], repeat), max_of(round_ratio[k], repeat));
-            printf("\n");
-        }
-        printf("preset %s: batch %d x %d tokens, %.3f s/step, %.0f tokens/s (%s, %s, %d threads%s)\n", chosen[i]->name,
-               tc.batch_size, tc.seq_len, r[i].seconds_per_step, r[i].tokens_per_second, be->name, precision, n_threads,
-               repeat > 1 ? "; the best round" : "");
-        if (profile) backend_profile_print(stdout, steps, r[i].seconds_per_step, peak);
-        if (memory) {
-            double analytic = r[i].param_state_bytes + r[i].activation_bytes;
-            printf("  memory: params+grads+Adam %.1f MB + activations %.1f MB = %.1f MB analytic; peak RSS %.1f MB "
-                   "(%.2fx analytic; %.1f MB before the model)\n",
-                   r[i].param_state_bytes / 1e6, r[i].activation_bytes / 1e6, analytic / 1e6, r[i].rss_peak_bytes / 1e6,
-                   r[i].rss_peak_bytes / analytic, r[i].rss_before_bytes / 1e6);
-        }
-        for (int k = 0; k < N_TORCH && compare; k++)
-            if (use_torch[k])
-                printf("  PyTorch %s %s (%s; fp32, same config, batch and threads%s): %.0f tokens/s, peak RSS %.0f MB -> "
-                       "upcycle / PyTorch = %.2fx\n",
-                       version, TORCH_IMPL[k], TORCH_WHAT[k], repeat > 1 ? "; the best round" : "", torch_tps[i][k], torch_rss[i][k],
-                       r[i].tokens_per_second / torch_tps[i][k]);
+        double torch_tps[N_TORCH] = {0}, torch_rss[N_TORCH] = {0};
+        if (bench_preset(&b, chosen[i], &tc, &r[i], torch_tps, torch_rss)) return cli_fail();
     }
-    if (on_cpu) {
-        if (n_sgemm > 1)
-            printf("sgemm 1024^3: the best of %d measurements (one at the start, then two per round), %.1f GFLOP/s\n",
-                   n_sgemm, peak);
+    if (b.on_cpu) {
+        if (b.n_sgemm > 1)
+            printf("sgemm 1024^3: the best of %d measurements (one at the start, then two per round), %.1f GFLOP/s\n", b.n_sgemm, b.peak);
         for (int i = 0; i < n_presets; i++)
             printf("preset %s: model FLOPs %.2f GFLOP/step -> %.1f GFLOP/s = %.1f%% of measured sgemm peak %.1f GFLOP/s\n",
-                   chosen[i]->name, r[i].flops_per_step / 1e9, r[i].model_gflops, 100.0 * r[i].model_gflops / peak, peak);
+                   chosen[i]->name, r[i].flops_per_step / 1e9, r[i].model_gflops, 100.0 * r[i].model_gflops / b.peak, b.peak);
     } else {
         for (int i = 0; i < n_presets; i++)
             printf("preset %s: model FLOPs %.2f GFLOP/step -> %.1f GFLOP/s\n", chosen[i]->name, r[i].flops_per_step / 1e9,
