@@ -737,6 +737,10 @@ run "$UP" grow --ckpt "$CK" --out "$W/g_ok" --factor 2 --check --data "$DATA" "$
 if [ "$RC" -eq 0 ] && grep -q "before" "$CAP/out" && [ -f "$W/g_ok/grow.json" ] && [ -f "$W/g_ok/training/optimizer.safetensors" ]; then
   ok "grow --factor 2 --check writes the checkpoint, grow.json and prints the gap"
 else fail "grow --factor 2 --check" "exit $RC: $(oneline "$ERR")"; fi
+# the grown biases (noise around the source's) are not part of the saved model's function: one line says what they change
+if [ "$RC" -eq 0 ] && [ "$(grep -c "^note: .*g_ok: qwen3_moe has no balancing bias, so the saved model routes without the grown biases.*val loss on 4 batches [0-9.]* without, [0-9.]* with; top-K expert sets agree on [0-9.]*%" "$CAP/out")" = 1 ]; then
+  ok "grow --check: one line on the grown balancing biases (loss without, with, top-K agreement)"
+else fail "grow --check: the note on the grown balancing biases" "$(oneline "$(cat "$CAP/out")")"; fi
 expect_fail "grow into an existing output without --force" nz "--force" "" -- "$UP" grow --ckpt "$CK" --out "$W/g_ok" --factor 2
 run "$UP" grow --ckpt "$CK" --out "$W/g_util" --experts 12 --alloc utility --data "$DATA" "${THREADS[@]}"
 if [ "$RC" -eq 0 ] && py "import json;d=json.load(open('$W/g_util/grow.json'));l=d['layers'][0];assert len(l['source'])==12 and sum(l['copies'])==12 and min(l['copies'])>=1" >/dev/null; then

@@ -1,4 +1,5 @@
 /* upcycle grow: the expert upcycling operator (and dense -> MoE sparse upcycling). */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +10,9 @@
 #include "grow/hf.h"
 #include "grow/init.h"
 #include "io/checkpoint.h"
+#include "model.h"
+#include "train.h"
+#include "data/shard.h"
 #include "util.h"
 
 static int parse_enum(const char *command, const char *option, const char *value, const char *const *names, int n, int *out) {
@@ -157,6 +161,44 @@ int cmd_grow(int argc, char **argv) {
     return rc;
 }
 
+/* The grown checkpoint's balancing biases, when nonzero, in one line: no family the engine writes
+ * holds them, so the saved model routes without them; with data, what that changes on the
+ * validation split (the batches of --check) */
+static int note_balance_bias(const char *out, const char *data, int batches) {
+    Model m;
+    if (checkpoint_load_model(out, &m, 0, NULL)) return -1;
+    size_t n = (size_t)model_config_n_moe_layers(&m.cfg) * m.cfg.n_experts;
+    float *bias = xcalloc(n + 1, sizeof(float));
+    model_balance_bias_get(&m, bias);
+    double largest = 0;
+    for (size_t i = 0; i < n; i++) largest = fmax(largest, fabs(bias[i]));
+    free(bias);
+    int rc = 0;
+    if (largest > 0 && data) {
+        int batch = 0, seq = 0;
+        cli_default_shape(out, &batch, &seq);
+        Loader ld;
+        if (seq > m.cfg.max_seq_len) seq = m.cfg.max_seq_len;
+        rc = loader_open(&ld, data, "val", batch, seq, 0, 0);
+        if (!rc) {
+            model_set_batch(&m, batch, seq);
+            BiasEffect e;
+            EvalResult r = evaluate_split_unbiased(&m, &ld, batches, &e);
+            printf("note: %s: %s has no balancing bias, so the saved model routes without the grown biases (kept in %s/%s; "
+                   "largest |bias| %.4f): val loss on %d batches %.4f without, %.4f with; top-K expert sets agree on %.1f%% of "
+                   "(token, MoE layer) pairs\n", out, config_family_model_type(&m.cfg), CKPT_TRAINING_DIR, BALANCE_BIAS_NAME, largest,
+                   batches, r.loss, e.loss_with_bias, 100 * e.topk_agreement);
+            loader_close(&ld);
+        }
+    } else if (largest > 0) {
+        printf("note: %s: %s has no balancing bias, so the saved model routes without the grown biases (kept in %s/%s; largest "
+               "|bias| %.4f; --check --data DIR measures what that changes)\n", out, config_family_model_type(&m.cfg),
+               CKPT_TRAINING_DIR, BALANCE_BIAS_NAME, largest);
+    }
+    model_free(&m);
+    return rc;
+}
+
 /* grow on this rank: all of it on rank 0, the utility scoring's share on the others */
 static int grow_on_ranks(const char *in, const char *out, const GrowOptions *o, int layout) {
     if (!is_dir(in)) {
@@ -187,5 +229,5 @@ static int grow_on_ranks(const char *in, const char *out, const GrowOptions *o, 
         printf("check (val loss on %d batches): before %.4f | after %.4f | gap %+.4f\n", o->check_batches, r.loss_before,
                r.loss_after, r.loss_after - r.loss_before);
     printf("grew %s: %d -> %d experts per MoE layer -> %s (see %s/grow.json)\n", in, r.n_old, r.n_new, out, out);
-    return 0;
+    return note_balance_bias(out, o->check ? o->data_dir : NULL, o->check_batches) ? cli_fail() : 0;
 }
