@@ -537,6 +537,13 @@ int model_config_overlay_json(ModelConfig *c, const cJSON *overlay, const char *
     /* an array's items have no key: adding them to the object would fail and leak them */
     if (!cJSON_IsObject(overlay)) return up_error("%s: field model is not an object; expected {\"key\": value, ...}", origin);
     cJSON *base = model_config_to_json(c);
+    /* an overlay that names the dense qwen3 drops the base's MoE keys, which qwen3 has not */
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(overlay, "model_type");
+    if (cJSON_IsString(type) && !strcmp(type->valuestring, "qwen3")) {
+        static const char *const moe_keys[] = {"num_experts", "num_local_experts", "num_experts_per_tok", "moe_intermediate_size",
+                                               "decoder_sparse_step", "mlp_only_layers", "norm_topk_prob", "upcycle_balance_bias"};
+        for (size_t k = 0; k < sizeof moe_keys / sizeof *moe_keys; k++) cJSON_DeleteItemFromObjectCaseSensitive(base, moe_keys[k]);
+    }
     const cJSON *it;
     cJSON_ArrayForEach(it, overlay) {
         cJSON_DeleteItemFromObjectCaseSensitive(base, it->string);
