@@ -796,6 +796,21 @@ void model_layer_topk(const Model *m, int layer, int32_t *topk) {
     m->be->download(topk, m->acts[layer].topk, sizeof(int32_t) * (size_t)m->B * m->T * m->cfg.top_k);
 }
 
+void model_moe_topk(const Model *m, int32_t *topk) {
+    size_t NK = (size_t)m->B * m->T * m->cfg.top_k;
+    for (int l = 0, q = 0; l < m->cfg.n_layers; l++)
+        if (m->layers[l].is_moe) model_layer_topk(m, l, topk + NK * q++);
+}
+
+float *model_balance_bias_copy(const Model *m, double *largest) {
+    size_t n = (size_t)model_config_n_moe_layers(&m->cfg) * m->cfg.n_experts;
+    float *bias = n ? xmalloc(n * sizeof(float)) : NULL;
+    if (bias) model_balance_bias_get(m, bias);
+    *largest = 0;
+    for (size_t i = 0; i < n; i++) *largest = fmax(*largest, fabs(bias[i]));
+    return bias;
+}
+
 void model_balance_bias_get(const Model *m, float *out) {
     size_t E = (size_t)m->cfg.n_experts, at = 0;
     for (int l = 0; l < m->cfg.n_layers; l++)

@@ -170,11 +170,15 @@ double model_flops_per_token(const ModelConfig *c, int T);
 void model_layer_loads(const Model *m, int layer, int32_t *loads);
 /* the top-K experts of MoE layer l per token in the last forward: host copy into topk (B*T, K) */
 void model_layer_topk(const Model *m, int layer, int32_t *topk);
+/* the same for every MoE layer, in layer order: topk (MoE layers, B*T, K) */
+void model_moe_topk(const Model *m, int32_t *topk);
 /* The loss-free balancing biases of every MoE layer, layer order, E floats each (n_moe * E in
  * all): host copies. The biases steer the selection in training only; no Hugging Face family
  * the engine writes has them, so evaluation as transformers computes a checkpoint sets them
  * to zero (model_balance_bias_set with NULL). */
 void model_balance_bias_get(const Model *m, float *out);
+/* the same into a malloc'd copy (NULL without MoE layers); *largest: the largest |bias| (0: all zero) */
+float *model_balance_bias_copy(const Model *m, double *largest);
 void model_balance_bias_set(Model *m, const float *in); /* NULL: zeros */
 
 #endif

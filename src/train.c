@@ -72,7 +72,9 @@ static EvalResult eval_windows(Model *m, Loader *ld, int n_batches, const float 
     double sums[6] = {0, 0, 0, 0, 0, 0};
     int K = m->cfg.top_k, n_moe = model_config_n_moe_layers(&m->cfg);
     size_t NK = (size_t)m->B * T * K;
-    int32_t *top_plain = bias ? xmalloc(sizeof(int32_t) * NK * n_moe) : NULL, *top_biased = bias ? xmalloc(sizeof(int32_t) * NK) : NULL;
+    /* each MoE layer's top-K of the pass without the biases, then of the pass with them */
+    int32_t *top[2] = {NULL, NULL};
+    for (int pass = 0; bias && pass < 2; pass++) top[pass] = xmalloc(sizeof(int32_t) * NK * n_moe);
     for (uint64_t j = 0; j < batches; j++) {
         for (int b = 0; b < B; b++) {
             uint64_t i = j * (uint64_t)B + (uint64_t)b;
@@ -93,23 +95,16 @@ static EvalResult eval_windows(Model *m, Loader *ld, int n_batches, const float 
                 if (pass) sums[3] += row;
                 else sums[0] += 1, sums[1] += row, sums[2] += row * row;
             }
-            for (int l = 0, q = 0; bias && l < m->cfg.n_layers; l++) {
-                if (!layer_is_moe(&m->cfg, l)) continue;
-                if (!pass) {
-                    model_layer_topk(m, l, top_plain + NK * q++);
-                    continue;
-                }
-                model_layer_topk(m, l, top_biased);
-                const int32_t *plain = top_plain + NK * q++;
+            if (bias) model_moe_topk(m, top[pass]);
+            for (int q = 0; pass && q < n_moe; q++)
                 for (int b = 0; b < m->B; b++) {
                     if (j * (uint64_t)B + (uint64_t)slice * m->B + (uint64_t)b >= n_eval) continue;
-                    size_t at = (size_t)b * T * K;
-                    sums[4] += T, sums[5] += (double)topk_same_sets(plain + at, top_biased + at, (size_t)T, K);
+                    size_t at = NK * q + (size_t)b * T * K;
+                    sums[4] += T, sums[5] += (double)topk_same_sets(top[0] + at, top[1] + at, (size_t)T, K);
                 }
-            }
         }
     }
-    free(tokens), free(top_plain), free(top_biased);
+    free(tokens), free(top[0]), free(top[1]);
     if (ranks > 1) dist_sum_doubles(sums, 6, "the validation loss");
     EvalResult r;
     r.windows = (long long)sums[0];
@@ -127,14 +122,9 @@ static EvalResult eval_windows(Model *m, Loader *ld, int n_batches, const float 
 EvalResult evaluate_split(Model *m, Loader *ld, int n_batches) { return eval_windows(m, ld, n_batches, NULL, NULL); }
 
 EvalResult evaluate_split_unbiased(Model *m, Loader *ld, int n_batches, BiasEffect *effect) {
-    size_t n = (size_t)model_config_n_moe_layers(&m->cfg) * m->cfg.n_experts;
-    float *bias = n ? xmalloc(n * sizeof(float)) : NULL;
-    if (bias) model_balance_bias_get(m, bias);
     BiasEffect e = {0};
-    for (size_t i = 0; i < n; i++) {
-        e.has_bias |= bias[i] != 0;
-        e.max_abs_bias = fmax(e.max_abs_bias, fabs(bias[i]));
-    }
+    float *bias = model_balance_bias_copy(m, &e.max_abs_bias);
+    e.has_bias = e.max_abs_bias > 0;
     EvalResult r = eval_windows(m, ld, n_batches, e.has_bias ? bias : NULL, &e);
     if (e.has_bias) model_balance_bias_set(m, bias); /* restored */
     if (effect) *effect = e;

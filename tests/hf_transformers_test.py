@@ -138,9 +138,10 @@ def same_sets(a, b):
     return int((a.sort(dim=-1).values == b.sort(dim=-1).values).all(dim=-1).sum())
 
 
-def compare(label, up, d, ids, work, name, want_topk=True):
-    """transformers' loss, logits and top-K of directory d against `upcycle eval` of it"""
-    m, info = load(d)
+def compare(label, up, d, ids, work, name, want_topk=True, loaded=None):
+    """transformers' loss, logits and top-K of directory d (loaded: its load(d) when the caller has it)
+    against `upcycle eval` of it"""
+    m, info = loaded or load(d)
     loss, logits, topk = hf_forward(m, ids)
     res, err = up_eval(up, d, ids, work, name)
     if not check(res is not None, f"{label}: upcycle eval reads it", err):
@@ -258,9 +259,9 @@ def part_b(up, work, shared, data):
                 check(bool(info["missing_keys"]), f"{label}: 4.57 reports the packed experts missing (documented: packed "
                       "is for transformers 5)", str(info))
                 continue
-            m, info = load(d)
-            check_loads_clean(label, info)
-            out = compare(label, up, d, ids, work, f"b-{family}-{name.replace(' ', '-')}", want_topk=False)
+            loaded = load(d)
+            check_loads_clean(label, loaded[1])
+            out = compare(label, up, d, ids, work, f"b-{family}-{name.replace(' ', '-')}", want_topk=False, loaded=loaded)
             if out and moe and name.startswith("per-expert fp32"):
                 res = out[2]
                 check("loss_with_balance_bias" in res and "topk_agreement" in res and res["topk_agreement"] < 1,

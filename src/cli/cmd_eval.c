@@ -58,12 +58,11 @@ static int eval_ids(Model *m, const char *ids_path, const char *logits_path, con
         return up_error("%s: rows of %d ids; expected at most max_position_embeddings + 1 = %d", ids_path, len, m->cfg.max_seq_len + 1);
     }
     model_set_batch(m, rows, T);
-    size_t N = (size_t)rows * T, n_bias = (size_t)n_moe * m->cfg.n_experts;
-    float *bias = xcalloc(n_bias + 1, sizeof(float));
-    model_balance_bias_get(m, bias);
-    int has_bias = 0;
-    for (size_t i = 0; i < n_bias; i++) has_bias |= bias[i] != 0;
-    model_balance_bias_set(m, NULL);
+    size_t N = (size_t)rows * T;
+    double largest;
+    float *bias = model_balance_bias_copy(m, &largest);
+    int has_bias = largest > 0;
+    if (has_bias) model_balance_bias_set(m, NULL);
     double loss = model_forward(m, tokens, 0, 0);
     int rc = 0;
     if (logits_path) {
@@ -73,18 +72,15 @@ static int eval_ids(Model *m, const char *ids_path, const char *logits_path, con
         free(logits);
     }
     int32_t *topk = xmalloc(sizeof(int32_t) * (N * K * n_moe + 1));
-    for (int l = 0, q = 0; l < m->cfg.n_layers; l++)
-        if (layer_is_moe(&m->cfg, l)) model_layer_topk(m, l, topk + N * K * q++);
+    model_moe_topk(m, topk);
     if (!rc && topk_path) rc = atomic_write_file(topk_path, topk, sizeof(int32_t) * N * K * n_moe);
     double loss_bias = loss, agree = 1;
     if (!rc && has_bias) {
         model_balance_bias_set(m, bias);
         loss_bias = model_forward(m, tokens, 0, 0);
-        int32_t *biased = xmalloc(sizeof(int32_t) * N * K);
-        size_t same = 0;
-        for (int l = 0, q = 0; l < m->cfg.n_layers; l++)
-            if (layer_is_moe(&m->cfg, l)) model_layer_topk(m, l, biased), same += topk_same_sets(topk + N * K * q++, biased, N, K);
-        agree = (double)same / ((double)N * n_moe);
+        int32_t *biased = xmalloc(sizeof(int32_t) * N * K * n_moe);
+        model_moe_topk(m, biased);
+        agree = (double)topk_same_sets(topk, biased, N * n_moe, K) / ((double)N * n_moe);
         free(biased);
     }
     if (!rc && json) {

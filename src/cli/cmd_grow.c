@@ -1,5 +1,4 @@
 /* upcycle grow: the expert upcycling operator (and dense -> MoE sparse upcycling). */
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -167,12 +166,8 @@ int cmd_grow(int argc, char **argv) {
 static int note_balance_bias(const char *out, const char *data, int batches) {
     Model m;
     if (checkpoint_load_model(out, &m, 0, NULL)) return -1;
-    size_t n = (size_t)model_config_n_moe_layers(&m.cfg) * m.cfg.n_experts;
-    float *bias = xcalloc(n + 1, sizeof(float));
-    model_balance_bias_get(&m, bias);
-    double largest = 0;
-    for (size_t i = 0; i < n; i++) largest = fmax(largest, fabs(bias[i]));
-    free(bias);
+    double largest;
+    free(model_balance_bias_copy(&m, &largest));
     int rc = 0;
     if (largest > 0 && data) {
         int batch = 0, seq = 0;

@@ -403,8 +403,7 @@ static int expand_iterative(Plan *p, const cJSON *s, const char *origin, int see
     int E = a->E, m = a->m, T = a->T, K = a->K;
     const GrowOptions uniform = a->uniform;
     double taus[16];
-    int n = 0;
-    n = number_list(origin, s, "sweeps.iterative.tau", taus, 2);
+    int n = number_list(origin, s, "sweeps.iterative.tau", taus, 2);
     if (n < 0) return -1;
     int t1 = 0, t2 = 0;
     if (n != 2 || tau_steps_of(taus[0], T, origin, &t1) || tau_steps_of(taus[1], T, origin, &t2) || t2 <= t1)

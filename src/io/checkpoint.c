@@ -297,9 +297,10 @@ int checkpoint_write(const char *dir, const ModelConfig *cfg, TensorSource *src,
     char *path = path_join(d.tmp, "config.json");
     int rc = model_config_save_json(cfg, path);
     free(path);
-    if (!rc) rc = write_model(d.tmp, cfg, src, with_optimizer || state);
-    char *training = !rc && (with_optimizer || state) ? training_dir(d.tmp) : NULL;
-    if (!rc && (with_optimizer || state) && !training) rc = -1;
+    int training_state = with_optimizer || state; /* training/ holds more than the biases */
+    if (!rc) rc = write_model(d.tmp, cfg, src, training_state);
+    char *training = !rc && training_state ? training_dir(d.tmp) : NULL;
+    if (!rc && training_state && !training) rc = -1;
     if (!rc && with_optimizer) {
         path = path_join(training, "optimizer.safetensors");
         rc = write_optimizer(path, src, optimizer_step);

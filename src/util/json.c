@@ -195,7 +195,7 @@ ELEMENT(json_elem_array, const cJSON *, K_ARRAY, j)
 #undef ELEMENT
 
 int json_token_ids(const char *file, const cJSON *arr, const char *name, int vocab, int32_t *out) {
-    int count = cJSON_GetArraySize(arr), i = 0;
+    int i = 0;
     for (const cJSON *elem = arr->child; elem; elem = elem->next, i++) { /* in order: cJSON_GetArrayItem is linear */
         int id = 0;
         if (cJSON_IsNumber(elem) && elem->valuedouble >= -2147483648.0 && elem->valuedouble <= 2147483647.0 &&
@@ -206,8 +206,13 @@ int json_token_ids(const char *file, const cJSON *arr, const char *name, int voc
         if (id < 0 || id >= vocab) return up_error("%s: field %s[%d] is %d; expected a token id in [0, %d)", file, name, i, id, vocab);
         out[i] = id;
     }
-    (void)count;
     return 0;
+}
+
+/* the first byte at or after i that is not JSON whitespace */
+static size_t skip_space(const char *text, size_t n, size_t i) {
+    while (i < n && (text[i] == ' ' || text[i] == '\t' || text[i] == '\n' || text[i] == '\r')) i++;
+    return i;
 }
 
 char *json_text_set_top_int(const char *text, size_t n, const char *key, long long value) {
@@ -220,14 +225,12 @@ char *json_text_set_top_int(const char *text, size_t n, const char *key, long lo
         else if (ch == '"') {
             size_t start = i + 1, end = start;
             while (end < n && text[end] != '"') end += text[end] == '\\' ? 2 : 1;
-            size_t j = end + 1;
-            while (j < n && (text[j] == ' ' || text[j] == '\t' || text[j] == '\n' || text[j] == '\r')) j++;
+            size_t j = skip_space(text, n, end + 1);
             int is_key = j < n && text[j] == ':';
             if (depth == 1 && is_key && end - start == klen && !memcmp(text + start, key, klen)) {
-                j++;
-                while (j < n && (text[j] == ' ' || text[j] == '\t' || text[j] == '\n' || text[j] == '\r')) j++;
+                j = skip_space(text, n, j + 1);
                 size_t v = j;
-                while (v < n && strchr("+-0123456789.eE", text[v])) v++;
+                while (v < n && text[v] && strchr("+-0123456789.eE", text[v])) v++; /* strchr finds a NUL too */
                 if (v == j) return NULL;
                 char num[32];
                 int len = snprintf(num, sizeof num, "%lld", value);
